@@ -1,0 +1,24 @@
+{
+  # Builds the CPU backend (oneDNN) as build/Release/repvgg_cpu.node. Needs Debian's libdnnl-dev.
+  "targets": [
+    {
+      "target_name": "repvgg_cpu",
+      "sources": [
+        "native/addon/addon.cc",
+        "native/cpu/dnnl_common.cc",
+        "native/cpu/conv.cc",
+        "native/cpu/norm.cc",
+        "native/cpu/eltwise.cc",
+        "native/cpu/pool.cc",
+        "native/cpu/linear.cc",
+        "native/cpu/program.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-ldnnl"]
+    }
+  ]
+}

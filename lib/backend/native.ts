@@ -1,0 +1,124 @@
+// Loads the native addons and turns their "CODE: message" errors into typed RepvggErrors.
+// Not for: argument validation (lib/ops/ and lib/engine.ts check everything before calling native code).
+
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  ArgumentTypeError,
+  ArgumentValueError,
+  BackendError,
+  DisposedError,
+  RepvggError,
+  ShapeError,
+} from '../errors.js';
+
+/** Report of one compiled network plan (native/cpu/program.h PlanReport). */
+export interface NativePlanReport {
+  batch: number;
+  height: number;
+  width: number;
+  activationBytes: number;
+  weightBytes: number;
+  convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number }[];
+}
+
+export interface NativeProgram {
+  run(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number }): Promise<void>;
+  runSync(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number }): void;
+  prepare(options: { batch: number; height: number; width: number }): Promise<NativePlanReport>;
+  dispose(): void;
+}
+
+type OpFn = (options: object) => Promise<void>;
+type OpSyncFn = (options: object) => void;
+
+/** The CPU addon's exports (native/addon/addon.cc). */
+export interface CpuAddon {
+  info(): { backend: string; library: string; libraryVersion: string; isa: string; nativeBf16: boolean };
+  Program: new (spec: object) => NativeProgram;
+  conv2d: OpFn;
+  conv2dSync: OpSyncFn;
+  batchNorm: OpFn;
+  batchNormSync: OpSyncFn;
+  relu: OpFn;
+  reluSync: OpSyncFn;
+  sigmoid: OpFn;
+  sigmoidSync: OpSyncFn;
+  add: OpFn;
+  addSync: OpSyncFn;
+  channelScale: OpFn;
+  channelScaleSync: OpSyncFn;
+  globalAvgPool: OpFn;
+  globalAvgPoolSync: OpSyncFn;
+  linear: OpFn;
+  linearSync: OpSyncFn;
+}
+
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const require = createRequire(import.meta.url);
+
+let cpuAddon: CpuAddon | undefined;
+let cpuLoadError: BackendError | undefined;
+
+/**
+ * The CPU addon, loaded on first use.
+ * @throws BackendError saying what was tried and how to fix it when the addon cannot be loaded.
+ */
+export function loadCpuAddon(): CpuAddon {
+  if (cpuAddon) return cpuAddon;
+  if (cpuLoadError) throw cpuLoadError;
+  const path = join(packageRoot, 'build', 'Release', 'repvgg_cpu.node');
+  try {
+    if (!existsSync(path)) throw new Error(`${path} does not exist`);
+    cpuAddon = require(path) as CpuAddon;
+    return cpuAddon;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    const hint = /libdnnl/.test(reason)
+      ? 'oneDNN is missing at run time: install it with `apt-get install libdnnl2` (or run `npm run setup`).'
+      : 'Build it with `npm run setup` (or `npm run build:native` once libdnnl-dev is installed).';
+    cpuLoadError = new BackendError(`The CPU backend (oneDNN addon) could not be loaded: ${reason}. ${hint}`, 'ERR_BACKEND_UNAVAILABLE');
+    throw cpuLoadError;
+  }
+}
+
+/** Converts an error thrown or rejected by native code into the matching RepvggError subclass. */
+export function nativeError(err: unknown): RepvggError {
+  if (err instanceof RepvggError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const match = /^(ERR_[A-Z_]+): (.*)$/s.exec(message);
+  const code = match?.[1];
+  const text = match?.[2] ?? message;
+  switch (code) {
+    case 'ERR_SHAPE':
+      return new ShapeError(text);
+    case 'ERR_ARG_TYPE':
+      return new ArgumentTypeError(text);
+    case 'ERR_ARG_VALUE':
+      return new ArgumentValueError(text);
+    case 'ERR_DISPOSED':
+      return new DisposedError('the network');
+    default:
+      return new BackendError(text);
+  }
+}
+
+/** Awaits a native promise, converting its rejection. */
+export async function callNative<T>(promise: () => Promise<T>): Promise<T> {
+  try {
+    return await promise();
+  } catch (err) {
+    throw nativeError(err);
+  }
+}
+
+/** Runs a native synchronous call, converting its exception. */
+export function callNativeSync<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw nativeError(err);
+  }
+}

@@ -1,0 +1,237 @@
+// RepVGGNetwork: runs a RepVGG (training-time form in eval mode, or deployed form) on a backend. It turns the
+// weights into a native step program — for the deployed form a flat list of fused conv+bias+ReLU layers over
+// two ping-pong activation buffers — validates inputs, splits large batches and frees native memory on dispose().
+// Not for: weight files (lib/io/weights.ts) or the fusion math (lib/reparam/).
+
+import { callNative, callNativeSync, loadCpuAddon, type NativePlanReport, type NativeProgram } from './backend/native.js';
+import { ArgumentValueError, BackendError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
+import { blocksOf, featureChannels, totalStride, type RepVGGSpec, type WeightForm } from './models/repvgg.js';
+import { checkFinite, checkPositiveInt, checkTensor } from './ops/check.js';
+import { BN_EPS, deployedModelFromState } from './reparam/reparam.js';
+import type { DeployedModel, SEWeights } from './reparam/types.js';
+import type { HostTensor, StateDict } from './tensor.js';
+import { checkWeights, detectForm } from './io/weights.js';
+
+export type Precision = 'fp32' | 'bf16';
+export type ConvAlgorithm = 'auto' | 'direct' | 'winograd';
+export type BackendName = 'cpu' | 'cuda' | 'auto';
+
+export interface NetworkOptions {
+  /** 'cpu' (oneDNN), 'cuda' (not available yet) or 'auto' (the best available). Default 'auto'. */
+  backend?: BackendName;
+  /** 'fp32' (default) or 'bf16' (bfloat16 activations and weights, float32 accumulation). */
+  precision?: Precision;
+  /** 3x3 stride-1 conv algorithm: 'auto' measures direct vs Winograd per layer (default), or force one. */
+  convAlgorithm?: ConvAlgorithm;
+  /** Inputs larger than this are run in chunks of this many images. Default 32. */
+  maxBatch?: number;
+}
+
+/** What a compiled plan uses, per input shape (see NativePlanReport). */
+export type PlanReport = NativePlanReport;
+
+function seStep(buf: number, channels: number, se: SEWeights, relu: boolean): object {
+  return {
+    kind: 'se', buf, channels, internal: se.channels, relu,
+    downWeight: se.downWeight, downBias: se.downBias, upWeight: se.upWeight, upBias: se.upBias,
+  };
+}
+
+/** Native program for the deployed form: layer i reads buffer i % 2 and writes the other one. */
+function deployedProgram(model: DeployedModel): { steps: object[]; numBuffers: number; headSrc: number } {
+  const steps: object[] = [];
+  model.layers.forEach((layer, i) => {
+    const src = i % 2;
+    const dst = 1 - src;
+    steps.push({
+      kind: 'conv', src, dst, inChannels: layer.inChannels, outChannels: layer.outChannels, kernel: 3, stride: layer.stride,
+      pad: 1, groups: layer.groups, weight: layer.weight, bias: layer.bias, relu: layer.se === undefined,
+    });
+    if (layer.se) steps.push(seStep(dst, layer.outChannels, layer.se, true));
+  });
+  return { steps, numBuffers: 2, headSrc: model.layers.length % 2 };
+}
+
+/** Native program for the training-time form in eval mode: three branches into three spare buffers, summed. */
+function trainProgram(spec: RepVGGSpec, state: StateDict): { steps: object[]; numBuffers: number; headSrc: number } {
+  const get = (key: string): Float32Array => {
+    const t = state.get(key);
+    if (!t) throw new Error(`internal: ${key} missing after validation`);
+    return t.data;
+  };
+  const bn = (prefix: string, src: number, dst: number, channels: number): object => ({
+    kind: 'batchnorm', src, dst, channels, eps: BN_EPS,
+    mean: get(`${prefix}.running_mean`), var: get(`${prefix}.running_var`), gamma: get(`${prefix}.weight`), beta: get(`${prefix}.bias`),
+  });
+  const steps: object[] = [];
+  let x = 0;
+  for (const b of blocksOf(spec)) {
+    const [dense, pointwise, identity] = [0, 1, 2, 3].filter((i) => i !== x) as [number, number, number];
+    const conv = { kind: 'conv', inChannels: b.inChannels, outChannels: b.outChannels, stride: b.stride, groups: b.groups, src: x, relu: false };
+    const se = b.seChannels > 0;
+    steps.push({ ...conv, dst: dense, kernel: 3, pad: 1, weight: get(`${b.name}.rbr_dense.conv.weight`) });
+    steps.push(bn(`${b.name}.rbr_dense.bn`, dense, dense, b.outChannels));
+    steps.push({ ...conv, dst: pointwise, kernel: 1, pad: 0, weight: get(`${b.name}.rbr_1x1.conv.weight`) });
+    steps.push(bn(`${b.name}.rbr_1x1.bn`, pointwise, pointwise, b.outChannels));
+    steps.push({ kind: 'add', a: dense, b: pointwise, dst: dense, relu: !b.hasIdentity && !se });
+    if (b.hasIdentity) {
+      steps.push(bn(`${b.name}.rbr_identity`, x, identity, b.inChannels));
+      steps.push({ kind: 'add', a: dense, b: identity, dst: dense, relu: !se });
+    }
+    if (se) {
+      const p = `${b.name}.se`;
+      steps.push(
+        seStep(dense, b.outChannels, {
+          channels: b.seChannels, downWeight: get(`${p}.down.weight`), downBias: get(`${p}.down.bias`),
+          upWeight: get(`${p}.up.weight`), upBias: get(`${p}.up.bias`),
+        }, true),
+      );
+    }
+    x = dense;
+  }
+  return { steps, numBuffers: 4, headSrc: x };
+}
+
+function resolveBackend(name: unknown): 'cpu' {
+  if (name === undefined || name === 'auto' || name === 'cpu') return 'cpu';
+  if (name === 'cuda') {
+    throw new BackendError(
+      'The CUDA backend is not available in this build: it has not been compiled (no CUDA addon found). Use --backend cpu or auto.',
+      'ERR_BACKEND_UNAVAILABLE',
+    );
+  }
+  throw new ArgumentValueError(`Expected 'cpu', 'cuda' or 'auto' for backend but received ${describeValue(name)}`);
+}
+
+/** A RepVGG ready to classify images on a native backend. Call dispose() when done. */
+export class RepVGGNetwork {
+  readonly spec: RepVGGSpec;
+  readonly form: WeightForm;
+  readonly backend: 'cpu';
+  readonly precision: Precision;
+  readonly maxBatch: number;
+  #program: NativeProgram | undefined;
+
+  private constructor(spec: RepVGGSpec, form: WeightForm, program: { steps: object[]; numBuffers: number; headSrc: number },
+    linear: { weight: Float32Array; bias: Float32Array }, options: NetworkOptions) {
+    this.spec = spec;
+    this.form = form;
+    this.backend = resolveBackend(options.backend);
+    const precision = options.precision ?? 'fp32';
+    if (precision !== 'fp32' && precision !== 'bf16') {
+      throw new ArgumentValueError(`Expected 'fp32' or 'bf16' for precision but received ${describeValue(precision)}`);
+    }
+    const convAlgorithm = options.convAlgorithm ?? 'auto';
+    if (!['auto', 'direct', 'winograd'].includes(convAlgorithm)) {
+      throw new ArgumentValueError(`Expected 'auto', 'direct' or 'winograd' for convAlgorithm but received ${describeValue(convAlgorithm)}`);
+    }
+    this.precision = precision;
+    this.maxBatch = checkPositiveInt(options.maxBatch ?? 32, 'maxBatch');
+    const addon = loadCpuAddon();
+    this.#program = callNativeSync(
+      () =>
+        new addon.Program({
+          precision, convAlgorithm, inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
+          head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
+        }),
+    );
+  }
+
+  /**
+   * A network from a state dict in either form (detected from its keys), checked against spec.
+   * @throws WeightsMismatchError when the weights do not fit spec; BackendError when the backend is unavailable.
+   */
+  static fromStateDict(spec: RepVGGSpec, state: StateDict, options: NetworkOptions = {}): RepVGGNetwork {
+    const form = detectForm(state);
+    checkWeights(spec, state, form);
+    if (form === 'deploy') return RepVGGNetwork.fromDeployed(deployedModelFromState(spec, state), options);
+    const linear = { weight: state.get('linear.weight')!.data, bias: state.get('linear.bias')!.data };
+    return new RepVGGNetwork(spec, 'train', trainProgram(spec, state), linear, options);
+  }
+
+  /** A network running the deployed (re-parameterized) form. */
+  static fromDeployed(model: DeployedModel, options: NetworkOptions = {}): RepVGGNetwork {
+    return new RepVGGNetwork(model.spec, 'deploy', deployedProgram(model), { weight: model.linearWeight, bias: model.linearBias }, options);
+  }
+
+  #live(): NativeProgram {
+    if (!this.#program) throw new DisposedError('RepVGGNetwork');
+    return this.#program;
+  }
+
+  /** Checks an input batch: (N, inChannels, H, W) float32, H and W at least the total stride, finite values. */
+  checkInput(x: HostTensor, name = 'input'): [number, number, number, number] {
+    const [n, c, h, w] = checkTensor(x, name, 4) as [number, number, number, number];
+    if (c !== this.spec.inChannels) {
+      throw new ShapeError(`Expected ${this.spec.inChannels} channels for ${name} (${this.spec.arch}) but received shape ${formatShape(x.shape)}`);
+    }
+    const minSide = totalStride(this.spec);
+    if (h < minSide || w < minSide) {
+      throw new ShapeError(`Expected ${name} of at least ${minSide}x${minSide} (the network's total stride) but received ${h}x${w}`);
+    }
+    // NaN/Inf would silently poison every logit of the image; we reject them instead of propagating.
+    checkFinite(x.data, name);
+    return [n, c, h, w];
+  }
+
+  /**
+   * Class logits (N, numClasses) for images x (N, C, H, W), computed off the event loop in chunks of maxBatch.
+   * @throws ShapeError / ArgumentTypeError / ArgumentValueError for bad input; DisposedError after dispose().
+   * @example const logits = await net.predict({ shape: [1, 3, 224, 224], data });
+   */
+  async predict(x: HostTensor): Promise<HostTensor> {
+    const [n, c, h, w] = this.checkInput(x);
+    const program = this.#live();
+    const classes = this.spec.numClasses;
+    const logits = new Float32Array(n * classes);
+    const imageSize = c * h * w;
+    for (let start = 0; start < n; start += this.maxBatch) {
+      const batch = Math.min(this.maxBatch, n - start);
+      await callNative(() =>
+        program.run({
+          input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
+          output: logits.subarray(start * classes, (start + batch) * classes),
+          batch, height: h, width: w,
+        }),
+      );
+    }
+    return { shape: [n, classes], data: logits };
+  }
+
+  /** predict() on the calling thread (blocks the event loop; for scripts and small inputs). */
+  predictSync(x: HostTensor): HostTensor {
+    const [n, c, h, w] = this.checkInput(x);
+    const program = this.#live();
+    const classes = this.spec.numClasses;
+    const logits = new Float32Array(n * classes);
+    const imageSize = c * h * w;
+    for (let start = 0; start < n; start += this.maxBatch) {
+      const batch = Math.min(this.maxBatch, n - start);
+      callNativeSync(() =>
+        program.runSync({
+          input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
+          output: logits.subarray(start * classes, (start + batch) * classes),
+          batch, height: h, width: w,
+        }),
+      );
+    }
+    return { shape: [n, classes], data: logits };
+  }
+
+  /** Builds (and, with convAlgorithm 'auto', measures) the plan for this input shape ahead of the first predict. */
+  async prepare(batch: number, height: number, width: number): Promise<PlanReport> {
+    checkPositiveInt(batch, 'batch');
+    const minSide = totalStride(this.spec);
+    if (height < minSide || width < minSide) {
+      throw new ShapeError(`Expected height and width of at least ${minSide} but received ${height}x${width}`);
+    }
+    const program = this.#live();
+    return callNative(() => program.prepare({ batch, height, width }));
+  }
+
+  /** Frees native memory now; later calls throw DisposedError. Safe to call twice. */
+  dispose(): void {
+    this.#program?.dispose();
+    this.#program = undefined;
+  }
+}

@@ -1,0 +1,394 @@
+// The node-addon-api surface of the CPU backend: single ops (async Promise form and *Sync form) and the
+// compiled network (`Program`). Options arrive as one object per call; heavy work runs on the libuv thread pool
+// in an AsyncWorker, never on the event loop. Errors surface as JS Errors whose message is "CODE: text".
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+
+#include "../core/ops.h"
+#include "../cpu/dnnl_common.h"
+#include "../cpu/program.h"
+#include "args.h"
+
+namespace repvgg::addon {
+
+namespace {
+
+using Work = std::function<void()>;
+
+// Runs `work` off the event loop; resolves with result(env) or rejects with the native error's message.
+class TaskWorker : public Napi::AsyncWorker {
+ public:
+  TaskWorker(Napi::Env env, Work work, Napi::Object keep_alive, std::function<Napi::Value(Napi::Env)> result)
+      : Napi::AsyncWorker(env, "repvgg:task"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        result_(std::move(result)) {
+    keep_alive_ = Napi::Persistent(keep_alive);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  std::function<Napi::Value(Napi::Env)> result_;
+  Napi::ObjectReference keep_alive_;  // the options object, so its typed arrays outlive the work
+};
+
+Napi::Object options_arg(const Napi::CallbackInfo& info) {
+  RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
+  return info[0].As<Napi::Object>();
+}
+
+// Parses the call's options into work (on the JS thread), then runs it now (sync) or on the thread pool (async).
+Napi::Value dispatch(const Napi::CallbackInfo& info, bool async, const std::function<Work(const Napi::Object&)>& parse) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object options = options_arg(info);
+    Work work = parse(options);
+    Work locked = [work] {
+      std::lock_guard<std::mutex> lock(cpu::compute_mutex());
+      work();
+    };
+    if (!async) {
+      locked();
+      return env.Undefined();
+    }
+    auto* worker = new TaskWorker(env, locked, options, nullptr);
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Work parse_conv2d(const Napi::Object& o) {
+  Conv2dParams p{get_int(o, "batch"),   get_int(o, "inChannels"), get_int(o, "height"), get_int(o, "width"),
+                 get_int(o, "outChannels"), get_int(o, "kernel"), get_int(o, "stride"), get_int(o, "pad"),
+                 get_int(o, "groups"),  false,                    get_bool(o, "relu")};
+  F32View x = get_f32(o, "x"), w = get_f32(o, "weight"), bias = get_optional_f32(o, "bias"), y = get_f32(o, "y");
+  p.has_bias = bias.data != nullptr;
+  RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE", "conv2d: bad stride/kernel/pad/groups");
+  const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
+  require_length(x, p.batch * p.in_channels * p.height * p.width, "x");
+  require_length(w, p.out_channels * (p.in_channels / p.groups) * p.kernel * p.kernel, "weight");
+  if (p.has_bias) require_length(bias, p.out_channels, "bias");
+  require_length(y, p.batch * p.out_channels * oh * ow, "y");
+  return [=] { cpu::conv2d_forward(p, x.data, w.data, bias.data, y.data); };
+}
+
+Work parse_batchnorm(const Napi::Object& o) {
+  BatchNormParams p{get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
+                    static_cast<float>(get_number(o, "eps", 1e-5)), get_bool(o, "relu")};
+  F32View x = get_f32(o, "x"), mean = get_f32(o, "mean"), var = get_f32(o, "var"), gamma = get_f32(o, "gamma"),
+          beta = get_f32(o, "beta"), y = get_f32(o, "y");
+  const int64_t count = p.batch * p.channels * p.height * p.width;
+  require_length(x, count, "x");
+  require_length(y, count, "y");
+  for (auto [view, name] : {std::pair{mean, "mean"}, {var, "var"}, {gamma, "gamma"}, {beta, "beta"}}) require_length(view, p.channels, name);
+  return [=] { cpu::batchnorm_forward_inference(p, x.data, mean.data, var.data, gamma.data, beta.data, y.data); };
+}
+
+std::function<Work(const Napi::Object&)> parse_eltwise(EltwiseKind kind) {
+  return [kind](const Napi::Object& o) -> Work {
+    F32View x = get_f32(o, "x"), y = get_f32(o, "y");
+    const int64_t count = static_cast<int64_t>(x.length);
+    require_length(y, count, "y");
+    return [=] { cpu::eltwise_forward(kind, count, x.data, y.data); };
+  };
+}
+
+Work parse_add(const Napi::Object& o) {
+  F32View a = get_f32(o, "a"), b = get_f32(o, "b"), y = get_f32(o, "y");
+  const int64_t count = static_cast<int64_t>(a.length);
+  require_length(b, count, "b");
+  require_length(y, count, "y");
+  const bool relu = get_bool(o, "relu");
+  return [=] { cpu::add_forward(count, a.data, b.data, y.data, relu); };
+}
+
+Work parse_channel_scale(const Napi::Object& o) {
+  const int64_t batch = get_int(o, "batch"), channels = get_int(o, "channels"), spatial = get_int(o, "spatial");
+  F32View x = get_f32(o, "x"), scale = get_f32(o, "scale"), y = get_f32(o, "y");
+  require_length(x, batch * channels * spatial, "x");
+  require_length(scale, batch * channels, "scale");
+  require_length(y, batch * channels * spatial, "y");
+  return [=] { cpu::channel_scale_forward(batch, channels, spatial, x.data, scale.data, y.data); };
+}
+
+Work parse_global_avg_pool(const Napi::Object& o) {
+  const int64_t batch = get_int(o, "batch"), channels = get_int(o, "channels"), height = get_int(o, "height"), width = get_int(o, "width");
+  F32View x = get_f32(o, "x"), y = get_f32(o, "y");
+  require_length(x, batch * channels * height * width, "x");
+  require_length(y, batch * channels, "y");
+  return [=] { cpu::global_avg_pool_forward(batch, channels, height, width, x.data, y.data); };
+}
+
+Work parse_linear(const Napi::Object& o) {
+  LinearParams p{get_int(o, "batch"), get_int(o, "inFeatures"), get_int(o, "outFeatures"), get_bool(o, "relu")};
+  F32View x = get_f32(o, "x"), w = get_f32(o, "weight"), bias = get_f32(o, "bias"), y = get_f32(o, "y");
+  require_length(x, p.batch * p.in_features, "x");
+  require_length(w, p.out_features * p.in_features, "weight");
+  require_length(bias, p.out_features, "bias");
+  require_length(y, p.batch * p.out_features, "y");
+  return [=] { cpu::linear_forward(p, x.data, w.data, bias.data, y.data); };
+}
+
+// ---- Program ----
+
+cpu::StepSpec parse_step(const Napi::Object& o) {
+  const std::string kind = get_string(o, "kind", "");
+  cpu::StepSpec step;
+  if (kind == "conv") {
+    step.kind = cpu::StepKind::conv;
+    auto& c = step.conv;
+    c.src = static_cast<int>(get_int(o, "src"));
+    c.dst = static_cast<int>(get_int(o, "dst"));
+    c.in_channels = get_int(o, "inChannels");
+    c.out_channels = get_int(o, "outChannels");
+    c.kernel = get_int(o, "kernel");
+    c.stride = get_int(o, "stride");
+    c.pad = get_int(o, "pad");
+    c.groups = get_int(o, "groups");
+    c.weight = copy_f32(o, "weight");
+    c.bias = copy_optional_f32(o, "bias");
+    c.relu = get_bool(o, "relu");
+  } else if (kind == "batchnorm") {
+    step.kind = cpu::StepKind::batchnorm;
+    auto& b = step.bn;
+    b.src = static_cast<int>(get_int(o, "src"));
+    b.dst = static_cast<int>(get_int(o, "dst"));
+    b.channels = get_int(o, "channels");
+    b.eps = static_cast<float>(get_number(o, "eps", 1e-5));
+    b.mean = copy_f32(o, "mean");
+    b.var = copy_f32(o, "var");
+    b.gamma = copy_f32(o, "gamma");
+    b.beta = copy_f32(o, "beta");
+  } else if (kind == "add") {
+    step.kind = cpu::StepKind::add;
+    step.add = {static_cast<int>(get_int(o, "a")), static_cast<int>(get_int(o, "b")), static_cast<int>(get_int(o, "dst")), get_bool(o, "relu")};
+  } else if (kind == "se") {
+    step.kind = cpu::StepKind::se;
+    auto& s = step.se;
+    s.buf = static_cast<int>(get_int(o, "buf"));
+    s.channels = get_int(o, "channels");
+    s.internal = get_int(o, "internal");
+    s.down_weight = copy_f32(o, "downWeight");
+    s.down_bias = copy_f32(o, "downBias");
+    s.up_weight = copy_f32(o, "upWeight");
+    s.up_bias = copy_f32(o, "upBias");
+    s.relu = get_bool(o, "relu");
+  } else {
+    throw NativeError("ERR_ARG_VALUE", "unknown step kind '" + kind + "'");
+  }
+  return step;
+}
+
+cpu::ProgramSpec parse_program(const Napi::Object& o) {
+  cpu::ProgramSpec spec;
+  const std::string precision = get_string(o, "precision", "fp32");
+  RV_CHECK(precision == "fp32" || precision == "bf16", "ERR_ARG_VALUE", "precision must be fp32 or bf16, got " + precision);
+  spec.precision = precision == "bf16" ? cpu::Precision::bf16 : cpu::Precision::fp32;
+  const std::string algorithm = get_string(o, "convAlgorithm", "auto");
+  RV_CHECK(algorithm == "auto" || algorithm == "direct" || algorithm == "winograd", "ERR_ARG_VALUE", "convAlgorithm must be auto, direct or winograd");
+  spec.conv_algorithm = algorithm == "direct" ? cpu::ConvAlgorithm::direct
+                        : algorithm == "winograd" ? cpu::ConvAlgorithm::winograd
+                                                  : cpu::ConvAlgorithm::auto_measure;
+  spec.in_channels = get_int(o, "inChannels");
+  spec.num_buffers = static_cast<int>(get_int(o, "numBuffers"));
+  Napi::Value steps = o.Get("steps");
+  RV_CHECK(steps.IsArray(), "ERR_ARG_TYPE", "Expected an array for steps");
+  auto array = steps.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    Napi::Value s = array.Get(i);
+    RV_CHECK(s.IsObject(), "ERR_ARG_TYPE", "Expected an object for steps[" + std::to_string(i) + "]");
+    spec.steps.push_back(parse_step(s.As<Napi::Object>()));
+  }
+  Napi::Value head = o.Get("head");
+  RV_CHECK(head.IsObject(), "ERR_ARG_TYPE", "Expected an object for head");
+  auto h = head.As<Napi::Object>();
+  spec.head_src = static_cast<int>(get_int(h, "src"));
+  spec.features = get_int(h, "features");
+  spec.classes = get_int(h, "classes");
+  spec.head_weight = copy_f32(h, "weight");
+  spec.head_bias = copy_f32(h, "bias");
+  return spec;
+}
+
+int64_t spec_weight_bytes(const cpu::ProgramSpec& spec) {
+  size_t floats = spec.head_weight.size() + spec.head_bias.size();
+  for (const auto& s : spec.steps) {
+    floats += s.conv.weight.size() + s.conv.bias.size() + s.bn.mean.size() * 4 + s.se.down_weight.size() + s.se.up_weight.size() +
+              s.se.down_bias.size() + s.se.up_bias.size();
+  }
+  return static_cast<int64_t>(floats * sizeof(float));
+}
+
+Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("batch", Napi::Number::New(env, static_cast<double>(r.batch)));
+  out.Set("height", Napi::Number::New(env, static_cast<double>(r.height)));
+  out.Set("width", Napi::Number::New(env, static_cast<double>(r.width)));
+  out.Set("activationBytes", Napi::Number::New(env, static_cast<double>(r.activation_bytes)));
+  out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
+  Napi::Array convs = Napi::Array::New(env, r.convs.size());
+  for (size_t i = 0; i < r.convs.size(); i++) {
+    const auto& c = r.convs[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("step", Napi::Number::New(env, c.step));
+    o.Set("algorithm", Napi::String::New(env, c.algorithm));
+    o.Set("implementation", Napi::String::New(env, c.implementation));
+    if (c.direct_ms >= 0) o.Set("directMs", Napi::Number::New(env, c.direct_ms));
+    if (c.winograd_ms >= 0) o.Set("winogradMs", Napi::Number::New(env, c.winograd_ms));
+    convs.Set(static_cast<uint32_t>(i), o);
+  }
+  out.Set("convs", convs);
+  return out;
+}
+
+class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Program",
+                       {InstanceMethod("run", &ProgramWrap::Run), InstanceMethod("runSync", &ProgramWrap::RunSync),
+                        InstanceMethod("prepare", &ProgramWrap::Prepare), InstanceMethod("dispose", &ProgramWrap::Dispose)});
+  }
+
+  explicit ProgramWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProgramWrap>(info) {
+    try {
+      program_ = std::make_shared<cpu::Program>(parse_program(options_arg(info)));
+      external_bytes_ = spec_weight_bytes(program_->spec());
+      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // Safety net when dispose() was never called: the GC frees the weights with the wrapper.
+  ~ProgramWrap() override = default;
+
+ private:
+  std::shared_ptr<cpu::Program> live(Napi::Env env) {
+    if (!program_) throw Napi::Error::New(env, "ERR_DISPOSED: the network was used after dispose()");
+    return program_;
+  }
+
+  // options: { input: Float32Array (batch, C, H, W), output: Float32Array (batch, classes), batch, height, width }
+  Work parse_run(const Napi::Object& o, std::shared_ptr<cpu::Program> program) {
+    const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
+    F32View input = get_f32(o, "input"), output = get_f32(o, "output");
+    require_length(input, batch * program->spec().in_channels * height * width, "input");
+    require_length(output, batch * program->spec().classes, "output");
+    return [=] { program->run(batch, height, width, input.data, output.data); };
+  }
+
+  Napi::Value Run(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      Napi::Object o = options_arg(info);
+      auto* worker = new TaskWorker(info.Env(), parse_run(o, program), o, nullptr);
+      Napi::Promise promise = worker->promise();
+      worker->Queue();
+      return promise;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  Napi::Value RunSync(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      parse_run(options_arg(info), program)();
+      return info.Env().Undefined();
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // options: { batch, height, width } -> Promise<report>
+  Napi::Value Prepare(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      Napi::Object o = options_arg(info);
+      const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
+      auto report = std::make_shared<cpu::PlanReport>();
+      auto* worker = new TaskWorker(
+          info.Env(), [=] { *report = program->prepare(batch, height, width); }, o,
+          [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
+      Napi::Promise promise = worker->promise();
+      worker->Queue();
+      return promise;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // Frees native memory now (work already queued keeps its own reference and finishes first).
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (program_) {
+      program_.reset();
+      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -external_bytes_);
+      external_bytes_ = 0;
+    }
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<cpu::Program> program_;
+  int64_t external_bytes_ = 0;
+};
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("backend", "cpu");
+  out.Set("library", "oneDNN");
+  out.Set("libraryVersion", cpu::dnnl_version());
+  out.Set("isa", cpu::effective_isa());
+  out.Set("nativeBf16", cpu::has_native_bf16());
+  return out;
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  struct OpEntry {
+    const char* name;
+    std::function<Work(const Napi::Object&)> parse;
+  };
+  const OpEntry ops[] = {{"conv2d", parse_conv2d},
+                         {"batchNorm", parse_batchnorm},
+                         {"relu", parse_eltwise(EltwiseKind::relu)},
+                         {"sigmoid", parse_eltwise(EltwiseKind::sigmoid)},
+                         {"add", parse_add},
+                         {"channelScale", parse_channel_scale},
+                         {"globalAvgPool", parse_global_avg_pool},
+                         {"linear", parse_linear}};
+  for (const OpEntry& op : ops) {
+    auto parse = op.parse;
+    exports.Set(op.name, Napi::Function::New(env, [parse](const Napi::CallbackInfo& info) { return dispatch(info, true, parse); }));
+    exports.Set(std::string(op.name) + "Sync",
+                Napi::Function::New(env, [parse](const Napi::CallbackInfo& info) { return dispatch(info, false, parse); }));
+  }
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("Program", ProgramWrap::Define(env));
+  return exports;
+}
+
+}  // namespace repvgg::addon
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return repvgg::addon::Init(env, exports); }
+
+NODE_API_MODULE(repvgg_cpu, InitModule)

@@ -1,0 +1,48 @@
+// Shared oneDNN state of the CPU backend: one engine and stream, one lock that serializes compute (the library
+// already uses every core through OpenMP, so concurrent calls would only oversubscribe), and small helpers.
+// Not for: op logic (conv.cc, norm.cc, eltwise.cc, pool.cc, linear.cc) or whole networks (program.cc).
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace repvgg::cpu {
+
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine& engine();
+dnnl::stream& stream();
+// Held for the duration of every native computation.
+std::mutex& compute_mutex();
+
+// A plain (row-major) float32 memory descriptor: nchw for rank 4, nc for rank 2, x for rank 1.
+dnnl::memory::desc plain_f32(const dims& shape);
+
+// Runs fn, turning a dnnl::error into NativeError(ERR_BACKEND, "<what>: <oneDNN message>").
+template <typename Fn>
+auto wrap_dnnl(const char* what, Fn&& fn) -> decltype(fn());
+
+// Name of the best instruction set oneDNN dispatches to on this machine (e.g. "avx512_core_bf16").
+std::string effective_isa();
+// True when the CPU has native bf16 dot-product instructions (AVX512-BF16 or AMX).
+bool has_native_bf16();
+std::string dnnl_version();
+
+}  // namespace repvgg::cpu
+
+#include "../core/check.h"
+
+template <typename Fn>
+auto repvgg::cpu::wrap_dnnl(const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const dnnl::error& e) {
+    throw NativeError("ERR_BACKEND", std::string(what) + ": oneDNN error " + std::to_string(static_cast<int>(e.status)) + " (" + e.what() + ")");
+  }
+}

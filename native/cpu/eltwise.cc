@@ -1,0 +1,64 @@
+// Elementwise ops of the single-op API on oneDNN: ReLU, sigmoid, add (with optional ReLU) and the per-channel
+// scaling of squeeze-excitation (a broadcasting binary multiply).
+#include "../core/ops.h"
+#include "dnnl_common.h"
+#include "primitive_cache.h"
+
+namespace repvgg::cpu {
+
+void eltwise_forward(EltwiseKind kind, int64_t count, const float* x, float* y) {
+  const dims shape{count};
+  const auto alg = kind == EltwiseKind::relu ? dnnl::algorithm::eltwise_relu : dnnl::algorithm::eltwise_logistic;
+  const std::string key = std::string(kind == EltwiseKind::relu ? "relu:" : "sigmoid:") + std::to_string(count);
+  wrap_dnnl("eltwise", [&] {
+    auto prim = cached_primitive(key, [&] {
+      dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, plain_f32(shape), 0.f, 0.f);
+      return dnnl::primitive(dnnl::eltwise_forward::primitive_desc(desc, engine()));
+    });
+    prim.execute(stream(), {{DNNL_ARG_SRC, dnnl::memory(plain_f32(shape), engine(), const_cast<float*>(x))},
+                            {DNNL_ARG_DST, dnnl::memory(plain_f32(shape), engine(), y)}});
+    stream().wait();
+  });
+}
+
+// Builds (or fetches) a binary primitive over plain descriptors with an optional ReLU post-op.
+static dnnl::primitive binary_primitive(const std::string& key, dnnl::algorithm alg, const dims& a_dims,
+                                        const dims& b_dims, bool relu) {
+  return cached_primitive(key, [&] {
+    dnnl::binary::desc desc(alg, plain_f32(a_dims), plain_f32(b_dims), plain_f32(a_dims));
+    dnnl::primitive_attr attr;
+    if (relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    return dnnl::primitive(dnnl::binary::primitive_desc(desc, attr, engine()));
+  });
+}
+
+void add_forward(int64_t count, const float* a, const float* b, float* y, bool relu) {
+  const dims shape{count};
+  wrap_dnnl("add", [&] {
+    auto prim = binary_primitive("add:" + std::to_string(count) + "," + std::to_string(relu), dnnl::algorithm::binary_add,
+                                 shape, shape, relu);
+    prim.execute(stream(), {{DNNL_ARG_SRC_0, dnnl::memory(plain_f32(shape), engine(), const_cast<float*>(a))},
+                            {DNNL_ARG_SRC_1, dnnl::memory(plain_f32(shape), engine(), const_cast<float*>(b))},
+                            {DNNL_ARG_DST, dnnl::memory(plain_f32(shape), engine(), y)}});
+    stream().wait();
+  });
+}
+
+void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale, float* y) {
+  const dims x_dims{batch, channels, spatial, 1};
+  const dims s_dims{batch, channels, 1, 1};
+  wrap_dnnl("channel_scale", [&] {
+    auto prim = binary_primitive("cscale:" + std::to_string(batch) + "," + std::to_string(channels) + "," + std::to_string(spatial),
+                                 dnnl::algorithm::binary_mul, x_dims, s_dims, false);
+    prim.execute(stream(), {{DNNL_ARG_SRC_0, dnnl::memory(plain_f32(x_dims), engine(), const_cast<float*>(x))},
+                            {DNNL_ARG_SRC_1, dnnl::memory(plain_f32(s_dims), engine(), const_cast<float*>(scale))},
+                            {DNNL_ARG_DST, dnnl::memory(plain_f32(x_dims), engine(), y)}});
+    stream().wait();
+  });
+}
+
+}  // namespace repvgg::cpu

@@ -1,0 +1,462 @@
+// Compiles a ProgramSpec into oneDNN primitives for one input shape and runs it (see program.h).
+// Activation layouts are chosen by the primitives ("any"), so convs run on blocked layouts (nChw16c on AVX-512)
+// with no reorders between layers; weights are reordered once per plan into the layout each primitive wants.
+#include "program.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <unordered_map>
+
+#include "dnnl_common.h"
+
+namespace repvgg::cpu {
+
+namespace {
+
+using memory = dnnl::memory;
+using md_t = dnnl::memory::desc;
+
+// A primitive bound to activation buffers (by index) and to memories it owns (weights, scratch).
+struct Exec {
+  dnnl::primitive prim;
+  struct BufferArg {
+    int arg, buffer;
+    md_t md;
+  };
+  std::vector<BufferArg> buffer_args;
+  std::unordered_map<int, memory> fixed_args;
+  std::unordered_map<int, memory> args;  // buffer_args + fixed_args, bound after buffers are allocated
+  int conv_step = -1;                    // index into the spec's steps when this exec is a conv
+};
+
+struct ConvCandidate {
+  dnnl::convolution_forward::primitive_desc pd;
+  memory weights;
+};
+
+double time_ms(const std::function<void()>& fn) {
+  auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+dnnl::primitive_attr relu_attr(bool relu, dnnl::algorithm alg = dnnl::algorithm::eltwise_relu) {
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, alg, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+// A memory over caller-owned float data (the spec's vectors live as long as the Program).
+memory wrap(const dims& shape, const std::vector<float>& data) {
+  return memory(plain_f32(shape), engine(), const_cast<float*>(data.data()));
+}
+
+// Mean over H and W of buffer (layout x_md) into pooled (n, c, 1, 1) float32. A 1x1 map needs no reduction
+// (oneDNN refuses one that reduces nothing), only a reorder into the plain layout.
+Exec global_mean_exec(const md_t& x_md, int buffer, const memory& pooled) {
+  Exec pool;
+  const dims& d = x_md.dims();
+  if (d[2] * d[3] == 1) {
+    pool.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), x_md, engine(), pooled.get_desc()));
+    pool.buffer_args.push_back({DNNL_ARG_FROM, buffer, x_md});
+    pool.fixed_args.emplace(DNNL_ARG_TO, pooled);
+  } else {
+    pool.prim = dnnl::reduction(dnnl::reduction::primitive_desc(
+        dnnl::reduction::desc(dnnl::algorithm::reduction_mean, x_md, pooled.get_desc(), 0.f, 0.f), engine()));
+    pool.buffer_args.push_back({DNNL_ARG_SRC, buffer, x_md});
+    pool.fixed_args.emplace(DNNL_ARG_DST, pooled);
+  }
+  return pool;
+}
+
+}  // namespace
+
+class Plan {
+ public:
+  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width);
+  void run(const float* input, float* logits);
+  const PlanReport& report() const { return report_; }
+
+ private:
+  void compile_conv(int index, const ConvStepSpec& c);
+  void compile_batchnorm(const BatchNormStepSpec& b);
+  void compile_add(const AddStepSpec& a);
+  void compile_se(const SeStepSpec& s);
+  void compile_head();
+  void allocate_and_bind();
+  void measure_conv_choices();
+  const md_t& buffer_md(int buffer, const char* what) const;
+
+  const ProgramSpec& spec_;
+  int64_t batch_;
+  dt act_type_;
+  std::vector<md_t> buffer_mds_;  // current layout of each buffer while compiling; empty md = not yet written
+  std::vector<int64_t> buffer_channels_, buffer_height_, buffer_width_;
+  std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> buffers_;
+  std::vector<size_t> buffer_bytes_;
+  std::vector<Exec> execs_;
+  // Alternatives for convs whose algorithm is decided by measuring: exec index -> winograd candidate.
+  std::unordered_map<size_t, ConvCandidate> winograd_candidates_;
+  md_t input_md_;  // layout of the input in buffer 0, chosen by its first reader
+  memory input_user_, logits_user_;
+  dnnl::primitive input_reorder_;
+  memory input_buffer_mem_;
+  PlanReport report_;
+};
+
+const md_t& Plan::buffer_md(int buffer, const char* what) const {
+  RV_CHECK(buffer >= 0 && buffer < static_cast<int>(buffer_mds_.size()), "ERR_ARG_VALUE",
+           std::string(what) + " refers to buffer " + std::to_string(buffer) + " of " + std::to_string(buffer_mds_.size()));
+  RV_CHECK(!buffer_mds_[buffer].is_zero(), "ERR_ARG_VALUE",
+           std::string(what) + " reads buffer " + std::to_string(buffer) + " before anything wrote it");
+  return buffer_mds_[buffer];
+}
+
+Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width)
+    : spec_(spec), batch_(batch), act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32) {
+  buffer_mds_.resize(spec.num_buffers);
+  buffer_channels_.assign(spec.num_buffers, 0);
+  buffer_height_.assign(spec.num_buffers, 0);
+  buffer_width_.assign(spec.num_buffers, 0);
+  buffer_channels_[0] = spec.in_channels;
+  buffer_height_[0] = height;
+  buffer_width_[0] = width;
+  report_.batch = batch;
+  report_.height = height;
+  report_.width = width;
+  wrap_dnnl("compiling network", [&] {
+    for (size_t i = 0; i < spec.steps.size(); i++) {
+      const StepSpec& step = spec.steps[i];
+      switch (step.kind) {
+        case StepKind::conv: compile_conv(static_cast<int>(i), step.conv); break;
+        case StepKind::batchnorm: compile_batchnorm(step.bn); break;
+        case StepKind::add: compile_add(step.add); break;
+        case StepKind::se: compile_se(step.se); break;
+      }
+    }
+    compile_head();
+    allocate_and_bind();
+    if (!winograd_candidates_.empty()) measure_conv_choices();
+  });
+}
+
+void Plan::compile_conv(int index, const ConvStepSpec& c) {
+  RV_CHECK(buffer_channels_[c.src] == c.in_channels, "ERR_SHAPE",
+           "conv step " + std::to_string(index) + " expects " + std::to_string(c.in_channels) + " input channels but its buffer holds " +
+               std::to_string(buffer_channels_[c.src]));
+  const int64_t h = buffer_height_[c.src], w = buffer_width_[c.src];
+  const int64_t oh = (h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (w + 2 * c.pad - c.kernel) / c.stride + 1;
+  RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for conv step " + std::to_string(index));
+  const bool src_known = !buffer_mds_[c.src].is_zero();
+  const md_t src_md = src_known ? buffer_mds_[c.src] : md_t({batch_, c.in_channels, h, w}, act_type_, tag::any);
+  const dims w_dims = c.groups == 1 ? dims{c.out_channels, c.in_channels, c.kernel, c.kernel}
+                                    : dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel, c.kernel};
+  const md_t w_any(w_dims, act_type_, tag::any);
+  const md_t bias_md = c.bias.empty() ? md_t() : plain_f32({c.out_channels});
+  const md_t dst_any({batch_, c.out_channels, oh, ow}, act_type_, tag::any);
+  const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
+  const dnnl::primitive_attr attr = relu_attr(c.relu);
+
+  auto make_candidate = [&](dnnl::algorithm alg, const md_t& src) -> std::optional<ConvCandidate> {
+    try {
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, alg, src, w_any, bias_md, dst_any, strides, pads, pads);
+      dnnl::convolution_forward::primitive_desc pd(d, attr, engine());
+      // Reorder the plain float32 weights once into the layout (and type) this primitive wants.
+      memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(c.weight.data()));
+      memory weights(pd.weights_desc(), engine());
+      dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
+      stream().wait();
+      return ConvCandidate{pd, weights};
+    } catch (const dnnl::error&) {
+      return std::nullopt;  // this algorithm has no implementation for these shapes/this ISA
+    }
+  };
+
+  std::optional<ConvCandidate> direct = make_candidate(dnnl::algorithm::convolution_direct, src_md);
+  RV_CHECK(direct.has_value(), "ERR_BACKEND", "oneDNN has no direct convolution for step " + std::to_string(index));
+  const md_t chosen_src = direct->pd.src_desc();
+  std::optional<ConvCandidate> winograd;
+  const bool winograd_shape = act_type_ == dt::f32 && c.kernel == 3 && c.stride == 1 && c.groups == 1 && src_known;
+  if (winograd_shape && spec_.conv_algorithm != ConvAlgorithm::direct) {
+    winograd = make_candidate(dnnl::algorithm::convolution_winograd, chosen_src);
+    // Only a drop-in replacement keeps the layouts downstream steps were compiled against.
+    if (winograd && !(winograd->pd.src_desc() == chosen_src && winograd->pd.dst_desc() == direct->pd.dst_desc())) winograd.reset();
+  }
+  const bool use_winograd_now = winograd.has_value() && spec_.conv_algorithm == ConvAlgorithm::winograd;
+  ConvCandidate& chosen = use_winograd_now ? *winograd : *direct;
+
+  Exec exec;
+  exec.prim = dnnl::convolution_forward(chosen.pd);
+  exec.conv_step = index;
+  exec.buffer_args.push_back({DNNL_ARG_SRC, c.src, chosen_src});
+  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, chosen.pd.dst_desc()});
+  exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, chosen.weights);
+  if (!c.bias.empty()) exec.fixed_args.emplace(DNNL_ARG_BIAS, wrap({c.out_channels}, c.bias));
+  report_.convs.push_back({index, use_winograd_now ? "winograd" : "direct", chosen.pd.impl_info_str(), -1, -1});
+  if (winograd && spec_.conv_algorithm == ConvAlgorithm::auto_measure) winograd_candidates_.emplace(execs_.size(), *winograd);
+  execs_.push_back(std::move(exec));
+
+  if (!src_known) buffer_mds_[c.src] = input_md_ = chosen_src;
+  buffer_mds_[c.dst] = direct->pd.dst_desc();
+  buffer_channels_[c.dst] = c.out_channels;
+  buffer_height_[c.dst] = oh;
+  buffer_width_[c.dst] = ow;
+}
+
+void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
+  const md_t src_md = buffer_md(b.src, "batch norm");
+  RV_CHECK(buffer_channels_[b.src] == b.channels, "ERR_SHAPE", "batch norm over " + std::to_string(b.channels) + " channels reads a buffer of " + std::to_string(buffer_channels_[b.src]));
+  auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  dnnl::batch_normalization_forward::desc d(dnnl::prop_kind::forward_inference, src_md, b.eps, flags);
+  dnnl::batch_normalization_forward::primitive_desc pd(d, engine());
+  Exec exec;
+  exec.prim = dnnl::batch_normalization_forward(pd);
+  exec.buffer_args.push_back({DNNL_ARG_SRC, b.src, src_md});
+  exec.buffer_args.push_back({DNNL_ARG_DST, b.dst, pd.dst_desc()});
+  exec.fixed_args.emplace(DNNL_ARG_MEAN, wrap({b.channels}, b.mean));
+  exec.fixed_args.emplace(DNNL_ARG_VARIANCE, wrap({b.channels}, b.var));
+  exec.fixed_args.emplace(DNNL_ARG_SCALE, wrap({b.channels}, b.gamma));
+  exec.fixed_args.emplace(DNNL_ARG_SHIFT, wrap({b.channels}, b.beta));
+  execs_.push_back(std::move(exec));
+  buffer_mds_[b.dst] = pd.dst_desc();
+  buffer_channels_[b.dst] = b.channels;
+  buffer_height_[b.dst] = buffer_height_[b.src];
+  buffer_width_[b.dst] = buffer_width_[b.src];
+}
+
+void Plan::compile_add(const AddStepSpec& a) {
+  const md_t a_md = buffer_md(a.a, "add");
+  const md_t b_md = buffer_md(a.b, "add");
+  RV_CHECK(a_md.dims() == b_md.dims(), "ERR_SHAPE", "add of buffers with different shapes");
+  memory b_reordered;
+  if (!(a_md == b_md)) {  // bring b into a's layout first
+    b_reordered = memory(a_md, engine());
+    Exec reorder;
+    reorder.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), b_md, engine(), a_md));
+    reorder.buffer_args.push_back({DNNL_ARG_FROM, a.b, b_md});
+    reorder.fixed_args.emplace(DNNL_ARG_TO, b_reordered);
+    execs_.push_back(std::move(reorder));
+  }
+  dnnl::binary::desc d(dnnl::algorithm::binary_add, a_md, a_md, a_md);
+  dnnl::binary::primitive_desc pd(d, relu_attr(a.relu), engine());
+  Exec exec;
+  exec.prim = dnnl::binary(pd);
+  exec.buffer_args.push_back({DNNL_ARG_SRC_0, a.a, a_md});
+  if (b_reordered) exec.fixed_args.emplace(DNNL_ARG_SRC_1, b_reordered);
+  else exec.buffer_args.push_back({DNNL_ARG_SRC_1, a.b, b_md});
+  exec.buffer_args.push_back({DNNL_ARG_DST, a.dst, a_md});
+  execs_.push_back(std::move(exec));
+  buffer_mds_[a.dst] = a_md;
+  buffer_channels_[a.dst] = buffer_channels_[a.a];
+  buffer_height_[a.dst] = buffer_height_[a.a];
+  buffer_width_[a.dst] = buffer_width_[a.a];
+}
+
+void Plan::compile_se(const SeStepSpec& s) {
+  const md_t x_md = buffer_md(s.buf, "squeeze-excitation");
+  const int64_t n = batch_, c = s.channels, r = s.internal;
+  RV_CHECK(buffer_channels_[s.buf] == c, "ERR_SHAPE", "squeeze-excitation over " + std::to_string(c) + " channels reads a buffer of " + std::to_string(buffer_channels_[s.buf]));
+  // (n, c, 1, 1) pooled means -> (n, r) hidden -> (n, c) gates; small, so plain float32 throughout.
+  memory pooled(plain_f32({n, c, 1, 1}), engine());
+  memory pooled_2d(plain_f32({n, c}), engine(), pooled.get_data_handle());
+  memory hidden(plain_f32({n, r}), engine());
+  memory gates(plain_f32({n, c}), engine());
+  memory gates_4d(plain_f32({n, c, 1, 1}), engine(), gates.get_data_handle());
+
+  execs_.push_back(global_mean_exec(x_md, s.buf, pooled));
+
+  auto linear = [&](memory src, const std::vector<float>& w, const std::vector<float>& b, int64_t in, int64_t out, memory dst,
+                    dnnl::algorithm act) {
+    dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, plain_f32({n, in}), plain_f32({out, in}),
+                                        plain_f32({out}), plain_f32({n, out}));
+    Exec exec;
+    exec.prim = dnnl::inner_product_forward(dnnl::inner_product_forward::primitive_desc(d, relu_attr(true, act), engine()));
+    exec.fixed_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wrap({out, in}, w)}, {DNNL_ARG_BIAS, wrap({out}, b)}, {DNNL_ARG_DST, dst}};
+    execs_.push_back(std::move(exec));
+  };
+  linear(pooled_2d, s.down_weight, s.down_bias, c, r, hidden, dnnl::algorithm::eltwise_relu);
+  linear(hidden, s.up_weight, s.up_bias, r, c, gates, dnnl::algorithm::eltwise_logistic);
+
+  dnnl::binary::desc d(dnnl::algorithm::binary_mul, x_md, plain_f32({n, c, 1, 1}), x_md);
+  Exec scale;
+  scale.prim = dnnl::binary(dnnl::binary::primitive_desc(d, relu_attr(s.relu), engine()));
+  scale.buffer_args.push_back({DNNL_ARG_SRC_0, s.buf, x_md});
+  scale.buffer_args.push_back({DNNL_ARG_DST, s.buf, x_md});
+  scale.fixed_args.emplace(DNNL_ARG_SRC_1, gates_4d);
+  execs_.push_back(std::move(scale));
+}
+
+void Plan::compile_head() {
+  const md_t x_md = buffer_md(spec_.head_src, "classifier");
+  const int64_t n = batch_, c = spec_.features, k = spec_.classes;
+  RV_CHECK(buffer_channels_[spec_.head_src] == c, "ERR_SHAPE", "classifier expects " + std::to_string(c) + " features but its buffer holds " + std::to_string(buffer_channels_[spec_.head_src]));
+  memory pooled(plain_f32({n, c, 1, 1}), engine());
+  execs_.push_back(global_mean_exec(x_md, spec_.head_src, pooled));
+
+  logits_user_ = memory(plain_f32({n, k}), engine(), nullptr);
+  dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, plain_f32({n, c}), plain_f32({k, c}),
+                                      plain_f32({k}), plain_f32({n, k}));
+  Exec fc;
+  fc.prim = dnnl::inner_product_forward(dnnl::inner_product_forward::primitive_desc(d, engine()));
+  fc.fixed_args = {{DNNL_ARG_SRC, memory(plain_f32({n, c}), engine(), pooled.get_data_handle())},
+                   {DNNL_ARG_WEIGHTS, wrap({k, c}, spec_.head_weight)},
+                   {DNNL_ARG_BIAS, wrap({k}, spec_.head_bias)},
+                   {DNNL_ARG_DST, logits_user_}};
+  execs_.push_back(std::move(fc));
+}
+
+void Plan::allocate_and_bind() {
+  RV_CHECK(!input_md_.is_zero(), "ERR_ARG_VALUE", "no step reads the input buffer 0");
+  const md_t& input_md = input_md_;
+  std::vector<size_t> capacity(spec_.num_buffers, 0);
+  capacity[0] = input_md.get_size();
+  for (const Exec& e : execs_)
+    for (const auto& a : e.buffer_args) capacity[a.buffer] = std::max(capacity[a.buffer], a.md.get_size());
+  for (int b = 0; b < spec_.num_buffers; b++) {
+    const size_t bytes = (std::max<size_t>(capacity[b], 64) + 63) / 64 * 64;
+    buffers_.emplace_back(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free);
+    buffer_bytes_.push_back(bytes);
+    RV_CHECK(buffers_.back() != nullptr, "ERR_BACKEND", "out of memory allocating " + std::to_string(bytes) + " bytes");
+    report_.activation_bytes += static_cast<int64_t>(capacity[b]);
+  }
+  for (Exec& e : execs_) {
+    e.args = e.fixed_args;
+    for (const auto& a : e.buffer_args) e.args[a.arg] = memory(a.md, engine(), buffers_[a.buffer].get());
+    for (const auto& [arg, mem] : e.fixed_args)
+      if (arg == DNNL_ARG_WEIGHTS) report_.weight_bytes += static_cast<int64_t>(mem.get_desc().get_size());
+  }
+  input_user_ = memory(md_t(input_md.dims(), dt::f32, tag::nchw), engine(), nullptr);
+  input_buffer_mem_ = memory(input_md, engine(), buffers_[0].get());
+  input_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), input_user_.get_desc(), engine(), input_md));
+}
+
+void Plan::measure_conv_choices() {
+  // Time each candidate on its real shapes (finite, non-zero data), keep the faster one.
+  for (size_t b = 0; b < buffers_.size(); b++) {
+    auto* values = reinterpret_cast<float*>(buffers_[b].get());
+    for (size_t i = 0; i < buffer_bytes_[b] / sizeof(float); i++) values[i] = 0.01f;
+  }
+  for (auto& [exec_index, candidate] : winograd_candidates_) {
+    Exec& exec = execs_[exec_index];
+    std::unordered_map<int, memory> wino_args = exec.args;
+    wino_args[DNNL_ARG_WEIGHTS] = candidate.weights;
+    dnnl::primitive wino_prim = dnnl::convolution_forward(candidate.pd);
+    auto best_of = [&](dnnl::primitive& prim, std::unordered_map<int, memory>& args) {
+      prim.execute(stream(), args);
+      stream().wait();
+      double best = 1e30;
+      for (int rep = 0; rep < 3; rep++) best = std::min(best, time_ms([&] { prim.execute(stream(), args); stream().wait(); }));
+      return best;
+    };
+    const double direct_ms = best_of(exec.prim, exec.args);
+    const double winograd_ms = best_of(wino_prim, wino_args);
+    for (ConvChoice& choice : report_.convs) {
+      if (choice.step != exec.conv_step) continue;
+      choice.direct_ms = direct_ms;
+      choice.winograd_ms = winograd_ms;
+      if (winograd_ms < direct_ms) {
+        choice.algorithm = "winograd";
+        choice.implementation = candidate.pd.impl_info_str();
+      }
+    }
+    if (winograd_ms < direct_ms) {
+      report_.weight_bytes += static_cast<int64_t>(candidate.weights.get_desc().get_size()) -
+                              static_cast<int64_t>(exec.args[DNNL_ARG_WEIGHTS].get_desc().get_size());
+      exec.prim = wino_prim;
+      exec.args = std::move(wino_args);
+    }
+  }
+  winograd_candidates_.clear();
+}
+
+void Plan::run(const float* input, float* logits) {
+  input_user_.set_data_handle(const_cast<float*>(input));
+  logits_user_.set_data_handle(logits);
+  input_reorder_.execute(stream(), {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
+  for (Exec& e : execs_) e.prim.execute(stream(), e.args);
+  stream().wait();
+}
+
+Program::Program(ProgramSpec spec) : spec_(std::move(spec)) {
+  RV_CHECK(spec_.num_buffers >= 1, "ERR_ARG_VALUE", "a program needs at least one buffer");
+  auto check_buffer = [&](int b, const char* what) {
+    RV_CHECK(b >= 0 && b < spec_.num_buffers, "ERR_ARG_VALUE", std::string(what) + " refers to buffer " + std::to_string(b) + " of " + std::to_string(spec_.num_buffers));
+  };
+  for (const StepSpec& s : spec_.steps) {
+    switch (s.kind) {
+      case StepKind::conv: {
+        check_buffer(s.conv.src, "conv");
+        check_buffer(s.conv.dst, "conv");
+        RV_CHECK(s.conv.src != s.conv.dst, "ERR_ARG_VALUE", "conv cannot run in place");
+        const auto& c = s.conv;
+        RV_CHECK(c.groups >= 1 && c.in_channels % c.groups == 0 && c.out_channels % c.groups == 0, "ERR_SHAPE", "conv groups must divide its channels");
+        RV_CHECK(static_cast<int64_t>(c.weight.size()) == c.out_channels * c.in_channels / c.groups * c.kernel * c.kernel, "ERR_SHAPE", "conv weight size does not match its shape");
+        RV_CHECK(c.bias.empty() || static_cast<int64_t>(c.bias.size()) == c.out_channels, "ERR_SHAPE", "conv bias size does not match its channels");
+        break;
+      }
+      case StepKind::batchnorm:
+        check_buffer(s.bn.src, "batch norm");
+        check_buffer(s.bn.dst, "batch norm");
+        RV_CHECK(static_cast<int64_t>(s.bn.mean.size()) == s.bn.channels && s.bn.var.size() == s.bn.mean.size() &&
+                     s.bn.gamma.size() == s.bn.mean.size() && s.bn.beta.size() == s.bn.mean.size(),
+                 "ERR_SHAPE", "batch norm statistics do not match its channels");
+        break;
+      case StepKind::add:
+        check_buffer(s.add.a, "add");
+        check_buffer(s.add.b, "add");
+        check_buffer(s.add.dst, "add");
+        break;
+      case StepKind::se:
+        check_buffer(s.se.buf, "squeeze-excitation");
+        RV_CHECK(static_cast<int64_t>(s.se.down_weight.size()) == s.se.internal * s.se.channels &&
+                     static_cast<int64_t>(s.se.up_weight.size()) == s.se.internal * s.se.channels &&
+                     static_cast<int64_t>(s.se.down_bias.size()) == s.se.internal && static_cast<int64_t>(s.se.up_bias.size()) == s.se.channels,
+                 "ERR_SHAPE", "squeeze-excitation weights do not match its channels");
+        break;
+    }
+  }
+  check_buffer(spec_.head_src, "classifier");
+  RV_CHECK(static_cast<int64_t>(spec_.head_weight.size()) == spec_.classes * spec_.features &&
+               static_cast<int64_t>(spec_.head_bias.size()) == spec_.classes,
+           "ERR_SHAPE", "classifier weights do not match features x classes");
+}
+
+Program::~Program() = default;
+
+Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
+  RV_CHECK(batch >= 1 && height >= 1 && width >= 1, "ERR_SHAPE", "input must have a positive batch and spatial size");
+  const auto key = std::make_tuple(batch, height, width);
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    if (plans_.size() >= kMaxPlans) {  // drop the least recently used plan
+      plans_.erase(plan_order_.front());
+      plan_order_.erase(plan_order_.begin());
+    }
+    it = plans_.emplace(key, std::make_unique<Plan>(spec_, batch, height, width)).first;
+  } else {
+    plan_order_.erase(std::find(plan_order_.begin(), plan_order_.end(), key));
+  }
+  plan_order_.push_back(key);
+  return *it->second;
+}
+
+void Program::run(int64_t batch, int64_t height, int64_t width, const float* input, float* logits) {
+  std::lock_guard<std::mutex> lock(compute_mutex());
+  Plan& plan = plan_for(batch, height, width);
+  wrap_dnnl("running network", [&] { plan.run(input, logits); });
+}
+
+PlanReport Program::prepare(int64_t batch, int64_t height, int64_t width) {
+  std::lock_guard<std::mutex> lock(compute_mutex());
+  return plan_for(batch, height, width).report();
+}
+
+}  // namespace repvgg::cpu

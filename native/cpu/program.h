@@ -1,0 +1,112 @@
+// A whole network compiled for oneDNN: a flat list of steps (conv, batch norm, add, squeeze-excitation) over a
+// small pool of activation buffers, then global average pooling and the linear classifier. The deployed RepVGG
+// is just conv(+bias+ReLU) steps over two ping-pong buffers; the training-time form (eval mode) uses four.
+// Primitives, blocked layouts and reordered weights are built once per input shape ("plan") and cached.
+// Not for: single ops on plain NCHW buffers (ops.h) or deciding the step list (lib/engine.ts does that).
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace repvgg::cpu {
+
+enum class Precision { fp32, bf16 };
+// How 3x3 stride-1 convolutions pick their algorithm: measure both (auto), or force one.
+enum class ConvAlgorithm { auto_measure, direct, winograd };
+
+struct ConvStepSpec {
+  int src = 0, dst = 0;
+  int64_t in_channels = 0, out_channels = 0, kernel = 3, stride = 1, pad = 1, groups = 1;
+  std::vector<float> weight;  // (out_channels, in_channels / groups, kernel, kernel)
+  std::vector<float> bias;    // (out_channels) or empty
+  bool relu = false;
+};
+
+struct BatchNormStepSpec {
+  int src = 0, dst = 0;
+  int64_t channels = 0;
+  float eps = 1e-5f;
+  std::vector<float> mean, var, gamma, beta;  // (channels) each
+};
+
+struct AddStepSpec {
+  int a = 0, b = 0, dst = 0;  // dst may be a
+  bool relu = false;
+};
+
+// In place on buf: x = x * sigmoid(up(relu(down(mean_hw(x))))), then ReLU when relu.
+struct SeStepSpec {
+  int buf = 0;
+  int64_t channels = 0, internal = 0;
+  std::vector<float> down_weight, down_bias;  // (internal, channels), (internal)
+  std::vector<float> up_weight, up_bias;      // (channels, internal), (channels)
+  bool relu = false;
+};
+
+enum class StepKind { conv, batchnorm, add, se };
+
+struct StepSpec {
+  StepKind kind = StepKind::conv;
+  ConvStepSpec conv;
+  BatchNormStepSpec bn;
+  AddStepSpec add;
+  SeStepSpec se;
+};
+
+struct ProgramSpec {
+  Precision precision = Precision::fp32;
+  ConvAlgorithm conv_algorithm = ConvAlgorithm::auto_measure;
+  int64_t in_channels = 3;
+  int num_buffers = 2;  // buffer 0 receives the input
+  std::vector<StepSpec> steps;
+  int head_src = 0;
+  int64_t features = 0, classes = 0;
+  std::vector<float> head_weight, head_bias;  // (classes, features), (classes)
+};
+
+// What one compiled conv step ended up using, for reports.
+struct ConvChoice {
+  int step = 0;
+  std::string algorithm;       // "direct" or "winograd"
+  std::string implementation;  // oneDNN's implementation name, e.g. "jit:avx512_core"
+  double direct_ms = -1, winograd_ms = -1;  // measured times (-1 = not measured)
+};
+
+struct PlanReport {
+  int64_t batch = 0, height = 0, width = 0;
+  int64_t activation_bytes = 0;  // all activation buffers of the plan together
+  int64_t weight_bytes = 0;      // weights in the layouts the primitives chose
+  std::vector<ConvChoice> convs;
+};
+
+class Plan;
+
+class Program {
+ public:
+  explicit Program(ProgramSpec spec);
+  ~Program();
+  // input: (batch, in_channels, height, width) float32 NCHW; logits: (batch, classes) float32.
+  void run(int64_t batch, int64_t height, int64_t width, const float* input, float* logits);
+  // Compiles (and measures) the plan for this input shape now, so that the first run() is not slow.
+  PlanReport prepare(int64_t batch, int64_t height, int64_t width);
+  const ProgramSpec& spec() const { return spec_; }
+
+ private:
+  Plan& plan_for(int64_t batch, int64_t height, int64_t width);
+
+  ProgramSpec spec_;
+  // Guarded by compute_mutex(): plans are built and run only while it is held.
+  // Most recently used plans by (batch, height, width); at most kMaxPlans are kept.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> plan_order_;
+  static constexpr size_t kMaxPlans = 4;
+};
+
+}  // namespace repvgg::cpu

@@ -1,0 +1,107 @@
+// The one place for numeric tolerances: every comparison in test/ and bench/ uses a constant from here, each
+// with the reason for its size. All are bounds on maxRelativeError (test/helpers/reference.ts).
+// Not for: the comparisons themselves beyond the two ava helpers below.
+
+import type { ExecutionContext } from 'ava';
+import { argmaxRows, maxRelativeError } from './reference.js';
+
+/**
+ * Two float64 computations of the same quantity that differ only in summation order or in how the work is split
+ * (e.g. a grouped conv vs its groups run one by one). float64 rounds at 1e-16; sums of a few hundred terms stay
+ * far below 1e-12.
+ */
+export const FLOAT64 = 1e-12;
+
+/**
+ * One native float32 op (conv, BN, linear, ...) against the float64 reference. float32 rounds at 6e-8; a conv
+ * sums up to C*9 = 4608 products, and blocked, Winograd or split-K algorithms reorder those sums, which leaves
+ * about 1e-6 of max|ref|. 1e-5 keeps 10x headroom while any indexing or padding bug shows as O(1) error.
+ * Assumes true fp32 math: cuDNN's TF32 tensor-core mode (10-bit mantissa, ~1e-3) must be off for fp32.
+ */
+export const OP_FP32 = 1e-5;
+
+/**
+ * A whole float32 network (22 to 50 layers) against the float64 reference. Each layer adds about OP_FP32/10
+ * and passes earlier error on, amplified by the layer's gain, so 10x the per-op bound.
+ */
+export const MODEL_FP32 = 1e-4;
+
+/**
+ * Training-time vs deployed network when both are computed in float64 and the fused weights are kept in
+ * float64. Fusion is exact algebra, so only float64 rounding (1e-16, grown by depth and channel sums) remains;
+ * 1e-10 is loose for that and still 1e5 below the smallest slip worth catching (see REPARAM_FP32_WEIGHTS).
+ */
+export const REPARAM = 1e-10;
+
+/**
+ * Training-time vs deployed network, both run in float64, when the fused weights are stored as float32 (as
+ * DeployedModel and deploy-form files hold them): rounding each fused weight once measured at most 9e-8 on
+ * custom, A0, B1g4 and D2se networks with randomTrainState weights. 1e-6 leaves 10x headroom and still fails a
+ * fusion with BN eps 0 instead of 1e-5 (measured 1e-5 to 2e-4), an error MODEL_FP32 is too loose to see.
+ */
+export const REPARAM_FP32_WEIGHTS = 1e-6;
+
+/**
+ * Our float32 network against onnxruntime's float32 CPU run of our exported ONNX file: two independent fp32
+ * implementations, each within MODEL_FP32 of the truth.
+ */
+export const ONNX = 1e-4;
+
+/**
+ * A whole network in bfloat16 against the float64 reference. bf16 keeps 8 significant bits (rounding 2e-3);
+ * weights and activations are rounded at every layer while accumulation stays float32, which grows to ~1e-2
+ * over the depth. Because 3e-2 is large, bf16 runs must also pass checkTop1Agreement.
+ */
+export const BF16 = 3e-2;
+
+/**
+ * Asserts maxRelativeError(ours, ref) <= tol; the assertion message carries the measured error.
+ * @returns the measured error, for logging.
+ * @example checkClose(t, 'conv 3x3 s2', ours, ref, OP_FP32)
+ */
+export function checkClose(
+  t: ExecutionContext,
+  name: string,
+  ours: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  tol: number,
+): number {
+  if (ours.length !== ref.length) {
+    t.fail(`${name}: ours has ${ours.length} elements but the reference has ${ref.length}`);
+    return Number.POSITIVE_INFINITY;
+  }
+  const error = maxRelativeError(ours, ref);
+  t.true(error <= tol, `${name}: max relative error ${error.toExponential(2)}, tolerance ${tol.toExponential(0)}`);
+  return error;
+}
+
+/**
+ * Asserts that ours predicts the reference's class for every sample whose reference top-2 margin exceeds
+ * 2 * tol * max|ref|: closer calls may legitimately swap within the tolerance and are not counted.
+ * @returns how many samples were decisive enough to be checked.
+ */
+export function checkTop1Agreement(
+  t: ExecutionContext,
+  name: string,
+  ours: ArrayLike<number>, // [N, K]
+  ref: ArrayLike<number>, // [N, K]
+  [n, k]: readonly [number, number],
+  tol: number,
+): number {
+  const ourClasses = argmaxRows(ours, [n, k]);
+  const refClasses = argmaxRows(ref, [n, k]);
+  let maxRef = 0;
+  for (let i = 0; i < n * k; i++) maxRef = Math.max(maxRef, Math.abs(ref[i] as number));
+  const disagreements: string[] = [];
+  let checked = 0;
+  for (let row = 0; row < n; row++) {
+    const best = refClasses[row] as number;
+    let runnerUp = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < k; j++) if (j !== best) runnerUp = Math.max(runnerUp, ref[row * k + j] as number);
+    if ((ref[row * k + best] as number) - runnerUp <= 2 * tol * maxRef) continue;
+    checked++;
+    if (ourClasses[row] !== best) disagreements.push(`sample ${row}: ours ${ourClasses[row]}, reference ${best}`);
+  }
+  t.is(disagreements.length, 0, `${name}: top-1 differs on ${disagreements.length}/${checked} decisive samples (${disagreements.slice(0, 5).join('; ')})`);
+  return checked;
+}
