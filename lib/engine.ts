@@ -27,6 +27,11 @@ export interface NetworkOptions {
   maxBatch?: number;
 }
 
+export interface PredictOptions {
+  /** Called after each chunk of maxBatch images with (chunks done, chunks in all). */
+  onProgress?: (done: number, total: number) => void;
+}
+
 /** What a compiled plan uses, per input shape (see NativePlanReport). */
 export type PlanReport = NativePlanReport;
 
@@ -179,43 +184,40 @@ export class RepVGGNetwork {
    * @throws ShapeError / ArgumentTypeError / ArgumentValueError for bad input; DisposedError after dispose().
    * @example const logits = await net.predict({ shape: [1, 3, 224, 224], data });
    */
-  async predict(x: HostTensor): Promise<HostTensor> {
-    const [n, c, h, w] = this.checkInput(x);
+  async predict(x: HostTensor, options: PredictOptions = {}): Promise<HostTensor> {
     const program = this.#live();
-    const classes = this.spec.numClasses;
-    const logits = new Float32Array(n * classes);
-    const imageSize = c * h * w;
-    for (let start = 0; start < n; start += this.maxBatch) {
-      const batch = Math.min(this.maxBatch, n - start);
-      await callNative(() =>
-        program.run({
-          input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
-          output: logits.subarray(start * classes, (start + batch) * classes),
-          batch, height: h, width: w,
-        }),
-      );
+    const { chunks, logits } = this.#chunks(x);
+    for (const [index, chunk] of chunks.entries()) {
+      await callNative(() => program.run(chunk));
+      options.onProgress?.(index + 1, chunks.length);
     }
-    return { shape: [n, classes], data: logits };
+    return logits;
   }
 
   /** predict() on the calling thread (blocks the event loop; for scripts and small inputs). */
   predictSync(x: HostTensor): HostTensor {
-    const [n, c, h, w] = this.checkInput(x);
     const program = this.#live();
+    const { chunks, logits } = this.#chunks(x);
+    for (const chunk of chunks) callNativeSync(() => program.runSync(chunk));
+    return logits;
+  }
+
+  /** Validates x and splits it into runs of at most maxBatch images, each writing its slice of the logits. */
+  #chunks(x: HostTensor) {
+    const [n, c, h, w] = this.checkInput(x);
     const classes = this.spec.numClasses;
-    const logits = new Float32Array(n * classes);
+    const logits: HostTensor = { shape: [n, classes], data: new Float32Array(n * classes) };
     const imageSize = c * h * w;
+    const chunks = [];
     for (let start = 0; start < n; start += this.maxBatch) {
       const batch = Math.min(this.maxBatch, n - start);
-      callNativeSync(() =>
-        program.runSync({
-          input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
-          output: logits.subarray(start * classes, (start + batch) * classes),
-          batch, height: h, width: w,
-        }),
-      );
+      chunks.push({
+        input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
+        output: logits.data.subarray(start * classes, (start + batch) * classes),
+        batch, height: h, width: w,
+      });
     }
-    return { shape: [n, classes], data: logits };
+    return { chunks, logits };
   }
 
   /** Builds (and, with convAlgorithm 'auto', measures) the plan for this input shape ahead of the first predict. */

@@ -80,3 +80,10 @@ export function describeValue(value: unknown): string {
 export function formatShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
+
+/** The command line was wrong (unknown flag, missing argument): the CLI exits with status 2. */
+export class UsageError extends RepvggError {
+  constructor(message: string) {
+    super('ERR_USAGE', message);
+  }
+}

@@ -20,6 +20,9 @@ import {
   randomArray,
   randomBnStats,
   randomTrainState,
+  reluRef,
+  seRef,
+  sigmoidRef,
 } from './helpers/reference.js';
 import type { RefTensor } from './helpers/reference.js';
 import { FLOAT64, REPARAM_FP32_WEIGHTS, checkClose } from './helpers/tolerances.js';
@@ -88,7 +91,9 @@ function channelSlice(t: RefTensor, from: number, to: number): RefTensor {
   const [n, c, ...rest] = t.shape as [number, number, ...number[]];
   const plane = rest.reduce((p, d) => p * d, 1);
   const data = new Float64Array(n * (to - from) * plane);
-  for (let b = 0; b < n; b++) data.set(t.data.subarray((b * c + from) * plane, (b * c + to) * plane), b * (to - from) * plane);
+  for (let b = 0; b < n; b++) {
+    data.set(t.data.subarray((b * c + from) * plane, (b * c + to) * plane), b * (to - from) * plane);
+  }
   return { data, shape: [n, to - from, ...rest] };
 }
 
@@ -100,8 +105,10 @@ test('a grouped conv equals its groups run separately', (t) => {
   const grouped = conv2dRef(x, w, bias, { stride: 2, pad: 1, groups: 2 });
   t.deepEqual(grouped.shape, [2, 6, 3, 3]);
   for (const g of [0, 1]) {
-    const groupWeight = { data: w.data.subarray(3 * g * 18, (3 * g + 3) * 18), shape: [3, 2, 3, 3] }; // output channels 3g..3g+2
-    const alone = conv2dRef(channelSlice(x, 2 * g, 2 * g + 2), groupWeight, bias.subarray(3 * g, 3 * g + 3), { stride: 2, pad: 1, groups: 1 });
+    const groupInput = channelSlice(x, 2 * g, 2 * g + 2); // input channels 2g, 2g+1
+    const groupWeight = { data: w.data.subarray(3 * g * 18, (3 * g + 3) * 18), shape: [3, 2, 3, 3] }; // outputs 3g..3g+2
+    const groupBias = bias.subarray(3 * g, 3 * g + 3);
+    const alone = conv2dRef(groupInput, groupWeight, groupBias, { stride: 2, pad: 1, groups: 1 });
     checkClose(t, `group ${g}`, channelSlice(grouped, 3 * g, 3 * g + 3).data, alone.data, FLOAT64);
   }
 });
@@ -122,13 +129,16 @@ test('a 1x1 conv equals a linear layer over channels at every (strided) pixel', 
       for (let oy = 0; oy < oh; oy++)
         for (let ox = 0; ox < ow; ox++)
           for (let ch = 0; ch < c; ch++) {
-            pixels[((b * oh + oy) * ow + ox) * c + ch] = x.data[((b * c + ch) * h + oy * stride) * w + ox * stride] as number;
+            const sampled = ((b * c + ch) * h + oy * stride) * w + ox * stride;
+            pixels[((b * oh + oy) * ow + ox) * c + ch] = x.data[sampled] as number;
           }
     const rows = linearRef({ data: pixels, shape: [n * oh * ow, c] }, { data: weight, shape: [k, c] }, bias);
     const expected = new Float64Array(conv.data.length);
     for (let b = 0; b < n; b++)
       for (let j = 0; j < k; j++)
-        for (let p = 0; p < oh * ow; p++) expected[(b * k + j) * oh * ow + p] = rows.data[(b * oh * ow + p) * k + j] as number;
+        for (let p = 0; p < oh * ow; p++) {
+          expected[(b * k + j) * oh * ow + p] = rows.data[(b * oh * ow + p) * k + j] as number;
+        }
     checkClose(t, `1x1 conv stride ${stride}`, conv.data, expected, FLOAT64);
   }
 });
@@ -141,6 +151,18 @@ test('batchNormRef matches a hand case and defaults eps to 1e-5', (t) => {
   t.is(BN_EPS, 1e-5);
   const zeroVariance = batchNormRef({ data: [2], shape: [1, 1] }, [0], [0], [1], [0]);
   t.is(zeroVariance.data[0], 2 / Math.sqrt(1e-5));
+});
+
+test('reluRef, sigmoidRef and seRef match hand cases', (t) => {
+  t.deepEqual([...reluRef({ data: [-2, 0, 3], shape: [3] }).data], [0, 0, 3]);
+  const sigmoid = sigmoidRef({ data: [0, Math.log(3), -Math.log(3)], shape: [3] }).data;
+  checkClose(t, 'sigmoid', sigmoid, [0.5, 0.75, 0.25], FLOAT64);
+  // One channel [2, 4]: mean 3; down: relu(3 * 1 - 1) = 2; up: 2 * 0.5 - 1 = 0; gate sigmoid(0) = 0.5.
+  const se = seRef({ data: [2, 4], shape: [1, 1, 1, 2] }, [1], [-1], [0.5], [-1]);
+  t.deepEqual([...se.data], [1, 2]);
+  // Same with a negative squeeze: relu(3 * 1 - 5) = 0, so the gate is sigmoid(upBias) = sigmoid(ln 3) = 0.75.
+  const dead = seRef({ data: [2, 4], shape: [1, 1, 1, 2] }, [1], [-5], [0.5], [Math.log(3)]);
+  checkClose(t, 'SE, dead squeeze unit', dead.data, [1.5, 3], FLOAT64);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -164,7 +186,9 @@ for (const spec of [tinySpec, tinySeSpec]) {
     t.is(logits.length, 2 * spec.numClasses);
     t.true(logits.every(Number.isFinite));
     t.true(logits.some((v) => v !== 0));
-    const ignored = [...state.keys()].filter((key) => maxRelativeError(modelTrainRef(spec, perturbed(state, key), x).logits, logits) < 1e-9);
+    const ignored = [...state.keys()].filter(
+      (key) => maxRelativeError(modelTrainRef(spec, perturbed(state, key), x).logits, logits) <= FLOAT64,
+    );
     t.deepEqual(ignored, [], 'weights whose change leaves the logits unchanged');
   });
 
@@ -212,17 +236,18 @@ function fuseForTest(spec: RepVGGSpec, state: StateDict): DeployedModel {
     const kernel = new Float64Array(outChannels * cPerGroup * 9); // [O, C/g, 3, 3]
     const bias = new Float64Array(outChannels); // [O]
     const addBranch = (bn: string, tap: (o: number, c: number, k: number) => number): void => {
-      const [mean, variance, gamma, beta] = ['running_mean', 'running_var', 'weight', 'bias'].map((p) => get(`${name}.${bn}.${p}`)) as [
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-      ];
+      const mean = get(`${name}.${bn}.running_mean`);
+      const variance = get(`${name}.${bn}.running_var`);
+      const gamma = get(`${name}.${bn}.weight`);
+      const beta = get(`${name}.${bn}.bias`);
       for (let o = 0; o < outChannels; o++) {
         const scale = (gamma[o] as number) / Math.sqrt((variance[o] as number) + BN_EPS);
         bias[o] = (bias[o] as number) + (beta[o] as number) - (mean[o] as number) * scale;
         for (let c = 0; c < cPerGroup; c++)
-          for (let k = 0; k < 9; k++) kernel[(o * cPerGroup + c) * 9 + k] = (kernel[(o * cPerGroup + c) * 9 + k] as number) + tap(o, c, k) * scale;
+          for (let k = 0; k < 9; k++) {
+            const at = (o * cPerGroup + c) * 9 + k;
+            kernel[at] = (kernel[at] as number) + tap(o, c, k) * scale;
+          }
       }
     };
     const dense = get(`${name}.rbr_dense.conv.weight`); // [O, C/g, 3, 3]
@@ -231,7 +256,8 @@ function fuseForTest(spec: RepVGGSpec, state: StateDict): DeployedModel {
     addBranch('rbr_dense.bn', (o, c, k) => dense[(o * cPerGroup + c) * 9 + k] as number);
     addBranch('rbr_1x1.bn', (o, c, k) => (k === centre ? (oneByOne[o * cPerGroup + c] as number) : 0));
     if (block.hasIdentity) addBranch('rbr_identity', (o, c, k) => (k === centre && c === o % cPerGroup ? 1 : 0));
-    const layer = { name, inChannels, outChannels, stride: block.stride, groups, weight: Float32Array.from(kernel), bias: Float32Array.from(bias) };
+    const weight = Float32Array.from(kernel);
+    const layer = { name, inChannels, outChannels, stride: block.stride, groups, weight, bias: Float32Array.from(bias) };
     if (block.seChannels === 0) return layer;
     const se = {
       channels: block.seChannels,

@@ -21,6 +21,11 @@ export interface NativePlanReport {
   width: number;
   activationBytes: number;
   weightBytes: number;
+  /** Activation layout the plan runs on: 'any' (each primitive's choice) or 'nChw16c' (needed by Winograd). */
+  layout: string;
+  /** Whole-network times of both layouts when convAlgorithm 'auto' measured them. */
+  anyLayoutMs?: number;
+  blockedLayoutMs?: number;
   convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number }[];
 }
 

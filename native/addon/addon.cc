@@ -58,10 +58,7 @@ Napi::Value dispatch(const Napi::CallbackInfo& info, bool async, const std::func
   try {
     Napi::Object options = options_arg(info);
     Work work = parse(options);
-    Work locked = [work] {
-      std::lock_guard<std::mutex> lock(cpu::compute_mutex());
-      work();
-    };
+    Work locked = [work] { cpu::on_compute_thread(work); };
     if (!async) {
       locked();
       return env.Undefined();
@@ -244,6 +241,9 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("width", Napi::Number::New(env, static_cast<double>(r.width)));
   out.Set("activationBytes", Napi::Number::New(env, static_cast<double>(r.activation_bytes)));
   out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
+  out.Set("layout", Napi::String::New(env, r.layout));
+  if (r.any_ms >= 0) out.Set("anyLayoutMs", Napi::Number::New(env, r.any_ms));
+  if (r.blocked_ms >= 0) out.Set("blockedLayoutMs", Napi::Number::New(env, r.blocked_ms));
   Napi::Array convs = Napi::Array::New(env, r.convs.size());
   for (size_t i = 0; i < r.convs.size(); i++) {
     const auto& c = r.convs[i];

@@ -1,6 +1,12 @@
 // Shared oneDNN engine/stream and helpers of the CPU backend (see dnnl_common.h).
 #include "dnnl_common.h"
 
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
 namespace repvgg::cpu {
 
 dnnl::engine& engine() {
@@ -13,9 +19,59 @@ dnnl::stream& stream() {
   return strm;
 }
 
-std::mutex& compute_mutex() {
-  static std::mutex m;
-  return m;
+namespace {
+
+// A FIFO of tasks served by one long-lived thread.
+class ComputeThread {
+ public:
+  ComputeThread() : thread_([this] { serve(); }) {}
+  ~ComputeThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_one();
+    thread_.join();
+  }
+  void run(const std::function<void()>& fn) {
+    if (std::this_thread::get_id() == thread_.get_id()) return fn();
+    std::packaged_task<void()> task(fn);
+    std::future<void> done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      tasks_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    done.get();  // rethrows the task's exception here
+  }
+
+ private:
+  void serve() {
+    for (;;) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<void()>> tasks_;
+  bool stopping_ = false;
+  std::thread thread_;  // declared last: starts after the members it uses exist
+};
+
+}  // namespace
+
+void on_compute_thread(const std::function<void()>& fn) {
+  static ComputeThread compute;
+  compute.run(fn);
 }
 
 dnnl::memory::desc plain_f32(const dims& shape) {

@@ -1,12 +1,13 @@
-// Shared oneDNN state of the CPU backend: one engine and stream, one lock that serializes compute (the library
-// already uses every core through OpenMP, so concurrent calls would only oversubscribe), and small helpers.
+// Shared oneDNN state of the CPU backend: one engine and stream, one compute thread on which every primitive is
+// created and executed (oneDNN's Winograd kernel crashed when created on one thread and run on another, and
+// OpenMP already uses every core, so concurrent calls would only oversubscribe), and small helpers.
 // Not for: op logic (conv.cc, norm.cc, eltwise.cc, pool.cc, linear.cc) or whole networks (program.cc).
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstdint>
-#include <mutex>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,9 @@ using dt = dnnl::memory::data_type;
 
 dnnl::engine& engine();
 dnnl::stream& stream();
-// Held for the duration of every native computation.
-std::mutex& compute_mutex();
+// Runs fn on the backend's single compute thread and waits for it; exceptions are rethrown to the caller.
+// Called from the compute thread itself, it runs fn inline.
+void on_compute_thread(const std::function<void()>& fn);
 
 // A plain (row-major) float32 memory descriptor: nchw for rank 4, nc for rank 2, x for rank 1.
 dnnl::memory::desc plain_f32(const dims& shape);

@@ -81,9 +81,9 @@ Exec global_mean_exec(const md_t& x_md, int buffer, const memory& pooled) {
 
 class Plan {
  public:
-  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width);
+  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, Layout layout);
   void run(const float* input, float* logits);
-  const PlanReport& report() const { return report_; }
+  PlanReport& report() { return report_; }
 
  private:
   void compile_conv(int index, const ConvStepSpec& c);
@@ -97,6 +97,7 @@ class Plan {
 
   const ProgramSpec& spec_;
   int64_t batch_;
+  Layout layout_;
   dt act_type_;
   std::vector<md_t> buffer_mds_;  // current layout of each buffer while compiling; empty md = not yet written
   std::vector<int64_t> buffer_channels_, buffer_height_, buffer_width_;
@@ -120,8 +121,9 @@ const md_t& Plan::buffer_md(int buffer, const char* what) const {
   return buffer_mds_[buffer];
 }
 
-Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width)
-    : spec_(spec), batch_(batch), act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32) {
+Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, Layout layout)
+    : spec_(spec), batch_(batch), layout_(layout), act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32) {
+  report_.layout = layout == Layout::blocked16 ? "nChw16c" : "any";
   buffer_mds_.resize(spec.num_buffers);
   buffer_channels_.assign(spec.num_buffers, 0);
   buffer_height_.assign(spec.num_buffers, 0);
@@ -161,7 +163,8 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
                                     : dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel, c.kernel};
   const md_t w_any(w_dims, act_type_, tag::any);
   const md_t bias_md = c.bias.empty() ? md_t() : plain_f32({c.out_channels});
-  const md_t dst_any({batch_, c.out_channels, oh, ow}, act_type_, tag::any);
+  const bool blocked = layout_ == Layout::blocked16 && c.out_channels % 16 == 0;
+  const md_t dst_any({batch_, c.out_channels, oh, ow}, act_type_, blocked ? tag::aBcd16b : tag::any);
   const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
   const dnnl::primitive_attr attr = relu_attr(c.relu);
 
@@ -431,6 +434,31 @@ Program::Program(ProgramSpec spec) : spec_(std::move(spec)) {
 
 Program::~Program() = default;
 
+std::unique_ptr<Plan> Program::build_plan(int64_t batch, int64_t height, int64_t width) {
+  switch (spec_.conv_algorithm) {
+    case ConvAlgorithm::direct: return std::make_unique<Plan>(spec_, batch, height, width, Layout::any);
+    case ConvAlgorithm::winograd: return std::make_unique<Plan>(spec_, batch, height, width, Layout::blocked16);
+    case ConvAlgorithm::auto_measure: break;
+  }
+  // Measure both layouts on the whole network (the blocked one has already chosen Winograd or direct per layer).
+  auto any = std::make_unique<Plan>(spec_, batch, height, width, Layout::any);
+  if (spec_.precision != Precision::fp32) return any;  // Winograd is fp32-only: nothing to compare
+  auto blocked = std::make_unique<Plan>(spec_, batch, height, width, Layout::blocked16);
+  std::vector<float> input(static_cast<size_t>(batch * spec_.in_channels * height * width), 0.01f);
+  std::vector<float> logits(static_cast<size_t>(batch * spec_.classes));
+  auto best_ms = [&](Plan& plan) {
+    plan.run(input.data(), logits.data());  // warm-up
+    double best = 1e30;
+    for (int rep = 0; rep < 2; rep++) best = std::min(best, time_ms([&] { plan.run(input.data(), logits.data()); }));
+    return best;
+  };
+  const double any_ms = best_ms(*any), blocked_ms = best_ms(*blocked);
+  std::unique_ptr<Plan>& chosen = blocked_ms < any_ms ? blocked : any;
+  chosen->report().any_ms = any_ms;
+  chosen->report().blocked_ms = blocked_ms;
+  return std::move(chosen);
+}
+
 Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
   RV_CHECK(batch >= 1 && height >= 1 && width >= 1, "ERR_SHAPE", "input must have a positive batch and spatial size");
   const auto key = std::make_tuple(batch, height, width);
@@ -440,7 +468,7 @@ Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
       plans_.erase(plan_order_.front());
       plan_order_.erase(plan_order_.begin());
     }
-    it = plans_.emplace(key, std::make_unique<Plan>(spec_, batch, height, width)).first;
+    it = plans_.emplace(key, wrap_dnnl("compiling network", [&] { return build_plan(batch, height, width); })).first;
   } else {
     plan_order_.erase(std::find(plan_order_.begin(), plan_order_.end(), key));
   }
@@ -449,14 +477,16 @@ Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
 }
 
 void Program::run(int64_t batch, int64_t height, int64_t width, const float* input, float* logits) {
-  std::lock_guard<std::mutex> lock(compute_mutex());
-  Plan& plan = plan_for(batch, height, width);
-  wrap_dnnl("running network", [&] { plan.run(input, logits); });
+  on_compute_thread([&] {
+    Plan& plan = plan_for(batch, height, width);
+    wrap_dnnl("running network", [&] { plan.run(input, logits); });
+  });
 }
 
 PlanReport Program::prepare(int64_t batch, int64_t height, int64_t width) {
-  std::lock_guard<std::mutex> lock(compute_mutex());
-  return plan_for(batch, height, width).report();
+  PlanReport report;
+  on_compute_thread([&] { report = plan_for(batch, height, width).report(); });
+  return report;
 }
 
 }  // namespace repvgg::cpu

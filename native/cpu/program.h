@@ -79,8 +79,14 @@ struct ConvChoice {
   double direct_ms = -1, winograd_ms = -1;  // measured times (-1 = not measured)
 };
 
+// Activation layout of a plan: whatever each primitive prefers ("any": brgemm kernels pick NHWC on AVX-512),
+// or nChw16c blocks everywhere, which oneDNN's Winograd kernel requires.
+enum class Layout { any, blocked16 };
+
 struct PlanReport {
   int64_t batch = 0, height = 0, width = 0;
+  std::string layout;                       // "any" or "nChw16c"
+  double any_ms = -1, blocked_ms = -1;      // whole-network times measured to choose the layout (-1 = not measured)
   int64_t activation_bytes = 0;  // all activation buffers of the plan together
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose
   std::vector<ConvChoice> convs;
@@ -100,9 +106,10 @@ class Program {
 
  private:
   Plan& plan_for(int64_t batch, int64_t height, int64_t width);
+  std::unique_ptr<Plan> build_plan(int64_t batch, int64_t height, int64_t width);
 
   ProgramSpec spec_;
-  // Guarded by compute_mutex(): plans are built and run only while it is held.
+  // Touched only on the compute thread (see on_compute_thread).
   // Most recently used plans by (batch, height, width); at most kMaxPlans are kept.
   std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;
   std::vector<std::tuple<int64_t, int64_t, int64_t>> plan_order_;

@@ -174,7 +174,9 @@ function toFloat64(values: ArrayLike<number>): Float64Array {
 function shapeOf(t: DenseArray, rank: number, name: string): number[] {
   const size = t.shape.reduce((p, d) => p * d, 1);
   if (t.shape.length !== rank || size !== t.data.length) {
-    throw new Error(`Expected ${name} of rank ${rank} matching its ${t.data.length} elements but received shape [${t.shape.join(', ')}]`);
+    throw new Error(
+      `Expected ${name} of rank ${rank} matching its ${t.data.length} elements but received shape [${t.shape.join(', ')}]`,
+    );
   }
   return [...t.shape];
 }
@@ -248,7 +250,9 @@ export function batchNormRef(
 ): RefTensor /* same shape as x */ {
   const [n, c] = x.shape as [number, number];
   if (x.shape.length < 2 || x.shape.reduce((p, d) => p * d, 1) !== x.data.length) {
-    throw new Error(`Expected batch norm input [N, C, ...] matching its ${x.data.length} elements but received [${x.shape.join(', ')}]`);
+    throw new Error(
+      `Expected batch norm input [N, C, ...] matching its ${x.data.length} elements but received [${x.shape.join(', ')}]`,
+    );
   }
   const inner = x.data.length / (n * c); // H * W, or 1 for [N, C]
   for (const [values, name] of [[mean, 'mean'], [variance, 'var'], [gamma, 'gamma'], [beta, 'beta']] as const) {
@@ -392,10 +396,13 @@ export function modelTrainRef(spec: RepVGGSpec, state: StateDict, x: HostTensor 
     const p = block.name;
     const conv = (kernelKey: string, pad: number): RefTensor =>
       conv2dRef(act, weight(kernelKey), undefined, { stride: block.stride, pad, groups: block.groups });
-    let sum = addRef(bn(conv(`${p}.rbr_dense.conv.weight`, 1), `${p}.rbr_dense.bn`), bn(conv(`${p}.rbr_1x1.conv.weight`, 0), `${p}.rbr_1x1.bn`));
+    const dense = bn(conv(`${p}.rbr_dense.conv.weight`, 1), `${p}.rbr_dense.bn`);
+    const oneByOne = bn(conv(`${p}.rbr_1x1.conv.weight`, 0), `${p}.rbr_1x1.bn`);
+    let sum = addRef(dense, oneByOne);
     if (block.hasIdentity) sum = addRef(sum, bn(act, `${p}.rbr_identity`));
     if (block.seChannels > 0) {
-      sum = seRef(sum, weight(`${p}.se.down.weight`).data, weight(`${p}.se.down.bias`).data, weight(`${p}.se.up.weight`).data, weight(`${p}.se.up.bias`).data);
+      const se = (part: string): Float32Array => weight(`${p}.se.${part}`).data;
+      sum = seRef(sum, se('down.weight'), se('down.bias'), se('up.weight'), se('up.bias'));
     }
     act = reluRef(sum);
   }
@@ -408,7 +415,8 @@ export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, 
   for (const layer of model.layers) {
     const kernel = { data: layer.weight, shape: [layer.outChannels, layer.inChannels / layer.groups, 3, 3] };
     let y = conv2dRef(act, kernel, layer.bias, { stride: layer.stride, pad: 1, groups: layer.groups });
-    if (layer.se !== undefined) y = seRef(y, layer.se.downWeight, layer.se.downBias, layer.se.upWeight, layer.se.upBias);
+    const se = layer.se;
+    if (se !== undefined) y = seRef(y, se.downWeight, se.downBias, se.upWeight, se.upBias);
     act = reluRef(y);
   }
   const { numClasses } = model.spec;

@@ -102,6 +102,7 @@ export function checkTop1Agreement(
     checked++;
     if (ourClasses[row] !== best) disagreements.push(`sample ${row}: ours ${ourClasses[row]}, reference ${best}`);
   }
-  t.is(disagreements.length, 0, `${name}: top-1 differs on ${disagreements.length}/${checked} decisive samples (${disagreements.slice(0, 5).join('; ')})`);
+  const examples = disagreements.slice(0, 5).join('; ');
+  t.is(disagreements.length, 0, `${name}: top-1 differs on ${disagreements.length}/${checked} decisive samples (${examples})`);
   return checked;
 }

@@ -1,0 +1,462 @@
+// CPU throughput benchmark: for each RepVGG variant, times our deployed network (fp32 and bf16), our
+// training-time network (fp32) and onnxruntime-node on the same deployed model, after checking that all of them
+// agree with onnxruntime on one random batch. Prints markdown tables on stdout and progress on stderr; optionally
+// writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
+// statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
+// Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg]
+// Not for: accuracy against PyTorch (test/reference.test.ts) or the GPU backend.
+
+import { writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+
+import { loadCpuAddon } from '../lib/backend/native.js';
+import { RepVGGNetwork, type PlanReport } from '../lib/engine.js';
+import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
+import { randomStateDict, seededUniform } from '../lib/models/init.js';
+import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
+import { reparameterize } from '../lib/reparam/reparam.js';
+import type { HostTensor } from '../lib/tensor.js';
+
+const IMAGE_SIZE = 224;
+const NUM_CLASSES = 1000;
+const WEIGHT_SEED = 1;
+const INPUT_SEED = 2;
+/** Images in the batch that every engine is checked on before timing. */
+const CHECK_BATCH = 8;
+/** Timings of a model are skipped when an fp32 engine differs from onnxruntime by more than this. */
+const MAX_FP32_RELATIVE_ERROR = 1e-4;
+const WARMUP_RUNS = 2;
+/** Each engine runs at least this many timed iterations, however long they take. */
+const MIN_TIMED_RUNS = 5;
+
+type EngineKey = 'deployedFp32' | 'deployedBf16' | 'trainFp32' | 'onnxruntime';
+
+const ENGINE_LABELS: Record<EngineKey, string> = {
+  deployedFp32: 'ours deployed fp32',
+  deployedBf16: 'ours deployed bf16',
+  trainFp32: 'ours train-form fp32',
+  onnxruntime: 'onnxruntime deployed fp32',
+};
+const ENGINE_KEYS = Object.keys(ENGINE_LABELS) as EngineKey[];
+const ENGINE_COLORS: Record<EngineKey, string> = {
+  deployedFp32: '#1f77b4',
+  deployedBf16: '#2ca02c',
+  trainFp32: '#ff7f0e',
+  onnxruntime: '#7f7f7f',
+};
+
+/** Something that classifies a batch; prepare() returns our plan report (undefined for onnxruntime). */
+interface Engine {
+  prepare(batch: number): Promise<PlanReport | undefined>;
+  logits(images: HostTensor): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+interface Throughput {
+  medianImagesPerSecond: number;
+  p10ImagesPerSecond: number;
+  p90ImagesPerSecond: number;
+  timedRuns: number;
+}
+
+interface PlanSummary {
+  activationBytes: number;
+  weightBytes: number;
+  /** Conv count per algorithm ('direct', 'winograd'). */
+  algorithms: Record<string, number>;
+  /** Conv count per oneDNN implementation name. */
+  implementations: Record<string, number>;
+}
+
+interface BatchResult {
+  batch: number;
+  throughput: Record<EngineKey, Throughput>;
+  plans: Record<Exclude<EngineKey, 'onnxruntime'>, PlanSummary>;
+  oursOverOnnxruntime: number;
+  deployedOverTrainForm: number;
+}
+
+interface Agreement {
+  /** max|ours - onnxruntime| / max|onnxruntime| over the logits of the check batch. */
+  relativeErrorVsOnnxruntime: Record<Exclude<EngineKey, 'onnxruntime'>, number>;
+  /** bf16 vs deployed fp32: max relative error and the fraction of images with the same top-1 class. */
+  bf16RelativeErrorVsFp32: number;
+  bf16Top1AgreementWithFp32: number;
+}
+
+interface ModelResult {
+  arch: string;
+  agreement: Agreement;
+  /** Why the timings were skipped, when they were. */
+  skipped?: string;
+  batches: BatchResult[];
+}
+
+interface BenchOptions {
+  models: string[];
+  batches: number[];
+  seconds: number;
+  jsonPath: string | undefined;
+  plotPath: string | undefined;
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+function parseOptions(): BenchOptions {
+  const { values } = parseArgs({
+    options: {
+      models: { type: 'string', default: 'A0,B0' },
+      batches: { type: 'string', default: '1,8,32' },
+      seconds: { type: 'string', default: '3' },
+      json: { type: 'string' },
+      plot: { type: 'string' },
+    },
+  });
+  const batches = values.batches.split(',').map(Number);
+  if (!batches.every((b) => Number.isInteger(b) && b > 0)) {
+    throw new Error(`Expected comma-separated positive integers for --batches but received '${values.batches}'`);
+  }
+  const seconds = Number(values.seconds);
+  if (!(seconds > 0)) throw new Error(`Expected a positive number for --seconds but received '${values.seconds}'`);
+  return { models: values.models.split(','), batches, seconds, jsonPath: values.json, plotPath: values.plot };
+}
+
+function randomImages(batch: number, seed: number): HostTensor {
+  const uniform = seededUniform(seed);
+  const data = new Float32Array(batch * 3 * IMAGE_SIZE * IMAGE_SIZE);
+  for (let i = 0; i < data.length; i++) data[i] = 4 * uniform() - 2; // roughly the range of normalized pixels
+  return { shape: [batch, 3, IMAGE_SIZE, IMAGE_SIZE], data };
+}
+
+function ourEngine(network: RepVGGNetwork): Engine {
+  return {
+    prepare: (batch) => network.prepare(batch, IMAGE_SIZE, IMAGE_SIZE),
+    logits: async (images) => (await network.predict(images)).data,
+    dispose: async () => network.dispose(),
+  };
+}
+
+function onnxruntimeEngine(session: InferenceSession): Engine {
+  return {
+    prepare: async () => undefined,
+    logits: async (images) => {
+      const outputs = await session.run({ [ONNX_INPUT_NAME]: new Tensor('float32', images.data, images.shape) });
+      return outputs[ONNX_OUTPUT_NAME]!.data as Float32Array;
+    },
+    dispose: () => session.release(),
+  };
+}
+
+async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<Record<EngineKey, Engine>> {
+  const trainState = randomStateDict(spec, 'train', WEIGHT_SEED);
+  const deployed = reparameterize(spec, trainState);
+  const session = await InferenceSession.create(encodeOnnx(deployed), {
+    intraOpNumThreads: availableParallelism(),
+    graphOptimizationLevel: 'all',
+  });
+  return {
+    deployedFp32: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'fp32', convAlgorithm: 'auto', maxBatch })),
+    deployedBf16: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'bf16', maxBatch })),
+    trainFp32: ourEngine(RepVGGNetwork.fromStateDict(spec, trainState, { precision: 'fp32', maxBatch })),
+    onnxruntime: onnxruntimeEngine(session),
+  };
+}
+
+function maxRelativeError(actual: Float32Array, expected: Float32Array): number {
+  let maxDiff = 0;
+  let maxExpected = 0;
+  for (let i = 0; i < expected.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(actual[i]! - expected[i]!));
+    maxExpected = Math.max(maxExpected, Math.abs(expected[i]!));
+  }
+  return maxDiff / maxExpected;
+}
+
+function top1Classes(logits: Float32Array): number[] {
+  const classes: number[] = [];
+  for (let start = 0; start < logits.length; start += NUM_CLASSES) {
+    let best = start;
+    for (let i = start + 1; i < start + NUM_CLASSES; i++) if (logits[i]! > logits[best]!) best = i;
+    classes.push(best - start);
+  }
+  return classes;
+}
+
+async function checkAgreement(engines: Record<EngineKey, Engine>): Promise<Agreement> {
+  const images = randomImages(CHECK_BATCH, INPUT_SEED);
+  const reference = await engines.onnxruntime.logits(images);
+  const deployedFp32 = await engines.deployedFp32.logits(images);
+  const deployedBf16 = await engines.deployedBf16.logits(images);
+  const trainFp32 = await engines.trainFp32.logits(images);
+  const fp32Top1 = top1Classes(deployedFp32);
+  const bf16Top1 = top1Classes(deployedBf16);
+  return {
+    relativeErrorVsOnnxruntime: {
+      deployedFp32: maxRelativeError(deployedFp32, reference),
+      deployedBf16: maxRelativeError(deployedBf16, reference),
+      trainFp32: maxRelativeError(trainFp32, reference),
+    },
+    bf16RelativeErrorVsFp32: maxRelativeError(deployedBf16, deployedFp32),
+    bf16Top1AgreementWithFp32: bf16Top1.filter((c, i) => c === fp32Top1[i]).length / CHECK_BATCH,
+  };
+}
+
+/** Value at quantile q (0..1) of ascending values, interpolating linearly between neighbours. */
+function quantile(ascending: number[], q: number): number {
+  const position = (ascending.length - 1) * q;
+  const below = Math.floor(position);
+  const above = Math.min(below + 1, ascending.length - 1);
+  return ascending[below]! + (ascending[above]! - ascending[below]!) * (position - below);
+}
+
+async function measureThroughput(engine: Engine, images: HostTensor, seconds: number): Promise<Throughput> {
+  for (let i = 0; i < WARMUP_RUNS; i++) await engine.logits(images);
+  const runSeconds: number[] = [];
+  const start = performance.now();
+  while (runSeconds.length < MIN_TIMED_RUNS || performance.now() - start < seconds * 1000) {
+    const runStart = performance.now();
+    await engine.logits(images);
+    runSeconds.push((performance.now() - runStart) / 1000);
+  }
+  const batch = images.shape[0]!;
+  const imagesPerSecond = runSeconds.map((s) => batch / s).sort((a, b) => a - b);
+  return {
+    medianImagesPerSecond: quantile(imagesPerSecond, 0.5),
+    p10ImagesPerSecond: quantile(imagesPerSecond, 0.1),
+    p90ImagesPerSecond: quantile(imagesPerSecond, 0.9),
+    timedRuns: runSeconds.length,
+  };
+}
+
+function countBy(values: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
+}
+
+function summarizePlan(report: PlanReport): PlanSummary {
+  return {
+    activationBytes: report.activationBytes,
+    weightBytes: report.weightBytes,
+    algorithms: countBy(report.convs.map((c) => c.algorithm)),
+    implementations: countBy(report.convs.map((c) => c.implementation)),
+  };
+}
+
+async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, batch: number, seconds: number): Promise<BatchResult> {
+  const images = randomImages(batch, INPUT_SEED + batch);
+  const throughput = {} as Record<EngineKey, Throughput>;
+  const plans = {} as BatchResult['plans'];
+  for (const key of ENGINE_KEYS) {
+    progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}`);
+    const report = await engines[key].prepare(batch);
+    if (report && key !== 'onnxruntime') plans[key] = summarizePlan(report);
+    throughput[key] = await measureThroughput(engines[key], images, seconds);
+  }
+  return {
+    batch,
+    throughput,
+    plans,
+    oursOverOnnxruntime: throughput.deployedFp32.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+    deployedOverTrainForm: throughput.deployedFp32.medianImagesPerSecond / throughput.trainFp32.medianImagesPerSecond,
+  };
+}
+
+async function benchmarkModel(name: string, options: BenchOptions): Promise<ModelResult> {
+  const spec = officialSpec(name, { numClasses: NUM_CLASSES });
+  progress(`${spec.arch}: building engines`);
+  const engines = await createEngines(spec, Math.max(CHECK_BATCH, ...options.batches));
+  try {
+    progress(`${spec.arch}: checking agreement on ${CHECK_BATCH} random images`);
+    const agreement = await checkAgreement(engines);
+    const errors = agreement.relativeErrorVsOnnxruntime;
+    const worstFp32 = Math.max(errors.deployedFp32, errors.trainFp32);
+    if (!(worstFp32 <= MAX_FP32_RELATIVE_ERROR)) {
+      const skipped = `fp32 relative error vs onnxruntime ${worstFp32.toExponential(2)} > ${MAX_FP32_RELATIVE_ERROR}`;
+      progress(`${spec.arch}: timings skipped: ${skipped}`);
+      return { arch: spec.arch, agreement, skipped, batches: [] };
+    }
+    const batches: BatchResult[] = [];
+    for (const batch of options.batches) batches.push(await benchmarkBatch(engines, spec.arch, batch, options.seconds));
+    return { arch: spec.arch, agreement, batches };
+  } finally {
+    for (const engine of Object.values(engines)) await engine.dispose();
+  }
+}
+
+function mebibytes(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
+}
+
+function formatThroughput(t: Throughput): string {
+  return `${t.medianImagesPerSecond.toFixed(1)} (${t.p10ImagesPerSecond.toFixed(1)}–${t.p90ImagesPerSecond.toFixed(1)})`;
+}
+
+function formatCounts(counts: Record<string, number>): string {
+  return Object.entries(counts).map(([name, count]) => `${name} ×${count}`).join(', ');
+}
+
+function markdownTable(header: string[], rows: string[][]): string {
+  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+function markdownReport(results: ModelResult[], machine: Record<string, unknown>, options: BenchOptions): string {
+  const timed = results.flatMap((m) => m.batches.map((b) => ({ arch: m.arch, ...b })));
+  const throughputTable = markdownTable(
+    ['model', 'batch', ...ENGINE_KEYS.map((k) => `${ENGINE_LABELS[k]} img/s`), 'ours/onnxruntime', 'deployed/train-form'],
+    timed.map((r) => [
+      r.arch, String(r.batch), ...ENGINE_KEYS.map((k) => formatThroughput(r.throughput[k])),
+      `${r.oursOverOnnxruntime.toFixed(2)}×`, `${r.deployedOverTrainForm.toFixed(2)}×`,
+    ]),
+  );
+  const memoryTable = markdownTable(
+    ['model', 'batch', 'activations deployed fp32 MiB', 'activations deployed bf16 MiB', 'activations train-form MiB',
+      'train-form/deployed activations', 'weights deployed fp32 MiB', 'weights deployed bf16 MiB', 'weights train-form MiB'],
+    timed.map((r) => [
+      r.arch, String(r.batch), mebibytes(r.plans.deployedFp32.activationBytes), mebibytes(r.plans.deployedBf16.activationBytes),
+      mebibytes(r.plans.trainFp32.activationBytes),
+      `${(r.plans.trainFp32.activationBytes / r.plans.deployedFp32.activationBytes).toFixed(2)}×`,
+      mebibytes(r.plans.deployedFp32.weightBytes), mebibytes(r.plans.deployedBf16.weightBytes), mebibytes(r.plans.trainFp32.weightBytes),
+    ]),
+  );
+  const algorithmTable = markdownTable(
+    ['model', 'batch', 'engine', 'conv algorithms', 'oneDNN implementations'],
+    timed.flatMap((r) =>
+      (['deployedFp32', 'deployedBf16'] as const).map((k) => [
+        r.arch, String(r.batch), ENGINE_LABELS[k], formatCounts(r.plans[k].algorithms), formatCounts(r.plans[k].implementations),
+      ]),
+    ),
+  );
+  const agreementTable = markdownTable(
+    ['model', 'deployed fp32 vs ORT', 'train-form fp32 vs ORT', 'deployed bf16 vs ORT', 'bf16 vs fp32', 'bf16 top-1 = fp32', 'timings'],
+    results.map((m) => {
+      const e = m.agreement.relativeErrorVsOnnxruntime;
+      return [
+        m.arch, e.deployedFp32.toExponential(2), e.trainFp32.toExponential(2), e.deployedBf16.toExponential(2),
+        m.agreement.bf16RelativeErrorVsFp32.toExponential(2), `${(100 * m.agreement.bf16Top1AgreementWithFp32).toFixed(0)}%`,
+        m.skipped ? `skipped: ${m.skipped}` : 'run',
+      ];
+    }),
+  );
+  return [
+    `# RepVGG CPU benchmark (${IMAGE_SIZE}x${IMAGE_SIZE}, ${NUM_CLASSES} classes, ~${options.seconds} s per measurement)`,
+    '',
+    `Machine: ${Object.entries(machine).map(([k, v]) => `${k} ${String(v)}`).join('; ')}`,
+    '',
+    '## Throughput: median img/s (p10–p90)',
+    '',
+    throughputTable,
+    '',
+    `## Agreement on ${CHECK_BATCH} random images: max|a-b| / max|b| of the logits`,
+    '',
+    agreementTable,
+    '',
+    '## Memory (from prepare(): activation buffers and weights in the layouts the primitives chose)',
+    '',
+    memoryTable,
+    '',
+    '## Deployed conv algorithms (per-layer choice of convAlgorithm auto)',
+    '',
+    algorithmTable,
+    '',
+  ].join('\n');
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** A round axis step (1, 2 or 5 times a power of ten) giving about `ticks` ticks up to max. */
+function axisStep(max: number, ticks: number): number {
+  const rough = max / ticks;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough);
+  return step ?? 10 * power;
+}
+
+/** One panel per model: groups of bars per batch size, one bar per engine, whiskers from p10 to p90. */
+function svgChart(results: ModelResult[], subtitle: string): string {
+  const width = 900;
+  const panelHeight = 300;
+  const top = 70;
+  const margin = { left: 70, right: 20, top: 40, bottom: 40 };
+  const height = top + results.length * panelHeight;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="16">RepVGG CPU throughput, images/s (median; whiskers p10–p90)</text>`,
+    `<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(subtitle)}</text>`,
+  ];
+  ENGINE_KEYS.forEach((key, i) => {
+    const x = margin.left + i * 200;
+    parts.push(`<rect x="${x}" y="52" width="12" height="12" fill="${ENGINE_COLORS[key]}"/>`);
+    parts.push(`<text x="${x + 16}" y="62">${ENGINE_LABELS[key]}</text>`);
+  });
+  results.forEach((model, panel) => {
+    const panelTop = top + panel * panelHeight;
+    const plotTop = panelTop + margin.top;
+    const plotBottom = panelTop + panelHeight - margin.bottom;
+    const plotWidth = width - margin.left - margin.right;
+    parts.push(`<text x="${margin.left}" y="${panelTop + 24}" font-size="14" font-weight="bold">${escapeXml(model.arch)}</text>`);
+    if (model.skipped) {
+      parts.push(`<text x="${margin.left}" y="${plotTop + 40}" fill="#b00">timings skipped: ${escapeXml(model.skipped)}</text>`);
+      return;
+    }
+    const maxValue = Math.max(...model.batches.flatMap((b) => ENGINE_KEYS.map((k) => b.throughput[k].p90ImagesPerSecond)));
+    const step = axisStep(maxValue, 5);
+    const axisMax = Math.ceil(maxValue / step) * step;
+    const y = (value: number): number => plotBottom - (value / axisMax) * (plotBottom - plotTop);
+    for (let tick = 0; tick <= axisMax + step / 2; tick += step) {
+      parts.push(`<line x1="${margin.left}" x2="${width - margin.right}" y1="${y(tick)}" y2="${y(tick)}" stroke="#ddd"/>`);
+      parts.push(`<text x="${margin.left - 6}" y="${y(tick) + 4}" text-anchor="end">${tick}</text>`);
+    }
+    const groupWidth = plotWidth / model.batches.length;
+    const barWidth = (groupWidth * 0.8) / ENGINE_KEYS.length;
+    model.batches.forEach((b, g) => {
+      const groupLeft = margin.left + g * groupWidth + groupWidth * 0.1;
+      parts.push(`<text x="${groupLeft + groupWidth * 0.4}" y="${plotBottom + 18}" text-anchor="middle">batch ${b.batch}</text>`);
+      ENGINE_KEYS.forEach((key, i) => {
+        const t = b.throughput[key];
+        const x = groupLeft + i * barWidth;
+        const middle = x + barWidth / 2;
+        parts.push(`<rect x="${x + 1}" y="${y(t.medianImagesPerSecond)}" width="${barWidth - 2}" height="${plotBottom - y(t.medianImagesPerSecond)}" fill="${ENGINE_COLORS[key]}"/>`);
+        parts.push(`<line x1="${middle}" x2="${middle}" y1="${y(t.p10ImagesPerSecond)}" y2="${y(t.p90ImagesPerSecond)}" stroke="black"/>`);
+        parts.push(`<text x="${middle}" y="${y(t.p90ImagesPerSecond) - 4}" text-anchor="middle" font-size="10">${t.medianImagesPerSecond.toFixed(0)}</text>`);
+      });
+    });
+    parts.push(`<line x1="${margin.left}" x2="${width - margin.right}" y1="${plotBottom}" y2="${plotBottom}" stroke="black"/>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const native = loadCpuAddon().info();
+  const machine = {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: availableParallelism(),
+    node: process.version,
+    library: `${native.library} ${native.libraryVersion} (${native.isa}, native bf16 ${native.nativeBf16 ? 'yes' : 'no'})`,
+  };
+  const results: ModelResult[] = [];
+  for (const name of options.models) results.push(await benchmarkModel(name, options));
+  process.stdout.write(markdownReport(results, machine, options));
+  if (options.jsonPath) {
+    await writeFile(options.jsonPath, `${JSON.stringify({ machine, options, results }, null, 2)}\n`);
+    progress(`wrote ${options.jsonPath}`);
+  }
+  if (options.plotPath) {
+    await writeFile(options.plotPath, `${svgChart(results, `${machine.cpu}, ${machine.cores} cores, ${IMAGE_SIZE}x${IMAGE_SIZE}`)}\n`);
+    progress(`wrote ${options.plotPath}`);
+  }
+}
+
+await main();

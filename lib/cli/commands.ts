@@ -1,0 +1,77 @@
+// The file-in/file-out commands: convert, infer and export-onnx.
+
+import { RepVGGNetwork, type BackendName, type Precision } from '../engine.js';
+import { ArgumentValueError, UsageError } from '../errors.js';
+import { exportOnnx } from '../io/onnx.js';
+import { readNpyFloat32, writeNpy } from '../io/npy.js';
+import { loadWeights, saveWeights, type LoadedWeights } from '../io/weights.js';
+import { canonicalArchName } from '../models/repvgg.js';
+import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
+import type { DeployedModel } from '../reparam/types.js';
+import { choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
+
+function archFlag(flags: Flags, required: boolean): string | undefined {
+  const arch = required ? requireFlag(flags, 'arch') : optionalFlag(flags, 'arch');
+  if (arch !== undefined && canonicalArchName(arch) === undefined) {
+    throw new UsageError(`Expected an official variant (A0, A1, A2, B0, B1, B1g2, B1g4, B2, B2g2, B2g4, B3, B3g2, B3g4, D2se; optionally RepVGG-) for --arch but received '${arch}'`);
+  }
+  return arch;
+}
+
+function deployedOf(weights: LoadedWeights): DeployedModel {
+  return weights.form === 'train' ? reparameterize(weights.spec, weights.state) : deployedModelFromState(weights.spec, weights.state);
+}
+
+export async function runConvert(flags: Flags): Promise<void> {
+  const arch = archFlag(flags, true);
+  const inPath = requireFlag(flags, 'in');
+  const outPath = requireFlag(flags, 'out');
+  const weights = await loadWeights(inPath, arch, '--in');
+  if (weights.form !== 'train') {
+    throw new ArgumentValueError(`Expected training-time weights (rbr_dense keys) for --in but '${inPath}' is already deployed (rbr_reparam keys)`);
+  }
+  const deployed = reparameterize(weights.spec, weights.state);
+  await saveWeights(outPath, weights.spec, 'deploy', deployedStateDict(deployed));
+  process.stdout.write(`converted ${weights.spec.arch} (${weights.spec.numClasses} classes): ${deployed.layers.length} blocks -> ${outPath}\n`);
+}
+
+export async function runInfer(flags: Flags): Promise<void> {
+  const arch = archFlag(flags, false);
+  const weightsPath = requireFlag(flags, 'weights');
+  const inputPath = requireFlag(flags, 'input');
+  const outputPath = requireFlag(flags, 'output');
+  const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
+  const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16'], 'fp32');
+  const maxBatch = intFlag(flags, 'batch', 32);
+  const weights = await loadWeights(weightsPath, arch, '--weights');
+  const input = await readNpyFloat32(inputPath, '--input');
+  const network = RepVGGNetwork.fromStateDict(weights.spec, weights.state, { backend, precision, maxBatch });
+  try {
+    network.checkInput(input, '--input');
+    const started = performance.now();
+    const logits = await network.predict(input, {
+      onProgress: (done, total) => {
+        if (total > 1) process.stderr.write(`\rinfer: chunk ${done}/${total}${done === total ? '\n' : ''}`);
+      },
+    });
+    const seconds = (performance.now() - started) / 1000;
+    await writeNpy(outputPath, logits.data, logits.shape, '--output');
+    const images = input.shape[0] as number;
+    process.stdout.write(
+      `${images} images through ${weights.spec.arch} (${weights.form} form, ${network.backend} ${precision}) in ${seconds.toFixed(2)} s ` +
+        `(${(images / seconds).toFixed(1)} img/s) -> ${outputPath} [${logits.shape.join(', ')}]\n`,
+    );
+  } finally {
+    network.dispose();
+  }
+}
+
+export async function runExportOnnx(flags: Flags): Promise<void> {
+  const arch = archFlag(flags, false);
+  const weightsPath = requireFlag(flags, 'weights');
+  const outPath = requireFlag(flags, 'out');
+  const opset = intFlag(flags, 'opset', 13, 7);
+  const weights = await loadWeights(weightsPath, arch, '--weights');
+  await exportOnnx(outPath, deployedOf(weights), { opset });
+  process.stdout.write(`exported deployed ${weights.spec.arch} (opset ${opset}) -> ${outPath}\n`);
+}

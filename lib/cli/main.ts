@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// The `repvgg` command: info | convert | infer | export-onnx | demo. Parses flags, calls the library, prints
+// results; every failure is one line on stderr naming the argument, with exit status 2 (usage) or 1 (other).
+// Not for: library logic — each command is a thin layer over lib/.
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { RepvggError, UsageError } from '../errors.js';
+import { runConvert, runExportOnnx, runInfer } from './commands.js';
+import { runDemo } from './demo.js';
+import { runInfo } from './info.js';
+
+const USAGE = `Usage: repvgg <command> [flags]
+
+Commands:
+  info                                   version and backends (oneDNN ISA; CUDA device or why not)
+  convert --arch A0 --in train.safetensors --out deploy.safetensors
+                                         re-parameterize training-time weights into the deployed form
+  infer --arch A0 --weights W --input x.npy --output logits.npy [--backend cpu|cuda|auto] [--batch N]
+        [--precision fp32|bf16]          class logits for float32 NCHW images (train or deploy weights)
+  export-onnx --arch A0 --weights W --out model.onnx [--opset 13]
+                                         the deployed model as ONNX
+  demo [--arch A0] [--batch 8] [--size 224]
+                                         random A0: convert, check agreement, compare speed and memory
+
+--arch accepts RepVGG-A0 or A0 (likewise every variant: ${'A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 D2se'}).
+`;
+
+type Flags = Record<string, string | boolean | undefined>;
+
+const FLAG_SPECS = {
+  info: {},
+  convert: { arch: { type: 'string' }, in: { type: 'string' }, out: { type: 'string' } },
+  infer: {
+    arch: { type: 'string' }, weights: { type: 'string' }, input: { type: 'string' }, output: { type: 'string' },
+    backend: { type: 'string' }, batch: { type: 'string' }, precision: { type: 'string' },
+  },
+  'export-onnx': { arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, opset: { type: 'string' } },
+  demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' } },
+} as const;
+
+type Command = keyof typeof FLAG_SPECS;
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function parseFlags(command: Command, args: string[]): Flags {
+  try {
+    const { values } = parseArgs({ args, options: { ...FLAG_SPECS[command], help: { type: 'boolean' } }, strict: true, allowPositionals: false });
+    return values as Flags;
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message.split('\n')[0]} (see repvgg --help)`);
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (command === '--version') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return;
+  }
+  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo) but received '${command}'`);
+  const flags = parseFlags(command as Command, rest);
+  if (flags.help === true) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  switch (command as Command) {
+    case 'info':
+      return runInfo(packageVersion());
+    case 'convert':
+      return runConvert(flags);
+    case 'infer':
+      return runInfer(flags);
+    case 'export-onnx':
+      return runExportOnnx(flags);
+    case 'demo':
+      return runDemo(flags);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof RepvggError) {
+    process.stderr.write(`repvgg: ${err.message}\n`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  } else {
+    process.stderr.write(`repvgg: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  }
+});
