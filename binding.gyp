@@ -11,6 +11,7 @@
         "native/cpu/eltwise.cc",
         "native/cpu/pool.cc",
         "native/cpu/linear.cc",
+        "native/cpu/loss.cc",
         "native/cpu/program.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -254,10 +254,11 @@ async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, 
   const throughput = {} as Record<EngineKey, Throughput>;
   const plans = {} as BatchResult['plans'];
   for (const key of ENGINE_KEYS) {
-    progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}`);
+    progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}...`);
     const report = await engines[key].prepare(batch);
     if (report && key !== 'onnxruntime') plans[key] = summarizePlan(report);
     throughput[key] = await measureThroughput(engines[key], images, seconds);
+    progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
   }
   return {
     batch,

@@ -12,3 +12,8 @@ export { readNpy, readNpyFloat32, writeNpy, encodeNpy, decodeNpy } from './io/np
 export { readSafetensors, readStateDict, writeSafetensors, encodeSafetensors, decodeSafetensors, decodeStateDict } from './io/safetensors.js';
 export { encodeOnnx, exportOnnx } from './io/onnx.js';
 export * as ops from './ops/index.js';
+export * as data from './data/index.js';
+export { TrainableRepVGG } from './train/model.js';
+export { train, evaluate } from './train/trainer.js';
+export type { TrainConfig, TrainResult } from './train/trainer.js';
+export { miniSpec } from './train/presets.js';

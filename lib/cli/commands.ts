@@ -10,7 +10,7 @@ import { deployedModelFromState, deployedStateDict, reparameterize } from '../re
 import type { DeployedModel } from '../reparam/types.js';
 import { choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
 
-function archFlag(flags: Flags, required: boolean): string | undefined {
+export function archFlag(flags: Flags, required: boolean): string | undefined {
   const arch = required ? requireFlag(flags, 'arch') : optionalFlag(flags, 'arch');
   if (arch !== undefined && canonicalArchName(arch) === undefined) {
     throw new UsageError(`Expected an official variant (A0, A1, A2, B0, B1, B1g2, B1g4, B2, B2g2, B2g4, B3, B3g2, B3g4, D2se; optionally RepVGG-) for --arch but received '${arch}'`);
@@ -72,6 +72,6 @@ export async function runExportOnnx(flags: Flags): Promise<void> {
   const outPath = requireFlag(flags, 'out');
   const opset = intFlag(flags, 'opset', 13, 7);
   const weights = await loadWeights(weightsPath, arch, '--weights');
-  await exportOnnx(outPath, deployedOf(weights), { opset });
+  await exportOnnx(outPath, deployedOf(weights), { opset }, '--out');
   process.stdout.write(`exported deployed ${weights.spec.arch} (opset ${opset}) -> ${outPath}\n`);
 }

@@ -6,7 +6,8 @@ import { randomStateDict, seededUniform } from '../models/init.js';
 import { officialSpec, parameterCount } from '../models/repvgg.js';
 import { reparameterize } from '../reparam/reparam.js';
 import type { HostTensor } from '../tensor.js';
-import { intFlag, optionalFlag, type Flags } from './flags.js';
+import { archFlag } from './commands.js';
+import { intFlag, type Flags } from './flags.js';
 
 /** Median images/second over `runs` timed predictions after one warm-up. */
 async function throughput(network: RepVGGNetwork, input: HostTensor, runs: number): Promise<number> {
@@ -34,7 +35,7 @@ function maxRelativeError(ours: Float32Array, reference: Float32Array): number {
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 export async function runDemo(flags: Flags): Promise<void> {
-  const spec = officialSpec(optionalFlag(flags, 'arch') ?? 'A0');
+  const spec = officialSpec(archFlag(flags, false) ?? 'A0');
   const batch = intFlag(flags, 'batch', 8);
   const size = intFlag(flags, 'size', 224, 32);
   const log = (text: string): boolean => process.stderr.write(`${text}\n`);

@@ -9,6 +9,7 @@ import { RepvggError, UsageError } from '../errors.js';
 import { runConvert, runExportOnnx, runInfer } from './commands.js';
 import { runDemo } from './demo.js';
 import { runInfo } from './info.js';
+import { EVAL_FLAGS, TRAIN_FLAGS, runEval, runTrain } from './train.js';
 
 const USAGE = `Usage: repvgg <command> [flags]
 
@@ -22,6 +23,13 @@ Commands:
                                          the deployed model as ONNX
   demo [--arch A0] [--batch 8] [--size 224]
                                          random A0: convert, check agreement, compare speed and memory
+  train (--dataset fashion-mnist | --train-npy x.npy,y.npy [--test-npy x.npy,y.npy]) --out DIR|W.safetensors
+        [--arch mini|A0..] [--epochs N] [--steps N] [--batch-size N] [--lr F] [--momentum F] [--nesterov]
+        [--weight-decay F] [--label-smoothing F] [--warmup-epochs F] [--custom-l2] [--ema DECAY] [--seed N]
+        [--init W] [--no-shuffle] [--no-augment] [--backend cpu|auto] [--resume DIR]
+                                         train a RepVGG; a run folder gets checkpoints, deploy weights, curve.svg
+  eval --weights W (--dataset fashion-mnist | --test-npy x.npy,y.npy) [--arch A0] [--batch N]
+                                         top-1 accuracy of training-time or deployed weights
 
 --arch accepts RepVGG-A0 or A0 (likewise every variant: ${'A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 D2se'}).
 `;
@@ -37,6 +45,8 @@ const FLAG_SPECS = {
   },
   'export-onnx': { arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, opset: { type: 'string' } },
   demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' } },
+  train: TRAIN_FLAGS,
+  eval: EVAL_FLAGS,
 } as const;
 
 type Command = keyof typeof FLAG_SPECS;
@@ -65,7 +75,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${packageVersion()}\n`);
     return;
   }
-  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo) but received '${command}'`);
+  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo, train, eval) but received '${command}'`);
   const flags = parseFlags(command as Command, rest);
   if (flags.help === true) {
     process.stdout.write(USAGE);
@@ -82,6 +92,10 @@ async function main(argv: string[]): Promise<void> {
       return runExportOnnx(flags);
     case 'demo':
       return runDemo(flags);
+    case 'train':
+      return runTrain(flags);
+    case 'eval':
+      return runEval(flags);
   }
 }
 

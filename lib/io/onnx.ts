@@ -82,10 +82,11 @@ export function encodeOnnx(model: DeployedModel, options: OnnxExportOptions = {}
  * directory and then renamed, so readers never see a half-written model.
  * @throws ShapeError / ArgumentValueError as encodeOnnx.
  * @throws ArgumentTypeError for an empty or non-string path; ArgumentValueError when the path cannot be written.
+ * @param argName - how the caller's user named the path (e.g. '--out'), used in error messages.
  * @example await exportOnnx('repvgg-a0.onnx', deployed);
  */
-export async function exportOnnx(path: string, model: DeployedModel, options: OnnxExportOptions = {}): Promise<void> {
-  await writeFileAtomic(path, encodeOnnx(model, options));
+export async function exportOnnx(path: string, model: DeployedModel, options: OnnxExportOptions = {}, argName = 'path'): Promise<void> {
+  await writeFileAtomic(path, encodeOnnx(model, options), argName);
 }
 
 /** Emits this block's nodes after `input` and returns the name of its output. */

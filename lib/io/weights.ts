@@ -14,10 +14,12 @@ import {
 import type { StateDict } from '../tensor.js';
 import { readStateDict, writeSafetensors } from './safetensors.js';
 
-/** Per-channel input normalization recorded in the metadata; ImageNet's by default. */
+/** Per-channel input normalization recorded in the metadata: x' = (x * scale - mean) / std; ImageNet's by default. */
 export interface InputNormalization {
   mean: number[];
   std: number[];
+  /** Applied to raw values first (1/255 for 8-bit pixels); 1 when omitted. */
+  scale?: number;
 }
 
 export const IMAGENET_NORMALIZATION: InputNormalization = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };

@@ -17,7 +17,10 @@ export function checkTensor(t: unknown, name: string, rank: number): readonly nu
   if (shape.length !== rank) {
     throw new ShapeError(`Expected a rank-${rank} tensor for ${name} but received shape ${formatShape(shape)}`);
   }
-  if (!shape.every((d) => Number.isInteger(d) && d >= 1) || numel(shape) !== candidate.data.length) {
+  if (!shape.every((d) => Number.isInteger(d) && d >= 1)) {
+    throw new ShapeError(`Expected every dimension of ${name} to be a positive integer but received shape ${formatShape(shape)}`);
+  }
+  if (numel(shape) !== candidate.data.length) {
     throw new ShapeError(`Expected ${name} data to fill shape ${formatShape(shape)} but received ${candidate.data.length} values`);
   }
   return shape;
@@ -42,5 +45,16 @@ export function checkFinite(data: Float32Array, name: string): void {
     if (!Number.isFinite(v)) {
       throw new ArgumentValueError(`Expected finite values for ${name} but received ${v} at flat index ${i}`);
     }
+  }
+}
+
+/**
+ * Checks that t is a float32 tensor of exactly the given shape (what a gradient or a per-channel parameter must
+ * have); `of` says where the expected shape comes from, e.g. "the output of x [2, 3, 8, 8] and weight [...]".
+ */
+export function checkShape(t: unknown, name: string, expected: readonly number[], of?: string): void {
+  const shape = checkTensor(t, name, Array.isArray((t as Partial<HostTensor> | null)?.shape) ? (t as HostTensor).shape.length : 0);
+  if (shape.length !== expected.length || shape.some((d, i) => d !== expected[i])) {
+    throw new ShapeError(`Expected ${name} of shape ${formatShape(expected)}${of === undefined ? '' : ` (${of})`} but received ${formatShape(shape)}`);
   }
 }

@@ -1,10 +1,11 @@
-// conv2d of the single-op API: shape checks in TypeScript, then oneDNN (native/cpu/conv.cc).
+// conv2d of the single-op API and its backward pass: shape checks in TypeScript, then oneDNN (native/cpu/conv.cc).
 // NaN/Inf in inputs propagate as in PyTorch; only the model-level API rejects them.
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
-import { checkPositiveInt, checkTensor } from './check.js';
+import { checkPositiveInt, checkShape, checkTensor } from './check.js';
+import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 export interface Conv2dOptions {
   /** (outChannels) */
@@ -16,7 +17,8 @@ export interface Conv2dOptions {
   relu?: boolean;
 }
 
-function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions) {
+/** Checks x, weight and the geometry options shared by conv2d and conv2dBackward; returns every size. */
+function checkConvGeometry(x: HostTensor, weight: HostTensor, options: { stride?: number; pad?: number; groups?: number }) {
   const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
   const [o, cg, kh, kw] = checkTensor(weight, 'weight', 4) as [number, number, number, number];
   const stride = checkPositiveInt(options.stride ?? 1, 'stride');
@@ -31,19 +33,24 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
       `Expected weight of shape [${o}, ${c / groups}, ${kh}, ${kw}] for x ${formatShape(x.shape)} with groups ${groups} but received ${formatShape(weight.shape)}`,
     );
   }
-  if (options.bias !== undefined) {
-    const [bc] = checkTensor(options.bias, 'bias', 1) as [number];
-    if (bc !== o) throw new ShapeError(`Expected bias of shape [${o}] but received [${bc}]`);
-  }
   const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
   const ow = Math.floor((w + 2 * pad - kw) / stride) + 1;
   if (oh < 1 || ow < 1) {
     throw new ShapeError(`Expected x at least ${kh - 2 * pad}x${kw - 2 * pad} for a ${kh}x${kw} kernel with pad ${pad} but received ${h}x${w}`);
   }
+  return { n, c, h, w, o, k: kh, stride, pad, groups, oh, ow };
+}
+
+function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions) {
+  const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = checkConvGeometry(x, weight, options);
+  if (options.bias !== undefined) {
+    const [bc] = checkTensor(options.bias, 'bias', 1) as [number];
+    if (bc !== o) throw new ShapeError(`Expected bias of shape [${o}] but received [${bc}]`);
+  }
   const y: HostTensor = { shape: [n, o, oh, ow], data: new Float32Array(n * o * oh * ow) };
   const native = {
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
-    batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: kh, stride, pad, groups, relu: options.relu === true,
+    batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
   };
   return { native, y };
 }
@@ -64,4 +71,61 @@ export function conv2dSync(x: HostTensor, weight: HostTensor, options: Conv2dOpt
   const { native, y } = prepareConv2d(x, weight, options);
   callNativeSync(() => loadCpuAddon().conv2dSync(native));
   return y;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backward
+
+export interface Conv2dBackwardOptions {
+  /** The forward pass's stride (default 1). */
+  stride?: number;
+  /** The forward pass's zero padding on every side (default 0). */
+  pad?: number;
+  /** The forward pass's groups (default 1). */
+  groups?: number;
+  /** Compute dx (default true); false skips that half of the work, e.g. for the first layer. */
+  needInputGrad?: boolean;
+}
+
+/** Gradients of a bias-free conv2d. */
+export interface Conv2dGrads {
+  /** (N, C, H, W); absent when needInputGrad was false. */
+  dx?: HostTensor;
+  /** (O, C/groups, K, K) */
+  dweight: HostTensor;
+}
+
+function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor, options: Conv2dBackwardOptions) {
+  const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = checkConvGeometry(x, weight, options);
+  checkShape(dy, 'dy', [n, o, oh, ow], `the output of x ${formatShape(x.shape)} and weight ${formatShape(weight.shape)}`);
+  const needInputGrad = options.needInputGrad ?? true;
+  const dx: HostTensor | undefined = needInputGrad ? { shape: [n, c, h, w], data: new Float32Array(x.data.length) } : undefined;
+  const dweight: HostTensor = { shape: [...weight.shape], data: new Float32Array(weight.data.length) };
+  const native = {
+    x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data,
+    batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,
+  };
+  const grads: Conv2dGrads = dx === undefined ? { dweight } : { dx, dweight };
+  return { native, grads };
+}
+
+/**
+ * Backward pass of `conv2d(x, weight, { stride, pad, groups })` without bias (PyTorch's conv2d gradients):
+ * dx = transposed convolution of dy with weight, dweight = correlation of x with dy. A bias gradient, when a conv
+ * has one, is dy summed over (N, OH, OW). Runs off the event loop (oneDNN convolution_backward_data/_weights).
+ * x: (N, C, H, W), weight: (O, C/groups, K, K), dy: (N, O, OH, OW).
+ * @throws ShapeError / ArgumentValueError / ArgumentTypeError on bad arguments (dy must have the forward output's shape).
+ * @example const { dx, dweight } = await conv2dBackward(x, w, dy, { stride: 2, pad: 1 });
+ */
+export async function conv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor, options: Conv2dBackwardOptions = {}): Promise<Conv2dGrads> {
+  const { native, grads } = prepareConv2dBackward(x, weight, dy, options);
+  await runTrainingOp('conv2dBackward', native);
+  return grads;
+}
+
+/** Synchronous conv2dBackward (blocks the event loop). */
+export function conv2dBackwardSync(x: HostTensor, weight: HostTensor, dy: HostTensor, options: Conv2dBackwardOptions = {}): Conv2dGrads {
+  const { native, grads } = prepareConv2dBackward(x, weight, dy, options);
+  runTrainingOpSync('conv2dBackward', native);
+  return grads;
 }

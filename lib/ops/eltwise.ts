@@ -1,10 +1,12 @@
 // Elementwise ops of the single-op API on oneDNN: relu, sigmoid, add (optionally fused ReLU) and the per-channel
-// scaling that squeeze-excitation needs.
+// scaling that squeeze-excitation needs, with the backward passes of relu, sigmoid and channelScale. add needs no
+// backward op: its gradient is dy for both inputs.
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import { ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
-import { checkTensor } from './check.js';
+import { checkShape, checkTensor } from './check.js';
+import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 function anyRank(t: HostTensor, name: string): readonly number[] {
   return checkTensor(t, name, Array.isArray(t?.shape) ? t.shape.length : 0);
@@ -84,4 +86,85 @@ export function channelScaleSync(x: HostTensor, scale: HostTensor): HostTensor {
   const { native, y } = prepareChannelScale(x, scale);
   callNativeSync(() => loadCpuAddon().channelScaleSync(native));
   return y;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backward
+
+function prepareEltwiseBackward(y: HostTensor, dy: HostTensor) {
+  const shape = anyRank(y, 'y');
+  checkShape(dy, 'dy', shape, 'same as y');
+  const dx = sameShapeOutput(y);
+  return { native: { y: y.data, dy: dy.data, dx: dx.data }, dx };
+}
+
+/**
+ * Backward pass of relu from its OUTPUT y = relu(x) (not from x): dx = dy where y > 0, else 0, which is PyTorch's
+ * gradient (threshold_backward on the result; 0 at x == 0). y and dy: same shape, any rank.
+ * @throws ShapeError / ArgumentTypeError on bad arguments.
+ * @example const dx = await reluBackward(y, dy);
+ */
+export async function reluBackward(y: HostTensor, dy: HostTensor): Promise<HostTensor> {
+  const { native, dx } = prepareEltwiseBackward(y, dy);
+  await runTrainingOp('reluBackward', native);
+  return dx;
+}
+
+/** Synchronous reluBackward (blocks the event loop). */
+export function reluBackwardSync(y: HostTensor, dy: HostTensor): HostTensor {
+  const { native, dx } = prepareEltwiseBackward(y, dy);
+  runTrainingOpSync('reluBackward', native);
+  return dx;
+}
+
+/**
+ * Backward pass of sigmoid from its OUTPUT y = sigmoid(x): dx = dy * y * (1 - y). y and dy: same shape, any rank.
+ * @throws ShapeError / ArgumentTypeError on bad arguments.
+ */
+export async function sigmoidBackward(y: HostTensor, dy: HostTensor): Promise<HostTensor> {
+  const { native, dx } = prepareEltwiseBackward(y, dy);
+  await runTrainingOp('sigmoidBackward', native);
+  return dx;
+}
+
+/** Synchronous sigmoidBackward (blocks the event loop). */
+export function sigmoidBackwardSync(y: HostTensor, dy: HostTensor): HostTensor {
+  const { native, dx } = prepareEltwiseBackward(y, dy);
+  runTrainingOpSync('sigmoidBackward', native);
+  return dx;
+}
+
+/** Gradients of channelScale. */
+export interface ChannelScaleGrads {
+  /** (N, C, H, W) = dy * scale */
+  dx: HostTensor;
+  /** (N, C) = sum over (H, W) of dy * x */
+  dscale: HostTensor;
+}
+
+function prepareChannelScaleBackward(x: HostTensor, scale: HostTensor, dy: HostTensor) {
+  const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
+  checkShape(scale, 'scale', [n, c], 'x batch and channels');
+  checkShape(dy, 'dy', [n, c, h, w], 'same as x');
+  const grads: ChannelScaleGrads = { dx: sameShapeOutput(x), dscale: { shape: [n, c], data: new Float32Array(n * c) } };
+  const native = { x: x.data, scale: scale.data, dy: dy.data, dx: grads.dx.data, dscale: grads.dscale.data, batch: n, channels: c, spatial: h * w };
+  return { native, grads };
+}
+
+/**
+ * Backward pass of channelScale(x, scale): dx = dy * scale[n, c], dscale[n, c] = sum over (H, W) of dy * x
+ * (summed in float64). x, dy: (N, C, H, W); scale: (N, C).
+ * @throws ShapeError / ArgumentTypeError on bad arguments.
+ */
+export async function channelScaleBackward(x: HostTensor, scale: HostTensor, dy: HostTensor): Promise<ChannelScaleGrads> {
+  const { native, grads } = prepareChannelScaleBackward(x, scale, dy);
+  await runTrainingOp('channelScaleBackward', native);
+  return grads;
+}
+
+/** Synchronous channelScaleBackward (blocks the event loop). */
+export function channelScaleBackwardSync(x: HostTensor, scale: HostTensor, dy: HostTensor): ChannelScaleGrads {
+  const { native, grads } = prepareChannelScaleBackward(x, scale, dy);
+  runTrainingOpSync('channelScaleBackward', native);
+  return grads;
 }

@@ -4,3 +4,4 @@ export * from './norm.js';
 export * from './eltwise.js';
 export * from './pool.js';
 export * from './linear.js';
+export * from './loss.js';

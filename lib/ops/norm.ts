@@ -1,9 +1,11 @@
-// Batch normalization (inference mode, running statistics) of the single-op API, on oneDNN.
+// Batch normalization of the single-op API, on oneDNN: inference mode (running statistics), training mode (batch
+// statistics), its backward pass, and PyTorch's running-statistics update (in TypeScript: C values per call).
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
-import { ShapeError } from '../errors.js';
+import { ArgumentValueError, ShapeError, describeValue } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
-import { checkTensor } from './check.js';
+import { checkPositiveInt, checkShape, checkTensor } from './check.js';
+import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 /** Per-channel parameters of a BatchNorm2d, each (C). */
 export interface BatchNormParams {
@@ -36,4 +38,155 @@ export function batchNormSync(x: HostTensor, params: BatchNormParams, options: {
   const { native, y } = prepareBatchNorm(x, params, options.relu === true);
   callNativeSync(() => loadCpuAddon().batchNormSync(native));
   return y;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Training
+
+/** PyTorch's BatchNorm2d default eps. */
+const DEFAULT_EPS = 1e-5;
+
+function checkEps(eps: unknown): number {
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0) {
+    throw new ArgumentValueError(`Expected a positive finite number for eps but received ${describeValue(eps)}`);
+  }
+  return eps;
+}
+
+/** Checks x (N, C, H, W) for a training-mode batch norm: more than one value per channel, as PyTorch requires. */
+function checkTrainInput(x: HostTensor) {
+  const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
+  if (n * h * w < 2) {
+    throw new ShapeError(`Expected more than 1 value per channel in training mode but received x of shape [${n}, ${c}, ${h}, ${w}]`);
+  }
+  return [n, c, h, w] as const;
+}
+
+/** Output of batchNormTrain. */
+export interface BatchNormTrainResult {
+  /** (N, C, H, W) normalized with the batch statistics. */
+  y: HostTensor;
+  /** (C) batch mean over (N, H, W). */
+  mean: HostTensor;
+  /** (C) BIASED batch variance (divided by N*H*W), the one used to normalize. */
+  var: HostTensor;
+}
+
+function prepareBatchNormTrain(x: HostTensor, gamma: HostTensor, beta: HostTensor, options: { eps?: number }) {
+  const [n, c, h, w] = checkTrainInput(x);
+  checkShape(gamma, 'gamma', [c], 'x channels');
+  checkShape(beta, 'beta', [c], 'x channels');
+  const eps = checkEps(options.eps ?? DEFAULT_EPS);
+  const result: BatchNormTrainResult = {
+    y: { shape: [n, c, h, w], data: new Float32Array(x.data.length) },
+    mean: { shape: [c], data: new Float32Array(c) },
+    var: { shape: [c], data: new Float32Array(c) },
+  };
+  const native = {
+    x: x.data, gamma: gamma.data, beta: beta.data, y: result.y.data, mean: result.mean.data, var: result.var.data,
+    eps, batch: n, channels: c, height: h, width: w,
+  };
+  return { native, result };
+}
+
+/**
+ * Training-mode batch normalization (PyTorch's BatchNorm2d in train()): y = gamma (x - mean) / sqrt(var + eps) + beta
+ * with the batch mean and BIASED variance over (N, H, W), which are returned for the backward pass and for
+ * updateRunningStats. The running statistics are not touched here. x: (N, C, H, W); gamma, beta: (C).
+ * @throws ShapeError when N*H*W < 2 or gamma/beta do not have C values; ArgumentValueError for a bad eps.
+ * @example
+ * const { y, mean, var: v } = await batchNormTrain(x, gamma, beta);
+ * updateRunningStats(runningMean, runningVar, mean, v, x.shape[0] * x.shape[2] * x.shape[3]);
+ */
+export async function batchNormTrain(x: HostTensor, gamma: HostTensor, beta: HostTensor, options: { eps?: number } = {}): Promise<BatchNormTrainResult> {
+  const { native, result } = prepareBatchNormTrain(x, gamma, beta, options);
+  await runTrainingOp('batchNormTrain', native);
+  return result;
+}
+
+/** Synchronous batchNormTrain (blocks the event loop). */
+export function batchNormTrainSync(x: HostTensor, gamma: HostTensor, beta: HostTensor, options: { eps?: number } = {}): BatchNormTrainResult {
+  const { native, result } = prepareBatchNormTrain(x, gamma, beta, options);
+  runTrainingOpSync('batchNormTrain', native);
+  return result;
+}
+
+/** Gradients of batchNormTrain. */
+export interface BatchNormGrads {
+  /** (N, C, H, W), including the paths through the batch mean and variance. */
+  dx: HostTensor;
+  /** (C) */
+  dgamma: HostTensor;
+  /** (C) */
+  dbeta: HostTensor;
+}
+
+function prepareBatchNormBackward(x: HostTensor, dy: HostTensor, gamma: HostTensor, mean: HostTensor, variance: HostTensor, options: { eps?: number }) {
+  const [n, c, h, w] = checkTrainInput(x);
+  checkShape(dy, 'dy', [n, c, h, w], 'same as x');
+  checkShape(gamma, 'gamma', [c], 'x channels');
+  checkShape(mean, 'mean', [c], 'x channels');
+  checkShape(variance, 'var', [c], 'x channels');
+  const eps = checkEps(options.eps ?? DEFAULT_EPS);
+  const grads: BatchNormGrads = {
+    dx: { shape: [n, c, h, w], data: new Float32Array(x.data.length) },
+    dgamma: { shape: [c], data: new Float32Array(c) },
+    dbeta: { shape: [c], data: new Float32Array(c) },
+  };
+  const native = {
+    x: x.data, dy: dy.data, gamma: gamma.data, mean: mean.data, var: variance.data,
+    dx: grads.dx.data, dgamma: grads.dgamma.data, dbeta: grads.dbeta.data, eps, batch: n, channels: c, height: h, width: w,
+  };
+  return { native, grads };
+}
+
+/**
+ * Backward pass of batchNormTrain (PyTorch's training-mode BatchNorm2d gradients): mean and var are the batch
+ * statistics batchNormTrain returned for the same x, eps the same eps.
+ * x, dy: (N, C, H, W); gamma, mean, var: (C).
+ * @throws ShapeError / ArgumentValueError / ArgumentTypeError on bad arguments.
+ * @example const { dx, dgamma, dbeta } = await batchNormBackward(x, dy, gamma, stats.mean, stats.var);
+ */
+export async function batchNormBackward(
+  x: HostTensor, dy: HostTensor, gamma: HostTensor, mean: HostTensor, variance: HostTensor, options: { eps?: number } = {},
+): Promise<BatchNormGrads> {
+  const { native, grads } = prepareBatchNormBackward(x, dy, gamma, mean, variance, options);
+  await runTrainingOp('batchNormBackward', native);
+  return grads;
+}
+
+/** Synchronous batchNormBackward (blocks the event loop). */
+export function batchNormBackwardSync(
+  x: HostTensor, dy: HostTensor, gamma: HostTensor, mean: HostTensor, variance: HostTensor, options: { eps?: number } = {},
+): BatchNormGrads {
+  const { native, grads } = prepareBatchNormBackward(x, dy, gamma, mean, variance, options);
+  runTrainingOpSync('batchNormBackward', native);
+  return grads;
+}
+
+/**
+ * PyTorch's running-statistics update of BatchNorm2d in training mode, in place:
+ * runningMean = (1 - momentum) runningMean + momentum mean,
+ * runningVar = (1 - momentum) runningVar + momentum var count / (count - 1) (the UNBIASED batch variance),
+ * computed in float64 and rounded once to float32, as PyTorch's CPU kernel does.
+ * mean and var are batchNormTrain's batch statistics; count = N*H*W, the values per channel they came from.
+ * @throws ShapeError when the four tensors are not all (C); ArgumentValueError for count < 2 or momentum outside [0, 1].
+ * @example updateRunningStats(bn.runningMean, bn.runningVar, stats.mean, stats.var, n * h * w);
+ */
+export function updateRunningStats(
+  runningMean: HostTensor, runningVar: HostTensor, mean: HostTensor, variance: HostTensor, count: number, momentum = 0.1,
+): void {
+  const [c] = checkTensor(runningMean, 'runningMean', 1) as [number];
+  checkShape(runningVar, 'runningVar', [c], 'same as runningMean');
+  checkShape(mean, 'mean', [c], 'same as runningMean');
+  checkShape(variance, 'var', [c], 'same as runningMean');
+  checkPositiveInt(count, 'count', 2);
+  if (typeof momentum !== 'number' || !(momentum >= 0 && momentum <= 1)) {
+    throw new ArgumentValueError(`Expected a number in [0, 1] for momentum but received ${describeValue(momentum)}`);
+  }
+  for (let i = 0; i < c; i++) {
+    const unbiased = ((variance.data[i] as number) * count) / (count - 1);
+    runningMean.data[i] = momentum * (mean.data[i] as number) + (1 - momentum) * (runningMean.data[i] as number);
+    runningVar.data[i] = momentum * unbiased + (1 - momentum) * (runningVar.data[i] as number);
+  }
 }

@@ -144,6 +144,119 @@ Work parse_linear(const Napi::Object& o) {
   return [=] { cpu::linear_forward(p, x.data, w.data, bias.data, y.data); };
 }
 
+// ---- Training: backward passes, training-mode batch norm, loss ----
+
+// dx is optional: without it only the weight gradient is computed (the input needs none, e.g. the first layer).
+Work parse_conv2d_backward(const Napi::Object& o) {
+  Conv2dBackwardParams p{get_int(o, "batch"),       get_int(o, "inChannels"), get_int(o, "height"),
+                         get_int(o, "width"),       get_int(o, "outChannels"), get_int(o, "kernel"),
+                         get_int(o, "stride"),      get_int(o, "pad"),        get_int(o, "groups"), false};
+  F32View x = get_f32(o, "x"), w = get_f32(o, "weight"), dy = get_f32(o, "dy"), dx = get_optional_f32(o, "dx"),
+          dw = get_f32(o, "dweight");
+  p.need_input_grad = dx.data != nullptr;
+  RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE",
+           "conv2d_backward: bad stride/kernel/pad/groups");
+  const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
+  const int64_t x_count = p.batch * p.in_channels * p.height * p.width;
+  const int64_t w_count = p.out_channels * (p.in_channels / p.groups) * p.kernel * p.kernel;
+  require_length(x, x_count, "x");
+  require_length(w, w_count, "weight");
+  require_length(dy, p.batch * p.out_channels * oh * ow, "dy");
+  if (p.need_input_grad) require_length(dx, x_count, "dx");
+  require_length(dw, w_count, "dweight");
+  return [=] { cpu::conv2d_backward(p, x.data, w.data, dy.data, dx.data, dw.data); };
+}
+
+Work parse_batchnorm_train(const Napi::Object& o) {
+  BatchNormParams p{get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
+                    static_cast<float>(get_number(o, "eps", 1e-5)), false};
+  F32View x = get_f32(o, "x"), gamma = get_f32(o, "gamma"), beta = get_f32(o, "beta"), y = get_f32(o, "y"),
+          mean = get_f32(o, "mean"), var = get_f32(o, "var");
+  const int64_t count = p.batch * p.channels * p.height * p.width;
+  require_length(x, count, "x");
+  require_length(y, count, "y");
+  for (auto [view, name] : {std::pair{gamma, "gamma"}, {beta, "beta"}, {mean, "mean"}, {var, "var"}}) require_length(view, p.channels, name);
+  return [=] { cpu::batchnorm_forward_training(p, x.data, gamma.data, beta.data, y.data, mean.data, var.data); };
+}
+
+Work parse_batchnorm_backward(const Napi::Object& o) {
+  BatchNormParams p{get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
+                    static_cast<float>(get_number(o, "eps", 1e-5)), false};
+  F32View x = get_f32(o, "x"), dy = get_f32(o, "dy"), gamma = get_f32(o, "gamma"), mean = get_f32(o, "mean"),
+          var = get_f32(o, "var"), dx = get_f32(o, "dx"), dgamma = get_f32(o, "dgamma"), dbeta = get_f32(o, "dbeta");
+  const int64_t count = p.batch * p.channels * p.height * p.width;
+  for (auto [view, name] : {std::pair{x, "x"}, {dy, "dy"}, {dx, "dx"}}) require_length(view, count, name);
+  for (auto [view, name] : {std::pair{gamma, "gamma"}, {mean, "mean"}, {var, "var"}, {dgamma, "dgamma"}, {dbeta, "dbeta"}}) {
+    require_length(view, p.channels, name);
+  }
+  return [=] { cpu::batchnorm_backward(p, x.data, dy.data, gamma.data, mean.data, var.data, dx.data, dgamma.data, dbeta.data); };
+}
+
+std::function<Work(const Napi::Object&)> parse_eltwise_backward(EltwiseKind kind) {
+  return [kind](const Napi::Object& o) -> Work {
+    F32View y = get_f32(o, "y"), dy = get_f32(o, "dy"), dx = get_f32(o, "dx");
+    const int64_t count = static_cast<int64_t>(y.length);
+    require_length(dy, count, "dy");
+    require_length(dx, count, "dx");
+    return [=] { cpu::eltwise_backward(kind, count, y.data, dy.data, dx.data); };
+  };
+}
+
+Work parse_channel_scale_backward(const Napi::Object& o) {
+  const int64_t batch = get_int(o, "batch"), channels = get_int(o, "channels"), spatial = get_int(o, "spatial");
+  F32View x = get_f32(o, "x"), scale = get_f32(o, "scale"), dy = get_f32(o, "dy"), dx = get_f32(o, "dx"),
+          dscale = get_f32(o, "dscale");
+  for (auto [view, name] : {std::pair{x, "x"}, {dy, "dy"}, {dx, "dx"}}) require_length(view, batch * channels * spatial, name);
+  require_length(scale, batch * channels, "scale");
+  require_length(dscale, batch * channels, "dscale");
+  return [=] { cpu::channel_scale_backward(batch, channels, spatial, x.data, scale.data, dy.data, dx.data, dscale.data); };
+}
+
+Work parse_global_avg_pool_backward(const Napi::Object& o) {
+  const int64_t batch = get_int(o, "batch"), channels = get_int(o, "channels"), height = get_int(o, "height"), width = get_int(o, "width");
+  F32View dy = get_f32(o, "dy"), dx = get_f32(o, "dx");
+  require_length(dy, batch * channels, "dy");
+  require_length(dx, batch * channels * height * width, "dx");
+  return [=] { cpu::global_avg_pool_backward(batch, channels, height, width, dy.data, dx.data); };
+}
+
+// dx is optional, as in parse_conv2d_backward.
+Work parse_linear_backward(const Napi::Object& o) {
+  LinearBackwardParams p{get_int(o, "batch"), get_int(o, "inFeatures"), get_int(o, "outFeatures"), false};
+  F32View x = get_f32(o, "x"), w = get_f32(o, "weight"), dy = get_f32(o, "dy"), dx = get_optional_f32(o, "dx"),
+          dw = get_f32(o, "dweight"), db = get_f32(o, "dbias");
+  p.need_input_grad = dx.data != nullptr;
+  require_length(x, p.batch * p.in_features, "x");
+  require_length(w, p.out_features * p.in_features, "weight");
+  require_length(dy, p.batch * p.out_features, "dy");
+  if (p.need_input_grad) require_length(dx, p.batch * p.in_features, "dx");
+  require_length(dw, p.out_features * p.in_features, "dweight");
+  require_length(db, p.out_features, "dbias");
+  return [=] { cpu::linear_backward(p, x.data, w.data, dy.data, dx.data, dw.data, db.data); };
+}
+
+// labels: Int32Array (batch); the loss (a double) comes back through loss: Float64Array (1), since dispatch()
+// resolves with undefined.
+Work parse_softmax_cross_entropy(const Napi::Object& o) {
+  SoftmaxCrossEntropyParams p{get_int(o, "batch"), get_int(o, "classes"), get_number(o, "labelSmoothing", 0)};
+  F32View logits = get_f32(o, "logits"), dlogits = get_f32(o, "dlogits");
+  Napi::Value labels_value = o.Get("labels"), loss_value = o.Get("loss");
+  RV_CHECK(labels_value.IsTypedArray() && labels_value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
+           "ERR_ARG_TYPE", "Expected an Int32Array for labels");
+  RV_CHECK(loss_value.IsTypedArray() && loss_value.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
+           "ERR_ARG_TYPE", "Expected a Float64Array for loss");
+  auto labels = labels_value.As<Napi::Int32Array>();
+  auto loss = loss_value.As<Napi::Float64Array>();
+  RV_CHECK(static_cast<int64_t>(labels.ElementLength()) >= p.batch, "ERR_SHAPE",
+           "labels holds " + std::to_string(labels.ElementLength()) + " values but the op needs " + std::to_string(p.batch));
+  RV_CHECK(loss.ElementLength() >= 1, "ERR_SHAPE", "loss must hold one value");
+  require_length(logits, p.batch * p.classes, "logits");
+  require_length(dlogits, p.batch * p.classes, "dlogits");
+  const int32_t* label_data = labels.Data();
+  double* loss_data = loss.Data();
+  return [=] { *loss_data = cpu::softmax_cross_entropy(p, logits.data, label_data, dlogits.data); };
+}
+
 // ---- Program ----
 
 cpu::StepSpec parse_step(const Napi::Object& o) {
@@ -375,7 +488,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                          {"add", parse_add},
                          {"channelScale", parse_channel_scale},
                          {"globalAvgPool", parse_global_avg_pool},
-                         {"linear", parse_linear}};
+                         {"linear", parse_linear},
+                         {"conv2dBackward", parse_conv2d_backward},
+                         {"batchNormTrain", parse_batchnorm_train},
+                         {"batchNormBackward", parse_batchnorm_backward},
+                         {"reluBackward", parse_eltwise_backward(EltwiseKind::relu)},
+                         {"sigmoidBackward", parse_eltwise_backward(EltwiseKind::sigmoid)},
+                         {"channelScaleBackward", parse_channel_scale_backward},
+                         {"globalAvgPoolBackward", parse_global_avg_pool_backward},
+                         {"linearBackward", parse_linear_backward},
+                         {"softmaxCrossEntropy", parse_softmax_cross_entropy}};
   for (const OpEntry& op : ops) {
     auto parse = op.parse;
     exports.Set(op.name, Napi::Function::New(env, [parse](const Napi::CallbackInfo& info) { return dispatch(info, true, parse); }));

@@ -32,6 +32,24 @@ struct LinearParams {
 
 enum class EltwiseKind { relu, sigmoid };
 
+// ---- Training (backward passes and training-mode forwards) ----
+
+struct Conv2dBackwardParams {
+  int64_t batch, in_channels, height, width;          // x, dx: (batch, in_channels, height, width)
+  int64_t out_channels, kernel, stride, pad, groups;  // w, dw: (out_channels, in_channels/groups, kernel, kernel)
+  bool need_input_grad;                               // false: dx is not computed (first layer)
+};
+
+struct LinearBackwardParams {
+  int64_t batch, in_features, out_features;  // x, dx: (batch, in), w, dw: (out, in), db: (out), dy: (batch, out)
+  bool need_input_grad;
+};
+
+struct SoftmaxCrossEntropyParams {
+  int64_t batch, classes;  // logits, dlogits: (batch, classes); labels: (batch)
+  double label_smoothing;  // in [0, 1]
+};
+
 namespace cpu {
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y);
 // Inference-mode batch norm with running statistics: y = gamma * (x - mean) / sqrt(var + eps) + beta.
@@ -45,6 +63,32 @@ void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, con
 // y[n, c] = mean over (h, w) of x[n, c, h, w].
 void global_avg_pool_forward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* x, float* y);
 void linear_forward(const LinearParams& p, const float* x, const float* w, const float* bias, float* y);
+
+// dx = conv^T(dy, w) (skipped unless need_input_grad), dw = correlation of x with dy. No bias gradient: RepVGG's
+// convs have none (BN follows); a bias gradient would be the sum of dy over (N, OH, OW).
+// x: (N, C, H, W), w: (O, C/g, K, K), dy: (N, O, OH, OW); dx like x (may be null), dw like w.
+void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw);
+// Training-mode batch norm: normalizes with the batch statistics and writes them, mean and BIASED variance
+// (divided by N*H*W), to mean/var (C). y = gamma * (x - mean) / sqrt(var + eps) + beta.
+void batchnorm_forward_training(const BatchNormParams& p, const float* x, const float* gamma, const float* beta, float* y,
+                                float* mean, float* var);
+// Gradient of batchnorm_forward_training through the batch statistics; mean/var are the ones it returned.
+// x, dy, dx: (N, C, H, W); gamma, mean, var, dgamma, dbeta: (C).
+void batchnorm_backward(const BatchNormParams& p, const float* x, const float* dy, const float* gamma, const float* mean,
+                        const float* var, float* dx, float* dgamma, float* dbeta);
+// dx from the forward OUTPUT y (ReLU: dy where y > 0; sigmoid: dy * y * (1 - y)); y, dy, dx: (count).
+void eltwise_backward(EltwiseKind kind, int64_t count, const float* y, const float* dy, float* dx);
+// dx = dy * scale per (n, c) plane; dscale[n, c] = sum over the plane of dy * x. x, dy, dx: (N, C, spatial).
+void channel_scale_backward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale,
+                            const float* dy, float* dx, float* dscale);
+// dx[n, c, h, w] = dy[n, c] / (height * width); dy: (N, C), dx: (N, C, H, W).
+void global_avg_pool_backward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* dy, float* dx);
+// dx = dy w (skipped unless need_input_grad), dw = dy^T x, db = sum over the batch of dy.
+void linear_backward(const LinearBackwardParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db);
+// Mean over the batch of -sum_k target_k log softmax(logits)_k with target = (1 - ls) onehot(label) + ls / K
+// (torch.nn.CrossEntropyLoss(label_smoothing=ls)); dlogits = (softmax - target) / N. Returns the loss.
+double softmax_cross_entropy(const SoftmaxCrossEntropyParams& p, const float* logits, const int32_t* labels, float* dlogits);
 }  // namespace cpu
 
 }  // namespace repvgg

@@ -1,5 +1,6 @@
 // Elementwise ops of the single-op API on oneDNN: ReLU, sigmoid, add (with optional ReLU) and the per-channel
-// scaling of squeeze-excitation (a broadcasting binary multiply).
+// scaling of squeeze-excitation (a broadcasting binary multiply), and the backward passes of ReLU, sigmoid and
+// the channel scaling. (add needs no backward op: its gradient passes dy through to both inputs.)
 #include "../core/ops.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
@@ -59,6 +60,47 @@ void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, con
                             {DNNL_ARG_DST, dnnl::memory(plain_f32(x_dims), engine(), y)}});
     stream().wait();
   });
+}
+
+// Both gradients are computed from the forward OUTPUT (oneDNN's *_use_dst_for_bwd algorithms), so the tape keeps
+// y only: ReLU's dx = dy where y > 0 (PyTorch's threshold_backward on the result, 0 at y == 0), sigmoid's
+// dx = dy * y * (1 - y).
+void eltwise_backward(EltwiseKind kind, int64_t count, const float* y, const float* dy, float* dx) {
+  const dims shape{count};
+  const auto alg = kind == EltwiseKind::relu ? dnnl::algorithm::eltwise_relu_use_dst_for_bwd
+                                             : dnnl::algorithm::eltwise_logistic_use_dst_for_bwd;
+  const std::string key = std::string(kind == EltwiseKind::relu ? "relu_bwd:" : "sigmoid_bwd:") + std::to_string(count);
+  wrap_dnnl("eltwise_backward", [&] {
+    auto prim = cached_primitive(key, [&] {
+      dnnl::eltwise_forward::desc hint_desc(dnnl::prop_kind::forward_training, alg, plain_f32(shape), 0.f, 0.f);
+      dnnl::eltwise_forward::primitive_desc hint(hint_desc, engine());
+      dnnl::eltwise_backward::desc desc(alg, plain_f32(shape), plain_f32(shape), 0.f, 0.f);
+      return dnnl::primitive(dnnl::eltwise_backward::primitive_desc(desc, engine(), hint));
+    });
+    prim.execute(stream(), {{DNNL_ARG_DST, dnnl::memory(plain_f32(shape), engine(), const_cast<float*>(y))},
+                            {DNNL_ARG_DIFF_DST, dnnl::memory(plain_f32(shape), engine(), const_cast<float*>(dy))},
+                            {DNNL_ARG_DIFF_SRC, dnnl::memory(plain_f32(shape), engine(), dx)}});
+    stream().wait();
+  });
+}
+
+// Plain loops: dx is one multiply per element and dscale a dot product per (n, c) plane, both memory-bound. oneDNN
+// has no fused "multiply and reduce"; a binary primitive plus a reduction primitive would read dy twice and need a
+// temporary the size of x. The plane sums accumulate in double so that large planes lose no precision.
+void channel_scale_backward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale,
+                            const float* dy, float* dx, float* dscale) {
+  for (int64_t plane = 0; plane < batch * channels; plane++) {
+    const float s = scale[plane];
+    const float* xp = x + plane * spatial;    // (spatial)
+    const float* dyp = dy + plane * spatial;  // (spatial)
+    float* dxp = dx + plane * spatial;        // (spatial)
+    double sum = 0;
+    for (int64_t i = 0; i < spatial; i++) {
+      dxp[i] = dyp[i] * s;
+      sum += static_cast<double>(dyp[i]) * xp[i];
+    }
+    dscale[plane] = static_cast<float>(sum);
+  }
 }
 
 }  // namespace repvgg::cpu

@@ -55,6 +55,23 @@ export const ONNX = 1e-4;
 export const BF16 = 3e-2;
 
 /**
+ * A whole network in float16 on the GPU (cuDNN tensor cores, NHWC) against the float64 reference. fp16 keeps 11
+ * significant bits (rounding 4.9e-4, 16x finer than bf16); weights and activations are rounded at every layer
+ * while cuDNN accumulates in float32, so the error grows to a few 1e-3 over 20-30 layers. 1e-2 is BF16 scaled by
+ * the 8x finer rounding with some headroom: an estimate until the first GPU run measures it (bench/device/run.sh
+ * logs the measured errors). Like BF16, fp16 runs must also pass checkTop1Agreement.
+ */
+export const FP16 = 1e-2;
+
+/**
+ * An analytic float64 reference gradient against float64 central finite differences with h = 1e-5
+ * (reference-backward.ts numericGradient): the truncation error h^2 |f'''| / 6 and the rounding error
+ * 1e-16 |f| / h are both near 1e-10 for the order-one data of the tests; 1e-7 leaves 1000x headroom, while a
+ * missing term or a wrong index (e.g. BN's gradient without the path through the batch mean) is off by 1e-2 or more.
+ */
+export const FINITE_DIFF = 1e-7;
+
+/**
  * Asserts maxRelativeError(ours, ref) <= tol; the assertion message carries the measured error.
  * @returns the measured error, for logging.
  * @example checkClose(t, 'conv 3x3 s2', ours, ref, OP_FP32)

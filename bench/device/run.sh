@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The GPU check, run on a lent GPU machine (shared/DEVICE.md) after bench/device/prepare.sh ran HERE and its
+# `carry` list travelled: sets up Node (from .device/), checks that the CUDA addon built here loads (else rebuilds
+# it with the machine's nvcc/CMake), finds cuDNN in the pip wheel, runs the cuDNN declarations check, the CUDA
+# test suite, then our benchmark and PyTorch's on the same weights. Full logs and JSON go to $OUT; a short summary
+# and the results table are printed last. Every phase runs even when an earlier one failed.
+# Knobs (environment): QUICK=1 (A0,B0; batches 1,128; 0.3 s per timing), BENCH_MODELS, BENCH_BATCHES,
+# BENCH_PRECISIONS, BENCH_SECONDS, BENCH_TRAIN_BATCHES, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_TORCH=1.
+# Not for: this (GPU-less) machine: bench/device/prepare.sh is the part that runs here.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+REPO="$PWD"
+OUT="${OUT:-$REPO/device-out}"
+WORK="${TMPDIR:-/tmp}/repvgg-device"
+mkdir -p "$OUT" "$WORK"
+START=$(date +%s)
+
+if [ "${QUICK:-0}" = 1 ]; then
+  : "${BENCH_MODELS:=A0,B0}" "${BENCH_BATCHES:=1,128}" "${BENCH_SECONDS:=0.3}"
+fi
+MODELS="${BENCH_MODELS:-A0,A1,B0,B1g4,B3}"
+BATCHES="${BENCH_BATCHES:-1,32,128}"
+PRECISIONS="${BENCH_PRECISIONS:-fp32,fp16}"
+SECONDS_PER="${BENCH_SECONDS:-0.5}"
+TRAIN_BATCHES="${BENCH_TRAIN_BATCHES:-128}"
+
+summary=()
+note() {
+  echo "run.sh [$(($(date +%s) - START))s] $*"
+  summary+=("$*")
+}
+
+# ---- machine
+{
+  echo "== nvidia-smi"; nvidia-smi -L 2>&1; nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv 2>&1
+  echo "== nvcc"; (command -v nvcc >/dev/null && nvcc --version) || /usr/local/cuda/bin/nvcc --version 2>&1
+  echo "== cmake"; cmake --version 2>&1 | head -1
+  echo "== python"; python3 -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
+  echo "== glibc"; ldd --version 2>&1 | head -1
+} > "$OUT/machine.txt" 2>&1
+gpu="$(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+note "GPU: ${gpu:-unknown (nvidia-smi failed)}"
+
+# ---- Node (carried as .device/node.xz) and the CPU addon's libraries (carried as .device/lib.tar.xz)
+if [ -f .device/node.xz ]; then
+  xz -dc .device/node.xz > "$WORK/node" && chmod +x "$WORK/node" && export PATH="$WORK:$PATH"
+fi
+if ! command -v node >/dev/null 2>&1; then
+  note "FATAL: no node (carry .device/node.xz: run bench/device/prepare.sh here first)"
+  printf '%s\n' "${summary[@]}"
+  exit 1
+fi
+mkdir -p "$WORK/lib"
+[ -f .device/lib.tar.xz ] && tar -xJf .device/lib.tar.xz -C "$WORK/lib"
+# Only node sees the carried libraries: PyTorch keeps its own.
+nodex() { LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node "$@"; }
+if [ ! -d node_modules/ava ] && [ -f .device/node_modules.tar.xz ]; then tar -xJf .device/node_modules.tar.xz; fi
+note "node $(node --version); node_modules: $(ls node_modules 2>/dev/null | wc -l) packages"
+
+# ---- cuDNN from the pip wheel (our loader should find it by itself; this is for the record and the check)
+wheel_cudnn="$(timeout 30 python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
+note "pip cuDNN wheel: ${wheel_cudnn:-not found}"
+
+# ---- the CUDA addon built here, or a rebuild with this machine's toolkit
+if nodex -e 'require("./build-cuda/Release/repvgg_cuda.node")' > "$OUT/addon-load.log" 2>&1; then
+  note "addon: the binary built here loads"
+else
+  note "addon: the binary built here does not load ($(tr "\n" " " < "$OUT/addon-load.log" | head -c 300)); rebuilding"
+  arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
+  nvcc_bin="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+  if cmake -S . -B "$WORK/build-cuda" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
+      -DREPVGG_CUDA_ARCHS="${arch:-90}" -DNODE_API_INCLUDE_DIR="$REPO/node_modules/node-api-headers/include" \
+      -DNODE_ADDON_API_DIR="$REPO/node_modules/node-addon-api" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$REPO/build-cuda/Release" \
+      > "$OUT/rebuild.log" 2>&1 && cmake --build "$WORK/build-cuda" -j "$(nproc)" >> "$OUT/rebuild.log" 2>&1; then
+    note "addon: rebuilt for sm_${arch:-90} ($(grep -m1 'repvgg: nvcc' "$OUT/rebuild.log" | sed 's/.*repvgg: //'))"
+  else
+    note "addon: REBUILD FAILED (see rebuild.log: $(tail -3 "$OUT/rebuild.log" | tr '\n' ' '))"
+  fi
+fi
+
+# ---- what the backend reports
+status_js='import("./dist/lib/backend/cuda.js").then((m) => { const s = m.cudaStatus(); console.log(JSON.stringify(s, null, 1)); process.exit(s.available ? 0 : 3); })'
+if nodex -e "$status_js" > "$OUT/cuda-status.json" 2>&1; then
+  note "cudaStatus: available ($(nodex -e 'const s=require(process.argv[1]); const d=s.details; console.log(`${d.deviceName} sm ${d.computeCapability}, driver ${d.driverVersion}, runtime ${d.runtimeVersion}, cuDNN ${d.cudnnVersion} at ${d.cudnnPath}`)' "$OUT/cuda-status.json" 2>/dev/null))"
+else
+  note "cudaStatus: UNAVAILABLE by itself: $(grep -m1 '"reason"' "$OUT/cuda-status.json")"
+  if [ -n "$wheel_cudnn" ]; then
+    export REPVGG_CUDNN_PATH="$wheel_cudnn/lib"
+    if nodex -e "$status_js" > "$OUT/cuda-status.json" 2>&1; then
+      note "cudaStatus: available with REPVGG_CUDNN_PATH=$REPVGG_CUDNN_PATH (the wheel search missed it: a bug to fix)"
+    else
+      note "cudaStatus: still unavailable with REPVGG_CUDNN_PATH: $(grep -m1 '"reason"' "$OUT/cuda-status.json")"
+    fi
+  fi
+fi
+
+# ---- our cuDNN declarations against the real cudnn.h
+CUDNN_INCLUDE="${CUDNN_INCLUDE:-${wheel_cudnn:+$wheel_cudnn/include}}" bash bench/device/check_cudnn_decls.sh > "$OUT/check-decls.log" 2>&1
+rc=$?
+note "declarations check: $([ $rc = 0 ] && echo OK || ([ $rc = 2 ] && echo SKIPPED || echo FAILED)) ($(tail -1 "$OUT/check-decls.log"))"
+
+# ---- the CUDA test suite (and the CPU model tests' CUDA twins inside it)
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  timeout 300 env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    node node_modules/ava/entrypoints/cli.mjs dist/test/cuda.test.js --verbose --timeout=4m > "$OUT/cuda-tests.log" 2>&1
+  rc=$?
+  note "CUDA tests: exit $rc; $(grep -E '^\s+[0-9]+ tests? (passed|failed|skipped)|known failure|uncaught|timed out' "$OUT/cuda-tests.log" | tr -s ' ' | tr '\n' ';')"
+  grep -E '✘|Error' "$OUT/cuda-tests.log" | head -20
+fi
+
+# ---- benchmarks: ours, then PyTorch on the same exported weights, then the table
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  rm -rf "$WORK/bench"
+  timeout 330 env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node dist/bench/cuda.js --out "$WORK/bench" \
+    --models "$MODELS" --batches "$BATCHES" --precisions "$PRECISIONS" --seconds "$SECONDS_PER" --train-batches "$TRAIN_BATCHES" \
+    > "$OUT/bench-ours.log" 2>&1
+  note "our benchmark: exit $? ($(grep -c 'img/s' "$OUT/bench-ours.log") timings; $(grep -c 'FAILED\|DIFFERS' "$OUT/bench-ours.log") failures)"
+  cp "$WORK/bench/ours.json" "$OUT/" 2>/dev/null
+  if [ "${SKIP_TORCH:-0}" != 1 ]; then
+    timeout 240 python3 bench/device/torch_bench.py --dir "$WORK/bench" --models "$MODELS" --batches "$BATCHES" \
+      --precisions "$PRECISIONS" --seconds "$SECONDS_PER" --out "$WORK/bench/torch.json" > "$OUT/bench-table.md" 2> "$OUT/bench-torch.log"
+    note "PyTorch benchmark: exit $?"
+    cp "$WORK/bench/torch.json" "$OUT/" 2>/dev/null
+  fi
+  # The table from whatever was measured (also when PyTorch timed out).
+  python3 bench/device/torch_bench.py --dir "$WORK/bench" --out "$WORK/bench/torch.json" --table-only > "$OUT/bench-table.md" 2>/dev/null
+fi
+
+echo
+echo "==== summary ($(($(date +%s) - START)) s; logs and JSON in $OUT)"
+printf '%s\n' "${summary[@]}"
+echo
+[ -f "$OUT/bench-table.md" ] && cat "$OUT/bench-table.md"
+exit 0

@@ -1,0 +1,189 @@
+// Training-step throughput of ours (the autograd tape over the oneDNN single ops) against PyTorch CPU on the same
+// model, batch and data: for each model, first checks that a few of our SGD steps on one random batch give a
+// finite, decreasing loss, then times our steps, then spawns bench/torch_train.py (Debian python3-torch,
+// torch.set_num_threads(--threads)) on the very same batch and prints one markdown table of both.
+// Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--models mini,A0] [--threads 2]
+//          [--python /usr/bin/python3] [--json out.json]
+// Models: 'mini' = miniSpec(1, 10) at 28x28 (the default of `repvgg train`), 'A0' = official RepVGG-A0 with
+// 10 classes at 32x32x3. The initial weights differ between the two frameworks (each uses its own default init);
+// the work per step is the same. Not for: accuracy (the trainer), inference speed (bench/cpu.ts).
+
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import * as F from '../lib/autograd/functions.js';
+import { Tape } from '../lib/autograd/tape.js';
+import { seededUniform } from '../lib/models/init.js';
+import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
+import { TrainableRepVGG } from '../lib/train/model.js';
+import { SGD } from '../lib/train/optimizer.js';
+import { miniSpec } from '../lib/train/presets.js';
+import type { HostTensor } from '../lib/tensor.js';
+
+// Small enough that a few steps on one fixed batch lower the loss of every model (A0 overshoots at 0.05).
+const LR = 0.01;
+const LABEL_SMOOTHING = 0.1;
+const SGD_OPTIONS = { momentum: 0.9, nesterov: true, weightDecay: 5e-4, customL2: false };
+const TORCH_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'torch_train.py');
+
+interface BenchModel {
+  /** Name passed to torch_train.py --arch. */
+  name: string;
+  spec: RepVGGSpec;
+  size: number;
+}
+
+const MODELS: Record<string, () => BenchModel> = {
+  mini: () => ({ name: 'mini', spec: miniSpec(1, 10), size: 28 }),
+  A0: () => ({ name: 'A0', spec: officialSpec('A0', { numClasses: 10, inChannels: 3 }), size: 32 }),
+};
+
+interface RunResult {
+  imagesPerSecond: number;
+  medianStepMs: number;
+  stepMs: number[];
+  losses: number[];
+  load: number;
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
+}
+
+/** A fixed random batch: images ~ uniform(-1.7, 1.7) (unit variance), labels uniform over the classes. */
+function randomBatch(model: BenchModel, batch: number, seed: number): { images: HostTensor; labels: Int32Array } {
+  const { inChannels, numClasses } = model.spec;
+  const uniform = seededUniform(seed);
+  const data = new Float32Array(batch * inChannels * model.size * model.size);
+  for (let i = 0; i < data.length; i++) data[i] = Math.sqrt(3) * (2 * uniform() - 1);
+  const labels = Int32Array.from({ length: batch }, () => Math.floor(uniform() * numClasses));
+  return { images: { shape: [batch, inChannels, model.size, model.size], data }, labels };
+}
+
+async function sgdStep(model: TrainableRepVGG, opt: SGD, images: HostTensor, labels: Int32Array): Promise<number> {
+  const tape = new Tape();
+  opt.zeroGrad();
+  const logits = await model.forward(tape, images);
+  const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, LABEL_SMOOTHING);
+  await tape.backward(loss);
+  opt.step(LR);
+  return value;
+}
+
+async function runOurs(model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number): Promise<RunResult> {
+  const net = TrainableRepVGG.init(model.spec, 1);
+  const opt = new SGD(net.params, SGD_OPTIONS);
+  const losses: number[] = [];
+  // Correctness first: the warm-up steps must give finite losses that go down on this one batch.
+  for (let s = 0; s < warmup; s++) losses.push(await sgdStep(net, opt, images, labels));
+  if (!losses.every(Number.isFinite)) throw new Error(`${model.name}: non-finite loss in the check steps: ${losses.join(', ')}`);
+  if (warmup >= 2 && !((losses.at(-1) as number) < (losses[0] as number))) {
+    throw new Error(`${model.name}: the loss did not decrease over ${warmup} steps on one batch: ${losses.map((l) => l.toFixed(4)).join(', ')}`);
+  }
+  const stepMs: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    const t0 = performance.now();
+    losses.push(await sgdStep(net, opt, images, labels));
+    stepMs.push(performance.now() - t0);
+  }
+  if (!losses.every(Number.isFinite)) throw new Error(`${model.name}: non-finite loss while timing`);
+  const total = stepMs.reduce((a, b) => a + b, 0);
+  return { imagesPerSecond: (images.shape[0] as number) * steps * 1000 / total, medianStepMs: median(stepMs), stepMs, losses, load: loadavg()[0] as number };
+}
+
+function runProcess(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} ${args.join(' ')} exited with ${code}: ${err.trim()}`))));
+  });
+}
+
+async function runTorch(
+  python: string, model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number, threads: number,
+): Promise<RunResult> {
+  const dir = await mkdtemp(join(tmpdir(), 'repvgg-train-bench-'));
+  try {
+    const { data } = images;
+    await writeFile(join(dir, 'x.f32'), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    await writeFile(join(dir, 'y.i32'), new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength));
+    const out = await runProcess(python, [
+      TORCH_SCRIPT, '--arch', model.name, '--batch', String(images.shape[0]), '--size', String(model.size),
+      '--in-channels', String(model.spec.inChannels), '--classes', String(model.spec.numClasses), '--data', dir,
+      '--steps', String(steps), '--warmup', String(warmup), '--threads', String(threads), '--lr', String(LR),
+    ]);
+    const line = out.trim().split('\n').at(-1) ?? '';
+    const r = JSON.parse(line) as { images_per_second: number; step_ms: number[]; losses: number[] };
+    return { imagesPerSecond: r.images_per_second, medianStepMs: median(r.step_ms), stepMs: r.step_ms, losses: r.losses, load: loadavg()[0] as number };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      batch: { type: 'string', default: '128' },
+      steps: { type: 'string', default: '20' },
+      warmup: { type: 'string', default: '5' },
+      models: { type: 'string', default: 'mini,A0' },
+      threads: { type: 'string', default: '2' },
+      python: { type: 'string', default: '/usr/bin/python3' },
+      'no-torch': { type: 'boolean', default: false },
+      json: { type: 'string' },
+    },
+  });
+  const batch = Number(values.batch);
+  const steps = Number(values.steps);
+  const warmup = Number(values.warmup);
+  const threads = Number(values.threads);
+  for (const [name, v] of [['batch', batch], ['steps', steps], ['threads', threads]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
+  }
+  if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
+  const rows: string[] = [];
+  const json: object[] = [];
+  for (const name of values.models.split(',')) {
+    const make = MODELS[name];
+    if (!make) throw new Error(`unknown model ${name} (known: ${Object.keys(MODELS).join(', ')})`);
+    const model = make();
+    const { images, labels } = randomBatch(model, batch, 7);
+    const loadBefore = loadavg()[0] as number;
+    process.stderr.write(`${name}: ours (${warmup} check steps + ${steps} timed), load ${loadBefore.toFixed(2)}\n`);
+    const ours = await runOurs(model, images, labels, warmup, steps);
+    process.stderr.write(`${name}: ours ${ours.imagesPerSecond.toFixed(1)} img/s, losses ${ours.losses.slice(0, warmup).map((l) => l.toFixed(3)).join(' ')} ...\n`);
+    let torch: RunResult | undefined;
+    if (!values['no-torch']) {
+      process.stderr.write(`${name}: PyTorch (${threads} threads)\n`);
+      torch = await runTorch(values.python, model, images, labels, warmup, steps, threads);
+    }
+    const ratio = torch ? (ours.imagesPerSecond / torch.imagesPerSecond).toFixed(2) : '-';
+    rows.push(
+      `| ${model.spec.arch} | ${model.size}x${model.size}x${model.spec.inChannels} | ${batch} | ${ours.imagesPerSecond.toFixed(1)} | ${ours.medianStepMs.toFixed(0)} | ` +
+        `${torch ? torch.imagesPerSecond.toFixed(1) : '-'} | ${torch ? torch.medianStepMs.toFixed(0) : '-'} | ${ratio} | ` +
+        `${loadBefore.toFixed(2)} / ${ours.load.toFixed(2)} / ${torch ? torch.load.toFixed(2) : '-'} |`,
+    );
+    json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, ours, torch });
+  }
+  console.log(`Training throughput, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps`);
+  console.log('');
+  console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch | load avg (start / after ours / after PyTorch) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of rows) console.log(r);
+  if (values.json) await writeFile(values.json, JSON.stringify(json, null, 2));
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  process.exit(1);
+});

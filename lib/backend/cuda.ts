@@ -1,0 +1,245 @@
+// Loads the CUDA addon (build-cuda/Release/repvgg_cuda.node), tells it where cuDNN may be, and says whether the
+// CUDA backend can run here — or exactly why not. Nothing in this file throws except requireCudaAddon().
+// Not for: building step programs (lib/engine.ts) or error mapping (lib/backend/native.ts).
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BackendError } from '../errors.js';
+import type { NativePlanReport, NativeProgram } from './native.js';
+
+/** What the CUDA addon's info() reports (native/addon/cuda_addon.cc). Versions are strings like '13.0'. */
+export interface CudaInfo {
+  backend: 'cuda';
+  available: boolean;
+  /** Set when unavailable: the first thing missing (driver, GPU, kernels for its architecture, cuDNN) and how to fix it. */
+  reason?: string;
+  /** CUDA architectures this addon has kernels for, e.g. '75,80,86,89,90'. */
+  builtFor: string;
+  buildCudaVersion: string;
+  /** The CUDA runtime linked (statically) into the addon. */
+  runtimeVersion: string;
+  /** The CUDA version the driver supports, or 'none' without a driver. */
+  driverVersion: string;
+  deviceCount: number;
+  deviceError?: string;
+  device?: number;
+  deviceName?: string;
+  computeCapability?: string;
+  totalMemoryBytes?: number;
+  kernelError?: string;
+  cudnnLoaded: boolean;
+  cudnnVersion?: string;
+  cudnnPath?: string;
+  cudnnError?: string;
+  /** Every place cuDNN was looked for without success, with why. */
+  cudnnTried: string[];
+  /** Sub-libraries or their dependencies that could not be pre-loaded (cuDNN may still work). */
+  cudnnWarnings: string[];
+  cudnnHandleError?: string;
+}
+
+/** Report of one CUDA plan: the CPU report's fields plus the cuDNN choices (implementation = 'cudnn ALGO MATH [fused bias+ReLU]'). */
+export interface CudaPlanReport extends NativePlanReport {
+  workspaceBytes: number;
+  precision: 'fp32' | 'fp16';
+  inputChannelsStored: number;
+  cudaGraph: boolean;
+  cudaGraphError?: string;
+  convs: {
+    step: number;
+    algorithm: string;
+    implementation: string;
+    mathType: string;
+    fused: boolean;
+    findMs?: number;
+    workspaceBytes: number;
+    note?: string;
+  }[];
+}
+
+/** The CUDA addon's Program: the CPU Program's contract plus benchmark(). */
+export interface CudaProgram extends NativeProgram {
+  prepare(options: { batch: number; height: number; width: number }): Promise<CudaPlanReport>;
+  /** Device time (CUDA events) of `iterations` forwards after `warmup`, the input uploaded once. */
+  benchmark(options: {
+    input: Float32Array;
+    batch: number;
+    height: number;
+    width: number;
+    warmup?: number;
+    iterations?: number;
+  }): Promise<{ ms: number[]; cudaGraph: boolean }>;
+}
+
+/**
+ * The CUDA addon's exports. Program takes the CPU Program's spec ({ precision, convAlgorithm, inChannels,
+ * numBuffers, steps, head }) with precision 'fp32' | 'fp16', convAlgorithm 'auto' only, and two extra fields:
+ * cudaGraph?: boolean (capture each input shape's forward once, replay it) and device?: number (default 0).
+ */
+export interface CudaAddon {
+  info(options?: { device?: number }): CudaInfo;
+  init(options: { cudnnSearchDirs: string[] }): void;
+  Program: new (spec: object) => CudaProgram;
+}
+
+export type CudaAddonLoad =
+  | { addon: CudaAddon; path: string }
+  | { addon: undefined; path: string; reason: string };
+
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const require = createRequire(import.meta.url);
+
+/** Where `npm run build:cuda` (cmake-js compile --out build-cuda) puts the addon. */
+export function cudaAddonPath(): string {
+  return join(packageRoot, 'build-cuda', 'Release', 'repvgg_cuda.node');
+}
+
+let loaded: CudaAddonLoad | undefined;
+let initialized = false;
+
+/**
+ * Loads the CUDA addon once. Never throws: without the addon (not built, or it fails to load) the result has
+ * addon undefined and a reason naming the path and what to do.
+ */
+export function loadCudaAddon(): CudaAddonLoad {
+  if (loaded) return loaded;
+  const path = cudaAddonPath();
+  if (!existsSync(path)) {
+    loaded = {
+      addon: undefined,
+      path,
+      reason: `the CUDA addon is not built (${path} does not exist): build it with \`npm run build:cuda\` where nvcc (CUDA >= 11.8) is installed`,
+    };
+    return loaded;
+  }
+  try {
+    loaded = { addon: require(path) as CudaAddon, path };
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    loaded = { addon: undefined, path, reason: `the CUDA addon at ${path} could not be loaded: ${message}` };
+  }
+  return loaded;
+}
+
+export interface CudnnSearchOptions {
+  /** Environment to read REPVGG_CUDNN_PATH, HOME, VIRTUAL_ENV and CONDA_PREFIX from. Default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Ask `python3` where its nvidia.cudnn package is (a subprocess, at most 5 s). Default true. */
+  askPython?: boolean;
+}
+
+/** Folders matching /^python3/ directly under base, e.g. /usr/lib/python3.12. */
+function pythonDirs(base: string): string[] {
+  try {
+    return readdirSync(base)
+      .filter((name) => /^python3(\.\d+)?$/.test(name))
+      .sort()
+      .reverse()
+      .map((name) => join(base, name));
+  } catch {
+    return [];
+  }
+}
+
+function pythonCudnnDir(): string | undefined {
+  const result = spawnSync('python3', ['-c', 'import nvidia.cudnn, os; print(list(nvidia.cudnn.__path__)[0])'], {
+    encoding: 'utf8',
+    timeout: 5000,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  if (result.status !== 0 || typeof result.stdout !== 'string') return undefined;
+  const dir = result.stdout.trim().split('\n').pop();
+  return dir ? join(dir, 'lib') : undefined;
+}
+
+/**
+ * Where the CUDA addon looks for cuDNN, in order: $REPVGG_CUDNN_PATH (a folder or a libcudnn.so.N file), the
+ * system loader path ('@system': LD_LIBRARY_PATH, ld.so.cache), then the nvidia/cudnn/lib folders of Python
+ * wheels (where PyTorch users have cuDNN): site-/dist-packages under /usr/lib/python3*, /usr/local/lib/python3*,
+ * ~/.local/lib/python3*, $VIRTUAL_ENV and $CONDA_PREFIX, and the folder python3 itself reports. Wheel folders
+ * are listed only when they exist; the list has no duplicates.
+ */
+export function cudnnSearchDirs(options: CudnnSearchOptions = {}): string[] {
+  const env = options.env ?? process.env;
+  const entries: string[] = [];
+  const explicit = env['REPVGG_CUDNN_PATH'];
+  if (explicit) entries.push(explicit);
+  entries.push('@system');
+  const prefixes = ['/usr/lib', '/usr/local/lib'];
+  const home = env['HOME'] ?? homedir();
+  if (home) prefixes.push(join(home, '.local', 'lib'));
+  for (const root of [env['VIRTUAL_ENV'], env['CONDA_PREFIX']]) if (root) prefixes.push(join(root, 'lib'));
+  const wheels: string[] = [];
+  for (const prefix of prefixes) {
+    for (const python of pythonDirs(prefix)) {
+      for (const packages of ['site-packages', 'dist-packages']) wheels.push(join(python, packages, 'nvidia', 'cudnn', 'lib'));
+    }
+  }
+  if (options.askPython ?? true) {
+    const reported = pythonCudnnDir();
+    if (reported) wheels.push(reported);
+  }
+  for (const dir of wheels) if (existsSync(dir)) entries.push(dir);
+  return [...new Set(entries)];
+}
+
+/** The addon with its cuDNN search list set (once per process), or the reason it is unavailable. */
+function initializedAddon(): CudaAddonLoad {
+  const load = loadCudaAddon();
+  if (load.addon && !initialized) {
+    load.addon.init({ cudnnSearchDirs: cudnnSearchDirs() });
+    initialized = true;
+  }
+  return load;
+}
+
+export interface CudaStatus {
+  available: boolean;
+  /** Why the CUDA backend cannot run here (set exactly when available is false). */
+  reason?: string;
+  /** What was found, as strings for display: addon path, device, versions, cuDNN path, what was tried. */
+  details: Record<string, string>;
+}
+
+/**
+ * Whether the CUDA backend can run here, and what it found. Never throws: a failure to probe is reported as
+ * the reason.
+ * @example const { available, reason } = cudaStatus(); if (!available) console.log(`no CUDA: ${reason}`);
+ */
+export function cudaStatus(): CudaStatus {
+  try {
+    const load = initializedAddon();
+    const details: Record<string, string> = { addon: load.path };
+    if (!load.addon) return { available: false, reason: load.reason, details };
+    const info = load.addon.info();
+    for (const [key, value] of Object.entries(info)) {
+      if (key === 'available' || key === 'reason' || key === 'backend' || value === undefined) continue;
+      if (Array.isArray(value)) {
+        if (value.length > 0) details[key] = value.join('; ');
+      } else {
+        details[key] = String(value);
+      }
+    }
+    if (info.available) return { available: true, details };
+    return { available: false, reason: info.reason ?? 'the CUDA addon reports it is unavailable without a reason', details };
+  } catch (err) {
+    return { available: false, reason: `probing CUDA failed: ${err instanceof Error ? err.message : String(err)}`, details: {} };
+  }
+}
+
+/**
+ * The CUDA addon, ready to construct Programs.
+ * @throws BackendError (code ERR_BACKEND_UNAVAILABLE) with cudaStatus()'s reason when CUDA cannot run here.
+ */
+export function requireCudaAddon(): CudaAddon {
+  const status = cudaStatus();
+  const addon = loadCudaAddon().addon;
+  if (!status.available || !addon) {
+    throw new BackendError(`The CUDA backend is unavailable: ${status.reason ?? 'unknown reason'}`, 'ERR_BACKEND_UNAVAILABLE');
+  }
+  return addon;
+}

@@ -1,0 +1,124 @@
+// The training-time RepVGG as trainable parameters (Vars keyed by the official PyTorch names) plus BatchNorm
+// running statistics, with a forward pass on the autograd tape. Initialization follows PyTorch's defaults so
+// that recipes move between the two. Not for: inference (RepVGGNetwork runs the native program instead).
+
+import * as F from '../autograd/functions.js';
+import { Tape, Var } from '../autograd/tape.js';
+import { blocksOf, expectedWeights, type RepVGGSpec } from '../models/repvgg.js';
+import { seededUniform } from '../models/init.js';
+import { updateRunningStats } from '../ops/norm.js';
+import { BN_EPS } from '../reparam/reparam.js';
+import type { HostTensor, StateDict } from '../tensor.js';
+
+/** BatchNorm2d momentum of PyTorch (weight of the new batch statistic in the running average). */
+export const BN_MOMENTUM = 0.1;
+
+const isRunningStat = (key: string): boolean => key.endsWith('running_mean') || key.endsWith('running_var');
+
+export class TrainableRepVGG {
+  readonly spec: RepVGGSpec;
+  /** Learnable parameters by official key, in the official order. */
+  readonly params: Map<string, Var>;
+  /** BatchNorm running statistics by official key (updated in place by training-mode forwards). */
+  readonly buffers: Map<string, Float32Array>;
+
+  private constructor(spec: RepVGGSpec, params: Map<string, Var>, buffers: Map<string, Float32Array>) {
+    this.spec = spec;
+    this.params = params;
+    this.buffers = buffers;
+  }
+
+  /**
+   * PyTorch's default initialization: convs and linear kaiming_uniform(a=sqrt(5)) (bound 1/sqrt(fan_in)),
+   * linear bias uniform(+-1/sqrt(fan_in)), BN weight 1, bias 0, running mean 0, running var 1.
+   */
+  static init(spec: RepVGGSpec, seed: number): TrainableRepVGG {
+    const uniform = seededUniform(seed);
+    const state: StateDict = new Map();
+    for (const [key, shape] of expectedWeights(spec, 'train')) {
+      const data = new Float32Array(shape.reduce((p, d) => p * d, 1));
+      if (shape.length > 1) {
+        const bound = 1 / Math.sqrt(shape.slice(1).reduce((p, d) => p * d, 1));
+        for (let i = 0; i < data.length; i++) data[i] = bound * (2 * uniform() - 1);
+      } else if (key === 'linear.bias' || key.includes('.se.')) {
+        const fanIn = expectedWeights(spec, 'train').get(key.replace(/bias$/, 'weight'))!.slice(1).reduce((p, d) => p * d, 1);
+        const bound = 1 / Math.sqrt(fanIn);
+        for (let i = 0; i < data.length; i++) data[i] = bound * (2 * uniform() - 1);
+      } else if (key.endsWith('running_var') || key.endsWith('.weight')) {
+        data.fill(1); // BN gamma and running variance
+      } // BN beta and running mean stay 0
+      state.set(key, { shape, data });
+    }
+    return TrainableRepVGG.fromStateDict(spec, state);
+  }
+
+  /** Takes a validated training-time state dict (copied: the model owns its tensors). */
+  static fromStateDict(spec: RepVGGSpec, state: StateDict): TrainableRepVGG {
+    const params = new Map<string, Var>();
+    const buffers = new Map<string, Float32Array>();
+    for (const [key, shape] of expectedWeights(spec, 'train')) {
+      const t = state.get(key);
+      if (!t) throw new Error(`internal: ${key} missing after weight validation`);
+      // SE's 1x1 convs, stored (out, in, 1, 1), are applied as (out, in) matrices: keep them 2-D here.
+      const paramShape = key.includes('.se.') && shape.length === 4 ? shape.slice(0, 2) : shape;
+      if (isRunningStat(key)) buffers.set(key, t.data.slice());
+      else params.set(key, new Var({ shape: paramShape, data: t.data.slice() }, true));
+    }
+    return new TrainableRepVGG(spec, params, buffers);
+  }
+
+  /** Parameters and running statistics as a state dict in the official key order (shares memory). */
+  stateDict(): StateDict {
+    const state: StateDict = new Map();
+    for (const [key, shape] of expectedWeights(this.spec, 'train')) {
+      const data = isRunningStat(key) ? this.buffers.get(key)! : this.params.get(key)!.value.data;
+      state.set(key, { shape, data });
+    }
+    return state;
+  }
+
+  #param(key: string): Var {
+    const p = this.params.get(key);
+    if (!p) throw new Error(`internal: no parameter ${key}`);
+    return p;
+  }
+
+  /** Training-mode BN: normalizes with batch statistics and updates the running ones (PyTorch semantics). */
+  async #batchNorm(tape: Tape, prefix: string, x: Var): Promise<Var> {
+    const { y, mean, variance } = await F.batchNormTrain(tape, x, this.#param(`${prefix}.weight`), this.#param(`${prefix}.bias`), BN_EPS);
+    const [n, , h, w] = x.shape as [number, number, number, number];
+    const channels = [mean.data.length];
+    updateRunningStats(
+      { shape: channels, data: this.buffers.get(`${prefix}.running_mean`)! },
+      { shape: channels, data: this.buffers.get(`${prefix}.running_var`)! },
+      mean, variance, n * h * w, BN_MOMENTUM,
+    );
+    return y;
+  }
+
+  /**
+   * Training-mode forward: logits (N, numClasses) for images (N, C, H, W), recorded on the tape.
+   * Updates the BN running statistics as a side effect, like PyTorch's model.train() forward.
+   */
+  async forward(tape: Tape, images: HostTensor): Promise<Var> {
+    let x = new Var(images, false);
+    for (const b of blocksOf(this.spec)) {
+      const conv = { stride: b.stride, groups: b.groups };
+      const dense = await this.#batchNorm(tape, `${b.name}.rbr_dense.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_dense.conv.weight`), { ...conv, pad: 1 }));
+      const pointwise = await this.#batchNorm(tape, `${b.name}.rbr_1x1.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_1x1.conv.weight`), { ...conv, pad: 0 }));
+      let sum = await F.add(tape, dense, pointwise);
+      if (b.hasIdentity) sum = await F.add(tape, sum, await this.#batchNorm(tape, `${b.name}.rbr_identity`, x));
+      if (b.seChannels > 0) {
+        const se = `${b.name}.se`;
+        const p = (name: string): Var => this.#param(`${se}.${name}`);
+        const pooled = await F.globalAvgPool(tape, sum);
+        const hidden = await F.relu(tape, await F.linear(tape, pooled, p('down.weight'), p('down.bias')));
+        const gates = await F.sigmoid(tape, await F.linear(tape, hidden, p('up.weight'), p('up.bias')));
+        sum = await F.channelScale(tape, sum, gates);
+      }
+      x = await F.relu(tape, sum);
+    }
+    const pooled = await F.globalAvgPool(tape, x);
+    return F.linear(tape, pooled, this.#param('linear.weight'), this.#param('linear.bias'));
+  }
+}

@@ -1,0 +1,383 @@
+// The node-addon-api surface of the CUDA backend (repvgg_cuda.node): info() (never throws: says what was found
+// or exactly why CUDA is unavailable), init() (where to look for cuDNN) and Program, with the same JS contract
+// as the CPU addon's Program plus benchmark(). Heavy calls (plan building with cudnnFind, runs) go through an
+// AsyncWorker on the libuv pool; errors surface as "CODE: message" like the CPU addon's.
+// Not for: the CPU backend (native/addon/addon.cc builds separately, with oneDNN).
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+
+#include "../cuda/device_info.h"
+#include "../cuda/program.h"
+#include "args.h"
+
+namespace repvgg::addon {
+
+namespace {
+
+using Work = std::function<void()>;
+
+// Runs `work` off the event loop; resolves with result(env) or rejects with the native error's message.
+class TaskWorker : public Napi::AsyncWorker {
+ public:
+  TaskWorker(Napi::Env env, Work work, Napi::Object keep_alive, std::function<Napi::Value(Napi::Env)> result)
+      : Napi::AsyncWorker(env, "repvgg:cuda-task"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        result_(std::move(result)) {
+    keep_alive_ = Napi::Persistent(keep_alive);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  std::function<Napi::Value(Napi::Env)> result_;
+  Napi::ObjectReference keep_alive_;  // the options object, so its typed arrays outlive the work
+};
+
+Napi::Object options_arg(const Napi::CallbackInfo& info) {
+  RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
+  return info[0].As<Napi::Object>();
+}
+
+Napi::Value queue(Napi::Env env, Work work, Napi::Object keep_alive, std::function<Napi::Value(Napi::Env)> result = nullptr) {
+  auto* worker = new TaskWorker(env, std::move(work), keep_alive, std::move(result));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---- Program spec (same fields as the CPU addon's, see lib/engine.ts) ----
+
+cuda::StepSpec parse_step(const Napi::Object& o) {
+  const std::string kind = get_string(o, "kind", "");
+  cuda::StepSpec step;
+  if (kind == "conv") {
+    step.kind = cuda::StepKind::conv;
+    auto& c = step.conv;
+    c.src = static_cast<int>(get_int(o, "src"));
+    c.dst = static_cast<int>(get_int(o, "dst"));
+    c.in_channels = get_int(o, "inChannels");
+    c.out_channels = get_int(o, "outChannels");
+    c.kernel = get_int(o, "kernel");
+    c.stride = get_int(o, "stride");
+    c.pad = get_int(o, "pad");
+    c.groups = get_int(o, "groups");
+    c.weight = copy_f32(o, "weight");
+    c.bias = copy_optional_f32(o, "bias");
+    c.relu = get_bool(o, "relu");
+  } else if (kind == "batchnorm") {
+    step.kind = cuda::StepKind::batchnorm;
+    auto& b = step.bn;
+    b.src = static_cast<int>(get_int(o, "src"));
+    b.dst = static_cast<int>(get_int(o, "dst"));
+    b.channels = get_int(o, "channels");
+    b.eps = static_cast<float>(get_number(o, "eps", 1e-5));
+    b.mean = copy_f32(o, "mean");
+    b.var = copy_f32(o, "var");
+    b.gamma = copy_f32(o, "gamma");
+    b.beta = copy_f32(o, "beta");
+  } else if (kind == "add") {
+    step.kind = cuda::StepKind::add;
+    step.add = {static_cast<int>(get_int(o, "a")), static_cast<int>(get_int(o, "b")), static_cast<int>(get_int(o, "dst")), get_bool(o, "relu")};
+  } else if (kind == "se") {
+    step.kind = cuda::StepKind::se;
+    auto& s = step.se;
+    s.buf = static_cast<int>(get_int(o, "buf"));
+    s.channels = get_int(o, "channels");
+    s.internal = get_int(o, "internal");
+    s.down_weight = copy_f32(o, "downWeight");
+    s.down_bias = copy_f32(o, "downBias");
+    s.up_weight = copy_f32(o, "upWeight");
+    s.up_bias = copy_f32(o, "upBias");
+    s.relu = get_bool(o, "relu");
+  } else {
+    throw NativeError("ERR_ARG_VALUE", "unknown step kind '" + kind + "'");
+  }
+  return step;
+}
+
+cuda::ProgramSpec parse_program(const Napi::Object& o) {
+  cuda::ProgramSpec spec;
+  const std::string precision = get_string(o, "precision", "fp32");
+  RV_CHECK(precision == "fp32" || precision == "fp16", "ERR_ARG_VALUE",
+           "the cuda backend runs precision fp32 or fp16, got " + precision);
+  spec.precision = precision == "fp16" ? cuda::Precision::fp16 : cuda::Precision::fp32;
+  const std::string algorithm = get_string(o, "convAlgorithm", "auto");
+  RV_CHECK(algorithm == "auto", "ERR_ARG_VALUE",
+           "the cuda backend chooses convolution algorithms with cudnnFind: convAlgorithm must be 'auto', got " + algorithm);
+  spec.cuda_graph = get_bool(o, "cudaGraph");
+  spec.device = static_cast<int>(get_number(o, "device", 0));
+  spec.in_channels = get_int(o, "inChannels");
+  spec.num_buffers = static_cast<int>(get_int(o, "numBuffers"));
+  Napi::Value steps = o.Get("steps");
+  RV_CHECK(steps.IsArray(), "ERR_ARG_TYPE", "Expected an array for steps");
+  auto array = steps.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    Napi::Value s = array.Get(i);
+    RV_CHECK(s.IsObject(), "ERR_ARG_TYPE", "Expected an object for steps[" + std::to_string(i) + "]");
+    spec.steps.push_back(parse_step(s.As<Napi::Object>()));
+  }
+  Napi::Value head = o.Get("head");
+  RV_CHECK(head.IsObject(), "ERR_ARG_TYPE", "Expected an object for head");
+  auto h = head.As<Napi::Object>();
+  spec.head_src = static_cast<int>(get_int(h, "src"));
+  spec.features = get_int(h, "features");
+  spec.classes = get_int(h, "classes");
+  spec.head_weight = copy_f32(h, "weight");
+  spec.head_bias = copy_f32(h, "bias");
+  return spec;
+}
+
+Napi::Number number(Napi::Env env, int64_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
+
+Napi::Object report_to_js(Napi::Env env, const cuda::PlanReport& r) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("batch", number(env, r.batch));
+  out.Set("height", number(env, r.height));
+  out.Set("width", number(env, r.width));
+  out.Set("activationBytes", number(env, r.activation_bytes));
+  out.Set("weightBytes", number(env, r.weight_bytes));
+  out.Set("workspaceBytes", number(env, r.workspace_bytes));
+  out.Set("layout", Napi::String::New(env, r.layout));
+  out.Set("precision", Napi::String::New(env, r.precision));
+  out.Set("inputChannelsStored", number(env, r.input_channels_stored));
+  out.Set("cudaGraph", Napi::Boolean::New(env, r.cuda_graph));
+  if (!r.cuda_graph_error.empty()) out.Set("cudaGraphError", Napi::String::New(env, r.cuda_graph_error));
+  Napi::Array convs = Napi::Array::New(env, r.convs.size());
+  for (size_t i = 0; i < r.convs.size(); i++) {
+    const cuda::ConvChoice& c = r.convs[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("step", Napi::Number::New(env, c.step));
+    o.Set("algorithm", Napi::String::New(env, c.algorithm));
+    o.Set("implementation",
+          Napi::String::New(env, "cudnn " + c.algorithm + " " + c.math + (c.fused ? " fused bias+ReLU" : "")));
+    o.Set("mathType", Napi::String::New(env, c.math));
+    o.Set("fused", Napi::Boolean::New(env, c.fused));
+    if (c.find_ms >= 0) o.Set("findMs", Napi::Number::New(env, c.find_ms));
+    o.Set("workspaceBytes", number(env, c.workspace_bytes));
+    if (!c.note.empty()) o.Set("note", Napi::String::New(env, c.note));
+    convs.Set(static_cast<uint32_t>(i), o);
+  }
+  out.Set("convs", convs);
+  return out;
+}
+
+class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Program",
+                       {InstanceMethod("run", &ProgramWrap::Run), InstanceMethod("runSync", &ProgramWrap::RunSync),
+                        InstanceMethod("prepare", &ProgramWrap::Prepare), InstanceMethod("benchmark", &ProgramWrap::Benchmark),
+                        InstanceMethod("dispose", &ProgramWrap::Dispose)});
+  }
+
+  explicit ProgramWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProgramWrap>(info) {
+    try {
+      program_ = std::make_shared<cuda::Program>(parse_program(options_arg(info)));
+      // Host-side view of the native footprint, so that the GC does not treat an undisposed program as free;
+      // the device memory itself is freed by dispose() or, as a safety net, by this wrapper's destructor.
+      external_bytes_ = program_->device_weight_bytes();
+      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  ~ProgramWrap() override = default;
+
+ private:
+  std::shared_ptr<cuda::Program> live(Napi::Env env) {
+    if (!program_) throw Napi::Error::New(env, "ERR_DISPOSED: the network was used after dispose()");
+    return program_;
+  }
+
+  struct Shape {
+    int64_t batch, height, width;
+  };
+  static Shape shape_of(const Napi::Object& o) {
+    return {get_int(o, "batch"), get_int(o, "height"), get_int(o, "width")};
+  }
+
+  // options: { input: Float32Array (batch, C, H, W), output: Float32Array (batch, classes), batch, height, width }
+  Work parse_run(const Napi::Object& o, std::shared_ptr<cuda::Program> program) {
+    const Shape s = shape_of(o);
+    F32View input = get_f32(o, "input"), output = get_f32(o, "output");
+    require_length(input, s.batch * program->in_channels() * s.height * s.width, "input");
+    require_length(output, s.batch * program->classes(), "output");
+    return [=] { program->run(s.batch, s.height, s.width, input.data, output.data); };
+  }
+
+  Napi::Value Run(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      Napi::Object o = options_arg(info);
+      return queue(info.Env(), parse_run(o, program), o);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  Napi::Value RunSync(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      parse_run(options_arg(info), program)();
+      return info.Env().Undefined();
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // options: { batch, height, width } -> Promise<report>
+  Napi::Value Prepare(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      Napi::Object o = options_arg(info);
+      const Shape s = shape_of(o);
+      auto report = std::make_shared<cuda::PlanReport>();
+      return queue(
+          info.Env(), [=] { *report = program->prepare(s.batch, s.height, s.width); }, o,
+          [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // options: { input, batch, height, width, warmup?, iterations? } -> Promise<{ ms: number[], cudaGraph }>:
+  // device time of each forward with the input already uploaded (what PyTorch benchmarks measure).
+  Napi::Value Benchmark(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      Napi::Object o = options_arg(info);
+      const Shape s = shape_of(o);
+      F32View input = get_f32(o, "input");
+      require_length(input, s.batch * program->in_channels() * s.height * s.width, "input");
+      const int warmup = static_cast<int>(get_number(o, "warmup", 3));
+      const int iterations = static_cast<int>(get_number(o, "iterations", 20));
+      auto result = std::make_shared<cuda::BenchmarkResult>();
+      return queue(
+          info.Env(), [=] { *result = program->benchmark(s.batch, s.height, s.width, input.data, warmup, iterations); }, o,
+          [result](Napi::Env env) -> Napi::Value {
+            Napi::Object out = Napi::Object::New(env);
+            Napi::Array ms = Napi::Array::New(env, result->ms.size());
+            for (size_t i = 0; i < result->ms.size(); i++) ms.Set(static_cast<uint32_t>(i), Napi::Number::New(env, result->ms[i]));
+            out.Set("ms", ms);
+            out.Set("cudaGraph", Napi::Boolean::New(env, result->cuda_graph));
+            return out;
+          });
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // Frees device memory now (work already queued keeps its own reference and finishes first).
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (program_) {
+      program_.reset();
+      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -external_bytes_);
+      external_bytes_ = 0;
+    }
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<cuda::Program> program_;
+  int64_t external_bytes_ = 0;
+};
+
+// ---- info / init ----
+
+Napi::Array strings(Napi::Env env, const std::vector<std::string>& values) {
+  Napi::Array out = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, values[i]));
+  return out;
+}
+
+// info({ device? }) -> what the backend found; never throws (a failure to probe is itself the reason).
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("backend", "cuda");
+  out.Set("builtFor", cuda::built_architectures());
+  out.Set("buildCudaVersion", cuda::built_cuda_version());
+  try {
+    int device = 0;
+    if (info.Length() >= 1 && info[0].IsObject()) device = static_cast<int>(get_number(info[0].As<Napi::Object>(), "device", 0));
+    const cuda::DeviceReport r = cuda::probe_device(device, true);
+    out.Set("available", r.available);
+    if (!r.available) out.Set("reason", r.reason);
+    out.Set("runtimeVersion", cuda::cuda_version_string(r.runtime_version));
+    out.Set("driverVersion", cuda::cuda_version_string(r.driver_version));
+    out.Set("deviceCount", r.device_count);
+    if (!r.device_error.empty()) out.Set("deviceError", r.device_error);
+    if (!r.device_name.empty()) {
+      out.Set("device", r.device);
+      out.Set("deviceName", r.device_name);
+      out.Set("computeCapability", std::to_string(r.cc_major) + "." + std::to_string(r.cc_minor));
+      out.Set("totalMemoryBytes", static_cast<double>(r.total_memory));
+    }
+    if (!r.kernel_error.empty()) out.Set("kernelError", r.kernel_error);
+    out.Set("cudnnLoaded", r.cudnn.loaded);
+    if (r.cudnn.loaded) {
+      out.Set("cudnnVersion", std::to_string(r.cudnn.major) + "." + std::to_string(r.cudnn.minor) + "." + std::to_string(r.cudnn.patch));
+      out.Set("cudnnPath", r.cudnn.path);
+    } else {
+      out.Set("cudnnError", r.cudnn.error);
+    }
+    out.Set("cudnnTried", strings(env, r.cudnn.tried));
+    out.Set("cudnnWarnings", strings(env, r.cudnn.warnings));
+    if (!r.cudnn_handle_error.empty()) out.Set("cudnnHandleError", r.cudnn_handle_error);
+  } catch (const std::exception& e) {
+    out.Set("available", false);
+    out.Set("reason", std::string("probing CUDA failed: ") + e.what());
+  }
+  return out;
+}
+
+// init({ cudnnSearchDirs: string[] }): where the next cuDNN load looks (no effect once cuDNN is loaded).
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object o = options_arg(info);
+    Napi::Value dirs = o.Get("cudnnSearchDirs");
+    RV_CHECK(dirs.IsArray(), "ERR_ARG_TYPE", "Expected an array of strings for cudnnSearchDirs");
+    auto array = dirs.As<Napi::Array>();
+    std::vector<std::string> entries;
+    for (uint32_t i = 0; i < array.Length(); i++) {
+      Napi::Value v = array.Get(i);
+      RV_CHECK(v.IsString(), "ERR_ARG_TYPE", "Expected a string for cudnnSearchDirs[" + std::to_string(i) + "]");
+      entries.push_back(v.As<Napi::String>().Utf8Value());
+    }
+    cuda::cudnn_set_search(std::move(entries));
+    return env.Undefined();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+}  // namespace
+
+Napi::Object InitCuda(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("init", Napi::Function::New(env, Init));
+  exports.Set("Program", ProgramWrap::Define(env));
+  return exports;
+}
+
+}  // namespace repvgg::addon
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return repvgg::addon::InitCuda(env, exports); }
+
+NODE_API_MODULE(repvgg_cuda, InitModule)
