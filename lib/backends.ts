@@ -1,5 +1,6 @@
 // Which backends this build has and why the others are unavailable (for `repvgg info` and `backend: 'auto'`).
 
+import { cudaStatus } from './backend/cuda.js';
 import { loadCpuAddon } from './backend/native.js';
 
 export interface BackendStatus {
@@ -21,10 +22,7 @@ export function listBackends(): BackendStatus[] {
   } catch (err) {
     backends.push({ name: 'cpu', available: false, details: { reason: err instanceof Error ? err.message : String(err) } });
   }
-  backends.push({
-    name: 'cuda',
-    available: false,
-    details: { reason: 'the CUDA backend is not compiled into this build (no build-cuda/Release/repvgg_cuda.node)' },
-  });
+  const cuda = cudaStatus();
+  backends.push({ name: 'cuda', available: cuda.available, details: { ...(cuda.reason !== undefined && { reason: cuda.reason }), ...cuda.details } });
   return backends;
 }

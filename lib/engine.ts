@@ -3,8 +3,9 @@
 // two ping-pong activation buffers — validates inputs, splits large batches and frees native memory on dispose().
 // Not for: weight files (lib/io/weights.ts) or the fusion math (lib/reparam/).
 
+import { cudaStatus, requireCudaAddon } from './backend/cuda.js';
 import { callNative, callNativeSync, loadCpuAddon, type NativePlanReport, type NativeProgram } from './backend/native.js';
-import { ArgumentValueError, BackendError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
+import { ArgumentValueError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
 import { blocksOf, featureChannels, totalStride, type RepVGGSpec, type WeightForm } from './models/repvgg.js';
 import { checkFinite, checkPositiveInt, checkTensor } from './ops/check.js';
 import { BN_EPS, deployedModelFromState } from './reparam/reparam.js';
@@ -12,15 +13,21 @@ import type { DeployedModel, SEWeights } from './reparam/types.js';
 import type { HostTensor, StateDict } from './tensor.js';
 import { checkWeights, detectForm } from './io/weights.js';
 
-export type Precision = 'fp32' | 'bf16';
+/** fp32 everywhere; bf16 on the CPU (AVX512-BF16/AMX); fp16 on CUDA (NHWC, tensor cores). */
+export type Precision = 'fp32' | 'bf16' | 'fp16';
 export type ConvAlgorithm = 'auto' | 'direct' | 'winograd';
 export type BackendName = 'cpu' | 'cuda' | 'auto';
 
 export interface NetworkOptions {
-  /** 'cpu' (oneDNN), 'cuda' (not available yet) or 'auto' (the best available). Default 'auto'. */
+  /** 'cpu' (oneDNN), 'cuda' (cuDNN) or 'auto' (CUDA when it can run here, else CPU). Default 'auto'. */
   backend?: BackendName;
-  /** 'fp32' (default) or 'bf16' (bfloat16 activations and weights, float32 accumulation). */
+  /**
+   * 'fp32' (default); 'bf16' on the CPU (bfloat16 activations and weights, float32 accumulation); 'fp16' on
+   * CUDA (half NHWC activations and weights on tensor cores, float32 accumulation).
+   */
   precision?: Precision;
+  /** CUDA only: capture each input shape's whole forward as a CUDA graph and replay it. */
+  cudaGraph?: boolean;
   /** 3x3 stride-1 conv algorithm: 'auto' measures direct vs Winograd per layer (default), or force one. */
   convAlgorithm?: ConvAlgorithm;
   /** Inputs larger than this are run in chunks of this many images. Default 32. */
@@ -42,8 +49,15 @@ function seStep(buf: number, channels: number, se: SEWeights, relu: boolean): ob
   };
 }
 
+/** A backend-neutral step program: what both addons' Program constructors take (with the head and options). */
+export interface StepProgram {
+  steps: object[];
+  numBuffers: number;
+  headSrc: number;
+}
+
 /** Native program for the deployed form: layer i reads buffer i % 2 and writes the other one. */
-function deployedProgram(model: DeployedModel): { steps: object[]; numBuffers: number; headSrc: number } {
+export function deployedProgram(model: DeployedModel): StepProgram {
   const steps: object[] = [];
   model.layers.forEach((layer, i) => {
     const src = i % 2;
@@ -58,7 +72,7 @@ function deployedProgram(model: DeployedModel): { steps: object[]; numBuffers: n
 }
 
 /** Native program for the training-time form in eval mode: three branches into three spare buffers, summed. */
-function trainProgram(spec: RepVGGSpec, state: StateDict): { steps: object[]; numBuffers: number; headSrc: number } {
+export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
   const get = (key: string): Float32Array => {
     const t = state.get(key);
     if (!t) throw new Error(`internal: ${key} missing after validation`);
@@ -97,14 +111,14 @@ function trainProgram(spec: RepVGGSpec, state: StateDict): { steps: object[]; nu
   return { steps, numBuffers: 4, headSrc: x };
 }
 
-function resolveBackend(name: unknown): 'cpu' {
-  if (name === undefined || name === 'auto' || name === 'cpu') return 'cpu';
+/** Picks the backend: 'auto' prefers CUDA when it can run here; an explicit 'cuda' fails with the reason. */
+function resolveBackend(name: unknown): 'cpu' | 'cuda' {
+  if (name === 'cpu') return 'cpu';
   if (name === 'cuda') {
-    throw new BackendError(
-      'The CUDA backend is not available in this build: it has not been compiled (no CUDA addon found). Use --backend cpu or auto.',
-      'ERR_BACKEND_UNAVAILABLE',
-    );
+    requireCudaAddon();
+    return 'cuda';
   }
+  if (name === undefined || name === 'auto') return cudaStatus().available ? 'cuda' : 'cpu';
   throw new ArgumentValueError(`Expected 'cpu', 'cuda' or 'auto' for backend but received ${describeValue(name)}`);
 }
 
@@ -112,19 +126,25 @@ function resolveBackend(name: unknown): 'cpu' {
 export class RepVGGNetwork {
   readonly spec: RepVGGSpec;
   readonly form: WeightForm;
-  readonly backend: 'cpu';
+  readonly backend: 'cpu' | 'cuda';
   readonly precision: Precision;
   readonly maxBatch: number;
   #program: NativeProgram | undefined;
 
-  private constructor(spec: RepVGGSpec, form: WeightForm, program: { steps: object[]; numBuffers: number; headSrc: number },
+  private constructor(spec: RepVGGSpec, form: WeightForm, program: StepProgram,
     linear: { weight: Float32Array; bias: Float32Array }, options: NetworkOptions) {
     this.spec = spec;
     this.form = form;
     this.backend = resolveBackend(options.backend);
+    if (options.cudaGraph === true && this.backend !== 'cuda') {
+      throw new ArgumentValueError(`Expected cudaGraph only with the cuda backend but the network runs on ${this.backend}`);
+    }
     const precision = options.precision ?? 'fp32';
-    if (precision !== 'fp32' && precision !== 'bf16') {
-      throw new ArgumentValueError(`Expected 'fp32' or 'bf16' for precision but received ${describeValue(precision)}`);
+    const precisions: Record<'cpu' | 'cuda', Precision[]> = { cpu: ['fp32', 'bf16'], cuda: ['fp32', 'fp16'] };
+    if (!precisions[this.backend].includes(precision)) {
+      throw new ArgumentValueError(
+        `Expected ${precisions[this.backend].map((p) => `'${p}'`).join(' or ')} for precision on the ${this.backend} backend but received ${describeValue(precision)}`,
+      );
     }
     const convAlgorithm = options.convAlgorithm ?? 'auto';
     if (!['auto', 'direct', 'winograd'].includes(convAlgorithm)) {
@@ -132,14 +152,16 @@ export class RepVGGNetwork {
     }
     this.precision = precision;
     this.maxBatch = checkPositiveInt(options.maxBatch ?? 32, 'maxBatch');
-    const addon = loadCpuAddon();
-    this.#program = callNativeSync(
-      () =>
-        new addon.Program({
-          precision, convAlgorithm, inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
-          head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
-        }),
-    );
+    if (this.backend === 'cuda' && convAlgorithm !== 'auto') {
+      throw new ArgumentValueError(`Expected 'auto' for convAlgorithm on the cuda backend (cuDNN measures its own) but received '${convAlgorithm}'`);
+    }
+    const nativeSpec = {
+      precision, convAlgorithm, inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
+      head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
+      ...(this.backend === 'cuda' && { cudaGraph: options.cudaGraph === true }),
+    };
+    const Program = this.backend === 'cuda' ? requireCudaAddon().Program : loadCpuAddon().Program;
+    this.#program = callNativeSync(() => new Program(nativeSpec));
   }
 
   /**

@@ -29,7 +29,11 @@ echo "setup: compiling TypeScript"
 npm run build:ts --silent
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
-  echo "setup: nvcc found, but this release has no CUDA backend yet; skipping the CUDA build"
+  echo "setup: nvcc found: building the CUDA addon (cmake-js; cuDNN is loaded at run time, not needed here)"
+  # The CPU backend stays usable if this fails: `repvgg info` then says why CUDA is unavailable.
+  PATH="$PATH:/usr/local/cuda/bin" npm run build:cuda --silent || echo "setup: WARNING: the CUDA addon did not build; continuing with the CPU backend"
+else
+  echo "setup: no nvcc: skipping the CUDA addon (CPU backend only)"
 fi
 node dist/lib/cli/main.js info
 echo "setup: done. Try: npm start"

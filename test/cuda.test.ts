@@ -415,7 +415,7 @@ gpuTest(needsGpu('bad run arguments are typed errors; dispose() frees and later 
   const p = deployedProgram(model);
   const output = new Float32Array(5);
   t.throws(() => p.run({ input: new Float32Array(10), output, batch: 1, height: 12, width: 12 }), { message: /^ERR_SHAPE: input holds 10/ });
-  await t.throwsAsync(p.run({ input: new Float32Array(3 * 2 * 2), output, batch: 1, height: 2, width: 2 }), { message: /too small|ERR_SHAPE/ });
+  await t.throwsAsync(p.run({ input: new Float32Array(0), output, batch: 0, height: 12, width: 12 }), { message: /^ERR_SHAPE: input must have a positive batch/ });
   p.dispose();
   p.dispose();
   t.throws(() => p.run({ input: new Float32Array(3 * 144), output, batch: 1, height: 12, width: 12 }), { message: /^ERR_DISPOSED/ });

@@ -105,6 +105,8 @@ export function nativeError(err: unknown): RepvggError {
       return new ArgumentValueError(text);
     case 'ERR_DISPOSED':
       return new DisposedError('the network');
+    case 'ERR_BACKEND_UNAVAILABLE':
+      return new BackendError(text, 'ERR_BACKEND_UNAVAILABLE');
     default:
       return new BackendError(text);
   }

@@ -1,7 +1,7 @@
 // The file-in/file-out commands: convert, infer and export-onnx.
 
 import { RepVGGNetwork, type BackendName, type Precision } from '../engine.js';
-import { ArgumentValueError, UsageError } from '../errors.js';
+import { ArgumentValueError, BackendError, UsageError } from '../errors.js';
 import { exportOnnx } from '../io/onnx.js';
 import { readNpyFloat32, writeNpy } from '../io/npy.js';
 import { loadWeights, saveWeights, type LoadedWeights } from '../io/weights.js';
@@ -35,17 +35,29 @@ export async function runConvert(flags: Flags): Promise<void> {
   process.stdout.write(`converted ${weights.spec.arch} (${weights.spec.numClasses} classes): ${deployed.layers.length} blocks -> ${outPath}\n`);
 }
 
+/** Names the --backend flag in "backend unavailable" errors, so the user knows which flag to change. */
+function withBackendFlag<T>(backend: string, make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    if (err instanceof BackendError && err.code === 'ERR_BACKEND_UNAVAILABLE') {
+      throw new BackendError(`--backend ${backend}: ${err.message} (use --backend cpu or auto)`, err.code);
+    }
+    throw err;
+  }
+}
+
 export async function runInfer(flags: Flags): Promise<void> {
   const arch = archFlag(flags, false);
   const weightsPath = requireFlag(flags, 'weights');
   const inputPath = requireFlag(flags, 'input');
   const outputPath = requireFlag(flags, 'output');
   const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
-  const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16'], 'fp32');
+  const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'fp16'], 'fp32');
   const maxBatch = intFlag(flags, 'batch', 32);
   const weights = await loadWeights(weightsPath, arch, '--weights');
   const input = await readNpyFloat32(inputPath, '--input');
-  const network = RepVGGNetwork.fromStateDict(weights.spec, weights.state, { backend, precision, maxBatch });
+  const network = withBackendFlag(backend, () => RepVGGNetwork.fromStateDict(weights.spec, weights.state, { backend, precision, maxBatch }));
   try {
     network.checkInput(input, '--input');
     const started = performance.now();

@@ -5,8 +5,8 @@ import { listBackends } from '../backends.js';
 export function runInfo(version: string): void {
   const lines = [`repvgg ${version} (node ${process.version}, ${process.platform}-${process.arch})`];
   for (const backend of listBackends()) {
-    const details = Object.entries(backend.details).map(([k, v]) => `${k}: ${String(v)}`).join(', ');
-    lines.push(`  ${backend.name.padEnd(5)} ${backend.available ? 'available  ' : 'unavailable'} ${details}`);
+    lines.push(`  ${backend.name}: ${backend.available ? 'available' : 'unavailable'}`);
+    for (const [key, value] of Object.entries(backend.details)) lines.push(`    ${key}: ${String(value)}`);
   }
   process.stdout.write(lines.join('\n') + '\n');
 }

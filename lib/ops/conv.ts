@@ -4,6 +4,7 @@
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
+import { outputArray } from './alloc.js';
 import { checkPositiveInt, checkShape, checkTensor } from './check.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
@@ -47,7 +48,7 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
     const [bc] = checkTensor(options.bias, 'bias', 1) as [number];
     if (bc !== o) throw new ShapeError(`Expected bias of shape [${o}] but received [${bc}]`);
   }
-  const y: HostTensor = { shape: [n, o, oh, ow], data: new Float32Array(n * o * oh * ow) };
+  const y: HostTensor = { shape: [n, o, oh, ow], data: outputArray(n * o * oh * ow) };
   const native = {
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
@@ -99,8 +100,8 @@ function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor
   const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = checkConvGeometry(x, weight, options);
   checkShape(dy, 'dy', [n, o, oh, ow], `the output of x ${formatShape(x.shape)} and weight ${formatShape(weight.shape)}`);
   const needInputGrad = options.needInputGrad ?? true;
-  const dx: HostTensor | undefined = needInputGrad ? { shape: [n, c, h, w], data: new Float32Array(x.data.length) } : undefined;
-  const dweight: HostTensor = { shape: [...weight.shape], data: new Float32Array(weight.data.length) };
+  const dx: HostTensor | undefined = needInputGrad ? { shape: [n, c, h, w], data: outputArray(x.data.length) } : undefined;
+  const dweight: HostTensor = { shape: [...weight.shape], data: outputArray(weight.data.length) };
   const native = {
     x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,

@@ -5,6 +5,7 @@
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import { ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
+import { outputArray } from './alloc.js';
 import { checkShape, checkTensor } from './check.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
@@ -13,7 +14,7 @@ function anyRank(t: HostTensor, name: string): readonly number[] {
 }
 
 function sameShapeOutput(x: HostTensor): HostTensor {
-  return { shape: [...x.shape], data: new Float32Array(x.data.length) };
+  return { shape: [...x.shape], data: outputArray(x.data.length) };
 }
 
 export async function relu(x: HostTensor): Promise<HostTensor> {
@@ -146,7 +147,7 @@ function prepareChannelScaleBackward(x: HostTensor, scale: HostTensor, dy: HostT
   const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
   checkShape(scale, 'scale', [n, c], 'x batch and channels');
   checkShape(dy, 'dy', [n, c, h, w], 'same as x');
-  const grads: ChannelScaleGrads = { dx: sameShapeOutput(x), dscale: { shape: [n, c], data: new Float32Array(n * c) } };
+  const grads: ChannelScaleGrads = { dx: sameShapeOutput(x), dscale: { shape: [n, c], data: outputArray(n * c) } };
   const native = { x: x.data, scale: scale.data, dy: dy.data, dx: grads.dx.data, dscale: grads.dscale.data, batch: n, channels: c, spatial: h * w };
   return { native, grads };
 }

@@ -4,6 +4,7 @@
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import { ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
+import { outputArray } from './alloc.js';
 import { checkShape, checkTensor } from './check.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
@@ -13,7 +14,7 @@ function prepare(x: HostTensor, weight: HostTensor, bias: HostTensor, relu: bool
   const [bk] = checkTensor(bias, 'bias', 1) as [number];
   if (wc !== c) throw new ShapeError(`Expected weight of shape [${k}, ${c}] for x ${formatShape(x.shape)} but received ${formatShape(weight.shape)}`);
   if (bk !== k) throw new ShapeError(`Expected bias of shape [${k}] but received [${bk}]`);
-  const y: HostTensor = { shape: [n, k], data: new Float32Array(n * k) };
+  const y: HostTensor = { shape: [n, k], data: outputArray(n * k) };
   return { native: { x: x.data, weight: weight.data, bias: bias.data, y: y.data, batch: n, inFeatures: c, outFeatures: k, relu }, y };
 }
 
@@ -47,9 +48,9 @@ function prepareBackward(x: HostTensor, weight: HostTensor, dy: HostTensor, opti
   const [k, wc] = checkTensor(weight, 'weight', 2) as [number, number];
   if (wc !== c) throw new ShapeError(`Expected weight of shape [${k}, ${c}] for x ${formatShape(x.shape)} but received ${formatShape(weight.shape)}`);
   checkShape(dy, 'dy', [n, k], `the output of x ${formatShape(x.shape)} and weight ${formatShape(weight.shape)}`);
-  const dx: HostTensor | undefined = (options.needInputGrad ?? true) ? { shape: [n, c], data: new Float32Array(n * c) } : undefined;
-  const dweight: HostTensor = { shape: [k, c], data: new Float32Array(k * c) };
-  const dbias: HostTensor = { shape: [k], data: new Float32Array(k) };
+  const dx: HostTensor | undefined = (options.needInputGrad ?? true) ? { shape: [n, c], data: outputArray(n * c) } : undefined;
+  const dweight: HostTensor = { shape: [k, c], data: outputArray(k * c) };
+  const dbias: HostTensor = { shape: [k], data: outputArray(k) };
   const native = { x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data, dbias: dbias.data, batch: n, inFeatures: c, outFeatures: k };
   const grads: LinearGrads = dx === undefined ? { dweight, dbias } : { dx, dweight, dbias };
   return { native, grads };

@@ -3,6 +3,7 @@
 
 import { ArgumentTypeError, ArgumentValueError, ShapeError, describeValue } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
+import { outputArray } from './alloc.js';
 import { checkTensor } from './check.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
@@ -34,7 +35,7 @@ function prepare(logits: HostTensor, labels: Int32Array, options: SoftmaxCrossEn
   if (typeof labelSmoothing !== 'number' || !(labelSmoothing >= 0 && labelSmoothing <= 1)) {
     throw new ArgumentValueError(`Expected a number in [0, 1] for labelSmoothing but received ${describeValue(labelSmoothing)}`);
   }
-  const dlogits: HostTensor = { shape: [n, k], data: new Float32Array(n * k) };
+  const dlogits: HostTensor = { shape: [n, k], data: outputArray(n * k) };
   const loss = new Float64Array(1);
   return { native: { logits: logits.data, labels, labelSmoothing, dlogits: dlogits.data, loss, batch: n, classes: k }, dlogits, loss };
 }

@@ -4,6 +4,7 @@
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import { ArgumentValueError, ShapeError, describeValue } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
+import { outputArray } from './alloc.js';
 import { checkPositiveInt, checkShape, checkTensor } from './check.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
@@ -22,7 +23,7 @@ function prepareBatchNorm(x: HostTensor, p: BatchNormParams, relu: boolean) {
     checkTensor({ shape: [p[key]?.length ?? 0], data: p[key] }, key, 1);
     if (p[key].length !== c) throw new ShapeError(`Expected ${key} of ${c} values (x channels) but received ${p[key].length}`);
   }
-  const y: HostTensor = { shape: [n, c, h, w], data: new Float32Array(x.data.length) };
+  const y: HostTensor = { shape: [n, c, h, w], data: outputArray(x.data.length) };
   const native = { x: x.data, y: y.data, mean: p.mean, var: p.var, gamma: p.gamma, beta: p.beta, eps: p.eps ?? 1e-5, batch: n, channels: c, height: h, width: w, relu };
   return { native, y };
 }
@@ -78,9 +79,9 @@ function prepareBatchNormTrain(x: HostTensor, gamma: HostTensor, beta: HostTenso
   checkShape(beta, 'beta', [c], 'x channels');
   const eps = checkEps(options.eps ?? DEFAULT_EPS);
   const result: BatchNormTrainResult = {
-    y: { shape: [n, c, h, w], data: new Float32Array(x.data.length) },
-    mean: { shape: [c], data: new Float32Array(c) },
-    var: { shape: [c], data: new Float32Array(c) },
+    y: { shape: [n, c, h, w], data: outputArray(x.data.length) },
+    mean: { shape: [c], data: outputArray(c) },
+    var: { shape: [c], data: outputArray(c) },
   };
   const native = {
     x: x.data, gamma: gamma.data, beta: beta.data, y: result.y.data, mean: result.mean.data, var: result.var.data,
@@ -129,9 +130,9 @@ function prepareBatchNormBackward(x: HostTensor, dy: HostTensor, gamma: HostTens
   checkShape(variance, 'var', [c], 'x channels');
   const eps = checkEps(options.eps ?? DEFAULT_EPS);
   const grads: BatchNormGrads = {
-    dx: { shape: [n, c, h, w], data: new Float32Array(x.data.length) },
-    dgamma: { shape: [c], data: new Float32Array(c) },
-    dbeta: { shape: [c], data: new Float32Array(c) },
+    dx: { shape: [n, c, h, w], data: outputArray(x.data.length) },
+    dgamma: { shape: [c], data: outputArray(c) },
+    dbeta: { shape: [c], data: outputArray(c) },
   };
   const native = {
     x: x.data, dy: dy.data, gamma: gamma.data, mean: mean.data, var: variance.data,

@@ -2,12 +2,13 @@
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
 import type { HostTensor } from '../tensor.js';
+import { outputArray } from './alloc.js';
 import { checkPositiveInt, checkTensor } from './check.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 function prepare(x: HostTensor) {
   const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
-  const y: HostTensor = { shape: [n, c], data: new Float32Array(n * c) };
+  const y: HostTensor = { shape: [n, c], data: outputArray(n * c) };
   return { native: { x: x.data, y: y.data, batch: n, channels: c, height: h, width: w }, y };
 }
 
@@ -27,7 +28,7 @@ function prepareBackward(dy: HostTensor, height: number, width: number) {
   const [n, c] = checkTensor(dy, 'dy', 2) as [number, number];
   checkPositiveInt(height, 'height');
   checkPositiveInt(width, 'width');
-  const dx: HostTensor = { shape: [n, c, height, width], data: new Float32Array(n * c * height * width) };
+  const dx: HostTensor = { shape: [n, c, height, width], data: outputArray(n * c * height * width) };
   return { native: { dy: dy.data, dx: dx.data, batch: n, channels: c, height, width }, dx };
 }
 

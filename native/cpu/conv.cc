@@ -1,53 +1,26 @@
 // Convolution of the single-op API on oneDNN: any kernel size, stride, padding and groups, optional bias and
 // fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training.
-// Plain NCHW buffers in and out; the network path (program.cc) uses blocked layouts.
+// Plain NCHW buffers in and out (reordered to and from the layouts the primitives choose); the network path
+// (program.cc) keeps blocked layouts throughout.
 #include "../core/ops.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
 
 namespace repvgg::cpu {
 
-void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
-  RV_CHECK(p.groups >= 1 && p.in_channels % p.groups == 0 && p.out_channels % p.groups == 0, "ERR_SHAPE",
-           "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
-               std::to_string(p.out_channels));
-  const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);
-  const int64_t ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
-  RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input too small for the kernel");
-  const dims src_dims{p.batch, p.in_channels, p.height, p.width};
-  const dims dst_dims{p.batch, p.out_channels, oh, ow};
-  const dims w_dims = p.groups == 1
-                          ? dims{p.out_channels, p.in_channels, p.kernel, p.kernel}
-                          : dims{p.groups, p.out_channels / p.groups, p.in_channels / p.groups, p.kernel, p.kernel};
-  const std::string key = "conv:" + std::to_string(p.batch) + "," + std::to_string(p.in_channels) + "," +
-                          std::to_string(p.height) + "," + std::to_string(p.width) + "," + std::to_string(p.out_channels) +
-                          "," + std::to_string(p.kernel) + "," + std::to_string(p.stride) + "," + std::to_string(p.pad) + "," +
-                          std::to_string(p.groups) + "," + std::to_string(p.has_bias) + "," + std::to_string(p.relu);
-  wrap_dnnl("conv2d", [&] {
-    auto prim = cached_primitive(key, [&] {
-      dnnl::memory::desc bias_md = p.has_bias ? plain_f32({p.out_channels}) : dnnl::memory::desc();
-      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                           plain_f32(src_dims), plain_f32(w_dims), bias_md, plain_f32(dst_dims),
-                                           {p.stride, p.stride}, {p.pad, p.pad}, {p.pad, p.pad});
-      dnnl::primitive_attr attr;
-      if (p.relu) {
-        dnnl::post_ops ops;
-        ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-        attr.set_post_ops(ops);
-      }
-      return dnnl::primitive(dnnl::convolution_forward::primitive_desc(desc, attr, engine()));
-    });
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, dnnl::memory(plain_f32(src_dims), engine(), const_cast<float*>(x))},
-        {DNNL_ARG_WEIGHTS, dnnl::memory(plain_f32(w_dims), engine(), const_cast<float*>(w))},
-        {DNNL_ARG_DST, dnnl::memory(plain_f32(dst_dims), engine(), y)}};
-    if (p.has_bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(plain_f32({p.out_channels}), engine(), const_cast<float*>(bias)));
-    prim.execute(stream(), args);
-    stream().wait();
-  });
+namespace {
+
+std::string conv_key(int64_t batch, int64_t in_channels, int64_t height, int64_t width, int64_t out_channels, int64_t kernel,
+                     int64_t stride, int64_t pad, int64_t groups) {
+  return std::to_string(batch) + "," + std::to_string(in_channels) + "," + std::to_string(height) + "," + std::to_string(width) +
+         "," + std::to_string(out_channels) + "," + std::to_string(kernel) + "," + std::to_string(stride) + "," +
+         std::to_string(pad) + "," + std::to_string(groups);
 }
 
-namespace {
+dims weight_dims(int64_t out_channels, int64_t in_channels, int64_t kernel, int64_t groups) {
+  return groups == 1 ? dims{out_channels, in_channels, kernel, kernel}
+                     : dims{groups, out_channels / groups, in_channels / groups, kernel, kernel};
+}
 
 // The memory layout that primitive `prim` chose for one argument (asked with format_tag::any).
 dnnl::memory::desc chosen_md(const dnnl::primitive& prim, dnnl::query what) {
@@ -55,16 +28,22 @@ dnnl::memory::desc chosen_md(const dnnl::primitive& prim, dnnl::query what) {
   return dnnl::memory::desc(*md);
 }
 
-// `plain` (a caller's buffer) in layout `want`: the buffer itself when the layouts agree, else a temporary filled
+// `plain` (a caller's buffer) in layout `want`: the buffer itself when the layouts agree, else scratch `slot` filled
 // by a reorder (cached under key, which must determine both layouts).
-dnnl::memory in_layout(const dnnl::memory& plain, const dnnl::memory::desc& want, const std::string& key) {
+dnnl::memory in_layout(const dnnl::memory& plain, const dnnl::memory::desc& want, Scratch slot, const std::string& key) {
   if (plain.get_desc() == want) return plain;
-  dnnl::memory tmp(want, engine());
+  dnnl::memory tmp = scratch_memory(slot, want, engine());
   auto reorder = cached_primitive(key, [&] {
     return dnnl::primitive(dnnl::reorder(dnnl::reorder::primitive_desc(engine(), plain.get_desc(), engine(), want)));
   });
   reorder.execute(stream(), {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, tmp}});
   return tmp;
+}
+
+// Where a primitive writes a result destined for the caller's plain buffer: that buffer when the layouts agree,
+// else scratch `slot` (copied back by to_plain).
+dnnl::memory out_layout(const dnnl::memory& plain, const dnnl::memory::desc& chosen, Scratch slot) {
+  return chosen == plain.get_desc() ? plain : scratch_memory(slot, chosen, engine());
 }
 
 // Copies `result` (in a primitive's layout) into the caller's plain buffer, unless it already is that buffer.
@@ -78,11 +57,57 @@ void to_plain(const dnnl::memory& result, const dnnl::memory& plain, const std::
 
 }  // namespace
 
+// The primitive picks its own layouts (format_tag::any) and the plain buffers are reordered in and out through
+// scratch buffers: on plain NCHW oneDNN 2.6 runs convolutions with its im2col+GEMM kernel, which measured 2x
+// slower than the blocked JIT kernel for a 3x3 32->32 conv at 28x28, batch 128 (16 ms vs 8 ms, plus 0.4 ms per
+// reorder), and up to 4x for the backward passes below.
+void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  RV_CHECK(p.groups >= 1 && p.in_channels % p.groups == 0 && p.out_channels % p.groups == 0, "ERR_SHAPE",
+           "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
+               std::to_string(p.out_channels));
+  const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);
+  const int64_t ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
+  RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input too small for the kernel");
+  const dims src_dims{p.batch, p.in_channels, p.height, p.width};
+  const dims dst_dims{p.batch, p.out_channels, oh, ow};
+  const dims w_dims = weight_dims(p.out_channels, p.in_channels, p.kernel, p.groups);
+  const std::string key = conv_key(p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad, p.groups) +
+                          "," + std::to_string(p.has_bias) + "," + std::to_string(p.relu);
+  wrap_dnnl("conv2d", [&] {
+    auto prim = cached_primitive("conv:" + key, [&] {
+      dnnl::memory::desc bias_md = p.has_bias ? plain_f32({p.out_channels}) : dnnl::memory::desc();
+      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                           {src_dims, dt::f32, tag::any}, {w_dims, dt::f32, tag::any}, bias_md,
+                                           {dst_dims, dt::f32, tag::any}, {p.stride, p.stride}, {p.pad, p.pad}, {p.pad, p.pad});
+      dnnl::primitive_attr attr;
+      if (p.relu) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+        attr.set_post_ops(ops);
+      }
+      return dnnl::primitive(dnnl::convolution_forward::primitive_desc(desc, attr, engine()));
+    });
+    const dnnl::memory y_plain(plain_f32(dst_dims), engine(), y);
+    const dnnl::memory y_mem = out_layout(y_plain, chosen_md(prim, dnnl::query::dst_md), Scratch::dst);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, in_layout(dnnl::memory(plain_f32(src_dims), engine(), const_cast<float*>(x)),
+                                 chosen_md(prim, dnnl::query::src_md), Scratch::src, "conv:x:" + key)},
+        {DNNL_ARG_WEIGHTS, in_layout(dnnl::memory(plain_f32(w_dims), engine(), const_cast<float*>(w)),
+                                     chosen_md(prim, dnnl::query::weights_md), Scratch::weights, "conv:w:" + key)},
+        {DNNL_ARG_DST, y_mem}};
+    if (p.has_bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(plain_f32({p.out_channels}), engine(), const_cast<float*>(bias)));
+    prim.execute(stream(), args);
+    to_plain(y_mem, y_plain, "conv:y:" + key);
+    stream().wait();
+  });
+}
+
+
 // Backward of a bias-free convolution: convolution_backward_data for dx and convolution_backward_weights for dw,
 // each built with a forward_training primitive descriptor as the hint that oneDNN requires. The primitives choose
-// their layouts (format_tag::any) and the plain buffers are reordered in and out: on plain NCHW, oneDNN 2.6 falls
-// back to its im2col+GEMM kernels, whose weight gradient of a 3x3 stride-1 conv (64x48x28x28 -> 48) took 280 to
-// 770 ms against 25 ms for the blocked JIT kernel; the reorders cost about 0.5 ms per activation tensor.
+// their layouts (format_tag::any) and the plain buffers are reordered in and out through scratch buffers: on plain
+// NCHW, oneDNN 2.6 falls back to its im2col+GEMM kernels, whose weight gradient of a 3x3 stride-1 conv
+// (64x48x28x28 -> 48) took 280 to 770 ms against 25 ms for the blocked JIT kernel.
 void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw) {
   RV_CHECK(p.groups >= 1 && p.in_channels % p.groups == 0 && p.out_channels % p.groups == 0, "ERR_SHAPE",
            "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
@@ -92,13 +117,9 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
   RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input too small for the kernel");
   const dims src_dims{p.batch, p.in_channels, p.height, p.width};  // x, dx
   const dims dst_dims{p.batch, p.out_channels, oh, ow};            // dy
-  const dims w_dims = p.groups == 1                                // w, dw
-                          ? dims{p.out_channels, p.in_channels, p.kernel, p.kernel}
-                          : dims{p.groups, p.out_channels / p.groups, p.in_channels / p.groups, p.kernel, p.kernel};
+  const dims w_dims = weight_dims(p.out_channels, p.in_channels, p.kernel, p.groups);  // w, dw
   const dims strides{p.stride, p.stride}, padding{p.pad, p.pad};
-  const std::string key = std::to_string(p.batch) + "," + std::to_string(p.in_channels) + "," + std::to_string(p.height) + "," +
-                          std::to_string(p.width) + "," + std::to_string(p.out_channels) + "," + std::to_string(p.kernel) + "," +
-                          std::to_string(p.stride) + "," + std::to_string(p.pad) + "," + std::to_string(p.groups);
+  const std::string key = conv_key(p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad, p.groups);
   const dnnl::memory::desc src_any(src_dims, dt::f32, tag::any), w_any(w_dims, dt::f32, tag::any),
       dst_any(dst_dims, dt::f32, tag::any);
   auto forward_hint = [&] {
@@ -116,13 +137,12 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
         return dnnl::primitive(dnnl::convolution_backward_data::primitive_desc(desc, engine(), forward_hint()));
       });
       const dnnl::memory dx_plain(plain_f32(src_dims), engine(), dx);
-      const auto dx_md = chosen_md(prim, dnnl::query::diff_src_md);
-      const dnnl::memory dx_mem = dx_md == dx_plain.get_desc() ? dx_plain : dnnl::memory(dx_md, engine());
-      dy_reordered = in_layout(dy_plain, chosen_md(prim, dnnl::query::diff_dst_md), "conv_bwd_data:dy:" + key);
+      const dnnl::memory dx_mem = out_layout(dx_plain, chosen_md(prim, dnnl::query::diff_src_md), Scratch::diff_src);
+      dy_reordered = in_layout(dy_plain, chosen_md(prim, dnnl::query::diff_dst_md), Scratch::diff_dst, "conv_bwd_data:dy:" + key);
       prim.execute(stream(),
                    {{DNNL_ARG_DIFF_DST, dy_reordered},
                     {DNNL_ARG_WEIGHTS, in_layout(dnnl::memory(plain_f32(w_dims), engine(), const_cast<float*>(w)),
-                                                 chosen_md(prim, dnnl::query::weights_md), "conv_bwd_data:w:" + key)},
+                                                 chosen_md(prim, dnnl::query::weights_md), Scratch::weights, "conv_bwd_data:w:" + key)},
                     {DNNL_ARG_DIFF_SRC, dx_mem}});
       to_plain(dx_mem, dx_plain, "conv_bwd_data:dx:" + key);
     }
@@ -132,13 +152,14 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
       return dnnl::primitive(dnnl::convolution_backward_weights::primitive_desc(desc, engine(), forward_hint()));
     });
     const auto dy_md = chosen_md(prim, dnnl::query::diff_dst_md);
-    if (!dy_reordered || dy_reordered.get_desc() != dy_md) dy_reordered = in_layout(dy_plain, dy_md, "conv_bwd_weights:dy:" + key);
+    if (!dy_reordered || dy_reordered.get_desc() != dy_md) {
+      dy_reordered = in_layout(dy_plain, dy_md, Scratch::diff_dst, "conv_bwd_weights:dy:" + key);
+    }
     const dnnl::memory dw_plain(plain_f32(w_dims), engine(), dw);
-    const auto dw_md = chosen_md(prim, dnnl::query::diff_weights_md);
-    const dnnl::memory dw_mem = dw_md == dw_plain.get_desc() ? dw_plain : dnnl::memory(dw_md, engine());
+    const dnnl::memory dw_mem = out_layout(dw_plain, chosen_md(prim, dnnl::query::diff_weights_md), Scratch::diff_weights);
     prim.execute(stream(),
                  {{DNNL_ARG_SRC, in_layout(dnnl::memory(plain_f32(src_dims), engine(), const_cast<float*>(x)),
-                                           chosen_md(prim, dnnl::query::src_md), "conv_bwd_weights:x:" + key)},
+                                           chosen_md(prim, dnnl::query::src_md), Scratch::src, "conv_bwd_weights:x:" + key)},
                   {DNNL_ARG_DIFF_DST, dy_reordered},
                   {DNNL_ARG_DIFF_WEIGHTS, dw_mem}});
     to_plain(dw_mem, dw_plain, "conv_bwd_weights:dw:" + key);

@@ -4,6 +4,7 @@
 #include "../core/ops.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
+#include "simd.h"
 
 namespace repvgg::cpu {
 
@@ -87,19 +88,25 @@ void eltwise_backward(EltwiseKind kind, int64_t count, const float* y, const flo
 // Plain loops: dx is one multiply per element and dscale a dot product per (n, c) plane, both memory-bound. oneDNN
 // has no fused "multiply and reduce"; a binary primitive plus a reduction primitive would read dy twice and need a
 // temporary the size of x. The plane sums accumulate in double so that large planes lose no precision.
+namespace {
+RV_SIMD_CLONES void channel_scale_backward_plane(const float* x, const float* dy, float* dx, int64_t spatial, float s,
+                                                 float* dscale) {
+  double sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < spatial; i++) {
+    dx[i] = dy[i] * s;
+    sum += static_cast<double>(dy[i]) * x[i];
+  }
+  *dscale = static_cast<float>(sum);
+}
+}  // namespace
+
 void channel_scale_backward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale,
                             const float* dy, float* dx, float* dscale) {
+#pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < batch * channels; plane++) {
-    const float s = scale[plane];
-    const float* xp = x + plane * spatial;    // (spatial)
-    const float* dyp = dy + plane * spatial;  // (spatial)
-    float* dxp = dx + plane * spatial;        // (spatial)
-    double sum = 0;
-    for (int64_t i = 0; i < spatial; i++) {
-      dxp[i] = dyp[i] * s;
-      sum += static_cast<double>(dyp[i]) * xp[i];
-    }
-    dscale[plane] = static_cast<float>(sum);
+    const int64_t offset = plane * spatial;
+    channel_scale_backward_plane(x + offset, dy + offset, dx + offset, spatial, scale[plane], dscale + plane);
   }
 }
 

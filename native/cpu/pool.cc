@@ -29,6 +29,7 @@ void global_avg_pool_forward(int64_t batch, int64_t channels, int64_t height, in
 // pooling primitive per shape to do the same fill.
 void global_avg_pool_backward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* dy, float* dx) {
   const int64_t spatial = height * width;
+#pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < batch * channels; plane++) {
     std::fill_n(dx + plane * spatial, spatial, dy[plane] / static_cast<float>(spatial));
   }

@@ -77,19 +77,33 @@ std::vector<std::string> files_with_prefix(const std::string& dir, const std::st
 }
 
 // A pip wheel's cuDNN (<site>/nvidia/cudnn/lib) finds its own dependencies (cuBLAS(Lt), NVRTC) in sibling
-// wheels only through the loader path, which Python's import of torch sets up and Node does not: pre-load them
-// from <site>/nvidia/<package>/lib when that layout is there. Failures only become warnings: cuDNN reports the
-// real problem if a missing dependency matters for the calls we make.
+// wheels (<site>/nvidia/cublas/lib, .../cuda_nvrtc/lib, or .../cu13/lib for CUDA 13 wheels) only through the
+// loader path, which Python's import of torch sets up and Node does not: pre-load them from every
+// <site>/nvidia/*/lib when that layout is there. Failures only become warnings: cuDNN reports the real
+// problem if a missing dependency matters for the calls we make.
 void preload_wheel_dependencies(const std::string& dir, CudnnLoadStatus& status) {
-  const std::string suffix = "/nvidia/cudnn/lib";
-  if (dir.size() < suffix.size() || dir.compare(dir.size() - suffix.size(), suffix.size(), suffix) != 0) return;
-  const std::string nvidia = dir.substr(0, dir.size() - std::string("/cudnn/lib").size());
-  const std::pair<const char*, const char*> wanted[] = {
-      {"cuda_nvrtc", "libnvrtc-builtins.so."}, {"cuda_nvrtc", "libnvrtc.so."}, {"cublas", "libcublasLt.so."}, {"cublas", "libcublas.so."}};
-  for (const auto& [package, prefix] : wanted) {
-    for (const std::string& file : files_with_prefix(nvidia + "/" + package + "/lib", prefix)) {
+  // dir = <site>/nvidia/<package>/lib
+  const std::string package_dir = dirname_of(dir);
+  const std::string nvidia = dirname_of(package_dir);
+  if (dir.size() < 4 || dir.compare(dir.size() - 4, 4, "/lib") != 0) return;
+  if (nvidia.size() < 7 || nvidia.compare(nvidia.size() - 7, 7, "/nvidia") != 0) return;
+  std::vector<std::string> lib_dirs;
+  if (DIR* d = ::opendir(nvidia.c_str())) {
+    while (dirent* entry = ::readdir(d)) {
+      const std::string name = entry->d_name;
+      if (name == "." || name == ".." || nvidia + "/" + name == package_dir) continue;
+      if (is_directory(nvidia + "/" + name + "/lib")) lib_dirs.push_back(nvidia + "/" + name + "/lib");
+    }
+    ::closedir(d);
+  }
+  std::sort(lib_dirs.begin(), lib_dirs.end());
+  for (const char* prefix : {"libnvrtc-builtins.so.", "libnvrtc.so.", "libcublasLt.so.", "libcublas.so."}) {
+    for (const std::string& lib_dir : lib_dirs) {
+      const std::vector<std::string> files = files_with_prefix(lib_dir, prefix);
+      if (files.empty()) continue;
+      const std::string& file = files.front();  // one version per library is enough
       if (!dlopen(file.c_str(), RTLD_NOW | RTLD_GLOBAL)) status.warnings.push_back(file + ": " + last_dl_error());
-      break;  // one version per library is enough
+      break;
     }
   }
 }
