@@ -105,7 +105,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     node node_modules/ava/entrypoints/cli.mjs dist/test/cuda.test.js --verbose --timeout=4m > "$OUT/cuda-tests.log" 2>&1
   rc=$?
   note "CUDA tests: exit $rc; $(grep -E '^\s+[0-9]+ tests? (passed|failed|skipped)|known failure|uncaught|timed out' "$OUT/cuda-tests.log" | tr -s ' ' | tr '\n' ';')"
-  grep -E '✘|Error' "$OUT/cuda-tests.log" | head -20
+  grep -E '✘|Error:|uncaught|timed out' "$OUT/cuda-tests.log" | head -20
 fi
 
 # ---- benchmarks: ours, then PyTorch on the same exported weights, then the table

@@ -41,7 +41,7 @@ export class Tape {
 
   /** Back-propagates from a scalar-valued Var (seed gradient 1) or from an explicit seed gradient. */
   async backward(root: Var, seed?: Float32Array): Promise<void> {
-    root.grad = seed ?? new Float32Array(root.value.data.length).fill(1);
+    root.grad = seed?.slice() ?? new Float32Array(root.value.data.length).fill(1); // a copy: gradients accumulate in place
     // Arrays already adopted as some Var's gradient: a rule may hand the same array to two inputs (add does).
     const owned = new WeakSet<Float32Array>();
     for (let i = this.#records.length - 1; i >= 0; i--) {

@@ -72,7 +72,7 @@ function specFor(arch: string | undefined, data: Dataset): RepVGGSpec {
     : officialSpec(arch, { numClasses: data.numClasses, inChannels: data.channels });
   const minSide = totalStride(spec);
   if (data.height < minSide || data.width < minSide) {
-    throw new ShapeError(`Expected images of at least ${minSide}x${minSide} for ${spec.arch} (its total stride) but the training data is ${data.height}x${data.width}`);
+    throw new ShapeError(`Expected images of at least ${minSide}x${minSide} for --arch ${spec.arch} (its total stride) but the training data is ${data.height}x${data.width}`);
   }
   return spec;
 }

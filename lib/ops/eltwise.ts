@@ -68,6 +68,29 @@ export function addSync(a: HostTensor, b: HostTensor, options: { relu?: boolean 
   return y;
 }
 
+function prepareAddInPlace(acc: HostTensor, g: HostTensor) {
+  const shape = anyRank(acc, 'acc');
+  checkShape(g, 'g', shape, 'same as acc');
+  return { a: acc.data, b: g.data, y: acc.data, relu: false };
+}
+
+/**
+ * acc += g in place (same shapes): the gradient accumulation of an autograd tape, natively (about 5x faster than a
+ * JavaScript loop on large tensors). acc and g may not share memory unless they are the same array.
+ * @throws ShapeError / ArgumentTypeError on bad arguments.
+ * @example await addInPlace(x.grad, dx);
+ */
+export async function addInPlace(acc: HostTensor, g: HostTensor): Promise<void> {
+  const native = prepareAddInPlace(acc, g);
+  await callNative(() => loadCpuAddon().add(native));
+}
+
+/** Synchronous addInPlace (blocks the event loop for about a millisecond per 3M values). */
+export function addInPlaceSync(acc: HostTensor, g: HostTensor): void {
+  const native = prepareAddInPlace(acc, g);
+  callNativeSync(() => loadCpuAddon().addSync(native));
+}
+
 function prepareChannelScale(x: HostTensor, scale: HostTensor) {
   const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
   const [sn, sc] = checkTensor(scale, 'scale', 2) as [number, number];

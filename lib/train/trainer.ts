@@ -72,6 +72,8 @@ export interface TrainRun {
   /** Set to true (e.g. by a SIGINT handler) to stop at the next step boundary with a checkpoint. */
   stopRequested?: () => boolean;
   log?: (line: string) => void;
+  /** Draw the progress bar on stderr (default true). */
+  showProgress?: boolean;
 }
 
 /** Top-1 accuracy of a state dict (training-time or deployed form) on a dataset, through the native engine. */
@@ -120,7 +122,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
     if (ema && run.start.ema) for (const [k, t] of run.start.ema) ema.shadow.set(k, t);
   }
   const evalState = (): StateDict => ema?.shadow ?? model.stateDict();
-  const progress = new ProgressBar();
+  const progress = run.showProgress === false ? undefined : new ProgressBar();
   const started = performance.now() - (run.start?.seconds ?? 0) * 1000;
   const elapsed = (): number => (performance.now() - started) / 1000;
 
@@ -165,7 +167,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
         position = { epoch: position.epoch, stepInEpoch: position.stepInEpoch + 1, globalStep: position.globalStep + 1 };
 
         const rate = epochImages / ((performance.now() - epochStart) / 1000);
-        progress.update({
+        progress?.update({
           epoch: position.epoch + 1, epochs: config.epochs, step: position.stepInEpoch,
           steps: Math.min(stepsPerEpoch, totalSteps - (position.globalStep - position.stepInEpoch)),
           loss: windowLoss / windowSteps, accuracy: windowCorrect / windowSeen, imagesPerSecond: rate,
@@ -182,13 +184,13 @@ export async function train(run: TrainRun): Promise<TrainResult> {
         if (position.globalStep >= totalSteps) break;
       }
       if (interrupted) {
-        progress.done();
+        progress?.done();
         await saveCheckpoint();
         log(`interrupted: checkpoint at step ${position.globalStep} saved${run.runDir ? ` in ${run.runDir}/checkpoints` : ''}`);
         break;
       }
       if (position.stepInEpoch >= stepsPerEpoch) position = { epoch: position.epoch + 1, stepInEpoch: 0, globalStep: position.globalStep };
-      progress.done();
+      progress?.done();
       if (run.test) {
         const accuracy = await evaluate(config.spec, evalState(), run.test, config.backend);
         history.testAccuracy.push([position.globalStep, accuracy]);
