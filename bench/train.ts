@@ -20,6 +20,7 @@ import * as F from '../lib/autograd/functions.js';
 import { Tape } from '../lib/autograd/tape.js';
 import { seededUniform } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
+import { retainFreedMemory } from '../lib/ops/index.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD } from '../lib/train/optimizer.js';
 import { miniSpec } from '../lib/train/presets.js';
@@ -72,6 +73,9 @@ async function sgdStep(model: TrainableRepVGG, opt: SGD, images: HostTensor, lab
   const logits = await model.forward(tape, images);
   const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, LABEL_SMOOTHING);
   await tape.backward(loss);
+  // As the trainer does: the activation buffers go back to the ops for the next step (Tape.recycle, where the
+  // tape has it).
+  (tape as { recycle?: () => void }).recycle?.();
   opt.step(LR);
   return value;
 }
@@ -151,6 +155,8 @@ async function main(): Promise<void> {
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
   }
   if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
+  // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
+  retainFreedMemory();
   const rows: string[] = [];
   const json: object[] = [];
   for (const name of values.models.split(',')) {

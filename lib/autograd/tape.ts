@@ -2,7 +2,12 @@
 // holding its gradient rule; backward() replays the records in reverse, accumulating gradients into Vars.
 // Not for: the math itself (native ops in lib/ops/) or the op catalogue (functions.ts).
 
+import { outputArray, recycleArray } from '../ops/alloc.js';
+import { addInPlaceSync } from '../ops/eltwise.js';
 import type { HostTensor } from '../tensor.js';
+
+/** From this many values on, gradients are summed natively (ops.addInPlaceSync); below, a JS loop is quicker. */
+const NATIVE_ACCUMULATE_MIN_LENGTH = 4096;
 
 /** A tensor that may take part in differentiation. grad has the value's shape once backward reached it. */
 export class Var {
@@ -18,7 +23,11 @@ export class Var {
   }
 }
 
-/** Gradients of an op's inputs, in the order of its inputs; undefined where an input needs none. */
+/**
+ * Gradients of an op's inputs, in the order of its inputs; undefined where an input needs none. A rule returns
+ * arrays that nothing else holds (fresh op outputs, or outputGrad itself): the tape adopts, sums into and recycles
+ * them.
+ */
 export type GradientRule = (outputGrad: Float32Array) => Promise<(Float32Array | undefined)[]>;
 
 interface TapeRecord {
@@ -27,16 +36,32 @@ interface TapeRecord {
   rule: GradientRule;
 }
 
-/** Records one forward pass; call backward() once, then drop the tape. */
+/** Records one forward pass; call backward() once (and optionally recycle()), then drop the tape. */
 export class Tape {
   #records: TapeRecord[] = [];
+  /** Every op output created by record(), for recycle(). */
+  #outputs: Var[] = [];
 
   /** Creates the output Var of an op and, when any input needs a gradient, records the op's rule. */
   record(output: HostTensor, inputs: Var[], rule: GradientRule): Var {
     const requiresGrad = inputs.some((v) => v.requiresGrad);
     const out = new Var(output, requiresGrad);
+    this.#outputs.push(out);
     if (requiresGrad) this.#records.push({ inputs, output: out, rule });
     return out;
+  }
+
+  /**
+   * Hands the buffers of the op outputs recorded on this tape (the activations) to ops.recycleArray, for later ops
+   * to reuse instead of allocating: with it a training step allocates nothing new in steady state. Call it after
+   * backward, once nothing reads an intermediate Var of this tape any more; the values of the Vars in `keep` (e.g.
+   * the logits, when still needed) are left alone. Their buffers are overwritten by later ops.
+   * @example await tape.backward(loss); tape.recycle([logits]);
+   */
+  recycle(keep: readonly Var[] = []): void {
+    const kept = new Set(keep.map((v) => v.value.data));
+    for (const out of this.#outputs) if (!kept.has(out.value.data)) recycleArray(out.value.data);
+    this.#outputs = [];
   }
 
   /** Back-propagates from a scalar-valued Var (seed gradient 1) or from an explicit seed gradient. */
@@ -53,7 +78,16 @@ export class Tape {
         if (!input.requiresGrad || g === undefined) return;
         accumulate(input, g, owned);
       });
-      output.grad = undefined; // intermediate gradients are not needed after use: free them early
+      // Intermediate gradients are not needed after use: the output's, and those summed into an input's, go back
+      // to the ops for reuse (an adopted one now belongs to its input).
+      const dead = new Set<Float32Array | undefined>([output.grad, ...grads]);
+      for (const input of inputs) dead.delete(input.grad);
+      output.grad = undefined;
+      for (const array of dead) {
+        if (array === undefined) continue;
+        owned.delete(array); // a later op may get it back as a fresh output
+        recycleArray(array);
+      }
     }
     this.#records = [];
   }
@@ -62,10 +96,21 @@ export class Tape {
 /** input.grad += g, adopting g as the gradient when input has none yet and nobody else adopted g. */
 function accumulate(input: Var, g: Float32Array, owned: WeakSet<Float32Array>): void {
   if (input.grad === undefined) {
-    input.grad = owned.has(g) ? g.slice() : g;
+    input.grad = owned.has(g) ? copyOf(g) : g;
     owned.add(input.grad);
     return;
   }
   const acc = input.grad;
+  if (acc.length >= NATIVE_ACCUMULATE_MIN_LENGTH) {
+    addInPlaceSync({ shape: [acc.length], data: acc }, { shape: [g.length], data: g });
+    return;
+  }
   for (let i = 0; i < acc.length; i++) acc[i] = (acc[i] as number) + (g[i] as number);
+}
+
+/** A copy of g in an ops output buffer (a recycled one when available). */
+function copyOf(g: Float32Array): Float32Array {
+  const copy = outputArray(g.length);
+  copy.set(g);
+  return copy;
 }

@@ -6,6 +6,7 @@ import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
 import { outputArray } from './alloc.js';
 import { checkPositiveInt, checkShape, checkTensor } from './check.js';
+import { checkLayoutOption, layoutOf, withLayout, type Layout } from './layout.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 export interface Conv2dOptions {
@@ -16,6 +17,8 @@ export interface Conv2dOptions {
   groups?: number;
   /** Fuse a ReLU after the bias. */
   relu?: boolean;
+  /** Data layout of the output (default: the layout of x); see layout.ts. */
+  layout?: Layout;
 }
 
 /** Checks x, weight and the geometry options shared by conv2d and conv2dBackward; returns every size. */
@@ -48,16 +51,20 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
     const [bc] = checkTensor(options.bias, 'bias', 1) as [number];
     if (bc !== o) throw new ShapeError(`Expected bias of shape [${o}] but received [${bc}]`);
   }
-  const y: HostTensor = { shape: [n, o, oh, ow], data: outputArray(n * o * oh * ow) };
+  const xLayout = layoutOf(x, 'x');
+  const yLayout = checkLayoutOption(options.layout) ?? xLayout;
+  const y = withLayout([n, o, oh, ow], outputArray(n * o * oh * ow), yLayout);
   const native = {
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
+    xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc',
   };
   return { native, y };
 }
 
 /**
  * 2-D convolution. x: (N, C, H, W), weight: (O, C/groups, K, K) -> (N, O, OH, OW). Runs off the event loop.
+ * x may be NCHW or NHWC (layout.ts); the output has options.layout, by default x's.
  * @throws ShapeError / ArgumentValueError / ArgumentTypeError on bad arguments.
  * @example const y = await conv2d(x, w, { stride: 2, pad: 1, bias, relu: true });
  */
@@ -90,7 +97,7 @@ export interface Conv2dBackwardOptions {
 
 /** Gradients of a bias-free conv2d. */
 export interface Conv2dGrads {
-  /** (N, C, H, W); absent when needInputGrad was false. */
+  /** (N, C, H, W) in the layout of x; absent when needInputGrad was false. */
   dx?: HostTensor;
   /** (O, C/groups, K, K) */
   dweight: HostTensor;
@@ -100,11 +107,13 @@ function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor
   const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = checkConvGeometry(x, weight, options);
   checkShape(dy, 'dy', [n, o, oh, ow], `the output of x ${formatShape(x.shape)} and weight ${formatShape(weight.shape)}`);
   const needInputGrad = options.needInputGrad ?? true;
-  const dx: HostTensor | undefined = needInputGrad ? { shape: [n, c, h, w], data: outputArray(x.data.length) } : undefined;
+  const xLayout = layoutOf(x, 'x');
+  const dx: HostTensor | undefined = needInputGrad ? withLayout([n, c, h, w], outputArray(x.data.length), xLayout) : undefined;
   const dweight: HostTensor = { shape: [...weight.shape], data: outputArray(weight.data.length) };
   const native = {
     x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,
+    xChannelsLast: xLayout === 'nhwc', dyChannelsLast: layoutOf(dy, 'dy') === 'nhwc',
   };
   const grads: Conv2dGrads = dx === undefined ? { dweight } : { dx, dweight };
   return { native, grads };
@@ -114,7 +123,7 @@ function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor
  * Backward pass of `conv2d(x, weight, { stride, pad, groups })` without bias (PyTorch's conv2d gradients):
  * dx = transposed convolution of dy with weight, dweight = correlation of x with dy. A bias gradient, when a conv
  * has one, is dy summed over (N, OH, OW). Runs off the event loop (oneDNN convolution_backward_data/_weights).
- * x: (N, C, H, W), weight: (O, C/groups, K, K), dy: (N, O, OH, OW).
+ * x: (N, C, H, W), weight: (O, C/groups, K, K), dy: (N, O, OH, OW); x and dy each NCHW or NHWC, dx in x's layout.
  * @throws ShapeError / ArgumentValueError / ArgumentTypeError on bad arguments (dy must have the forward output's shape).
  * @example const { dx, dweight } = await conv2dBackward(x, w, dy, { stride: 2, pad: 1 });
  */

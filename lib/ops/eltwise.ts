@@ -7,14 +7,16 @@ import { ShapeError, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
 import { outputArray } from './alloc.js';
 import { checkShape, checkTensor } from './check.js';
+import { checkSameLayout, layoutOf, withLayout } from './layout.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 function anyRank(t: HostTensor, name: string): readonly number[] {
   return checkTensor(t, name, Array.isArray(t?.shape) ? t.shape.length : 0);
 }
 
+/** An output like x: its shape and data layout (layout.ts), uninitialized. */
 function sameShapeOutput(x: HostTensor): HostTensor {
-  return { shape: [...x.shape], data: outputArray(x.data.length) };
+  return withLayout([...x.shape], outputArray(x.data.length), layoutOf(x, 'x'));
 }
 
 export async function relu(x: HostTensor): Promise<HostTensor> {
@@ -51,11 +53,12 @@ function prepareAdd(a: HostTensor, b: HostTensor, relu: boolean) {
   if (shape.length !== bShape.length || shape.some((d, i) => d !== bShape[i])) {
     throw new ShapeError(`Expected b of shape ${formatShape(shape)} (same as a) but received ${formatShape(bShape)}`);
   }
+  checkSameLayout(a, 'a', b, 'b');
   const y = sameShapeOutput(a);
   return { native: { a: a.data, b: b.data, y: y.data, relu }, y };
 }
 
-/** a + b (same shapes), optionally followed by ReLU. */
+/** a + b (same shapes and data layouts), optionally followed by ReLU. */
 export async function add(a: HostTensor, b: HostTensor, options: { relu?: boolean } = {}): Promise<HostTensor> {
   const { native, y } = prepareAdd(a, b, options.relu === true);
   await callNative(() => loadCpuAddon().add(native));
@@ -71,6 +74,7 @@ export function addSync(a: HostTensor, b: HostTensor, options: { relu?: boolean 
 function prepareAddInPlace(acc: HostTensor, g: HostTensor) {
   const shape = anyRank(acc, 'acc');
   checkShape(g, 'g', shape, 'same as acc');
+  checkSameLayout(acc, 'acc', g, 'g');
   return { a: acc.data, b: g.data, y: acc.data, relu: false };
 }
 
@@ -96,10 +100,10 @@ function prepareChannelScale(x: HostTensor, scale: HostTensor) {
   const [sn, sc] = checkTensor(scale, 'scale', 2) as [number, number];
   if (sn !== n || sc !== c) throw new ShapeError(`Expected scale of shape [${n}, ${c}] but received ${formatShape(scale.shape)}`);
   const y = sameShapeOutput(x);
-  return { native: { x: x.data, scale: scale.data, y: y.data, batch: n, channels: c, spatial: h * w }, y };
+  return { native: { x: x.data, scale: scale.data, y: y.data, batch: n, channels: c, spatial: h * w, channelsLast: layoutOf(x, 'x') === 'nhwc' }, y };
 }
 
-/** y[n, c] = x[n, c] * scale[n, c]; x: (N, C, H, W), scale: (N, C). */
+/** y[n, c] = x[n, c] * scale[n, c]; x: (N, C, H, W), NCHW or NHWC (y alike), scale: (N, C). */
 export async function channelScale(x: HostTensor, scale: HostTensor): Promise<HostTensor> {
   const { native, y } = prepareChannelScale(x, scale);
   await callNative(() => loadCpuAddon().channelScale(native));
@@ -118,6 +122,7 @@ export function channelScaleSync(x: HostTensor, scale: HostTensor): HostTensor {
 function prepareEltwiseBackward(y: HostTensor, dy: HostTensor) {
   const shape = anyRank(y, 'y');
   checkShape(dy, 'dy', shape, 'same as y');
+  checkSameLayout(y, 'y', dy, 'dy');
   const dx = sameShapeOutput(y);
   return { native: { y: y.data, dy: dy.data, dx: dx.data }, dx };
 }
@@ -170,8 +175,12 @@ function prepareChannelScaleBackward(x: HostTensor, scale: HostTensor, dy: HostT
   const [n, c, h, w] = checkTensor(x, 'x', 4) as [number, number, number, number];
   checkShape(scale, 'scale', [n, c], 'x batch and channels');
   checkShape(dy, 'dy', [n, c, h, w], 'same as x');
+  const layout = checkSameLayout(x, 'x', dy, 'dy');
   const grads: ChannelScaleGrads = { dx: sameShapeOutput(x), dscale: { shape: [n, c], data: outputArray(n * c) } };
-  const native = { x: x.data, scale: scale.data, dy: dy.data, dx: grads.dx.data, dscale: grads.dscale.data, batch: n, channels: c, spatial: h * w };
+  const native = {
+    x: x.data, scale: scale.data, dy: dy.data, dx: grads.dx.data, dscale: grads.dscale.data, batch: n, channels: c, spatial: h * w,
+    channelsLast: layout === 'nhwc',
+  };
   return { native, grads };
 }
 

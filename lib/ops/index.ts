@@ -5,3 +5,5 @@ export * from './eltwise.js';
 export * from './pool.js';
 export * from './linear.js';
 export * from './loss.js';
+export * from './layout.js';
+export { retainFreedMemory } from './alloc.js';

@@ -14,7 +14,8 @@ export type TrainingOpName =
   | 'channelScaleBackward'
   | 'globalAvgPoolBackward'
   | 'linearBackward'
-  | 'softmaxCrossEntropy';
+  | 'softmaxCrossEntropy'
+  | 'retainFreedMemory';
 
 type OpFn = (options: object) => unknown;
 

@@ -6,6 +6,7 @@ import { ArgumentValueError, ShapeError, describeValue } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
 import { outputArray } from './alloc.js';
 import { checkPositiveInt, checkShape, checkTensor } from './check.js';
+import { checkSameLayout, layoutOf, withLayout } from './layout.js';
 import { runTrainingOp, runTrainingOpSync } from './native-op.js';
 
 /** Per-channel parameters of a BatchNorm2d, each (C). */
@@ -23,12 +24,16 @@ function prepareBatchNorm(x: HostTensor, p: BatchNormParams, relu: boolean) {
     checkTensor({ shape: [p[key]?.length ?? 0], data: p[key] }, key, 1);
     if (p[key].length !== c) throw new ShapeError(`Expected ${key} of ${c} values (x channels) but received ${p[key].length}`);
   }
-  const y: HostTensor = { shape: [n, c, h, w], data: outputArray(x.data.length) };
-  const native = { x: x.data, y: y.data, mean: p.mean, var: p.var, gamma: p.gamma, beta: p.beta, eps: p.eps ?? 1e-5, batch: n, channels: c, height: h, width: w, relu };
+  const layout = layoutOf(x, 'x');
+  const y = withLayout([n, c, h, w], outputArray(x.data.length), layout);
+  const native = {
+    x: x.data, y: y.data, mean: p.mean, var: p.var, gamma: p.gamma, beta: p.beta, eps: p.eps ?? 1e-5, batch: n, channels: c, height: h, width: w, relu,
+    channelsLast: layout === 'nhwc',
+  };
   return { native, y };
 }
 
-/** y = gamma * (x - mean) / sqrt(var + eps) + beta per channel; x: (N, C, H, W). Optional fused ReLU. */
+/** y = gamma * (x - mean) / sqrt(var + eps) + beta per channel; x: (N, C, H, W), NCHW or NHWC (y alike). Optional fused ReLU. */
 export async function batchNorm(x: HostTensor, params: BatchNormParams, options: { relu?: boolean } = {}): Promise<HostTensor> {
   const { native, y } = prepareBatchNorm(x, params, options.relu === true);
   await callNative(() => loadCpuAddon().batchNorm(native));
@@ -65,7 +70,7 @@ function checkTrainInput(x: HostTensor) {
 
 /** Output of batchNormTrain. */
 export interface BatchNormTrainResult {
-  /** (N, C, H, W) normalized with the batch statistics. */
+  /** (N, C, H, W) normalized with the batch statistics, in the layout of x. */
   y: HostTensor;
   /** (C) batch mean over (N, H, W). */
   mean: HostTensor;
@@ -78,14 +83,15 @@ function prepareBatchNormTrain(x: HostTensor, gamma: HostTensor, beta: HostTenso
   checkShape(gamma, 'gamma', [c], 'x channels');
   checkShape(beta, 'beta', [c], 'x channels');
   const eps = checkEps(options.eps ?? DEFAULT_EPS);
+  const layout = layoutOf(x, 'x');
   const result: BatchNormTrainResult = {
-    y: { shape: [n, c, h, w], data: outputArray(x.data.length) },
+    y: withLayout([n, c, h, w], outputArray(x.data.length), layout),
     mean: { shape: [c], data: outputArray(c) },
     var: { shape: [c], data: outputArray(c) },
   };
   const native = {
     x: x.data, gamma: gamma.data, beta: beta.data, y: result.y.data, mean: result.mean.data, var: result.var.data,
-    eps, batch: n, channels: c, height: h, width: w,
+    eps, batch: n, channels: c, height: h, width: w, channelsLast: layout === 'nhwc',
   };
   return { native, result };
 }
@@ -93,7 +99,7 @@ function prepareBatchNormTrain(x: HostTensor, gamma: HostTensor, beta: HostTenso
 /**
  * Training-mode batch normalization (PyTorch's BatchNorm2d in train()): y = gamma (x - mean) / sqrt(var + eps) + beta
  * with the batch mean and BIASED variance over (N, H, W), which are returned for the backward pass and for
- * updateRunningStats. The running statistics are not touched here. x: (N, C, H, W); gamma, beta: (C).
+ * updateRunningStats. The running statistics are not touched here. x: (N, C, H, W), NCHW or NHWC; gamma, beta: (C).
  * @throws ShapeError when N*H*W < 2 or gamma/beta do not have C values; ArgumentValueError for a bad eps.
  * @example
  * const { y, mean, var: v } = await batchNormTrain(x, gamma, beta);
@@ -114,7 +120,7 @@ export function batchNormTrainSync(x: HostTensor, gamma: HostTensor, beta: HostT
 
 /** Gradients of batchNormTrain. */
 export interface BatchNormGrads {
-  /** (N, C, H, W), including the paths through the batch mean and variance. */
+  /** (N, C, H, W) in the layout of x, including the paths through the batch mean and variance. */
   dx: HostTensor;
   /** (C) */
   dgamma: HostTensor;
@@ -129,14 +135,16 @@ function prepareBatchNormBackward(x: HostTensor, dy: HostTensor, gamma: HostTens
   checkShape(mean, 'mean', [c], 'x channels');
   checkShape(variance, 'var', [c], 'x channels');
   const eps = checkEps(options.eps ?? DEFAULT_EPS);
+  const layout = checkSameLayout(x, 'x', dy, 'dy');
   const grads: BatchNormGrads = {
-    dx: { shape: [n, c, h, w], data: outputArray(x.data.length) },
+    dx: withLayout([n, c, h, w], outputArray(x.data.length), layout),
     dgamma: { shape: [c], data: outputArray(c) },
     dbeta: { shape: [c], data: outputArray(c) },
   };
   const native = {
     x: x.data, dy: dy.data, gamma: gamma.data, mean: mean.data, var: variance.data,
     dx: grads.dx.data, dgamma: grads.dgamma.data, dbeta: grads.dbeta.data, eps, batch: n, channels: c, height: h, width: w,
+    channelsLast: layout === 'nhwc',
   };
   return { native, grads };
 }
@@ -144,7 +152,7 @@ function prepareBatchNormBackward(x: HostTensor, dy: HostTensor, gamma: HostTens
 /**
  * Backward pass of batchNormTrain (PyTorch's training-mode BatchNorm2d gradients): mean and var are the batch
  * statistics batchNormTrain returned for the same x, eps the same eps.
- * x, dy: (N, C, H, W); gamma, mean, var: (C).
+ * x, dy: (N, C, H, W), both NCHW or both NHWC; gamma, mean, var: (C).
  * @throws ShapeError / ArgumentValueError / ArgumentTypeError on bad arguments.
  * @example const { dx, dgamma, dbeta } = await batchNormBackward(x, dy, gamma, stats.mean, stats.var);
  */

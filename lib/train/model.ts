@@ -106,16 +106,21 @@ export class TrainableRepVGG {
       const conv = { stride: b.stride, groups: b.groups };
       const dense = await this.#batchNorm(tape, `${b.name}.rbr_dense.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_dense.conv.weight`), { ...conv, pad: 1 }));
       const pointwise = await this.#batchNorm(tape, `${b.name}.rbr_1x1.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_1x1.conv.weight`), { ...conv, pad: 0 }));
+      if (b.seChannels === 0) {
+        // relu(dense + pointwise [+ identity]) with the ReLU fused into the last sum: one buffer and pass fewer.
+        x = b.hasIdentity
+          ? await F.addRelu(tape, await F.add(tape, dense, pointwise), await this.#batchNorm(tape, `${b.name}.rbr_identity`, x))
+          : await F.addRelu(tape, dense, pointwise);
+        continue;
+      }
       let sum = await F.add(tape, dense, pointwise);
       if (b.hasIdentity) sum = await F.add(tape, sum, await this.#batchNorm(tape, `${b.name}.rbr_identity`, x));
-      if (b.seChannels > 0) {
-        const se = `${b.name}.se`;
-        const p = (name: string): Var => this.#param(`${se}.${name}`);
-        const pooled = await F.globalAvgPool(tape, sum);
-        const hidden = await F.relu(tape, await F.linear(tape, pooled, p('down.weight'), p('down.bias')));
-        const gates = await F.sigmoid(tape, await F.linear(tape, hidden, p('up.weight'), p('up.bias')));
-        sum = await F.channelScale(tape, sum, gates);
-      }
+      const se = `${b.name}.se`;
+      const p = (name: string): Var => this.#param(`${se}.${name}`);
+      const pooled = await F.globalAvgPool(tape, sum);
+      const hidden = await F.relu(tape, await F.linear(tape, pooled, p('down.weight'), p('down.bias')));
+      const gates = await F.sigmoid(tape, await F.linear(tape, hidden, p('up.weight'), p('up.bias')));
+      sum = await F.channelScale(tape, sum, gates);
       x = await F.relu(tape, sum);
     }
     const pooled = await F.globalAvgPool(tape, x);

@@ -3,6 +3,11 @@
 // in an AsyncWorker, never on the event loop. Errors surface as JS Errors whose message is "CODE: text".
 #include <napi.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <algorithm>
 #include <functional>
 #include <memory>
 
@@ -78,6 +83,8 @@ Work parse_conv2d(const Napi::Object& o) {
                  get_int(o, "groups"),  false,                    get_bool(o, "relu")};
   F32View x = get_f32(o, "x"), w = get_f32(o, "weight"), bias = get_optional_f32(o, "bias"), y = get_f32(o, "y");
   p.has_bias = bias.data != nullptr;
+  p.src_channels_last = get_bool(o, "xChannelsLast");
+  p.dst_channels_last = get_bool(o, "yChannelsLast");
   RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE", "conv2d: bad stride/kernel/pad/groups");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   require_length(x, p.batch * p.in_channels * p.height * p.width, "x");
@@ -89,7 +96,7 @@ Work parse_conv2d(const Napi::Object& o) {
 
 Work parse_batchnorm(const Napi::Object& o) {
   BatchNormParams p{get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
-                    static_cast<float>(get_number(o, "eps", 1e-5)), get_bool(o, "relu")};
+                    static_cast<float>(get_number(o, "eps", 1e-5)), get_bool(o, "relu"), get_bool(o, "channelsLast")};
   F32View x = get_f32(o, "x"), mean = get_f32(o, "mean"), var = get_f32(o, "var"), gamma = get_f32(o, "gamma"),
           beta = get_f32(o, "beta"), y = get_f32(o, "y");
   const int64_t count = p.batch * p.channels * p.height * p.width;
@@ -123,7 +130,8 @@ Work parse_channel_scale(const Napi::Object& o) {
   require_length(x, batch * channels * spatial, "x");
   require_length(scale, batch * channels, "scale");
   require_length(y, batch * channels * spatial, "y");
-  return [=] { cpu::channel_scale_forward(batch, channels, spatial, x.data, scale.data, y.data); };
+  const bool channels_last = get_bool(o, "channelsLast");
+  return [=] { cpu::channel_scale_forward(batch, channels, spatial, x.data, scale.data, y.data, channels_last); };
 }
 
 Work parse_global_avg_pool(const Napi::Object& o) {
@@ -131,7 +139,8 @@ Work parse_global_avg_pool(const Napi::Object& o) {
   F32View x = get_f32(o, "x"), y = get_f32(o, "y");
   require_length(x, batch * channels * height * width, "x");
   require_length(y, batch * channels, "y");
-  return [=] { cpu::global_avg_pool_forward(batch, channels, height, width, x.data, y.data); };
+  const bool channels_last = get_bool(o, "channelsLast");
+  return [=] { cpu::global_avg_pool_forward(batch, channels, height, width, x.data, y.data, channels_last); };
 }
 
 Work parse_linear(const Napi::Object& o) {
@@ -154,6 +163,8 @@ Work parse_conv2d_backward(const Napi::Object& o) {
   F32View x = get_f32(o, "x"), w = get_f32(o, "weight"), dy = get_f32(o, "dy"), dx = get_optional_f32(o, "dx"),
           dw = get_f32(o, "dweight");
   p.need_input_grad = dx.data != nullptr;
+  p.src_channels_last = get_bool(o, "xChannelsLast");
+  p.dst_channels_last = get_bool(o, "dyChannelsLast");
   RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE",
            "conv2d_backward: bad stride/kernel/pad/groups");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
@@ -169,7 +180,7 @@ Work parse_conv2d_backward(const Napi::Object& o) {
 
 Work parse_batchnorm_train(const Napi::Object& o) {
   BatchNormParams p{get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
-                    static_cast<float>(get_number(o, "eps", 1e-5)), false};
+                    static_cast<float>(get_number(o, "eps", 1e-5)), false, get_bool(o, "channelsLast")};
   F32View x = get_f32(o, "x"), gamma = get_f32(o, "gamma"), beta = get_f32(o, "beta"), y = get_f32(o, "y"),
           mean = get_f32(o, "mean"), var = get_f32(o, "var");
   const int64_t count = p.batch * p.channels * p.height * p.width;
@@ -181,7 +192,7 @@ Work parse_batchnorm_train(const Napi::Object& o) {
 
 Work parse_batchnorm_backward(const Napi::Object& o) {
   BatchNormParams p{get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
-                    static_cast<float>(get_number(o, "eps", 1e-5)), false};
+                    static_cast<float>(get_number(o, "eps", 1e-5)), false, get_bool(o, "channelsLast")};
   F32View x = get_f32(o, "x"), dy = get_f32(o, "dy"), gamma = get_f32(o, "gamma"), mean = get_f32(o, "mean"),
           var = get_f32(o, "var"), dx = get_f32(o, "dx"), dgamma = get_f32(o, "dgamma"), dbeta = get_f32(o, "dbeta");
   const int64_t count = p.batch * p.channels * p.height * p.width;
@@ -209,7 +220,10 @@ Work parse_channel_scale_backward(const Napi::Object& o) {
   for (auto [view, name] : {std::pair{x, "x"}, {dy, "dy"}, {dx, "dx"}}) require_length(view, batch * channels * spatial, name);
   require_length(scale, batch * channels, "scale");
   require_length(dscale, batch * channels, "dscale");
-  return [=] { cpu::channel_scale_backward(batch, channels, spatial, x.data, scale.data, dy.data, dx.data, dscale.data); };
+  const bool channels_last = get_bool(o, "channelsLast");
+  return [=] {
+    cpu::channel_scale_backward(batch, channels, spatial, x.data, scale.data, dy.data, dx.data, dscale.data, channels_last);
+  };
 }
 
 Work parse_global_avg_pool_backward(const Napi::Object& o) {
@@ -217,7 +231,8 @@ Work parse_global_avg_pool_backward(const Napi::Object& o) {
   F32View dy = get_f32(o, "dy"), dx = get_f32(o, "dx");
   require_length(dy, batch * channels, "dy");
   require_length(dx, batch * channels * height * width, "dx");
-  return [=] { cpu::global_avg_pool_backward(batch, channels, height, width, dy.data, dx.data); };
+  const bool channels_last = get_bool(o, "channelsLast");
+  return [=] { cpu::global_avg_pool_backward(batch, channels, height, width, dy.data, dx.data, channels_last); };
 }
 
 // dx is optional, as in parse_conv2d_backward.
@@ -255,6 +270,22 @@ Work parse_softmax_cross_entropy(const Napi::Object& o) {
   const int32_t* label_data = labels.Data();
   double* loss_data = loss.Data();
   return [=] { *loss_data = cpu::softmax_cross_entropy(p, logits.data, label_data, dlogits.data); };
+}
+
+// options: { maxFreeBytes }. Makes glibc's allocator serve allocations up to 64 MB from its heap and keep up to
+// maxFreeBytes of freed heap memory instead of returning it to the kernel (mallopt). A training step allocates and
+// frees the same few hundred MB of ArrayBuffers every step; by default the large ones are mmapped and unmapped each
+// time, so every output is page-faulted in (zero-filled by the kernel) again: 10% of a step of the default network.
+// Process-wide and permanent; a no-op without glibc.
+Work parse_retain_freed_memory(const Napi::Object& o) {
+  const double max_free = get_number(o, "maxFreeBytes", 1 << 30);
+  RV_CHECK(max_free >= 0 && max_free <= 1e15, "ERR_ARG_VALUE", "maxFreeBytes must be a byte count");
+  return [max_free] {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min(max_free, 2147483647.0)));
+#endif
+  };
 }
 
 // ---- Program ----
@@ -497,7 +528,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                          {"channelScaleBackward", parse_channel_scale_backward},
                          {"globalAvgPoolBackward", parse_global_avg_pool_backward},
                          {"linearBackward", parse_linear_backward},
-                         {"softmaxCrossEntropy", parse_softmax_cross_entropy}};
+                         {"softmaxCrossEntropy", parse_softmax_cross_entropy},
+                         {"retainFreedMemory", parse_retain_freed_memory}};
   for (const OpEntry& op : ops) {
     auto parse = op.parse;
     exports.Set(op.name, Napi::Function::New(env, [parse](const Napi::CallbackInfo& info) { return dispatch(info, true, parse); }));

@@ -1,6 +1,8 @@
-// Backend-neutral parameter structs and entry points of the single-op API. Every tensor is a dense row-major
-// float32 buffer owned by the caller (NCHW for activations). The TypeScript layer has already checked shapes;
-// the native side re-checks the invariants it relies on and throws NativeError on violation.
+// Backend-neutral parameter structs and entry points of the single-op API. Every tensor is a dense float32 buffer
+// owned by the caller. 4-D activations are NCHW (row-major over N, C, H, W) unless a `channels_last` flag says
+// NHWC (row-major over N, H, W, C; same logical shape); the training path keeps activations NHWC so that oneDNN's
+// convolutions run on them directly. The TypeScript layer has already checked shapes; the native side re-checks
+// the invariants it relies on and throws NativeError on violation.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +19,15 @@ struct Conv2dParams {
   int64_t out_channels, kernel, stride, pad, groups;  // w: (out_channels, in_channels/groups, kernel, kernel)
   bool has_bias;  // bias: (out_channels)
   bool relu;      // fused ReLU after the bias
+  bool src_channels_last = false;  // x is NHWC
+  bool dst_channels_last = false;  // y is NHWC
 };
 
 struct BatchNormParams {
   int64_t batch, channels, height, width;  // x, y: (batch, channels, height, width)
   float eps;
   bool relu;
+  bool channels_last = false;  // x, y (and dy, dx) are NHWC
 };
 
 struct LinearParams {
@@ -38,6 +43,8 @@ struct Conv2dBackwardParams {
   int64_t batch, in_channels, height, width;          // x, dx: (batch, in_channels, height, width)
   int64_t out_channels, kernel, stride, pad, groups;  // w, dw: (out_channels, in_channels/groups, kernel, kernel)
   bool need_input_grad;                               // false: dx is not computed (first layer)
+  bool src_channels_last = false;                     // x and dx are NHWC
+  bool dst_channels_last = false;                     // dy is NHWC
 };
 
 struct LinearBackwardParams {
@@ -58,10 +65,12 @@ void batchnorm_forward_inference(const BatchNormParams& p, const float* x, const
 void eltwise_forward(EltwiseKind kind, int64_t count, const float* x, float* y);
 // y = a + b, optionally followed by ReLU; a, b, y: (count).
 void add_forward(int64_t count, const float* a, const float* b, float* y, bool relu);
-// y[n, c, :, :] = x[n, c, :, :] * scale[n, c] — the excitation step of SE.
-void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale, float* y);
-// y[n, c] = mean over (h, w) of x[n, c, h, w].
-void global_avg_pool_forward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* x, float* y);
+// y[n, c, :, :] = x[n, c, :, :] * scale[n, c] — the excitation step of SE. x, y: NCHW, or NHWC when channels_last.
+void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale, float* y,
+                           bool channels_last);
+// y[n, c] = mean over (h, w) of x[n, c, h, w]; x NCHW, or NHWC when channels_last.
+void global_avg_pool_forward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* x, float* y,
+                             bool channels_last);
 void linear_forward(const LinearParams& p, const float* x, const float* w, const float* bias, float* y);
 
 // dx = conv^T(dy, w) (skipped unless need_input_grad), dw = correlation of x with dy. No bias gradient: RepVGG's
@@ -78,11 +87,13 @@ void batchnorm_backward(const BatchNormParams& p, const float* x, const float* d
                         const float* var, float* dx, float* dgamma, float* dbeta);
 // dx from the forward OUTPUT y (ReLU: dy where y > 0; sigmoid: dy * y * (1 - y)); y, dy, dx: (count).
 void eltwise_backward(EltwiseKind kind, int64_t count, const float* y, const float* dy, float* dx);
-// dx = dy * scale per (n, c) plane; dscale[n, c] = sum over the plane of dy * x. x, dy, dx: (N, C, spatial).
+// dx = dy * scale per (n, c) plane; dscale[n, c] = sum over the plane of dy * x. x, dy, dx: (N, C, spatial), or
+// (N, spatial, C) when channels_last.
 void channel_scale_backward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale,
-                            const float* dy, float* dx, float* dscale);
-// dx[n, c, h, w] = dy[n, c] / (height * width); dy: (N, C), dx: (N, C, H, W).
-void global_avg_pool_backward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* dy, float* dx);
+                            const float* dy, float* dx, float* dscale, bool channels_last);
+// dx[n, c, h, w] = dy[n, c] / (height * width); dy: (N, C), dx: (N, C, H, W), or NHWC when channels_last.
+void global_avg_pool_backward(int64_t batch, int64_t channels, int64_t height, int64_t width, const float* dy, float* dx,
+                              bool channels_last);
 // dx = dy w (skipped unless need_input_grad), dw = dy^T x, db = sum over the batch of dy.
 void linear_backward(const LinearBackwardParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db);

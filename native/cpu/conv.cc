@@ -1,7 +1,8 @@
 // Convolution of the single-op API on oneDNN: any kernel size, stride, padding and groups, optional bias and
 // fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training.
-// Plain NCHW buffers in and out (reordered to and from the layouts the primitives choose); the network path
-// (program.cc) keeps blocked layouts throughout.
+// Activations are NCHW or NHWC buffers (ops.h): NHWC ones are convolved as they are, NCHW ones reordered to and
+// from the blocked layouts the primitives choose, through scratch buffers. Weights are always plain OIHW and
+// reordered per call (they change every training step). The network path (program.cc) keeps blocked layouts.
 #include "../core/ops.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
@@ -20,6 +21,35 @@ std::string conv_key(int64_t batch, int64_t in_channels, int64_t height, int64_t
 dims weight_dims(int64_t out_channels, int64_t in_channels, int64_t kernel, int64_t groups) {
   return groups == 1 ? dims{out_channels, in_channels, kernel, kernel}
                      : dims{groups, out_channels / groups, in_channels / groups, kernel, kernel};
+}
+
+// A caller's activation buffer: NCHW, or NHWC when channels_last. With one channel both orders are the same
+// memory, described as NHWC so that it matches NHWC primitives without a copy.
+dnnl::memory::desc activation_md(const dims& shape, bool channels_last) {
+  return channels_last || shape[1] == 1 ? dnnl::memory::desc(shape, dt::f32, tag::acdb) : plain_f32(shape);
+}
+
+// True for oneDNN's reference (naive loop) implementations: e.g. the weight gradient of a 1-channel NCHW input
+// against an NHWC output gradient has no JIT kernel and took 80 ms instead of 0.3 ms.
+bool is_reference(const dnnl::primitive_desc_base& pd) { return std::string(pd.impl_info_str()).rfind("ref", 0) == 0; }
+
+// make(src_md, dst_md) for the activation layouts a convolution runs in. When either side is NHWC, both are asked
+// NHWC (oneDNN's NHWC kernels are within a few percent of the blocked ones, and the NCHW side, typically the
+// network input with 1 or 3 channels, is cheap to reorder); otherwise, or when NHWC only finds a reference kernel,
+// both are format_tag::any (NCHW itself only has the slow im2col+GEMM kernels) and the caller's buffers are
+// reordered to and from the blocked layouts the primitive picks.
+template <typename Make>
+auto for_layouts(const Make& make, const dims& src, bool src_channels_last, const dims& dst, bool dst_channels_last) {
+  const dnnl::memory::desc src_any(src, dt::f32, tag::any), dst_any(dst, dt::f32, tag::any);
+  if (src_channels_last || dst_channels_last) {
+    try {
+      auto pd = make(activation_md(src, true), activation_md(dst, true));
+      if (!is_reference(pd)) return pd;
+    } catch (const dnnl::error&) {
+      // no NHWC implementation at all: use the blocked layouts
+    }
+  }
+  return make(src_any, dst_any);
 }
 
 // The memory layout that primitive `prim` chose for one argument (asked with format_tag::any).
@@ -72,25 +102,29 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
   const dims dst_dims{p.batch, p.out_channels, oh, ow};
   const dims w_dims = weight_dims(p.out_channels, p.in_channels, p.kernel, p.groups);
   const std::string key = conv_key(p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad, p.groups) +
-                          "," + std::to_string(p.has_bias) + "," + std::to_string(p.relu);
+                          "," + std::to_string(p.has_bias) + "," + std::to_string(p.relu) + "," +
+                          std::to_string(p.src_channels_last) + "," + std::to_string(p.dst_channels_last);
   wrap_dnnl("conv2d", [&] {
     auto prim = cached_primitive("conv:" + key, [&] {
       dnnl::memory::desc bias_md = p.has_bias ? plain_f32({p.out_channels}) : dnnl::memory::desc();
-      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                           {src_dims, dt::f32, tag::any}, {w_dims, dt::f32, tag::any}, bias_md,
-                                           {dst_dims, dt::f32, tag::any}, {p.stride, p.stride}, {p.pad, p.pad}, {p.pad, p.pad});
       dnnl::primitive_attr attr;
       if (p.relu) {
         dnnl::post_ops ops;
         ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
         attr.set_post_ops(ops);
       }
-      return dnnl::primitive(dnnl::convolution_forward::primitive_desc(desc, attr, engine()));
+      auto make = [&](const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md) {
+        dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
+                                             {w_dims, dt::f32, tag::any}, bias_md, dst_md, {p.stride, p.stride}, {p.pad, p.pad},
+                                             {p.pad, p.pad});
+        return dnnl::convolution_forward::primitive_desc(desc, attr, engine());
+      };
+      return dnnl::primitive(for_layouts(make, src_dims, p.src_channels_last, dst_dims, p.dst_channels_last));
     });
-    const dnnl::memory y_plain(plain_f32(dst_dims), engine(), y);
+    const dnnl::memory y_plain(activation_md(dst_dims, p.dst_channels_last), engine(), y);
     const dnnl::memory y_mem = out_layout(y_plain, chosen_md(prim, dnnl::query::dst_md), Scratch::dst);
     std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, in_layout(dnnl::memory(plain_f32(src_dims), engine(), const_cast<float*>(x)),
+        {DNNL_ARG_SRC, in_layout(dnnl::memory(activation_md(src_dims, p.src_channels_last), engine(), const_cast<float*>(x)),
                                  chosen_md(prim, dnnl::query::src_md), Scratch::src, "conv:x:" + key)},
         {DNNL_ARG_WEIGHTS, in_layout(dnnl::memory(plain_f32(w_dims), engine(), const_cast<float*>(w)),
                                      chosen_md(prim, dnnl::query::weights_md), Scratch::weights, "conv:w:" + key)},
@@ -119,24 +153,27 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
   const dims dst_dims{p.batch, p.out_channels, oh, ow};            // dy
   const dims w_dims = weight_dims(p.out_channels, p.in_channels, p.kernel, p.groups);  // w, dw
   const dims strides{p.stride, p.stride}, padding{p.pad, p.pad};
-  const std::string key = conv_key(p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad, p.groups);
-  const dnnl::memory::desc src_any(src_dims, dt::f32, tag::any), w_any(w_dims, dt::f32, tag::any),
-      dst_any(dst_dims, dt::f32, tag::any);
-  auto forward_hint = [&] {
-    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_any,
-                                         w_any, dst_any, strides, padding, padding);
+  const std::string key = conv_key(p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad, p.groups) +
+                          "," + std::to_string(p.src_channels_last) + "," + std::to_string(p.dst_channels_last);
+  const dnnl::memory::desc w_any(w_dims, dt::f32, tag::any);
+  auto forward_hint = [&](const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md) {
+    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md,
+                                         w_any, dst_md, strides, padding, padding);
     return dnnl::convolution_forward::primitive_desc(desc, engine());
   };
   wrap_dnnl("conv2d_backward", [&] {
-    const dnnl::memory dy_plain(plain_f32(dst_dims), engine(), const_cast<float*>(dy));
+    const dnnl::memory dy_plain(activation_md(dst_dims, p.dst_channels_last), engine(), const_cast<float*>(dy));
     dnnl::memory dy_reordered;  // dy in the data primitive's layout, reused by the weights primitive when it agrees
     if (p.need_input_grad) {
       auto prim = cached_primitive("conv_bwd_data:" + key, [&] {
-        dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, src_any, w_any, dst_any, strides,
-                                                   padding, padding);
-        return dnnl::primitive(dnnl::convolution_backward_data::primitive_desc(desc, engine(), forward_hint()));
+        auto make = [&](const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md) {
+          dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, src_md, w_any, dst_md, strides,
+                                                     padding, padding);
+          return dnnl::convolution_backward_data::primitive_desc(desc, engine(), forward_hint(src_md, dst_md));
+        };
+        return dnnl::primitive(for_layouts(make, src_dims, p.src_channels_last, dst_dims, p.dst_channels_last));
       });
-      const dnnl::memory dx_plain(plain_f32(src_dims), engine(), dx);
+      const dnnl::memory dx_plain(activation_md(src_dims, p.src_channels_last), engine(), dx);
       const dnnl::memory dx_mem = out_layout(dx_plain, chosen_md(prim, dnnl::query::diff_src_md), Scratch::diff_src);
       dy_reordered = in_layout(dy_plain, chosen_md(prim, dnnl::query::diff_dst_md), Scratch::diff_dst, "conv_bwd_data:dy:" + key);
       prim.execute(stream(),
@@ -147,9 +184,12 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
       to_plain(dx_mem, dx_plain, "conv_bwd_data:dx:" + key);
     }
     auto prim = cached_primitive("conv_bwd_weights:" + key, [&] {
-      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, src_any, w_any, dst_any, strides,
-                                                    padding, padding);
-      return dnnl::primitive(dnnl::convolution_backward_weights::primitive_desc(desc, engine(), forward_hint()));
+      auto make = [&](const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md) {
+        dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, src_md, w_any, dst_md, strides,
+                                                      padding, padding);
+        return dnnl::convolution_backward_weights::primitive_desc(desc, engine(), forward_hint(src_md, dst_md));
+      };
+      return dnnl::primitive(for_layouts(make, src_dims, p.src_channels_last, dst_dims, p.dst_channels_last));
     });
     const auto dy_md = chosen_md(prim, dnnl::query::diff_dst_md);
     if (!dy_reordered || dy_reordered.get_desc() != dy_md) {
@@ -158,7 +198,7 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
     const dnnl::memory dw_plain(plain_f32(w_dims), engine(), dw);
     const dnnl::memory dw_mem = out_layout(dw_plain, chosen_md(prim, dnnl::query::diff_weights_md), Scratch::diff_weights);
     prim.execute(stream(),
-                 {{DNNL_ARG_SRC, in_layout(dnnl::memory(plain_f32(src_dims), engine(), const_cast<float*>(x)),
+                 {{DNNL_ARG_SRC, in_layout(dnnl::memory(activation_md(src_dims, p.src_channels_last), engine(), const_cast<float*>(x)),
                                            chosen_md(prim, dnnl::query::src_md), Scratch::src, "conv_bwd_weights:x:" + key)},
                   {DNNL_ARG_DIFF_DST, dy_reordered},
                   {DNNL_ARG_DIFF_WEIGHTS, dw_mem}});

@@ -1,6 +1,9 @@
 // Elementwise ops of the single-op API on oneDNN: ReLU, sigmoid, add (with optional ReLU) and the per-channel
-// scaling of squeeze-excitation (a broadcasting binary multiply), and the backward passes of ReLU, sigmoid and
-// the channel scaling. (add needs no backward op: its gradient passes dy through to both inputs.)
+// scaling of squeeze-excitation (a broadcasting binary multiply on NCHW, plain loops on NHWC), and the backward
+// passes of ReLU, sigmoid and the channel scaling. (add needs no backward op: its gradient passes dy through to
+// both inputs.) ReLU, sigmoid and add see flat arrays, so they serve every layout.
+#include <vector>
+
 #include "../core/ops.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
@@ -50,7 +53,43 @@ void add_forward(int64_t count, const float* a, const float* b, float* y, bool r
   });
 }
 
-void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale, float* y) {
+namespace {
+
+// y = x * scale per column of a (rows x channels) block: one image of an NHWC tensor.
+RV_SIMD_CLONES void scale_rows(const float* x, const float* scale, float* y, int64_t rows, int64_t channels) {
+  for (int64_t r = 0; r < rows; r++) {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; c++) y[r * channels + c] = x[r * channels + c] * scale[c];
+  }
+}
+
+// dx = dy * scale per column, dscale[c] = sum over rows of dy * x (float64), for one image of an NHWC tensor.
+RV_SIMD_CLONES void scale_rows_backward(const float* x, const float* scale, const float* dy, float* dx, float* dscale,
+                                        double* acc, int64_t rows, int64_t channels) {
+  for (int64_t c = 0; c < channels; c++) acc[c] = 0;
+  for (int64_t r = 0; r < rows; r++) {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; c++) {
+      const int64_t i = r * channels + c;
+      dx[i] = dy[i] * scale[c];
+      acc[c] += static_cast<double>(dy[i]) * x[i];
+    }
+  }
+  for (int64_t c = 0; c < channels; c++) dscale[c] = static_cast<float>(acc[c]);
+}
+
+}  // namespace
+
+void channel_scale_forward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale, float* y,
+                           bool channels_last) {
+  if (channels_last) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t n = 0; n < batch; n++) {
+      const int64_t offset = n * spatial * channels;
+      scale_rows(x + offset, scale + n * channels, y + offset, spatial, channels);
+    }
+    return;
+  }
   const dims x_dims{batch, channels, spatial, 1};
   const dims s_dims{batch, channels, 1, 1};
   wrap_dnnl("channel_scale", [&] {
@@ -102,8 +141,21 @@ RV_SIMD_CLONES void channel_scale_backward_plane(const float* x, const float* dy
 }  // namespace
 
 void channel_scale_backward(int64_t batch, int64_t channels, int64_t spatial, const float* x, const float* scale,
-                            const float* dy, float* dx, float* dscale) {
-#pragma omp parallel for schedule(static)
+                            const float* dy, float* dx, float* dscale, bool channels_last) {
+  if (channels_last) {
+#pragma omp parallel
+    {
+      std::vector<double> acc(channels);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t n = 0; n < batch; n++) {
+        const int64_t offset = n * spatial * channels;
+        scale_rows_backward(x + offset, scale + n * channels, dy + offset, dx + offset, dscale + n * channels, acc.data(), spatial,
+                            channels);
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t plane = 0; plane < batch * channels; plane++) {
     const int64_t offset = plane * spatial;
     channel_scale_backward_plane(x + offset, dy + offset, dx + offset, spatial, scale[plane], dscale + plane);

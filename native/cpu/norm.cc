@@ -1,9 +1,14 @@
-// Batch normalization of the single-op API on plain NCHW buffers: inference mode (running statistics, scale and
-// shift, an optional fused ReLU), training mode (batch statistics) and the training-mode backward pass.
-// Own loops rather than oneDNN: on plain NCHW oneDNN 2.6 only has its generic ncsp_bnorm, which measured 3.9 ms
-// forward and 4.6 ms backward for 128x32x28x28 against about 0.5 ms for these loops (OpenMP over channels, each
-// channel's N planes streamed through cache once or twice). The statistics are summed per plane in float32
-// vector lanes and across planes in float64.
+// Batch normalization of the single-op API on NCHW or NHWC buffers: inference mode (running statistics, scale
+// and shift, an optional fused ReLU), training mode (batch statistics) and the training-mode backward pass.
+// Own loops rather than oneDNN: on plain NCHW oneDNN 2.6 only has its generic ncsp_bnorm (3.9 ms forward and
+// 4.6 ms backward for 128x32x28x28, against about 1.2 and 1.8 ms here), and its NHWC kernel was no faster than
+// these loops. Statistics are summed in float32 vector lanes over a plane or a block of 64 rows, then in float64.
+// Two data layouts of the loops:
+// - planes: NCHW with H*W >= kSmallPlane. OpenMP over channels; a channel's N planes are streamed once per pass
+//   and mostly stay in cache between the passes.
+// - columns: NHWC (rows N*H*W, columns C) and NCHW with small planes (rows N, columns C*H*W, where column j
+//   belongs to channel j / (H*W)). OpenMP over blocks of rows and columns; every pass streams whole rows and
+//   vectorizes over columns, whatever H*W is.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -20,6 +25,11 @@ void check_shape(const BatchNormParams& p) {
   RV_CHECK(p.batch >= 1 && p.channels >= 1 && p.height >= 1 && p.width >= 1, "ERR_SHAPE", "batchnorm: empty tensor");
   RV_CHECK(p.eps > 0 && std::isfinite(p.eps), "ERR_ARG_VALUE", "batchnorm: eps must be positive");
 }
+
+// ---- planes ----
+
+// Below this H*W, NCHW tensors use the column loops: per-plane loops would touch a few values at a stride of C*H*W.
+constexpr int64_t kSmallPlane = 64;
 
 // One channel's planes: plane n starts at base + n * stride and holds `spatial` values.
 struct Planes {
@@ -100,155 +110,214 @@ RV_SIMD_CLONES void channel_grad_input(const float* x_base, const float* dy_base
   }
 }
 
-// ---- Small planes (H*W below kSmallPlane, e.g. 4x4 down to 1x1 late in a network) ----
-// Per-channel loops would touch a few values per plane at a stride of C*H*W; instead each (N, C*H*W) row is
-// treated as a vector: column sums over the batch, then a short reduction of the H*W columns of each channel.
-// Every pass streams whole rows and vectorizes over columns whatever H*W is.
-constexpr int64_t kSmallPlane = 64;
+// ---- columns ----
 
-// acc[j] += sum over rows n of f(row_n[j], j) for columns [j0, j1); acc in float64.
-RV_SIMD_CLONES void column_sums(const float* x, int64_t rows, int64_t row_len, int64_t j0, int64_t j1, const float* center,
-                                bool squared, double* acc) {
-  for (int64_t j = j0; j < j1; j++) acc[j] = 0;
-  for (int64_t n = 0; n < rows; n++) {
-    const float* row = x + n * row_len;
-    if (squared) {
+// A (rows x row_len) row-major matrix view of an activation; column j belongs to channel j / spatial.
+struct Columns {
+  int64_t rows, row_len, spatial;
+};
+
+Columns columns_of(const BatchNormParams& p) {
+  const int64_t spatial = p.height * p.width;
+  return p.channels_last ? Columns{p.batch * spatial, p.channels, 1} : Columns{p.batch, p.channels * spatial, spatial};
+}
+
+// A block of the matrix: rows [r0, r1), columns [j0, j1).
+struct Block {
+  int64_t r0, r1, j0, j1;
+};
+
+// The blocks the passes are split into: at most kColumnChunk columns wide, and enough row blocks for about 16
+// blocks in all, scheduled dynamically (when another process holds one of the two cores, the running thread takes
+// the remaining blocks instead of waiting a scheduler tick for the other). row_blocks is the number of row blocks,
+// each of which gets its own partial sums.
+struct Tiling {
+  int64_t row_blocks, column_chunk, column_chunks;
+  int64_t count() const { return row_blocks * column_chunks; }
+  Block block(const Columns& m, int64_t index) const {
+    const int64_t rb = index / column_chunks, cb = index % column_chunks;
+    const int64_t rows_per = (m.rows + row_blocks - 1) / row_blocks;
+    return {std::min(m.rows, rb * rows_per), std::min(m.rows, (rb + 1) * rows_per), cb * column_chunk,
+            std::min(m.row_len, (cb + 1) * column_chunk)};
+  }
+};
+
+Tiling tiling_of(const Columns& m) {
+  constexpr int64_t kColumnChunk = 2048, kBlocks = 16;
+  const int64_t column_chunks = (m.row_len + kColumnChunk - 1) / kColumnChunk;
+  const int64_t row_blocks = std::clamp<int64_t>(kBlocks / column_chunks, 1, m.rows);
+  return {row_blocks, std::min(kColumnChunk, m.row_len), column_chunks};
+}
+
+// The column sums below run over tiles of W adjacent columns whose W float32 partial sums stay in vector
+// registers for kRowsPerFlush rows and are then added to the float64 totals. (Adding each row straight into
+// float64 column totals in memory was 3x slower for NHWC with 32 channels.)
+constexpr int64_t kRowsPerFlush = 64;
+
+// acc[j + t] += sum over rows [r0, r1) of x[r, j + t] (squared: of (x[r, j + t] - center[j + t])^2), t < W.
+template <int W>
+inline __attribute__((always_inline)) void tile_sums(const float* x, int64_t row_len, int64_t r0, int64_t r1, int64_t j,
+                                                     const float* center, bool squared, double* acc) {
+  float c[W];
+  for (int t = 0; t < W; t++) c[t] = squared ? center[j + t] : 0.f;
+  for (int64_t rb = r0; rb < r1; rb += kRowsPerFlush) {
+    const int64_t re = std::min(r1, rb + kRowsPerFlush);
+    float part[W] = {};
+    for (int64_t r = rb; r < re; r++) {
+      const float* row = x + r * row_len + j;
+      if (squared) {
 #pragma omp simd
-      for (int64_t j = j0; j < j1; j++) {
-        const double d = static_cast<double>(row[j]) - static_cast<double>(center[j]);
-        acc[j] += d * d;
+        for (int t = 0; t < W; t++) {
+          const float d = row[t] - c[t];
+          part[t] += d * d;
+        }
+      } else {
+#pragma omp simd
+        for (int t = 0; t < W; t++) part[t] += row[t];
       }
-    } else {
+    }
+    for (int t = 0; t < W; t++) acc[j + t] += part[t];
+  }
+}
+
+// acc_dy[j + t] += sum of dy, acc_dy_xmu[j + t] += sum of dy * (x - center[j + t]) over rows [r0, r1), t < W.
+template <int W>
+inline __attribute__((always_inline)) void tile_grad_sums(const float* x, const float* dy, int64_t row_len, int64_t r0, int64_t r1,
+                                                          int64_t j, const float* center, double* acc_dy, double* acc_dy_xmu) {
+  float c[W];
+  for (int t = 0; t < W; t++) c[t] = center[j + t];
+  for (int64_t rb = r0; rb < r1; rb += kRowsPerFlush) {
+    const int64_t re = std::min(r1, rb + kRowsPerFlush);
+    float part_dy[W] = {}, part_dy_xmu[W] = {};
+    for (int64_t r = rb; r < re; r++) {
+      const float* xr = x + r * row_len + j;
+      const float* dyr = dy + r * row_len + j;
 #pragma omp simd
-      for (int64_t j = j0; j < j1; j++) acc[j] += static_cast<double>(row[j]);
+      for (int t = 0; t < W; t++) {
+        part_dy[t] += dyr[t];
+        part_dy_xmu[t] += dyr[t] * (xr[t] - c[t]);
+      }
+    }
+    for (int t = 0; t < W; t++) {
+      acc_dy[j + t] += part_dy[t];
+      acc_dy_xmu[j + t] += part_dy_xmu[t];
     }
   }
 }
 
-// acc_dy[j] = sum_n dy[n, j], acc_dy_xmu[j] = sum_n dy[n, j] * (x[n, j] - center[j]), columns [j0, j1).
-RV_SIMD_CLONES void column_grad_sums(const float* x, const float* dy, int64_t rows, int64_t row_len, int64_t j0, int64_t j1,
-                                     const float* center, double* acc_dy, double* acc_dy_xmu) {
-  for (int64_t j = j0; j < j1; j++) acc_dy[j] = acc_dy_xmu[j] = 0;
-  for (int64_t n = 0; n < rows; n++) {
-    const float* xr = x + n * row_len;
-    const float* dyr = dy + n * row_len;
-#pragma omp simd
-    for (int64_t j = j0; j < j1; j++) {
-      acc_dy[j] += static_cast<double>(dyr[j]);
-      acc_dy_xmu[j] += static_cast<double>(dyr[j]) * (static_cast<double>(xr[j]) - static_cast<double>(center[j]));
-    }
-  }
+// acc[j] = sum over the block's rows of x (squared = false) or of (x - center[j])^2, for the block's columns.
+RV_SIMD_CLONES void block_sums(const float* x, int64_t row_len, Block b, const float* center, bool squared, double* acc) {
+  for (int64_t j = b.j0; j < b.j1; j++) acc[j] = 0;
+  int64_t j = b.j0;
+  for (; j + 64 <= b.j1; j += 64) tile_sums<64>(x, row_len, b.r0, b.r1, j, center, squared, acc);
+  for (; j + 16 <= b.j1; j += 16) tile_sums<16>(x, row_len, b.r0, b.r1, j, center, squared, acc);
+  for (; j < b.j1; j++) tile_sums<1>(x, row_len, b.r0, b.r1, j, center, squared, acc);
 }
 
-// out[n, j] = a[j] * in[n, j] + b[j] * (in2[n, j] - center[j]) + c[j] for rows n, columns [j0, j1); in2 may be null
-// (then b is ignored), relu clamps at 0.
-RV_SIMD_CLONES void column_affine(const float* in, const float* in2, float* out, int64_t rows, int64_t row_len, int64_t j0,
-                                  int64_t j1, const float* a, const float* b, const float* center, const float* c, bool relu) {
-  for (int64_t n = 0; n < rows; n++) {
-    const float* ir = in + n * row_len;
-    float* orow = out + n * row_len;
+// acc_dy[j] = sum of dy, acc_dy_xmu[j] = sum of dy * (x - center[j]) over the block's rows.
+RV_SIMD_CLONES void block_grad_sums(const float* x, const float* dy, int64_t row_len, Block b, const float* center,
+                                    double* acc_dy, double* acc_dy_xmu) {
+  for (int64_t j = b.j0; j < b.j1; j++) acc_dy[j] = acc_dy_xmu[j] = 0;
+  int64_t j = b.j0;
+  for (; j + 64 <= b.j1; j += 64) tile_grad_sums<64>(x, dy, row_len, b.r0, b.r1, j, center, acc_dy, acc_dy_xmu);
+  for (; j + 16 <= b.j1; j += 16) tile_grad_sums<16>(x, dy, row_len, b.r0, b.r1, j, center, acc_dy, acc_dy_xmu);
+  for (; j < b.j1; j++) tile_grad_sums<1>(x, dy, row_len, b.r0, b.r1, j, center, acc_dy, acc_dy_xmu);
+}
+
+// out = a[j] * in + c[j] (max(., 0) when relu), or with in2: out = a[j] * in + b[j] * (in2 - center[j]) + c[j].
+RV_SIMD_CLONES void block_affine(const float* in, const float* in2, float* out, int64_t row_len, Block blk, const float* a,
+                                 const float* b, const float* center, const float* c, bool relu) {
+  for (int64_t r = blk.r0; r < blk.r1; r++) {
+    const float* ir = in + r * row_len;
+    float* orow = out + r * row_len;
     if (in2 != nullptr) {
-      const float* i2 = in2 + n * row_len;
+      const float* i2 = in2 + r * row_len;
 #pragma omp simd
-      for (int64_t j = j0; j < j1; j++) orow[j] = a[j] * ir[j] + b[j] * (i2[j] - center[j]) + c[j];
+      for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = a[j] * ir[j] + b[j] * (i2[j] - center[j]) + c[j];
     } else if (relu) {
 #pragma omp simd
-      for (int64_t j = j0; j < j1; j++) orow[j] = std::fmax(a[j] * ir[j] + c[j], 0.f);
+      for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = std::fmax(a[j] * ir[j] + c[j], 0.f);
     } else {
 #pragma omp simd
-      for (int64_t j = j0; j < j1; j++) orow[j] = a[j] * ir[j] + c[j];
+      for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = a[j] * ir[j] + c[j];
     }
   }
 }
 
-// Runs body(j0, j1) over the columns [0, row_len) in contiguous chunks, dynamically scheduled over the OpenMP
-// threads (as are the per-channel loops below): when another process holds one core, the running thread takes over
-// the remaining chunks instead of waiting a scheduler tick for the descheduled one.
+// Runs body(block, row_block_index) over every block of m.
 template <typename Body>
-void for_column_ranges(int64_t row_len, const Body& body) {
-  const int64_t chunk = std::max<int64_t>(256, row_len / 16);
-  const int64_t chunks = (row_len + chunk - 1) / chunk;
+void for_blocks(const Columns& m, const Tiling& t, const Body& body) {
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t i = 0; i < chunks; i++) body(i * chunk, std::min(row_len, (i + 1) * chunk));
+  for (int64_t i = 0; i < t.count(); i++) body(t.block(m, i), i / t.column_chunks);
 }
 
-// Per-column copies of per-channel values: column j = c * spatial + i gets value[c].
-void broadcast_columns(const std::vector<float>& per_channel, int64_t spatial, std::vector<float>& columns) {
-  columns.resize(per_channel.size() * spatial);
-  for (size_t c = 0; c < per_channel.size(); c++) std::fill_n(columns.begin() + c * spatial, spatial, per_channel[c]);
-}
-
-// Per-channel totals of per-column sums.
-std::vector<double> channel_totals(const std::vector<double>& columns, int64_t channels, int64_t spatial) {
+// Per-channel totals of the partial column sums of every row block (partials: row_blocks x row_len).
+std::vector<double> channel_totals(const std::vector<double>& partials, const Columns& m, int64_t channels) {
   std::vector<double> totals(channels, 0.0);
-  for (int64_t c = 0; c < channels; c++) {
-    for (int64_t i = 0; i < spatial; i++) totals[c] += columns[c * spatial + i];
+  for (size_t base = 0; base < partials.size(); base += m.row_len) {
+    for (int64_t j = 0; j < m.row_len; j++) totals[j / m.spatial] += partials[base + j];
   }
   return totals;
 }
+
+// Column values of per-channel values: column j gets per_channel[j / spatial].
+std::vector<float> to_columns(const float* per_channel, const Columns& m) {
+  std::vector<float> columns(m.row_len);
+  for (int64_t j = 0; j < m.row_len; j++) columns[j] = per_channel[j / m.spatial];
+  return columns;
+}
+
+bool use_columns(const BatchNormParams& p) { return p.channels_last || p.height * p.width < kSmallPlane; }
 
 }  // namespace
 
 void batchnorm_forward_inference(const BatchNormParams& p, const float* x, const float* mean, const float* var,
                                  const float* gamma, const float* beta, float* y) {
   check_shape(p);
-  const int64_t spatial = p.height * p.width;
   // PyTorch's inference batch norm: scale = gamma / sqrt(var + eps), y = x * scale + (beta - mean * scale).
   std::vector<float> scale(p.channels), shift(p.channels);
   for (int64_t c = 0; c < p.channels; c++) {
     scale[c] = gamma[c] / std::sqrt(var[c] + p.eps);
     shift[c] = beta[c] - mean[c] * scale[c];
   }
-  if (spatial < kSmallPlane) {
-    const int64_t row_len = p.channels * spatial;
-    std::vector<float> a, c;
-    broadcast_columns(scale, spatial, a);
-    broadcast_columns(shift, spatial, c);
-    for_column_ranges(row_len, [&](int64_t j0, int64_t j1) {
-      column_affine(x, nullptr, y, p.batch, row_len, j0, j1, a.data(), nullptr, nullptr, c.data(), p.relu);
-    });
+  if (use_columns(p)) {
+    const Columns m = columns_of(p);
+    const std::vector<float> a = to_columns(scale.data(), m), c = to_columns(shift.data(), m);
+    for_blocks(m, tiling_of(m), [&](Block b, int64_t) { block_affine(x, nullptr, y, m.row_len, b, a.data(), nullptr, nullptr, c.data(), p.relu); });
     return;
   }
+  const int64_t spatial = p.height * p.width;
   const Planes planes{p.batch, p.channels * spatial, spatial};
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t c = 0; c < p.channels; c++) channel_affine(x + c * spatial, y + c * spatial, planes, scale[c], shift[c], p.relu);
 }
 
 // Two passes for the statistics (mean, then the mean squared deviation: no cancellation as in E[x^2] - E[x]^2),
-// one for the output; a channel's planes (N * H * W values) mostly stay in cache between the passes.
+// one for the output.
 void batchnorm_forward_training(const BatchNormParams& p, const float* x, const float* gamma, const float* beta, float* y,
                                 float* mean, float* var) {
   RV_CHECK(!p.relu, "ERR_ARG_VALUE", "batchnorm training: fused ReLU is not supported");
   check_shape(p);
   const int64_t spatial = p.height * p.width;
   const double count = static_cast<double>(p.batch * spatial);
-  if (spatial < kSmallPlane) {
-    const int64_t row_len = p.channels * spatial;
-    std::vector<double> columns(row_len);
-    for_column_ranges(row_len, [&](int64_t j0, int64_t j1) { column_sums(x, p.batch, row_len, j0, j1, nullptr, false, columns.data()); });
-    std::vector<double> totals = channel_totals(columns, p.channels, spatial);
-    std::vector<float> m(p.channels);
-    for (int64_t c = 0; c < p.channels; c++) m[c] = static_cast<float>(totals[c] / count);
-    std::vector<float> center;
-    broadcast_columns(m, spatial, center);
-    for_column_ranges(row_len, [&](int64_t j0, int64_t j1) {
-      column_sums(x, p.batch, row_len, j0, j1, center.data(), true, columns.data());
-    });
-    totals = channel_totals(columns, p.channels, spatial);
+  if (use_columns(p)) {
+    const Columns m = columns_of(p);
+    const Tiling t = tiling_of(m);
+    std::vector<double> partials(t.row_blocks * m.row_len);
+    for_blocks(m, t, [&](Block b, int64_t rb) { block_sums(x, m.row_len, b, nullptr, false, partials.data() + rb * m.row_len); });
+    std::vector<double> totals = channel_totals(partials, m, p.channels);
+    for (int64_t c = 0; c < p.channels; c++) mean[c] = static_cast<float>(totals[c] / count);
+    const std::vector<float> center = to_columns(mean, m);
+    for_blocks(m, t, [&](Block b, int64_t rb) { block_sums(x, m.row_len, b, center.data(), true, partials.data() + rb * m.row_len); });
+    totals = channel_totals(partials, m, p.channels);
     std::vector<float> scale(p.channels), shift(p.channels);
     for (int64_t c = 0; c < p.channels; c++) {
-      const float v = static_cast<float>(totals[c] / count);
-      scale[c] = gamma[c] / std::sqrt(v + p.eps);
-      shift[c] = beta[c] - m[c] * scale[c];
-      mean[c] = m[c];
-      var[c] = v;
+      var[c] = static_cast<float>(totals[c] / count);
+      scale[c] = gamma[c] / std::sqrt(var[c] + p.eps);
+      shift[c] = beta[c] - mean[c] * scale[c];
     }
-    std::vector<float> a, b;
-    broadcast_columns(scale, spatial, a);
-    broadcast_columns(shift, spatial, b);
-    for_column_ranges(row_len, [&](int64_t j0, int64_t j1) {
-      column_affine(x, nullptr, y, p.batch, row_len, j0, j1, a.data(), nullptr, nullptr, b.data(), false);
-    });
+    const std::vector<float> a = to_columns(scale.data(), m), c = to_columns(shift.data(), m);
+    for_blocks(m, t, [&](Block b, int64_t) { block_affine(x, nullptr, y, m.row_len, b, a.data(), nullptr, nullptr, c.data(), false); });
     return;
   }
   const Planes planes{p.batch, p.channels * spatial, spatial};
@@ -283,24 +352,21 @@ void batchnorm_backward(const BatchNormParams& p, const float* x, const float* d
     *b = static_cast<float>(-kd * invstd * invstd * sum_dy_xmu / count);
     *c = static_cast<float>(-kd * sum_dy / count);
   };
-  if (spatial < kSmallPlane) {
-    const int64_t row_len = p.channels * spatial;
-    std::vector<float> center;
-    broadcast_columns(std::vector<float>(mean, mean + p.channels), spatial, center);
-    std::vector<double> col_dy(row_len), col_dy_xmu(row_len);
-    for_column_ranges(row_len, [&](int64_t j0, int64_t j1) {
-      column_grad_sums(x, dy, p.batch, row_len, j0, j1, center.data(), col_dy.data(), col_dy_xmu.data());
+  if (use_columns(p)) {
+    const Columns m = columns_of(p);
+    const Tiling t = tiling_of(m);
+    const std::vector<float> center = to_columns(mean, m);
+    std::vector<double> partial_dy(t.row_blocks * m.row_len), partial_dy_xmu(t.row_blocks * m.row_len);
+    for_blocks(m, t, [&](Block b, int64_t rb) {
+      block_grad_sums(x, dy, m.row_len, b, center.data(), partial_dy.data() + rb * m.row_len, partial_dy_xmu.data() + rb * m.row_len);
     });
-    const std::vector<double> sum_dy = channel_totals(col_dy, p.channels, spatial);
-    const std::vector<double> sum_dy_xmu = channel_totals(col_dy_xmu, p.channels, spatial);
+    const std::vector<double> sum_dy = channel_totals(partial_dy, m, p.channels);
+    const std::vector<double> sum_dy_xmu = channel_totals(partial_dy_xmu, m, p.channels);
     std::vector<float> k(p.channels), b(p.channels), c(p.channels);
     for (int64_t ch = 0; ch < p.channels; ch++) coefficients(ch, sum_dy[ch], sum_dy_xmu[ch], &k[ch], &b[ch], &c[ch]);
-    std::vector<float> kc, bc, cc;
-    broadcast_columns(k, spatial, kc);
-    broadcast_columns(b, spatial, bc);
-    broadcast_columns(c, spatial, cc);
-    for_column_ranges(row_len, [&](int64_t j0, int64_t j1) {
-      column_affine(dy, x, dx, p.batch, row_len, j0, j1, kc.data(), bc.data(), center.data(), cc.data(), false);
+    const std::vector<float> kc = to_columns(k.data(), m), bc = to_columns(b.data(), m), cc = to_columns(c.data(), m);
+    for_blocks(m, t, [&](Block blk, int64_t) {
+      block_affine(dy, x, dx, m.row_len, blk, kc.data(), bc.data(), center.data(), cc.data(), false);
     });
     return;
   }

@@ -375,6 +375,7 @@ void Plan::measure_conv_choices() {
                               static_cast<int64_t>(exec.args[DNNL_ARG_WEIGHTS].get_desc().get_size());
       exec.prim = wino_prim;
       exec.args = std::move(wino_args);
+      exec.fixed_args[DNNL_ARG_WEIGHTS] = candidate.weights;  // drops the direct weights' last reference
     }
   }
   winograd_candidates_.clear();
