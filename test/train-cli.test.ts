@@ -1,5 +1,5 @@
 // `repvgg train` and `repvgg eval` end to end: each run spawned as a child process (node dist/lib/cli/main.js) on
-// small .npy data (the default 'mini' arch on 12x12 one-channel images), checking exit codes, printed text and the
+// small .npy data (the default 'mini' arch on 16x16 one-channel images), checking exit codes, printed text and the
 // files written: final weights for --out W.safetensors, the run folder for --out DIR, Ctrl-C saving a checkpoint
 // (exit 130) and --resume finishing the run with the same weights as an uninterrupted one; and every bad input
 // failing before any work with exit 1 or 2, one stderr line naming the argument, and nothing written.
@@ -20,7 +20,7 @@ import { makeRng } from './helpers/reference.js';
 
 const CLI = fileURLToPath(new URL('../lib/cli/main.js', import.meta.url)); // dist/test -> dist/lib/cli/main.js
 
-const SIDE = 12; // at least the mini arch's total stride 8, below A0's 32
+const SIDE = 16; // the mini arch's total stride 16, below A0's 32
 const CLASSES = 3;
 const COUNT = 48;
 const BATCH = 8; // 6 steps per epoch
@@ -157,7 +157,7 @@ test('--out W.safetensors writes the final training-time weights, with updated B
   }
 });
 
-const RUN_FLAGS = ['--epochs', '3', '--batch-size', String(BATCH), '--seed', '5', '--lr', '0.05'];
+const RUN_FLAGS = ['--epochs', '5', '--batch-size', String(BATCH), '--seed', '5', '--lr', '0.05'];
 
 /** The uninterrupted run of the run-folder tests, shared by two tests (started once). */
 let straightRun: Promise<{ dir: string; testData: string; result: CliResult }> | undefined;
@@ -183,17 +183,17 @@ test('--out DIR writes checkpoints, deploy weights, curve.svg and summary.json; 
   t.is(r.code, 0, describe(r));
   const run = join(dir, 'run');
   t.deepEqual((await readdir(run)).sort(), ['checkpoints', 'curve.svg', 'deploy.safetensors', 'summary.json', 'train.safetensors']);
-  t.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), ['step-00000006.safetensors', 'step-00000012.safetensors', 'step-00000018.safetensors'], 'one checkpoint per epoch');
+  t.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), ['step-00000006.safetensors', 'step-00000012.safetensors', 'step-00000018.safetensors', 'step-00000024.safetensors', 'step-00000030.safetensors'], 'one checkpoint per epoch');
   const summary = JSON.parse(await readFile(join(run, 'summary.json'), 'utf8')) as Record<string, unknown>;
   for (const key of ['test_accuracy', 'deploy_test_accuracy']) {
     const v = summary[key];
     t.true(typeof v === 'number' && v >= 0 && v <= 1 && Math.round(v * 30) === v * 30, `${key} is a fraction of the 30 test images: ${String(v)}`);
   }
   t.true(typeof summary.seconds === 'number' && summary.seconds > 0, `seconds ${String(summary.seconds)}`);
-  t.is(summary.steps, 18);
+  t.is(summary.steps, 30);
   t.true((summary.test_accuracy as number) >= 0.9, `the patterns are learnable: ${String(summary.test_accuracy)}`);
   t.true(Math.abs((summary.test_accuracy as number) - (summary.deploy_test_accuracy as number)) <= 1 / 30, 'deployed form agrees');
-  t.regex(r.stdout, /test accuracy: training-time form [\d.]+%, deployed form [\d.]+%/);
+  t.regex(r.stdout, /\| training-time \| [\d.]+% +\| \d+ +\|\n\| deployed +\| [\d.]+% +\| \d+ +\|/);
   const svg = await readFile(join(run, 'curve.svg'), 'utf8');
   t.true(svg.startsWith('<svg') || svg.startsWith('<?xml'), 'curve.svg is an SVG document');
   t.is((await loadWeights(join(run, 'deploy.safetensors'))).form, 'deploy');
@@ -220,12 +220,12 @@ test('Ctrl-C saves a checkpoint and exits 130; --resume DIR then completes with 
   t.true(checkpoints.length >= 1, 'a checkpoint was written');
   t.false(await exists(join(run, 'summary.json')), 'no summary for an interrupted run');
   const stoppedAt = Number(/checkpoint at step (\d+)/.exec(interrupted.stderr)?.[1]);
-  t.true(stoppedAt >= 1 && stoppedAt < 18, `stopped early, at step ${stoppedAt}`);
+  t.true(stoppedAt >= 1 && stoppedAt < 30, `stopped early, at step ${stoppedAt}`);
 
   const resumed = await cli(['train', '--resume', run, '--train-npy', trainData, '--test-npy', testData]);
   t.is(resumed.code, 0, describe(resumed));
   const summary = JSON.parse(await readFile(join(run, 'summary.json'), 'utf8')) as Record<string, unknown>;
-  t.is(summary.steps, 18, 'the resumed run finishes all 3 epochs');
+  t.is(summary.steps, 30, 'the resumed run finishes all 5 epochs');
   t.is(typeof summary.test_accuracy, 'number');
 
   const { dir: straightDir, result } = await straight;
@@ -271,7 +271,7 @@ const BAD_CASES: BadCase[] = [
     mentions: /--train-npy/,
   },
   {
-    name: 'images too small for the arch (--arch A0 on 12x12)',
+    name: 'images too small for the arch (--arch A0 on 16x16)',
     args: async (dir) => ['--train-npy', await valid(dir), '--arch', 'A0', '--out', join(dir, 'out')],
     code: 1,
     mentions: /--arch/,

@@ -138,6 +138,9 @@ export async function runTrain(flags: Flags): Promise<void> {
     }
   }
   if (out === undefined) throw new UsageError('Missing required flag --out (a .safetensors file or a run folder)');
+  if (resumeDir === undefined && !out.endsWith('.safetensors') && (await latestCheckpoint(out)) !== undefined) {
+    throw new ArgumentValueError(`Expected a new run folder for --out but '${out}' already holds a run: continue it with --resume ${out} or pick another --out`);
+  }
   await checkWritable(out);
   const runDir = out.endsWith('.safetensors') ? undefined : out;
 
@@ -157,7 +160,13 @@ export async function runTrain(flags: Flags): Promise<void> {
     if (runDir === undefined) await saveWeights(out, config.spec, 'train', result.model.stateDict(), '--out', result.normalization);
     const lines = [`trained ${config.spec.arch} for ${result.trainSeconds.toFixed(0)} s -> ${out}`];
     if (Number.isFinite(result.testAccuracy)) {
-      lines.push(`test accuracy: training-time form ${(result.testAccuracy * 100).toFixed(2)}%, deployed form ${(result.deployTestAccuracy * 100).toFixed(2)}%`);
+      lines.push(
+        '',
+        '| form          | test accuracy | inference img/s |',
+        '|---------------|---------------|-----------------|',
+        `| training-time | ${`${(result.testAccuracy * 100).toFixed(2)}%`.padEnd(13)} | ${result.testImagesPerSecond.toFixed(0).padEnd(15)} |`,
+        `| deployed      | ${`${(result.deployTestAccuracy * 100).toFixed(2)}%`.padEnd(13)} | ${result.deployTestImagesPerSecond.toFixed(0).padEnd(15)} |`,
+      );
     }
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

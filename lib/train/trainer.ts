@@ -58,6 +58,9 @@ export interface TrainResult {
   deployTestAccuracy: number;
   trainSeconds: number;
   interrupted: boolean;
+  /** Inference throughput of each form while evaluating the test set (NaN without test data). */
+  testImagesPerSecond: number;
+  deployTestImagesPerSecond: number;
   model: TrainableRepVGG;
   history: TrainHistory;
 }
@@ -79,11 +82,21 @@ export interface TrainRun {
 
 /** Top-1 accuracy of a state dict (training-time or deployed form) on a dataset, through the native engine. */
 export async function evaluate(spec: RepVGGSpec, state: StateDict, data: Dataset, backend: BackendName, batchSize = 256): Promise<number> {
+  return (await evaluateWithSpeed(spec, state, data, backend, batchSize)).accuracy;
+}
+
+/** evaluate() plus the inference throughput it saw (images per second of predict calls, data loading excluded). */
+export async function evaluateWithSpeed(
+  spec: RepVGGSpec, state: StateDict, data: Dataset, backend: BackendName, batchSize = 256,
+): Promise<{ accuracy: number; imagesPerSecond: number }> {
   const network = RepVGGNetwork.fromStateDict(spec, state, { backend, maxBatch: batchSize });
   try {
     let correct = 0;
+    let predictSeconds = 0;
     for await (const { images, labels } of evalBatches(data, batchSize)) {
+      const started = performance.now();
       const logits = await network.predict(images);
+      predictSeconds += (performance.now() - started) / 1000;
       const k = spec.numClasses;
       labels.forEach((label: number, i: number) => {
         let best = 0;
@@ -91,7 +104,7 @@ export async function evaluate(spec: RepVGGSpec, state: StateDict, data: Dataset
         if (best === label) correct++;
       });
     }
-    return correct / data.count;
+    return { accuracy: correct / data.count, imagesPerSecond: data.count / predictSeconds };
   } finally {
     network.dispose();
   }
@@ -207,22 +220,29 @@ export async function train(run: TrainRun): Promise<TrainResult> {
 
   const trainSeconds = elapsed();
   const finalState = evalState();
-  let testAccuracy = Number.NaN;
-  let deployTestAccuracy = Number.NaN;
+  const deployState = deployedStateDict(reparameterize(config.spec, finalState));
+  let trainForm = { accuracy: Number.NaN, imagesPerSecond: Number.NaN };
+  let deployForm = { accuracy: Number.NaN, imagesPerSecond: Number.NaN };
   if (run.test && !interrupted) {
-    testAccuracy = history.testAccuracy.at(-1)?.[0] === position.globalStep ? history.testAccuracy.at(-1)![1] : await evaluate(config.spec, finalState, run.test, config.backend);
-    deployTestAccuracy = await evaluate(config.spec, deployedStateDict(reparameterize(config.spec, finalState)), run.test, config.backend);
+    trainForm = await evaluateWithSpeed(config.spec, finalState, run.test, config.backend);
+    deployForm = await evaluateWithSpeed(config.spec, deployState, run.test, config.backend);
   }
+  const testAccuracy = trainForm.accuracy;
+  const deployTestAccuracy = deployForm.accuracy;
   if (run.runDir && !interrupted) {
     const normalization = inputNormalization(run.train);
     await saveWeights(join(run.runDir, 'train.safetensors'), config.spec, 'train', finalState, '--out', normalization);
-    await saveWeights(join(run.runDir, 'deploy.safetensors'), config.spec, 'deploy', deployedStateDict(reparameterize(config.spec, finalState)), '--out', normalization);
+    await saveWeights(join(run.runDir, 'deploy.safetensors'), config.spec, 'deploy', deployState, '--out', normalization);
     await writeFileAtomic(join(run.runDir, 'curve.svg'), Buffer.from(trainingCurveSvg({ loss: history.loss, accuracy: history.testAccuracy, title: `${config.spec.arch} training` })));
     const summary = {
       arch: config.spec.arch, test_accuracy: testAccuracy, deploy_test_accuracy: deployTestAccuracy, seconds: trainSeconds,
+      test_images_per_second: trainForm.imagesPerSecond, deploy_test_images_per_second: deployForm.imagesPerSecond,
       steps: position.globalStep, epochs_completed: position.epoch, config,
     };
     await writeFileAtomic(join(run.runDir, 'summary.json'), Buffer.from(JSON.stringify(summary, null, 2) + '\n'));
   }
-  return { testAccuracy, deployTestAccuracy, trainSeconds, interrupted, model, history, normalization: inputNormalization(run.train) };
+  return {
+    testAccuracy, deployTestAccuracy, trainSeconds, interrupted, model, history, normalization: inputNormalization(run.train),
+    testImagesPerSecond: trainForm.imagesPerSecond, deployTestImagesPerSecond: deployForm.imagesPerSecond,
+  };
 }
