@@ -389,49 +389,7 @@ void Plan::run(const float* input, float* logits) {
   stream().wait();
 }
 
-Program::Program(ProgramSpec spec) : spec_(std::move(spec)) {
-  RV_CHECK(spec_.num_buffers >= 1, "ERR_ARG_VALUE", "a program needs at least one buffer");
-  auto check_buffer = [&](int b, const char* what) {
-    RV_CHECK(b >= 0 && b < spec_.num_buffers, "ERR_ARG_VALUE", std::string(what) + " refers to buffer " + std::to_string(b) + " of " + std::to_string(spec_.num_buffers));
-  };
-  for (const StepSpec& s : spec_.steps) {
-    switch (s.kind) {
-      case StepKind::conv: {
-        check_buffer(s.conv.src, "conv");
-        check_buffer(s.conv.dst, "conv");
-        RV_CHECK(s.conv.src != s.conv.dst, "ERR_ARG_VALUE", "conv cannot run in place");
-        const auto& c = s.conv;
-        RV_CHECK(c.groups >= 1 && c.in_channels % c.groups == 0 && c.out_channels % c.groups == 0, "ERR_SHAPE", "conv groups must divide its channels");
-        RV_CHECK(static_cast<int64_t>(c.weight.size()) == c.out_channels * c.in_channels / c.groups * c.kernel * c.kernel, "ERR_SHAPE", "conv weight size does not match its shape");
-        RV_CHECK(c.bias.empty() || static_cast<int64_t>(c.bias.size()) == c.out_channels, "ERR_SHAPE", "conv bias size does not match its channels");
-        break;
-      }
-      case StepKind::batchnorm:
-        check_buffer(s.bn.src, "batch norm");
-        check_buffer(s.bn.dst, "batch norm");
-        RV_CHECK(static_cast<int64_t>(s.bn.mean.size()) == s.bn.channels && s.bn.var.size() == s.bn.mean.size() &&
-                     s.bn.gamma.size() == s.bn.mean.size() && s.bn.beta.size() == s.bn.mean.size(),
-                 "ERR_SHAPE", "batch norm statistics do not match its channels");
-        break;
-      case StepKind::add:
-        check_buffer(s.add.a, "add");
-        check_buffer(s.add.b, "add");
-        check_buffer(s.add.dst, "add");
-        break;
-      case StepKind::se:
-        check_buffer(s.se.buf, "squeeze-excitation");
-        RV_CHECK(static_cast<int64_t>(s.se.down_weight.size()) == s.se.internal * s.se.channels &&
-                     static_cast<int64_t>(s.se.up_weight.size()) == s.se.internal * s.se.channels &&
-                     static_cast<int64_t>(s.se.down_bias.size()) == s.se.internal && static_cast<int64_t>(s.se.up_bias.size()) == s.se.channels,
-                 "ERR_SHAPE", "squeeze-excitation weights do not match its channels");
-        break;
-    }
-  }
-  check_buffer(spec_.head_src, "classifier");
-  RV_CHECK(static_cast<int64_t>(spec_.head_weight.size()) == spec_.classes * spec_.features &&
-               static_cast<int64_t>(spec_.head_bias.size()) == spec_.classes,
-           "ERR_SHAPE", "classifier weights do not match features x classes");
-}
+Program::Program(ProgramSpec spec) : spec_(std::move(spec)) { validate_network(spec_); }
 
 Program::~Program() = default;
 

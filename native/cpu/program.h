@@ -15,60 +15,17 @@
 #include <tuple>
 #include <vector>
 
+#include "../core/network_spec.h"
+
 namespace repvgg::cpu {
 
 enum class Precision { fp32, bf16 };
 // How 3x3 stride-1 convolutions pick their algorithm: measure both (auto), or force one.
 enum class ConvAlgorithm { auto_measure, direct, winograd };
 
-struct ConvStepSpec {
-  int src = 0, dst = 0;
-  int64_t in_channels = 0, out_channels = 0, kernel = 3, stride = 1, pad = 1, groups = 1;
-  std::vector<float> weight;  // (out_channels, in_channels / groups, kernel, kernel)
-  std::vector<float> bias;    // (out_channels) or empty
-  bool relu = false;
-};
-
-struct BatchNormStepSpec {
-  int src = 0, dst = 0;
-  int64_t channels = 0;
-  float eps = 1e-5f;
-  std::vector<float> mean, var, gamma, beta;  // (channels) each
-};
-
-struct AddStepSpec {
-  int a = 0, b = 0, dst = 0;  // dst may be a
-  bool relu = false;
-};
-
-// In place on buf: x = x * sigmoid(up(relu(down(mean_hw(x))))), then ReLU when relu.
-struct SeStepSpec {
-  int buf = 0;
-  int64_t channels = 0, internal = 0;
-  std::vector<float> down_weight, down_bias;  // (internal, channels), (internal)
-  std::vector<float> up_weight, up_bias;      // (channels, internal), (channels)
-  bool relu = false;
-};
-
-enum class StepKind { conv, batchnorm, add, se };
-
-struct StepSpec {
-  StepKind kind = StepKind::conv;
-  ConvStepSpec conv;
-  BatchNormStepSpec bn;
-  AddStepSpec add;
-  SeStepSpec se;
-};
-
-struct ProgramSpec {
+struct ProgramSpec : NetworkSpec {
   Precision precision = Precision::fp32;
   ConvAlgorithm conv_algorithm = ConvAlgorithm::auto_measure;
-  int64_t in_channels = 3;
-  int num_buffers = 2;  // buffer 0 receives the input
-  std::vector<StepSpec> steps;
-  int head_src = 0;
-  int64_t features = 0, classes = 0;
-  std::vector<float> head_weight, head_bias;  // (classes, features), (classes)
 };
 
 // What one compiled conv step ended up using, for reports.

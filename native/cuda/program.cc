@@ -577,58 +577,6 @@ PlanReport Plan::report() {
 
 namespace {
 
-void validate(const ProgramSpec& spec) {
-  RV_CHECK(spec.num_buffers >= 1, "ERR_ARG_VALUE", "a program needs at least one buffer");
-  RV_CHECK(spec.in_channels >= 1, "ERR_ARG_VALUE", "inChannels must be positive");
-  auto check_buffer = [&](int b, const char* what) {
-    RV_CHECK(b >= 0 && b < spec.num_buffers, "ERR_ARG_VALUE",
-             std::string(what) + " refers to buffer " + std::to_string(b) + " of " + std::to_string(spec.num_buffers));
-  };
-  for (const StepSpec& s : spec.steps) {
-    switch (s.kind) {
-      case StepKind::conv: {
-        const ConvStepSpec& c = s.conv;
-        check_buffer(c.src, "conv");
-        check_buffer(c.dst, "conv");
-        RV_CHECK(c.src != c.dst, "ERR_ARG_VALUE", "conv cannot run in place");
-        RV_CHECK(c.kernel >= 1 && c.stride >= 1 && c.pad >= 0, "ERR_ARG_VALUE", "conv: bad kernel/stride/pad");
-        RV_CHECK(c.groups >= 1 && c.in_channels % c.groups == 0 && c.out_channels % c.groups == 0, "ERR_SHAPE",
-                 "conv groups must divide its channels");
-        RV_CHECK(static_cast<int64_t>(c.weight.size()) == c.out_channels * c.in_channels / c.groups * c.kernel * c.kernel, "ERR_SHAPE",
-                 "conv weight size does not match its shape");
-        RV_CHECK(c.bias.empty() || static_cast<int64_t>(c.bias.size()) == c.out_channels, "ERR_SHAPE",
-                 "conv bias size does not match its channels");
-        break;
-      }
-      case StepKind::batchnorm:
-        check_buffer(s.bn.src, "batch norm");
-        check_buffer(s.bn.dst, "batch norm");
-        RV_CHECK(static_cast<int64_t>(s.bn.mean.size()) == s.bn.channels && s.bn.var.size() == s.bn.mean.size() &&
-                     s.bn.gamma.size() == s.bn.mean.size() && s.bn.beta.size() == s.bn.mean.size(),
-                 "ERR_SHAPE", "batch norm statistics do not match its channels");
-        break;
-      case StepKind::add:
-        check_buffer(s.add.a, "add");
-        check_buffer(s.add.b, "add");
-        check_buffer(s.add.dst, "add");
-        break;
-      case StepKind::se:
-        check_buffer(s.se.buf, "squeeze-excitation");
-        RV_CHECK(s.se.internal >= 1 && static_cast<int64_t>(s.se.down_weight.size()) == s.se.internal * s.se.channels &&
-                     static_cast<int64_t>(s.se.up_weight.size()) == s.se.internal * s.se.channels &&
-                     static_cast<int64_t>(s.se.down_bias.size()) == s.se.internal &&
-                     static_cast<int64_t>(s.se.up_bias.size()) == s.se.channels,
-                 "ERR_SHAPE", "squeeze-excitation weights do not match its channels");
-        break;
-    }
-  }
-  check_buffer(spec.head_src, "classifier");
-  RV_CHECK(spec.classes >= 1 && spec.features >= 1, "ERR_ARG_VALUE", "the classifier needs positive features and classes");
-  RV_CHECK(static_cast<int64_t>(spec.head_weight.size()) == spec.classes * spec.features &&
-               static_cast<int64_t>(spec.head_bias.size()) == spec.classes,
-           "ERR_SHAPE", "classifier weights do not match features x classes");
-}
-
 // fp16 tensor-core convolutions want a channel count that is a multiple of 8; the 3-channel input gets padded
 // with zero channels (and zero weights) when only ungrouped convs read it before it is overwritten.
 bool can_pad_input(const ProgramSpec& spec) {
@@ -659,7 +607,7 @@ bool can_pad_input(const ProgramSpec& spec) {
 void Program::enter_device() const { RV_CUDA(cudaSetDevice(spec_.device)); }
 
 Program::Program(ProgramSpec spec) : spec_(std::move(spec)) {
-  validate(spec_);
+  validate_network(spec_);
   require_available(spec_.device);  // clear ERR_BACKEND_UNAVAILABLE before any CUDA call can fail obscurely
   enter_device();
   input_channels_stored_ = spec_.in_channels;
