@@ -3,10 +3,10 @@
 // Not for: the math itself (native ops in lib/ops/) or the op catalogue (functions.ts).
 
 import { outputArray, recycleArray } from '../ops/alloc.js';
-import { addInPlaceSync } from '../ops/eltwise.js';
+import { addInPlace } from '../ops/eltwise.js';
 import type { HostTensor } from '../tensor.js';
 
-/** From this many values on, gradients are summed natively (ops.addInPlaceSync); below, a JS loop is quicker. */
+/** From this many values on, gradients are summed natively (ops.addInPlace, off the event loop); below, a JS loop is quicker. */
 const NATIVE_ACCUMULATE_MIN_LENGTH = 4096;
 
 /** A tensor that may take part in differentiation. grad has the value's shape once backward reached it. */
@@ -73,11 +73,10 @@ export class Tape {
       const { inputs, output, rule } = this.#records[i] as TapeRecord;
       if (output.grad === undefined) continue; // does not lead to the root
       const grads = await rule(output.grad);
-      inputs.forEach((input, k) => {
+      for (const [k, input] of inputs.entries()) {
         const g = grads[k];
-        if (!input.requiresGrad || g === undefined) return;
-        accumulate(input, g, owned);
-      });
+        if (input.requiresGrad && g !== undefined) await accumulate(input, g, owned);
+      }
       // Intermediate gradients are not needed after use: the output's, and those summed into an input's, go back
       // to the ops for reuse (an adopted one now belongs to its input).
       const dead = new Set<Float32Array | undefined>([output.grad, ...grads]);
@@ -94,7 +93,7 @@ export class Tape {
 }
 
 /** input.grad += g, adopting g as the gradient when input has none yet and nobody else adopted g. */
-function accumulate(input: Var, g: Float32Array, owned: WeakSet<Float32Array>): void {
+async function accumulate(input: Var, g: Float32Array, owned: WeakSet<Float32Array>): Promise<void> {
   if (input.grad === undefined) {
     input.grad = owned.has(g) ? copyOf(g) : g;
     owned.add(input.grad);
@@ -102,7 +101,7 @@ function accumulate(input: Var, g: Float32Array, owned: WeakSet<Float32Array>): 
   }
   const acc = input.grad;
   if (acc.length >= NATIVE_ACCUMULATE_MIN_LENGTH) {
-    addInPlaceSync({ shape: [acc.length], data: acc }, { shape: [g.length], data: g });
+    await addInPlace({ shape: [acc.length], data: acc }, { shape: [g.length], data: g });
     return;
   }
   for (let i = 0; i < acc.length; i++) acc[i] = (acc[i] as number) + (g[i] as number);
