@@ -16,47 +16,11 @@
 #include "../cpu/program.h"
 #include "args.h"
 #include "network_spec_args.h"
+#include "task_worker.h"
 
 namespace repvgg::addon {
 
 namespace {
-
-using Work = std::function<void()>;
-
-// Runs `work` off the event loop; resolves with result(env) or rejects with the native error's message.
-class TaskWorker : public Napi::AsyncWorker {
- public:
-  TaskWorker(Napi::Env env, Work work, Napi::Object keep_alive, std::function<Napi::Value(Napi::Env)> result)
-      : Napi::AsyncWorker(env, "repvgg:task"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)),
-        result_(std::move(result)) {
-    keep_alive_ = Napi::Persistent(keep_alive);
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Work work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-  Napi::ObjectReference keep_alive_;  // the options object, so its typed arrays outlive the work
-};
-
-Napi::Object options_arg(const Napi::CallbackInfo& info) {
-  RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
-  return info[0].As<Napi::Object>();
-}
 
 // Parses the call's options into work (on the JS thread), then runs it now (sync) or on the thread pool (async).
 Napi::Value dispatch(const Napi::CallbackInfo& info, bool async, const std::function<Work(const Napi::Object&)>& parse) {
@@ -69,10 +33,7 @@ Napi::Value dispatch(const Napi::CallbackInfo& info, bool async, const std::func
       locked();
       return env.Undefined();
     }
-    auto* worker = new TaskWorker(env, locked, options, nullptr);
-    Napi::Promise promise = worker->promise();
-    worker->Queue();
-    return promise;
+    return queue(env, locked, options);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -380,10 +341,7 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
     auto program = live(info.Env());
     try {
       Napi::Object o = options_arg(info);
-      auto* worker = new TaskWorker(info.Env(), parse_run(o, program), o, nullptr);
-      Napi::Promise promise = worker->promise();
-      worker->Queue();
-      return promise;
+      return queue(info.Env(), parse_run(o, program), o);
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }
@@ -406,12 +364,8 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
       Napi::Object o = options_arg(info);
       const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
       auto report = std::make_shared<cpu::PlanReport>();
-      auto* worker = new TaskWorker(
-          info.Env(), [=] { *report = program->prepare(batch, height, width); }, o,
-          [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
-      Napi::Promise promise = worker->promise();
-      worker->Queue();
-      return promise;
+      return queue(info.Env(), [=] { *report = program->prepare(batch, height, width); }, o,
+                   [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }

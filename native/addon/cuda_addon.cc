@@ -12,54 +12,11 @@
 #include "../cuda/program.h"
 #include "args.h"
 #include "network_spec_args.h"
+#include "task_worker.h"
 
 namespace repvgg::addon {
 
 namespace {
-
-using Work = std::function<void()>;
-
-// Runs `work` off the event loop; resolves with result(env) or rejects with the native error's message.
-class TaskWorker : public Napi::AsyncWorker {
- public:
-  TaskWorker(Napi::Env env, Work work, Napi::Object keep_alive, std::function<Napi::Value(Napi::Env)> result)
-      : Napi::AsyncWorker(env, "repvgg:cuda-task"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)),
-        result_(std::move(result)) {
-    keep_alive_ = Napi::Persistent(keep_alive);
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Work work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-  Napi::ObjectReference keep_alive_;  // the options object, so its typed arrays outlive the work
-};
-
-Napi::Object options_arg(const Napi::CallbackInfo& info) {
-  RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
-  return info[0].As<Napi::Object>();
-}
-
-Napi::Value queue(Napi::Env env, Work work, Napi::Object keep_alive, std::function<Napi::Value(Napi::Env)> result = nullptr) {
-  auto* worker = new TaskWorker(env, std::move(work), keep_alive, std::move(result));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
-}
 
 // ---- Program spec: the shared network fields (network_spec_args.h) plus this backend's options ----
 
