@@ -3,11 +3,9 @@
 // fails with exit 2 (usage) or 1 (other), one stderr line naming the argument, and no output or temp file left.
 // Not for: the numerics of the engine or reparam against a reference (reference.test.ts, onnx.test.ts).
 
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
@@ -18,59 +16,17 @@ import { writeSafetensors } from '../lib/io/safetensors.js';
 import { saveWeights } from '../lib/io/weights.js';
 import { randomStateDict } from '../lib/models/init.js';
 import { officialSpec } from '../lib/models/repvgg.js';
+import { cli as runCli, describeResult as describe, type CliResult } from './helpers/cli-runner.js';
 import { argmaxRows, makeRng, maxRelativeError, randomArray } from './helpers/reference.js';
 import { MODEL_FP32, ONNX } from './helpers/tolerances.js';
-
-const CLI = fileURLToPath(new URL('../lib/cli/main.js', import.meta.url)); // dist/test -> dist/lib/cli/main.js
 
 const CLASSES = 5;
 const BATCH = 5;
 const SIDE = 32; // A0's total stride: the smallest input it accepts
 const spec = officialSpec('A0', { numClasses: CLASSES });
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * At most this many CLI processes at a time: ava starts every test of the file at once, and dozens of processes
- * each measuring conv algorithms on a 2-core machine made the file several times slower than running them in turn.
- */
-const MAX_PROCESSES = Math.max(2, availableParallelism());
-let running = 0;
-const waiting: (() => void)[] = [];
-
-async function withProcessSlot<T>(work: () => Promise<T>): Promise<T> {
-  if (running >= MAX_PROCESSES) await new Promise<void>((resolve) => waiting.push(resolve));
-  running++;
-  try {
-    return await work();
-  } finally {
-    running--;
-    waiting.shift()?.();
-  }
-}
-
-/** Runs `node dist/lib/cli/main.js ...args` and resolves with its exit code and output (never rejects on exit != 0). */
-function cli(args: readonly string[]): Promise<CliResult> {
-  return withProcessSlot(() => runCli(args));
-}
-
-function runCli(args: readonly string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 120_000, maxBuffer: 16 * 2 ** 20 }, (error, stdout, stderr) => {
-      if (error !== null && typeof error.code !== 'number') {
-        reject(new Error(`could not run the CLI (${String(error.code ?? error.signal)}): ${error.message}\n${stderr}`));
-        return;
-      }
-      resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr });
-    });
-  });
-}
-
-const describe = (r: CliResult): string => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+/** The CLI with this file's time limit per process. */
+const cli = (args: readonly string[]): Promise<CliResult> => runCli(args, 120_000);
 
 /** Asserts a successful run and returns it. */
 function expectOk(t: ExecutionContext, r: CliResult): CliResult {

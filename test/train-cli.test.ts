@@ -5,72 +5,30 @@
 // failing before any work with exit 1 or 2, one stderr line naming the argument, and nothing written.
 // Not for: training numerics (train.test.ts) or the other commands (cli.test.ts).
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
 import { writeNpy } from '../lib/io/npy.js';
 import { loadWeights } from '../lib/io/weights.js';
+import { CLI_PATH, cli, describeResult as describe, withProcessSlot, type CliResult } from './helpers/cli-runner.js';
 import { makeRng } from './helpers/reference.js';
-
-const CLI = fileURLToPath(new URL('../lib/cli/main.js', import.meta.url)); // dist/test -> dist/lib/cli/main.js
 
 const SIDE = 16; // the mini arch's total stride 16, below A0's 32
 const CLASSES = 3;
 const COUNT = 48;
 const BATCH = 8; // 6 steps per epoch
 
-interface CliResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-const describe = (r: CliResult): string => `exit ${r.code} (${r.signal ?? 'no signal'})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
-
-/** At most this many CLI processes at a time (ava starts every test of the file at once; the machine has 2 cores). */
-const MAX_PROCESSES = 3;
-let running = 0;
-const waiting: (() => void)[] = [];
-async function withProcessSlot<T>(work: () => Promise<T>): Promise<T> {
-  if (running >= MAX_PROCESSES) await new Promise<void>((resolve) => waiting.push(resolve));
-  running++;
-  try {
-    return await work();
-  } finally {
-    running--;
-    waiting.shift()?.();
-  }
-}
-
-/** Runs `node dist/lib/cli/main.js ...args`; resolves with the exit code and output (never rejects on exit != 0). */
-function cli(args: readonly string[]): Promise<CliResult> {
-  return withProcessSlot(
-    () =>
-      new Promise((resolve, reject) => {
-        execFile(process.execPath, [CLI, ...args], { timeout: 180_000, maxBuffer: 16 * 2 ** 20 }, (error, stdout, stderr) => {
-          if (error !== null && typeof error.code !== 'number') {
-            reject(new Error(`could not run the CLI (${String(error.code ?? error.signal)}): ${error.message}\n${stderr}`));
-            return;
-          }
-          resolve({ code: error === null ? 0 : (error.code as number), signal: null, stdout, stderr });
-        });
-      }),
-  );
-}
-
 /** Runs the CLI and sends it SIGINT as soon as the first progress line ('epoch ...') appears on stderr. */
 function cliInterrupted(args: readonly string[]): Promise<CliResult & { signalled: boolean }> {
   return withProcessSlot(
     () =>
       new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
         let signalled = false;

@@ -1,0 +1,54 @@
+// Running the `repvgg` command as a child process in tests: a small process pool (ava starts every test of a file at
+// once, and dozens of CLI processes on a 2-core machine made the files several times slower than running in turn)
+// and one result type. Not for: assertions (each CLI test file states its own contract checks).
+
+import { execFile } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+/** dist/test/helpers -> dist/lib/cli/main.js */
+export const CLI_PATH = fileURLToPath(new URL('../../lib/cli/main.js', import.meta.url));
+
+export interface CliResult {
+  /** Exit code; null when a signal ended the process. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Exit status and output, for assertion messages. */
+export const describeResult = (r: CliResult): string =>
+  `exit ${r.code} (${r.signal ?? 'no signal'})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+
+const MAX_PROCESSES = Math.max(2, availableParallelism());
+let running = 0;
+const waiting: (() => void)[] = [];
+
+/** Runs work once fewer than MAX_PROCESSES CLI processes of this test file are running. */
+export async function withProcessSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (running >= MAX_PROCESSES) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await work();
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
+
+/** Runs `node dist/lib/cli/main.js ...args`; resolves with the exit code and output (never rejects on exit != 0). */
+export function cli(args: readonly string[], timeoutMs = 180_000): Promise<CliResult> {
+  return withProcessSlot(
+    () =>
+      new Promise((resolve, reject) => {
+        execFile(process.execPath, [CLI_PATH, ...args], { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20 }, (error, stdout, stderr) => {
+          if (error !== null && typeof error.code !== 'number') {
+            reject(new Error(`could not run the CLI (${String(error.code ?? error.signal)}): ${error.message}\n${stderr}`));
+            return;
+          }
+          resolve({ code: error === null ? 0 : (error.code as number), signal: null, stdout, stderr });
+        });
+      }),
+  );
+}
