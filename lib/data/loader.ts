@@ -71,7 +71,7 @@ function sharedCopy<T extends Uint8Array | Float32Array | Int32Array>(array: T):
  * The parent's Node flags minus those that describe the main script's input (`node --input-type=module -e ...`):
  * a worker started from a file refuses them.
  */
-function workerExecArgv(): string[] {
+export function workerExecArgv(): string[] {
   const argv: string[] = [];
   for (let i = 0; i < process.execArgv.length; i++) {
     const arg = process.execArgv[i] as string;

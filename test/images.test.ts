@@ -1,0 +1,304 @@
+// lib/data/images.ts: decoding every format and variant, typed errors for bad files, the evaluation transform
+// against torchvision 0.14 + PIL (fixtures from test/fixtures/make_image_fixtures.py), labels and the limiter.
+// Not for: image folders and augmentation (image-folder.test.ts), or speed (bench/images.ts).
+
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+
+import { ArgumentTypeError, ArgumentValueError, FormatError } from '../lib/errors.js';
+import { readNpy } from '../lib/io/npy.js';
+import {
+  DEFAULT_MAX_PIXELS,
+  IMAGENET_PREPROCESS,
+  MAX_LABELS_FILE_BYTES,
+  centerCropBox,
+  createLimiter,
+  decodeImage,
+  imagenetClassNames,
+  imagenetPreprocess,
+  preprocessBatch,
+  preprocessImage,
+  readLabelsFile,
+  resampleBilinear,
+  resizeCenterCrop,
+  resizedSize,
+  roundHalfEven,
+} from '../lib/data/images.js';
+import type { RgbImage } from '../lib/data/images.js';
+import { IMAGE_CMYK_MEAN, IMAGE_DECODE_MAX, IMAGE_DOWNSCALE_MAX, IMAGE_UPSCALE_MAX } from './helpers/tolerances.js';
+
+const IMAGES = fileURLToPath(new URL('../../test/fixtures/images/', import.meta.url));
+const VARIANTS = join(IMAGES, 'variants');
+const COMPARE = join(IMAGES, 'compare');
+
+async function expectedBytes(path: string): Promise<{ data: Uint8Array; shape: number[] }> {
+  const array = await readNpy(path);
+  if (array.dtype !== 'uint8') throw new Error(`${path}: expected uint8, got ${array.dtype}`);
+  return array;
+}
+
+function differences(ours: Uint8Array, ref: Uint8Array): { max: number; mean: number } {
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < ours.length; i++) {
+    const d = Math.abs((ours[i] as number) - (ref[i] as number));
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return { max, mean: sum / ours.length };
+}
+
+function randomImage(width: number, height: number, seed: number): RgbImage {
+  const data = new Uint8Array(width * height * 3);
+  let state = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    data[i] = state >>> 24;
+  }
+  return { data, width, height };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decoding
+
+const LOSSLESS = ['gray.png', 'rgba.png', 'la.png', 'palette.png', 'palette_trns.png', 'gray16.png', 'rgb16.png', 'lossless.webp', 'alpha.webp'];
+const LOSSY = ['gray.jpg', 'rgb.jpg', 'lossy.webp', ...[1, 2, 3, 4, 5, 6, 7, 8].map((o) => `orient_${o}.jpg`)];
+
+for (const name of [...LOSSLESS, ...LOSSY]) {
+  test(`decodeImage: ${name} gives the RGB bytes PIL gives (EXIF orientation applied, alpha dropped)`, async (t) => {
+    const image = await decodeImage(join(VARIANTS, name));
+    const ref = await expectedBytes(join(VARIANTS, `${name}.rgb.npy`));
+    t.deepEqual([image.height, image.width, 3], ref.shape);
+    const { max } = differences(image.data, ref.data);
+    if (LOSSLESS.includes(name)) t.is(max, 0, `${name}: max difference ${max}`);
+    else t.true(max <= IMAGE_DECODE_MAX, `${name}: max difference ${max}`);
+  });
+}
+
+test('decodeImage: orientations 5-8 swap width and height; a buffer decodes like its file', async (t) => {
+  const upright = await decodeImage(join(VARIANTS, 'orient_1.jpg'));
+  const rotated = await decodeImage(join(VARIANTS, 'orient_6.jpg'));
+  t.deepEqual([rotated.width, rotated.height], [upright.height, upright.width]);
+  const bytes = await readFile(join(VARIANTS, 'orient_6.jpg'));
+  const fromBuffer = await decodeImage(bytes, { name: 'upload' });
+  t.deepEqual(fromBuffer.data, rotated.data);
+});
+
+test('decodeImage: CMYK JPEG becomes RGB close to PIL (colour-managed, see IMAGE_CMYK_MEAN)', async (t) => {
+  const image = await decodeImage(join(VARIANTS, 'cmyk.jpg'));
+  const ref = await expectedBytes(join(VARIANTS, 'cmyk.jpg.rgb.npy'));
+  t.deepEqual([image.height, image.width, 3], ref.shape);
+  const { max, mean } = differences(image.data, ref.data);
+  t.log(`CMYK vs PIL: max ${max}, mean ${mean.toFixed(2)}`);
+  t.true(mean <= IMAGE_CMYK_MEAN, `mean difference ${mean}`);
+  // The same bytes with red and blue swapped are much further from PIL: the bound catches a channel-order slip.
+  const swapped = new Uint8Array(image.data.length);
+  for (let i = 0; i < swapped.length; i += 3) {
+    swapped[i] = image.data[i + 2] as number;
+    swapped[i + 1] = image.data[i + 1] as number;
+    swapped[i + 2] = image.data[i] as number;
+  }
+  t.true(differences(swapped, ref.data).mean > IMAGE_CMYK_MEAN);
+});
+
+async function withTempDir(run: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'repvgg-images-'));
+  try {
+    await run(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function rejectsNaming(t: ExecutionContext, promise: Promise<unknown>, name: string, pattern?: RegExp): Promise<void> {
+  const error = await t.throwsAsync(promise, { instanceOf: FormatError });
+  t.true(error?.message.includes(name), `message should name ${name}: ${error?.message}`);
+  if (pattern !== undefined) t.regex(error?.message ?? '', pattern);
+}
+
+test('decodeImage: empty, text, truncated, corrupt and missing files are FormatErrors naming the file', async (t) => {
+  await withTempDir(async (dir) => {
+    const jpeg = await readFile(join(COMPARE, 'down_500x375.jpg'));
+    const files: Record<string, Uint8Array> = {
+      'empty.jpg': new Uint8Array(0),
+      'text.png': new TextEncoder().encode('not an image at all, just text\n'),
+      'truncated.jpg': jpeg.subarray(0, Math.floor(jpeg.length / 2)),
+      'truncated-header.png': (await readFile(join(VARIANTS, 'gray.png'))).subarray(0, 20),
+    };
+    const corrupt = Buffer.from(jpeg);
+    for (let i = 600; i < 2000; i++) corrupt[i] = (i * 7) & 255;
+    files['corrupt.jpg'] = corrupt;
+    for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
+    for (const name of Object.keys(files)) await rejectsNaming(t, decodeImage(join(dir, name)), join(dir, name));
+    await rejectsNaming(t, decodeImage(join(dir, 'missing.jpg')), join(dir, 'missing.jpg'));
+    await rejectsNaming(t, decodeImage(new Uint8Array(0), { name: 'upload 3' }), 'upload 3', /0 bytes/);
+    await rejectsNaming(t, decodeImage(files['text.png'] as Uint8Array, { name: 'upload 4' }), 'upload 4');
+  });
+});
+
+test('decodeImage: a decompression bomb, images over maxPixels and files over maxFileBytes are FormatErrors', async (t) => {
+  const bomb = join(VARIANTS, 'bomb.png'); // declares 50000 x 50000 pixels
+  t.true(50000 * 50000 > DEFAULT_MAX_PIXELS);
+  await rejectsNaming(t, decodeImage(bomb), bomb, /at most 67108864 pixels/);
+  const small = join(VARIANTS, 'rgb.jpg'); // 40 x 28
+  await rejectsNaming(t, decodeImage(small, { maxPixels: 40 * 28 - 1 }), small, /maxPixels/);
+  t.is((await decodeImage(small, { maxPixels: 40 * 28 })).width, 40);
+  await t.throwsAsync(decodeImage(small, { maxPixels: 0 }), { instanceOf: ArgumentValueError, message: /maxPixels/ });
+  const { size } = await stat(small);
+  await rejectsNaming(t, decodeImage(small, { maxFileBytes: size - 1 }), small, new RegExp(`at most ${size - 1} bytes`));
+  t.is((await decodeImage(small, { maxFileBytes: size })).height, 28);
+  await t.throwsAsync(decodeImage(42 as unknown as string), { instanceOf: ArgumentTypeError, message: /number 42/ });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The evaluation transform against torchvision + PIL
+
+const COMPARED = [
+  'down_500x375.jpg',
+  'down_333x500.jpg',
+  'down_640x427.webp',
+  'down_300x260.png',
+  'down_1000x300.jpg',
+  'down_900x1200.jpg',
+  'up_120x90.png',
+  'up_50x160.jpg',
+  'up_200x180.webp',
+];
+
+test('Resize(256) + CenterCrop(224) matches torchvision 0.14 + PIL in 0..255 units', async (t) => {
+  const report: string[] = [];
+  for (const name of COMPARED) {
+    const image = await decodeImage(join(COMPARE, name));
+    const ours = resizeCenterCrop(image, 256, 224);
+    const ref = await decodeImage(join(COMPARE, `${name}.expected.png`)); // lossless PNG: the reference bytes
+    t.deepEqual([ref.width, ref.height], [224, 224]);
+    const { max, mean } = differences(ours, ref.data);
+    const bound = name.startsWith('up_') ? IMAGE_UPSCALE_MAX : IMAGE_DOWNSCALE_MAX;
+    t.true(max <= bound, `${name}: max ${max} > ${bound}`);
+    report.push(`${name} max ${max} mean ${mean.toFixed(3)}`);
+  }
+  t.log(report.join('; '));
+});
+
+test('preprocessImage equals torchvision float32 tensors: 64x64 preset (resize 73) and a crop larger than the resize', async (t) => {
+  for (const [name, resize, crop, expected] of [
+    ['down_500x375.jpg', 73, 64, 'down_500x375.r73c64.npy'],
+    ['up_120x90.png', 48, 64, 'up_120x90.r48c64.npy'],
+  ] as const) {
+    const ref = await readNpy(join(COMPARE, expected));
+    if (ref.dtype !== 'float32') throw new Error('expected float32');
+    const ours = await preprocessImage(join(COMPARE, name), { preprocess: imagenetPreprocess(resize, crop) });
+    t.deepEqual(ref.shape, [3, crop, crop]);
+    let max = 0;
+    for (let i = 0; i < ours.length; i++) max = Math.max(max, Math.abs((ours[i] as number) - (ref.data[i] as number)));
+    t.is(max, 0, `${name}: max |ours - torchvision| = ${max}`);
+  }
+});
+
+test('preprocessBatch stacks preprocessImage results in input order as (N, 3, crop, crop)', async (t) => {
+  const names = ['up_50x160.jpg', 'down_640x427.webp', 'down_333x500.jpg'];
+  const paths = names.map((n) => join(COMPARE, n));
+  const batch = await preprocessBatch(paths, { concurrency: 2 });
+  t.deepEqual(batch.shape, [3, 3, 224, 224]);
+  for (let i = 0; i < paths.length; i++) {
+    const single = await preprocessImage(paths[i] as string, { preprocess: IMAGENET_PREPROCESS });
+    t.deepEqual(batch.data.subarray(i * single.length, (i + 1) * single.length), single);
+  }
+  const bad = join(VARIANTS, 'bomb.png');
+  await rejectsNaming(t, preprocessBatch([paths[0] as string, bad]), bad);
+  t.throws(() => imagenetPreprocess(256, 0), { instanceOf: ArgumentValueError, message: /preprocess.crop.*number 0/ });
+});
+
+test('resampleBilinear: any window equals that part of the whole resized image, on random images and sizes', (t) => {
+  let seed = 7;
+  for (const [width, height, outWidth, outHeight] of [
+    [97, 61, 40, 33],
+    [13, 29, 50, 71],
+    [64, 64, 64, 64],
+    [300, 17, 31, 40],
+  ] as const) {
+    const image = randomImage(width, height, seed++);
+    const region = { left: 3, top: 2, width: width - 5, height: height - 4 };
+    const whole = resampleBilinear(image, region, outWidth, outHeight, { left: 0, top: 0, width: outWidth, height: outHeight });
+    const window = { left: 5, top: 4, width: outWidth - 9, height: outHeight - 7 };
+    const part = resampleBilinear(image, region, outWidth, outHeight, window);
+    for (let y = 0; y < window.height; y++) {
+      const row = whole.subarray(((y + window.top) * outWidth + window.left) * 3, ((y + window.top) * outWidth + window.left + window.width) * 3);
+      t.deepEqual(part.subarray(y * window.width * 3, (y + 1) * window.width * 3), row);
+    }
+  }
+  // Same size in and out: PIL's weights are then exactly one tap of 1, so the bytes pass through unchanged.
+  const image = randomImage(23, 19, 99);
+  const full = { left: 0, top: 0, width: 23, height: 19 };
+  t.deepEqual(resampleBilinear(image, full, 23, 19, full), image.data);
+});
+
+test('torchvision size rules: int() for the long side, round-half-even crop offsets, zero padding', (t) => {
+  t.deepEqual(resizedSize(500, 375, 256), { width: 341, height: 256 });
+  t.deepEqual(resizedSize(333, 500, 256), { width: 256, height: 384 });
+  t.deepEqual(resizedSize(1000, 300, 256), { width: 853, height: 256 });
+  t.is(roundHalfEven(58.5), 58);
+  t.is(roundHalfEven(59.5), 60);
+  t.is(roundHalfEven(3.2), 3);
+  t.deepEqual(centerCropBox(341, 256, 224), { left: 58, top: 16, width: 224, height: 224 }); // (341 - 224) / 2 = 58.5
+  t.deepEqual(centerCropBox(48, 64, 64), { left: -8, top: 0, width: 64, height: 64 });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Labels and the limiter
+
+test('imagenetClassNames: the 1000 ImageNet classes in index order', (t) => {
+  const names = imagenetClassNames();
+  t.is(names.length, 1000);
+  t.is(names[0], 'tench');
+  t.is(names[207], 'golden retriever');
+  t.is(names[999], 'toilet tissue');
+  names[0] = 'changed';
+  t.is(imagenetClassNames()[0], 'tench');
+});
+
+test('readLabelsFile: one label per line, CRLF and a final newline accepted; typed errors name the file', async (t) => {
+  await withTempDir(async (dir) => {
+    const good = join(dir, 'labels.txt');
+    await writeFile(good, 'cat\r\ndog\r\nsea otter\r\n');
+    t.deepEqual(await readLabelsFile(good), ['cat', 'dog', 'sea otter']);
+    const cases: Record<string, string | Uint8Array> = {
+      'empty.txt': '',
+      'blank-line.txt': 'cat\n\ndog\n',
+      'binary.txt': new Uint8Array([0x63, 0x00, 0xff, 0xfe]),
+      'huge.txt': 'x\n'.repeat(MAX_LABELS_FILE_BYTES / 2 + 1),
+    };
+    for (const [name, content] of Object.entries(cases)) {
+      await writeFile(join(dir, name), content);
+      await rejectsNaming(t, readLabelsFile(join(dir, name)), join(dir, name));
+    }
+    await rejectsNaming(t, readLabelsFile(join(dir, 'missing.txt')), join(dir, 'missing.txt'));
+  });
+});
+
+test('createLimiter: never more than N tasks at once, every result in order, failures passed on', async (t) => {
+  const limit = createLimiter(3);
+  let running = 0;
+  let peak = 0;
+  const results = await Promise.all(
+    Array.from({ length: 20 }, (_, i) =>
+      limit(async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((resolve) => setImmediate(resolve));
+        running--;
+        return i * i;
+      }),
+    ),
+  );
+  t.is(peak, 3);
+  t.deepEqual(results, Array.from({ length: 20 }, (_, i) => i * i));
+  await t.throwsAsync(limit(() => Promise.reject(new Error('boom'))), { message: 'boom' });
+  t.is(await limit(() => Promise.resolve('after a failure')), 'after a failure');
+  t.throws(() => createLimiter(0), { instanceOf: ArgumentValueError, message: /concurrency/ });
+});
