@@ -7,6 +7,7 @@ import { basename, join } from 'node:path';
 
 import { ArgumentTypeError, ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import { readNpy } from '../io/npy.js';
+import { MAX_CLASSES } from '../models/repvgg.js';
 import { readIdx } from './idx.js';
 import { FASHION_MNIST_NORMALIZATION } from './transforms.js';
 import type { Normalization } from './transforms.js';
@@ -142,8 +143,8 @@ export interface NpyDatasetOptions {
 export async function loadNpyDataset(xPath: string, yPath: string, options: NpyDatasetOptions = {}): Promise<Dataset> {
   const argName = options.argName ?? '--train-npy';
   const numClasses = options.numClasses;
-  if (numClasses !== undefined && (!Number.isSafeInteger(numClasses) || numClasses < 1)) {
-    throw new ArgumentValueError(`Expected a positive integer for numClasses but received ${describeValue(numClasses)}`);
+  if (numClasses !== undefined && (!Number.isSafeInteger(numClasses) || numClasses < 1 || numClasses > MAX_CLASSES)) {
+    throw new ArgumentValueError(`Expected an integer in [1, ${MAX_CLASSES}] for numClasses but received ${describeValue(numClasses)}`);
   }
   const [x, y] = await Promise.all([readNpy(xPath, argName), readNpy(yPath, argName)]);
 
@@ -191,15 +192,21 @@ export async function loadNpyDataset(xPath: string, yPath: string, options: NpyD
     }
   }
 
-  // Labels: range-check in the source type (an int64 may not fit int32), then convert.
-  const limit = numClasses ?? 2 ** 31 - 1;
+  // Labels: range-check in the source type (an int64 may not fit int32), then convert. Without numClasses the class
+  // count is the largest label + 1, which sizes the classifier: bounded so one stray label cannot ask for 2^31 classes.
+  const limit = numClasses ?? MAX_CLASSES;
   const labels = new Int32Array(count);
   let maxLabel = 0;
   for (let i = 0; i < count; i++) {
     const raw = y.data[i] as number | bigint;
     const value = typeof raw === 'bigint' ? (raw >= 0n && raw < BigInt(limit) ? Number(raw) : -1) : raw;
     if (value < 0 || value >= limit) {
-      const range = numClasses === undefined ? 'non-negative labels' : `labels in [0, ${numClasses})`;
+      const range =
+        numClasses !== undefined
+          ? `labels in [0, ${numClasses})`
+          : raw < 0
+            ? 'non-negative labels'
+            : `labels below ${MAX_CLASSES} (the most classes supported)`;
       throw new ArgumentValueError(`Expected ${range} for ${argName} but received ${String(raw)} at index ${i} of '${yPath}'`);
     }
     labels[i] = value;

@@ -33,6 +33,14 @@ const MAGIC = [0x93, ...Buffer.from('NUMPY', 'latin1')];
 /** Writers align the data start to this many bytes, as NumPy does, so the file can be memory-mapped. */
 const DATA_ALIGNMENT = 64;
 const HEADER_PREVIEW_CHARS = 200;
+/**
+ * Longest header we parse. NumPy's reader refuses more than 10,000 bytes by default (max_header_size); its writer
+ * switches to format 2.0 above 64 KiB. 1 MiB reads anything either writes while a 4 GiB length field in a hostile
+ * v2/v3 file cannot make us decode and scan gigabytes of text.
+ */
+const MAX_HEADER_BYTES = 2 ** 20;
+/** Deepest nesting of dicts, tuples and lists in a header: NumPy writes 2 levels (3 for old structured dtypes). */
+const MAX_HEADER_NESTING = 32;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Header: a Python dict literal such as {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
@@ -42,6 +50,8 @@ type PyLiteral = string | number | boolean | null | PyLiteral[] | { [key: string
 /** A recursive-descent parser for the subset of Python literals NumPy writes (and older NumPy versions wrote). */
 class PyLiteralParser {
   private position = 0;
+  /** Open dicts, tuples and lists around the current position; bounded so hostile nesting cannot overflow the stack. */
+  private depth = 0;
 
   constructor(
     private readonly text: string,
@@ -71,9 +81,13 @@ class PyLiteralParser {
     this.skipSpace();
     const char = this.text[this.position];
     if (char === undefined) this.fail('unexpected end');
-    if (char === '{') return this.parseDict();
-    if (char === '(') return this.parseSequence(')');
-    if (char === '[') return this.parseSequence(']');
+    if (char === '{' || char === '(' || char === '[') {
+      if (this.depth === MAX_HEADER_NESTING) this.fail(`nesting deeper than ${MAX_HEADER_NESTING} levels`);
+      this.depth++;
+      const container = char === '{' ? this.parseDict() : this.parseSequence(char === '(' ? ')' : ']');
+      this.depth--;
+      return container;
+    }
     if (char === "'" || char === '"') return this.parseString();
     if (char === '-' || (char >= '0' && char <= '9')) return this.parseInteger();
     return this.parseKeyword();
@@ -257,6 +271,9 @@ export function decodeNpy(bytes: Uint8Array, source = 'input'): NpyArray {
   if (bytes.length < headerStart) throw new FormatError(`${source}: .npy file is truncated inside its preamble`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  if (headerLength > MAX_HEADER_BYTES) {
+    throw new FormatError(`${source}: .npy header says it is ${headerLength} bytes, more than the ${MAX_HEADER_BYTES} we accept`);
+  }
   const dataStart = headerStart + headerLength;
   if (bytes.length < dataStart) {
     throw new FormatError(

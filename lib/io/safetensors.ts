@@ -79,6 +79,11 @@ const LENGTH_FIELD_BYTES = 8;
 const MAX_HEADER_BYTES = 100_000_000;
 /** Writers pad the header so that tensor data starts 8-byte aligned. */
 const HEADER_ALIGNMENT = 8;
+/**
+ * Most tensors in one file: a D2se training checkpoint (weights, momentum, EMA) holds about 3,000 and large
+ * language-model shards hold a few thousand; the bound stops a header of millions of empty tensors.
+ */
+const MAX_TENSORS = 100_000;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Decoding
@@ -112,7 +117,67 @@ function parseHeaderJson(bytes: Uint8Array, source: string): { header: Record<st
     throw new FormatError(`${source}: safetensors header is not valid UTF-8 JSON (${(error as Error).message})`);
   }
   if (!isPlainObject(header)) throw new FormatError(`${source}: safetensors header is not a JSON object`);
+  const tensorCount = Object.keys(header).length - (Object.hasOwn(header, METADATA_KEY) ? 1 : 0);
+  if (tensorCount > MAX_TENSORS) {
+    throw new FormatError(`${source}: safetensors header lists ${tensorCount} tensors, more than the ${MAX_TENSORS} we accept`);
+  }
+  const duplicate = findDuplicateKey(headerBytes);
+  if (duplicate !== undefined) {
+    const where = duplicate.parent === undefined ? '' : ` in '${duplicate.parent}'`;
+    throw new FormatError(`${source}: safetensors header has the duplicate key '${duplicate.key}'${where}`);
+  }
   return { header, dataStart: LENGTH_FIELD_BYTES + headerBytes.length };
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/**
+ * The first key that appears twice in one object of a header JSON.parse has accepted (JSON.parse keeps the last
+ * silently; the reference implementation rejects the file). One linear scan: strings are skipped, and in an object
+ * the first string after '{' or ',' is a key, compared after unescaping ("\u0077" and "w" are the same key).
+ * @param json - UTF-8 bytes of valid JSON (already parsed), so brackets balance and strings terminate.
+ */
+function findDuplicateKey(json: Uint8Array): { key: string; parent: string | undefined } | undefined {
+  interface Scope {
+    /** Keys seen so far; undefined for an array. */
+    readonly keys: Set<string> | undefined;
+    /** The key this object is the value of, for messages. */
+    readonly name: string | undefined;
+    expectingKey: boolean;
+  }
+  const scopes: Scope[] = [];
+  let lastKey: string | undefined;
+  for (let i = 0; i < json.length; i++) {
+    const byte = json[i];
+    const scope = scopes[scopes.length - 1];
+    if (byte === QUOTE) {
+      const start = i;
+      let escaped = false;
+      for (i++; i < json.length && json[i] !== QUOTE; i++) {
+        if (json[i] === BACKSLASH) {
+          escaped = true;
+          i++;
+        }
+      }
+      if (scope?.keys !== undefined && scope.expectingKey) {
+        const quoted = Buffer.from(json.buffer, json.byteOffset + start, i + 1 - start).toString('utf8');
+        const key = escaped ? (JSON.parse(quoted) as string) : quoted.slice(1, -1);
+        if (scope.keys.has(key)) return { key, parent: scope.name };
+        scope.keys.add(key);
+        scope.expectingKey = false;
+        lastKey = key;
+      }
+    } else if (byte === 0x7b /* { */ || byte === 0x5b /* [ */) {
+      const name = scope?.keys !== undefined ? lastKey : scope?.name;
+      scopes.push({ keys: byte === 0x7b ? new Set() : undefined, name, expectingKey: true });
+    } else if (byte === 0x7d /* } */ || byte === 0x5d /* ] */) {
+      scopes.pop();
+    } else if (byte === 0x2c /* , */ && scope !== undefined) {
+      scope.expectingKey = true;
+    }
+  }
+  return undefined;
 }
 
 function parseMetadata(value: unknown, source: string): Record<string, string> {
@@ -167,10 +232,41 @@ function parseTensorEntry(name: string, value: unknown, bufferLength: number, so
 }
 
 /**
+ * As in the reference implementation, the tensors (sorted by offset) must tile the data buffer exactly: each begins
+ * where the previous one ended, the first at 0, and the last ends with the file. Unused bytes could hide anything.
+ */
+function checkLayout(sorted: readonly TensorEntry[], bufferLength: number, source: string): void {
+  let previous: TensorEntry | undefined;
+  for (const entry of sorted) {
+    if (previous !== undefined && entry.begin < previous.end) {
+      throw new FormatError(
+        `${source}: tensor '${entry.name}' data_offsets [${entry.begin}, ${entry.end}] overlap those of ` +
+          `'${previous.name}' [${previous.begin}, ${previous.end}]`,
+      );
+    }
+    const expectedBegin = previous?.end ?? 0;
+    if (entry.begin > expectedBegin) {
+      const after = previous === undefined ? 'at the start of the data buffer' : `after '${previous.name}'`;
+      throw new FormatError(
+        `${source}: tensor '${entry.name}' data_offsets [${entry.begin}, ${entry.end}] leave ` +
+          `${entry.begin - expectedBegin} unused bytes ${after}`,
+      );
+    }
+    previous = entry;
+  }
+  const dataEnd = previous?.end ?? 0;
+  if (dataEnd !== bufferLength) {
+    const after = previous === undefined ? 'after the header, which lists no tensors' : `after the last tensor '${previous.name}'`;
+    throw new FormatError(`${source}: ${bufferLength - dataEnd} unused bytes ${after} (a damaged or padded file)`);
+  }
+}
+
+/**
  * Decode the bytes of a safetensors file, validating the header completely.
  * @param source - the file name (or another label) that error messages start with.
- * @throws FormatError for a bad header length, invalid JSON, an unknown dtype, data_offsets that disagree with
- *   the shape, overlap another tensor or run past the data (truncated file); the message names the tensor.
+ * @throws FormatError for a bad header length, invalid JSON, a duplicate key, more than MAX_TENSORS tensors, an
+ *   unknown dtype, data_offsets that disagree with the shape, overlap another tensor, leave unused bytes (before,
+ *   between or after the tensors) or run past the data (truncated file); the message names the tensor.
  */
 export function decodeSafetensors(bytes: Uint8Array, source = 'input'): SafetensorsFile {
   const { header, dataStart } = parseHeaderJson(bytes, source);
@@ -182,20 +278,13 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'input'): Safetens
     else entries.push(parseTensorEntry(name, value, bufferLength, source));
   }
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  checkLayout(entries, bufferLength, source);
   const tensors = new Map<string, SafetensorsTensor>();
-  let previous: TensorEntry | undefined;
   for (const entry of entries) {
-    if (previous !== undefined && entry.begin < previous.end) {
-      throw new FormatError(
-        `${source}: tensor '${entry.name}' data_offsets [${entry.begin}, ${entry.end}] overlap those of ` +
-          `'${previous.name}' [${previous.begin}, ${previous.end}]`,
-      );
-    }
     const data = new ARRAY_TYPES[entry.dtype](numel(entry.shape));
     const entryBytes = bytes.subarray(dataStart + entry.begin, dataStart + entry.end);
     new Uint8Array(data.buffer, data.byteOffset, data.byteLength).set(entryBytes);
     tensors.set(entry.name, { dtype: entry.dtype, shape: entry.shape, data });
-    previous = entry;
   }
   return { tensors, metadata };
 }

@@ -2,7 +2,7 @@
 // and weight-key layout derived from them. Pure description: no tensors are computed here.
 // Not for: running networks (lib/engine.ts) or re-parameterization math (lib/reparam/).
 
-import { ArgumentValueError, describeValue } from '../errors.js';
+import { ArgumentValueError, FormatError, WeightsMismatchError, describeValue } from '../errors.js';
 
 /** Everything that determines a RepVGG network's structure. */
 export interface RepVGGSpec {
@@ -132,7 +132,8 @@ export interface CustomSpecOptions {
  *   stageChannels: [32, 64, 128, 256], stageDepths: [1, 2, 2, 1], stageStrides: [1, 2, 2, 2] })
  */
 export function customSpec(o: CustomSpecOptions): RepVGGSpec {
-  const depthSum = o.stageDepths.reduce((s, d) => s + d, 0);
+  // Bounded before the per-block group list below is built from it.
+  const depthSum = checkStageDepths(o.stageDepths, failWithArgumentValue).reduce((s, d) => s + d, 0);
   const groups = o.groups ?? 1;
   const blockGroups =
     typeof groups === 'number' ? Array.from({ length: depthSum }, (_, i) => ((i + 1) % 2 === 0 ? groups : 1)) : [...groups];
@@ -150,52 +151,179 @@ export function customSpec(o: CustomSpecOptions): RepVGGSpec {
   });
 }
 
-function positiveInt(value: unknown, name: string): void {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new ArgumentValueError(`Expected a positive integer for ${name} but received ${describeValue(value)}`);
+// ---------------------------------------------------------------------------------------------------------------
+// Validation. A spec may come from an untrusted file (weights metadata, a checkpoint's config), so every field's
+// type is checked and every size is bounded before anything loops over blocks or builds key lists.
+
+/** Most channels of any layer (input, stem, stage): over 6x the widest official layer (2560 in B3 and D2se). */
+export const MAX_CHANNELS = 16_384;
+/** Most blocks in one stage: about 40x the deepest official stage (24 in D2se's stage 3). */
+export const MAX_STAGE_DEPTH = 1_000;
+/** Most classes: ImageNet-21k, the largest common label set, has 21,841. */
+export const MAX_CLASSES = 100_000;
+/** Longest arch display name ('RepVGG-B3g4' or a user's label). */
+export const MAX_ARCH_NAME_LENGTH = 128;
+/**
+ * Longest spec JSON parsed: the largest spec within the bounds above is about 25,000 characters (4,000 group counts),
+ * so longer text is rejected before JSON.parse spends seconds on it.
+ */
+export const MAX_SPEC_JSON_LENGTH = 65_536;
+
+/** Throws the caller's error type: ArgumentValueError for specs built in code, FormatError for specs read from files. */
+type Fail = (message: string) => never;
+
+/** A spec whose fields have not been checked yet (e.g. parsed from JSON). */
+type UncheckedSpec = { readonly [K in keyof RepVGGSpec]?: unknown };
+
+function checkInteger(value: unknown, name: string, min: number, max: number, fail: Fail): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(`Expected an integer in [${min}, ${max}] for ${name} but received ${describeValue(value)}`);
   }
+  return value as number;
 }
 
-/** Checks a spec's internal consistency; returns it unchanged. */
-export function validateSpec(spec: RepVGGSpec): RepVGGSpec {
-  positiveInt(spec.inChannels, 'inChannels');
-  positiveInt(spec.numClasses, 'numClasses');
-  positiveInt(spec.stemChannels, 'stemChannels');
-  if (spec.stemStride !== 1 && spec.stemStride !== 2) {
-    throw new ArgumentValueError(`Expected 1 or 2 for stemStride but received ${describeValue(spec.stemStride)}`);
+function checkStride(value: unknown, name: string, fail: Fail): number {
+  if (value !== 1 && value !== 2) fail(`Expected 1 or 2 for ${name} but received ${describeValue(value)}`);
+  return value as number;
+}
+
+/** A list of exactly `length` entries, each checked by `entry`. */
+function checkList(
+  value: unknown,
+  name: string,
+  length: number,
+  entry: (item: unknown, itemName: string) => number,
+  fail: Fail,
+): number[] {
+  if (!Array.isArray(value) || value.length !== length) {
+    fail(`Expected an array of ${length} integers for ${name} but received ${describeValue(value)}`);
   }
-  for (const [name, list] of [
-    ['stageChannels', spec.stageChannels],
-    ['stageDepths', spec.stageDepths],
-    ['stageStrides', spec.stageStrides],
-  ] as const) {
-    if (!Array.isArray(list) || list.length !== 4) {
-      throw new ArgumentValueError(`Expected 4 entries (stages 1..4) for ${name} but received ${describeValue(list)}`);
-    }
-    list.forEach((v, i) => positiveInt(v, `${name}[${i}]`));
+  return (value as unknown[]).map((item, i) => entry(item, `${name}[${i}]`));
+}
+
+/** Checked first: the block count decides how long blockGroups may be and how many blocks are built. */
+function checkStageDepths(value: unknown, fail: Fail): number[] {
+  return checkList(value, 'stageDepths', 4, (depth, name) => checkInteger(depth, name, 1, MAX_STAGE_DEPTH, fail), fail);
+}
+
+/** Checks types, bounds and consistency of every field; returns a fresh spec holding only the known fields. */
+function checkSpec(spec: UncheckedSpec, fail: Fail): RepVGGSpec {
+  if (typeof spec.arch !== 'string' || spec.arch.length === 0 || spec.arch.length > MAX_ARCH_NAME_LENGTH) {
+    fail(`Expected a string of 1 to ${MAX_ARCH_NAME_LENGTH} characters for arch but received ${describeValue(spec.arch)}`);
   }
-  spec.stageStrides.forEach((s, i) => {
-    if (s !== 1 && s !== 2) throw new ArgumentValueError(`Expected 1 or 2 for stageStrides[${i}] but received ${s}`);
-  });
-  const depthSum = spec.stageDepths.reduce((s, d) => s + d, 0);
-  if (spec.blockGroups.length !== depthSum) {
-    throw new ArgumentValueError(`Expected ${depthSum} entries for groups (one per block) but received ${spec.blockGroups.length}`);
-  }
-  if (!Number.isInteger(spec.seReduction) || spec.seReduction < 0) {
-    throw new ArgumentValueError(`Expected a non-negative integer for seReduction but received ${describeValue(spec.seReduction)}`);
-  }
+  const channels = (value: unknown, name: string): number => checkInteger(value, name, 1, MAX_CHANNELS, fail);
+  const stageDepths = checkStageDepths(spec.stageDepths, fail);
+  const blockCount = stageDepths.reduce((s, d) => s + d, 0);
+  const checked: RepVGGSpec = {
+    arch: spec.arch as string,
+    inChannels: channels(spec.inChannels, 'inChannels'),
+    numClasses: checkInteger(spec.numClasses, 'numClasses', 1, MAX_CLASSES, fail),
+    stemChannels: channels(spec.stemChannels, 'stemChannels'),
+    stemStride: checkStride(spec.stemStride, 'stemStride', fail),
+    stageChannels: checkList(spec.stageChannels, 'stageChannels', 4, channels, fail),
+    stageDepths,
+    stageStrides: checkList(spec.stageStrides, 'stageStrides', 4, (v, n) => checkStride(v, n, fail), fail),
+    // One group count per block of stages 1..4; a count never exceeds the channels it must divide.
+    blockGroups: checkList(spec.blockGroups, 'blockGroups', blockCount, channels, fail),
+    seReduction: checkInteger(spec.seReduction, 'seReduction', 0, MAX_CHANNELS, fail),
+  };
   // Every grouped block must divide its input and output channels.
-  for (const block of blocksOf(spec)) {
+  for (const block of blocksOf(checked)) {
     if (block.inChannels % block.groups !== 0 || block.outChannels % block.groups !== 0) {
-      throw new ArgumentValueError(
+      fail(
         `Block ${block.name} has groups ${block.groups}, which does not divide its channels ${block.inChannels} -> ${block.outChannels}`,
       );
     }
-    if (spec.seReduction > 0 && block.seChannels < 1) {
-      throw new ArgumentValueError(`Block ${block.name} has ${block.outChannels} channels, fewer than seReduction ${spec.seReduction}`);
+    if (checked.seReduction > 0 && block.seChannels < 1) {
+      fail(`Block ${block.name} has ${block.outChannels} channels, fewer than seReduction ${checked.seReduction}`);
     }
   }
-  return spec;
+  return checked;
+}
+
+function failWithArgumentValue(message: string): never {
+  throw new ArgumentValueError(message);
+}
+
+/**
+ * Checks a spec's field types, bounds (MAX_CHANNELS, MAX_STAGE_DEPTH, MAX_CLASSES, MAX_ARCH_NAME_LENGTH) and
+ * internal consistency (one group count per block, groups dividing channels, SE width of at least 1).
+ * @returns a fresh copy holding only the spec's fields.
+ * @throws ArgumentValueError naming the first bad field, e.g. `Expected an integer in [1, 1000] for stageDepths[1]
+ *   but received number 10000000`.
+ */
+export function validateSpec(spec: RepVGGSpec): RepVGGSpec {
+  return checkSpec(spec, failWithArgumentValue);
+}
+
+/**
+ * A spec from untrusted data (a parsed JSON value, e.g. a checkpoint's config.spec): checked as by validateSpec.
+ * Fields other than RepVGGSpec's are ignored.
+ * @param source - names the data in messages, e.g. 'a0.safetensors metadata repvgg_spec'.
+ * @throws FormatError starting with source and naming the first bad field.
+ */
+export function parseSpec(value: unknown, source: string): RepVGGSpec {
+  const fail: Fail = (message) => {
+    throw new FormatError(`${source}: ${message}`);
+  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail(`Expected a JSON object for the RepVGG spec but received ${describeValue(value)}`);
+  }
+  return checkSpec(value as UncheckedSpec, fail);
+}
+
+/**
+ * A spec from JSON text (the `repvgg_spec` metadata this library writes next to weights).
+ * @param source - names the text in messages, e.g. 'a0.safetensors metadata repvgg_spec'.
+ * @throws FormatError starting with source for text over MAX_SPEC_JSON_LENGTH, malformed JSON or a bad field
+ *   (see {@link parseSpec}).
+ * @example parseSpecJson(metadata.repvgg_spec, `${path} metadata repvgg_spec`)
+ */
+export function parseSpecJson(text: string, source: string): RepVGGSpec {
+  if (text.length > MAX_SPEC_JSON_LENGTH) {
+    throw new FormatError(`${source}: ${text.length} characters, more than the ${MAX_SPEC_JSON_LENGTH} any valid spec needs`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new FormatError(`${source}: not valid JSON (${(error as Error).message})`);
+  }
+  return parseSpec(value, source);
+}
+
+/** Matches the one key every block has in each form; captures the block name ('stage0' or 'stageS.I') and the stage. */
+const BLOCK_KEY: Record<WeightForm, RegExp> = {
+  train: /^(stage(\d+)(?:\.\d+)?)\.rbr_dense\.conv\.weight$/,
+  deploy: /^(stage(\d+)(?:\.\d+)?)\.rbr_reparam\.weight$/,
+};
+
+/**
+ * Cheap first check of a spec against a file's keys, before expectedWeights is built: the blocks present per stage
+ * (stage0, then stages 1..4) must be as many as the spec describes, so a spec that lies about its depth fails here
+ * instead of making us build its block and key lists. Keys and shapes are compared afterwards by checkWeights.
+ * @param keys - the file's tensor names (bounded by the file's size).
+ * @throws WeightsMismatchError naming source and both block counts.
+ */
+export function checkSpecAgainstKeys(spec: RepVGGSpec, keys: Iterable<string>, form: WeightForm, source: string): void {
+  const blocksPerStage = new Map<string, Set<string>>();
+  for (const key of keys) {
+    const match = BLOCK_KEY[form].exec(key);
+    if (match === null) continue;
+    const [, block = '', stage = ''] = match;
+    const blocks = blocksPerStage.get(stage) ?? new Set<string>();
+    blocks.add(block);
+    blocksPerStage.set(stage, blocks);
+  }
+  const counts = ['0', '1', '2', '3', '4'].map((stage) => blocksPerStage.get(stage)?.size ?? 0);
+  const otherStages = [...blocksPerStage.keys()].filter((stage) => !/^[0-4]$/.test(stage));
+  const expected = [1, ...spec.stageDepths];
+  if (otherStages.length === 0 && counts.every((count, i) => count === expected[i])) return;
+  const describe = (c: readonly number[]): string => `${c[0]} stage0 block(s) and [${c.slice(1).join(', ')}] in stages 1..4`;
+  throw new WeightsMismatchError(
+    `${source} holds ${describe(counts)}${otherStages.length > 0 ? ` plus stage${otherStages[0]}` : ''} (${form} form) ` +
+      `but its spec ${spec.arch} describes ${describe(expected)}`,
+  );
 }
 
 /** The blocks of a network in execution order: stage0, stage1.0, stage1.1, ... */
