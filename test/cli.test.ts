@@ -15,7 +15,7 @@ import { encodeNpy, readNpy } from '../lib/io/npy.js';
 import { writeSafetensors } from '../lib/io/safetensors.js';
 import { saveWeights } from '../lib/io/weights.js';
 import { randomStateDict } from '../lib/models/init.js';
-import { officialSpec } from '../lib/models/repvgg.js';
+import { customSpec, officialSpec } from '../lib/models/repvgg.js';
 import { cli as runCli, describeResult as describe, type CliResult } from './helpers/cli-runner.js';
 import { argmaxRows, makeRng, maxRelativeError, randomArray } from './helpers/reference.js';
 import { MODEL_FP32, ONNX } from './helpers/tolerances.js';
@@ -240,10 +240,8 @@ test('missing --weights exits 2 naming it', async (t) => {
   await expectFailure(t, await cli(['infer', '--arch', 'A0', '--input', inputPath, '--output', join(dir, 'y.npy')]), 2, [/--weights/], dir);
 });
 
-test('convert without --out or --arch exits 2 naming the missing flag', async (t) => {
-  const dir = await freshDir('convert-flags');
+test('convert without --out exits 2 naming the missing flag', async (t) => {
   await expectFailure(t, await cli(['convert', '--arch', 'A0', '--in', trainPath]), 2, [/--out\b/]);
-  await expectFailure(t, await cli(['convert', '--in', trainPath, '--out', join(dir, 'd.safetensors')]), 2, [/--arch/], dir);
 });
 
 test('a positional argument exits 2 naming it', async (t) => {
@@ -397,12 +395,17 @@ test('an input with 0 images exits 1 naming --input and the shape', async (t) =>
   await expectInferFailure(t, 'empty', trainPath, path, [/--input/, /\[0, 3, 32, 32\]/]);
 });
 
-test('weights without metadata and no --arch exit 1 asking for --arch', async (t) => {
-  const path = join(await freshDir('bare-weights'), 'bare.safetensors');
+test('weights without metadata: an official variant is identified from the shapes, anything else asks for --arch', async (t) => {
+  const dir = await freshDir('bare-weights');
+  const path = join(dir, 'bare.safetensors');
   await writeSafetensors(path, randomStateDict(spec, 'train', 3), {});
-  await expectInferFailure(t, 'bare', path, inputPath, [/bare\.safetensors/, /--arch/]);
-  // With --arch the same file works: classes come from linear.weight.
+  await expectSameLogits(t, 'bare, no --arch', await infer('bare', ['--weights', path]), MODEL_FP32);
+  // With --arch the same file works too: classes come from linear.weight.
   await expectSameLogits(t, 'bare + --arch', await infer('bare-arch', ['--arch', 'A0', '--weights', path]), MODEL_FP32);
+  const custom = customSpec({ numClasses: CLASSES, stemChannels: 16, stageChannels: [16, 32, 48, 64], stageDepths: [1, 1, 2, 1] });
+  const customPath = join(dir, 'custom.safetensors');
+  await writeSafetensors(customPath, randomStateDict(custom, 'train', 3), {});
+  await expectInferFailure(t, 'custom', customPath, inputPath, [/custom\.safetensors/, /--arch/]);
 });
 
 test('--backend cuda exits 1 with a clean message', async (t) => {

@@ -141,7 +141,7 @@ test('--out DIR writes checkpoints, deploy weights, curve.svg and summary.json; 
   t.is(r.code, 0, describe(r));
   const run = join(dir, 'run');
   t.deepEqual((await readdir(run)).sort(), ['checkpoints', 'curve.svg', 'deploy.safetensors', 'summary.json', 'train.safetensors']);
-  t.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), ['step-00000006.safetensors', 'step-00000012.safetensors', 'step-00000018.safetensors', 'step-00000024.safetensors', 'step-00000030.safetensors'], 'one checkpoint per epoch');
+  t.deepEqual((await readdir(join(run, 'checkpoints'))).sort(), ['step-00000018.safetensors', 'step-00000024.safetensors', 'step-00000030.safetensors'], 'one checkpoint per epoch, the newest 3 kept (the default --keep-checkpoints)');
   const summary = JSON.parse(await readFile(join(run, 'summary.json'), 'utf8')) as Record<string, unknown>;
   for (const key of ['test_accuracy', 'deploy_test_accuracy']) {
     const v = summary[key];

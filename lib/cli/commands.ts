@@ -2,13 +2,15 @@
 
 import { RepVGGNetwork, type BackendName, type Precision } from '../engine.js';
 import { ArgumentValueError, BackendError, UsageError } from '../errors.js';
+import { classifyImages } from './classify.js';
 import { exportOnnx } from '../io/onnx.js';
 import { readNpyFloat32, writeNpy } from '../io/npy.js';
-import { loadWeights, saveWeights, type LoadedWeights } from '../io/weights.js';
+import { KEY_STYLES, type KeyStyle } from '../io/keys.js';
+import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
 import { canonicalArchName } from '../models/repvgg.js';
 import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
 import type { DeployedModel } from '../reparam/types.js';
-import { choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
+import { checkOutputDistinct, choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
 
 export function archFlag(flags: Flags, required: boolean): string | undefined {
   const arch = required ? requireFlag(flags, 'arch') : optionalFlag(flags, 'arch');
@@ -23,16 +25,24 @@ function deployedOf(weights: LoadedWeights): DeployedModel {
 }
 
 export async function runConvert(flags: Flags): Promise<void> {
-  const arch = archFlag(flags, true);
+  const arch = archFlag(flags, false);
   const inPath = requireFlag(flags, 'in');
   const outPath = requireFlag(flags, 'out');
+  const keyStyle = choiceFlag<KeyStyle>(flags, 'key-style', KEY_STYLES, 'official');
+  await checkOutputDistinct(['out', outPath], [['in', inPath]]);
   const weights = await loadWeights(inPath, arch, '--in');
   if (weights.form !== 'train') {
     throw new ArgumentValueError(`Expected training-time weights (rbr_dense keys) for --in but '${inPath}' is already deployed (rbr_reparam keys)`);
   }
   const deployed = reparameterize(weights.spec, weights.state);
-  await saveWeights(outPath, weights.spec, 'deploy', deployedStateDict(deployed));
-  process.stdout.write(`converted ${weights.spec.arch} (${weights.spec.numClasses} classes): ${deployed.layers.length} blocks -> ${outPath}\n`);
+  const classNames = recordedClassNames(weights);
+  await saveWeights(outPath, weights.spec, 'deploy', deployedStateDict(deployed), '--out', {
+    normalization: recordedNormalization(weights, inPath), keyStyle, ...(classNames !== undefined && { classNames }),
+  });
+  process.stdout.write(
+    `converted ${weights.spec.arch} (${weights.spec.numClasses} classes): ${deployed.layers.length} blocks -> ${outPath}` +
+      `${keyStyle === 'official' ? '' : ` (${keyStyle} key names)`}\n`,
+  );
 }
 
 /** Names the --backend flag in "backend unavailable" errors, so the user knows which flag to change. */
@@ -47,18 +57,25 @@ function withBackendFlag<T>(backend: string, make: () => T): T {
   }
 }
 
-export async function runInfer(flags: Flags): Promise<void> {
+export async function runInfer(flags: Flags, positionals: readonly string[] = []): Promise<void> {
   const arch = archFlag(flags, false);
   const weightsPath = requireFlag(flags, 'weights');
-  const inputPath = requireFlag(flags, 'input');
-  const outputPath = requireFlag(flags, 'output');
   const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
   const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'fp16'], 'fp32');
   const maxBatch = intFlag(flags, 'batch', 32);
+  const images = flags.images === undefined ? undefined : [...(flags.images as unknown as string[]), ...positionals];
+  if (images === undefined && positionals.length > 0) throw new UsageError(`Expected no positional arguments without --images but received '${positionals[0]}'`);
+  if ((images === undefined) === (flags.input === undefined)) throw new UsageError('Expected exactly one of --input x.npy or --images FILE|DIR...');
+  const outputPath = images === undefined ? requireFlag(flags, 'output') : optionalFlag(flags, 'output');
+  if (outputPath !== undefined) await checkOutputDistinct(['output', outputPath], [['weights', weightsPath], ['input', optionalFlag(flags, 'input')]]);
   const weights = await loadWeights(weightsPath, arch, '--weights');
-  const input = await readNpyFloat32(inputPath, '--input');
   const network = withBackendFlag(backend, () => RepVGGNetwork.fromStateDict(weights.spec, weights.state, { backend, precision, maxBatch }));
   try {
+    if (images !== undefined) {
+      await classifyImages(network, weights, images, flags, outputPath);
+      return;
+    }
+    const input = await readNpyFloat32(requireFlag(flags, 'input'), '--input');
     network.checkInput(input, '--input');
     const started = performance.now();
     const logits = await network.predict(input, {
@@ -67,11 +84,11 @@ export async function runInfer(flags: Flags): Promise<void> {
       },
     });
     const seconds = (performance.now() - started) / 1000;
-    await writeNpy(outputPath, logits.data, logits.shape, '--output');
-    const images = input.shape[0] as number;
+    await writeNpy(outputPath as string, logits.data, logits.shape, '--output');
+    const count = input.shape[0] as number;
     process.stdout.write(
-      `${images} images through ${weights.spec.arch} (${weights.form} form, ${network.backend} ${precision}) in ${seconds.toFixed(2)} s ` +
-        `(${(images / seconds).toFixed(1)} img/s) -> ${outputPath} [${logits.shape.join(', ')}]\n`,
+      `${count} images through ${weights.spec.arch} (${weights.form} form, ${network.backend} ${precision}) in ${seconds.toFixed(2)} s ` +
+        `(${(count / seconds).toFixed(1)} img/s) -> ${outputPath} [${logits.shape.join(', ')}]\n`,
     );
   } finally {
     network.dispose();
@@ -83,6 +100,7 @@ export async function runExportOnnx(flags: Flags): Promise<void> {
   const weightsPath = requireFlag(flags, 'weights');
   const outPath = requireFlag(flags, 'out');
   const opset = intFlag(flags, 'opset', 13, 7);
+  await checkOutputDistinct(['out', outPath], [['weights', weightsPath]]);
   const weights = await loadWeights(weightsPath, arch, '--weights');
   await exportOnnx(outPath, deployedOf(weights), { opset }, '--out');
   process.stdout.write(`exported deployed ${weights.spec.arch} (opset ${opset}) -> ${outPath}\n`);

@@ -1,5 +1,7 @@
 // Reading CLI flag values with usage errors that name the flag (exit status 2).
 
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 
 export type Flags = Record<string, string | boolean | undefined>;
@@ -32,4 +34,32 @@ export function choiceFlag<T extends string>(flags: Flags, name: string, choices
     throw new UsageError(`Expected one of ${choices.join(', ')} for --${name} but received '${String(value)}'`);
   }
   return value as T;
+}
+
+/** Device and inode of an existing path, or undefined when it does not exist (yet). */
+async function fileIdentity(path: string): Promise<string | undefined> {
+  try {
+    const s = await stat(path);
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Refuses an output flag that names the same file as an input flag (literally, through a relative path, a
+ * symbolic or a hard link): writing the output would destroy the input before or while it is read.
+ * @param output - [flag name without dashes, path]; inputs likewise (undefined paths are skipped).
+ * @throws UsageError naming both flags and the path.
+ */
+export async function checkOutputDistinct(output: [string, string], inputs: [string, string | undefined][]): Promise<void> {
+  const [outFlag, outPath] = output;
+  const outIdentity = await fileIdentity(outPath);
+  for (const [inFlag, inPath] of inputs) {
+    if (inPath === undefined) continue;
+    const same = resolve(inPath) === resolve(outPath) || (outIdentity !== undefined && outIdentity === (await fileIdentity(inPath)));
+    if (same) {
+      throw new UsageError(`Expected --${outFlag} to be another file than --${inFlag} but both name '${outPath}' (writing it would destroy the input)`);
+    }
+  }
 }

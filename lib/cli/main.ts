@@ -15,33 +15,42 @@ const USAGE = `Usage: repvgg <command> [flags]
 
 Commands:
   info                                   version and backends (oneDNN ISA; CUDA device or why not)
-  convert --arch A0 --in train.safetensors --out deploy.safetensors
+  convert [--arch A0] --in W --out deploy.safetensors [--key-style official|timm]
                                          re-parameterize training-time weights into the deployed form
-  infer --arch A0 --weights W --input x.npy --output logits.npy [--backend cpu|cuda|auto] [--batch N]
+  infer [--arch A0] --weights W --input x.npy --output logits.npy [--backend cpu|cuda|auto] [--batch N]
         [--precision fp32|bf16]          class logits for float32 NCHW images (train or deploy weights)
-  export-onnx --arch A0 --weights W --out model.onnx [--opset 13]
+  infer [--arch A0] --weights W --images a.jpg b.png photos/ [--top 5] [--labels imagenet|FILE] [--json]
+        [--resize 256] [--crop 224] [--output logits.npy]
+                                         top-k classes with probabilities for JPEG/PNG/WebP files and folders
+  export-onnx [--arch A0] --weights W --out model.onnx [--opset 13]
                                          the deployed model as ONNX
   demo [--arch A0] [--batch 8] [--size 224]
                                          random A0: convert, check agreement, compare speed and memory
-  train (--dataset fashion-mnist | --train-npy x.npy,y.npy [--test-npy x.npy,y.npy]) --out DIR|W.safetensors
+  train (--dataset fashion-mnist | --train-npy x.npy,y.npy [--test-npy x.npy,y.npy] |
+         --train-dir DIR [--val-dir DIR] [--image-size 224]) --out DIR|W.safetensors
         [--arch mini|A0..] [--epochs N] [--steps N] [--batch-size N] [--lr F] [--momentum F] [--nesterov]
         [--weight-decay F] [--label-smoothing F] [--warmup-epochs F] [--custom-l2] [--ema DECAY] [--seed N]
-        [--init W] [--no-shuffle] [--no-augment] [--backend cpu|auto] [--resume DIR]
-                                         train a RepVGG; a run folder gets checkpoints, deploy weights, curve.svg
-  eval --weights W (--dataset fashion-mnist | --test-npy x.npy,y.npy) [--arch A0] [--batch N]
-                                         top-1 accuracy of training-time or deployed weights
+        [--init W [--num-classes N] [--freeze-backbone]] [--no-shuffle] [--no-augment] [--backend cpu|auto]
+        [--keep-checkpoints 3]           train a RepVGG; a run folder gets checkpoints, deploy weights, curve.svg
+  train --resume DIR                     continue a run (also after Ctrl-C or a kill)
+  eval --weights W (--dataset fashion-mnist | --test-npy x.npy,y.npy | --val-dir DIR [--resize 256] [--crop 224])
+       [--arch A0] [--batch N]           top-1 (and top-5) accuracy of training-time or deployed weights
 
 --arch accepts RepVGG-A0 or A0 (likewise every variant: ${'A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 D2se'}).
+W is safetensors or a PyTorch checkpoint (.pth/.pt from torch.save), with official or timm key names; without
+--arch the file's metadata decides, or the official variant whose shapes the tensors have.
 `;
 
 type Flags = Record<string, string | boolean | undefined>;
 
 const FLAG_SPECS = {
   info: {},
-  convert: { arch: { type: 'string' }, in: { type: 'string' }, out: { type: 'string' } },
+  convert: { arch: { type: 'string' }, in: { type: 'string' }, out: { type: 'string' }, 'key-style': { type: 'string' } },
   infer: {
     arch: { type: 'string' }, weights: { type: 'string' }, input: { type: 'string' }, output: { type: 'string' },
     backend: { type: 'string' }, batch: { type: 'string' }, precision: { type: 'string' },
+    images: { type: 'string', multiple: true }, top: { type: 'string' }, labels: { type: 'string' }, json: { type: 'boolean' },
+    resize: { type: 'string' }, crop: { type: 'string' },
   },
   'export-onnx': { arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, opset: { type: 'string' } },
   demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' } },
@@ -56,10 +65,11 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-function parseFlags(command: Command, args: string[]): Flags {
+/** Flags and positional arguments; only `infer --images a.jpg b.png` takes positionals (more images). */
+function parseFlags(command: Command, args: string[]): { flags: Flags; positionals: string[] } {
   try {
-    const { values } = parseArgs({ args, options: { ...FLAG_SPECS[command], help: { type: 'boolean' } }, strict: true, allowPositionals: false });
-    return values as Flags;
+    const { values, positionals } = parseArgs({ args, options: { ...FLAG_SPECS[command], help: { type: 'boolean' } }, strict: true, allowPositionals: command === 'infer' });
+    return { flags: values as Flags, positionals };
   } catch (err) {
     throw new UsageError(`${(err as Error).message.split('\n')[0]} (see repvgg --help)`);
   }
@@ -76,7 +86,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo, train, eval) but received '${command}'`);
-  const flags = parseFlags(command as Command, rest);
+  const { flags, positionals } = parseFlags(command as Command, rest);
   if (flags.help === true) {
     process.stdout.write(USAGE);
     return;
@@ -87,7 +97,7 @@ async function main(argv: string[]): Promise<void> {
     case 'convert':
       return runConvert(flags);
     case 'infer':
-      return runInfer(flags);
+      return runInfer(flags, positionals);
     case 'export-onnx':
       return runExportOnnx(flags);
     case 'demo':
@@ -98,6 +108,12 @@ async function main(argv: string[]): Promise<void> {
       return runEval(flags);
   }
 }
+
+// A reader that stops early (`repvgg infer --images ... | head`) closes the pipe: stop quietly, as Unix tools do.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof RepvggError) {

@@ -5,16 +5,19 @@
 import { access, mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { loadFashionMnist, loadNpyDataset, type Dataset } from '../data/index.js';
+import { loadFashionMnist, loadNpyDataset } from '../data/index.js';
+import { imagenetTrainTransform, scanImageFolder, smallImageTrainTransform } from '../data/image-folder.js';
+import { imagenetPreprocess } from '../data/images.js';
+import { dataShape, type DataShape, type ImageFolderData, type TrainingData } from '../train/data.js';
 import type { BackendName } from '../engine.js';
-import { ArgumentValueError, ShapeError, UsageError } from '../errors.js';
-import { loadWeights, saveWeights } from '../io/weights.js';
-import { officialSpec, totalStride, validateSpec, type RepVGGSpec } from '../models/repvgg.js';
+import { ArgumentValueError, FormatError, ShapeError, UsageError } from '../errors.js';
+import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
+import { canonicalArchName, officialSpec, totalStride, type RepVGGSpec } from '../models/repvgg.js';
 import { latestCheckpoint, readCheckpoint } from '../train/checkpoint.js';
-import { TrainableRepVGG } from '../train/model.js';
-import { evaluate, train, type TrainConfig, type TrainHistory } from '../train/trainer.js';
+import { TrainableRepVGG, withNewHead } from '../train/model.js';
+import { DEFAULT_KEEP_CHECKPOINTS, evaluateWithSpeed, train, type TrainConfig, type TrainHistory } from '../train/trainer.js';
 import { miniSpec } from '../train/presets.js';
-import { choiceFlag, intFlag, optionalFlag, type Flags } from './flags.js';
+import { checkOutputDistinct, choiceFlag, intFlag, optionalFlag, type Flags } from './flags.js';
 
 export const TRAIN_FLAGS = {
   arch: { type: 'string' }, dataset: { type: 'string' }, 'train-npy': { type: 'string' }, 'test-npy': { type: 'string' },
@@ -23,11 +26,13 @@ export const TRAIN_FLAGS = {
   'label-smoothing': { type: 'string' }, 'warmup-epochs': { type: 'string' }, 'custom-l2': { type: 'boolean' },
   ema: { type: 'string' }, seed: { type: 'string' }, init: { type: 'string' }, 'no-shuffle': { type: 'boolean' },
   'no-augment': { type: 'boolean' }, backend: { type: 'string' }, out: { type: 'string' }, resume: { type: 'string' },
+  'num-classes': { type: 'string' }, 'freeze-backbone': { type: 'boolean' }, 'keep-checkpoints': { type: 'string' },
+  'train-dir': { type: 'string' }, 'val-dir': { type: 'string' }, 'image-size': { type: 'string' },
 } as const;
 
 export const EVAL_FLAGS = {
   arch: { type: 'string' }, weights: { type: 'string' }, dataset: { type: 'string' }, 'test-npy': { type: 'string' },
-  backend: { type: 'string' }, batch: { type: 'string' },
+  backend: { type: 'string' }, batch: { type: 'string' }, 'val-dir': { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' },
 } as const;
 
 /** The default recipe: what `repvgg train --dataset fashion-mnist --out DIR` runs with no other flags. */
@@ -54,27 +59,159 @@ function npyPair(flags: Flags, name: string): [string, string] | undefined {
   return [parts[0]!, parts[1]!];
 }
 
-async function datasets(flags: Flags): Promise<{ train: Dataset; test: Dataset | undefined }> {
+/**
+ * Where a run's data comes from, recorded in its checkpoints so that `--resume DIR` needs no other flag.
+ * Paths are stored as given (relative to the directory the run was started in).
+ */
+export type DataSource =
+  | { kind: 'fashion-mnist' }
+  | { kind: 'npy'; train: [string, string]; test?: [string, string] }
+  | { kind: 'image-folder'; trainDir: string; valDir?: string; imageSize: number };
+
+/** Side of the training crops of `--train-dir` unless --image-size says otherwise (the official recipe's). */
+const DEFAULT_IMAGE_SIZE = 224;
+/** From this side down, image-folder training uses the light augmentation (resize, padded random crop, flip). */
+const SMALL_IMAGE_MAX = 64;
+
+/**
+ * An image folder with the official transforms scaled to `imageSize`: evaluation resizes the short side to
+ * imageSize * 256/224 and center-crops imageSize; training uses RandomResizedCrop + flip, or for small images
+ * (<= 64 px, where crops of 8% of the area leave nothing to recognize) a padded random crop + flip.
+ */
+async function imageFolderData(dir: string, imageSize: number): Promise<ImageFolderData> {
+  const folder = await scanImageFolder(dir);
+  return {
+    kind: 'image-folder',
+    folder,
+    trainTransform: imageSize <= SMALL_IMAGE_MAX ? smallImageTrainTransform(imageSize) : imagenetTrainTransform(imageSize),
+    evalPreprocess: imagenetPreprocess(Math.round((imageSize * 256) / 224), imageSize, '--image-size'),
+  };
+}
+
+function dataSourceFromFlags(flags: Flags): DataSource | undefined {
   const dataset = optionalFlag(flags, 'dataset');
   const trainNpy = npyPair(flags, 'train-npy');
   const testNpy = npyPair(flags, 'test-npy');
   if (dataset !== undefined && dataset !== 'fashion-mnist') throw new UsageError(`Expected 'fashion-mnist' for --dataset but received '${dataset}'`);
-  if ((dataset === undefined) === (trainNpy === undefined)) throw new UsageError('Expected exactly one of --dataset fashion-mnist or --train-npy x.npy,y.npy');
-  if (dataset === 'fashion-mnist') return { train: await loadFashionMnist('train'), test: await loadFashionMnist('test') };
-  const train = await loadNpyDataset(trainNpy![0], trainNpy![1], { argName: '--train-npy' });
-  const test = testNpy ? await loadNpyDataset(testNpy[0], testNpy[1], { argName: '--test-npy', numClasses: train.numClasses }) : undefined;
+  const trainDir = optionalFlag(flags, 'train-dir');
+  const valDir = optionalFlag(flags, 'val-dir');
+  if ([dataset, trainNpy, trainDir].filter((v) => v !== undefined).length > 1) {
+    throw new UsageError('Expected one of --dataset fashion-mnist, --train-npy x.npy,y.npy or --train-dir DIR, not several');
+  }
+  if (valDir !== undefined && trainDir === undefined) throw new UsageError('Expected --train-dir with --val-dir (for .npy data use --test-npy)');
+  if (dataset === 'fashion-mnist') return { kind: 'fashion-mnist' };
+  if (trainDir !== undefined) {
+    const imageSize = intFlag(flags, 'image-size', DEFAULT_IMAGE_SIZE, 8);
+    return { kind: 'image-folder', trainDir, ...(valDir !== undefined && { valDir }), imageSize };
+  }
+  if (trainNpy !== undefined) return { kind: 'npy', train: trainNpy, ...(testNpy && { test: testNpy }) };
+  return undefined;
+}
+
+/** A recorded data source read back from a checkpoint (untrusted: it is checked like flags would be). */
+function recordedDataSource(value: unknown, path: string): DataSource | undefined {
+  const v = value as { kind?: unknown; train?: unknown; test?: unknown } | undefined;
+  const pair = (p: unknown): p is [string, string] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === 'string' && x !== '');
+  if (v === undefined) return undefined;
+  if (v.kind === 'fashion-mnist') return { kind: 'fashion-mnist' };
+  if (v.kind === 'npy' && pair(v.train) && (v.test === undefined || pair(v.test))) return { kind: 'npy', train: v.train, ...(v.test !== undefined && { test: v.test }) };
+  const f = value as { trainDir?: unknown; valDir?: unknown; imageSize?: unknown };
+  const text = (x: unknown): x is string => typeof x === 'string' && x !== '';
+  if (v.kind === 'image-folder' && text(f.trainDir) && (f.valDir === undefined || text(f.valDir)) && Number.isSafeInteger(f.imageSize) && (f.imageSize as number) >= 8) {
+    return { kind: 'image-folder', trainDir: f.trainDir, ...(f.valDir !== undefined && { valDir: f.valDir }), imageSize: f.imageSize as number };
+  }
+  throw new ArgumentValueError(`Expected a recorded data source in the checkpoint ${path} but received ${JSON.stringify(value).slice(0, 120)}`);
+}
+
+/**
+ * Loads the data. `numClasses`, when known (from --num-classes or --init weights), bounds the labels of .npy
+ * data; otherwise the largest training label + 1 decides.
+ */
+async function loadData(source: DataSource, numClasses: number | undefined): Promise<{ train: TrainingData; test: TrainingData | undefined }> {
+  if (source.kind === 'fashion-mnist') return { train: await loadFashionMnist('train'), test: await loadFashionMnist('test') };
+  if (source.kind === 'image-folder') {
+    const train = await imageFolderData(source.trainDir, source.imageSize);
+    const test = source.valDir === undefined ? undefined : await imageFolderData(source.valDir, source.imageSize);
+    const [trainClasses, valClasses] = [train.folder.classes, test?.folder.classes];
+    if (valClasses !== undefined && valClasses.join('\n') !== trainClasses.join('\n')) {
+      throw new ArgumentValueError(
+        `Expected the class folders of --val-dir to equal those of --train-dir (${trainClasses.length} classes) but received ${valClasses.length}: ` +
+          `${valClasses.slice(0, 5).join(', ')}${valClasses.length > 5 ? ', ...' : ''}`,
+      );
+    }
+    return { train, test };
+  }
+  const train = await loadNpyDataset(source.train[0], source.train[1], { argName: '--train-npy', ...(numClasses !== undefined && { numClasses }) });
+  const test = source.test
+    ? await loadNpyDataset(source.test[0], source.test[1], { argName: '--test-npy', numClasses: train.numClasses })
+    : undefined;
   return { train, test };
 }
 
-function specFor(arch: string | undefined, data: Dataset): RepVGGSpec {
+/** Largest batch a recorded run may ask for (bounds what a hostile checkpoint can make us allocate). */
+const MAX_BATCH_SIZE = 65_536;
+
+/**
+ * The run configuration recorded in a checkpoint, checked field by field like the flags it came from (its spec
+ * was checked by readCheckpoint).
+ * @throws FormatError naming the checkpoint and the field.
+ */
+function recordedConfig(value: unknown, path: string): TrainConfig & { seconds: number } {
+  const c = value as Record<string, unknown>;
+  const fail = (field: string, expected: string): never => {
+    throw new FormatError(`${path}: recorded config field '${field}' is ${JSON.stringify(c[field])?.slice(0, 60)}; expected ${expected}`);
+  };
+  const int = (field: string, min: number, max: number, optional = false): void => {
+    if (optional && c[field] === undefined) return;
+    if (!Number.isSafeInteger(c[field]) || (c[field] as number) < min || (c[field] as number) > max) fail(field, `an integer in [${min}, ${max}]`);
+  };
+  const num = (field: string, min: number, max: number): void => {
+    if (typeof c[field] !== 'number' || !Number.isFinite(c[field]) || (c[field] as number) < min || (c[field] as number) > max) fail(field, `a number in [${min}, ${max}]`);
+  };
+  const bool = (field: string, optional = false): void => {
+    if (!(optional && c[field] === undefined) && typeof c[field] !== 'boolean') fail(field, 'true or false');
+  };
+  int('epochs', 1, 1e6);
+  int('maxSteps', 1, Number.MAX_SAFE_INTEGER, true);
+  int('batchSize', 1, MAX_BATCH_SIZE);
+  num('lr', 0, Number.MAX_VALUE);
+  num('momentum', 0, 1);
+  num('weightDecay', 0, Number.MAX_VALUE);
+  num('labelSmoothing', 0, 1);
+  num('warmupEpochs', 0, 1e6);
+  num('emaDecay', 0, 0.99999);
+  num('seconds', 0, Number.MAX_VALUE);
+  int('seed', 0, Number.MAX_SAFE_INTEGER);
+  int('keepCheckpoints', 1, 1e6, true);
+  for (const field of ['nesterov', 'customL2', 'shuffle', 'augment']) bool(field);
+  bool('freezeBackbone', true);
+  if (!['cpu', 'cuda', 'auto'].includes(c.backend as string)) fail('backend', "'cpu', 'cuda' or 'auto'");
+  return c as unknown as TrainConfig & { seconds: number };
+}
+
+/** True when the data itself says how many classes there are (not only which labels occur). */
+const classCountKnown = (source: DataSource): boolean => source.kind !== 'npy';
+
+/** --arch for training: 'mini' (the default small network) or an official variant; undefined when not given. */
+function archOrMini(flags: Flags): string | undefined {
+  const arch = optionalFlag(flags, 'arch');
+  if (arch === undefined || arch === 'mini' || canonicalArchName(arch) !== undefined) return arch;
+  throw new UsageError(`Expected mini or an official variant (A0, A1, A2, B0, B1, B1g2, B1g4, B2, B2g2, B2g4, B3, B3g2, B3g4, D2se) for --arch but received '${arch}'`);
+}
+
+function specFor(arch: string | undefined, data: DataShape): RepVGGSpec {
   const spec = arch === undefined || arch === 'mini'
     ? miniSpec(data.channels, data.numClasses)
     : officialSpec(arch, { numClasses: data.numClasses, inChannels: data.channels });
+  checkImageSize(spec, data);
+  return spec;
+}
+
+function checkImageSize(spec: RepVGGSpec, data: DataShape): void {
   const minSide = totalStride(spec);
   if (data.height < minSide || data.width < minSide) {
     throw new ShapeError(`Expected images of at least ${minSide}x${minSide} for --arch ${spec.arch} (its total stride) but the training data is ${data.height}x${data.width}`);
   }
-  return spec;
 }
 
 /** Fails early when --out cannot be written: creates the folder (or the file's folder) and probes it. */
@@ -91,27 +228,74 @@ async function checkWritable(out: string): Promise<void> {
   }
 }
 
+/** The model to start from: --init weights (head replaced when the class count differs) or a fresh init. */
+async function initialModel(
+  flags: Flags, arch: string | undefined, data: DataShape, seed: number, freezeBackbone: boolean, initWeights: LoadedWeights | undefined,
+): Promise<TrainableRepVGG> {
+  if (initWeights === undefined) return TrainableRepVGG.init(specFor(arch, data), seed);
+  const init = optionalFlag(flags, 'init') as string;
+  if (initWeights.form !== 'train') throw new ArgumentValueError(`Expected training-time weights for --init but '${init}' is deployed (rbr_reparam keys)`);
+  if (initWeights.spec.inChannels !== data.channels) {
+    throw new ShapeError(`Expected ${initWeights.spec.inChannels}-channel images for --init '${init}' (${initWeights.spec.arch}) but the training data has ${data.channels} channels`);
+  }
+  checkImageSize(initWeights.spec, data);
+  let { spec, state } = initWeights;
+  if (data.numClasses !== spec.numClasses) {
+    process.stderr.write(
+      `train: --init ${init} has a ${spec.numClasses}-class head; training a new, freshly initialized ${data.numClasses}-class head (backbone kept)\n`,
+    );
+    ({ spec, state } = withNewHead(spec, state, data.numClasses, seed));
+  }
+  return TrainableRepVGG.fromStateDict(spec, state, { freezeBackbone });
+}
+
 export async function runTrain(flags: Flags): Promise<void> {
   const resumeDir = optionalFlag(flags, 'resume');
   let config: TrainConfig;
   let model: TrainableRepVGG;
   let start: Parameters<typeof train>[0]['start'];
   let out = optionalFlag(flags, 'out');
-  const data = await datasets(flags);
+  let data: { train: TrainingData; test: TrainingData | undefined };
+  const keepFlag = flags['keep-checkpoints'] === undefined ? undefined : intFlag(flags, 'keep-checkpoints', DEFAULT_KEEP_CHECKPOINTS, 1);
   if (resumeDir !== undefined) {
+    for (const name of ['init', 'arch', 'num-classes', 'freeze-backbone'] as const) {
+      if (flags[name] !== undefined) throw new UsageError(`Expected no --${name} with --resume (the run folder records the model) but received one`);
+    }
     const path = await latestCheckpoint(resumeDir);
     if (path === undefined) throw new ArgumentValueError(`Expected a run folder with checkpoints for --resume but '${resumeDir}' has none`);
     const checkpoint = await readCheckpoint(path);
-    const saved = checkpoint.config as TrainConfig & { seconds: number };
-    config = { ...saved, spec: validateSpec(saved.spec) };
-    model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights);
+    const saved = recordedConfig(checkpoint.config, path);
+    const source = dataSourceFromFlags(flags) ?? recordedDataSource(saved.data, path);
+    if (source === undefined) {
+      throw new UsageError(`Expected --dataset or --train-npy with --resume: the checkpoint ${path} does not record its data (an older run)`);
+    }
+    config = { ...saved, data: source, ...(keepFlag !== undefined && { keepCheckpoints: keepFlag }) };
+    data = await loadData(source, config.spec.numClasses);
+    model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights, { freezeBackbone: config.freezeBackbone === true });
     start = { position: checkpoint.position, momentum: checkpoint.momentum, ema: checkpoint.ema, history: checkpoint.history as TrainHistory, seconds: saved.seconds };
     out ??= resumeDir;
   } else {
-    const spec = specFor(optionalFlag(flags, 'arch'), data.train);
+    const source = dataSourceFromFlags(flags);
+    if (source === undefined) throw new UsageError('Expected one of --dataset fashion-mnist, --train-npy x.npy,y.npy, --train-dir DIR or --resume DIR');
+    const arch = archOrMini(flags);
+    const numClassesFlag = flags['num-classes'] === undefined ? undefined : intFlag(flags, 'num-classes', 1, 1);
+    const init = optionalFlag(flags, 'init');
+    if (init !== undefined && out !== undefined) await checkOutputDistinct(['out', out], [['init', init]]);
+    const initWeights = init === undefined ? undefined : await loadWeights(init, arch === 'mini' ? undefined : arch, '--init');
+    // The class count: --num-classes, else what the data defines, else (for .npy labels) the --init weights' head.
+    const numClasses = numClassesFlag ?? (classCountKnown(source) ? undefined : initWeights?.spec.numClasses);
+    data = await loadData(source, numClasses);
+    const shape = dataShape(data.train);
+    if (numClasses !== undefined && shape.numClasses !== numClasses) {
+      throw new ArgumentValueError(`Expected --num-classes ${numClasses} to equal the ${shape.numClasses} classes of ${shape.name}`);
+    }
+    const seed = intFlag(flags, 'seed', DEFAULT_RECIPE.seed, 0);
+    const freezeBackbone = flags['freeze-backbone'] === true;
+    if (freezeBackbone && initWeights === undefined) throw new UsageError('Expected --init weights with --freeze-backbone (a random backbone is not worth freezing)');
+    model = await initialModel(flags, arch, shape, seed, freezeBackbone, initWeights);
     const maxSteps = flags.steps === undefined ? undefined : intFlag(flags, 'steps', 1);
     config = {
-      spec,
+      spec: model.spec,
       epochs: intFlag(flags, 'epochs', DEFAULT_RECIPE.epochs),
       ...(maxSteps !== undefined && { maxSteps }),
       batchSize: intFlag(flags, 'batch-size', DEFAULT_RECIPE.batchSize),
@@ -123,19 +307,14 @@ export async function runTrain(flags: Flags): Promise<void> {
       warmupEpochs: numberFlag(flags, 'warmup-epochs', DEFAULT_RECIPE.warmupEpochs, 0),
       customL2: flags['custom-l2'] === true,
       emaDecay: numberFlag(flags, 'ema', DEFAULT_RECIPE.emaDecay, 0, 0.99999),
-      seed: intFlag(flags, 'seed', DEFAULT_RECIPE.seed, 0),
+      seed,
       shuffle: flags['no-shuffle'] !== true,
       augment: flags['no-augment'] !== true,
       backend: choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto'),
+      keepCheckpoints: keepFlag ?? DEFAULT_KEEP_CHECKPOINTS,
+      freezeBackbone,
+      data: source,
     };
-    const init = optionalFlag(flags, 'init');
-    if (init !== undefined) {
-      const weights = await loadWeights(init, undefined, '--init');
-      if (weights.form !== 'train') throw new ArgumentValueError(`Expected training-time weights for --init but '${init}' is deployed`);
-      model = TrainableRepVGG.fromStateDict(config.spec, weights.state);
-    } else {
-      model = TrainableRepVGG.init(config.spec, config.seed);
-    }
   }
   if (out === undefined) throw new UsageError('Missing required flag --out (a .safetensors file or a run folder)');
   if (resumeDir === undefined && !out.endsWith('.safetensors') && (await latestCheckpoint(out)) !== undefined) {
@@ -157,7 +336,7 @@ export async function runTrain(flags: Flags): Promise<void> {
       process.exitCode = 130;
       return;
     }
-    if (runDir === undefined) await saveWeights(out, config.spec, 'train', result.model.stateDict(), '--out', result.normalization);
+    if (runDir === undefined) await saveWeights(out, config.spec, 'train', result.model.stateDict(), '--out', { normalization: result.normalization, ...(result.classNames && { classNames: result.classNames }) });
     const lines = [`trained ${config.spec.arch} for ${result.trainSeconds.toFixed(0)} s -> ${out}`];
     if (Number.isFinite(result.testAccuracy)) {
       lines.push(
@@ -174,18 +353,46 @@ export async function runTrain(flags: Flags): Promise<void> {
   }
 }
 
+/** The --val-dir of `repvgg eval`: an image folder preprocessed as the weights expect (their recorded normalization). */
+async function evalImageFolder(flags: Flags, dir: string, weights: LoadedWeights): Promise<ImageFolderData> {
+  const crop = intFlag(flags, 'crop', DEFAULT_IMAGE_SIZE, 8);
+  const sizes = imagenetPreprocess(intFlag(flags, 'resize', Math.round((crop * 256) / 224), 8), crop, '--resize/--crop');
+  const normalization = recordedNormalization(weights, optionalFlag(flags, 'weights'));
+  if (weights.spec.inChannels !== 3 || normalization.mean.length !== 3) {
+    throw new ArgumentValueError(`Expected a 3-channel (RGB) network for --val-dir but ${weights.spec.arch} takes ${weights.spec.inChannels}-channel input`);
+  }
+  const folder = await scanImageFolder(dir);
+  if (folder.classes.length !== weights.spec.numClasses) {
+    throw new ArgumentValueError(`Expected ${weights.spec.numClasses} class folders in --val-dir (the classes of --weights) but '${dir}' has ${folder.classes.length}`);
+  }
+  const recorded = recordedClassNames(weights);
+  const differing = recorded?.findIndex((name, i) => name !== folder.classes[i]) ?? -1;
+  if (recorded !== undefined && differing >= 0) {
+    throw new ArgumentValueError(`Expected the class folders of --val-dir to be the classes the weights were trained on, but class ${differing} is '${folder.classes[differing]}' in '${dir}' and '${recorded[differing]}' in --weights`);
+  }
+  const evalPreprocess = { ...sizes, mean: normalization.mean as [number, number, number], std: normalization.std as [number, number, number] };
+  return { kind: 'image-folder', folder, trainTransform: imagenetTrainTransform(crop), evalPreprocess };
+}
+
 export async function runEval(flags: Flags): Promise<void> {
   const weightsPath = optionalFlag(flags, 'weights');
   if (weightsPath === undefined) throw new UsageError('Missing required flag --weights');
   const dataset = optionalFlag(flags, 'dataset');
   const testNpy = npyPair(flags, 'test-npy');
-  if ((dataset === undefined) === (testNpy === undefined)) throw new UsageError('Expected exactly one of --dataset fashion-mnist or --test-npy x.npy,y.npy');
+  const valDir = optionalFlag(flags, 'val-dir');
+  if ([dataset, testNpy, valDir].filter((v) => v !== undefined).length !== 1) {
+    throw new UsageError('Expected exactly one of --dataset fashion-mnist, --test-npy x.npy,y.npy or --val-dir DIR');
+  }
   if (dataset !== undefined && dataset !== 'fashion-mnist') throw new UsageError(`Expected 'fashion-mnist' for --dataset but received '${dataset}'`);
   const weights = await loadWeights(weightsPath, optionalFlag(flags, 'arch'), '--weights');
-  const data = dataset ? await loadFashionMnist('test') : await loadNpyDataset(testNpy![0], testNpy![1], { argName: '--test-npy', numClasses: weights.spec.numClasses });
+  const data: TrainingData = valDir !== undefined
+    ? await evalImageFolder(flags, valDir, weights)
+    : dataset ? await loadFashionMnist('test') : await loadNpyDataset(testNpy![0], testNpy![1], { argName: '--test-npy', numClasses: weights.spec.numClasses });
   const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
   const started = performance.now();
-  const accuracy = await evaluate(weights.spec, weights.state, data, backend, intFlag(flags, 'batch', 256));
+  const result = await evaluateWithSpeed(weights.spec, weights.state, data, backend, intFlag(flags, 'batch', 256));
   const seconds = (performance.now() - started) / 1000;
-  process.stdout.write(`${weights.spec.arch} (${weights.form} form): accuracy ${(accuracy * 100).toFixed(2)}% on ${data.count} images (${(data.count / seconds).toFixed(0)} img/s)\n`);
+  const count = dataShape(data).count;
+  const top5 = Number.isNaN(result.top5) ? '' : `, top-5 ${(result.top5 * 100).toFixed(2)}%`;
+  process.stdout.write(`${weights.spec.arch} (${weights.form} form): accuracy ${(result.accuracy * 100).toFixed(2)}%${top5} on ${count} images (${(count / seconds).toFixed(0)} img/s)\n`);
 }

@@ -1,4 +1,5 @@
-// Public surface of the data pipeline: datasets (Fashion-MNIST, .npy), IDX files, transforms and the DataLoader.
+// Public surface of the data pipeline: datasets (Fashion-MNIST, .npy, image folders), IDX files, image decoding
+// and preprocessing, transforms and the loaders.
 // Not for: anything beyond re-exports (the worker file and the message protocol stay internal).
 
 export { FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, checkDataset, loadFashionMnist, loadNpyDataset } from './datasets.js';
@@ -27,3 +28,26 @@ export {
   writeSample,
 } from './transforms.js';
 export type { AffineNormalization, AugmentOptions, CropFlip, ImageGeometry, Normalization } from './transforms.js';
+export {
+  DEFAULT_MAX_PIXELS,
+  IMAGENET_MEAN,
+  IMAGENET_PREPROCESS,
+  IMAGENET_STD,
+  decodeImage,
+  imagenetClassNames,
+  imagenetPreprocess,
+  preprocessBatch,
+  preprocessImage,
+  readLabelsFile,
+} from './images.js';
+export type { DecodeOptions, EvalPreprocess, ImageInput, PreprocessBatchOptions, PreprocessOptions, RgbImage } from './images.js';
+export {
+  IMG_EXTENSIONS,
+  ImageFolderLoader,
+  centerCropTransform,
+  evalImageBatches,
+  imagenetTrainTransform,
+  scanImageFolder,
+  smallImageTrainTransform,
+} from './image-folder.js';
+export type { ImageFolderDataset, ImageFolderLoaderOptions, ImageTransform } from './image-folder.js';

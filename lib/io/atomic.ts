@@ -45,14 +45,39 @@ export async function readFileChecked(path: string, argName: string): Promise<Bu
   try {
     return await readFile(path);
   } catch (error) {
-    const adjective = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'an existing' : 'a readable';
-    const wrapped = new ArgumentValueError(
-      `Expected ${adjective} file for ${argName} but received '${path}' (${errnoReason(error)})`,
-    );
-    wrapped.cause = error;
-    throw wrapped;
+    throw readError(path, argName, error);
   }
 }
+
+/** The typed error for a failed read of a user-named path. */
+function readError(path: string, argName: string, error: unknown): ArgumentValueError {
+  const adjective = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'an existing' : 'a readable';
+  const wrapped = new ArgumentValueError(`Expected ${adjective} file for ${argName} but received '${path}' (${errnoReason(error)})`);
+  wrapped.cause = error;
+  return wrapped;
+}
+
+/**
+ * The first `length` bytes of a file (fewer when the file is shorter), e.g. to tell formats apart by magic bytes.
+ * @throws ArgumentValueError when the file is missing or unreadable, worded as {@link readFileChecked}.
+ */
+export async function readFileHead(path: string, length: number, argName: string): Promise<Buffer> {
+  checkPathArgument(path, argName);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(path, 'r');
+    const head = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(head, 0, length, 0);
+    return head.subarray(0, bytesRead);
+  } catch (error) {
+    throw readError(path, argName, error);
+  } finally {
+    await handle?.close();
+  }
+}
+
+/** Names of writeFileAtomic's temp files: `.NAME.PID.RANDOM.tmp` (what a killed writer leaves behind). */
+export const TEMP_FILE_PATTERN = /^\..+\.\d+\.[0-9a-f]{12}\.tmp$/;
 
 /** Write every byte of every chunk; FileHandle.write may write less than asked. */
 async function writeAll(handle: FileHandle, chunks: readonly Uint8Array[]): Promise<void> {

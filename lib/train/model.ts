@@ -1,31 +1,75 @@
 // The training-time RepVGG as trainable parameters (Vars keyed by the official PyTorch names) plus BatchNorm
 // running statistics, with a forward pass on the autograd tape. Initialization follows PyTorch's defaults so
-// that recipes move between the two. Not for: inference (RepVGGNetwork runs the native program instead).
+// that recipes move between the two; a new classifier head for fine-tuning, and a frozen-backbone mode for
+// linear probing. Not for: inference (RepVGGNetwork runs the native program instead).
 
 import * as F from '../autograd/functions.js';
 import { Tape, Var } from '../autograd/tape.js';
-import { blocksOf, expectedWeights, type RepVGGSpec } from '../models/repvgg.js';
+import { RepVGGNetwork } from '../engine.js';
+import { blocksOf, expectedWeights, featureChannels, type RepVGGSpec } from '../models/repvgg.js';
 import { seededUniform } from '../models/init.js';
 import { updateRunningStats } from '../ops/norm.js';
-import { BN_EPS } from '../reparam/reparam.js';
+import { BN_EPS, reparameterize } from '../reparam/reparam.js';
 import type { HostTensor, StateDict } from '../tensor.js';
 
 /** BatchNorm2d momentum of PyTorch (weight of the new batch statistic in the running average). */
 export const BN_MOMENTUM = 0.1;
 
 const isRunningStat = (key: string): boolean => key.endsWith('running_mean') || key.endsWith('running_var');
+const isHead = (key: string): boolean => key.startsWith('linear.');
+
+/** Images per native call when a frozen backbone computes features. */
+const FEATURE_BATCH = 256;
+
+export interface TrainableOptions {
+  /**
+   * Linear probing: only the classifier (linear.*) learns. The backbone runs in inference mode (BN with its
+   * running statistics, which stay as loaded) as the deployed native network, and no gradient flows into it.
+   */
+  freezeBackbone?: boolean;
+}
+
+/**
+ * PyTorch's nn.Linear initialization for a classifier of `numClasses` outputs over `features` inputs: weight and
+ * bias uniform in +-1/sqrt(features), seeded.
+ */
+export function initialHead(numClasses: number, features: number, seed: number): { weight: Float32Array; bias: Float32Array } {
+  const uniform = seededUniform(seed);
+  const bound = 1 / Math.sqrt(features);
+  const weight = new Float32Array(numClasses * features).map(() => bound * (2 * uniform() - 1));
+  const bias = new Float32Array(numClasses).map(() => bound * (2 * uniform() - 1));
+  return { weight, bias };
+}
+
+/**
+ * A training-time state dict for `numClasses` classes: the backbone of `state` (shared) with a freshly
+ * initialized classifier (fine-tuning from weights trained on another label set).
+ */
+export function withNewHead(spec: RepVGGSpec, state: StateDict, numClasses: number, seed: number): { spec: RepVGGSpec; state: StateDict } {
+  const newSpec = { ...spec, numClasses };
+  const features = featureChannels(spec);
+  const head = initialHead(numClasses, features, seed);
+  const replaced: StateDict = new Map([...state].filter(([key]) => !isHead(key)));
+  replaced.set('linear.weight', { shape: [numClasses, features], data: head.weight });
+  replaced.set('linear.bias', { shape: [numClasses], data: head.bias });
+  return { spec: newSpec, state: replaced };
+}
 
 export class TrainableRepVGG {
   readonly spec: RepVGGSpec;
-  /** Learnable parameters by official key, in the official order. */
+  /** Learnable parameters by official key, in the official order (frozen ones have requiresGrad false). */
   readonly params: Map<string, Var>;
   /** BatchNorm running statistics by official key (updated in place by training-mode forwards). */
   readonly buffers: Map<string, Float32Array>;
+  readonly backboneFrozen: boolean;
+  /** The frozen backbone as a deployed network whose 'classifier' is the identity: it outputs pooled features. */
+  #featureNetwork: RepVGGNetwork | undefined;
 
-  private constructor(spec: RepVGGSpec, params: Map<string, Var>, buffers: Map<string, Float32Array>) {
+  private constructor(spec: RepVGGSpec, params: Map<string, Var>, buffers: Map<string, Float32Array>, backboneFrozen: boolean) {
     this.spec = spec;
     this.params = params;
     this.buffers = buffers;
+    this.backboneFrozen = backboneFrozen;
   }
 
   /**
@@ -53,7 +97,8 @@ export class TrainableRepVGG {
   }
 
   /** Takes a validated training-time state dict (copied: the model owns its tensors). */
-  static fromStateDict(spec: RepVGGSpec, state: StateDict): TrainableRepVGG {
+  static fromStateDict(spec: RepVGGSpec, state: StateDict, options: TrainableOptions = {}): TrainableRepVGG {
+    const frozen = options.freezeBackbone === true;
     const params = new Map<string, Var>();
     const buffers = new Map<string, Float32Array>();
     for (const [key, shape] of expectedWeights(spec, 'train')) {
@@ -62,9 +107,28 @@ export class TrainableRepVGG {
       // SE's 1x1 convs, stored (out, in, 1, 1), are applied as (out, in) matrices: keep them 2-D here.
       const paramShape = key.includes('.se.') && shape.length === 4 ? shape.slice(0, 2) : shape;
       if (isRunningStat(key)) buffers.set(key, t.data.slice());
-      else params.set(key, new Var({ shape: paramShape, data: t.data.slice() }, true));
+      else params.set(key, new Var({ shape: paramShape, data: t.data.slice() }, !frozen || isHead(key)));
     }
-    return new TrainableRepVGG(spec, params, buffers);
+    return new TrainableRepVGG(spec, params, buffers, frozen);
+  }
+
+  /** Frees the native network of a frozen backbone (rebuilt if forward runs again). Safe to call twice. */
+  dispose(): void {
+    this.#featureNetwork?.dispose();
+    this.#featureNetwork = undefined;
+  }
+
+  #features(): RepVGGNetwork {
+    if (this.#featureNetwork) return this.#featureNetwork;
+    const deployed = reparameterize(this.spec, this.stateDict());
+    const features = featureChannels(this.spec);
+    const identity = new Float32Array(features * features);
+    for (let i = 0; i < features; i++) identity[i * features + i] = 1;
+    this.#featureNetwork = RepVGGNetwork.fromDeployed(
+      { spec: { ...this.spec, numClasses: features }, layers: deployed.layers, linearWeight: identity, linearBias: new Float32Array(features) },
+      { backend: 'cpu', maxBatch: FEATURE_BATCH },
+    );
+    return this.#featureNetwork;
   }
 
   /** Parameters and running statistics as a state dict in the official key order (shares memory). */
@@ -101,6 +165,10 @@ export class TrainableRepVGG {
    * Updates the BN running statistics as a side effect, like PyTorch's model.train() forward.
    */
   async forward(tape: Tape, images: HostTensor): Promise<Var> {
+    if (this.backboneFrozen) {
+      const pooled = await this.#features().predict(images); // (N, featureChannels)
+      return F.linear(tape, new Var(pooled, false), this.#param('linear.weight'), this.#param('linear.bias'));
+    }
     let x = new Var(images, false);
     for (const b of blocksOf(this.spec)) {
       const conv = { stride: b.stride, groups: b.groups };

@@ -82,6 +82,7 @@ export function addCustomL2(spec: RepVGGSpec, params: Map<string, Var>, buffers:
   for (const b of blocksOf(spec)) {
     const k3 = params.get(`${b.name}.rbr_dense.conv.weight`)!;
     const k1 = params.get(`${b.name}.rbr_1x1.conv.weight`)!;
+    if (!k3.requiresGrad) continue; // a frozen backbone takes no decay
     const t3 = scale(`${b.name}.rbr_dense.bn`);
     const t1 = scale(`${b.name}.rbr_1x1.bn`);
     k3.grad ??= new Float32Array(k3.value.data.length);

@@ -8,14 +8,14 @@ import { join } from 'node:path';
 import { Tape } from '../autograd/tape.js';
 import { retainFreedMemory } from '../ops/alloc.js';
 import * as F from '../autograd/functions.js';
-import { DataLoader, evalBatches, type Dataset } from '../data/index.js';
 import { RepVGGNetwork, type BackendName } from '../engine.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveWeights, type InputNormalization } from '../io/weights.js';
 import type { RepVGGSpec } from '../models/repvgg.js';
 import { deployedStateDict, reparameterize } from '../reparam/reparam.js';
 import type { StateDict } from '../tensor.js';
-import { checkpointName, writeCheckpoint, type RunPosition } from './checkpoint.js';
+import { dataShape, evaluationBatches, inputNormalization, trainingLoader, type TrainingData } from './data.js';
+import { checkpointName, pruneCheckpoints, removeStaleTempFiles, writeCheckpoint, type RunPosition } from './checkpoint.js';
 import { WeightEma } from './ema.js';
 import { TrainableRepVGG } from './model.js';
 import { SGD, addCustomL2 } from './optimizer.js';
@@ -42,7 +42,16 @@ export interface TrainConfig {
   shuffle: boolean;
   augment: boolean;
   backend: BackendName;
+  /** Checkpoints kept in a run folder (older ones are deleted after each save); default DEFAULT_KEEP_CHECKPOINTS. */
+  keepCheckpoints?: number;
+  /** Linear probing: only the classifier learns (see TrainableOptions.freezeBackbone). */
+  freezeBackbone?: boolean;
+  /** Where the data came from, recorded so that `--resume DIR` needs nothing else (see lib/cli/train.ts). */
+  data?: unknown;
 }
+
+/** Checkpoints a run keeps unless told otherwise (an A0 checkpoint is ~100 MB with momentum and EMA). */
+export const DEFAULT_KEEP_CHECKPOINTS = 3;
 
 export interface TrainHistory {
   /** (global step, mean loss over the last logging window) */
@@ -63,12 +72,14 @@ export interface TrainResult {
   deployTestImagesPerSecond: number;
   model: TrainableRepVGG;
   history: TrainHistory;
+  /** Class names of the training data, when it has them (image folders, Fashion-MNIST). */
+  classNames: readonly string[] | undefined;
 }
 
 export interface TrainRun {
   config: TrainConfig;
-  train: Dataset;
-  test: Dataset | undefined;
+  train: TrainingData;
+  test: TrainingData | undefined;
   /** Run folder for checkpoints, plot and summary; undefined when only final weights are wanted. */
   runDir: string | undefined;
   model: TrainableRepVGG;
@@ -80,48 +91,57 @@ export interface TrainRun {
   showProgress?: boolean;
 }
 
-/** Top-1 accuracy of a state dict (training-time or deployed form) on a dataset, through the native engine. */
-export async function evaluate(spec: RepVGGSpec, state: StateDict, data: Dataset, backend: BackendName, batchSize = 256): Promise<number> {
+/** Accuracy of a state dict (training-time or deployed form) on a data set, through the native engine. */
+export interface Evaluation {
+  /** Top-1 accuracy in [0, 1]. */
+  accuracy: number;
+  /** Top-5 accuracy in [0, 1] (NaN with fewer than 5 classes). */
+  top5: number;
+  /** Images per second of the predict calls (data loading excluded). */
+  imagesPerSecond: number;
+}
+
+/** Top-1 accuracy of a state dict (training-time or deployed form) on a data set, through the native engine. */
+export async function evaluate(spec: RepVGGSpec, state: StateDict, data: TrainingData, backend: BackendName, batchSize = 256): Promise<number> {
   return (await evaluateWithSpeed(spec, state, data, backend, batchSize)).accuracy;
 }
 
-/** evaluate() plus the inference throughput it saw (images per second of predict calls, data loading excluded). */
+/** Top-1 and top-5 accuracy and the inference throughput seen while evaluating. */
 export async function evaluateWithSpeed(
-  spec: RepVGGSpec, state: StateDict, data: Dataset, backend: BackendName, batchSize = 256,
-): Promise<{ accuracy: number; imagesPerSecond: number }> {
+  spec: RepVGGSpec, state: StateDict, data: TrainingData, backend: BackendName, batchSize = 256,
+): Promise<Evaluation> {
   const network = RepVGGNetwork.fromStateDict(spec, state, { backend, maxBatch: batchSize });
   try {
+    const k = spec.numClasses;
     let correct = 0;
+    let correct5 = 0;
+    let seen = 0;
     let predictSeconds = 0;
-    for await (const { images, labels } of evalBatches(data, batchSize)) {
+    for await (const { images, labels } of evaluationBatches(data, batchSize)) {
       const started = performance.now();
       const logits = await network.predict(images);
       predictSeconds += (performance.now() - started) / 1000;
-      const k = spec.numClasses;
       labels.forEach((label: number, i: number) => {
-        let best = 0;
-        for (let c = 1; c < k; c++) if ((logits.data[i * k + c] as number) > (logits.data[i * k + best] as number)) best = c;
-        if (best === label) correct++;
+        // The label's rank: how many classes score strictly higher.
+        const score = logits.data[i * k + label] as number;
+        let rank = 0;
+        for (let c = 0; c < k; c++) if ((logits.data[i * k + c] as number) > score) rank++;
+        if (rank === 0) correct++;
+        if (rank < 5) correct5++;
       });
+      seen += labels.length;
     }
-    return { accuracy: correct / data.count, imagesPerSecond: data.count / predictSeconds };
+    return { accuracy: correct / seen, top5: k < 5 ? Number.NaN : correct5 / seen, imagesPerSecond: seen / predictSeconds };
   } finally {
     network.dispose();
   }
-}
-
-/** The normalization the data loader applied, recorded in the saved weights' metadata for inference. */
-function inputNormalization(data: Dataset): InputNormalization {
-  const n = data.normalization;
-  if (!n) return { mean: new Array<number>(data.channels).fill(0), std: new Array<number>(data.channels).fill(1), scale: 1 };
-  return { mean: [...n.mean], std: [...n.std], scale: n.scale };
 }
 
 export async function train(run: TrainRun): Promise<TrainResult> {
   const { config, model } = run;
   retainFreedMemory(); // reuse freed buffers instead of page-faulting fresh ones every step
   const log = run.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const loader = new DataLoader(run.train, {
+  const loader = trainingLoader(run.train, {
     batchSize: config.batchSize, shuffle: config.shuffle, augment: config.augment, seed: config.seed,
   });
   const stepsPerEpoch = loader.stepsPerEpoch;
@@ -147,8 +167,12 @@ export async function train(run: TrainRun): Promise<TrainResult> {
       weights: model.stateDict(), momentum: optimizer.momentumBuffers, ema: ema?.shadow, position,
       config: { ...config, seconds: elapsed() }, history,
     });
+    await pruneCheckpoints(run.runDir, config.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS);
   };
-  if (run.runDir) await mkdir(join(run.runDir, 'checkpoints'), { recursive: true });
+  if (run.runDir) {
+    await mkdir(join(run.runDir, 'checkpoints'), { recursive: true });
+    for (const path of await removeStaleTempFiles(run.runDir)) log(`removed ${path}, left by an interrupted write`);
+  }
 
   let interrupted = false;
   try {
@@ -215,34 +239,39 @@ export async function train(run: TrainRun): Promise<TrainResult> {
       await saveCheckpoint();
     }
   } finally {
-    loader.close();
+    await loader.close();
+    model.dispose();
   }
 
   const trainSeconds = elapsed();
   const finalState = evalState();
   const deployState = deployedStateDict(reparameterize(config.spec, finalState));
-  let trainForm = { accuracy: Number.NaN, imagesPerSecond: Number.NaN };
-  let deployForm = { accuracy: Number.NaN, imagesPerSecond: Number.NaN };
+  let trainForm: Evaluation = { accuracy: Number.NaN, top5: Number.NaN, imagesPerSecond: Number.NaN };
+  let deployForm: Evaluation = { ...trainForm };
   if (run.test && !interrupted) {
     trainForm = await evaluateWithSpeed(config.spec, finalState, run.test, config.backend);
     deployForm = await evaluateWithSpeed(config.spec, deployState, run.test, config.backend);
   }
   const testAccuracy = trainForm.accuracy;
   const deployTestAccuracy = deployForm.accuracy;
+  const normalization = inputNormalization(run.train);
+  const { classNames } = dataShape(run.train);
   if (run.runDir && !interrupted) {
-    const normalization = inputNormalization(run.train);
-    await saveWeights(join(run.runDir, 'train.safetensors'), config.spec, 'train', finalState, '--out', normalization);
-    await saveWeights(join(run.runDir, 'deploy.safetensors'), config.spec, 'deploy', deployState, '--out', normalization);
+    const saveOptions = { normalization, ...(classNames && { classNames }) };
+    await saveWeights(join(run.runDir, 'train.safetensors'), config.spec, 'train', finalState, '--out', saveOptions);
+    await saveWeights(join(run.runDir, 'deploy.safetensors'), config.spec, 'deploy', deployState, '--out', saveOptions);
+    if (classNames) await writeFileAtomic(join(run.runDir, 'classes.txt'), Buffer.from(classNames.join('\n') + '\n'));
     await writeFileAtomic(join(run.runDir, 'curve.svg'), Buffer.from(trainingCurveSvg({ loss: history.loss, accuracy: history.testAccuracy, title: `${config.spec.arch} training` })));
     const summary = {
-      arch: config.spec.arch, test_accuracy: testAccuracy, deploy_test_accuracy: deployTestAccuracy, seconds: trainSeconds,
+      arch: config.spec.arch, test_accuracy: testAccuracy, deploy_test_accuracy: deployTestAccuracy,
+      test_top5: trainForm.top5, deploy_test_top5: deployForm.top5, seconds: trainSeconds,
       test_images_per_second: trainForm.imagesPerSecond, deploy_test_images_per_second: deployForm.imagesPerSecond,
       steps: position.globalStep, epochs_completed: position.epoch, config,
     };
     await writeFileAtomic(join(run.runDir, 'summary.json'), Buffer.from(JSON.stringify(summary, null, 2) + '\n'));
   }
   return {
-    testAccuracy, deployTestAccuracy, trainSeconds, interrupted, model, history, normalization: inputNormalization(run.train),
+    testAccuracy, deployTestAccuracy, trainSeconds, interrupted, model, history, normalization, classNames,
     testImagesPerSecond: trainForm.imagesPerSecond, deployTestImagesPerSecond: deployForm.imagesPerSecond,
   };
 }

@@ -133,3 +133,50 @@ export function checkTop1Agreement(
  * (1.2e-2) or Nesterov where the recipe has none (far larger).
  */
 export const TRAIN_STEPS = 3e-4;
+
+/**
+ * lib/data/images.ts's evaluation transform (decode, Resize(256), CenterCrop(224)) against torchvision 0.14 + PIL
+ * 9.4 on the same files (test/fixtures/make_image_fixtures.py), as the max per-pixel difference in 0..255 units,
+ * i.e. before normalization. We reproduce PIL's bilinear resampling (triangle filter widened by the scale factor
+ * when downscaling, 22-bit fixed-point weights, two passes rounded to bytes) in TypeScript, and sharp's libjpeg
+ * and libwebp decode the fixtures to the same bytes as PIL's: measured max 0, mean 0, on every fixture.
+ * The goal for downscaling is 2 (one JPEG IDCT rounding step on either side plus one resampling rounding step).
+ */
+export const IMAGE_DOWNSCALE_MAX = 2;
+
+/**
+ * The same for upscaling (short side under 256). PIL's bilinear filter does not widen when upscaling (support 1,
+ * plain linear interpolation between pixel centres); we reproduce that too: measured max 0. sharp's own
+ * `kernel: 'linear'` resize would differ by up to 36 here (libvips upsamples with its affine interpolator, with
+ * other pixel-centre conventions), while it stays within 2 when downscaling; that is why the resize is ours.
+ */
+export const IMAGE_UPSCALE_MAX = 2;
+
+/**
+ * A CMYK JPEG decoded by sharp against PIL's conversion, mean |difference| over all bytes in 0..255 units.
+ * libvips converts CMYK through an ICC profile (its built-in CMYK profile when the file has none), PIL with the
+ * naive formula 255 - C - K: colours differ by design (measured mean 19.2, max 113) but the image is the same.
+ * 30 bounds that measured gap; red and blue swapped measured 65, inverted (a missed Adobe inversion) 108.
+ */
+export const IMAGE_CMYK_MEAN = 30;
+
+/**
+ * Decoded bytes of a lossy file (JPEG, lossy WebP) against PIL's decoding of the same file, max per-byte
+ * difference. sharp's libjpeg-turbo (mozjpeg) and libwebp and PIL's agreed exactly on every fixture (measured 0);
+ * libjpeg builds may still round the IDCT or chroma upsampling differently by one. Lossless formats must match
+ * exactly.
+ */
+export const IMAGE_DECODE_MAX = 1;
+
+/**
+ * One SGD step of the full-width A0 at 64x64, batch 8 (train-a0.test.ts) against float64 PyTorch from the same
+ * weights, as the relative L2 error ||ours - ref|| / ||ref|| of each tensor's update. Not the max-element metric:
+ * of the 1.2 x 10^6 ReLU pre-activations of a step, some lie within float32 rounding of zero, and a flipped mask
+ * in stage 3 or 4 (32 to 128 values per channel) moves whole channels of the update, e.g. PyTorch's own float32
+ * run moved stage3.11's BN bias update by 4.6% (max element) and 0.95% (L2) in the fixture's third step. Ours
+ * measured at most 5.3e-4 (stage4.0 BN weights, no flip that matters in these steps). 5e-2 stays above such
+ * flips, while a stale or aliased buffer errs by O(1) because the weights change completely between the steps:
+ * conv backward with the first step's weights measured 1.44, an activation recycled while another branch still
+ * read it 1.18.
+ */
+export const A0_STEP_UPDATE = 5e-2;
