@@ -6,7 +6,6 @@
 //          [--python /usr/bin/python3]
 // Not for: training-time augmentation (the loader) or accuracy tests (test/images.test.ts).
 
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -17,6 +16,7 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 
 import { IMAGENET_MEAN, IMAGENET_STD, preprocessBatch, preprocessImage } from '../lib/data/images.js';
+import { runProcess } from './process.js';
 
 const TORCH_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'images_torch.py');
 
@@ -50,17 +50,6 @@ async function writeJpegs(dir: string, count: number): Promise<string[]> {
   return files;
 }
 
-function runProcess(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} exited with ${code}: ${err.slice(-2000)}`))));
-  });
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

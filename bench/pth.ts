@@ -6,7 +6,6 @@
 //          [--python /usr/bin/python3] [--json out.json]
 // Not for: test coverage of the format (test/pth.test.ts) or inference speed (bench/cpu.ts).
 
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +16,7 @@ import { parseArgs } from 'node:util';
 
 import { readPth } from '../lib/io/pth.js';
 import { expectedWeights, officialSpec } from '../lib/models/repvgg.js';
+import { median, runProcess } from './process.js';
 
 const THIS_SCRIPT = fileURLToPath(import.meta.url);
 const TORCH_SCRIPT = join(dirname(THIS_SCRIPT), '..', '..', 'bench', 'pth_torch.py');
@@ -39,23 +39,7 @@ interface Row {
   torch: LoadResult;
 }
 
-function runProcess(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} ${args.join(' ')} exited with ${code}: ${err.trim()}`))));
-  });
-}
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
 
 /** The median of each field over several runs. */
 function medianResult(results: LoadResult[]): LoadResult {

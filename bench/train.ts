@@ -8,7 +8,6 @@
 // 10 classes at 32x32x3. The initial weights differ between the two frameworks (each uses its own default init);
 // the work per step is the same. Not for: accuracy (the trainer), inference speed (bench/cpu.ts).
 
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -25,6 +24,7 @@ import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD } from '../lib/train/optimizer.js';
 import { miniSpec } from '../lib/train/presets.js';
 import type { HostTensor } from '../lib/tensor.js';
+import { median, runProcess } from './process.js';
 
 // Small enough that a few steps on one fixed batch lower the loss of every model (A0 overshoots at 0.05).
 const LR = 0.01;
@@ -52,10 +52,6 @@ interface RunResult {
   load: number;
 }
 
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 === 1 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
-}
 
 /** A fixed random batch: images ~ uniform(-1.7, 1.7) (unit variance), labels uniform over the classes. */
 function randomBatch(model: BenchModel, batch: number, seed: number): { images: HostTensor; labels: Int32Array } {
@@ -101,17 +97,6 @@ async function runOurs(model: BenchModel, images: HostTensor, labels: Int32Array
   return { imagesPerSecond: (images.shape[0] as number) * steps * 1000 / total, medianStepMs: median(stepMs), stepMs, losses, load: loadavg()[0] as number };
 }
 
-function runProcess(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} ${args.join(' ')} exited with ${code}: ${err.trim()}`))));
-  });
-}
 
 async function runTorch(
   python: string, model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number, threads: number,
