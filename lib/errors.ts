@@ -87,3 +87,34 @@ export class UsageError extends RepvggError {
     super('ERR_USAGE', message);
   }
 }
+
+/** A serving queue has no room for a request: the server answers 503 with Retry-After: retryAfterSeconds. */
+export class QueueFullError extends RepvggError {
+  /** Whole seconds after which a retry is likely to fit, estimated from recent batch compute times (at least 1). */
+  readonly retryAfterSeconds: number;
+  constructor(message: string, retryAfterSeconds: number) {
+    super('ERR_QUEUE_FULL', message);
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/** A request's deadline passed before its computation started: it was dropped (HTTP 504). */
+export class DeadlineError extends RepvggError {
+  constructor(message: string) {
+    super('ERR_DEADLINE', message);
+  }
+}
+
+/** A request was cancelled by its caller (an AbortSignal) before its computation started. */
+export class CancelledError extends RepvggError {
+  constructor(message: string) {
+    super('ERR_CANCELLED', message);
+  }
+}
+
+/** A service (e.g. the batcher) is draining or closed and accepts no more work (HTTP 503). */
+export class ClosedError extends RepvggError {
+  constructor(message: string) {
+    super('ERR_CLOSED', message);
+  }
+}

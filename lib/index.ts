@@ -20,3 +20,5 @@ export { TrainableRepVGG } from './train/model.js';
 export { train, evaluate } from './train/trainer.js';
 export type { TrainConfig, TrainResult } from './train/trainer.js';
 export { miniSpec } from './train/presets.js';
+export { Batcher } from './serve/batcher.js';
+export type { BatchEvent, BatchRequest, BatcherClock, BatcherOptions, RejectEvent, RejectReason, RunBatch } from './serve/batcher.js';
