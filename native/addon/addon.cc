@@ -1,6 +1,7 @@
 // The node-addon-api surface of the CPU backend: single ops (async Promise form and *Sync form) and the
-// compiled network (`Program`). Options arrive as one object per call; heavy work runs on the libuv thread pool
-// in an AsyncWorker, never on the event loop. Errors surface as JS Errors whose message is "CODE: text".
+// compiled network (`Program`). Options arrive as one object per call; heavy work runs on the compute thread
+// (queue_posted, which leaves the libuv thread pool free), never on the event loop. Errors surface as JS Errors
+// whose message is "CODE: text".
 #include <napi.h>
 
 #if defined(__GLIBC__)
@@ -22,18 +23,18 @@ namespace repvgg::addon {
 
 namespace {
 
-// Parses the call's options into work (on the JS thread), then runs it now (sync) or on the thread pool (async).
+// Parses the call's options into work (on the JS thread), then runs it on the compute thread: waiting (sync) or
+// settling a Promise later (async).
 Napi::Value dispatch(const Napi::CallbackInfo& info, bool async, const std::function<Work(const Napi::Object&)>& parse) {
   Napi::Env env = info.Env();
   try {
     Napi::Object options = options_arg(info);
     Work work = parse(options);
-    Work locked = [work] { cpu::on_compute_thread(work); };
     if (!async) {
-      locked();
+      cpu::on_compute_thread(work);
       return env.Undefined();
     }
-    return queue(env, locked, options);
+    return queue_posted(env, cpu::post_to_compute_thread, work, options);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -341,7 +342,7 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
     auto program = live(info.Env());
     try {
       Napi::Object o = options_arg(info);
-      return queue(info.Env(), parse_run(o, program), o);
+      return queue_posted(info.Env(), cpu::post_to_compute_thread, parse_run(o, program), o);
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }
@@ -364,8 +365,8 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
       Napi::Object o = options_arg(info);
       const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
       auto report = std::make_shared<cpu::PlanReport>();
-      return queue(info.Env(), [=] { *report = program->prepare(batch, height, width); }, o,
-                   [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
+      return queue_posted(info.Env(), cpu::post_to_compute_thread, [=] { *report = program->prepare(batch, height, width); }, o,
+                          [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }

@@ -4,8 +4,10 @@
 #include <xmmintrin.h>
 
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -48,21 +50,24 @@ class ComputeThread {
   }
   void run(const std::function<void()>& fn) {
     if (std::this_thread::get_id() == thread_.get_id()) return fn();
-    std::packaged_task<void()> task(fn);
-    std::future<void> done = task.get_future();
+    auto task = std::make_shared<std::packaged_task<void()>>(fn);
+    std::future<void> done = task->get_future();
+    post([task] { (*task)(); });
+    done.get();  // rethrows the task's exception here
+  }
+  void post(std::function<void()> fn) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      tasks_.push_back(std::move(task));
+      tasks_.push_back(std::move(fn));
     }
     ready_.notify_one();
-    done.get();  // rethrows the task's exception here
   }
 
  private:
   void serve() {
     flush_denormals_in_team();
     for (;;) {
-      std::packaged_task<void()> task;
+      std::function<void()> task;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
@@ -70,23 +75,35 @@ class ComputeThread {
         task = std::move(tasks_.front());
         tasks_.pop_front();
       }
-      task();
+      // run()'s packaged tasks keep their exceptions; this catches what a posted task failed to report, since an
+      // exception leaving this thread would terminate the process.
+      try {
+        task();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "repvgg: a compute-thread task threw: %s\n", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "repvgg: a compute-thread task threw a non-standard exception\n");
+      }
     }
   }
 
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::deque<std::packaged_task<void()>> tasks_;
+  std::deque<std::function<void()>> tasks_;
   bool stopping_ = false;
   std::thread thread_;  // declared last: starts after the members it uses exist
 };
 
+ComputeThread& compute_thread() {
+  static ComputeThread compute;
+  return compute;
+}
+
 }  // namespace
 
-void on_compute_thread(const std::function<void()>& fn) {
-  static ComputeThread compute;
-  compute.run(fn);
-}
+void on_compute_thread(const std::function<void()>& fn) { compute_thread().run(fn); }
+
+void post_to_compute_thread(std::function<void()> fn) { compute_thread().post(std::move(fn)); }
 
 dnnl::memory::desc plain_f32(const dims& shape) {
   switch (shape.size()) {

@@ -22,6 +22,9 @@ dnnl::stream& stream();
 // Runs fn on the backend's single compute thread and waits for it; exceptions are rethrown to the caller.
 // Called from the compute thread itself, it runs fn inline.
 void on_compute_thread(const std::function<void()>& fn);
+// Queues fn on the compute thread (after the tasks already queued) and returns at once. fn must report its own
+// errors: an exception escaping it is caught, printed to stderr and dropped, so the thread keeps serving.
+void post_to_compute_thread(std::function<void()> fn);
 
 // A plain (row-major) float32 memory descriptor: nchw for rank 4, nc for rank 2, x for rank 1.
 dnnl::memory::desc plain_f32(const dims& shape);

@@ -1,0 +1,90 @@
+// How async native calls share the process: many concurrent predict() calls must not occupy the libuv thread pool
+// (fs, dns, zlib and sharp run there), their results must equal predictSync, and native errors must still reject
+// with typed errors. Not for: numerics of the network itself (test/models.test.ts) or single ops (test/ops.test.ts).
+
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import test from 'ava';
+
+import { callNative, loadCpuAddon } from '../lib/backend/native.js';
+import { RepVGGNetwork } from '../lib/engine.js';
+import { ArgumentValueError } from '../lib/errors.js';
+import { randomStateDict } from '../lib/models/init.js';
+import { officialSpec } from '../lib/models/repvgg.js';
+import type { HostTensor } from '../lib/tensor.js';
+
+const CONCURRENT_PREDICTS = 64;
+
+function randomImages(batch: number, side: number): HostTensor {
+  const data = new Float32Array(batch * 3 * side * side);
+  for (let i = 0; i < data.length; i++) data[i] = 2 * Math.random() - 1;
+  return { shape: [batch, 3, side, side], data };
+}
+
+test('64 pending predict() calls leave the thread pool free: a readFile started after them finishes first', async (t) => {
+  const spec = officialSpec('A0', { numClasses: 10 });
+  const network = RepVGGNetwork.fromStateDict(spec, randomStateDict(spec, 'train', 7), { backend: 'cpu' });
+  const directory = await mkdtemp(join(tmpdir(), 'repvgg-threading-'));
+  try {
+    const path = join(directory, 'small.txt');
+    const content = `pending predicts must not block fs ${Math.random()}`;
+    await writeFile(path, content);
+    const images = randomImages(2, 64); // (2, 3, 64, 64)
+    const expected = network.predictSync(images); // (2, 10); also builds the plan, so the async calls only run it
+
+    const completions: string[] = [];
+    const predicts = Array.from({ length: CONCURRENT_PREDICTS }, (_, index) =>
+      network.predict(images).then((logits) => {
+        completions.push(`predict ${index}`);
+        return logits;
+      }));
+    const read = readFile(path, 'utf8').then((text) => {
+      completions.push('readFile');
+      return text;
+    });
+    const [results, text] = await Promise.all([Promise.all(predicts), read]);
+
+    t.is(text, content);
+    // With libuv's 4 pool threads parked on the compute thread, the read queued behind at least 60 predicts.
+    const predictsBeforeRead = completions.indexOf('readFile');
+    t.true(predictsBeforeRead < CONCURRENT_PREDICTS / 2,
+      `readFile finished after ${predictsBeforeRead} of ${CONCURRENT_PREDICTS} predicts`);
+    for (const logits of results) {
+      t.deepEqual(logits.shape, expected.shape);
+      t.deepEqual(logits.data, expected.data);
+    }
+  } finally {
+    network.dispose();
+    await rm(directory, { recursive: true, force: true });
+  }
+});
+
+test('a network disposed while predicts are pending still settles them with the same logits', async (t) => {
+  const spec = officialSpec('A0', { numClasses: 10 });
+  const network = RepVGGNetwork.fromStateDict(spec, randomStateDict(spec, 'train', 11), { backend: 'cpu' });
+  const images = randomImages(1, 32); // (1, 3, 32, 32)
+  const expected = network.predictSync(images); // (1, 10)
+  const pending = Array.from({ length: 8 }, () => network.predict(images));
+  network.dispose();
+  for (const logits of await Promise.all(pending)) t.deepEqual(logits.data, expected.data);
+});
+
+test('an error thrown by native work on the compute thread rejects with the typed error and its message', async (t) => {
+  const addon = loadCpuAddon();
+  const [batch, channels, height, width] = [2, 3, 4, 5];
+  const tensor = (length: number): Float32Array => Float32Array.from({ length }, () => Math.random() + 0.5);
+  const count = batch * channels * height * width;
+  const options = {
+    batch, channels, height, width, eps: -1, relu: false, channelsLast: false,
+    x: tensor(count), mean: tensor(channels), var: tensor(channels), gamma: tensor(channels), beta: tensor(channels),
+    y: tensor(count),
+  };
+  // eps is checked by the work itself (native/cpu/norm.cc), so this error crosses from the compute thread.
+  const error = await t.throwsAsync(callNative(() => addon.batchNorm(options)), { instanceOf: ArgumentValueError });
+  t.regex(error?.message ?? '', /eps must be positive/);
+  // The same call with a valid eps still resolves afterwards: the failed task left the compute thread serving.
+  await callNative(() => addon.batchNorm({ ...options, eps: 1e-5 }));
+  t.true(options.y.every(Number.isFinite));
+});
