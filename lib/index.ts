@@ -21,4 +21,6 @@ export { train, evaluate } from './train/trainer.js';
 export type { TrainConfig, TrainResult } from './train/trainer.js';
 export { miniSpec } from './train/presets.js';
 export { Batcher } from './serve/batcher.js';
+export { createServer } from './serve/server.js';
+export type { RepvggServer, ServerOptions } from './serve/server.js';
 export type { BatchEvent, BatchRequest, BatcherClock, BatcherOptions, RejectEvent, RejectReason, RunBatch } from './serve/batcher.js';

@@ -1,0 +1,386 @@
+// The HTTP inference server (KServe v2 / Open Inference Protocol plus /v1/classify and /metrics) over fastify: one
+// model, one dynamic Batcher, its own metrics registry; start-up loads and re-parameterizes the weights in the background.
+// Not for: the `repvgg serve` command line, signal handling, TLS (the caller owns the process and listen()).
+
+import fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import multipart from '@fastify/multipart';
+
+import { RepVGGNetwork, type BackendName, type Precision } from '../engine.js';
+import {
+  ArgumentValueError,
+  CancelledError,
+  ClosedError,
+  DeadlineError,
+  QueueFullError,
+  RepvggError,
+  describeValue,
+} from '../errors.js';
+import { imagenetPreprocess, preprocessImage, type EvalPreprocess } from '../data/images.js';
+import { detectForm, loadWeights, recordedClassNames, recordedNormalization } from '../io/weights.js';
+import { topClasses } from '../cli/classify.js';
+import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
+import { reparameterize } from '../reparam/reparam.js';
+import type { StateDict } from '../tensor.js';
+import { Batcher, MAX_BATCH_ELEMENTS } from './batcher.js';
+import { createServerMetrics, type RequestOutcome, type ServerMetrics } from './metrics.js';
+import { HEADER_LENGTH_HEADER, OUTPUT_NAME, encodeInferResponse, parseInferRequest, splitBody, type ModelLimits } from './protocol.js';
+
+export interface ServerOptions {
+  /** A weights file (safetensors or .pth, either form) or weights already in memory. */
+  weights: string | { spec: RepVGGSpec; state: StateDict; metadata?: Record<string, string> };
+  /** Architecture for a weights file that records none (see loadWeights). */
+  arch?: string;
+  /** The model's name in /v2/models/{name} (default 'repvgg'). */
+  modelName?: string;
+  backend?: BackendName;
+  precision?: Precision;
+  /** Most images per batch (default 32, the contract of `repvgg serve --max-batch`). */
+  maxBatch?: number;
+  /** How long a partial batch waits for more requests (default 0: a batch starts as soon as the engine is free). */
+  maxDelayMs?: number;
+  /** Most images waiting (default 256). */
+  maxQueue?: number;
+  /** Longest time a request may wait for its batch, decoding included (default 10000 ms). */
+  timeoutMs?: number;
+  /** Largest request body in bytes (default 32 MiB); larger bodies get 413. */
+  bodyLimit?: number;
+  /** Largest decoded image, in pixels (default 40 megapixels); larger images get 400. */
+  maxPixels?: number;
+  /** Evaluation transform of encoded images: resize (default 256) and center crop (default 224). */
+  resize?: number;
+  crop?: number;
+  /** Class names (default: those the weights recorded, else none). */
+  labels?: readonly string[];
+  /** Batch sizes prepared at start-up at crop x crop (default powers of two up to maxBatch). */
+  prepareBatches?: readonly number[];
+  /** fastify (pino) log level (default 'warn'). */
+  logLevel?: string;
+  /** One log line per request at info (default false). */
+  logRequests?: boolean;
+}
+
+/** A fastify instance serving one model; `modelLoaded` settles when start-up finished (rejects when it failed). */
+export type RepvggServer = FastifyInstance & { readonly modelLoaded: Promise<void> };
+
+const DEFAULT_BODY_LIMIT = 32 * 1024 * 1024;
+const DEFAULT_MAX_PIXELS = 40_000_000;
+/** Seconds a client is told to wait when the server is starting or draining. */
+const UNAVAILABLE_RETRY_SECONDS = 1;
+/** HTTP status recorded for a request whose client went away (nginx's convention; nobody receives it). */
+const CLIENT_CLOSED = 499;
+/** Most batch sizes prepared at start-up (each builds a plan). */
+const MAX_PREPARED_BATCHES = 64;
+/** Routes whose requests are counted in the request metrics. */
+const INFERENCE_ROUTES = new Set(['/v2/models/:name/infer', '/v1/classify']);
+
+/** The loaded model: everything a request needs. */
+interface Model {
+  readonly spec: RepVGGSpec;
+  readonly network: RepVGGNetwork;
+  readonly labels: readonly string[] | undefined;
+  readonly preprocess: EvalPreprocess;
+  readonly limits: ModelLimits;
+}
+
+/** An HTTP error with its status (and Retry-After seconds for 503). */
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly retryAfter?: number) {
+    super(message);
+  }
+}
+
+function positiveInt(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || (value as number) < 1) {
+    throw new ArgumentValueError(`Expected a positive integer for ${name} but received ${describeValue(value)}`);
+  }
+  return value as number;
+}
+
+/** Status, outcome and Retry-After for an error raised while answering a request. */
+function classify(error: unknown): { status: number; outcome: RequestOutcome; retryAfter?: number } {
+  if (error instanceof HttpError) {
+    const outcome: RequestOutcome = error.status === 503 ? 'rejected' : error.status < 500 ? 'bad_input' : 'error';
+    return { status: error.status, outcome, ...(error.retryAfter !== undefined && { retryAfter: error.retryAfter }) };
+  }
+  if (error instanceof QueueFullError) return { status: 503, outcome: 'rejected', retryAfter: error.retryAfterSeconds };
+  if (error instanceof ClosedError) return { status: 503, outcome: 'rejected', retryAfter: UNAVAILABLE_RETRY_SECONDS };
+  if (error instanceof DeadlineError) return { status: 504, outcome: 'timed_out' };
+  if (error instanceof CancelledError) return { status: CLIENT_CLOSED, outcome: 'cancelled' };
+  if (error instanceof RepvggError) {
+    // Inputs are validated before they reach the network, so a typed error here is about the request's data.
+    return ['ERR_ARG_TYPE', 'ERR_ARG_VALUE', 'ERR_SHAPE', 'ERR_FORMAT'].includes(error.code)
+      ? { status: 400, outcome: 'bad_input' }
+      : { status: 500, outcome: 'error' };
+  }
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return { status, outcome: 'bad_input' };
+  return { status: 500, outcome: 'error' };
+}
+
+/** Loads the weights, converts them to the deployed form and builds the network. */
+async function loadModel(options: ServerOptions, maxBatch: number, prepareBatches: readonly number[]): Promise<Model> {
+  const weights = typeof options.weights === 'string' ? await loadWeights(options.weights, options.arch, 'weights') : options.weights;
+  const metadata = weights.metadata ?? {};
+  const { spec, state } = weights;
+  const networkOptions = {
+    maxBatch,
+    ...(options.backend !== undefined && { backend: options.backend }),
+    ...(options.precision !== undefined && { precision: options.precision }),
+  };
+  const network = detectForm(state) === 'train'
+    ? RepVGGNetwork.fromDeployed(reparameterize(spec, state), networkOptions)
+    : RepVGGNetwork.fromStateDict(spec, state, networkOptions);
+  try {
+    const labels = options.labels ?? recordedClassNames({ spec, metadata });
+    if (labels !== undefined && labels.length !== spec.numClasses) {
+      throw new ArgumentValueError(`Expected ${spec.numClasses} class names for labels but received ${labels.length}`);
+    }
+    const normalization = recordedNormalization({ metadata }, 'weights');
+    const sizes = imagenetPreprocess(options.resize ?? 256, options.crop ?? 224, 'resize/crop');
+    const preprocess: EvalPreprocess = normalization.mean.length === 3
+      ? { ...sizes, mean: normalization.mean as [number, number, number], std: normalization.std as [number, number, number] }
+      : sizes;
+    for (const batch of prepareBatches) await network.prepare(batch, preprocess.crop, preprocess.crop);
+    const limits: ModelLimits = {
+      inChannels: spec.inChannels,
+      minSide: totalStride(spec),
+      maxBatch,
+      maxImageValues: Math.floor(MAX_BATCH_ELEMENTS / maxBatch),
+      numClasses: spec.numClasses,
+    };
+    return { spec, network, labels, preprocess, limits };
+  } catch (error) {
+    network.dispose();
+    throw error;
+  }
+}
+
+function powersOfTwoUpTo(max: number): number[] {
+  const sizes: number[] = [];
+  for (let size = 1; size < max; size *= 2) sizes.push(size);
+  sizes.push(max);
+  return sizes;
+}
+
+/** An AbortSignal that fires when the client disconnects before the response was written. */
+function disconnectSignal(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableEnded) controller.abort();
+  });
+  return controller.signal;
+}
+
+function headerValue(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Creates the server. Weights load in the background: readiness (/v2/health/ready) turns true once the network is
+ * built and the common batch sizes are prepared; `await server.modelLoaded` to wait for it. close() drains the
+ * batcher (accepted requests are answered), then disposes the network.
+ * @throws ArgumentValueError for bad options (errors of loading reject modelLoaded instead).
+ * @example const server = createServer({ weights: 'a0-deploy.safetensors' }); await server.listen({ port: 8000 });
+ */
+export function createServer(options: ServerOptions): RepvggServer {
+  const modelName = options.modelName ?? 'repvgg';
+  const maxBatch = positiveInt(options.maxBatch, 'maxBatch', 32);
+  const bodyLimit = positiveInt(options.bodyLimit, 'bodyLimit', DEFAULT_BODY_LIMIT);
+  const maxPixels = positiveInt(options.maxPixels, 'maxPixels', DEFAULT_MAX_PIXELS);
+  const prepareBatches = options.prepareBatches ?? powersOfTwoUpTo(maxBatch);
+  if (!Array.isArray(prepareBatches) || prepareBatches.length > MAX_PREPARED_BATCHES ||
+    !prepareBatches.every((b) => Number.isSafeInteger(b) && b >= 1 && b <= maxBatch)) {
+    throw new ArgumentValueError(`Expected at most ${MAX_PREPARED_BATCHES} batch sizes from 1 to maxBatch ${maxBatch} for prepareBatches but received ${describeValue(prepareBatches)}`);
+  }
+  let model: Model | undefined;
+  let state: 'loading' | 'ready' | 'failed' | 'draining' = 'loading';
+  const batcher = new Batcher({
+    run: (batch) => model!.network.predict(batch),
+    maxBatch,
+    maxDelayMs: options.maxDelayMs ?? 0,
+    maxQueue: options.maxQueue ?? 256,
+    timeoutMs: options.timeoutMs ?? 10_000,
+    onBatch: (event) => {
+      metrics.batchSize.observe(event.size);
+      metrics.computeSeconds.observe(event.computeMs / 1000);
+      for (const ms of event.queueMs) metrics.queueSeconds.observe(ms / 1000);
+    },
+  });
+  const metrics: ServerMetrics = createServerMetrics(maxBatch, () => batcher.queuedImages, () => batcher.inFlightImages);
+
+  const app = fastify({
+    logger: { level: options.logLevel ?? 'warn' },
+    logController: new LogController({ disableRequestLogging: options.logRequests !== true }),
+    bodyLimit,
+  });
+  const loading = loadModel(options, maxBatch, prepareBatches).then((loaded) => {
+    model = loaded;
+    if (state === 'loading') state = 'ready';
+  });
+  loading.catch((error: unknown) => {
+    state = state === 'draining' ? state : 'failed';
+    app.log.error(`repvgg: loading the model failed: ${(error as Error).message}`);
+  });
+  app.decorate('modelLoaded', loading);
+
+  // Bodies stay raw bytes: the handlers parse them (JSON with a binary tail, images) with their own errors.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+  void app.register(multipart, { limits: { fileSize: bodyLimit, files: maxBatch, fields: 0, parts: maxBatch } });
+
+  const record = (outcome: RequestOutcome, seconds: number, images: number): void => {
+    metrics.requests.inc({ outcome });
+    metrics.requestSeconds.observe({ outcome }, seconds);
+    if (outcome === 'success') metrics.images.inc(images);
+  };
+  const readyModel = (name: string | undefined): Model => {
+    if (name !== undefined && name !== modelName) throw new HttpError(404, `Expected model '${modelName}' but received '${name.slice(0, 100)}'`);
+    if (state !== 'ready' || model === undefined) {
+      throw new HttpError(503, `The model is ${state === 'ready' ? 'loading' : state}`, UNAVAILABLE_RETRY_SECONDS);
+    }
+    return model;
+  };
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, outcome, retryAfter } = classify(error);
+    if (INFERENCE_ROUTES.has(request.routeOptions.url ?? '')) record(outcome, reply.elapsedTime / 1000, 0);
+    if (status >= 500 && outcome === 'error') request.log.error(error);
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
+    void reply.code(status).send({ error: error instanceof Error ? error.message : String(error) });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: `Expected a known route but received ${request.method} ${request.url.slice(0, 200)}` });
+  });
+
+  app.get('/v2/health/live', async () => ({ live: true }));
+  app.get('/v2/health/ready', async (_request, reply) => {
+    const ready = state === 'ready';
+    if (!ready) void reply.code(503).header('retry-after', String(UNAVAILABLE_RETRY_SECONDS));
+    return { ready };
+  });
+  app.get('/v2', async () => ({ name: 'repvgg', version: '1', extensions: ['binary_tensor_data', 'classification'] }));
+  app.get<{ Params: { name: string } }>('/v2/models/:name', async (request) => {
+    const { spec } = readyModel(request.params.name);
+    return {
+      name: modelName,
+      versions: ['1'],
+      platform: 'repvgg',
+      inputs: [
+        { name: 'input', datatype: 'FP32', shape: [-1, spec.inChannels, -1, -1] },
+        { name: 'image', datatype: 'BYTES', shape: [-1] },
+      ],
+      outputs: [{ name: OUTPUT_NAME, datatype: 'FP32', shape: [-1, spec.numClasses] }],
+    };
+  });
+  app.get<{ Params: { name: string } }>('/v2/models/:name/ready', async (request, reply) => {
+    if (request.params.name !== modelName) throw new HttpError(404, `Expected model '${modelName}' but received '${request.params.name.slice(0, 100)}'`);
+    const ready = state === 'ready';
+    if (!ready) void reply.code(503).header('retry-after', String(UNAVAILABLE_RETRY_SECONDS));
+    return { name: modelName, ready };
+  });
+
+  /** Queues a request's images: float32 data as is, encoded images decoded by the batcher's prepare(). */
+  const submitImages = (current: Model, images: readonly Uint8Array[], names: readonly string[], signal: AbortSignal, timeoutMs: number | undefined) => {
+    const crop = current.preprocess.crop;
+    const imageSize = 3 * crop * crop;
+    if (current.spec.inChannels !== 3) throw new HttpError(400, `Expected FP32 input: the model takes ${current.spec.inChannels}-channel images, not RGB`);
+    return batcher.submit({
+      shape: [images.length, 3, crop, crop],
+      prepare: async () => {
+        const out = new Float32Array(images.length * imageSize); // (N, 3, crop, crop)
+        const decoded = await Promise.all(images.map((image, i) =>
+          preprocessImage(image, { preprocess: current.preprocess, maxPixels, name: names[i] ?? `image ${i}` })));
+        decoded.forEach((chw, i) => out.set(chw, i * imageSize));
+        return out;
+      },
+      signal,
+      ...(timeoutMs !== undefined && { timeoutMs }),
+    });
+  };
+
+  app.post<{ Params: { name: string } }>('/v2/models/:name/infer', async (request, reply) => {
+    const current = readyModel(request.params.name);
+    const contentType = (headerValue(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    if (contentType !== '' && contentType !== 'application/json' && contentType !== 'application/octet-stream') {
+      throw new HttpError(415, `Expected content-type application/json or application/octet-stream but received '${contentType.slice(0, 100)}'`);
+    }
+    const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
+    const { header, binary } = splitBody(body, headerValue(request, HEADER_LENGTH_HEADER));
+    const parsed = parseInferRequest(header, binary, current.limits);
+    const signal = disconnectSignal(reply);
+    const timeout = parsed.timeoutMs !== undefined ? { timeoutMs: Math.min(parsed.timeoutMs, batcher.timeoutMs) } : {};
+    const logits = parsed.input.kind === 'tensor'
+      ? await batcher.submit({ shape: parsed.input.shape, data: parsed.input.data, signal, ...timeout })
+      : await submitImages(current, parsed.input.images, parsed.input.images.map((_, i) => `${parsed.inputName}[${i}]`), signal, timeout.timeoutMs);
+    const images = logits.shape[0]!;
+    const encoded = encodeInferResponse(modelName, parsed, logits.data, images, current.labels);
+    record('success', reply.elapsedTime / 1000, images);
+    if (encoded.headerLength !== undefined) {
+      void reply.header(HEADER_LENGTH_HEADER, String(encoded.headerLength)).type('application/octet-stream');
+    } else {
+      void reply.type('application/json');
+    }
+    return reply.send(encoded.body);
+  });
+
+  app.post<{ Querystring: { top?: string; timeout_ms?: string } }>('/v1/classify', async (request, reply) => {
+    const current = readyModel(undefined);
+    const top = queryInt(request.query.top, 'top', Math.min(5, current.spec.numClasses), current.spec.numClasses);
+    const timeoutMs = request.query.timeout_ms === undefined ? undefined : queryInt(request.query.timeout_ms, 'timeout_ms', 0, batcher.timeoutMs);
+    const contentType = (headerValue(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    const signal = disconnectSignal(reply);
+    const rowsOf = (data: Float32Array, count: number) => {
+      const classes = current.spec.numClasses;
+      return Array.from({ length: count }, (_, i) => topClasses(data.subarray(i * classes, (i + 1) * classes), top, current.labels));
+    };
+    if (request.isMultipart()) {
+      const images: Buffer[] = [];
+      const files: string[] = [];
+      let total = 0;
+      for await (const part of request.files()) {
+        const bytes = await part.toBuffer();
+        total += bytes.length;
+        if (total > bodyLimit) throw new HttpError(413, `Expected at most ${bodyLimit} bytes of images but received more`);
+        images.push(bytes);
+        files.push(part.filename);
+      }
+      if (images.length === 0) throw new HttpError(400, 'Expected at least one file in the multipart body but received none');
+      const logits = await submitImages(current, images, files, signal, timeoutMs);
+      record('success', reply.elapsedTime / 1000, images.length);
+      return rowsOf(logits.data, images.length).map((rows, i) => ({ file: files[i], top: rows }));
+    }
+    if (!contentType.startsWith('image/')) {
+      throw new HttpError(415, `Expected content-type image/* or multipart/form-data but received '${contentType.slice(0, 100)}'`);
+    }
+    const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
+    const logits = await submitImages(current, [body], ['request body'], signal, timeoutMs);
+    record('success', reply.elapsedTime / 1000, 1);
+    return { top: rowsOf(logits.data, 1)[0] };
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    void reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+
+  app.addHook('preClose', async () => {
+    state = 'draining';
+  });
+  app.addHook('onClose', async () => {
+    await loading.catch(() => undefined);
+    await batcher.drain();
+    await batcher.close();
+    model?.network.dispose();
+  });
+  return app as unknown as RepvggServer;
+}
+
+/** A query-string integer in [min, max], or the fallback when absent. */
+function queryInt(value: string | undefined, name: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  const parsed = /^\d{1,9}$/.test(value) ? Number(value) : NaN;
+  if (!(parsed >= 1 && parsed <= max)) throw new HttpError(400, `Expected an integer from 1 to ${max} for ${name} but received '${value.slice(0, 40)}'`);
+  return parsed;
+}
