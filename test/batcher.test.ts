@@ -470,7 +470,8 @@ test.serial('with the real timers, an idle batcher leaves no timer behind', asyn
   const timeouts = (): number => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length;
   const before = timeouts();
   const engine = new ManualEngine();
-  const batcher = new Batcher({ run: engine.run, maxDelayMs: 5, timeoutMs: 60_000 });
+  // A delay long enough that its timer is surely still pending when counted below, even on a loaded machine.
+  const batcher = new Batcher({ run: engine.run, maxDelayMs: 1000, timeoutMs: 60_000 });
   const x = images([1, 2, 3, 3]);
   const rows = batcher.submit({ shape: x.shape, data: x.data });
   await flush();

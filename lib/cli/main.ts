@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `repvgg` command: info | convert | infer | export-onnx | demo. Parses flags, calls the library, prints
+// The `repvgg` command: info | convert | infer | export-onnx | demo | train | eval | serve. Parses flags, calls the library, prints
 // results; every failure is one line on stderr naming the argument, with exit status 2 (usage) or 1 (other).
 // Not for: library logic — each command is a thin layer over lib/.
 
@@ -9,6 +9,7 @@ import { RepvggError, UsageError } from '../errors.js';
 import { runConvert, runExportOnnx, runInfer } from './commands.js';
 import { runDemo } from './demo.js';
 import { runInfo } from './info.js';
+import { SERVE_FLAGS, runServe } from './serve.js';
 import { EVAL_FLAGS, TRAIN_FLAGS, runEval, runTrain } from './train.js';
 
 const USAGE = `Usage: repvgg <command> [flags]
@@ -35,6 +36,12 @@ Commands:
   train --resume DIR                     continue a run (also after Ctrl-C or a kill)
   eval --weights W (--dataset fashion-mnist | --test-npy x.npy,y.npy | --val-dir DIR [--resize 256] [--crop 224])
        [--arch A0] [--batch N]           top-1 (and top-5) accuracy of training-time or deployed weights
+  serve --weights W [--arch A0] [--name repvgg] [--host 127.0.0.1] [--port 8000] [--backend cpu|cuda|auto]
+        [--precision fp32|bf16|fp16] [--max-batch 32] [--max-delay-ms 0] [--max-queue 256] [--timeout-ms 10000]
+        [--labels imagenet|FILE] [--preprocess imagenet] [--resize 256] [--crop 224] [--body-limit BYTES]
+        [--drain-ms 30000] [--log-requests] [--log-level warn]
+                                         HTTP server (KServe v2 REST, /v1/classify, /metrics); SIGTERM or SIGINT
+                                         drains (exit 0; 1 past --drain-ms), a second signal exits at once (143/130)
 
 --arch accepts RepVGG-A0 or A0 (likewise every variant: ${'A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 D2se'}).
 W is safetensors or a PyTorch checkpoint (.pth/.pt from torch.save), with official or timm key names; without
@@ -56,6 +63,7 @@ const FLAG_SPECS = {
   demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' } },
   train: TRAIN_FLAGS,
   eval: EVAL_FLAGS,
+  serve: SERVE_FLAGS,
 } as const;
 
 type Command = keyof typeof FLAG_SPECS;
@@ -85,7 +93,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${packageVersion()}\n`);
     return;
   }
-  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo, train, eval) but received '${command}'`);
+  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo, train, eval, serve) but received '${command}'`);
   const { flags, positionals } = parseFlags(command as Command, rest);
   if (flags.help === true) {
     process.stdout.write(USAGE);
@@ -106,6 +114,8 @@ async function main(argv: string[]): Promise<void> {
       return runTrain(flags);
     case 'eval':
       return runEval(flags);
+    case 'serve':
+      return runServe(flags);
   }
 }
 

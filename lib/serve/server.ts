@@ -365,8 +365,16 @@ export function createServer(options: ServerOptions): RepvggServer {
     return metrics.registry.metrics();
   });
 
+  // Draining: readiness turns false, queued partial batches start at once instead of waiting out maxDelayMs, and
+  // each response closes its connection (an idle keep-alive connection would otherwise hold close() open until its
+  // timeout).
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (state === 'draining') void reply.header('connection', 'close');
+    return payload;
+  });
   app.addHook('preClose', async () => {
     state = 'draining';
+    void batcher.drain();
   });
   app.addHook('onClose', async () => {
     await loading.catch(() => undefined);
