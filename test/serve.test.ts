@@ -12,7 +12,7 @@ import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import { customSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
-import { createServer, type RepvggServer, type ServerOptions } from '../lib/serve/server.js';
+import { createServer, defaultPreparedBatches, predictPrepared, type RepvggServer, type ServerOptions } from '../lib/serve/server.js';
 import type { HostTensor } from '../lib/tensor.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
@@ -394,4 +394,22 @@ test('a malformed-request corpus gets the right status each, and the server keep
   const metrics = (await server.inject({ method: 'GET', url: '/metrics' })).body;
   t.is(metricValue(metrics, 'repvgg_requests_total{outcome="bad_input"}'), corpus.length);
   t.is(metricValue(metrics, 'repvgg_requests_total{outcome="success"}'), 1);
+});
+
+test('batches run at a prepared batch size: padded with zero images, their own rows returned', async (t) => {
+  t.deepEqual(defaultPreparedBatches(32), [1, 2, 4, 8, 16, 32]);
+  t.deepEqual(defaultPreparedBatches(24), [1, 2, 4, 8, 16, 24]);
+  t.deepEqual(defaultPreparedBatches(128), [2, 4, 8, 16, 32, 64, 128], 'at most 7: the engine keeps 8 plans');
+  const x = randomInput([3, 3, 32, 32]);
+  const alone = await reference.predict(x);
+  const seen: number[][] = [];
+  const spy = { predict: (batch: HostTensor) => (seen.push([...batch.shape]), reference.predict(batch)) } as unknown as RepVGGNetwork;
+  const padded = await predictPrepared(spy, x, [1, 4, 8], 32);
+  t.deepEqual(seen, [[4, 3, 32, 32]], 'run at 4, the smallest prepared size holding 3');
+  t.deepEqual(padded.shape, [3, alone.shape[1]]);
+  checkClose(t, 'padded rows vs the batch alone', padded.data, alone.data, MODEL_FP32);
+  seen.length = 0;
+  await predictPrepared(spy, randomInput([3, 3, 48, 48]), [1, 4, 8], 32);
+  await predictPrepared(spy, randomInput([9, 3, 32, 32]), [1, 4, 8], 32);
+  t.deepEqual(seen, [[3, 3, 48, 48], [9, 3, 32, 32]], 'other image sizes and batches above every prepared size run as they are');
 });

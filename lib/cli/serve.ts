@@ -7,7 +7,7 @@ import type { BackendName, Precision } from '../engine.js';
 import { RepvggError, UsageError } from '../errors.js';
 import { imagenetClassNames, imagenetPreprocess, readLabelsFile } from '../data/images.js';
 import { MAX_BATCHER_COUNT, MAX_BATCHER_MS } from '../serve/batcher.js';
-import { createServer, type RepvggServer, type ServerOptions } from '../serve/server.js';
+import { createServer, defaultPreparedBatches, type RepvggServer, type ServerOptions } from '../serve/server.js';
 import { archFlag } from './commands.js';
 import { choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
 
@@ -71,7 +71,7 @@ function serverOptions(flags: Flags): ServerOptions & { modelName: string; prepa
     backend: choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto'),
     precision: choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'fp16'], 'fp32'),
     maxBatch,
-    prepareBatches: powersOfTwoUpTo(maxBatch),
+    prepareBatches: defaultPreparedBatches(maxBatch),
     maxDelayMs: boundedIntFlag(flags, 'max-delay-ms', 0, 0, MAX_BATCHER_MS),
     maxQueue: boundedIntFlag(flags, 'max-queue', Math.max(256, maxBatch), maxBatch, MAX_BATCHER_COUNT),
     timeoutMs: boundedIntFlag(flags, 'timeout-ms', 10_000, 1, MAX_BATCHER_MS),
@@ -80,14 +80,6 @@ function serverOptions(flags: Flags): ServerOptions & { modelName: string; prepa
     logLevel: choiceFlag(flags, 'log-level', LOG_LEVELS, 'warn'),
     logRequests: flags['log-requests'] === true,
   };
-}
-
-/** The batch sizes prepared at start-up: powers of two below maxBatch, then maxBatch. */
-function powersOfTwoUpTo(maxBatch: number): number[] {
-  const sizes: number[] = [];
-  for (let size = 1; size < maxBatch; size *= 2) sizes.push(size);
-  sizes.push(maxBatch);
-  return sizes;
 }
 
 function urlOf(server: RepvggServer): string {

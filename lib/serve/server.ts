@@ -20,7 +20,7 @@ import { detectForm, loadWeights, recordedClassNames, recordedNormalization } fr
 import { topClasses } from '../cli/classify.js';
 import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
 import { reparameterize } from '../reparam/reparam.js';
-import type { StateDict } from '../tensor.js';
+import type { HostTensor, StateDict } from '../tensor.js';
 import { Batcher, MAX_BATCH_ELEMENTS } from './batcher.js';
 import { createServerMetrics, type RequestOutcome, type ServerMetrics } from './metrics.js';
 import { HEADER_LENGTH_HEADER, OUTPUT_NAME, encodeInferResponse, parseInferRequest, splitBody, type ModelLimits } from './protocol.js';
@@ -68,8 +68,11 @@ const DEFAULT_MAX_PIXELS = 40_000_000;
 const UNAVAILABLE_RETRY_SECONDS = 1;
 /** HTTP status recorded for a request whose client went away (nginx's convention; nobody receives it). */
 const CLIENT_CLOSED = 499;
-/** Most batch sizes prepared at start-up (each builds a plan). */
-const MAX_PREPARED_BATCHES = 64;
+/**
+ * Most batch sizes prepared at start-up (each builds a plan). The CPU engine keeps 8 plans (native/cpu/program.h);
+ * one is left for FP32 requests of other image sizes, so prepared plans are never evicted.
+ */
+const MAX_PREPARED_BATCHES = 7;
 /** Routes whose requests are counted in the request metrics. */
 const INFERENCE_ROUTES = new Set(['/v2/models/:name/infer', '/v1/classify']);
 
@@ -156,11 +159,33 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
   }
 }
 
-function powersOfTwoUpTo(max: number): number[] {
+/**
+ * The batch sizes a server prepares unless told otherwise: 1, 2, 4, ... and maxBatch itself, at most
+ * MAX_PREPARED_BATCHES of them (the largest: smaller batches pad up to the smallest that holds them).
+ */
+export function defaultPreparedBatches(max: number): number[] {
   const sizes: number[] = [];
   for (let size = 1; size < max; size *= 2) sizes.push(size);
   sizes.push(max);
-  return sizes;
+  return sizes.slice(-MAX_PREPARED_BATCHES);
+}
+
+/**
+ * Runs a batch of images at the smallest prepared batch size that holds it, padding with zero images, and returns
+ * its own rows. The engine compiles (and with convAlgorithm 'auto' measures) one plan per batch size, so running
+ * whatever size the batcher assembled would compile in the middle of requests; padding costs at most the unused
+ * rows of one batch. Batches of other image sizes (FP32 tensors) run as they are.
+ * @param batch - (B, C, H, W); returns (B, K).
+ */
+export async function predictPrepared(network: RepVGGNetwork, batch: HostTensor, preparedSizes: readonly number[], side: number): Promise<HostTensor> {
+  const [n, c, h, w] = batch.shape as [number, number, number, number];
+  const target = h === side && w === side ? preparedSizes.find((size) => size >= n) : undefined;
+  if (target === undefined || target === n) return network.predict(batch);
+  const padded = new Float32Array(target * c * h * w); // (target, C, H, W), zeros after the batch's images
+  padded.set(batch.data);
+  const out = await network.predict({ shape: [target, c, h, w], data: padded });
+  const k = out.shape[1] as number;
+  return { shape: [n, k], data: out.data.slice(0, n * k) };
 }
 
 /** An AbortSignal that fires when the client disconnects before the response was written. */
@@ -189,7 +214,8 @@ export function createServer(options: ServerOptions): RepvggServer {
   const maxBatch = positiveInt(options.maxBatch, 'maxBatch', 32);
   const bodyLimit = positiveInt(options.bodyLimit, 'bodyLimit', DEFAULT_BODY_LIMIT);
   const maxPixels = positiveInt(options.maxPixels, 'maxPixels', DEFAULT_MAX_PIXELS);
-  const prepareBatches = options.prepareBatches ?? powersOfTwoUpTo(maxBatch);
+  const prepareBatches = options.prepareBatches ?? defaultPreparedBatches(maxBatch);
+  const preparedSizes = [...prepareBatches].sort((a, b) => a - b);
   if (!Array.isArray(prepareBatches) || prepareBatches.length > MAX_PREPARED_BATCHES ||
     !prepareBatches.every((b) => Number.isSafeInteger(b) && b >= 1 && b <= maxBatch)) {
     throw new ArgumentValueError(`Expected at most ${MAX_PREPARED_BATCHES} batch sizes from 1 to maxBatch ${maxBatch} for prepareBatches but received ${describeValue(prepareBatches)}`);
@@ -197,7 +223,7 @@ export function createServer(options: ServerOptions): RepvggServer {
   let model: Model | undefined;
   let state: 'loading' | 'ready' | 'failed' | 'draining' = 'loading';
   const batcher = new Batcher({
-    run: (batch) => model!.network.predict(batch),
+    run: (batch) => predictPrepared(model!.network, batch, preparedSizes, model!.preprocess.crop),
     maxBatch,
     maxDelayMs: options.maxDelayMs ?? 0,
     maxQueue: options.maxQueue ?? 256,

@@ -67,10 +67,12 @@ class Program {
 
   ProgramSpec spec_;
   // Touched only on the compute thread (see on_compute_thread).
-  // Most recently used plans by (batch, height, width); at most kMaxPlans are kept.
+  // Most recently used plans by (batch, height, width); at most kMaxPlans are kept. 8 holds a server's prepared
+  // batch sizes (powers of two up to 64) plus one other shape: with fewer, a server's batches of mixed sizes
+  // evicted each other and every batch recompiled (and re-measured) its plan.
   std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;
   std::vector<std::tuple<int64_t, int64_t, int64_t>> plan_order_;
-  static constexpr size_t kMaxPlans = 4;
+  static constexpr size_t kMaxPlans = 8;
 };
 
 }  // namespace repvgg::cpu
