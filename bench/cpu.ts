@@ -20,6 +20,7 @@ import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import type { HostTensor } from '../lib/tensor.js';
+import { maxRelativeError } from '../test/helpers/reference.js';
 
 const IMAGE_SIZE = 224;
 const NUM_CLASSES = 1000;
@@ -168,15 +169,6 @@ async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<Record
   };
 }
 
-function maxRelativeError(actual: Float32Array, expected: Float32Array): number {
-  let maxDiff = 0;
-  let maxExpected = 0;
-  for (let i = 0; i < expected.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(actual[i]! - expected[i]!));
-    maxExpected = Math.max(maxExpected, Math.abs(expected[i]!));
-  }
-  return maxDiff / maxExpected;
-}
 
 function top1Classes(logits: Float32Array): number[] {
   const classes: number[] = [];

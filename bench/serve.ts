@@ -26,6 +26,7 @@ import { officialSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import { createServer } from '../lib/serve/server.js';
 import { median } from './process.js';
+import { maxRelativeError } from '../test/helpers/reference.js';
 
 const ARCH = 'A0';
 const IMAGE_SIZE = 224;
@@ -114,16 +115,6 @@ function randomImages(batch: number, seed: number): Float32Array {
   return data;
 }
 
-function maxRelativeError(actual: Float32Array, expected: Float32Array): number {
-  if (actual.length !== expected.length) return Infinity;
-  let maxDiff = 0;
-  let maxExpected = 0;
-  for (let i = 0; i < expected.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(actual[i]! - expected[i]!));
-    maxExpected = Math.max(maxExpected, Math.abs(expected[i]!));
-  }
-  return maxDiff / maxExpected;
-}
 
 // ---- the server children -------------------------------------------------------------------------------------------
 

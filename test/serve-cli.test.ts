@@ -11,7 +11,6 @@ import { join } from 'node:path';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import sharp from 'sharp';
 
 import { RepVGGNetwork } from '../lib/engine.js';
 import { saveWeights } from '../lib/io/weights.js';
@@ -21,6 +20,7 @@ import type { HostTensor } from '../lib/tensor.js';
 import { CLI_PATH, cli, describeResult, type CliResult } from './helpers/cli-runner.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
+import { randomImages, randomPng as randomPngOf } from './helpers/random-images.js';
 
 /** Longest wait for any one event (ready line, response, exit): a broken server fails the test instead of hanging it. */
 const WAIT_MS = 90_000;
@@ -109,15 +109,9 @@ async function serve(t: ExecutionContext, extra: readonly string[]): Promise<Ser
   };
 }
 
-function randomInput(shape: [number, number, number, number]): HostTensor {
-  return { shape, data: randomArray(shape.reduce((p, d) => p * d, 1), rng, 1) };
-}
+const randomInput = (shape: [number, number, number, number]): HostTensor => randomImages(shape, rng);
 
-async function randomPng(width: number, height: number): Promise<Buffer> {
-  const pixels = Buffer.alloc(width * height * 3);
-  for (let i = 0; i < pixels.length; i++) pixels[i] = Math.floor(rng() * 256);
-  return sharp(pixels, { raw: { width, height, channels: 3 } }).png().toBuffer();
-}
+const randomPng = (width: number, height: number): Promise<Buffer> => randomPngOf(width, height, rng);
 
 const request = (url: string, init: RequestInit = {}): Promise<Response> => fetch(url, { ...init, signal: AbortSignal.timeout(WAIT_MS) });
 

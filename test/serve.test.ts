@@ -6,7 +6,6 @@ import { connect } from 'node:net';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import sharp from 'sharp';
 
 import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
@@ -16,6 +15,7 @@ import { createServer, defaultPreparedBatches, predictPrepared, type RepvggServe
 import type { HostTensor } from '../lib/tensor.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
+import { randomImages, randomPng as randomPngOf } from './helpers/random-images.js';
 
 const spec = customSpec({
   inChannels: 3, numClasses: 10, stemChannels: 8, stemStride: 1,
@@ -39,16 +39,9 @@ async function startServer(t: ExecutionContext, options: Partial<ServerOptions> 
   return server;
 }
 
-function randomInput(shape: [number, number, number, number]): HostTensor {
-  return { shape, data: randomArray(shape.reduce((p, d) => p * d, 1), rng, 1) };
-}
+const randomInput = (shape: [number, number, number, number]): HostTensor => randomImages(shape, rng);
 
-/** A PNG of random pixels. */
-async function randomPng(width: number, height: number): Promise<Buffer> {
-  const pixels = Buffer.alloc(width * height * 3);
-  for (let i = 0; i < pixels.length; i++) pixels[i] = Math.floor(rng() * 256);
-  return sharp(pixels, { raw: { width, height, channels: 3 } }).png().toBuffer();
-}
+const randomPng = (width: number, height: number): Promise<Buffer> => randomPngOf(width, height, rng);
 
 function jsonInfer(input: HostTensor, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ id: 'r1', inputs: [{ name: 'input', datatype: 'FP32', shape: input.shape, data: Array.from(input.data) }], ...extra });
