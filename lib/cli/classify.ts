@@ -8,7 +8,7 @@ import { extname, join } from 'node:path';
 import type { RepVGGNetwork } from '../engine.js';
 import { ArgumentValueError, RepvggError } from '../errors.js';
 import { IMG_EXTENSIONS } from '../data/image-folder.js';
-import { createLimiter, imagenetClassNames, imagenetPreprocess, preprocessImage, readLabelsFile, type EvalPreprocess } from '../data/images.js';
+import { createLimiter, imagenetClassNames, preprocessImage, preprocessWithNormalization, readLabelsFile, type EvalPreprocess } from '../data/images.js';
 import { writeNpy } from '../io/npy.js';
 import { recordedClassNames, recordedNormalization, type LoadedWeights } from '../io/weights.js';
 import { intFlag, optionalFlag, type Flags } from './flags.js';
@@ -102,10 +102,7 @@ export async function classifyImages(
   const json = flags.json === true;
   const labels = await classLabels(flags, weights);
   const normalization = recordedNormalization(weights, optionalFlag(flags, 'weights'));
-  const sizes = imagenetPreprocess(intFlag(flags, 'resize', 256), intFlag(flags, 'crop', 224), '--resize/--crop');
-  const preprocess: EvalPreprocess = normalization.mean.length === 3
-    ? { ...sizes, mean: normalization.mean as [number, number, number], std: normalization.std as [number, number, number] }
-    : sizes;
+  const preprocess = preprocessWithNormalization(normalization, intFlag(flags, 'resize', 256), intFlag(flags, 'crop', 224), '--resize/--crop');
   const { files, failures } = await collectImageFiles(paths);
   const report = (file: string, message: string): void => {
     failures.push([file, message]);

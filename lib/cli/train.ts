@@ -7,7 +7,7 @@ import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { loadFashionMnist, loadNpyDataset } from '../data/index.js';
 import { imagenetTrainTransform, scanImageFolder, smallImageTrainTransform } from '../data/image-folder.js';
-import { imagenetPreprocess } from '../data/images.js';
+import { imagenetPreprocess, preprocessWithNormalization } from '../data/images.js';
 import { dataShape, type DataShape, type ImageFolderData, type TrainingData } from '../train/data.js';
 import type { BackendName } from '../engine.js';
 import { ArgumentValueError, FormatError, ShapeError, UsageError } from '../errors.js';
@@ -356,8 +356,9 @@ export async function runTrain(flags: Flags): Promise<void> {
 /** The --val-dir of `repvgg eval`: an image folder preprocessed as the weights expect (their recorded normalization). */
 async function evalImageFolder(flags: Flags, dir: string, weights: LoadedWeights): Promise<ImageFolderData> {
   const crop = intFlag(flags, 'crop', DEFAULT_IMAGE_SIZE, 8);
-  const sizes = imagenetPreprocess(intFlag(flags, 'resize', Math.round((crop * 256) / 224), 8), crop, '--resize/--crop');
+  const resize = intFlag(flags, 'resize', Math.round((crop * 256) / 224), 8);
   const normalization = recordedNormalization(weights, optionalFlag(flags, 'weights'));
+  const evalPreprocess = preprocessWithNormalization(normalization, resize, crop, '--resize/--crop');
   if (weights.spec.inChannels !== 3 || normalization.mean.length !== 3) {
     throw new ArgumentValueError(`Expected a 3-channel (RGB) network for --val-dir but ${weights.spec.arch} takes ${weights.spec.inChannels}-channel input`);
   }
@@ -370,7 +371,6 @@ async function evalImageFolder(flags: Flags, dir: string, weights: LoadedWeights
   if (recorded !== undefined && differing >= 0) {
     throw new ArgumentValueError(`Expected the class folders of --val-dir to be the classes the weights were trained on, but class ${differing} is '${folder.classes[differing]}' in '${dir}' and '${recorded[differing]}' in --weights`);
   }
-  const evalPreprocess = { ...sizes, mean: normalization.mean as [number, number, number], std: normalization.std as [number, number, number] };
   return { kind: 'image-folder', folder, trainTransform: imagenetTrainTransform(crop), evalPreprocess };
 }
 

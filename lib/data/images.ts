@@ -331,6 +331,19 @@ export function imagenetPreprocess(resize = 256, crop = 224, name = 'preprocess'
   return checkEvalPreprocess({ resize, crop, mean: IMAGENET_MEAN, std: IMAGENET_STD }, name);
 }
 
+/**
+ * The `imagenet` preset at these sizes with a model's own input normalization: the recorded per-channel mean and
+ * std when it lists three channels, ImageNet's otherwise.
+ * @throws ArgumentValueError naming `name` for sizes outside [1, MAX_PREPROCESS_SIZE].
+ */
+export function preprocessWithNormalization(
+  normalization: { readonly mean: readonly number[]; readonly std: readonly number[] }, resize: number, crop: number, name = 'preprocess',
+): EvalPreprocess {
+  const sizes = imagenetPreprocess(resize, crop, name);
+  if (normalization.mean.length !== 3) return sizes;
+  return { ...sizes, mean: normalization.mean as [number, number, number], std: normalization.std as [number, number, number] };
+}
+
 function checkSize(value: unknown, name: string): number {
   if (!Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > MAX_PREPROCESS_SIZE) {
     throw new ArgumentValueError(`Expected an integer in [1, ${MAX_PREPROCESS_SIZE}] for ${name} but received ${describeValue(value)}`);

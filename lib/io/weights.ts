@@ -12,6 +12,7 @@ import {
   expectedWeights,
   officialSpec,
   parseSpecJson,
+  type OfficialOptions,
   type RepVGGSpec,
   type WeightForm,
 } from '../models/repvgg.js';
@@ -138,11 +139,16 @@ export function weightsMetadata(spec: RepVGGSpec, form: WeightForm, normalizatio
   };
 }
 
-/** Resolves the architecture: an explicit arch name wins; otherwise the file's own metadata. */
-function specFor(arch: string | undefined, state: StateDict, metadata: Record<string, string>, path: string): RepVGGSpec {
+/** The class count and input channels an official variant takes from its tensors (the classifier, the stem). */
+function officialOptionsOf(state: StateDict): OfficialOptions {
   const classes = state.get('linear.weight')?.shape[0];
   const inChannels = (state.get('stage0.rbr_dense.conv.weight') ?? state.get('stage0.rbr_reparam.weight'))?.shape[1];
-  const options = { ...(classes !== undefined && { numClasses: classes }), ...(inChannels !== undefined && { inChannels }) };
+  return { ...(classes !== undefined && { numClasses: classes }), ...(inChannels !== undefined && { inChannels }) };
+}
+
+/** Resolves the architecture: an explicit arch name wins; otherwise the file's own metadata. */
+function specFor(arch: string | undefined, state: StateDict, metadata: Record<string, string>, path: string): RepVGGSpec {
+  const options = officialOptionsOf(state);
   if (arch !== undefined) return officialSpec(arch, options);
   if (metadata.repvgg_spec !== undefined) {
     const spec = parseSpecJson(metadata.repvgg_spec, `${path} metadata repvgg_spec`);
@@ -191,11 +197,10 @@ export async function readWeightsFile(
  * @throws WeightsMismatchError naming the closest variant's mismatches when none fits.
  */
 export function identifyOfficialArch(state: StateDict, form: WeightForm, path: string): string {
-  const classes = state.get('linear.weight')?.shape[0] ?? 1000;
-  const inChannels = (state.get('stage0.rbr_dense.conv.weight') ?? state.get('stage0.rbr_reparam.weight'))?.shape[1] ?? 3;
+  const options = officialOptionsOf(state);
   let closest: { arch: string; error: WeightsMismatchError } | undefined;
   for (const arch of OFFICIAL_ARCHS) {
-    const spec = officialSpec(arch, { numClasses: classes, inChannels });
+    const spec = officialSpec(arch, options);
     try {
       checkWeights(spec, state, form);
       return arch;

@@ -15,7 +15,7 @@ import {
   RepvggError,
   describeValue,
 } from '../errors.js';
-import { imagenetPreprocess, preprocessImage, type EvalPreprocess } from '../data/images.js';
+import { preprocessImage, preprocessWithNormalization, type EvalPreprocess } from '../data/images.js';
 import { detectForm, loadWeights, recordedClassNames, recordedNormalization } from '../io/weights.js';
 import { topClasses } from '../cli/classify.js';
 import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
@@ -140,10 +140,7 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
       throw new ArgumentValueError(`Expected ${spec.numClasses} class names for labels but received ${labels.length}`);
     }
     const normalization = recordedNormalization({ metadata }, 'weights');
-    const sizes = imagenetPreprocess(options.resize ?? 256, options.crop ?? 224, 'resize/crop');
-    const preprocess: EvalPreprocess = normalization.mean.length === 3
-      ? { ...sizes, mean: normalization.mean as [number, number, number], std: normalization.std as [number, number, number] }
-      : sizes;
+    const preprocess = preprocessWithNormalization(normalization, options.resize ?? 256, options.crop ?? 224, 'resize/crop');
     for (const batch of prepareBatches) await network.prepare(batch, preprocess.crop, preprocess.crop);
     const limits: ModelLimits = {
       inChannels: spec.inChannels,
