@@ -188,6 +188,13 @@ export class RepVGGNetwork {
 
   /** Checks an input batch: (N, inChannels, H, W) float32, H and W at least the total stride, finite values. */
   checkInput(x: HostTensor, name = 'input'): [number, number, number, number] {
+    const shape = this.#checkInputShape(x, name);
+    // NaN/Inf would silently poison every logit of the image; we reject them instead of propagating.
+    checkFinite(x.data, name);
+    return shape;
+  }
+
+  #checkInputShape(x: HostTensor, name: string): [number, number, number, number] {
     const [n, c, h, w] = checkTensor(x, name, 4) as [number, number, number, number];
     if (c !== this.spec.inChannels) {
       throw new ShapeError(`Expected ${this.spec.inChannels} channels for ${name} (${this.spec.arch}) but received shape ${formatShape(x.shape)}`);
@@ -196,8 +203,6 @@ export class RepVGGNetwork {
     if (h < minSide || w < minSide) {
       throw new ShapeError(`Expected ${name} of at least ${minSide}x${minSide} (the network's total stride) but received ${h}x${w}`);
     }
-    // NaN/Inf would silently poison every logit of the image; we reject them instead of propagating.
-    checkFinite(x.data, name);
     return [n, c, h, w];
   }
 
@@ -224,9 +229,14 @@ export class RepVGGNetwork {
     return logits;
   }
 
-  /** Validates x and splits it into runs of at most maxBatch images, each writing its slice of the logits. */
+  /**
+   * Validates x and splits it into runs of at most maxBatch images, each writing its slice of the logits. The CPU
+   * addon checks the values are finite on its compute thread (a JavaScript scan of a large batch blocks the event
+   * loop for milliseconds); for the CUDA addon, which does not, they are checked here.
+   */
   #chunks(x: HostTensor) {
-    const [n, c, h, w] = this.checkInput(x);
+    const [n, c, h, w] = this.#checkInputShape(x, 'input');
+    if (this.backend === 'cuda') checkFinite(x.data, 'input');
     const classes = this.spec.numClasses;
     const logits: HostTensor = { shape: [n, classes], data: new Float32Array(n * classes) };
     const imageSize = c * h * w;
@@ -235,6 +245,8 @@ export class RepVGGNetwork {
       const batch = Math.min(this.maxBatch, n - start);
       chunks.push({
         input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
+        inputName: 'input',
+        indexOffset: start * imageSize,
         output: logits.data.subarray(start * classes, (start + batch) * classes),
         batch, height: h, width: w,
       });

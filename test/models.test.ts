@@ -386,6 +386,12 @@ test('RepVGGNetwork rejects NaN and Inf in the input, naming the flat index', as
     twoBad.data[500] = Number.POSITIVE_INFINITY;
     await rejectsInput(t, net, twoBad, ArgumentValueError, 'ERR_ARG_VALUE', [/flat index 500\b/], 'the first of two');
   });
+  await withNetwork(() => a0Network({ maxBatch: 2 }), async (net) => {
+    const x = randomInput([5, 3, 32, 32], 52); // chunks of 2, 2, 1 images: the index counts from the whole tensor
+    const index = 4 * 3 * 32 * 32 + 77;
+    x.data[index] = Number.NaN;
+    await rejectsInput(t, net, x, ArgumentValueError, 'ERR_ARG_VALUE', [new RegExp(`received NaN at flat index ${index}\\b`)], 'in the last chunk');
+  });
 });
 
 test('weights of another architecture are rejected with the shape mismatches listed', (t) => {

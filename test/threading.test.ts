@@ -88,3 +88,27 @@ test('an error thrown by native work on the compute thread rejects with the type
   await callNative(() => addon.batchNorm({ ...options, eps: 1e-5 }));
   t.true(options.y.every(Number.isFinite));
 });
+
+test('setComputeNice lowers the compute thread and its OpenMP team, not the JavaScript thread; bad values are typed errors', async (t) => {
+  // Process-wide and one-way without privileges: run in a child process of its own.
+  const script = `
+    import { readdirSync, readFileSync } from 'node:fs';
+    const { setComputeNice } = await import(${JSON.stringify(new URL('../lib/backends.js', import.meta.url).href)});
+    setComputeNice(7);
+    const nice = (tid) => Number(readFileSync('/proc/self/task/' + tid + '/stat', 'utf8').split(') ')[1].split(' ')[16]);
+    const threads = readdirSync('/proc/self/task').map((tid) => ({ tid: Number(tid), nice: nice(tid) }));
+    const errors = [];
+    for (const bad of [-1, 20, 1.5, '3']) {
+      try { setComputeNice(bad); errors.push('no error for ' + bad); } catch (error) { errors.push(error.name + ': ' + error.message); }
+    }
+    console.log(JSON.stringify({ pid: process.pid, threads, errors }));`;
+  const { execFileSync } = await import('node:child_process');
+  const output = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  const { pid, threads, errors } = JSON.parse(output) as { pid: number; threads: Array<{ tid: number; nice: number }>; errors: string[] };
+  t.is(threads.find((thread) => thread.tid === pid)?.nice, 0, 'the JavaScript thread keeps its priority');
+  const lowered = threads.filter((thread) => thread.nice === 7).length;
+  t.true(lowered >= 1, 'the compute thread is at nice 7');
+  t.true(lowered < threads.length, `only the compute threads (${lowered} of ${threads.length})`);
+  t.is(errors.length, 4);
+  for (const error of errors) t.regex(error, /^ArgumentValueError: Expected an integer from 0 to 19 for nice but received/);
+});

@@ -42,6 +42,7 @@ type OpSyncFn = (options: object) => void;
 /** The CPU addon's exports (native/addon/addon.cc). */
 export interface CpuAddon {
   info(): { backend: string; library: string; libraryVersion: string; isa: string; nativeBf16: boolean };
+  setComputeNice(nice: number): void;
   Program: new (spec: object) => NativeProgram;
   conv2d: OpFn;
   conv2dSync: OpSyncFn;

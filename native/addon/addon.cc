@@ -333,9 +333,16 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
   Work parse_run(const Napi::Object& o, std::shared_ptr<cpu::Program> program) {
     const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
     F32View input = get_f32(o, "input"), output = get_f32(o, "output");
-    require_length(input, batch * program->spec().in_channels * height * width, "input");
+    const int64_t input_count = batch * program->spec().in_channels * height * width;
+    require_length(input, input_count, "input");
     require_length(output, batch * program->spec().classes, "output");
-    return [=] { program->run(batch, height, width, input.data, output.data); };
+    // Checked here, on the compute thread, rather than in JavaScript: a batch's scan would otherwise block the loop.
+    const std::string input_name = get_string(o, "inputName", "input");
+    const auto index_offset = static_cast<int64_t>(get_number(o, "indexOffset", 0));
+    return [=] {
+      require_finite(input.data, input_count, input_name, index_offset);
+      program->run(batch, height, width, input.data, output.data);
+    };
   }
 
   Napi::Value Run(const Napi::CallbackInfo& info) {
@@ -397,6 +404,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setComputeNice(nice): the nice value of the compute thread and its OpenMP team (the TypeScript side checks nice).
+Napi::Value SetComputeNice(const Napi::CallbackInfo& info) {
+  cpu::set_compute_nice(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -429,6 +442,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 Napi::Function::New(env, [parse](const Napi::CallbackInfo& info) { return dispatch(info, false, parse); }));
   }
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setComputeNice", Napi::Function::New(env, SetComputeNice));
   exports.Set("Program", ProgramWrap::Define(env));
   return exports;
 }

@@ -1,7 +1,13 @@
 // Shared oneDNN engine/stream and helpers of the CPU backend (see dnnl_common.h).
 #include "dnnl_common.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <xmmintrin.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <condition_variable>
 #include <cstdio>
@@ -104,6 +110,30 @@ ComputeThread& compute_thread() {
 void on_compute_thread(const std::function<void()>& fn) { compute_thread().run(fn); }
 
 void post_to_compute_thread(std::function<void()> fn) { compute_thread().post(std::move(fn)); }
+
+void set_compute_nice(int nice) {
+  int first_errno = 0;
+  on_compute_thread([&] {
+    // On Linux the nice value is per thread: PRIO_PROCESS with a thread id changes that thread alone.
+    auto renice_this_thread = [nice]() -> int {
+      const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+      return setpriority(PRIO_PROCESS, tid, nice) == 0 ? 0 : errno;
+    };
+    first_errno = renice_this_thread();
+#pragma omp parallel
+    {
+      const int error = renice_this_thread();
+      if (error != 0) {
+#pragma omp critical
+        if (first_errno == 0) first_errno = error;
+      }
+    }
+  });
+  if (first_errno != 0) {
+    throw NativeError("ERR_BACKEND", "Setting the compute threads' nice value to " + std::to_string(nice) +
+                                         " failed: " + std::strerror(first_errno));
+  }
+}
 
 dnnl::memory::desc plain_f32(const dims& shape) {
   switch (shape.size()) {

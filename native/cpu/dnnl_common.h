@@ -25,6 +25,10 @@ void on_compute_thread(const std::function<void()>& fn);
 // Queues fn on the compute thread (after the tasks already queued) and returns at once. fn must report its own
 // errors: an exception escaping it is caught, printed to stderr and dropped, so the thread keeps serving.
 void post_to_compute_thread(std::function<void()> fn);
+// Sets the nice value of the compute thread and of every thread of its OpenMP team (threads it starts later
+// inherit it), so that the JavaScript thread of the same process, when it has work, runs before the numerics.
+// Linux only. Throws NativeError(ERR_BACKEND) naming errno when the kernel refuses (lowering needs privileges).
+void set_compute_nice(int nice);
 
 // A plain (row-major) float32 memory descriptor: nchw for rank 4, nc for rank 2, x for rank 1.
 dnnl::memory::desc plain_f32(const dims& shape);
