@@ -11,7 +11,8 @@ import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import { customSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
-import { createServer, defaultPreparedBatches, predictPrepared, type RepvggServer, type ServerOptions } from '../lib/serve/server.js';
+import { Batcher } from '../lib/serve/batcher.js';
+import { createServer, defaultPreparedBatches, preparedBatchSize, type RepvggServer, type ServerOptions } from '../lib/serve/server.js';
 import type { HostTensor } from '../lib/tensor.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
@@ -47,9 +48,9 @@ function jsonInfer(input: HostTensor, extra: Record<string, unknown> = {}): stri
   return JSON.stringify({ id: 'r1', inputs: [{ name: 'input', datatype: 'FP32', shape: input.shape, data: Array.from(input.data) }], ...extra });
 }
 
-/** A binary-extension body: JSON header then the given binary part. */
-function binaryBody(header: unknown, binary: Uint8Array): { body: Buffer; length: number } {
-  const json = Buffer.from(JSON.stringify(header));
+/** A binary-extension body: JSON header (followed by `spaces` spaces) then the given binary part. */
+function binaryBody(header: unknown, binary: Uint8Array, spaces = 0): { body: Buffer; length: number } {
+  const json = Buffer.from(JSON.stringify(header) + ' '.repeat(spaces));
   return { body: Buffer.concat([json, binary]), length: json.length };
 }
 
@@ -94,11 +95,16 @@ test('health, server metadata and model metadata follow the KServe v2 shapes', a
   t.deepEqual(model.json().outputs, [{ name: 'logits', datatype: 'FP32', shape: [-1, 10] }]);
   const modelReady = await server.inject({ method: 'GET', url: '/v2/models/repvgg/ready' });
   t.deepEqual([modelReady.statusCode, modelReady.json()], [200, { name: 'repvgg', ready: true }]);
-  for (const url of ['/v2/models/other', '/v2/models/other/ready']) {
+  for (const url of ['/v2/models/other', '/v2/models/other/ready', '/v2/models/repvgg/versions/2', '/v2/models/repvgg/versions/2/ready', '/v2/models/other/versions/1']) {
     const missing = await server.inject({ method: 'GET', url });
     t.is(missing.statusCode, 404, url);
     t.is(typeof missing.json().error, 'string');
   }
+  const versioned = await server.inject({ method: 'GET', url: '/v2/models/repvgg/versions/1' });
+  t.deepEqual([versioned.statusCode, versioned.json()], [200, model.json()], 'the one version answers as the unversioned URL');
+  t.deepEqual(model.json().versions, ['1']);
+  const versionReady = await server.inject({ method: 'GET', url: '/v2/models/repvgg/versions/1/ready' });
+  t.deepEqual([versionReady.statusCode, versionReady.json()], [200, { name: 'repvgg', ready: true }]);
 });
 
 test('a server whose weights fail to load is live but not ready and answers 503', async (t) => {
@@ -131,31 +137,42 @@ test('JSON FP32 infer equals predict() on the same input', async (t) => {
   const fromNested = await server.inject({ method: 'POST', url: '/v2/models/repvgg/infer', payload: JSON.stringify(nested), headers: { 'content-type': 'application/json' } });
   t.is(fromNested.statusCode, 200, fromNested.body);
   checkClose(t, 'JSON infer, nested data', fromNested.json().outputs[0].data as number[], expected, MODEL_FP32);
+  const versioned = await server.inject({ method: 'POST', url: '/v2/models/repvgg/versions/1/infer', payload: jsonInfer(input), headers: { 'content-type': 'application/json' } });
+  t.is(versioned.statusCode, 200, versioned.body);
+  checkClose(t, 'JSON infer at /versions/1', versioned.json().outputs[0].data as number[], expected, MODEL_FP32);
+  const otherVersion = await server.inject({ method: 'POST', url: '/v2/models/repvgg/versions/7/infer', payload: jsonInfer(input), headers: { 'content-type': 'application/json' } });
+  t.is(otherVersion.statusCode, 404, otherVersion.body);
+  t.regex(otherVersion.json().error, /Expected version '1' of model 'repvgg' but received '7'/);
 });
 
-test('binary FP32 infer (request and response) equals predict()', async (t) => {
+test('binary FP32 infer (request and response) equals predict(), with the tensor 4-byte aligned in the body or not', async (t) => {
   const server = await startServer(t);
   const input = randomInput([3, 3, 32, 32]);
+  const expected = (await reference.predict(input)).data;
   const header = {
     inputs: [{ name: 'input', datatype: 'FP32', shape: input.shape, parameters: { binary_data_size: input.data.byteLength } }],
     parameters: { binary_data_output: true },
   };
-  const { body, length } = binaryBody(header, new Uint8Array(input.data.buffer));
-  const response = await server.inject({
-    method: 'POST', url: '/v2/models/repvgg/infer', payload: body,
-    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(length) },
-  });
-  t.is(response.statusCode, 200, response.body);
-  t.is(response.headers['content-type'], 'application/octet-stream');
-  const headerLength = Number(response.headers['inference-header-content-length']);
-  const raw = response.rawPayload;
-  const json = JSON.parse(raw.subarray(0, headerLength).toString('utf8'));
-  t.like(json.outputs[0], { name: 'logits', datatype: 'FP32', shape: [3, 10], parameters: { binary_data_size: 3 * 10 * 4 } });
-  t.is(json.outputs[0].data, undefined);
-  const tail = raw.subarray(headerLength);
-  t.is(tail.length, 120);
-  const logits = new Float32Array(tail.buffer.slice(tail.byteOffset, tail.byteOffset + tail.length));
-  checkClose(t, 'binary infer', logits, (await reference.predict(input)).data, MODEL_FP32);
+  const jsonLength = Buffer.byteLength(JSON.stringify(header));
+  for (const misalignment of [0, 1, 2, 3]) {
+    const { body, length } = binaryBody(header, new Uint8Array(input.data.buffer), (4 - (jsonLength % 4) + misalignment) % 4);
+    t.is(length % 4, misalignment);
+    const response = await server.inject({
+      method: 'POST', url: '/v2/models/repvgg/infer', payload: body,
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(length) },
+    });
+    t.is(response.statusCode, 200, response.body);
+    t.is(response.headers['content-type'], 'application/octet-stream');
+    const headerLength = Number(response.headers['inference-header-content-length']);
+    const raw = response.rawPayload;
+    const json = JSON.parse(raw.subarray(0, headerLength).toString('utf8'));
+    t.like(json.outputs[0], { name: 'logits', datatype: 'FP32', shape: [3, 10], parameters: { binary_data_size: 3 * 10 * 4 } });
+    t.is(json.outputs[0].data, undefined);
+    const tail = raw.subarray(headerLength);
+    t.is(tail.length, 120);
+    const logits = new Float32Array(tail.buffer.slice(tail.byteOffset, tail.byteOffset + tail.length));
+    checkClose(t, `binary infer, tensor at offset ${length}`, logits, expected, MODEL_FP32);
+  }
 });
 
 test('BYTES images (JSON base64 and binary) equal preprocessImage + predict(), and the classification parameter', async (t) => {
@@ -393,16 +410,29 @@ test('batches run at a prepared batch size: padded with zero images, their own r
   t.deepEqual(defaultPreparedBatches(32), [1, 2, 4, 8, 16, 32]);
   t.deepEqual(defaultPreparedBatches(24), [1, 2, 4, 8, 16, 24]);
   t.deepEqual(defaultPreparedBatches(128), [2, 4, 8, 16, 32, 64, 128], 'at most 7: the engine keeps 8 plans');
+  t.is(preparedBatchSize(3, [3, 32, 32], [1, 4, 8], 32), 4, 'the smallest prepared size holding 3');
+  t.is(preparedBatchSize(3, [3, 48, 48], [1, 4, 8], 32), 3, 'other image sizes run as they are');
+  t.is(preparedBatchSize(9, [3, 32, 32], [1, 4, 8, 16], 32), 16);
   const x = randomInput([3, 3, 32, 32]);
   const alone = await reference.predict(x);
-  const seen: number[][] = [];
-  const spy = { predict: (batch: HostTensor) => (seen.push([...batch.shape]), reference.predict(batch)) } as unknown as RepVGGNetwork;
-  const padded = await predictPrepared(spy, x, [1, 4, 8], 32);
-  t.deepEqual(seen, [[4, 3, 32, 32]], 'run at 4, the smallest prepared size holding 3');
-  t.deepEqual(padded.shape, [3, alone.shape[1]]);
-  checkClose(t, 'padded rows vs the batch alone', padded.data, alone.data, MODEL_FP32);
+  const seen: HostTensor[] = [];
+  const batcher = new Batcher({
+    run: (batch) => (seen.push({ shape: [...batch.shape], data: batch.data.slice() }), reference.predict(batch)),
+    paddedSize: (images, imageShape) => preparedBatchSize(images, imageShape, [1, 4, 8], 32),
+    maxBatch: 8,
+  });
+  const full = [randomInput([2, 3, 32, 32]), randomInput([2, 3, 32, 32])]; // one batch of 4: every row of its buffer
+  await Promise.all(full.map((half) => batcher.submit({ shape: half.shape, data: half.data })));
   seen.length = 0;
-  await predictPrepared(spy, randomInput([3, 3, 48, 48]), [1, 4, 8], 32);
-  await predictPrepared(spy, randomInput([9, 3, 32, 32]), [1, 4, 8], 32);
-  t.deepEqual(seen, [[3, 3, 48, 48], [9, 3, 32, 32]], 'other image sizes and batches above every prepared size run as they are');
+  const split = [x.data.subarray(0, 3 * 32 * 32), x.data.subarray(3 * 32 * 32)];
+  const [first, rest] = await Promise.all([
+    batcher.submit({ shape: [1, 3, 32, 32], data: split[0]! }),
+    batcher.submit({ shape: [2, 3, 32, 32], data: split[1]! }),
+  ]);
+  t.deepEqual(seen.map((batch) => batch.shape), [[4, 3, 32, 32]], 'one batch of 3 run at 4');
+  t.true(seen[0]!.data.subarray(3 * 3 * 32 * 32).every((v) => v === 0), 'the padding row is zeros, also in a reused buffer');
+  t.deepEqual(first!.shape, [1, alone.shape[1]]);
+  t.deepEqual(rest!.shape, [2, alone.shape[1]]);
+  checkClose(t, 'padded rows vs the batch alone', Float32Array.from([...first!.data, ...rest!.data]), alone.data, MODEL_FP32);
+  await batcher.drain();
 });

@@ -28,11 +28,13 @@ export interface BatcherClock {
 
 /** One computed batch, reported after its run() resolved. */
 export interface BatchEvent {
-  /** Images in the batch (B). */
+  /** Images in the batch. */
   size: number;
+  /** Rows the engine ran (B >= size: the batch padded to paddedSize). */
+  paddedSize: number;
   /** Requests in the batch. */
   requests: number;
-  /** (B, C, H, W) of the batch. */
+  /** (B, C, H, W) the engine ran. */
   shape: readonly [number, number, number, number];
   /** Per request, in batch order: milliseconds from submit() to the start of the batch. */
   queueMs: number[];
@@ -75,6 +77,13 @@ export interface BatcherOptions {
   maxConcurrentPrepares?: number;
   /** Time source and timers (default: performance.now and the global timers). */
   clock?: BatcherClock;
+  /**
+   * Rows the engine should run for a batch of `images` images of (C, H, W), from images to maxBatch (default:
+   * `images`). An engine that
+   * compiles one plan per batch size (RepVGGNetwork) answers the smallest prepared size that holds the batch: the
+   * rows past the images are zeros and their outputs are dropped.
+   */
+  paddedSize?: (images: number, imageShape: readonly [number, number, number]) => number;
   /** Called after each successfully computed batch. */
   onBatch?: (event: BatchEvent) => void;
   /** Called for each request that ends without a result. */
@@ -163,6 +172,7 @@ export class Batcher {
   readonly maxConcurrentPrepares: number;
   readonly #run: RunBatch;
   readonly #clock: BatcherClock;
+  readonly #paddedSize: ((images: number, imageShape: readonly [number, number, number]) => number) | undefined;
   readonly #onBatch: ((event: BatchEvent) => void) | undefined;
   readonly #onReject: ((event: RejectEvent) => void) | undefined;
   #state: 'open' | 'draining' | 'closed' = 'open';
@@ -175,6 +185,8 @@ export class Batcher {
   #nextId = 0;
   readonly #recentComputeMs: number[] = [];
   readonly #drainWaiters: Array<() => void> = [];
+  /** The input buffer of the last finished batch, reused by the next batch of the same length (no 10+ MB allocation per batch). */
+  #spareInput: Float32Array | undefined;
 
   /** @throws ArgumentTypeError when run is not a function; ArgumentValueError for a bad count or duration. */
   constructor(options: BatcherOptions) {
@@ -188,6 +200,10 @@ export class Batcher {
     this.maxDelayMs = checkMs(options.maxDelayMs ?? 0, 'maxDelayMs', true);
     this.timeoutMs = checkMs(options.timeoutMs ?? 30_000, 'timeoutMs', false);
     this.#clock = options.clock ?? systemClock;
+    if (options.paddedSize !== undefined && typeof options.paddedSize !== 'function') {
+      throw new ArgumentTypeError(`Expected a function for paddedSize but received ${describeValue(options.paddedSize)}`);
+    }
+    this.#paddedSize = options.paddedSize;
     this.#onBatch = options.onBatch;
     this.#onReject = options.onReject;
   }
@@ -432,48 +448,64 @@ export class Batcher {
   /** Runs one batch on the engine and answers its requests with their rows, in order. */
   #start(entries: Pending[], size: number, startedAt: number): void {
     for (const entry of entries) this.#remove(entry);
-    const [c, h, w] = entries[0]!.imageShape;
+    const imageShape = entries[0]!.imageShape;
+    const [c, h, w] = imageShape;
     const imageSize = c * h * w;
-    let input: Float32Array; // (B, C, H, W)
-    if (entries.length === 1) {
-      input = entries[0]!.data!;
-    } else {
-      input = new Float32Array(size * imageSize);
+    let rows: number;
+    try {
+      rows = this.#paddedSize === undefined ? size : checkPaddedSize(this.#paddedSize(size, imageShape), size, this.maxBatch);
+    } catch (error) {
+      this.#failBatch(entries, error as Error);
+      this.#schedulePump();
+      return;
+    }
+    const ownsInput = entries.length > 1 || rows > size;
+    const input = ownsInput ? this.#takeInput(rows * imageSize) : entries[0]!.data!; // (rows, C, H, W)
+    if (ownsInput) {
       let offset = 0;
       for (const entry of entries) {
         input.set(entry.data!, offset);
         offset += entry.images * imageSize;
       }
+      input.fill(0, offset); // padding rows
     }
     const queueMs = entries.map((entry) => startedAt - entry.arrivedAt);
-    const shape = [size, c, h, w] as const;
+    const shape = [rows, c, h, w] as const;
     const computeStart = this.#clock.now();
     const settled = new Promise<HostTensor>((resolve) => resolve(this.#run({ shape: [...shape], data: input }))).then(
       (output) => {
         const computeMs = this.#clock.now() - computeStart;
         if (running.abandoned) return;
-        let rows: HostTensor[];
+        let split: HostTensor[];
         try {
-          rows = splitRows(output, entries.map((entry) => entry.images));
+          split = splitRows(output, rows, entries.map((entry) => entry.images));
         } catch (error) {
           this.#failBatch(entries, error as Error);
           return;
         }
         this.#recentComputeMs.push(computeMs);
         if (this.#recentComputeMs.length > RECENT_BATCHES) this.#recentComputeMs.shift();
-        entries.forEach((entry, index) => entry.resolve(rows[index]!));
-        this.#emit(() => this.#onBatch?.({ size, requests: entries.length, shape, queueMs, computeMs }));
+        entries.forEach((entry, index) => entry.resolve(split[index]!));
+        this.#emit(() => this.#onBatch?.({ size, paddedSize: rows, requests: entries.length, shape, queueMs, computeMs }));
       },
       (error: unknown) => {
         if (!running.abandoned) this.#failBatch(entries, error instanceof Error ? error : new Error(String(error)));
       },
     ).finally(() => {
       this.#running = undefined;
+      if (ownsInput) this.#spareInput = input; // run() has settled: the engine no longer reads it
       if (this.#state === 'closed') this.#resolveDrainIfIdle();
       else this.#schedulePump();
     });
     const running: Running = { entries, abandoned: false, settled };
     this.#running = running;
+  }
+
+  /** A zero-filled-or-reused buffer of `length` values for a batch's input (the caller overwrites every value). */
+  #takeInput(length: number): Float32Array {
+    const spare = this.#spareInput;
+    this.#spareInput = undefined;
+    return spare?.length === length ? spare : new Float32Array(length);
   }
 
   #failBatch(entries: Pending[], error: Error): void {
@@ -540,9 +572,8 @@ export class Batcher {
   }
 }
 
-/** Splits (B, K) rows into one (N_i, K) tensor per request. */
-function splitRows(output: unknown, imagesPerRequest: number[]): HostTensor[] {
-  const batch = imagesPerRequest.reduce((sum, n) => sum + n, 0);
+/** Splits the first sum(N_i) of (B, K) rows into one (N_i, K) tensor per request (rows past them are padding). */
+function splitRows(output: unknown, batch: number, imagesPerRequest: number[]): HostTensor[] {
   const candidate = output as Partial<HostTensor> | null | undefined;
   const shape = candidate?.shape;
   const data = candidate?.data;
@@ -560,6 +591,13 @@ function splitRows(output: unknown, imagesPerRequest: number[]): HostTensor[] {
     start += images;
   }
   return rows;
+}
+
+function checkPaddedSize(rows: unknown, images: number, maxBatch: number): number {
+  if (!Number.isSafeInteger(rows) || (rows as number) < images || (rows as number) > maxBatch) {
+    throw new ArgumentValueError(`Expected an integer from ${images} (the batch's images) to maxBatch ${maxBatch} from paddedSize but received ${describeValue(rows)}`);
+  }
+  return rows as number;
 }
 
 function deadlineError(entry: Pending): DeadlineError {

@@ -203,8 +203,13 @@ export function parseInferRequest(header: Json, binary: Uint8Array, limits: Mode
     let data: Float32Array;
     if (binarySize !== undefined) {
       if (binary.length !== count * 4) throw new FormatError(`Expected ${count * 4} bytes (FP32 ${formatShape(shape)}) for ${where} but received ${binary.length}`);
-      data = new Float32Array(count);
-      new Uint8Array(data.buffer).set(binary); // the protocol's binary tensors are little-endian, as every host we run on
+      // The protocol's binary tensors are little-endian, as every host we run on. Aligned bytes are used in place.
+      if (binary.byteOffset % Float32Array.BYTES_PER_ELEMENT === 0) {
+        data = new Float32Array(binary.buffer, binary.byteOffset, count);
+      } else {
+        data = new Float32Array(count);
+        new Uint8Array(data.buffer).set(binary);
+      }
     } else {
       const values = flattenJson(raw.data, count, `the data of ${where}`);
       data = new Float32Array(count);
