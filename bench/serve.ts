@@ -2,7 +2,8 @@
 // onnxruntime-node, one session.run() per request) on the same RepVGG-A0 (random weights, 224x224, 1000 classes),
 // loaded by autocannon on 127.0.0.1 at several concurrencies with binary FP32 tensors and JPEG images. Each server runs
 // in its own child process (this file with --role) so that the load generator does not share its event loop.
-// Usage: node dist/bench/serve.js [--seconds 10] [--warmup 3] [--concurrency 1,8,64] [--max-batch 32] [--json FILE]
+// Usage: node dist/bench/serve.js [--seconds 10] [--warmup 3] [--concurrency 1,8,64] [--max-batch 32] [--compute-nice 10]
+//   [--inputs fp32,jpeg] [--json FILE]
 // Not for: raw engine throughput (bench/cpu.ts) or the server's correctness on edge cases (test/serve.test.ts).
 
 import { fork, type ChildProcess } from 'node:child_process';
@@ -17,6 +18,7 @@ import fastify from 'fastify';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import sharp from 'sharp';
 
+import { setComputeNice, MAX_NICE } from '../lib/backends.js';
 import { topClasses } from '../lib/cli/classify.js';
 import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
@@ -24,7 +26,7 @@ import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
-import { createServer } from '../lib/serve/server.js';
+import { DEFAULT_COMPUTE_NICE, createServer } from '../lib/serve/server.js';
 import { median } from './process.js';
 import { maxRelativeError } from '../test/helpers/reference.js';
 
@@ -85,6 +87,9 @@ interface LoadResult {
   failed: number;
   /** Mean images per computed batch during the run (ours only, from /metrics). */
   meanBatch?: number;
+  /** Fraction of the run the network was computing, and images per second of compute time (ours only, /metrics). */
+  engineBusy?: number;
+  computeImagesPerSecond?: number;
   /** predict() images/s on the same batch size, one batch after another (ours, FP32 only). */
   offlineImagesPerSecond?: number;
   eventLoopLagP99Ms: number;
@@ -119,7 +124,8 @@ function randomImages(batch: number, seed: number): Float32Array {
 // ---- the server children -------------------------------------------------------------------------------------------
 
 /** Runs one server in this (child) process on 127.0.0.1, reports its port, and answers event-loop lag queries. */
-async function runChild(kind: ServerKind, maxBatch: number): Promise<void> {
+async function runChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<void> {
+  if (kind === 'ours') setComputeNice(computeNice); // as `repvgg serve --compute-nice` does
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const app = kind === 'ours'
     ? createServer({ weights: modelWeights(), modelName: MODEL_NAME, maxBatch, maxQueue: 1024, logLevel: 'silent' })
@@ -179,8 +185,8 @@ interface Child {
   resetLag(): void;
 }
 
-async function startChild(kind: ServerKind, maxBatch: number): Promise<Child> {
-  const child = fork(fileURLToPath(import.meta.url), ['--role', kind, '--max-batch', String(maxBatch)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+async function startChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<Child> {
+  const child = fork(fileURLToPath(import.meta.url), ['--role', kind, '--max-batch', String(maxBatch), '--compute-nice', String(computeNice)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const next = (): Promise<FromChild> => new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`The ${kind} server did not answer within ${CHILD_READY_TIMEOUT_MS} ms`)), CHILD_READY_TIMEOUT_MS);
     const onExit = (code: number | null) => reject(new Error(`The ${kind} server exited with ${code}`));
@@ -277,11 +283,11 @@ async function checkCorrectness(children: Child[], reference: RepVGGNetwork, chw
   return errors;
 }
 
-/** Sum and count of our repvgg_batch_size histogram. */
-async function batchHistogram(base: string): Promise<{ sum: number; count: number }> {
+/** Sum and count of our repvgg_batch_size histogram, and the network's total time (repvgg_compute_duration_seconds). */
+async function batchHistogram(base: string): Promise<{ sum: number; count: number; computeSeconds: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-  return { sum: value('repvgg_batch_size_sum'), count: value('repvgg_batch_size_count') };
+  return { sum: value('repvgg_batch_size_sum'), count: value('repvgg_batch_size_count'), computeSeconds: value('repvgg_compute_duration_seconds_sum') };
 }
 
 /** predict() throughput at one batch size, batch after batch: what the server's batches would cost offline. */
@@ -356,6 +362,8 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
   if (before !== undefined) {
     const after = await batchHistogram(child.base);
     loadResult.meanBatch = (after.sum - before.sum) / (after.count - before.count);
+    loadResult.engineBusy = (after.computeSeconds - before.computeSeconds) / result.duration;
+    loadResult.computeImagesPerSecond = (after.sum - before.sum) / (after.computeSeconds - before.computeSeconds);
   }
   return loadResult;
 }
@@ -363,12 +371,12 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
 function markdown(results: LoadResult[]): string {
   const format = (value: number | undefined, digits: number) => (value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits));
   const lines = [
-    '| server | input | concurrency | img/s | p50 ms | p99 ms | failed | mean batch | offline predict() img/s at that batch | served/offline | event-loop lag p99 ms | load avg 1m |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| server | input | concurrency | img/s | p50 ms | p99 ms | failed | mean batch | engine busy | img/s of compute time | offline predict() img/s at that batch | served/offline | event-loop lag p99 ms | load avg 1m |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of results) {
     const ratio = r.offlineImagesPerSecond === undefined ? undefined : r.imagesPerSecond / r.offlineImagesPerSecond;
-    lines.push(`| ${r.server === 'ours' ? 'repvgg createServer' : 'fastify + onnxruntime-node'} | ${r.input === 'fp32' ? 'FP32 binary' : 'JPEG'} | ${r.concurrency} | ${format(r.imagesPerSecond, 1)} | ${format(r.p50Ms, 1)} | ${format(r.p99Ms, 1)} | ${r.failed} | ${format(r.meanBatch, 2)} | ${format(r.offlineImagesPerSecond, 1)} | ${format(ratio, 2)} | ${format(r.eventLoopLagP99Ms, 1)} | ${format(r.loadAverage1m, 2)} |`);
+    lines.push(`| ${r.server === 'ours' ? 'repvgg createServer' : 'fastify + onnxruntime-node'} | ${r.input === 'fp32' ? 'FP32 binary' : 'JPEG'} | ${r.concurrency} | ${format(r.imagesPerSecond, 1)} | ${format(r.p50Ms, 1)} | ${format(r.p99Ms, 1)} | ${r.failed} | ${format(r.meanBatch, 2)} | ${format(r.engineBusy, 2)} | ${format(r.computeImagesPerSecond, 1)} | ${format(r.offlineImagesPerSecond, 1)} | ${format(ratio, 2)} | ${format(r.eventLoopLagP99Ms, 1)} | ${format(r.loadAverage1m, 2)} |`);
   }
   return lines.join('\n');
 }
@@ -381,14 +389,16 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '3' },
       concurrency: { type: 'string', default: '1,8,64' },
       'max-batch': { type: 'string', default: '32' },
+      'compute-nice': { type: 'string', default: String(DEFAULT_COMPUTE_NICE) },
       inputs: { type: 'string', default: 'fp32,jpeg' },
       json: { type: 'string' },
     },
   });
   const maxBatch = positiveInts(values['max-batch'], '--max-batch', 256)[0]!;
+  const computeNice = values['compute-nice'] === '0' ? 0 : positiveInts(values['compute-nice'], '--compute-nice', MAX_NICE)[0]!;
   if (values.role !== undefined) {
     if (values.role !== 'ours' && values.role !== 'onnxruntime') throw new Error(`Expected ours or onnxruntime for --role but received '${values.role}'`);
-    return runChild(values.role, maxBatch);
+    return runChild(values.role, maxBatch, computeNice);
   }
   const seconds = positiveInts(values.seconds, '--seconds', MAX_SECONDS)[0]!;
   const warmupSeconds = values.warmup === '0' ? 0 : positiveInts(values.warmup, '--warmup', MAX_SECONDS)[0]!;
@@ -408,7 +418,7 @@ async function main(): Promise<void> {
 
   const startLoad = loadavg()[0]!;
   progress(`starting both servers (RepVGG-${ARCH}, ${IMAGE_SIZE}x${IMAGE_SIZE}, max batch ${maxBatch}); load average ${startLoad.toFixed(2)}`);
-  const children = [await startChild('ours', maxBatch), await startChild('onnxruntime', maxBatch)];
+  const children = [await startChild('ours', maxBatch, computeNice), await startChild('onnxruntime', maxBatch, computeNice)];
   const results: LoadResult[] = [];
   let agreement: Record<string, number> = {};
   try {

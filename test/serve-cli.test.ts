@@ -4,7 +4,7 @@
 // Not for: the endpoints' protocol details (serve.test.ts) or the batcher's semantics (batcher.test.ts).
 
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
+import { cudaStatus } from '../lib/backend/cuda.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import { saveWeights } from '../lib/io/weights.js';
 import { customSpec } from '../lib/models/repvgg.js';
@@ -71,6 +72,7 @@ interface Exit {
 }
 
 interface Served {
+  pid: number;
   url: string;
   port: number;
   kill: (signal: NodeJS.Signals) => void;
@@ -100,6 +102,7 @@ async function serve(t: ExecutionContext, extra: readonly string[]): Promise<Ser
     return /ready on (http:\/\/127\.0\.0\.1:\d+) /.exec(stdout)?.[1];
   });
   return {
+    pid: child.pid!,
     url,
     port: Number(new URL(url).port),
     kill: (signal) => child.kill(signal),
@@ -161,7 +164,14 @@ async function connectionRefused(port: number): Promise<boolean | undefined> {
 
 test.serial('serve prints the ready line, answers health and FP32 inference as predict() does, survives bad images, exits 0 on SIGINT', async (t) => {
   const served = await serve(t, ['--labels', labelsPath, '--name', 'tiny']);
-  t.regex(served.stdout(), /^repvgg serve: model 'tiny' ready on http:\/\/127\.0\.0\.1:\d+ \(batch sizes 1, 2, 4 prepared\)\n$/);
+  t.regex(served.stdout(), /^repvgg serve: model 'tiny' \(custom, (cpu fp32|cuda fp32)\) ready on http:\/\/127\.0\.0\.1:\d+ \(batch sizes 1, 2, 4 prepared\)\n$/);
+  if (/cpu fp32/.test(served.stdout())) {
+    // --compute-nice (default 10): the compute thread and its OpenMP team yield to the JavaScript thread.
+    const niceOf = async (tid: string) => Number((await readFile(`/proc/${served.pid}/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
+    const threads = await Promise.all((await readdir(`/proc/${served.pid}/task`)).map(async (tid) => ({ tid: Number(tid), nice: await niceOf(tid) })));
+    t.is(threads.find((thread) => thread.tid === served.pid)?.nice, 0, 'the JavaScript thread keeps its priority');
+    t.true(threads.some((thread) => thread.nice === 10), `a compute thread at nice 10: ${JSON.stringify(threads)}`);
+  }
   t.is((await request(`${served.url}/v2/health/live`)).status, 200);
   t.is((await request(`${served.url}/v2/health/ready`)).status, 200);
 
@@ -247,6 +257,9 @@ test('bad serve flags exit 2 naming the flag', async (t) => {
     [['--weights', weightsPath, '--resize', '5000'], /--resize/],
     [['--weights', weightsPath, '--arch', 'Z9'], /--arch/],
     [['--weights', weightsPath, '--bogus'], /--bogus/],
+    [['--weights', weightsPath, '--device', 'gpu0'], /--device.*gpu0/],
+    [['--weights', weightsPath, '--device', '0', '--backend', 'cpu'], /--backend cuda or auto with --device 0/],
+    [['--weights', weightsPath, '--compute-nice', '20'], /--compute-nice.*20/],
   ];
   // Never the default port 8000: a case that wrongly parses must not bind it.
   const results = await Promise.all(cases.map(([args]) => cli(['serve', ...(args.includes('--port') ? args : [...args, '--port', '0'])])));
@@ -256,12 +269,18 @@ test('bad serve flags exit 2 naming the flag', async (t) => {
 test('a model that fails to load exits 1 with one line naming the file', async (t) => {
   const garbagePath = join(scratch, 'garbage.safetensors');
   await writeFile(garbagePath, Buffer.from(randomArray(64, rng, 1).buffer));
-  const [missing, garbage, wrongLabels] = await Promise.all([
+  const [missing, garbage, wrongLabels, noGpu] = await Promise.all([
     cli(['serve', '--weights', join(scratch, 'missing.safetensors'), '--port', '0']),
     cli(['serve', '--weights', garbagePath, '--port', '0']),
     cli(['serve', '--weights', weightsPath, '--port', '0', '--labels', 'imagenet', '--crop', '32', '--resize', '36']),
+    cli(['serve', '--weights', weightsPath, '--port', '0', '--device', '0'], undefined, { CUDA_VISIBLE_DEVICES: '' }),
   ]);
   expectFailure(t, missing!, 1, /--weights .*missing\.safetensors.*not found/);
   expectFailure(t, garbage!, 1, /garbage\.safetensors/);
   expectFailure(t, wrongLabels!, 1, /10 class names.*1000/);
+  // --device means a GPU: with none visible, no silent fallback to the CPU.
+  expectFailure(t, noGpu!, 2, /--device below 0 \(CUDA_VISIBLE_DEVICES=''\) but received 0/);
+  if (!cudaStatus().available) {
+    expectFailure(t, await cli(['serve', '--weights', weightsPath, '--port', '0', '--device', '0']), 1, /CUDA/);
+  }
 });

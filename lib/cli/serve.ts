@@ -7,7 +7,8 @@ import type { BackendName, Precision } from '../engine.js';
 import { RepvggError, UsageError } from '../errors.js';
 import { imagenetClassNames, imagenetPreprocess, readLabelsFile } from '../data/images.js';
 import { MAX_BATCHER_COUNT, MAX_BATCHER_MS } from '../serve/batcher.js';
-import { createServer, defaultPreparedBatches, type RepvggServer, type ServerOptions } from '../serve/server.js';
+import { DEFAULT_COMPUTE_NICE, createServer, defaultPreparedBatches, type LoadedModel, type RepvggServer, type ServerOptions } from '../serve/server.js';
+import { MAX_NICE, setComputeNice } from '../backends.js';
 import { archFlag } from './commands.js';
 import { choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
 
@@ -16,7 +17,7 @@ export const SERVE_FLAGS = {
   backend: { type: 'string' }, precision: { type: 'string' }, 'max-batch': { type: 'string' }, 'max-delay-ms': { type: 'string' },
   'max-queue': { type: 'string' }, 'timeout-ms': { type: 'string' }, labels: { type: 'string' }, preprocess: { type: 'string' },
   resize: { type: 'string' }, crop: { type: 'string' }, 'body-limit': { type: 'string' }, 'drain-ms': { type: 'string' },
-  'log-requests': { type: 'boolean' }, 'log-level': { type: 'string' },
+  'log-requests': { type: 'boolean' }, 'log-level': { type: 'string' }, device: { type: 'string' }, 'compute-nice': { type: 'string' },
 } as const;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -25,6 +26,8 @@ const MAX_PORT = 65_535;
 const MAX_BODY_LIMIT = 2 ** 31 - 1;
 /** Longest model name (it appears in every /v2/models/NAME URL). */
 const MAX_NAME_LENGTH = 200;
+/** Highest --device index accepted (far beyond the GPUs of one machine). */
+const MAX_DEVICE = 1023;
 
 /** An integer flag in [min, max]. */
 function boundedIntFlag(flags: Flags, name: string, fallback: number, min: number, max: number): number {
@@ -52,6 +55,24 @@ function preprocessSizes(flags: Flags): { resize: number; crop: number } {
     throw error instanceof RepvggError ? new UsageError(error.message) : error;
   }
   return { resize, crop };
+}
+
+/**
+ * --device N: the process sees only GPU N (CUDA_VISIBLE_DEVICES, set before CUDA is first loaded, so the network's
+ * device 0 is that GPU; when the variable is already set, N indexes its list). A device means the GPU: the backend
+ * becomes 'cuda', and --backend cpu with --device is a usage error. Returns the backend to use.
+ */
+function applyDeviceFlag(flags: Flags, backend: BackendName): BackendName {
+  if (flags.device === undefined) return backend;
+  const device = boundedIntFlag(flags, 'device', 0, 0, MAX_DEVICE);
+  if (backend === 'cpu') throw new UsageError(`Expected --backend cuda or auto with --device ${device} (a GPU) but received --backend cpu`);
+  const visible = process.env.CUDA_VISIBLE_DEVICES;
+  const choices = visible === undefined ? undefined : visible.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  if (choices !== undefined && device >= choices.length) {
+    throw new UsageError(`Expected --device below ${choices.length} (CUDA_VISIBLE_DEVICES='${visible!.slice(0, 200)}') but received ${device}`);
+  }
+  process.env.CUDA_VISIBLE_DEVICES = choices === undefined ? String(device) : choices[device]!;
+  return 'cuda';
 }
 
 async function labelsFlag(flags: Flags): Promise<string[] | undefined> {
@@ -128,8 +149,10 @@ export async function runServe(flags: Flags): Promise<void> {
   const host = optionalFlag(flags, 'host') ?? '127.0.0.1';
   const port = boundedIntFlag(flags, 'port', 8000, 0, MAX_PORT);
   const drainMs = boundedIntFlag(flags, 'drain-ms', 30_000, 0, MAX_BATCHER_MS);
+  const computeNice = boundedIntFlag(flags, 'compute-nice', DEFAULT_COMPUTE_NICE, 0, MAX_NICE);
+  const backend = applyDeviceFlag(flags, options.backend ?? 'auto');
   const labels = await labelsFlag(flags); // after every flag check: a usage error comes before a file error
-  const server = createServer({ ...options, ...(labels !== undefined && { labels }) });
+  const server = createServer({ ...options, backend, ...(labels !== undefined && { labels }) });
   const { stopped, isDraining } = stopOnSignal(server, drainMs);
   stopped.catch(() => undefined); // awaited below; a failed close during loading must not be an unhandled rejection
   try {
@@ -140,15 +163,18 @@ export async function runServe(flags: Flags): Promise<void> {
     const { code, message } = error as NodeJS.ErrnoException;
     throw new RepvggError('ERR_LISTEN', `Expected to listen on --host ${host} --port ${port} but received ${code ?? message}`);
   }
+  let loaded: LoadedModel;
   try {
-    await server.modelLoaded;
+    loaded = await server.modelLoaded;
   } catch (error) {
     await server.close();
     throw new RepvggError((error as RepvggError).code ?? 'ERR_LOAD', `Expected a model to serve from --weights ${String(options.weights)} but loading failed: ${(error as Error).message}`);
   }
+  // The event loop (HTTP, timers, the drain) runs before the numerics whenever both want a core.
+  if (loaded.backend === 'cpu' && computeNice > 0) setComputeNice(computeNice);
   if (!isDraining()) {
     process.stdout.write(
-      `repvgg serve: model '${options.modelName}' ready on ${urlOf(server)} (batch sizes ${options.prepareBatches.join(', ')} prepared)\n`,
+      `repvgg serve: model '${options.modelName}' (${loaded.arch}, ${loaded.backend} ${loaded.precision}) ready on ${urlOf(server)} (batch sizes ${options.prepareBatches.join(', ')} prepared)\n`,
     );
   }
   await stopped;

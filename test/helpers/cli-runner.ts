@@ -37,12 +37,15 @@ export async function withProcessSlot<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Runs `node dist/lib/cli/main.js ...args`; resolves with the exit code and output (never rejects on exit != 0). */
-export function cli(args: readonly string[], timeoutMs = 180_000): Promise<CliResult> {
+/**
+ * Runs `node dist/lib/cli/main.js ...args` (with this process's environment plus `env`); resolves with the exit code
+ * and output (never rejects on exit != 0).
+ */
+export function cli(args: readonly string[], timeoutMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return withProcessSlot(
     () =>
       new Promise((resolve, reject) => {
-        execFile(process.execPath, [CLI_PATH, ...args], { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20 }, (error, stdout, stderr) => {
+        execFile(process.execPath, [CLI_PATH, ...args], { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
           if (error !== null && typeof error.code !== 'number') {
             reject(new Error(`could not run the CLI (${String(error.code ?? error.signal)}): ${error.message}\n${stderr}`));
             return;
