@@ -50,11 +50,11 @@ const CHILD_READY_TIMEOUT_MS = 300_000;
 const SETTLE_TIMEOUT_MS = 120_000;
 const SETTLE_POLL_MS = 100;
 
-type ServerKind = 'ours' | 'onnxruntime';
-type InputKind = 'fp32' | 'jpeg';
+export type ServerKind = 'ours' | 'onnxruntime';
+export type InputKind = 'fp32' | 'jpeg';
 
 /** Minimal typing of autocannon 9's programmatic API (it ships no type declarations). */
-interface AutocannonResult {
+export interface AutocannonResult {
   duration: number;
   '2xx': number;
   non2xx: number;
@@ -70,7 +70,7 @@ type Autocannon = (options: {
   headers: Record<string, string>;
   body: Buffer;
 }) => Promise<AutocannonResult>;
-const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
+export const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
 /** Messages between the bench and a server child. */
 type ToChild = { type: 'resetLag' } | { type: 'readLag' };
@@ -96,11 +96,11 @@ interface LoadResult {
   loadAverage1m: number;
 }
 
-function progress(message: string): void {
+export function progress(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
 }
 
-function positiveInts(text: string, name: string, max: number): number[] {
+export function positiveInts(text: string, name: string, max: number): number[] {
   const values = text.split(',').map(Number);
   if (values.length === 0 || values.length > 16 || !values.every((v) => Number.isInteger(v) && v >= 1 && v <= max)) {
     throw new Error(`Expected up to 16 comma-separated integers from 1 to ${max} for ${name} but received '${text}'`);
@@ -113,7 +113,7 @@ function modelWeights() {
   return { spec, state: randomStateDict(spec, 'train', WEIGHT_SEED) };
 }
 
-function randomImages(batch: number, seed: number): Float32Array {
+export function randomImages(batch: number, seed: number): Float32Array {
   const uniform = seededUniform(seed);
   const data = new Float32Array(batch * 3 * IMAGE_SIZE * IMAGE_SIZE); // (batch, 3, 224, 224)
   for (let i = 0; i < data.length; i++) data[i] = 4 * uniform() - 2; // roughly the range of normalized pixels
@@ -128,7 +128,7 @@ async function runChild(kind: ServerKind, maxBatch: number, computeNice: number)
   if (kind === 'ours') setComputeNice(computeNice); // as `repvgg serve --compute-nice` does
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const app = kind === 'ours'
-    ? createServer({ weights: modelWeights(), modelName: MODEL_NAME, maxBatch, maxQueue: 1024, logLevel: 'silent' })
+    ? createServer({ weights: modelWeights(), modelName: MODEL_NAME, maxBatch, logLevel: 'silent' }) // the server's default queue and deadline
     : await onnxruntimeServer();
   if ('modelLoaded' in app) await app.modelLoaded;
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -177,7 +177,7 @@ async function onnxruntimeServer() {
 
 // ---- the bench ------------------------------------------------------------------------------------------------------
 
-interface Child {
+export interface Child {
   kind: ServerKind;
   process: ChildProcess;
   base: string;
@@ -185,7 +185,7 @@ interface Child {
   resetLag(): void;
 }
 
-async function startChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<Child> {
+export async function startChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<Child> {
   const child = fork(fileURLToPath(import.meta.url), ['--role', kind, '--max-batch', String(maxBatch), '--compute-nice', String(computeNice)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const next = (): Promise<FromChild> => new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`The ${kind} server did not answer within ${CHILD_READY_TIMEOUT_MS} ms`)), CHILD_READY_TIMEOUT_MS);
@@ -215,7 +215,7 @@ async function startChild(kind: ServerKind, maxBatch: number, computeNice: numbe
 }
 
 /** Disconnects a server child (it closes and exits) and waits for it to be gone, so that it costs no CPU afterwards. */
-function stopChild(child: Child): Promise<void> {
+export function stopChild(child: Child): Promise<void> {
   if (child.process.exitCode !== null) return Promise.resolve();
   const exited = new Promise<void>((resolve) => child.process.once('exit', () => resolve()));
   child.process.disconnect();
@@ -223,7 +223,7 @@ function stopChild(child: Child): Promise<void> {
 }
 
 /** A KServe v2 binary-extension request for one FP32 image, asking for binary logits. */
-function kserveBinaryRequest(chw: Float32Array): { body: Buffer; headers: Record<string, string> } {
+export function kserveBinaryRequest(chw: Float32Array): { body: Buffer; headers: Record<string, string> } {
   const header = Buffer.from(JSON.stringify({
     inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, IMAGE_SIZE, IMAGE_SIZE], parameters: { binary_data_size: chw.byteLength } }],
     outputs: [{ name: 'logits', parameters: { binary_data: true } }],
@@ -234,13 +234,13 @@ function kserveBinaryRequest(chw: Float32Array): { body: Buffer; headers: Record
   };
 }
 
-interface RequestSpec {
+export interface RequestSpec {
   path: string;
   body: Buffer;
   headers: Record<string, string>;
 }
 
-function requestFor(server: ServerKind, input: InputKind, chw: Float32Array, jpeg: Buffer): RequestSpec {
+export function requestFor(server: ServerKind, input: InputKind, chw: Float32Array, jpeg: Buffer): RequestSpec {
   if (input === 'jpeg') {
     return { path: server === 'ours' ? '/v1/classify' : '/classify', body: jpeg, headers: { 'content-type': 'image/jpeg' } };
   }
@@ -453,7 +453,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-  process.exit(1);
-});
+// Run as a script (the bench, or a server child forked with --role); bench/serve-overload.ts imports the helpers.
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((error: unknown) => {
+    process.stderr.write(`${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+    process.exit(1);
+  });
+}

@@ -242,6 +242,51 @@ function expectFailure(t: ExecutionContext, r: CliResult, code: 1 | 2, pattern: 
   t.regex(lines[0] ?? '', pattern);
 }
 
+/** How long the overload soak below keeps the server over capacity (a short version of bench/serve-overload.ts). */
+const SOAK_SECONDS = 15;
+/** Load before the first RSS reading: the heap and the allocator's pools grow for the first ~20 s, then level off. */
+const SOAK_WARMUP_SECONDS = 8;
+/** Concurrent clients of the soak, each sending its next request as soon as the last is answered. */
+const SOAK_CLIENTS = 32;
+/** Largest RSS growth over the soak accepted: leaking each request's 12 KB body would grow it by hundreds of MB. */
+const SOAK_MAX_RSS_GROWTH = 1.25;
+
+test.serial('under sustained overload every request gets 200 or 503 with Retry-After, the server stays live and its RSS bounded', async (t) => {
+  const served = await serve(t, ['--max-queue', '8']);
+  const rss = async () => Number(/^process_resident_memory_bytes (\S+)$/m.exec(await (await request(`${served.url}/metrics`)).text())?.[1]);
+  const input = randomInput([1, 3, 32, 32]);
+  const expected = (await reference.predict(input)).data;
+  const body = JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: input.shape, data: Array.from(input.data) }] });
+  const statuses = new Map<number, number>();
+  let missingRetryAfter = 0;
+  let wrongAnswers = 0;
+  const client = async (end: number) => {
+    while (Date.now() < end) {
+      const response = await request(`${served.url}/v2/models/repvgg/infer`, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+      if (response.status === 503 && !(Number(response.headers.get('retry-after')) >= 1)) missingRetryAfter++;
+      const json = (await response.json()) as { outputs?: { data: number[] }[] };
+      if (response.status === 200) {
+        const logits = json.outputs?.[0]?.data ?? [];
+        if (!logits.every((v, i) => Math.abs(v - expected[i]!) <= 1e-4 * (1 + Math.abs(expected[i]!)))) wrongAnswers++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: SOAK_CLIENTS }, () => client(Date.now() + SOAK_WARMUP_SECONDS * 1000))); // heap and pools grow first
+  const rssBefore = await rss();
+  await Promise.all(Array.from({ length: SOAK_CLIENTS }, () => client(Date.now() + SOAK_SECONDS * 1000)));
+  const rssAfter = await rss();
+  t.log(`statuses ${JSON.stringify(Object.fromEntries(statuses))}; RSS ${(rssBefore / 2 ** 20).toFixed(1)} -> ${(rssAfter / 2 ** 20).toFixed(1)} MiB`);
+  t.deepEqual([...statuses.keys()].sort(), [200, 503], 'only answers and rejections');
+  t.true(statuses.get(503)! > 0 && statuses.get(200)! > 0);
+  t.is(missingRetryAfter, 0);
+  t.is(wrongAnswers, 0, 'accepted requests answered exactly');
+  t.true(rssAfter <= SOAK_MAX_RSS_GROWTH * rssBefore, `RSS ${rssBefore} -> ${rssAfter}`);
+  t.is((await request(`${served.url}/v2/health/live`)).status, 200);
+  served.kill('SIGTERM');
+  t.is((await served.exit()).code, 0);
+});
+
 test('bad serve flags exit 2 naming the flag', async (t) => {
   const cases: [string[], RegExp][] = [
     [[], /--weights/],

@@ -301,8 +301,19 @@ test('queue overflow answers 503 with Retry-After; close() drains the accepted r
   t.is(rejected.statusCode, 503);
   t.true(Number(rejected.headers['retry-after']) >= 1);
   t.regex(rejected.json().error as string, /queue/);
+  const other = post(randomInput([1, 3, 40, 40])); // another image size: queued beside the waiting batch, the queue is full
+  for (let poll = 0; poll < 1000 && queued !== 4; poll++) {
+    queued = metricValue((await server.inject({ method: 'GET', url: '/metrics' })).body, 'repvgg_queue_images');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  t.is(queued, 4);
+  const unread = await server.inject({ method: 'POST', url: '/v2/models/repvgg/infer', payload: 'not JSON at all', headers: { 'content-type': 'application/json' } });
+  t.is(unread.statusCode, 503, 'with the queue full a request is refused before its body is parsed (else: 400)');
+  t.true(Number(unread.headers['retry-after']) >= 1);
+  t.is(metricValue((await server.inject({ method: 'GET', url: '/metrics' })).body, 'repvgg_requests_total{outcome="rejected"}'), 2);
   await server.close();
   t.is((await waiting).statusCode, 200, 'drained on close');
+  t.is((await other).statusCode, 200, 'drained on close');
 });
 
 test('a passed deadline answers 504; the timeout parameter is in microseconds', async (t) => {

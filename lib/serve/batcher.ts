@@ -218,6 +218,15 @@ export class Batcher {
     return this.#queue.length;
   }
 
+  /**
+   * A QueueFullError when not even one more image fits (what any request would get at submit), else undefined: lets
+   * a server refuse a request before reading its body.
+   */
+  fullError(): QueueFullError | undefined {
+    if (this.#state !== 'open' || this.#queuedImages < this.maxQueue) return undefined;
+    return new QueueFullError(`Expected room in the queue (maxQueue ${this.maxQueue}) but ${this.#queuedImages} images are queued`, this.#retryAfterSeconds(1));
+  }
+
   /** Images in the batch being computed (0 when the engine is idle). */
   get inFlightImages(): number {
     return this.#running?.entries.reduce((sum, entry) => sum + entry.images, 0) ?? 0;

@@ -305,6 +305,14 @@ export function createServer(options: ServerOptions): RepvggServer {
     void reply.code(404).send({ error: `Expected a known route but received ${request.method} ${request.url.slice(0, 200)}` });
   });
 
+  // Load shedding at admission: with the queue full, an inference request is refused before its body (600 KB for
+  // one 224x224 FP32 image) is read and parsed, so rejections stay fast and cheap under overload.
+  app.addHook('onRequest', async (request) => {
+    if (state !== 'ready' || !INFERENCE_ROUTES.has(request.routeOptions.url ?? '')) return;
+    const full = batcher.fullError();
+    if (full) throw full;
+  });
+
   app.get('/v2/health/live', async () => ({ live: true }));
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = state === 'ready';

@@ -1,0 +1,201 @@
+// Overload and soak of `createServer` (RepVGG-A0 224, binary FP32 requests on 127.0.0.1, the server's default queue
+// and deadline): measures capacity, then offers twice that rate for --overload-seconds (how fast rejections come
+// back, whether accepted requests meet their deadline), then holds it at capacity for --soak-seconds sampling RSS.
+// Usage: node dist/bench/serve-overload.js [--capacity-seconds 10] [--overload-seconds 60] [--soak-seconds 600] [--json FILE]
+// Not for: throughput against a peer (bench/serve.ts) or correctness under bad input (test/serve.test.ts).
+
+import { writeFile } from 'node:fs/promises';
+import { Agent, request as httpRequest } from 'node:http';
+import { availableParallelism, cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+
+import { DEFAULT_COMPUTE_NICE } from '../lib/serve/server.js';
+import { autocannon, positiveInts, progress, randomImages, requestFor, startChild, stopChild, type AutocannonResult, type Child, type RequestSpec } from './serve.js';
+
+const MAX_BATCH = 32;
+/** Connections of the capacity and soak runs: enough to keep full batches queued, within the default queue (256). */
+const CLOSED_LOOP_CONNECTIONS = 64;
+/**
+ * Most sockets of the overload run's open-loop client. Accepted requests hold one for up to a full queue's wait
+ * (256 images at ~130 img/s: about 2 s), rejected ones for milliseconds: 2 x capacity needs a few hundred.
+ */
+const OVERLOAD_SOCKETS = 1024;
+/** How long after the overload run's last request its answers may still come (the server's deadline is 10 s). */
+const OVERLOAD_TAIL_MS = 30_000;
+const SOAK_SLICE_SECONDS = 10;
+const WARMUP_SECONDS = 3;
+/** Bounds on what the command line can ask for. */
+const MAX_SECONDS = 3600;
+
+interface StatusLatencies {
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+interface OverloadResult {
+  offeredPerSecond: number;
+  seconds: number;
+  byStatus: Record<string, StatusLatencies>;
+  /** Connection errors and client-side timeouts (no HTTP status at all). */
+  errors: number;
+  liveAfter: boolean;
+  rssBeforeMiB: number;
+  rssAfterMiB: number;
+}
+
+/** One run of autocannon against our server; per-status response times collected from its 'response' events. */
+function run(child: Child, request: RequestSpec, connections: number, seconds: number): Promise<AutocannonResult> {
+  return autocannon({ url: `${child.base}${request.path}`, connections, duration: seconds, method: 'POST', headers: request.headers, body: request.body });
+}
+
+function percentiles(values: number[]): StatusLatencies {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { count: sorted.length, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: sorted[sorted.length - 1]! };
+}
+
+/**
+ * An open-loop load: one request every 1000 / rate ms for `seconds`, whether or not earlier ones were answered (what
+ * 2x capacity means; autocannon is closed-loop: a connection waits for its response, so a slow server slows the
+ * offered load down with it). Resolves once every request was answered or failed.
+ */
+async function openLoop(child: Child, request: RequestSpec, rate: number, seconds: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: OVERLOAD_SOCKETS });
+  const times = new Map<number, number[]>();
+  let errors = 0;
+  let sent = 0;
+  const answered: Array<Promise<void>> = [];
+  const fire = (): Promise<void> => new Promise((resolve) => {
+    const start = performance.now();
+    const outgoing = httpRequest(`${child.base}${request.path}`, { method: 'POST', agent, headers: request.headers, timeout: OVERLOAD_TAIL_MS }, (response) => {
+      response.resume();
+      response.once('end', () => {
+        const list = times.get(response.statusCode ?? 0) ?? [];
+        list.push(performance.now() - start);
+        times.set(response.statusCode ?? 0, list);
+        resolve();
+      });
+    });
+    outgoing.once('error', () => {
+      errors++;
+      resolve();
+    });
+    outgoing.once('timeout', () => outgoing.destroy(new Error('timed out')));
+    outgoing.end(request.body);
+  });
+  const begin = performance.now();
+  const intervalMs = 1000 / rate;
+  while (performance.now() - begin < seconds * 1000) {
+    const due = begin + sent * intervalMs;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    answered.push(fire());
+    sent++;
+  }
+  const elapsed = (performance.now() - begin) / 1000;
+  await Promise.all(answered);
+  agent.destroy();
+  return { sent, offeredPerSecond: sent / elapsed, seconds: elapsed, times, errors };
+}
+
+/** The server's resident set size in MiB, from its own /metrics (prom-client's process metrics). */
+async function rssMiB(child: Child): Promise<number> {
+  const text = await (await fetch(`${child.base}/metrics`)).text();
+  const bytes = Number(/^process_resident_memory_bytes (\S+)$/m.exec(text)?.[1] ?? NaN);
+  return bytes / 2 ** 20;
+}
+
+async function isLive(child: Child): Promise<boolean> {
+  try {
+    return (await fetch(`${child.base}/v2/health/live`, { signal: AbortSignal.timeout(5000) })).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'capacity-seconds': { type: 'string', default: '10' },
+      'overload-seconds': { type: 'string', default: '60' },
+      'soak-seconds': { type: 'string', default: '600' },
+      json: { type: 'string' },
+    },
+  });
+  const capacitySeconds = positiveInts(values['capacity-seconds'], '--capacity-seconds', MAX_SECONDS)[0]!;
+  const overloadSeconds = positiveInts(values['overload-seconds'], '--overload-seconds', MAX_SECONDS)[0]!;
+  const soakSeconds = positiveInts(values['soak-seconds'], '--soak-seconds', MAX_SECONDS)[0]!;
+  const request = requestFor('ours', 'fp32', randomImages(1, 2), Buffer.alloc(0));
+
+  progress('starting the server (RepVGG-A0, 224x224, max batch 32, default queue 256 and deadline 10 s)');
+  const child = await startChild('ours', MAX_BATCH, DEFAULT_COMPUTE_NICE);
+  try {
+    await run(child, request, CLOSED_LOOP_CONNECTIONS, WARMUP_SECONDS);
+    progress(`capacity: ${CLOSED_LOOP_CONNECTIONS} connections for ${capacitySeconds} s`);
+    const capacity = await run(child, request, CLOSED_LOOP_CONNECTIONS, capacitySeconds);
+    const capacityPerSecond = capacity['2xx'] / capacity.duration;
+    progress(`capacity ${capacityPerSecond.toFixed(1)} req/s`);
+
+    const rate = 2 * capacityPerSecond;
+    progress(`overload: ${rate.toFixed(0)} req/s offered (2x capacity, open loop) for ${overloadSeconds} s`);
+    const rssBefore = await rssMiB(child);
+    const overload = await openLoop(child, request, rate, overloadSeconds);
+    const overloadResult: OverloadResult = {
+      offeredPerSecond: overload.offeredPerSecond,
+      seconds: overload.seconds,
+      byStatus: Object.fromEntries([...overload.times].map(([status, list]) => [String(status), percentiles(list)])),
+      errors: overload.errors,
+      liveAfter: await isLive(child),
+      rssBeforeMiB: rssBefore,
+      rssAfterMiB: await rssMiB(child),
+    };
+    progress(`overload: ${JSON.stringify(overloadResult.byStatus)}`);
+
+    const soak: Array<{ seconds: number; requestsPerSecond: number; rssMiB: number; non2xx: number }> = [];
+    for (let elapsed = 0; elapsed < soakSeconds; elapsed += SOAK_SLICE_SECONDS) {
+      const slice = await run(child, request, CLOSED_LOOP_CONNECTIONS, Math.min(SOAK_SLICE_SECONDS, soakSeconds - elapsed));
+      const point = {
+        seconds: elapsed + slice.duration,
+        requestsPerSecond: slice['2xx'] / slice.duration,
+        rssMiB: await rssMiB(child),
+        non2xx: slice.non2xx + slice.errors + slice.timeouts,
+      };
+      soak.push(point);
+      progress(`soak ${point.seconds.toFixed(0)}/${soakSeconds} s: ${point.requestsPerSecond.toFixed(1)} req/s, RSS ${point.rssMiB.toFixed(1)} MiB`);
+    }
+    // The first slice still grows the heap and the allocator's pools; drift is measured from the end of it.
+    const base = soak[0]!.rssMiB;
+    const rssValues = soak.map((point) => point.rssMiB);
+    const drift = { fromMiB: base, lastMiB: rssValues[rssValues.length - 1]!, minMiB: Math.min(...rssValues), maxMiB: Math.max(...rssValues) };
+    const percent = (value: number) => `${(((value - base) / base) * 100).toFixed(1)}%`;
+
+    const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores`;
+    const lines = [
+      `## Overload and soak of createServer (RepVGG-A0 224, binary FP32, max batch ${MAX_BATCH}, queue 256, deadline 10 s; ${machine})`,
+      '',
+      `Capacity (${CLOSED_LOOP_CONNECTIONS} connections, ${capacitySeconds} s): ${capacityPerSecond.toFixed(1)} req/s, p99 ${capacity.latency.p99} ms.`,
+      '',
+      `Overload: ${overloadResult.offeredPerSecond.toFixed(1)} req/s offered (open loop) for ${overloadResult.seconds.toFixed(0)} s; ${overloadResult.errors} connection errors or client timeouts; live afterwards: ${overloadResult.liveAfter}; RSS ${rssBefore.toFixed(1)} -> ${overloadResult.rssAfterMiB.toFixed(1)} MiB.`,
+      '',
+      '| status | responses | p50 ms | p99 ms | max ms |',
+      '| --- | ---: | ---: | ---: | ---: |',
+      ...Object.entries(overloadResult.byStatus).map(([status, l]) => `| ${status} | ${l.count} | ${l.p50Ms.toFixed(1)} | ${l.p99Ms.toFixed(1)} | ${l.maxMs.toFixed(1)} |`),
+      '',
+      `Soak at capacity for ${soakSeconds} s: RSS ${drift.fromMiB.toFixed(1)} MiB after the first ${SOAK_SLICE_SECONDS} s, ${drift.lastMiB.toFixed(1)} MiB at the end (${percent(drift.lastMiB)}), range ${drift.minMiB.toFixed(1)}-${drift.maxMiB.toFixed(1)} MiB (${percent(drift.minMiB)} to ${percent(drift.maxMiB)}); ${soak.reduce((sum, p) => sum + p.non2xx, 0)} failed requests; ${(soak.reduce((sum, p) => sum + p.requestsPerSecond, 0) / soak.length).toFixed(1)} req/s on average.`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+    if (values.json !== undefined) {
+      await writeFile(values.json, JSON.stringify({ machine, capacityPerSecond, overload: overloadResult, soak, drift }, null, 2));
+    }
+  } finally {
+    await stopChild(child);
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.exit(1);
+});
