@@ -12,6 +12,7 @@
         "native/cpu/pool.cc",
         "native/cpu/linear.cc",
         "native/cpu/loss.cc",
+        "native/cpu/optim.cc",
         "native/cpu/program.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -72,7 +72,7 @@ async function sgdStep(model: TrainableRepVGG, opt: SGD, images: HostTensor, lab
   // As the trainer does: the activation buffers go back to the ops for the next step (Tape.recycle, where the
   // tape has it).
   (tape as { recycle?: () => void }).recycle?.();
-  opt.step(LR);
+  await opt.step(LR);
   return value;
 }
 

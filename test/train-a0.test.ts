@@ -105,7 +105,7 @@ async function trainerStep(
   const logits = await model.forward(tape, images);
   const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, 0);
   await tape.backward(loss);
-  optimizer.step(lr);
+  await optimizer.step(lr);
   tape.recycle();
   const updates = new Map<string, Float64Array>();
   for (const [key, { data }] of model.stateDict()) {

@@ -15,6 +15,7 @@ import type { ExecutionContext } from 'ava';
 import * as F from '../lib/autograd/functions.js';
 import { Tape, Var } from '../lib/autograd/tape.js';
 import { DataLoader, loadNpyDataset, type Dataset } from '../lib/data/index.js';
+import { ShapeError } from '../lib/errors.js';
 import { writeNpy } from '../lib/io/npy.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { loadWeights } from '../lib/io/weights.js';
@@ -84,7 +85,7 @@ async function trainStep(
   const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, o.labelSmoothing);
   await tape.backward(loss);
   const l2 = o.customL2 ? addCustomL2(model.spec, model.params, model.buffers, o.weightDecay) : 0;
-  optimizer.step(o.lr);
+  await optimizer.step(o.lr);
   return { ce: value, l2 };
 }
 
@@ -209,7 +210,7 @@ for (const options of [
   { momentum: 0.9, nesterov: false, weightDecay: 0.01, customL2: true },
   { momentum: 0, nesterov: false, weightDecay: 0.05, customL2: false },
 ] satisfies SgdOptions[]) {
-  test(`SGD matches PyTorch's update rule in float64 (momentum ${options.momentum}, nesterov ${options.nesterov}, custom L2 ${options.customL2})`, (t) => {
+  test(`SGD matches PyTorch's update rule in float64 (momentum ${options.momentum}, nesterov ${options.nesterov}, custom L2 ${options.customL2})`, async (t) => {
     const rng = makeRng(7);
     const keys = ['stage0.rbr_dense.conv.weight', 'stage0.rbr_dense.bn.bias', 'stage1.1.rbr_identity.weight', 'linear.weight', 'linear.bias', 'skipped.weight'];
     const params = new Map(keys.map((k) => [k, new Var({ shape: [8], data: randomArray(8, rng, 1) }, true)]));
@@ -224,7 +225,7 @@ for (const options of [
         p.grad = randomArray(8, rng, 1);
         buffers.set(key, sgdReference(ref.get(key)!, Float64Array.from(p.grad), buffers.get(key), lr, options, appliesWeightDecay(key, options.customL2) ? options.weightDecay : 0));
       }
-      sgd.step(lr);
+      await sgd.step(lr);
     }
     for (const [key, p] of params) {
       // float32 storage rounds every update at 6e-8; four steps stay below 1e-6.
@@ -238,18 +239,18 @@ for (const options of [
   });
 }
 
-test('SGD by hand: the first step puts the decayed gradient into the momentum buffer, the second adds momentum * buffer', (t) => {
+test('SGD by hand: the first step puts the decayed gradient into the momentum buffer, the second adds momentum * buffer', async (t) => {
   const w = new Var({ shape: [3], data: Float32Array.of(1, -2, 0.5) }, true);
   const sgd = new SGD(new Map([['a.weight', w]]), { momentum: 0.9, nesterov: false, weightDecay: 0.1, customL2: false });
   w.grad = Float32Array.of(0.5, 0.25, -1);
-  sgd.step(0.5);
+  await sgd.step(0.5);
   // d = g + 0.1 w = (0.6, 0.05, -0.95); buf = d; w -= 0.5 d
   t.deepEqual(Array.from(sgd.momentumBuffers.get('a.weight')!), Array.from(Float32Array.of(0.6, 0.05, -0.95)));
   t.deepEqual(Array.from(w.value.data), Array.from(Float32Array.of(1 - 0.3, -2 - 0.025, 0.5 + 0.475)));
   // Second step, nesterov off: buf = 0.9 buf + d'; w -= lr * buf.
   w.grad = Float32Array.of(0, 0, 0);
   const before = Float64Array.from(w.value.data);
-  sgd.step(1);
+  await sgd.step(1);
   const buf = sgd.momentumBuffers.get('a.weight')!;
   const expectedBuf = [0.6, 0.05, -0.95].map((b, i) => 0.9 * b + 0.1 * (before[i] as number));
   t.true(maxRelativeError(buf, expectedBuf) <= 1e-6, 'second-step buffer');
@@ -274,7 +275,64 @@ test('learningRate: linear warm-up to the base rate, then half a cosine down to 
   close(learningRate(5, { baseLr: 0.1, totalSteps: 10, warmupSteps: 0 }), 0.05, 'no warm-up: half way');
 });
 
-test('WeightEma: shadow starts as a copy and follows ema = d * ema + (1 - d) * w', (t) => {
+/** Today's TypeScript SGD loop, the reference the native sgdStep must equal bit for bit (double math, float32 stores). */
+function sgdLoopReference(w: Float32Array, grad: Float32Array, buf: Float32Array | undefined, first: boolean, lr: number, momentum: number, nesterov: boolean, decay: number): void {
+  for (let i = 0; i < w.length; i++) {
+    let d = (grad[i] as number) + decay * (w[i] as number);
+    if (buf !== undefined) {
+      const b = first ? d : momentum * (buf[i] as number) + d;
+      buf[i] = b;
+      d = nesterov ? d + momentum * b : b;
+    }
+    w[i] = (w[i] as number) - lr * d;
+  }
+}
+
+for (const options of [
+  { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: false },
+  { momentum: 0.9, nesterov: false, weightDecay: 0.05, customL2: false },
+  { momentum: 0, nesterov: false, weightDecay: 1e-4, customL2: false },
+] satisfies SgdOptions[]) {
+  test(`native SGD and EMA updates are bit-identical to the TypeScript loops (momentum ${options.momentum}, nesterov ${options.nesterov})`, async (t) => {
+    const rng = makeRng(21);
+    // Lengths around the vector widths and OpenMP chunking; bias and bn keys take no weight decay.
+    const shapes: Array<[string, number]> = [['a.weight', 1], ['b.bias', 7], ['c.rbr_dense.bn.weight', 1000], ['d.weight', 4099], ['e.weight', 70_001]];
+    const params = new Map(shapes.map(([k, n]) => [k, new Var({ shape: [n], data: randomArray(n, rng, 1) }, true)]));
+    const reference = new Map(shapes.map(([k]) => [k, params.get(k)!.value.data.slice()]));
+    const referenceBuffers = new Map<string, Float32Array>();
+    const sgd = new SGD(params, options);
+    const ema = new WeightEma(new Map([...params].map(([k, p]) => [k, p.value])), 0.9997);
+    const referenceShadow = new Map([...params].map(([k, p]) => [k, p.value.data.slice()]));
+    for (const lr of [0.1, 0.05, 0.2 / 3]) {
+      for (const [key, p] of params) {
+        p.grad = randomArray(p.value.data.length, rng, 1);
+        const w = reference.get(key)!;
+        const first = !referenceBuffers.has(key) && options.momentum !== 0;
+        if (first) referenceBuffers.set(key, new Float32Array(w.length));
+        sgdLoopReference(w, p.grad, referenceBuffers.get(key), first, lr, options.momentum, options.nesterov, appliesWeightDecay(key, false) ? options.weightDecay : 0);
+        const shadow = referenceShadow.get(key)!;
+        for (let i = 0; i < shadow.length; i++) shadow[i] = 0.9997 * (shadow[i] as number) + (1 - 0.9997) * (w[i] as number);
+      }
+      await sgd.step(lr);
+      await ema.update(new Map([...params].map(([k, p]) => [k, p.value])));
+    }
+    for (const [key, p] of params) {
+      t.deepEqual(p.value.data, reference.get(key)!, `${key}: weights`);
+      t.deepEqual(sgd.momentumBuffers.get(key), referenceBuffers.get(key), `${key}: momentum buffer`);
+      t.deepEqual(ema.shadow.get(key)!.data, referenceShadow.get(key)!, `${key}: EMA`);
+    }
+  });
+}
+
+test('native SGD and EMA refuse mismatched tensors with typed errors', async (t) => {
+  const w = new Var({ shape: [4], data: Float32Array.of(1, 2, 3, 4) }, true);
+  w.grad = Float32Array.of(1, 2, 3);
+  await t.throwsAsync(new SGD(new Map([['a.weight', w]]), { momentum: 0.9, nesterov: false, weightDecay: 0, customL2: false }).step(0.1), { instanceOf: ShapeError, message: /as long as its weight \(4\)/ });
+  const ema = new WeightEma(new Map([['a.weight', { shape: [4], data: Float32Array.of(1, 2, 3, 4) }]]), 0.5);
+  await t.throwsAsync(ema.update(new Map([['a.weight', { shape: [3], data: Float32Array.of(1, 2, 3) }]])), { instanceOf: ShapeError, message: /currents\[0\] as long as shadows\[0\] \(4\)/ });
+});
+
+test('WeightEma: shadow starts as a copy and follows ema = d * ema + (1 - d) * w', async (t) => {
   const state: StateDict = new Map([
     ['a.weight', { shape: [2], data: Float32Array.of(1, 2) }],
     ['a.running_var', { shape: [1], data: Float32Array.of(4) }],
@@ -284,10 +342,10 @@ test('WeightEma: shadow starts as a copy and follows ema = d * ema + (1 - d) * w
   state.get('a.weight')!.data.set([3, -2]);
   state.get('a.running_var')!.data.set([8]);
   t.deepEqual(Array.from(ema.shadow.get('a.weight')!.data), [1, 2], 'changing the weights leaves the shadow');
-  ema.update(state);
+  await ema.update(state);
   t.deepEqual(Array.from(ema.shadow.get('a.weight')!.data), [0.75 * 1 + 0.25 * 3, 0.75 * 2 - 0.25 * 2]);
   t.deepEqual(Array.from(ema.shadow.get('a.running_var')!.data), [0.75 * 4 + 0.25 * 8]);
-  ema.update(state);
+  await ema.update(state);
   t.deepEqual(Array.from(ema.shadow.get('a.weight')!.data), [0.75 * 1.5 + 0.25 * 3, 0.75 * 1 - 0.25 * 2]);
 });
 
@@ -450,7 +508,7 @@ test('--no-shuffle --no-augment: step k trains on samples [kB, (k+1)B) in order'
   for (let k = 0; k < steps; k++) {
     const images = { shape: [batch, 1, 8, 8], data: (data.images as Float32Array).slice(k * batch * 64, (k + 1) * batch * 64) };
     await trainStep(model, optimizer, images, data.labels.slice(k * batch, (k + 1) * batch), { ...cfg, lr: learningRate(k, schedule) });
-    ema.update(model.stateDict());
+    await ema.update(model.stateDict());
   }
   const difference = maxAbsDifference(trained.model.stateDict(), model.stateDict());
   t.is(difference, 0, `trainer vs hand loop over samples [kB, (k+1)B): max |diff| ${difference}`);

@@ -39,9 +39,11 @@ Commands:
   serve --weights W [--arch A0] [--name repvgg] [--host 127.0.0.1] [--port 8000] [--backend cpu|cuda|auto]
         [--precision fp32|bf16|fp16] [--max-batch 32] [--max-delay-ms 0] [--max-queue 256] [--timeout-ms 10000]
         [--labels imagenet|FILE] [--preprocess imagenet] [--resize 256] [--crop 224] [--body-limit BYTES]
-        [--drain-ms 30000] [--log-requests] [--log-level warn]
+        [--drain-ms 30000] [--log-requests] [--log-level warn] [--device N] [--compute-nice 10]
                                          HTTP server (KServe v2 REST, /v1/classify, /metrics); SIGTERM or SIGINT
-                                         drains (exit 0; 1 past --drain-ms), a second signal exits at once (143/130)
+                                         drains (exit 0; 1 past --drain-ms), a second signal exits at once (143/130);
+                                         --device N: GPU N only (CUDA_VISIBLE_DEVICES); --compute-nice: the CPU
+                                         compute threads' nice value (0 to 19), below the event loop's
 
 --arch accepts RepVGG-A0 or A0 (likewise every variant: ${'A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 D2se'}).
 W is safetensors or a PyTorch checkpoint (.pth/.pt from torch.save), with official or timm key names; without

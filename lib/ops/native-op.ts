@@ -15,6 +15,8 @@ export type TrainingOpName =
   | 'globalAvgPoolBackward'
   | 'linearBackward'
   | 'softmaxCrossEntropy'
+  | 'sgdStep'
+  | 'emaUpdate'
   | 'retainFreedMemory';
 
 type OpFn = (options: object) => unknown;

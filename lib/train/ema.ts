@@ -1,6 +1,7 @@
 // Exponential moving average of the model's weights (parameters and BN running statistics), evaluated
 // instead of the raw weights when enabled: ema = decay * ema + (1 - decay) * current after every step.
 
+import { runTrainingOp } from '../ops/native-op.js';
 import type { StateDict } from '../tensor.js';
 
 export class WeightEma {
@@ -12,10 +13,14 @@ export class WeightEma {
     this.shadow = new Map([...state].map(([k, t]) => [k, { shape: t.shape, data: t.data.slice() }]));
   }
 
-  update(state: StateDict): void {
+  /** One update from the current weights, natively on the compute thread (native/cpu/optim.cc, double arithmetic). */
+  async update(state: StateDict): Promise<void> {
+    const shadows: Float32Array[] = [];
+    const currents: Float32Array[] = [];
     for (const [key, t] of state) {
-      const s = this.shadow.get(key)!.data;
-      for (let i = 0; i < s.length; i++) s[i] = this.decay * (s[i] as number) + (1 - this.decay) * (t.data[i] as number);
+      shadows.push(this.shadow.get(key)!.data);
+      currents.push(t.data);
     }
+    await runTrainingOp('emaUpdate', { shadows, currents, decay: this.decay });
   }
 }

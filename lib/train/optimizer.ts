@@ -5,6 +5,7 @@
 import type { Var } from '../autograd/tape.js';
 import { blocksOf, type RepVGGSpec } from '../models/repvgg.js';
 import { BN_EPS } from '../reparam/reparam.js';
+import { runTrainingOp } from '../ops/native-op.js';
 
 export interface SgdOptions {
   momentum: number;
@@ -39,30 +40,28 @@ export class SGD {
     for (const p of this.#params.values()) p.grad = undefined;
   }
 
-  /** One update with learning rate lr: p -= lr * d, d from the gradient per PyTorch's SGD. */
-  step(lr: number): void {
+  /**
+   * One update with learning rate lr: p -= lr * d, d from the gradient per PyTorch's SGD. Runs natively on the
+   * compute thread over every parameter at once (native/cpu/optim.cc: double arithmetic, one float32 rounding per
+   * stored value, the same as a TypeScript loop over the elements).
+   */
+  async step(lr: number): Promise<void> {
     const { momentum, nesterov, weightDecay, customL2 } = this.options;
+    const tensors = [];
     for (const [key, p] of this.#params) {
       const grad = p.grad;
       if (grad === undefined) continue;
-      const w = p.value.data;
-      const decay = appliesWeightDecay(key, customL2) ? weightDecay : 0;
-      let buf = this.momentumBuffers.get(key);
-      const first = buf === undefined && momentum !== 0;
+      const weight = p.value.data;
+      let momentumBuffer = this.momentumBuffers.get(key);
+      const first = momentumBuffer === undefined && momentum !== 0;
       if (first) {
-        buf = new Float32Array(w.length);
-        this.momentumBuffers.set(key, buf);
+        momentumBuffer = new Float32Array(weight.length);
+        this.momentumBuffers.set(key, momentumBuffer);
       }
-      for (let i = 0; i < w.length; i++) {
-        let d = (grad[i] as number) + decay * (w[i] as number);
-        if (buf !== undefined) {
-          const b = first ? d : momentum * (buf[i] as number) + d;
-          buf[i] = b;
-          d = nesterov ? d + momentum * b : b;
-        }
-        w[i] = (w[i] as number) - lr * d;
-      }
+      const decay = appliesWeightDecay(key, customL2) ? weightDecay : 0;
+      tensors.push({ weight, grad, ...(momentumBuffer !== undefined && { momentumBuffer }), weightDecay: decay, first });
     }
+    await runTrainingOp('sgdStep', { tensors, lr, momentum, nesterov });
   }
 }
 

@@ -190,8 +190,8 @@ export async function train(run: TrainRun): Promise<TrainResult> {
         const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, config.labelSmoothing);
         await tape.backward(loss);
         const l2 = config.customL2 ? addCustomL2(config.spec, model.params, model.buffers, config.weightDecay) : 0;
-        optimizer.step(learningRate(position.globalStep, schedule));
-        ema?.update(model.stateDict());
+        await optimizer.step(learningRate(position.globalStep, schedule));
+        await ema?.update(model.stateDict());
 
         const k = config.spec.numClasses;
         labels.forEach((label: number, i: number) => {

@@ -240,6 +240,49 @@ Work parse_softmax_cross_entropy(const Napi::Object& o) {
 // frees the same few hundred MB of ArrayBuffers every step; by default the large ones are mmapped and unmapped each
 // time, so every output is page-faulted in (zero-filled by the kernel) again: 10% of a step of the default network.
 // Process-wide and permanent; a no-op without glibc.
+// tensors: [{ weight, grad, momentumBuffer?, weightDecay, first }], lr, momentum, nesterov.
+Work parse_sgd_step(const Napi::Object& o) {
+  SgdParams p{get_number(o, "lr", 0), get_number(o, "momentum", 0), get_bool(o, "nesterov")};
+  Napi::Value list = get_field(o, "tensors");
+  RV_CHECK(list.IsArray(), "ERR_ARG_TYPE", "Expected an array for tensors");
+  auto array = list.As<Napi::Array>();
+  std::vector<SgdTensor> tensors;
+  tensors.reserve(array.Length());
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    RV_CHECK(item.IsObject(), "ERR_ARG_TYPE", "Expected an object for tensors[" + std::to_string(i) + "]");
+    auto t = item.As<Napi::Object>();
+    F32View weight = get_f32(t, "weight"), grad = get_f32(t, "grad"), buffer = get_optional_f32(t, "momentumBuffer");
+    RV_CHECK(grad.length == weight.length && (buffer.data == nullptr || buffer.length == weight.length), "ERR_SHAPE",
+             "Expected grad and momentumBuffer of tensors[" + std::to_string(i) + "] as long as its weight (" +
+                 std::to_string(weight.length) + ")");
+    tensors.push_back({weight.data, grad.data, buffer.data, static_cast<int64_t>(weight.length),
+                       get_number(t, "weightDecay", 0), get_bool(t, "first")});
+  }
+  return [p, tensors] { cpu::sgd_step(p, tensors); };
+}
+
+// shadows[i] = decay * shadows[i] + (1 - decay) * currents[i] for every i.
+Work parse_ema_update(const Napi::Object& o) {
+  const double decay = get_number(o, "decay", 0);
+  Napi::Value shadows = get_field(o, "shadows"), currents = get_field(o, "currents");
+  RV_CHECK(shadows.IsArray() && currents.IsArray() && shadows.As<Napi::Array>().Length() == currents.As<Napi::Array>().Length(),
+           "ERR_ARG_TYPE", "Expected arrays of equal length for shadows and currents");
+  std::vector<EmaTensor> tensors;
+  for (uint32_t i = 0; i < shadows.As<Napi::Array>().Length(); ++i) {
+    Napi::Value s = shadows.As<Napi::Array>().Get(i), c = currents.As<Napi::Array>().Get(i);
+    RV_CHECK(s.IsTypedArray() && s.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array && c.IsTypedArray() &&
+                 c.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
+             "ERR_ARG_TYPE", "Expected Float32Arrays for shadows[" + std::to_string(i) + "] and currents[" + std::to_string(i) + "]");
+    auto shadow = s.As<Napi::Float32Array>(), current = c.As<Napi::Float32Array>();
+    RV_CHECK(shadow.ElementLength() == current.ElementLength(), "ERR_SHAPE",
+             "Expected currents[" + std::to_string(i) + "] as long as shadows[" + std::to_string(i) + "] (" +
+                 std::to_string(shadow.ElementLength()) + ")");
+    tensors.push_back({shadow.Data(), current.Data(), static_cast<int64_t>(shadow.ElementLength())});
+  }
+  return [decay, tensors] { cpu::ema_update(decay, tensors); };
+}
+
 Work parse_retain_freed_memory(const Napi::Object& o) {
   const double max_free = get_number(o, "maxFreeBytes", 1 << 30);
   RV_CHECK(max_free >= 0 && max_free <= 1e15, "ERR_ARG_VALUE", "maxFreeBytes must be a byte count");
@@ -434,6 +477,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                          {"globalAvgPoolBackward", parse_global_avg_pool_backward},
                          {"linearBackward", parse_linear_backward},
                          {"softmaxCrossEntropy", parse_softmax_cross_entropy},
+                         {"sgdStep", parse_sgd_step},
+                         {"emaUpdate", parse_ema_update},
                          {"retainFreedMemory", parse_retain_freed_memory}};
   for (const OpEntry& op : ops) {
     auto parse = op.parse;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace repvgg {
 
@@ -57,7 +58,36 @@ struct SoftmaxCrossEntropyParams {
   double label_smoothing;  // in [0, 1]
 };
 
+// One parameter tensor of an SGD step (PyTorch's torch.optim.SGD with dampening 0). momentum_buffer is null when the
+// optimizer has no momentum; first marks a buffer that has never been written (it becomes the first d).
+struct SgdTensor {
+  float* weight;
+  const float* grad;
+  float* momentum_buffer;
+  int64_t count;
+  double weight_decay;
+  bool first;
+};
+
+struct SgdParams {
+  double lr, momentum;
+  bool nesterov;
+};
+
+// One exponential-moving-average update: shadow = decay * shadow + (1 - decay) * current.
+struct EmaTensor {
+  float* shadow;
+  const float* current;
+  int64_t count;
+};
+
 namespace cpu {
+// Every tensor's update, elementwise in double precision and rounded to float32 once per stored value, in the
+// order of the TypeScript reference (lib/train/optimizer.ts), so results are bit-identical to it:
+// d = g + wd * w; b = first ? d : momentum * b + d; d = nesterov ? d + momentum * b : b; w -= lr * d.
+void sgd_step(const SgdParams& p, const std::vector<SgdTensor>& tensors);
+void ema_update(double decay, const std::vector<EmaTensor>& tensors);
+
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y);
 // Inference-mode batch norm with running statistics: y = gamma * (x - mean) / sqrt(var + eps) + beta.
 void batchnorm_forward_inference(const BatchNormParams& p, const float* x, const float* mean, const float* var,

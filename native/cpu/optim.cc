@@ -1,0 +1,51 @@
+// The optimizer's per-step updates over every parameter at once: SGD (momentum, Nesterov, weight decay) and the
+// weights' exponential moving average. Plain loops the compiler vectorizes, spread over the OpenMP team.
+// Not for: the custom L2 term (lib/train/optimizer.ts) or learning-rate schedules (lib/train/schedule.ts).
+#include "../core/ops.h"
+
+namespace repvgg::cpu {
+
+// Arithmetic is double, as in the TypeScript reference whose numbers are doubles, and every float32 store rounds
+// once: the results are bit-identical to it (this file must not be compiled with FMA contraction, which would fuse
+// momentum * b + d into one rounding; the x86-64 baseline flags the addon is built with have no FMA).
+void sgd_step(const SgdParams& p, const std::vector<SgdTensor>& tensors) {
+  const double lr = p.lr, momentum = p.momentum;
+  const bool nesterov = p.nesterov;
+  for (const SgdTensor& t : tensors) {
+    float* w = t.weight;
+    const float* g = t.grad;
+    float* buf = t.momentum_buffer;
+    const double wd = t.weight_decay;
+    if (buf == nullptr) {
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < t.count; ++i) {
+        const double d = static_cast<double>(g[i]) + wd * static_cast<double>(w[i]);
+        w[i] = static_cast<float>(static_cast<double>(w[i]) - lr * d);
+      }
+    } else {
+      const bool first = t.first;
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < t.count; ++i) {
+        double d = static_cast<double>(g[i]) + wd * static_cast<double>(w[i]);
+        const double b = first ? d : momentum * static_cast<double>(buf[i]) + d;
+        buf[i] = static_cast<float>(b);
+        d = nesterov ? d + momentum * b : b;
+        w[i] = static_cast<float>(static_cast<double>(w[i]) - lr * d);
+      }
+    }
+  }
+}
+
+void ema_update(double decay, const std::vector<EmaTensor>& tensors) {
+  const double keep = decay, take = 1 - decay;
+  for (const EmaTensor& t : tensors) {
+    float* s = t.shadow;
+    const float* c = t.current;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < t.count; ++i) {
+      s[i] = static_cast<float>(keep * static_cast<double>(s[i]) + take * static_cast<double>(c[i]));
+    }
+  }
+}
+
+}  // namespace repvgg::cpu
