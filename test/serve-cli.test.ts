@@ -314,17 +314,19 @@ test('bad serve flags exit 2 naming the flag', async (t) => {
 test('a model that fails to load exits 1 with one line naming the file', async (t) => {
   const garbagePath = join(scratch, 'garbage.safetensors');
   await writeFile(garbagePath, Buffer.from(randomArray(64, rng, 1).buffer));
-  const [missing, garbage, wrongLabels, noGpu] = await Promise.all([
+  const [missing, garbage, wrongLabels, noGpu, beyondList] = await Promise.all([
     cli(['serve', '--weights', join(scratch, 'missing.safetensors'), '--port', '0']),
     cli(['serve', '--weights', garbagePath, '--port', '0']),
     cli(['serve', '--weights', weightsPath, '--port', '0', '--labels', 'imagenet', '--crop', '32', '--resize', '36']),
     cli(['serve', '--weights', weightsPath, '--port', '0', '--device', '0'], undefined, { CUDA_VISIBLE_DEVICES: '' }),
+    cli(['serve', '--weights', weightsPath, '--port', '0', '--device', '2'], undefined, { CUDA_VISIBLE_DEVICES: '3,5' }),
   ]);
   expectFailure(t, missing!, 1, /--weights .*missing\.safetensors.*not found/);
   expectFailure(t, garbage!, 1, /garbage\.safetensors/);
   expectFailure(t, wrongLabels!, 1, /10 class names.*1000/);
   // --device means a GPU: with none visible, no silent fallback to the CPU.
-  expectFailure(t, noGpu!, 2, /--device below 0 \(CUDA_VISIBLE_DEVICES=''\) but received 0/);
+  expectFailure(t, noGpu!, 2, /Expected a GPU for --device 0 but CUDA_VISIBLE_DEVICES='' hides every GPU/);
+  expectFailure(t, beyondList!, 2, /Expected an index below 2 \(CUDA_VISIBLE_DEVICES='3,5'\) for --device but received 2/);
   if (!cudaStatus().available) {
     expectFailure(t, await cli(['serve', '--weights', weightsPath, '--port', '0', '--device', '0']), 1, /CUDA/);
   }

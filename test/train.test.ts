@@ -19,7 +19,7 @@ import { ShapeError } from '../lib/errors.js';
 import { writeNpy } from '../lib/io/npy.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { loadWeights } from '../lib/io/weights.js';
-import { customSpec, validateSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
+import { blocksOf, customSpec, validateSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
 import type { HostTensor, StateDict } from '../lib/tensor.js';
 import { latestCheckpoint, readCheckpoint } from '../lib/train/checkpoint.js';
 import { WeightEma } from '../lib/train/ema.js';
@@ -84,7 +84,7 @@ async function trainStep(
   const logits = await model.forward(tape, images);
   const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, o.labelSmoothing);
   await tape.backward(loss);
-  const l2 = o.customL2 ? addCustomL2(model.spec, model.params, model.buffers, o.weightDecay) : 0;
+  const l2 = o.customL2 ? await addCustomL2(model.spec, model.params, model.buffers, o.weightDecay) : 0;
   await optimizer.step(o.lr);
   return { ce: value, l2 };
 }
@@ -323,6 +323,58 @@ for (const options of [
     }
   });
 }
+
+/** Today's TypeScript custom L2 loops, the reference the native customL2 must equal bit for bit. */
+function customL2Reference(spec: RepVGGSpec, params: Map<string, Var>, buffers: Map<string, Float32Array>, weightDecay: number): number {
+  let total = 0;
+  const scale = (prefix: string) => params.get(`${prefix}.weight`)!.value.data.map((g, o) => g / Math.sqrt((buffers.get(`${prefix}.running_var`)![o] as number) + 1e-5));
+  for (const b of blocksOf(spec)) {
+    const k3 = params.get(`${b.name}.rbr_dense.conv.weight`)!;
+    const k1 = params.get(`${b.name}.rbr_1x1.conv.weight`)!;
+    const t3 = scale(`${b.name}.rbr_dense.bn`);
+    const t1 = scale(`${b.name}.rbr_1x1.bn`);
+    const perOut = k1.value.data.length / b.outChannels;
+    for (let o = 0; o < b.outChannels; o++) {
+      const a3 = t3[o] as number;
+      const a1 = t1[o] as number;
+      const norm = a3 * a3 + a1 * a1;
+      for (let i = 0; i < perOut; i++) {
+        const base = (o * perOut + i) * 9;
+        for (let tap = 0; tap < 9; tap++) {
+          if (tap === 4) continue;
+          const v = k3.value.data[base + tap] as number;
+          total += v * v;
+          k3.grad![base + tap] = (k3.grad![base + tap] as number) + weightDecay * v;
+        }
+        const eq = (k3.value.data[base + 4] as number) * a3 + (k1.value.data[o * perOut + i] as number) * a1;
+        total += (eq * eq) / norm;
+        k3.grad![base + 4] = (k3.grad![base + 4] as number) + (weightDecay * eq * a3) / norm;
+        k1.grad![o * perOut + i] = (k1.grad![o * perOut + i] as number) + (weightDecay * eq * a1) / norm;
+      }
+    }
+  }
+  return 0.5 * weightDecay * total;
+}
+
+test('native custom L2 (grouped blocks, random BN statistics) is bit-identical to the TypeScript loops: gradients and value', async (t) => {
+  const spec = customSpec({ inChannels: 3, numClasses: 5, stemChannels: 8, stemStride: 1, stageChannels: [8, 16, 16, 32], stageDepths: [2, 2, 1, 1], stageStrides: [1, 2, 2, 2], groups: 2 });
+  const fresh = () => {
+    const model = TrainableRepVGG.init(spec, 5);
+    for (const [key, p] of model.params) {
+      if (key.endsWith('.weight') && key.includes('.bn.')) p.value.data.set(randomArray(p.value.data.length, makeRng(key.length), 1).map((v) => 0.5 + Math.abs(v)));
+      p.grad = randomArray(p.value.data.length, makeRng(key.length + 100), 1);
+    }
+    for (const [key, buffer] of model.buffers) if (key.endsWith('running_var')) buffer.set(randomArray(buffer.length, makeRng(key.length + 7), 1).map((v) => 0.1 + Math.abs(v)));
+    return model;
+  };
+  const ours = fresh();
+  const reference = fresh();
+  const value = await addCustomL2(spec, ours.params, ours.buffers, 1e-4);
+  const expected = customL2Reference(spec, reference.params, reference.buffers, 1e-4);
+  t.is(value, expected, 'the returned L2 value');
+  t.true(value > 0);
+  for (const [key, p] of ours.params) t.deepEqual(p.grad, reference.params.get(key)!.grad, key);
+});
 
 test('native SGD and EMA refuse mismatched tensors with typed errors', async (t) => {
   const w = new Var({ shape: [4], data: Float32Array.of(1, 2, 3, 4) }, true);

@@ -69,7 +69,10 @@ function applyDeviceFlag(flags: Flags, backend: BackendName): BackendName {
   const visible = process.env.CUDA_VISIBLE_DEVICES;
   const choices = visible === undefined ? undefined : visible.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
   if (choices !== undefined && device >= choices.length) {
-    throw new UsageError(`Expected --device below ${choices.length} (CUDA_VISIBLE_DEVICES='${visible!.slice(0, 200)}') but received ${device}`);
+    const listed = `CUDA_VISIBLE_DEVICES='${visible!.slice(0, 200)}'`;
+    throw new UsageError(choices.length === 0
+      ? `Expected a GPU for --device ${device} but ${listed} hides every GPU`
+      : `Expected an index below ${choices.length} (${listed}) for --device but received ${device}`);
   }
   process.env.CUDA_VISIBLE_DEVICES = choices === undefined ? String(device) : choices[device]!;
   return 'cuda';

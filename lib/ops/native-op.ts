@@ -17,6 +17,7 @@ export type TrainingOpName =
   | 'softmaxCrossEntropy'
   | 'sgdStep'
   | 'emaUpdate'
+  | 'customL2'
   | 'retainFreedMemory';
 
 type OpFn = (options: object) => unknown;

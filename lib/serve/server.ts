@@ -84,11 +84,11 @@ const CLIENT_CLOSED = 499;
  * one is left for FP32 requests of other image sizes, so prepared plans are never evicted.
  */
 const MAX_PREPARED_BATCHES = 7;
-/** Routes whose requests are counted in the request metrics. */
 /** The model's one version in /v2/models/NAME/versions/VERSION URLs (KServe v2 lets a client name it). */
 const MODEL_VERSION = '1';
 /** The v2 model URLs: without a version, and with one (which must be MODEL_VERSION). */
 const MODEL_PREFIXES = ['/v2/models/:name', '/v2/models/:name/versions/:version'] as const;
+/** Routes whose requests are counted in the request metrics (and shed when the queue is full). */
 const INFERENCE_ROUTES = new Set([...MODEL_PREFIXES.map((prefix) => `${prefix}/infer`), '/v1/classify']);
 type ModelParams = { name: string; version?: string };
 

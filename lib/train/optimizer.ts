@@ -67,46 +67,31 @@ export class SGD {
 
 /**
  * Adds the official custom L2 term, weightDecay * 0.5 * sum over blocks of get_custom_L2(), to the gradients
- * of the rbr_dense and rbr_1x1 kernels and returns its value. With t = gamma / sqrt(running_var + eps)
+ * of the rbr_dense and rbr_1x1 kernels and resolves with its value. With t = gamma / sqrt(running_var + eps)
  * (detached), the 3x3 kernel's outer ring gets plain L2, and the equivalent centre eq = K3c*t3 + K1*t1 gets
- * eq^2 / (t3^2 + t1^2).
+ * eq^2 / (t3^2 + t1^2). The loops run natively on the compute thread (native/cpu/optim.cc `custom_l2`, in double,
+ * bit-identical to the TypeScript loops they replaced).
  */
-export function addCustomL2(spec: RepVGGSpec, params: Map<string, Var>, buffers: Map<string, Float32Array>, weightDecay: number): number {
-  let total = 0;
+export async function addCustomL2(spec: RepVGGSpec, params: Map<string, Var>, buffers: Map<string, Float32Array>, weightDecay: number): Promise<number> {
   const scale = (prefix: string): Float32Array => {
     const gamma = params.get(`${prefix}.weight`)!.value.data;
     const variance = buffers.get(`${prefix}.running_var`)!;
-    return gamma.map((g, o) => g / Math.sqrt((variance[o] as number) + BN_EPS));
+    return gamma.map((g, o) => g / Math.sqrt((variance[o] as number) + BN_EPS)); // (O), float32 as the reference rounds it
   };
+  const blocks = [];
   for (const b of blocksOf(spec)) {
-    const k3 = params.get(`${b.name}.rbr_dense.conv.weight`)!;
-    const k1 = params.get(`${b.name}.rbr_1x1.conv.weight`)!;
+    const k3 = params.get(`${b.name}.rbr_dense.conv.weight`)!; // (O, C/g, 3, 3)
+    const k1 = params.get(`${b.name}.rbr_1x1.conv.weight`)!; // (O, C/g, 1, 1)
     if (!k3.requiresGrad) continue; // a frozen backbone takes no decay
-    const t3 = scale(`${b.name}.rbr_dense.bn`);
-    const t1 = scale(`${b.name}.rbr_1x1.bn`);
     k3.grad ??= new Float32Array(k3.value.data.length);
     k1.grad ??= new Float32Array(k1.value.data.length);
-    const perOut = k1.value.data.length / b.outChannels; // C/g
-    for (let o = 0; o < b.outChannels; o++) {
-      const a3 = t3[o] as number;
-      const a1 = t1[o] as number;
-      const norm = a3 * a3 + a1 * a1;
-      for (let i = 0; i < perOut; i++) {
-        const base = (o * perOut + i) * 9;
-        for (let tap = 0; tap < 9; tap++) {
-          if (tap === 4) continue;
-          const v = k3.value.data[base + tap] as number;
-          total += v * v;
-          k3.grad[base + tap] = (k3.grad[base + tap] as number) + weightDecay * v;
-        }
-        const c3 = k3.value.data[base + 4] as number;
-        const c1 = k1.value.data[o * perOut + i] as number;
-        const eq = c3 * a3 + c1 * a1;
-        total += (eq * eq) / norm;
-        k3.grad[base + 4] = (k3.grad[base + 4] as number) + (weightDecay * eq * a3) / norm;
-        k1.grad[o * perOut + i] = (k1.grad[o * perOut + i] as number) + (weightDecay * eq * a1) / norm;
-      }
-    }
+    blocks.push({
+      k3: k3.value.data, k3Grad: k3.grad, k1: k1.value.data, k1Grad: k1.grad,
+      t3: scale(`${b.name}.rbr_dense.bn`), t1: scale(`${b.name}.rbr_1x1.bn`),
+      outChannels: b.outChannels, perOut: k1.value.data.length / b.outChannels,
+    });
   }
-  return 0.5 * weightDecay * total;
+  const loss = new Float64Array(1);
+  await runTrainingOp('customL2', { blocks, weightDecay, loss });
+  return loss[0] as number;
 }

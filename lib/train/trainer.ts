@@ -189,7 +189,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
         const logits = await model.forward(tape, images);
         const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, config.labelSmoothing);
         await tape.backward(loss);
-        const l2 = config.customL2 ? addCustomL2(config.spec, model.params, model.buffers, config.weightDecay) : 0;
+        const l2 = config.customL2 ? await addCustomL2(config.spec, model.params, model.buffers, config.weightDecay) : 0;
         await optimizer.step(learningRate(position.globalStep, schedule));
         await ema?.update(model.stateDict());
 

@@ -283,6 +283,41 @@ Work parse_ema_update(const Napi::Object& o) {
   return [decay, tensors] { cpu::ema_update(decay, tensors); };
 }
 
+// blocks: [{ k3, k3Grad, k1, k1Grad, t3, t1, outChannels, perOut }], weightDecay, loss: Float64Array(1) (written).
+Work parse_custom_l2(const Napi::Object& o) {
+  const double weight_decay = get_number(o, "weightDecay", 0);
+  Napi::Value loss_value = o.Get("loss"), list = get_field(o, "blocks");
+  RV_CHECK(loss_value.IsTypedArray() && loss_value.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+               loss_value.As<Napi::Float64Array>().ElementLength() >= 1,
+           "ERR_ARG_TYPE", "Expected a Float64Array of one value for loss");
+  RV_CHECK(list.IsArray(), "ERR_ARG_TYPE", "Expected an array for blocks");
+  auto array = list.As<Napi::Array>();
+  std::vector<CustomL2Block> blocks;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    const std::string where = "blocks[" + std::to_string(i) + "]";
+    RV_CHECK(item.IsObject(), "ERR_ARG_TYPE", "Expected an object for " + where);
+    auto b = item.As<Napi::Object>();
+    const int64_t out = get_int(b, "outChannels"), per_out = get_int(b, "perOut");
+    RV_CHECK(out >= 1 && per_out >= 1, "ERR_ARG_VALUE", "Expected positive outChannels and perOut for " + where);
+    F32View k3 = get_f32(b, "k3"), k3_grad = get_f32(b, "k3Grad"), k1 = get_f32(b, "k1"), k1_grad = get_f32(b, "k1Grad");
+    F32View t3 = get_f32(b, "t3"), t1 = get_f32(b, "t1");
+    const auto exact = [&](const F32View& v, int64_t n, const char* name) {
+      RV_CHECK(static_cast<int64_t>(v.length) == n, "ERR_SHAPE",
+               "Expected " + std::to_string(n) + " values for " + where + "." + name + " but received " + std::to_string(v.length));
+    };
+    exact(k3, out * per_out * 9, "k3");
+    exact(k3_grad, out * per_out * 9, "k3Grad");
+    exact(k1, out * per_out, "k1");
+    exact(k1_grad, out * per_out, "k1Grad");
+    exact(t3, out, "t3");
+    exact(t1, out, "t1");
+    blocks.push_back({k3.data, k3_grad.data, k1.data, k1_grad.data, t3.data, t1.data, out, per_out});
+  }
+  double* loss = loss_value.As<Napi::Float64Array>().Data();
+  return [weight_decay, blocks, loss] { *loss = cpu::custom_l2(weight_decay, blocks); };
+}
+
 Work parse_retain_freed_memory(const Napi::Object& o) {
   const double max_free = get_number(o, "maxFreeBytes", 1 << 30);
   RV_CHECK(max_free >= 0 && max_free <= 1e15, "ERR_ARG_VALUE", "maxFreeBytes must be a byte count");
@@ -479,6 +514,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                          {"softmaxCrossEntropy", parse_softmax_cross_entropy},
                          {"sgdStep", parse_sgd_step},
                          {"emaUpdate", parse_ema_update},
+                         {"customL2", parse_custom_l2},
                          {"retainFreedMemory", parse_retain_freed_memory}};
   for (const OpEntry& op : ops) {
     auto parse = op.parse;

@@ -81,7 +81,23 @@ struct EmaTensor {
   int64_t count;
 };
 
+// One block's branch kernels for the official custom L2 (get_custom_L2 of the RepVGG code): k3 (O, C/g, 3, 3) and
+// k1 (O, C/g, 1, 1) with their gradients, and t3, t1 (O) = gamma / sqrt(running_var + eps) of their BNs.
+struct CustomL2Block {
+  const float* k3;
+  float* k3_grad;
+  const float* k1;
+  float* k1_grad;
+  const float* t3;
+  const float* t1;
+  int64_t out_channels, per_out;  // per_out = C/g
+};
+
 namespace cpu {
+// Adds the custom L2's gradient (weight_decay * d/dk of 0.5 * sum of the terms) to k3_grad and k1_grad and returns
+// 0.5 * weight_decay * (sum over blocks of |outer ring of k3|^2 + sum of eq^2 / (t3^2 + t1^2)), eq = k3c*t3 + k1*t1.
+// Sequential, in the TypeScript reference's order, so the returned value is bit-identical to it too.
+double custom_l2(double weight_decay, const std::vector<CustomL2Block>& blocks);
 // Every tensor's update, elementwise in double precision and rounded to float32 once per stored value, in the
 // order of the TypeScript reference (lib/train/optimizer.ts), so results are bit-identical to it:
 // d = g + wd * w; b = first ? d : momentum * b + d; d = nesterov ? d + momentum * b : b; w -= lr * d.
