@@ -112,3 +112,18 @@ test('setComputeNice lowers the compute thread and its OpenMP team, not the Java
   t.is(errors.length, 4);
   for (const error of errors) t.regex(error, /^ArgumentValueError: Expected an integer from 0 to 19 for nice but received/);
 });
+
+test('the OpenMP spin count defaults to 10000 when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const script = `
+    const { listBackends } = await import(${JSON.stringify(new URL('../lib/backends.js', import.meta.url).href)});
+    if (!listBackends()[0].available) throw new Error('the CPU addon did not load');
+    console.log(JSON.stringify({ spin: process.env.GOMP_SPINCOUNT ?? null, policy: process.env.OMP_WAIT_POLICY ?? null }));`;
+  const run = (env: Record<string, string>) => {
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== 'GOMP_SPINCOUNT' && key !== 'OMP_WAIT_POLICY'));
+    return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...clean, ...env } })) as unknown;
+  };
+  t.deepEqual(run({}), { spin: '10000', policy: null });
+  t.deepEqual(run({ GOMP_SPINCOUNT: '5' }), { spin: '5', policy: null }, 'the user\'s spin count is kept');
+  t.deepEqual(run({ OMP_WAIT_POLICY: 'active' }), { spin: null, policy: 'active' }, 'a wait policy is left to libgomp');
+});

@@ -69,7 +69,18 @@ let cpuAddon: CpuAddon | undefined;
 let cpuLoadError: BackendError | undefined;
 
 /**
- * The CPU addon, loaded on first use.
+ * How long (busy-wait iterations) an idle OpenMP thread of the oneDNN team spins before it sleeps, unless the user
+ * set OMP_WAIT_POLICY or GOMP_SPINCOUNT. libgomp's default, 300,000, keeps a team's cores busy for a long time after
+ * each parallel region: with a second busy process (or thread) on the same cores the spinning teams take the cores
+ * from each other, and two A0 inference processes on 2 cores got 36 img/s each instead of ~75. At 10,000 they got
+ * 60-72 each, and one process alone measured within the machine's run-to-run noise of the default (batch 1:
+ * 107 vs 105-110 img/s); OMP_WAIT_POLICY=passive shared best (75-82 each) but lost ~10% at batch 1 alone.
+ */
+export const DEFAULT_GOMP_SPINCOUNT = '10000';
+
+/**
+ * The CPU addon, loaded on first use. libgomp reads its settings when it is loaded with the addon, so the spin
+ * count default is put into the environment just before (a no-op when the process already loaded libgomp).
  * @throws BackendError saying what was tried and how to fix it when the addon cannot be loaded.
  */
 export function loadCpuAddon(): CpuAddon {
@@ -78,6 +89,9 @@ export function loadCpuAddon(): CpuAddon {
   const path = join(packageRoot, 'build', 'Release', 'repvgg_cpu.node');
   try {
     if (!existsSync(path)) throw new Error(`${path} does not exist`);
+    if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) {
+      process.env.GOMP_SPINCOUNT = DEFAULT_GOMP_SPINCOUNT;
+    }
     cpuAddon = require(path) as CpuAddon;
     return cpuAddon;
   } catch (err) {
