@@ -59,22 +59,46 @@ memory wrap(const dims& shape, const std::vector<float>& data) {
   return memory(plain_f32(shape), engine(), const_cast<float*>(data.data()));
 }
 
-// Mean over H and W of buffer (layout x_md) into pooled (n, c, 1, 1) float32. A 1x1 map needs no reduction
-// (oneDNN refuses one that reduces nothing), only a reorder into the plain layout.
-Exec global_mean_exec(const md_t& x_md, int buffer, const memory& pooled) {
-  Exec pool;
+// Mean over H and W of buffer (layout x_md) into pooled (n, c, 1, 1) plain float32. fp32: an average pooling whose
+// window is the whole map (oneDNN's jit kernels; its reduction primitive ran the reference implementation on these
+// layouts, 0.48 ms of RepVGG-A0's ~9 ms at batch 1), then a reorder into the plain layout when the pooling keeps a
+// blocked one. bf16: the reduction, which writes float32 means directly (pooling would round them to bf16 first).
+// A 1x1 map needs no pooling, only that reorder.
+std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& pooled) {
   const dims& d = x_md.dims();
   if (d[2] * d[3] == 1) {
-    pool.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), x_md, engine(), pooled.get_desc()));
-    pool.buffer_args.push_back({DNNL_ARG_FROM, buffer, x_md});
-    pool.fixed_args.emplace(DNNL_ARG_TO, pooled);
-  } else {
-    pool.prim = dnnl::reduction(dnnl::reduction::primitive_desc(
-        dnnl::reduction::desc(dnnl::algorithm::reduction_mean, x_md, pooled.get_desc(), 0.f, 0.f), engine()));
-    pool.buffer_args.push_back({DNNL_ARG_SRC, buffer, x_md});
-    pool.fixed_args.emplace(DNNL_ARG_DST, pooled);
+    Exec copy;
+    copy.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), x_md, engine(), pooled.get_desc()));
+    copy.buffer_args.push_back({DNNL_ARG_FROM, buffer, x_md});
+    copy.fixed_args.emplace(DNNL_ARG_TO, pooled);
+    return {copy};
   }
-  return pool;
+  if (x_md.data_type() != dt::f32) {
+    Exec mean;
+    mean.prim = dnnl::reduction(dnnl::reduction::primitive_desc(
+        dnnl::reduction::desc(dnnl::algorithm::reduction_mean, x_md, pooled.get_desc(), 0.f, 0.f), engine()));
+    mean.buffer_args.push_back({DNNL_ARG_SRC, buffer, x_md});
+    mean.fixed_args.emplace(DNNL_ARG_DST, pooled);
+    return {mean};
+  }
+  const md_t any_dst({d[0], d[1], 1, 1}, dt::f32, tag::any);
+  const dnnl::pooling_forward::primitive_desc pd(
+      dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_avg_exclude_padding, x_md, any_dst,
+                                  {d[2], d[3]} /* strides */, {d[2], d[3]} /* kernel */, {0, 0}, {0, 0}),
+      engine());
+  Exec pool;
+  pool.prim = dnnl::pooling_forward(pd);
+  pool.buffer_args.push_back({DNNL_ARG_SRC, buffer, x_md});
+  if (pd.dst_desc() == pooled.get_desc()) {
+    pool.fixed_args.emplace(DNNL_ARG_DST, pooled);
+    return {pool};
+  }
+  memory staged(pd.dst_desc(), engine());  // (n, c, 1, 1) in the pooling's layout
+  pool.fixed_args.emplace(DNNL_ARG_DST, staged);
+  Exec to_plain;
+  to_plain.prim = dnnl::reorder(staged, pooled);
+  to_plain.fixed_args = {{DNNL_ARG_FROM, staged}, {DNNL_ARG_TO, pooled}};
+  return {pool, to_plain};
 }
 
 }  // namespace
@@ -274,7 +298,7 @@ void Plan::compile_se(const SeStepSpec& s) {
   memory gates(plain_f32({n, c}), engine());
   memory gates_4d(plain_f32({n, c, 1, 1}), engine(), gates.get_data_handle());
 
-  execs_.push_back(global_mean_exec(x_md, s.buf, pooled));
+  for (Exec& e : global_mean_execs(x_md, s.buf, pooled)) execs_.push_back(std::move(e));
 
   auto linear = [&](memory src, const std::vector<float>& w, const std::vector<float>& b, int64_t in, int64_t out, memory dst,
                     dnnl::algorithm act) {
@@ -302,7 +326,7 @@ void Plan::compile_head() {
   const int64_t n = batch_, c = spec_.features, k = spec_.classes;
   RV_CHECK(buffer_channels_[spec_.head_src] == c, "ERR_SHAPE", "classifier expects " + std::to_string(c) + " features but its buffer holds " + std::to_string(buffer_channels_[spec_.head_src]));
   memory pooled(plain_f32({n, c, 1, 1}), engine());
-  execs_.push_back(global_mean_exec(x_md, spec_.head_src, pooled));
+  for (Exec& e : global_mean_execs(x_md, spec_.head_src, pooled)) execs_.push_back(std::move(e));
 
   logits_user_ = memory(plain_f32({n, k}), engine(), nullptr);
   dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, plain_f32({n, c}), plain_f32({k, c}),
