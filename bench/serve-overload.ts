@@ -11,7 +11,8 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
 import { DEFAULT_COMPUTE_NICE } from '../lib/serve/server.js';
-import { autocannon, positiveInts, progress, randomImages, requestFor, startChild, stopChild, type AutocannonResult, type Child, type RequestSpec } from './serve.js';
+import { metricValue } from '../test/helpers/metrics.js';
+import { hammer, positiveInts, progress, randomImages, requestFor, startChild, stopChild, type Child, type RequestSpec } from './serve.js';
 
 const MAX_BATCH = 32;
 /** Connections of the capacity and soak runs: enough to keep full batches queued, within the default queue (256). */
@@ -44,11 +45,6 @@ interface OverloadResult {
   liveAfter: boolean;
   rssBeforeMiB: number;
   rssAfterMiB: number;
-}
-
-/** One run of autocannon against our server; per-status response times collected from its 'response' events. */
-function run(child: Child, request: RequestSpec, connections: number, seconds: number): Promise<AutocannonResult> {
-  return autocannon({ url: `${child.base}${request.path}`, connections, duration: seconds, method: 'POST', headers: request.headers, body: request.body });
 }
 
 function percentiles(values: number[]): StatusLatencies {
@@ -104,8 +100,7 @@ async function openLoop(child: Child, request: RequestSpec, rate: number, second
 /** The server's resident set size in MiB, from its own /metrics (prom-client's process metrics). */
 async function rssMiB(child: Child): Promise<number> {
   const text = await (await fetch(`${child.base}/metrics`)).text();
-  const bytes = Number(/^process_resident_memory_bytes (\S+)$/m.exec(text)?.[1] ?? NaN);
-  return bytes / 2 ** 20;
+  return metricValue(text, 'process_resident_memory_bytes') / 2 ** 20;
 }
 
 async function isLive(child: Child): Promise<boolean> {
@@ -133,9 +128,9 @@ async function main(): Promise<void> {
   progress('starting the server (RepVGG-A0, 224x224, max batch 32, default queue 256 and deadline 10 s)');
   const child = await startChild('ours', MAX_BATCH, DEFAULT_COMPUTE_NICE);
   try {
-    await run(child, request, CLOSED_LOOP_CONNECTIONS, WARMUP_SECONDS);
+    await hammer(child, request, CLOSED_LOOP_CONNECTIONS, WARMUP_SECONDS);
     progress(`capacity: ${CLOSED_LOOP_CONNECTIONS} connections for ${capacitySeconds} s`);
-    const capacity = await run(child, request, CLOSED_LOOP_CONNECTIONS, capacitySeconds);
+    const capacity = await hammer(child, request, CLOSED_LOOP_CONNECTIONS, capacitySeconds);
     const capacityPerSecond = capacity['2xx'] / capacity.duration;
     progress(`capacity ${capacityPerSecond.toFixed(1)} req/s`);
 
@@ -156,7 +151,7 @@ async function main(): Promise<void> {
 
     const soak: Array<{ seconds: number; requestsPerSecond: number; rssMiB: number; non2xx: number }> = [];
     for (let elapsed = 0; elapsed < soakSeconds; elapsed += SOAK_SLICE_SECONDS) {
-      const slice = await run(child, request, CLOSED_LOOP_CONNECTIONS, Math.min(SOAK_SLICE_SECONDS, soakSeconds - elapsed));
+      const slice = await hammer(child, request, CLOSED_LOOP_CONNECTIONS, Math.min(SOAK_SLICE_SECONDS, soakSeconds - elapsed));
       const point = {
         seconds: elapsed + slice.duration,
         requestsPerSecond: slice['2xx'] / slice.duration,

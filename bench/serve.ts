@@ -28,6 +28,7 @@ import { officialSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import { DEFAULT_COMPUTE_NICE, createServer } from '../lib/serve/server.js';
 import { median } from './process.js';
+import { metricValue } from '../test/helpers/metrics.js';
 import { maxRelativeError } from '../test/helpers/reference.js';
 
 const ARCH = 'A0';
@@ -54,7 +55,7 @@ export type ServerKind = 'ours' | 'onnxruntime';
 export type InputKind = 'fp32' | 'jpeg';
 
 /** Minimal typing of autocannon 9's programmatic API (it ships no type declarations). */
-export interface AutocannonResult {
+interface AutocannonResult {
   duration: number;
   '2xx': number;
   non2xx: number;
@@ -70,7 +71,7 @@ type Autocannon = (options: {
   headers: Record<string, string>;
   body: Buffer;
 }) => Promise<AutocannonResult>;
-export const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
+const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
 /** Messages between the bench and a server child. */
 type ToChild = { type: 'resetLag' } | { type: 'readLag' };
@@ -286,8 +287,11 @@ async function checkCorrectness(children: Child[], reference: RepVGGNetwork, chw
 /** Sum and count of our repvgg_batch_size histogram, and the network's total time (repvgg_compute_duration_seconds). */
 async function batchHistogram(base: string): Promise<{ sum: number; count: number; computeSeconds: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-  return { sum: value('repvgg_batch_size_sum'), count: value('repvgg_batch_size_count'), computeSeconds: value('repvgg_compute_duration_seconds_sum') };
+  return {
+    sum: metricValue(text, 'repvgg_batch_size_sum'),
+    count: metricValue(text, 'repvgg_batch_size_count'),
+    computeSeconds: metricValue(text, 'repvgg_compute_duration_seconds_sum'),
+  };
 }
 
 /** predict() throughput at one batch size, batch after batch: what the server's batches would cost offline. */
@@ -322,7 +326,7 @@ async function settle(child: Child, request: RequestSpec): Promise<void> {
 }
 
 /** autocannon's run of one request at one concurrency for a bounded time, only to 127.0.0.1. */
-function hammer(child: Child, request: RequestSpec, concurrency: number, seconds: number): Promise<AutocannonResult> {
+export function hammer(child: Child, request: RequestSpec, concurrency: number, seconds: number): Promise<AutocannonResult> {
   return autocannon({
     url: `${child.base}${request.path}`,
     connections: concurrency,

@@ -245,7 +245,6 @@ export class RepVGGNetwork {
       const batch = Math.min(this.maxBatch, n - start);
       chunks.push({
         input: x.data.subarray(start * imageSize, (start + batch) * imageSize),
-        inputName: 'input',
         indexOffset: start * imageSize,
         output: logits.data.subarray(start * classes, (start + batch) * classes),
         batch, height: h, width: w,

@@ -19,6 +19,7 @@ import { customSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import type { HostTensor } from '../lib/tensor.js';
 import { CLI_PATH, cli, describeResult, type CliResult } from './helpers/cli-runner.js';
+import { metricValue } from './helpers/metrics.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
 import { randomImages, randomPng as randomPngOf } from './helpers/random-images.js';
@@ -253,7 +254,7 @@ const SOAK_MAX_RSS_GROWTH = 1.25;
 
 test.serial('under sustained overload every request gets 200 or 503 with Retry-After, the server stays live and its RSS bounded', async (t) => {
   const served = await serve(t, ['--max-queue', '8']);
-  const rss = async () => Number(/^process_resident_memory_bytes (\S+)$/m.exec(await (await request(`${served.url}/metrics`)).text())?.[1]);
+  const rss = async () => metricValue(await (await request(`${served.url}/metrics`)).text(), 'process_resident_memory_bytes');
   const input = randomInput([1, 3, 32, 32]);
   const expected = (await reference.predict(input)).data;
   const body = JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: input.shape, data: Array.from(input.data) }] });

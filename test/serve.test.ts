@@ -14,6 +14,7 @@ import { reparameterize } from '../lib/reparam/reparam.js';
 import { Batcher } from '../lib/serve/batcher.js';
 import { createServer, defaultPreparedBatches, preparedBatchSize, type RepvggServer, type ServerOptions } from '../lib/serve/server.js';
 import type { HostTensor } from '../lib/tensor.js';
+import { metricValue } from './helpers/metrics.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
 import { randomImages, randomPng as randomPngOf } from './helpers/random-images.js';
@@ -68,11 +69,6 @@ async function referenceLogits(images: readonly Buffer[]): Promise<Float32Array>
   const batch = new Float32Array(images.length * size);
   for (const [i, image] of images.entries()) batch.set(await preprocessImage(image, { preprocess }), i * size);
   return (await reference.predict({ shape: [images.length, 3, 32, 32], data: batch })).data;
-}
-
-function metricValue(text: string, line: string): number {
-  const found = text.split('\n').find((l) => l.startsWith(line + ' '));
-  return found === undefined ? NaN : Number(found.slice(line.length + 1));
 }
 
 test('health, server metadata and model metadata follow the KServe v2 shapes', async (t) => {

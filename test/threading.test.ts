@@ -2,6 +2,7 @@
 // (fs, dns, zlib and sharp run there), their results must equal predictSync, and native errors must still reject
 // with typed errors. Not for: numerics of the network itself (test/models.test.ts) or single ops (test/ops.test.ts).
 
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,13 @@ import { officialSpec } from '../lib/models/repvgg.js';
 import type { HostTensor } from '../lib/tensor.js';
 
 const CONCURRENT_PREDICTS = 64;
+/** lib/backends.js as an import specifier for a script run in a child process. */
+const BACKENDS_MODULE = JSON.stringify(new URL('../lib/backends.js', import.meta.url).href);
+
+/** Runs an ES module script in a fresh node process (process-wide settings stay there) and parses its JSON output. */
+function runInChild(script: string, env: NodeJS.ProcessEnv = process.env): unknown {
+  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env }));
+}
 
 function randomImages(batch: number, side: number): HostTensor {
   const data = new Float32Array(batch * 3 * side * side);
@@ -89,11 +97,11 @@ test('an error thrown by native work on the compute thread rejects with the type
   t.true(options.y.every(Number.isFinite));
 });
 
-test('setComputeNice lowers the compute thread and its OpenMP team, not the JavaScript thread; bad values are typed errors', async (t) => {
+test('setComputeNice lowers the compute thread and its OpenMP team, not the JavaScript thread; bad values are typed errors', (t) => {
   // Process-wide and one-way without privileges: run in a child process of its own.
   const script = `
     import { readdirSync, readFileSync } from 'node:fs';
-    const { setComputeNice } = await import(${JSON.stringify(new URL('../lib/backends.js', import.meta.url).href)});
+    const { setComputeNice } = await import(${BACKENDS_MODULE});
     setComputeNice(7);
     const nice = (tid) => Number(readFileSync('/proc/self/task/' + tid + '/stat', 'utf8').split(') ')[1].split(' ')[16]);
     const threads = readdirSync('/proc/self/task').map((tid) => ({ tid: Number(tid), nice: nice(tid) }));
@@ -102,9 +110,7 @@ test('setComputeNice lowers the compute thread and its OpenMP team, not the Java
       try { setComputeNice(bad); errors.push('no error for ' + bad); } catch (error) { errors.push(error.name + ': ' + error.message); }
     }
     console.log(JSON.stringify({ pid: process.pid, threads, errors }));`;
-  const { execFileSync } = await import('node:child_process');
-  const output = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
-  const { pid, threads, errors } = JSON.parse(output) as { pid: number; threads: Array<{ tid: number; nice: number }>; errors: string[] };
+  const { pid, threads, errors } = runInChild(script) as { pid: number; threads: Array<{ tid: number; nice: number }>; errors: string[] };
   t.is(threads.find((thread) => thread.tid === pid)?.nice, 0, 'the JavaScript thread keeps its priority');
   const lowered = threads.filter((thread) => thread.nice === 7).length;
   t.true(lowered >= 1, 'the compute thread is at nice 7');
@@ -113,15 +119,14 @@ test('setComputeNice lowers the compute thread and its OpenMP team, not the Java
   for (const error of errors) t.regex(error, /^ArgumentValueError: Expected an integer from 0 to 19 for nice but received/);
 });
 
-test('the OpenMP spin count defaults to 10000 when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT', async (t) => {
-  const { execFileSync } = await import('node:child_process');
+test('the OpenMP spin count defaults to 10000 when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT', (t) => {
   const script = `
-    const { listBackends } = await import(${JSON.stringify(new URL('../lib/backends.js', import.meta.url).href)});
+    const { listBackends } = await import(${BACKENDS_MODULE});
     if (!listBackends()[0].available) throw new Error('the CPU addon did not load');
     console.log(JSON.stringify({ spin: process.env.GOMP_SPINCOUNT ?? null, policy: process.env.OMP_WAIT_POLICY ?? null }));`;
   const run = (env: Record<string, string>) => {
     const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== 'GOMP_SPINCOUNT' && key !== 'OMP_WAIT_POLICY'));
-    return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...clean, ...env } })) as unknown;
+    return runInChild(script, { ...clean, ...env });
   };
   t.deepEqual(run({}), { spin: '10000', policy: null });
   t.deepEqual(run({ GOMP_SPINCOUNT: '5' }), { spin: '5', policy: null }, 'the user\'s spin count is kept');

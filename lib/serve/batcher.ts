@@ -223,8 +223,16 @@ export class Batcher {
    * a server refuse a request before reading its body.
    */
   fullError(): QueueFullError | undefined {
-    if (this.#state !== 'open' || this.#queuedImages < this.maxQueue) return undefined;
-    return new QueueFullError(`Expected room in the queue (maxQueue ${this.maxQueue}) but ${this.#queuedImages} images are queued`, this.#retryAfterSeconds(1));
+    return this.#state === 'open' ? this.#queueFullError(1) : undefined;
+  }
+
+  /** A QueueFullError when `images` more do not fit in the queue, else undefined. */
+  #queueFullError(images: number): QueueFullError | undefined {
+    if (this.#queuedImages + images <= this.maxQueue) return undefined;
+    return new QueueFullError(
+      `Expected room for ${images} images in the queue (maxQueue ${this.maxQueue}) but ${this.#queuedImages} are queued`,
+      this.#retryAfterSeconds(images),
+    );
   }
 
   /** Images in the batch being computed (0 when the engine is idle). */
@@ -288,12 +296,8 @@ export class Batcher {
     if (hasData) checkData(request.data, images * imageShape[0]! * imageShape[1]! * imageShape[2]!, 'data');
     const timeoutMs = Math.min(this.timeoutMs, checkMs(request.timeoutMs ?? this.timeoutMs, 'timeoutMs', false));
     if (request.signal?.aborted === true) throw new CancelledError('The request was cancelled before submit');
-    if (this.#queuedImages + images > this.maxQueue) {
-      throw new QueueFullError(
-        `Expected room for ${images} images in the queue (maxQueue ${this.maxQueue}) but ${this.#queuedImages} are queued`,
-        this.#retryAfterSeconds(images),
-      );
-    }
+    const full = this.#queueFullError(images);
+    if (full) throw full;
     const entry: Pending = {
       id: this.#nextId++,
       images,

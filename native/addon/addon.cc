@@ -218,28 +218,19 @@ Work parse_linear_backward(const Napi::Object& o) {
 Work parse_softmax_cross_entropy(const Napi::Object& o) {
   SoftmaxCrossEntropyParams p{get_int(o, "batch"), get_int(o, "classes"), get_number(o, "labelSmoothing", 0)};
   F32View logits = get_f32(o, "logits"), dlogits = get_f32(o, "dlogits");
-  Napi::Value labels_value = o.Get("labels"), loss_value = o.Get("loss");
+  Napi::Value labels_value = o.Get("labels");
   RV_CHECK(labels_value.IsTypedArray() && labels_value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
            "ERR_ARG_TYPE", "Expected an Int32Array for labels");
-  RV_CHECK(loss_value.IsTypedArray() && loss_value.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
-           "ERR_ARG_TYPE", "Expected a Float64Array for loss");
   auto labels = labels_value.As<Napi::Int32Array>();
-  auto loss = loss_value.As<Napi::Float64Array>();
   RV_CHECK(static_cast<int64_t>(labels.ElementLength()) >= p.batch, "ERR_SHAPE",
            "labels holds " + std::to_string(labels.ElementLength()) + " values but the op needs " + std::to_string(p.batch));
-  RV_CHECK(loss.ElementLength() >= 1, "ERR_SHAPE", "loss must hold one value");
   require_length(logits, p.batch * p.classes, "logits");
   require_length(dlogits, p.batch * p.classes, "dlogits");
   const int32_t* label_data = labels.Data();
-  double* loss_data = loss.Data();
+  double* loss_data = get_f64_result(o, "loss");
   return [=] { *loss_data = cpu::softmax_cross_entropy(p, logits.data, label_data, dlogits.data); };
 }
 
-// options: { maxFreeBytes }. Makes glibc's allocator serve allocations up to 64 MB from its heap and keep up to
-// maxFreeBytes of freed heap memory instead of returning it to the kernel (mallopt). A training step allocates and
-// frees the same few hundred MB of ArrayBuffers every step; by default the large ones are mmapped and unmapped each
-// time, so every output is page-faulted in (zero-filled by the kernel) again: 10% of a step of the default network.
-// Process-wide and permanent; a no-op without glibc.
 // tensors: [{ weight, grad, momentumBuffer?, weightDecay, first }], lr, momentum, nesterov.
 Work parse_sgd_step(const Napi::Object& o) {
   SgdParams p{get_number(o, "lr", 0), get_number(o, "momentum", 0), get_bool(o, "nesterov")};
@@ -270,15 +261,12 @@ Work parse_ema_update(const Napi::Object& o) {
            "ERR_ARG_TYPE", "Expected arrays of equal length for shadows and currents");
   std::vector<EmaTensor> tensors;
   for (uint32_t i = 0; i < shadows.As<Napi::Array>().Length(); ++i) {
-    Napi::Value s = shadows.As<Napi::Array>().Get(i), c = currents.As<Napi::Array>().Get(i);
-    RV_CHECK(s.IsTypedArray() && s.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array && c.IsTypedArray() &&
-                 c.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
-             "ERR_ARG_TYPE", "Expected Float32Arrays for shadows[" + std::to_string(i) + "] and currents[" + std::to_string(i) + "]");
-    auto shadow = s.As<Napi::Float32Array>(), current = c.As<Napi::Float32Array>();
-    RV_CHECK(shadow.ElementLength() == current.ElementLength(), "ERR_SHAPE",
-             "Expected currents[" + std::to_string(i) + "] as long as shadows[" + std::to_string(i) + "] (" +
-                 std::to_string(shadow.ElementLength()) + ")");
-    tensors.push_back({shadow.Data(), current.Data(), static_cast<int64_t>(shadow.ElementLength())});
+    const std::string index = "[" + std::to_string(i) + "]";
+    F32View shadow = as_f32(shadows.As<Napi::Array>().Get(i), "shadows" + index);
+    F32View current = as_f32(currents.As<Napi::Array>().Get(i), "currents" + index);
+    RV_CHECK(shadow.length == current.length, "ERR_SHAPE",
+             "Expected currents" + index + " as long as shadows" + index + " (" + std::to_string(shadow.length) + ")");
+    tensors.push_back({shadow.data, current.data, static_cast<int64_t>(shadow.length)});
   }
   return [decay, tensors] { cpu::ema_update(decay, tensors); };
 }
@@ -286,10 +274,8 @@ Work parse_ema_update(const Napi::Object& o) {
 // blocks: [{ k3, k3Grad, k1, k1Grad, t3, t1, outChannels, perOut }], weightDecay, loss: Float64Array(1) (written).
 Work parse_custom_l2(const Napi::Object& o) {
   const double weight_decay = get_number(o, "weightDecay", 0);
-  Napi::Value loss_value = o.Get("loss"), list = get_field(o, "blocks");
-  RV_CHECK(loss_value.IsTypedArray() && loss_value.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
-               loss_value.As<Napi::Float64Array>().ElementLength() >= 1,
-           "ERR_ARG_TYPE", "Expected a Float64Array of one value for loss");
+  double* loss = get_f64_result(o, "loss");
+  Napi::Value list = get_field(o, "blocks");
   RV_CHECK(list.IsArray(), "ERR_ARG_TYPE", "Expected an array for blocks");
   auto array = list.As<Napi::Array>();
   std::vector<CustomL2Block> blocks;
@@ -314,10 +300,14 @@ Work parse_custom_l2(const Napi::Object& o) {
     exact(t1, out, "t1");
     blocks.push_back({k3.data, k3_grad.data, k1.data, k1_grad.data, t3.data, t1.data, out, per_out});
   }
-  double* loss = loss_value.As<Napi::Float64Array>().Data();
   return [weight_decay, blocks, loss] { *loss = cpu::custom_l2(weight_decay, blocks); };
 }
 
+// options: { maxFreeBytes }. Makes glibc's allocator serve allocations up to 64 MB from its heap and keep up to
+// maxFreeBytes of freed heap memory instead of returning it to the kernel (mallopt). A training step allocates and
+// frees the same few hundred MB of ArrayBuffers every step; by default the large ones are mmapped and unmapped each
+// time, so every output is page-faulted in (zero-filled by the kernel) again: 10% of a step of the default network.
+// Process-wide and permanent; a no-op without glibc.
 Work parse_retain_freed_memory(const Napi::Object& o) {
   const double max_free = get_number(o, "maxFreeBytes", 1 << 30);
   RV_CHECK(max_free >= 0 && max_free <= 1e15, "ERR_ARG_VALUE", "maxFreeBytes must be a byte count");
@@ -415,10 +405,10 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
     require_length(input, input_count, "input");
     require_length(output, batch * program->spec().classes, "output");
     // Checked here, on the compute thread, rather than in JavaScript: a batch's scan would otherwise block the loop.
-    const std::string input_name = get_string(o, "inputName", "input");
+    // indexOffset: where this chunk starts in the caller's input, so the error names the index the caller sees.
     const auto index_offset = static_cast<int64_t>(get_number(o, "indexOffset", 0));
     return [=] {
-      require_finite(input.data, input_count, input_name, index_offset);
+      require_finite(input.data, input_count, "input", index_offset);
       program->run(batch, height, width, input.data, output.data);
     };
   }

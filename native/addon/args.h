@@ -21,12 +21,24 @@ inline Napi::Value get_field(const Napi::Object& obj, const char* name) {
   return obj.Get(name);
 }
 
-inline F32View get_f32(const Napi::Object& obj, const char* name) {
-  Napi::Value v = get_field(obj, name);
+// A value that must be a Float32Array (an option field or an array element), named in the error.
+inline F32View as_f32(const Napi::Value& v, const std::string& name) {
   RV_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array, "ERR_ARG_TYPE",
-           std::string("Expected a Float32Array for ") + name);
+           "Expected a Float32Array for " + name);
   auto array = v.As<Napi::Float32Array>();
   return {array.Data(), array.ElementLength()};
+}
+
+inline F32View get_f32(const Napi::Object& obj, const char* name) { return as_f32(get_field(obj, name), name); }
+
+// The first value of a Float64Array option into which an op writes one double result (a loss).
+inline double* get_f64_result(const Napi::Object& obj, const char* name) {
+  Napi::Value v = get_field(obj, name);
+  RV_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array, "ERR_ARG_TYPE",
+           std::string("Expected a Float64Array for ") + name);
+  auto array = v.As<Napi::Float64Array>();
+  RV_CHECK(array.ElementLength() >= 1, "ERR_SHAPE", std::string(name) + " must hold one value");
+  return array.Data();
 }
 
 // An optional Float32Array: missing/undefined/null gives an empty view.
