@@ -325,14 +325,17 @@ Work parse_retain_freed_memory(const Napi::Object& o) {
 cpu::ProgramSpec parse_program(const Napi::Object& o) {
   cpu::ProgramSpec spec;
   const std::string precision = get_string(o, "precision", "fp32");
-  RV_CHECK(precision == "fp32" || precision == "bf16", "ERR_ARG_VALUE", "precision must be fp32 or bf16, got " + precision);
-  spec.precision = precision == "bf16" ? cpu::Precision::bf16 : cpu::Precision::fp32;
+  RV_CHECK(precision == "fp32" || precision == "bf16" || precision == "int8", "ERR_ARG_VALUE", "precision must be fp32, bf16 or int8, got " + precision);
+  spec.precision = precision == "bf16" ? cpu::Precision::bf16 : precision == "int8" ? cpu::Precision::int8 : cpu::Precision::fp32;
   const std::string algorithm = get_string(o, "convAlgorithm", "auto");
   RV_CHECK(algorithm == "auto" || algorithm == "direct" || algorithm == "winograd", "ERR_ARG_VALUE", "convAlgorithm must be auto, direct or winograd");
   spec.conv_algorithm = algorithm == "direct" ? cpu::ConvAlgorithm::direct
                         : algorithm == "winograd" ? cpu::ConvAlgorithm::winograd
                                                   : cpu::ConvAlgorithm::auto_measure;
   parse_network(o, spec);
+  for (size_t i = 0; i < spec.steps.size(); i++)
+    RV_CHECK(!spec.steps[i].conv.int8 || spec.precision == cpu::Precision::int8, "ERR_ARG_VALUE",
+             "steps[" + std::to_string(i) + "] is an int8 conv but the program's precision is " + precision);
   return spec;
 }
 

@@ -32,6 +32,8 @@ cuda::ProgramSpec parse_program(const Napi::Object& o) {
   spec.cuda_graph = get_bool(o, "cudaGraph");
   spec.device = static_cast<int>(get_number(o, "device", 0));
   parse_network(o, spec);
+  for (const StepSpec& step : spec.steps)
+    RV_CHECK(!step.conv.int8, "ERR_ARG_VALUE", "int8 convolutions run on the cpu backend only");
   return spec;
 }
 

@@ -26,6 +26,15 @@ inline StepSpec parse_step(const Napi::Object& o) {
     c.weight = copy_f32(o, "weight");
     c.bias = copy_optional_f32(o, "bias");
     c.relu = get_bool(o, "relu");
+    Napi::Value quant = o.Get("int8");
+    if (!quant.IsUndefined()) {
+      RV_CHECK(quant.IsObject(), "ERR_ARG_TYPE", "Expected an object { inputScale, weightScales, outputScale } for int8");
+      auto q = quant.As<Napi::Object>();
+      c.int8 = true;
+      c.input_scale = static_cast<float>(get_number(q, "inputScale", 0));
+      c.output_scale = static_cast<float>(get_number(q, "outputScale", 0));
+      c.weight_scales = copy_f32(q, "weightScales");
+    }
   } else if (kind == "batchnorm") {
     step.kind = StepKind::batchnorm;
     auto& b = step.bn;

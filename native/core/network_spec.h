@@ -17,6 +17,13 @@ struct ConvStepSpec {
   std::vector<float> weight;  // (out_channels, in_channels / groups, kernel, kernel)
   std::vector<float> bias;    // (out_channels) or empty
   bool relu = false;
+  // int8 convolution (CPU int8 programs): the input is read as u8 with x = input_scale * q (it is quantized first
+  // when the buffer holds float32), weight holds integers in [-127, 127] with w = weight_scales[oc] * q, s32
+  // accumulation; the output is u8 with y = output_scale * q (after ReLU, so never negative), or float32 when
+  // output_scale is 0. bias stays in real units.
+  bool int8 = false;
+  float input_scale = 0, output_scale = 0;
+  std::vector<float> weight_scales;  // (out_channels)
 };
 
 struct BatchNormStepSpec {
@@ -60,6 +67,23 @@ struct NetworkSpec {
   std::vector<float> head_weight, head_bias;  // (classes, features), (classes)
 };
 
+// The quantization parameters of an int8 conv: positive finite scales, integer weights in [-127, 127], an
+// output that can be u8 only after a ReLU.
+inline void validate_int8_conv(const ConvStepSpec& c) {
+  auto positive = [](float v) { return v > 0 && v < 3.0e38f; };
+  RV_CHECK(positive(c.input_scale), "ERR_ARG_VALUE", "int8 conv: inputScale must be positive and finite, got " + std::to_string(c.input_scale));
+  RV_CHECK(c.output_scale == 0 || (positive(c.output_scale) && c.relu), "ERR_ARG_VALUE",
+           "int8 conv: outputScale must be 0 (float32 output) or positive after a ReLU, got " + std::to_string(c.output_scale));
+  RV_CHECK(static_cast<int64_t>(c.weight_scales.size()) == c.out_channels, "ERR_SHAPE",
+           "int8 conv: weightScales has " + std::to_string(c.weight_scales.size()) + " values for " + std::to_string(c.out_channels) + " output channels");
+  for (float s : c.weight_scales) RV_CHECK(positive(s), "ERR_ARG_VALUE", "int8 conv: weight scales must be positive and finite, got " + std::to_string(s));
+  for (size_t i = 0; i < c.weight.size(); i++) {
+    const float q = c.weight[i];
+    RV_CHECK(q >= -127 && q <= 127 && q == static_cast<float>(static_cast<int>(q)), "ERR_ARG_VALUE",
+             "int8 conv: weight[" + std::to_string(i) + "] = " + std::to_string(q) + " is not an integer in [-127, 127]");
+  }
+}
+
 // Checks buffer indices and that every weight's size matches its step; throws NativeError otherwise.
 inline void validate_network(const NetworkSpec& spec) {
   RV_CHECK(spec.num_buffers >= 1, "ERR_ARG_VALUE", "a program needs at least one buffer");
@@ -82,6 +106,7 @@ inline void validate_network(const NetworkSpec& spec) {
                  "conv weight size does not match its shape");
         RV_CHECK(c.bias.empty() || static_cast<int64_t>(c.bias.size()) == c.out_channels, "ERR_SHAPE",
                  "conv bias size does not match its channels");
+        if (c.int8) validate_int8_conv(c);
         break;
       }
       case StepKind::batchnorm:

@@ -111,6 +111,8 @@ class Plan {
 
  private:
   void compile_conv(int index, const ConvStepSpec& c);
+  void compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64_t ow);
+  void require_float(int buffer, const std::string& what) const;
   void compile_batchnorm(const BatchNormStepSpec& b);
   void compile_add(const AddStepSpec& a);
   void compile_se(const SeStepSpec& s);
@@ -174,6 +176,12 @@ Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width
   });
 }
 
+// Steps other than int8 convs read float activations: an int8 conv that feeds them must output float32.
+void Plan::require_float(int buffer, const std::string& what) const {
+  RV_CHECK(buffer_mds_[buffer].is_zero() || buffer_mds_[buffer].data_type() != dt::u8, "ERR_ARG_VALUE",
+           what + " reads the int8 activations of buffer " + std::to_string(buffer) + ": the int8 conv before it must output float32 (outputScale 0)");
+}
+
 void Plan::compile_conv(int index, const ConvStepSpec& c) {
   RV_CHECK(buffer_channels_[c.src] == c.in_channels, "ERR_SHAPE",
            "conv step " + std::to_string(index) + " expects " + std::to_string(c.in_channels) + " input channels but its buffer holds " +
@@ -181,6 +189,8 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   const int64_t h = buffer_height_[c.src], w = buffer_width_[c.src];
   const int64_t oh = (h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (w + 2 * c.pad - c.kernel) / c.stride + 1;
   RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for conv step " + std::to_string(index));
+  if (c.int8) return compile_conv_int8(index, c, oh, ow);
+  require_float(c.src, "conv step " + std::to_string(index));
   const bool src_known = !buffer_mds_[c.src].is_zero();
   const md_t src_md = src_known ? buffer_mds_[c.src] : md_t({batch_, c.in_channels, h, w}, act_type_, tag::any);
   const dims w_dims = c.groups == 1 ? dims{c.out_channels, c.in_channels, c.kernel, c.kernel}
@@ -238,7 +248,71 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   buffer_width_[c.dst] = ow;
 }
 
+// u8 activations (x = input_scale * q) times s8 weights (w = weight_scales[oc] * q) accumulate exactly in s32; oneDNN
+// 2.6 adds the bias to that sum and then multiplies by the per-channel output scale, so the bias goes in in
+// accumulator units, b / (input_scale * weight_scales[oc]), and the output scale is input_scale * weight_scales[oc] /
+// output_scale for a u8 output (rounded to nearest, saturated) or input_scale * weight_scales[oc] for float32. A
+// float32 input is quantized first by a reorder (scale 1 / input_scale) into memory of this step's own.
+void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64_t ow) {
+  const int64_t h = buffer_height_[c.src], w = buffer_width_[c.src];
+  RV_CHECK(!buffer_mds_[c.src].is_zero(), "ERR_ARG_VALUE",
+           "int8 conv step " + std::to_string(index) + " reads the network input: its first layer must run in float32");
+  const md_t held = buffer_mds_[c.src];
+  const bool quantize_input = held.data_type() != dt::u8;
+  const md_t src_md = quantize_input ? md_t({batch_, c.in_channels, h, w}, dt::u8, tag::any) : held;
+  const dims w_dims = c.groups == 1 ? dims{c.out_channels, c.in_channels, c.kernel, c.kernel}
+                                    : dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel, c.kernel};
+  const bool u8_out = c.output_scale > 0;
+  const md_t dst_any({batch_, c.out_channels, oh, ow}, u8_out ? dt::u8 : dt::f32, tag::any);
+  std::vector<float> output_scales(c.out_channels);
+  memory bias(plain_f32({c.out_channels}), engine());
+  auto* bias_acc = static_cast<float*>(bias.get_data_handle());
+  for (int64_t oc = 0; oc < c.out_channels; oc++) {
+    const double acc_scale = static_cast<double>(c.input_scale) * c.weight_scales[oc];
+    output_scales[oc] = static_cast<float>(u8_out ? acc_scale / c.output_scale : acc_scale);
+    bias_acc[oc] = c.bias.empty() ? 0.f : static_cast<float>(c.bias[oc] / acc_scale);
+  }
+  dnnl::primitive_attr attr = relu_attr(c.relu);
+  attr.set_output_scales(1 << 1 /* per output channel of (n, oc, h, w) */, output_scales);
+  const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
+                                    md_t(w_dims, dt::s8, tag::any), plain_f32({c.out_channels}), dst_any, strides, pads, pads);
+  dnnl::convolution_forward::primitive_desc pd(d, attr, engine());
+  memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(c.weight.data()));  // integer values: exact in s8
+  memory weights(pd.weights_desc(), engine());
+  dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
+  stream().wait();
+
+  Exec exec;
+  exec.prim = dnnl::convolution_forward(pd);
+  exec.conv_step = index;
+  if (quantize_input) {
+    memory quantized(pd.src_desc(), engine());
+    dnnl::primitive_attr scale_attr;
+    scale_attr.set_output_scales(0, {1.f / c.input_scale});
+    Exec quantize;
+    quantize.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), held, engine(), pd.src_desc(), scale_attr));
+    quantize.buffer_args.push_back({DNNL_ARG_FROM, c.src, held});
+    quantize.fixed_args.emplace(DNNL_ARG_TO, quantized);
+    execs_.push_back(std::move(quantize));
+    exec.fixed_args.emplace(DNNL_ARG_SRC, quantized);
+  } else {
+    RV_CHECK(pd.src_desc() == held, "ERR_BACKEND", "int8 conv step " + std::to_string(index) + " wants its input in another layout");
+    exec.buffer_args.push_back({DNNL_ARG_SRC, c.src, held});
+  }
+  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd.dst_desc()});
+  exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, weights);
+  exec.fixed_args.emplace(DNNL_ARG_BIAS, bias);
+  report_.convs.push_back({index, "int8", pd.impl_info_str(), -1, -1});
+  execs_.push_back(std::move(exec));
+  buffer_mds_[c.dst] = pd.dst_desc();
+  buffer_channels_[c.dst] = c.out_channels;
+  buffer_height_[c.dst] = oh;
+  buffer_width_[c.dst] = ow;
+}
+
 void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
+  require_float(b.src, "batch norm");
   const md_t src_md = buffer_md(b.src, "batch norm");
   RV_CHECK(buffer_channels_[b.src] == b.channels, "ERR_SHAPE", "batch norm over " + std::to_string(b.channels) + " channels reads a buffer of " + std::to_string(buffer_channels_[b.src]));
   auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
@@ -260,6 +334,8 @@ void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
 }
 
 void Plan::compile_add(const AddStepSpec& a) {
+  require_float(a.a, "add");
+  require_float(a.b, "add");
   const md_t a_md = buffer_md(a.a, "add");
   const md_t b_md = buffer_md(a.b, "add");
   RV_CHECK(a_md.dims() == b_md.dims(), "ERR_SHAPE", "add of buffers with different shapes");
@@ -288,6 +364,7 @@ void Plan::compile_add(const AddStepSpec& a) {
 }
 
 void Plan::compile_se(const SeStepSpec& s) {
+  require_float(s.buf, "squeeze-excitation");
   const md_t x_md = buffer_md(s.buf, "squeeze-excitation");
   const int64_t n = batch_, c = s.channels, r = s.internal;
   RV_CHECK(buffer_channels_[s.buf] == c, "ERR_SHAPE", "squeeze-excitation over " + std::to_string(c) + " channels reads a buffer of " + std::to_string(buffer_channels_[s.buf]));
@@ -322,6 +399,7 @@ void Plan::compile_se(const SeStepSpec& s) {
 }
 
 void Plan::compile_head() {
+  require_float(spec_.head_src, "the classifier");
   const md_t x_md = buffer_md(spec_.head_src, "classifier");
   const int64_t n = batch_, c = spec_.features, k = spec_.classes;
   RV_CHECK(buffer_channels_[spec_.head_src] == c, "ERR_SHAPE", "classifier expects " + std::to_string(c) + " features but its buffer holds " + std::to_string(buffer_channels_[spec_.head_src]));

@@ -19,7 +19,9 @@
 
 namespace repvgg::cpu {
 
-enum class Precision { fp32, bf16 };
+// int8: the conv steps marked int8 run u8 x s8 -> s32 with fused bias and ReLU (see ConvStepSpec); every other
+// step, the first layer and the head run in float32.
+enum class Precision { fp32, bf16, int8 };
 // How 3x3 stride-1 convolutions pick their algorithm: measure both (auto), or force one.
 enum class ConvAlgorithm { auto_measure, direct, winograd };
 
@@ -31,7 +33,7 @@ struct ProgramSpec : NetworkSpec {
 // What one compiled conv step ended up using, for reports.
 struct ConvChoice {
   int step = 0;
-  std::string algorithm;       // "direct" or "winograd"
+  std::string algorithm;       // "direct", "winograd" or "int8"
   std::string implementation;  // oneDNN's implementation name, e.g. "jit:avx512_core"
   double direct_ms = -1, winograd_ms = -1;  // measured times (-1 = not measured)
 };
