@@ -11,10 +11,14 @@ import { checkFinite, checkPositiveInt, checkTensor } from './ops/check.js';
 import { BN_EPS, deployedModelFromState } from './reparam/reparam.js';
 import type { DeployedModel, SEWeights } from './reparam/types.js';
 import type { HostTensor, StateDict } from './tensor.js';
+import { checkQuantizationFits, integerWeights, type ModelQuantization } from './quant/params.js';
 import { checkWeights, detectForm } from './io/weights.js';
 
-/** fp32 everywhere; bf16 on the CPU (AVX512-BF16/AMX); fp16 on CUDA (NHWC, tensor cores). */
-export type Precision = 'fp32' | 'bf16' | 'fp16';
+/**
+ * fp32 everywhere; bf16 on the CPU (AVX512-BF16/AMX); int8 on the CPU (calibrated layers, see lib/quant); fp16 on
+ * CUDA (NHWC, tensor cores).
+ */
+export type Precision = 'fp32' | 'bf16' | 'int8' | 'fp16';
 export type ConvAlgorithm = 'auto' | 'direct' | 'winograd';
 export type BackendName = 'cpu' | 'cuda' | 'auto';
 
@@ -22,10 +26,16 @@ export interface NetworkOptions {
   /** 'cpu' (oneDNN), 'cuda' (cuDNN) or 'auto' (CUDA when it can run here, else CPU). Default 'auto'. */
   backend?: BackendName;
   /**
-   * 'fp32' (default); 'bf16' on the CPU (bfloat16 activations and weights, float32 accumulation); 'fp16' on
-   * CUDA (half NHWC activations and weights on tensor cores, float32 accumulation).
+   * 'fp32' (default); 'bf16' on the CPU (bfloat16 activations and weights, float32 accumulation); 'int8' on the
+   * CPU (needs `quantization`); 'fp16' on CUDA (half NHWC activations and weights on tensor cores, float32
+   * accumulation).
    */
   precision?: Precision;
+  /**
+   * The int8 calibration of the deployed weights (LoadedWeights.quantization, or quantizeModel's result); needed by
+   * precision 'int8', whose calibrated layers then run u8 x s8 (the others, the first layer and the head in float32).
+   */
+  quantization?: ModelQuantization;
   /** CUDA only: capture each input shape's whole forward as a CUDA graph and replay it. */
   cudaGraph?: boolean;
   /** 3x3 stride-1 conv algorithm: 'auto' measures direct vs Winograd per layer (default), or force one. */
@@ -56,15 +66,37 @@ export interface StepProgram {
   headSrc: number;
 }
 
-/** Native program for the deployed form: layer i reads buffer i % 2 and writes the other one. */
-export function deployedProgram(model: DeployedModel): StepProgram {
+/**
+ * The int8 fields of a deployed layer's conv step: integer weights, its scales, and a u8 output (on the next
+ * layer's input scale) when the next layer is int8 too and reads this one's ReLU output directly; float32 otherwise.
+ */
+function int8Conv(model: DeployedModel, index: number, quantization: ModelQuantization): object | undefined {
+  const layer = model.layers[index]!;
+  const q = quantization.get(layer.name);
+  if (!q) return undefined;
+  const next = model.layers[index + 1];
+  const nextQ = next && quantization.get(next.name);
+  const outputScale = nextQ && layer.se === undefined ? nextQ.inputScale : 0;
+  return {
+    weight: integerWeights(layer.weight, q.weightScales),
+    int8: { inputScale: q.inputScale, weightScales: q.weightScales, outputScale },
+  };
+}
+
+/**
+ * Native program for the deployed form: layer i reads buffer i % 2 and writes the other one. With quantization,
+ * the layers it names become int8 convs (see int8Conv).
+ */
+export function deployedProgram(model: DeployedModel, quantization?: ModelQuantization): StepProgram {
   const steps: object[] = [];
+  if (quantization) checkQuantizationFits(model, quantization);
   model.layers.forEach((layer, i) => {
     const src = i % 2;
     const dst = 1 - src;
     steps.push({
       kind: 'conv', src, dst, inChannels: layer.inChannels, outChannels: layer.outChannels, kernel: 3, stride: layer.stride,
       pad: 1, groups: layer.groups, weight: layer.weight, bias: layer.bias, relu: layer.se === undefined,
+      ...(quantization && int8Conv(model, i, quantization)),
     });
     if (layer.se) steps.push(seStep(dst, layer.outChannels, layer.se, true));
   });
@@ -140,7 +172,7 @@ export class RepVGGNetwork {
       throw new ArgumentValueError(`Expected cudaGraph only with the cuda backend but the network runs on ${this.backend}`);
     }
     const precision = options.precision ?? 'fp32';
-    const precisions: Record<'cpu' | 'cuda', Precision[]> = { cpu: ['fp32', 'bf16'], cuda: ['fp32', 'fp16'] };
+    const precisions: Record<'cpu' | 'cuda', Precision[]> = { cpu: ['fp32', 'bf16', 'int8'], cuda: ['fp32', 'fp16'] };
     if (!precisions[this.backend].includes(precision)) {
       throw new ArgumentValueError(
         `Expected ${precisions[this.backend].map((p) => `'${p}'`).join(' or ')} for precision on the ${this.backend} backend but received ${describeValue(precision)}`,
@@ -172,13 +204,23 @@ export class RepVGGNetwork {
     const form = detectForm(state);
     checkWeights(spec, state, form);
     if (form === 'deploy') return RepVGGNetwork.fromDeployed(deployedModelFromState(spec, state), options);
+    if (options.precision === 'int8') {
+      throw new ArgumentValueError("Expected deployed weights calibrated by repvgg quantize for precision 'int8' but received training-time weights");
+    }
     const linear = { weight: state.get('linear.weight')!.data, bias: state.get('linear.bias')!.data };
     return new RepVGGNetwork(spec, 'train', trainProgram(spec, state), linear, options);
   }
 
   /** A network running the deployed (re-parameterized) form. */
   static fromDeployed(model: DeployedModel, options: NetworkOptions = {}): RepVGGNetwork {
-    return new RepVGGNetwork(model.spec, 'deploy', deployedProgram(model), { weight: model.linearWeight, bias: model.linearBias }, options);
+    const int8 = options.precision === 'int8';
+    if (int8 && (options.quantization === undefined || options.quantization.size === 0)) {
+      throw new ArgumentValueError(
+        "Expected calibrated weights for precision 'int8' (run repvgg quantize, or pass quantization) but the weights carry no int8 scales",
+      );
+    }
+    const program = deployedProgram(model, int8 ? options.quantization : undefined);
+    return new RepVGGNetwork(model.spec, 'deploy', program, { weight: model.linearWeight, bias: model.linearBias }, options);
   }
 
   #live(): NativeProgram {

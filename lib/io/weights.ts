@@ -22,6 +22,7 @@ import { toOfficialKeys, withKeyStyle, type KeyStyle } from './keys.js';
 import { isPthHead, readPth } from './pth.js';
 import { checkWeightValues } from './weight-values.js';
 import { readStateDict, writeSafetensors } from './safetensors.js';
+import { hasQuantization, takeQuantization, type ModelQuantization } from '../quant/params.js';
 
 /** Per-channel input normalization recorded in the metadata: x' = (x * scale - mean) / std; ImageNet's by default. */
 export interface InputNormalization {
@@ -170,6 +171,8 @@ export interface LoadedWeights {
   fileFormat: WeightsFileFormat;
   /** The key naming the file used. */
   keyStyle: KeyStyle;
+  /** The int8 calibration written by `repvgg quantize` (taken out of state), when the file has one. */
+  quantization?: ModelQuantization;
 }
 
 export type WeightsFileFormat = 'safetensors' | 'pth';
@@ -225,12 +228,13 @@ export function identifyOfficialArch(state: StateDict, form: WeightForm, path: s
  */
 export async function loadWeights(path: string, arch?: string, argName = '--weights'): Promise<LoadedWeights> {
   const { state, metadata, fileFormat, keyStyle } = await readWeightsFile(path, argName);
+  const quantization = hasQuantization(state) ? takeQuantization(state, path) : undefined;
   const form = detectForm(state);
   const knowsArch = arch !== undefined || metadata.repvgg_spec !== undefined || metadata.arch !== undefined;
   const spec = specFor(knowsArch ? arch : identifyOfficialArch(state, form, path), state, metadata, path);
   checkWeights(spec, state, form);
   checkWeightValues(state, path);
-  return { spec, form, state, metadata, fileFormat, keyStyle };
+  return { spec, form, state, metadata, fileFormat, keyStyle, ...(quantization && { quantization }) };
 }
 
 export interface SaveWeightsOptions {
@@ -240,6 +244,8 @@ export interface SaveWeightsOptions {
   keyStyle?: KeyStyle;
   /** Class names in index order (metadata `class_names`), e.g. from image-folder training. */
   classNames?: readonly string[];
+  /** More metadata fields (e.g. the int8 calibration's method and report). */
+  extraMetadata?: Record<string, string>;
 }
 
 /** Writes a state dict with this library's metadata, atomically. */
@@ -253,5 +259,6 @@ export async function saveWeights(
 ): Promise<void> {
   const metadata = weightsMetadata(spec, form, options.normalization ?? IMAGENET_NORMALIZATION);
   if (options.classNames !== undefined) metadata.class_names = JSON.stringify(options.classNames);
+  Object.assign(metadata, options.extraMetadata);
   await writeSafetensors(path, withKeyStyle(state, options.keyStyle ?? 'official'), metadata, argName);
 }

@@ -6,6 +6,7 @@ import { blocksOf, expectedWeights } from '../../lib/models/repvgg.js';
 import type { RepVGGSpec } from '../../lib/models/repvgg.js';
 import type { DeployedModel } from '../../lib/reparam/types.js';
 import type { HostTensor, StateDict } from '../../lib/tensor.js';
+import { ACTIVATION_QMAX, integerWeights, quantizeValue, type ModelQuantization } from '../../lib/quant/params.js';
 
 /** A dense row-major float64 tensor: what every reference op returns. */
 export interface RefTensor {
@@ -415,6 +416,36 @@ export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, 
   for (const layer of model.layers) {
     const kernel = { data: layer.weight, shape: [layer.outChannels, layer.inChannels / layer.groups, 3, 3] };
     let y = conv2dRef(act, kernel, layer.bias, { stride: layer.stride, pad: 1, groups: layer.groups });
+    const se = layer.se;
+    if (se !== undefined) y = seRef(y, se.downWeight, se.downBias, se.upWeight, se.upBias);
+    act = reluRef(y);
+  }
+  const { numClasses } = model.spec;
+  const linearWeight = { data: model.linearWeight, shape: [numClasses, model.linearWeight.length / numClasses] };
+  return classify(act, linearWeight, model.linearBias);
+}
+
+/**
+ * The deployed network with int8 layers, in float64: each layer named in quantization rounds its input to u8
+ * (q = clamp(round(x / inputScale), 0, 255)) and computes with its integer weights dequantized
+ * (weightScales[oc] * q), i.e. inputScale * weightScales[oc] * sum(q_x q_w) + bias exactly; every other layer, the
+ * SE blocks and the head as modelDeployRef. A layer whose u8 output feeds an int8 layer is rounded by that layer,
+ * on its input scale, which is where the native program rounds it too.
+ */
+export function modelInt8Ref(model: DeployedModel, quantization: ModelQuantization, x: HostTensor /* [N, C, H, W] */): ModelOutput {
+  let act = inputOf(model.spec, x);
+  for (const layer of model.layers) {
+    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
+    const q = quantization.get(layer.name);
+    let input: RefTensor = act;
+    let weight: DenseArray = { data: layer.weight, shape };
+    if (q) {
+      input = { data: act.data.map((v) => q.inputScale * quantizeValue(v, q.inputScale, 0, ACTIVATION_QMAX)), shape: act.shape };
+      const perChannel = layer.weight.length / layer.outChannels;
+      const integers = integerWeights(layer.weight, q.weightScales);
+      weight = { data: Float64Array.from(integers, (v, i) => v * (q.weightScales[Math.floor(i / perChannel)] as number)), shape };
+    }
+    let y = conv2dRef(input, weight, layer.bias, { stride: layer.stride, pad: 1, groups: layer.groups });
     const se = layer.se;
     if (se !== undefined) y = seRef(y, se.downWeight, se.downBias, se.upWeight, se.upBias);
     act = reluRef(y);

@@ -1,0 +1,326 @@
+// Post-training INT8 calibration of a deployed RepVGG (`repvgg quantize`): runs calibration images through the
+// network layer by layer, twice — the float32 network and the network as int8 will compute it — and for each
+// layer chooses
+//   - per-output-channel weight scales minimizing the weights' squared rounding+clipping error (a grid of clip
+//     ratios per channel: RepVGG's re-parameterized kernels have a few large taps, and clipping them can pay),
+//   - the input scale minimizing the expected squared error of quantizing the layer's input as the int8 network
+//     produces it (histogram; clipping error of the values above the clip + uniform rounding noise below),
+//   - a bias correction: the per-channel mean, over the calibration set, of what quantization shifted the layer's
+//     pre-activation output by (this layer's error and every earlier one's), subtracted from the bias.
+// It reports the signal-to-quantization-noise ratio (SQNR) per layer: of the layer alone (float input quantized)
+// and of the network so far (int8 path vs float path at this layer's output), and at the logits.
+// Not for: the file layout or the shared rounding rules (params.ts), running int8 (lib/engine.ts, native).
+
+import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
+import { conv2d } from '../ops/conv.js';
+import type { DeployedLayer, DeployedModel, SEWeights } from '../reparam/types.js';
+import type { HostTensor } from '../tensor.js';
+import {
+  ACTIVATION_QMAX,
+  WEIGHT_QMAX,
+  dequantizedWeights,
+  integerWeights,
+  quantizeValue,
+  type LayerQuantization,
+} from './params.js';
+
+export interface CalibrationOptions {
+  /** Layer names (e.g. 'stage4.0') to keep in float32; the first layer always is (its input is signed). */
+  keep?: readonly string[];
+  /** Called after each layer with (layers done, layers in all). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface LayerCalibration {
+  readonly name: string;
+  readonly precision: 'int8' | 'fp32';
+  /** SQNR in dB of this layer alone: its float input quantized on its scale, its int8 weights, corrected bias. */
+  readonly layerSqnrDb?: number;
+  /** SQNR in dB of the int8 network's output of this layer against the float network's. */
+  readonly networkSqnrDb: number;
+  readonly inputScale?: number;
+  /** Share of this layer's input values above the chosen clip (saturated to 255). */
+  readonly clippedFraction?: number;
+}
+
+export interface CalibrationResult {
+  /** The model with int8 layers' weights on their grid (dequantized) and bias-corrected biases. */
+  readonly model: DeployedModel;
+  readonly quantization: Map<string, LayerQuantization>;
+  readonly layers: readonly LayerCalibration[];
+  /** SQNR in dB of the int8 logits against the float logits on the calibration images. */
+  readonly logitsSqnrDb: number;
+  /** Share of calibration images whose top-1 class is the same in int8 and float. */
+  readonly top1Agreement: number;
+  readonly images: number;
+}
+
+/** The method recorded in the file's metadata. */
+export const CALIBRATION_METHOD =
+  'per-output-channel symmetric s8 weights (MSE clip search), u8 activations (histogram MSE clip), empirical bias correction';
+
+/** 10 log10(sum ref^2 / sum (ref - test)^2); Infinity when they are equal. */
+export function sqnrDb(ref: ArrayLike<number>, test: ArrayLike<number>): number {
+  let signal = 0;
+  let noise = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const r = ref[i] as number;
+    const d = r - (test[i] as number);
+    signal += r * r;
+    noise += d * d;
+  }
+  return noise === 0 ? Number.POSITIVE_INFINITY : 10 * Math.log10(signal / noise);
+}
+
+/** Squared error of representing values on the symmetric grid scale * [-127, 127]. */
+export function weightQuantizationError(values: ArrayLike<number>, scale: number): number {
+  let error = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] as number;
+    const d = v - scale * quantizeValue(v, scale, -WEIGHT_QMAX, WEIGHT_QMAX);
+    error += d * d;
+  }
+  return error;
+}
+
+/** Clip ratios tried per weight channel: max|w| * r / 127 for r = 0.50, 0.51, ..., 1.00. */
+const WEIGHT_CLIP_RATIOS = Array.from({ length: 51 }, (_, i) => 0.5 + i / 100);
+
+/** The scale among max|w| * r / 127 (r in WEIGHT_CLIP_RATIOS) with the least weightQuantizationError. */
+export function chooseWeightScale(values: ArrayLike<number>): number {
+  let maxAbs = 0;
+  for (let i = 0; i < values.length; i++) maxAbs = Math.max(maxAbs, Math.abs(values[i] as number));
+  if (maxAbs === 0) return 1; // an all-zero channel: any scale represents it exactly
+  let best = { scale: maxAbs / WEIGHT_QMAX, error: Number.POSITIVE_INFINITY };
+  for (const ratio of WEIGHT_CLIP_RATIOS) {
+    const scale = (maxAbs * ratio) / WEIGHT_QMAX;
+    const error = weightQuantizationError(values, scale);
+    if (error < best.error) best = { scale, error };
+  }
+  return best.scale;
+}
+
+/** A histogram of non-negative activations: exact zeros counted apart (they quantize exactly), the rest in bins. */
+export interface ActivationHistogram {
+  readonly max: number;
+  readonly zeros: number;
+  readonly counts: Float64Array; // [bins] over (0, max]
+}
+
+const HISTOGRAM_BINS = 2048;
+
+export function activationHistogram(values: Float32Array, bins = HISTOGRAM_BINS): ActivationHistogram {
+  let max = 0;
+  for (let i = 0; i < values.length; i++) max = Math.max(max, values[i] as number);
+  const counts = new Float64Array(bins);
+  let zeros = 0;
+  const perUnit = max > 0 ? bins / max : 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] as number;
+    if (v <= 0) zeros++;
+    else {
+      const bin = Math.min(bins - 1, Math.floor(v * perUnit));
+      counts[bin] = (counts[bin] as number) + 1;
+    }
+  }
+  return { max, zeros, counts };
+}
+
+/**
+ * Expected squared error of quantizing the histogram's values to clip / 255 * [0, 255]: values above clip lose
+ * (v - clip)^2 (v at its bin's center), values in (0, clip] carry uniform rounding noise step^2 / 12, zeros none.
+ */
+export function activationClipError(h: ActivationHistogram, clip: number): number {
+  const bins = h.counts.length;
+  const width = h.max / bins;
+  const step = clip / ACTIVATION_QMAX;
+  let error = 0;
+  for (let b = 0; b < bins; b++) {
+    const count = h.counts[b] as number;
+    if (count === 0) continue;
+    const center = (b + 0.5) * width;
+    error += center > clip ? count * (center - clip) ** 2 : (count * step * step) / 12;
+  }
+  return error;
+}
+
+/** The input scale clip / 255 whose clip, among max * k / 256 for k = 32..256, has the least activationClipError. */
+export function chooseActivationScale(h: ActivationHistogram): number {
+  if (h.max === 0) return 1; // all zeros: any scale represents them exactly
+  let best = { clip: h.max, error: Number.POSITIVE_INFINITY };
+  for (let k = 32; k <= 256; k++) {
+    const clip = (h.max * k) / 256;
+    const error = activationClipError(h, clip);
+    if (error < best.error) best = { clip, error };
+  }
+  return best.clip / ACTIVATION_QMAX;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The layer-by-layer pass
+
+function fakeQuantize(x: HostTensor, scale: number): { tensor: HostTensor; clipped: number } {
+  let clipped = 0;
+  const limit = ACTIVATION_QMAX + 0.5; // in steps: values rounding to above 255 saturate
+  const data = x.data.map((v) => {
+    if (v / scale > limit) clipped++;
+    return scale * quantizeValue(v, scale, 0, ACTIVATION_QMAX);
+  });
+  return { tensor: { shape: x.shape, data }, clipped: clipped / Math.max(1, x.data.length) };
+}
+
+/** Per output channel: mean over (n, h, w) of a - b, for [N, C, H, W] tensors. */
+function channelMeanDifference(a: HostTensor, b: HostTensor): Float64Array {
+  const [n, c, h, w] = a.shape as [number, number, number, number];
+  const plane = h * w;
+  const sums = new Float64Array(c);
+  for (let image = 0; image < n; image++) {
+    for (let ch = 0; ch < c; ch++) {
+      const start = (image * c + ch) * plane;
+      let s = 0;
+      for (let i = start; i < start + plane; i++) s += (a.data[i] as number) - (b.data[i] as number);
+      sums[ch] = (sums[ch] as number) + s;
+    }
+  }
+  return sums.map((s) => s / (n * plane));
+}
+
+function subtractPerChannel(x: HostTensor, delta: Float64Array): void {
+  const [, c, h, w] = x.shape as [number, number, number, number];
+  const plane = h * w;
+  for (let i = 0; i < x.data.length; i++) x.data[i] = (x.data[i] as number) - (delta[Math.floor(i / plane) % c] as number);
+}
+
+/** x * sigmoid(up(relu(down(mean_hw(x))))) per (n, c), in place: the squeeze-excitation of a D2se block. */
+function applySe(x: HostTensor, se: SEWeights): void {
+  const [n, c, h, w] = x.shape as [number, number, number, number];
+  const plane = h * w;
+  const r = se.channels;
+  for (let image = 0; image < n; image++) {
+    const pooled = new Float64Array(c);
+    for (let ch = 0; ch < c; ch++) {
+      let s = 0;
+      for (let i = (image * c + ch) * plane, end = i + plane; i < end; i++) s += x.data[i] as number;
+      pooled[ch] = s / plane;
+    }
+    const hidden = new Float64Array(r);
+    for (let j = 0; j < r; j++) {
+      let s = se.downBias[j] as number;
+      for (let ch = 0; ch < c; ch++) s += (se.downWeight[j * c + ch] as number) * (pooled[ch] as number);
+      hidden[j] = Math.max(0, s);
+    }
+    for (let ch = 0; ch < c; ch++) {
+      let s = se.upBias[ch] as number;
+      for (let j = 0; j < r; j++) s += (se.upWeight[ch * r + j] as number) * (hidden[j] as number);
+      const gate = 1 / (1 + Math.exp(-s));
+      for (let i = (image * c + ch) * plane, end = i + plane; i < end; i++) x.data[i] = (x.data[i] as number) * gate;
+    }
+  }
+}
+
+/** What follows a layer's conv: SE (D2se) then ReLU, in place. */
+function activate(y: HostTensor, layer: DeployedLayer): HostTensor {
+  if (layer.se) applySe(y, layer.se);
+  for (let i = 0; i < y.data.length; i++) if ((y.data[i] as number) < 0) y.data[i] = 0;
+  return y;
+}
+
+/** Global average pooling and the classifier, in float64: [N, C, H, W] features -> [N, K] logits. */
+function logitsOf(model: DeployedModel, features: HostTensor): Float64Array {
+  const [n, c, h, w] = features.shape as [number, number, number, number];
+  const k = model.spec.numClasses;
+  const logits = new Float64Array(n * k);
+  for (let image = 0; image < n; image++) {
+    const pooled = new Float64Array(c);
+    for (let ch = 0; ch < c; ch++) {
+      let s = 0;
+      for (let i = (image * c + ch) * h * w, end = i + h * w; i < end; i++) s += features.data[i] as number;
+      pooled[ch] = s / (h * w);
+    }
+    for (let j = 0; j < k; j++) {
+      let s = model.linearBias[j] as number;
+      for (let ch = 0; ch < c; ch++) s += (model.linearWeight[j * c + ch] as number) * (pooled[ch] as number);
+      logits[image * k + j] = s;
+    }
+  }
+  return logits;
+}
+
+function argmaxRow(values: Float64Array, row: number, k: number): number {
+  let best = 0;
+  for (let j = 1; j < k; j++) if ((values[row * k + j] as number) > (values[row * k + best] as number)) best = j;
+  return best;
+}
+
+/**
+ * Calibrates int8 for every layer of model but the first (and those in options.keep) on images, float32 NCHW
+ * [N, C, H, W] normalized as the model expects (several hundred images is plenty; memory grows with N).
+ * @throws ShapeError for images that do not fit the model; ArgumentValueError for unknown names in keep.
+ * @example const { model: q, quantization, layers } = await calibrate(deployed, calibImages);
+ */
+export async function calibrate(model: DeployedModel, images: HostTensor, options: CalibrationOptions = {}): Promise<CalibrationResult> {
+  const [n, c] = images.shape as [number, number, number, number];
+  if (images.shape.length !== 4 || c !== model.spec.inChannels || n < 1) {
+    throw new ShapeError(`Expected calibration images [N, ${model.spec.inChannels}, H, W] but received ${formatShape(images.shape)}`);
+  }
+  const names = new Set(model.layers.map((l) => l.name));
+  const keep = new Set(options.keep ?? []);
+  for (const name of keep) {
+    if (!names.has(name)) {
+      throw new ArgumentValueError(`Expected layer names of ${model.spec.arch} (${[...names].slice(0, 4).join(', ')}, ...) for keep but received '${name}'`);
+    }
+  }
+  const quantization = new Map<string, LayerQuantization>();
+  const reports: LayerCalibration[] = [];
+  const layers: DeployedLayer[] = [];
+  let xFloat: HostTensor = images;
+  let xInt8: HostTensor = images;
+  for (const [index, layer] of model.layers.entries()) {
+    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
+    const conv = (x: HostTensor, weight: Float32Array, bias: Float32Array) =>
+      conv2d(x, { shape, data: weight }, { bias: { shape: [layer.outChannels], data: bias }, stride: layer.stride, pad: 1, groups: layer.groups });
+    const yFloat = await conv(xFloat, layer.weight, layer.bias);
+    if (index === 0 || keep.has(layer.name)) {
+      const yInt8 = index === 0 ? { shape: yFloat.shape, data: yFloat.data.slice() } : await conv(xInt8, layer.weight, layer.bias);
+      layers.push(layer);
+      xFloat = activate(yFloat, layer);
+      xInt8 = activate(yInt8, layer);
+      reports.push({ name: layer.name, precision: 'fp32', networkSqnrDb: sqnrDb(xFloat.data, xInt8.data) });
+    } else {
+      const perChannel = layer.weight.length / layer.outChannels;
+      const weightScales = new Float32Array(layer.outChannels);
+      for (let oc = 0; oc < layer.outChannels; oc++) {
+        weightScales[oc] = chooseWeightScale(layer.weight.subarray(oc * perChannel, (oc + 1) * perChannel));
+      }
+      const weight = dequantizedWeights(integerWeights(layer.weight, weightScales), weightScales);
+      const inputScale = chooseActivationScale(activationHistogram(xInt8.data));
+      const quantizedInput = fakeQuantize(xInt8, inputScale);
+      const yInt8 = await conv(quantizedInput.tensor, weight, layer.bias);
+      const yAlone = await conv(fakeQuantize(xFloat, inputScale).tensor, weight, layer.bias);
+      // Empirical bias correction: remove the mean shift quantization put on each output channel.
+      const shift = channelMeanDifference(yInt8, yFloat);
+      subtractPerChannel(yInt8, shift);
+      subtractPerChannel(yAlone, shift);
+      const bias = Float32Array.from(layer.bias, (b, oc) => b - (shift[oc] as number));
+      layers.push({ ...layer, weight, bias });
+      quantization.set(layer.name, { inputScale, weightScales });
+      xFloat = activate(yFloat, layer);
+      xInt8 = activate(yInt8, layer);
+      reports.push({
+        name: layer.name, precision: 'int8', inputScale, clippedFraction: quantizedInput.clipped,
+        layerSqnrDb: sqnrDb(xFloat.data, activate(yAlone, layer).data), networkSqnrDb: sqnrDb(xFloat.data, xInt8.data),
+      });
+    }
+    options.onProgress?.(index + 1, model.layers.length);
+  }
+  const quantized: DeployedModel = { ...model, layers };
+  const k = model.spec.numClasses;
+  const floatLogits = logitsOf(model, xFloat);
+  const int8Logits = logitsOf(quantized, xInt8);
+  let agree = 0;
+  for (let row = 0; row < n; row++) if (argmaxRow(floatLogits, row, k) === argmaxRow(int8Logits, row, k)) agree++;
+  return {
+    model: quantized, quantization, layers: reports, images: n,
+    logitsSqnrDb: sqnrDb(floatLogits, int8Logits), top1Agreement: agree / n,
+  };
+}

@@ -1,0 +1,132 @@
+// INT8 quantization parameters of a deployed RepVGG, as `repvgg quantize` calibrates them and a weights file
+// stores them, and the arithmetic that every part of the library shares: symmetric per-output-channel s8 weights
+// (w = weightScale[oc] * q, q in [-127, 127]) and u8 activations after a ReLU (x = inputScale * q, q in [0, 255]).
+//
+// File layout (a deployed safetensors file plus two tensors per int8 layer, official key names otherwise):
+//   stageN[.M].rbr_reparam.weight        F32 [O, C/g, 3, 3]  the quantized weights dequantized (weightScale[oc] * q),
+//                                                           so any tool that ignores the extra keys runs the
+//                                                           weight-quantized model, and q = round(w / scale) exactly
+//   stageN[.M].rbr_reparam.weight_scale  F32 [O]
+//   stageN[.M].rbr_reparam.input_scale   F32 [1]            the scale of the layer's u8 input
+// Layers without these keys run in float32 (the first layer, the classifier, layers kept with --keep).
+// Not for: choosing the scales (calibrate.ts) or running the network (lib/engine.ts).
+
+import { FormatError, WeightsMismatchError } from '../errors.js';
+import type { DeployedModel } from '../reparam/types.js';
+import type { StateDict } from '../tensor.js';
+
+export const WEIGHT_QMAX = 127;
+export const ACTIVATION_QMAX = 255;
+
+/** The int8 parameters of one deployed layer. */
+export interface LayerQuantization {
+  /** Scale of the layer's u8 input: x = inputScale * q. */
+  readonly inputScale: number;
+  /** Per output channel: w = weightScales[oc] * q. */
+  readonly weightScales: Float32Array; // [outChannels]
+}
+
+/** Layer name (e.g. 'stage1.0') -> its int8 parameters; layers not named run in float32. */
+export type ModelQuantization = ReadonlyMap<string, LayerQuantization>;
+
+const INPUT_SCALE_SUFFIX = '.rbr_reparam.input_scale';
+const WEIGHT_SCALE_SUFFIX = '.rbr_reparam.weight_scale';
+
+/** Whether a state dict carries int8 calibration (any `*.rbr_reparam.input_scale` key). */
+export function hasQuantization(state: StateDict): boolean {
+  for (const key of state.keys()) if (key.endsWith(INPUT_SCALE_SUFFIX)) return true;
+  return false;
+}
+
+/** round(v / scale) clamped to [lo, hi]; ties away from zero do not matter for real data. */
+export function quantizeValue(v: number, scale: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, Math.round(v / scale)));
+}
+
+/** The integer weights q [O, C/g, 3, 3] of a layer whose float weights are already on its grid (or are to be put on it). */
+export function integerWeights(weight: Float32Array, weightScales: Float32Array): Float32Array {
+  const perChannel = weight.length / weightScales.length;
+  const q = new Float32Array(weight.length);
+  for (let i = 0; i < weight.length; i++) {
+    q[i] = quantizeValue(weight[i] as number, weightScales[Math.floor(i / perChannel)] as number, -WEIGHT_QMAX, WEIGHT_QMAX);
+  }
+  return q;
+}
+
+/** weightScales[oc] * q: the float32 weights the int8 layer really computes with. */
+export function dequantizedWeights(q: Float32Array, weightScales: Float32Array): Float32Array {
+  const perChannel = q.length / weightScales.length;
+  return q.map((v, i) => v * (weightScales[Math.floor(i / perChannel)] as number));
+}
+
+function positiveFinite(v: number): boolean {
+  return Number.isFinite(v) && v > 0 && v < 3e38;
+}
+
+/**
+ * Removes the quantization tensors from a deployed state dict (so it checks like any deployed file) and returns
+ * them by layer, after checking them: shapes against the layer, scales positive and finite, and the weights on
+ * their grid (a file edited after `repvgg quantize` would otherwise run different weights in int8 and fp32).
+ * @throws WeightsMismatchError or FormatError naming the key and the value received.
+ */
+export function takeQuantization(state: StateDict, source: string): ModelQuantization {
+  const layers = new Map<string, LayerQuantization>();
+  const names = new Set<string>();
+  for (const key of state.keys()) {
+    if (key.endsWith(INPUT_SCALE_SUFFIX)) names.add(key.slice(0, -INPUT_SCALE_SUFFIX.length));
+    if (key.endsWith(WEIGHT_SCALE_SUFFIX)) names.add(key.slice(0, -WEIGHT_SCALE_SUFFIX.length));
+  }
+  for (const name of names) {
+    const input = state.get(`${name}${INPUT_SCALE_SUFFIX}`);
+    const scales = state.get(`${name}${WEIGHT_SCALE_SUFFIX}`);
+    const weight = state.get(`${name}.rbr_reparam.weight`);
+    if (!input || !scales || !weight) {
+      throw new WeightsMismatchError(`${source}: layer ${name} has only part of its int8 parameters (input_scale, weight_scale, rbr_reparam.weight)`);
+    }
+    const outChannels = weight.shape[0] ?? 0;
+    if (input.data.length !== 1 || scales.shape.length !== 1 || scales.data.length !== outChannels) {
+      throw new WeightsMismatchError(
+        `${source}: ${name} expects input_scale [1] and weight_scale [${outChannels}] but received [${input.shape.join(', ')}] and [${scales.shape.join(', ')}]`,
+      );
+    }
+    const inputScale = input.data[0] as number;
+    if (!positiveFinite(inputScale)) throw new FormatError(`${source}: ${name}${INPUT_SCALE_SUFFIX} must be positive and finite but is ${inputScale}`);
+    scales.data.forEach((s, oc) => {
+      if (!positiveFinite(s)) throw new FormatError(`${source}: ${name}${WEIGHT_SCALE_SUFFIX}[${oc}] must be positive and finite but is ${s}`);
+    });
+    const perChannel = weight.data.length / outChannels;
+    for (let i = 0; i < weight.data.length; i++) {
+      const q = (weight.data[i] as number) / (scales.data[Math.floor(i / perChannel)] as number);
+      if (!(Math.abs(q - Math.round(q)) <= 1e-3 && Math.abs(q) <= WEIGHT_QMAX + 1e-3)) {
+        throw new FormatError(
+          `${source}: ${name}.rbr_reparam.weight[${i}] = ${weight.data[i]} is not on its int8 grid (weight / weight_scale = ${q}); was the file edited after repvgg quantize?`,
+        );
+      }
+    }
+    layers.set(name, { inputScale, weightScales: scales.data });
+    state.delete(`${name}${INPUT_SCALE_SUFFIX}`);
+    state.delete(`${name}${WEIGHT_SCALE_SUFFIX}`);
+  }
+  return layers;
+}
+
+/** Adds the quantization tensors of model's int8 layers to its deployed state dict (see the file layout above). */
+export function putQuantization(state: StateDict, quantization: ModelQuantization): void {
+  for (const [name, q] of quantization) {
+    state.set(`${name}${INPUT_SCALE_SUFFIX}`, { shape: [1], data: Float32Array.of(q.inputScale) });
+    state.set(`${name}${WEIGHT_SCALE_SUFFIX}`, { shape: [q.weightScales.length], data: q.weightScales });
+  }
+}
+
+/** Checks that every quantized layer exists in model, is not its first layer, and has one scale per output channel. */
+export function checkQuantizationFits(model: DeployedModel, quantization: ModelQuantization): void {
+  const layers = new Map(model.layers.map((layer, index) => [layer.name, { layer, index }]));
+  for (const [name, q] of quantization) {
+    const found = layers.get(name);
+    if (!found) throw new WeightsMismatchError(`int8 parameters name layer '${name}', which ${model.spec.arch} does not have`);
+    if (found.index === 0) throw new WeightsMismatchError(`int8 parameters for the first layer ${name}: its signed input runs in float32`);
+    if (q.weightScales.length !== found.layer.outChannels) {
+      throw new WeightsMismatchError(`int8 parameters of ${name} hold ${q.weightScales.length} weight scales for ${found.layer.outChannels} output channels`);
+    }
+  }
+}
