@@ -1,6 +1,7 @@
-// CPU throughput benchmark: for each RepVGG variant, times our deployed network (fp32 and bf16), our
-// training-time network (fp32) and onnxruntime-node on the same deployed model, after checking that all of them
-// agree with onnxruntime on one random batch. Prints markdown tables on stdout and progress on stderr; optionally
+// CPU throughput benchmark: for each RepVGG variant, times our deployed network (fp32, bf16 and int8), our
+// training-time network (fp32), onnxruntime-node on the same deployed model and onnxruntime-node on our int8 QDQ
+// export, after checking that all of them agree with onnxruntime (the int8 ones with our fp32 and with each other)
+// on one random batch. int8 is calibrated (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on stderr; optionally
 // writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
 // statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
 // Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg]
@@ -18,6 +19,7 @@ import { RepVGGNetwork, type PlanReport } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
+import { calibrate, type CalibrationResult } from '../lib/quant/calibrate.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import type { HostTensor } from '../lib/tensor.js';
 import { maxRelativeError } from '../test/helpers/reference.js';
@@ -34,20 +36,29 @@ const WARMUP_RUNS = 2;
 /** Each engine runs at least this many timed iterations, however long they take. */
 const MIN_TIMED_RUNS = 5;
 
-type EngineKey = 'deployedFp32' | 'deployedBf16' | 'trainFp32' | 'onnxruntime';
+/** Random images the int8 engines are calibrated on (other images than the ones checked and timed). */
+const CALIBRATION_IMAGES = 16;
+const CALIBRATION_SEED = 3;
+
+type EngineKey = 'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'trainFp32' | 'onnxruntime' | 'onnxruntimeInt8';
+type OurEngineKey = 'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'trainFp32';
 
 const ENGINE_LABELS: Record<EngineKey, string> = {
   deployedFp32: 'ours deployed fp32',
   deployedBf16: 'ours deployed bf16',
+  deployedInt8: 'ours deployed int8',
   trainFp32: 'ours train-form fp32',
   onnxruntime: 'onnxruntime deployed fp32',
+  onnxruntimeInt8: 'onnxruntime int8 (our QDQ)',
 };
 const ENGINE_KEYS = Object.keys(ENGINE_LABELS) as EngineKey[];
 const ENGINE_COLORS: Record<EngineKey, string> = {
   deployedFp32: '#1f77b4',
   deployedBf16: '#2ca02c',
+  deployedInt8: '#9467bd',
   trainFp32: '#ff7f0e',
   onnxruntime: '#7f7f7f',
+  onnxruntimeInt8: '#bcbd22',
 };
 
 /** Something that classifies a batch; prepare() returns our plan report (undefined for onnxruntime). */
@@ -76,17 +87,26 @@ interface PlanSummary {
 interface BatchResult {
   batch: number;
   throughput: Record<EngineKey, Throughput>;
-  plans: Record<Exclude<EngineKey, 'onnxruntime'>, PlanSummary>;
-  oursOverOnnxruntime: number;
+  plans: Record<OurEngineKey, PlanSummary>;
+  /** Median img/s over onnxruntime fp32's: ours fp32, bf16, int8 and onnxruntime's own int8. */
+  overOnnxruntime: Record<'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'onnxruntimeInt8', number>;
   deployedOverTrainForm: number;
 }
 
 interface Agreement {
   /** max|ours - onnxruntime| / max|onnxruntime| over the logits of the check batch. */
-  relativeErrorVsOnnxruntime: Record<Exclude<EngineKey, 'onnxruntime'>, number>;
+  relativeErrorVsOnnxruntime: Record<'deployedFp32' | 'deployedBf16' | 'trainFp32', number>;
   /** bf16 vs deployed fp32: max relative error and the fraction of images with the same top-1 class. */
   bf16RelativeErrorVsFp32: number;
   bf16Top1AgreementWithFp32: number;
+  /** int8 vs deployed fp32, likewise. */
+  int8RelativeErrorVsFp32: number;
+  int8Top1AgreementWithFp32: number;
+  /** onnxruntime on our QDQ export vs our int8, likewise. */
+  onnxruntimeInt8RelativeErrorVsOurs: number;
+  onnxruntimeInt8Top1AgreementWithOurs: number;
+  /** The calibration's own SQNR of the int8 logits (dB) on its images. */
+  calibrationLogitsSqnrDb: number;
 }
 
 interface ModelResult {
@@ -154,19 +174,23 @@ function onnxruntimeEngine(session: InferenceSession): Engine {
   };
 }
 
-async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<Record<EngineKey, Engine>> {
+async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<{ engines: Record<EngineKey, Engine>; calibration: CalibrationResult }> {
   const trainState = randomStateDict(spec, 'train', WEIGHT_SEED);
   const deployed = reparameterize(spec, trainState);
-  const session = await InferenceSession.create(encodeOnnx(deployed), {
-    intraOpNumThreads: availableParallelism(),
-    graphOptimizationLevel: 'all',
-  });
-  return {
+  const sessionOptions = { intraOpNumThreads: availableParallelism(), graphOptimizationLevel: 'all' } as const;
+  const session = await InferenceSession.create(encodeOnnx(deployed), sessionOptions);
+  progress(`${spec.arch}: calibrating int8 on ${CALIBRATION_IMAGES} random images`);
+  const calibration = await calibrate(deployed, randomImages(CALIBRATION_IMAGES, CALIBRATION_SEED));
+  const int8Session = await InferenceSession.create(encodeOnnx(calibration.model, { quantization: calibration.quantization }), sessionOptions);
+  const engines = {
     deployedFp32: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'fp32', convAlgorithm: 'auto', maxBatch })),
     deployedBf16: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'bf16', maxBatch })),
+    deployedInt8: ourEngine(RepVGGNetwork.fromDeployed(calibration.model, { precision: 'int8', quantization: calibration.quantization, maxBatch })),
     trainFp32: ourEngine(RepVGGNetwork.fromStateDict(spec, trainState, { precision: 'fp32', maxBatch })),
     onnxruntime: onnxruntimeEngine(session),
+    onnxruntimeInt8: onnxruntimeEngine(int8Session),
   };
+  return { engines, calibration };
 }
 
 
@@ -180,15 +204,29 @@ function top1Classes(logits: Float32Array): number[] {
   return classes;
 }
 
-async function checkAgreement(engines: Record<EngineKey, Engine>): Promise<Agreement> {
+/** The fraction of images whose top-1 class is the same in a and b. */
+function top1Agreement(a: Float32Array, b: Float32Array): number {
+  const classesA = top1Classes(a);
+  const classesB = top1Classes(b);
+  return classesA.filter((c, i) => c === classesB[i]).length / classesA.length;
+}
+
+async function checkAgreement(engines: Record<EngineKey, Engine>, calibration: CalibrationResult): Promise<Agreement> {
   const images = randomImages(CHECK_BATCH, INPUT_SEED);
   const reference = await engines.onnxruntime.logits(images);
   const deployedFp32 = await engines.deployedFp32.logits(images);
   const deployedBf16 = await engines.deployedBf16.logits(images);
+  const deployedInt8 = await engines.deployedInt8.logits(images);
+  const onnxruntimeInt8 = await engines.onnxruntimeInt8.logits(images);
   const trainFp32 = await engines.trainFp32.logits(images);
   const fp32Top1 = top1Classes(deployedFp32);
   const bf16Top1 = top1Classes(deployedBf16);
   return {
+    int8RelativeErrorVsFp32: maxRelativeError(deployedInt8, deployedFp32),
+    int8Top1AgreementWithFp32: top1Agreement(deployedInt8, deployedFp32),
+    onnxruntimeInt8RelativeErrorVsOurs: maxRelativeError(onnxruntimeInt8, deployedInt8),
+    onnxruntimeInt8Top1AgreementWithOurs: top1Agreement(onnxruntimeInt8, deployedInt8),
+    calibrationLogitsSqnrDb: calibration.logitsSqnrDb,
     relativeErrorVsOnnxruntime: {
       deployedFp32: maxRelativeError(deployedFp32, reference),
       deployedBf16: maxRelativeError(deployedBf16, reference),
@@ -248,7 +286,7 @@ async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, 
   for (const key of ENGINE_KEYS) {
     progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}...`);
     const report = await engines[key].prepare(batch);
-    if (report && key !== 'onnxruntime') plans[key] = summarizePlan(report);
+    if (report && key !== 'onnxruntime' && key !== 'onnxruntimeInt8') plans[key] = summarizePlan(report);
     throughput[key] = await measureThroughput(engines[key], images, seconds);
     progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
   }
@@ -256,7 +294,12 @@ async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, 
     batch,
     throughput,
     plans,
-    oursOverOnnxruntime: throughput.deployedFp32.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+    overOnnxruntime: {
+      deployedFp32: throughput.deployedFp32.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+      deployedBf16: throughput.deployedBf16.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+      deployedInt8: throughput.deployedInt8.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+      onnxruntimeInt8: throughput.onnxruntimeInt8.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+    },
     deployedOverTrainForm: throughput.deployedFp32.medianImagesPerSecond / throughput.trainFp32.medianImagesPerSecond,
   };
 }
@@ -264,10 +307,10 @@ async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, 
 async function benchmarkModel(name: string, options: BenchOptions): Promise<ModelResult> {
   const spec = officialSpec(name, { numClasses: NUM_CLASSES });
   progress(`${spec.arch}: building engines`);
-  const engines = await createEngines(spec, Math.max(CHECK_BATCH, ...options.batches));
+  const { engines, calibration } = await createEngines(spec, Math.max(CHECK_BATCH, ...options.batches));
   try {
     progress(`${spec.arch}: checking agreement on ${CHECK_BATCH} random images`);
-    const agreement = await checkAgreement(engines);
+    const agreement = await checkAgreement(engines, calibration);
     const errors = agreement.relativeErrorVsOnnxruntime;
     const worstFp32 = Math.max(errors.deployedFp32, errors.trainFp32);
     if (!(worstFp32 <= MAX_FP32_RELATIVE_ERROR)) {
@@ -303,37 +346,46 @@ function markdownTable(header: string[], rows: string[][]): string {
 function markdownReport(results: ModelResult[], machine: Record<string, unknown>, options: BenchOptions): string {
   const timed = results.flatMap((m) => m.batches.map((b) => ({ arch: m.arch, ...b })));
   const throughputTable = markdownTable(
-    ['model', 'batch', ...ENGINE_KEYS.map((k) => `${ENGINE_LABELS[k]} img/s`), 'ours/onnxruntime', 'deployed/train-form'],
+    ['model', 'batch', ...ENGINE_KEYS.map((k) => `${ENGINE_LABELS[k]} img/s`), 'ours fp32/ORT fp32', 'ours bf16/ORT fp32',
+      'ours int8/ORT fp32', 'ORT int8/ORT fp32', 'deployed/train-form'],
     timed.map((r) => [
       r.arch, String(r.batch), ...ENGINE_KEYS.map((k) => formatThroughput(r.throughput[k])),
-      `${r.oursOverOnnxruntime.toFixed(2)}×`, `${r.deployedOverTrainForm.toFixed(2)}×`,
+      ...(['deployedFp32', 'deployedBf16', 'deployedInt8', 'onnxruntimeInt8'] as const).map((k) => `${r.overOnnxruntime[k].toFixed(2)}×`),
+      `${r.deployedOverTrainForm.toFixed(2)}×`,
     ]),
   );
   const memoryTable = markdownTable(
-    ['model', 'batch', 'activations deployed fp32 MiB', 'activations deployed bf16 MiB', 'activations train-form MiB',
-      'train-form/deployed activations', 'weights deployed fp32 MiB', 'weights deployed bf16 MiB', 'weights train-form MiB'],
+    ['model', 'batch', 'activations deployed fp32 MiB', 'activations deployed bf16 MiB', 'activations deployed int8 MiB',
+      'activations train-form MiB', 'train-form/deployed activations', 'weights deployed fp32 MiB', 'weights deployed bf16 MiB',
+      'weights deployed int8 MiB', 'weights train-form MiB'],
     timed.map((r) => [
       r.arch, String(r.batch), mebibytes(r.plans.deployedFp32.activationBytes), mebibytes(r.plans.deployedBf16.activationBytes),
-      mebibytes(r.plans.trainFp32.activationBytes),
+      mebibytes(r.plans.deployedInt8.activationBytes), mebibytes(r.plans.trainFp32.activationBytes),
       `${(r.plans.trainFp32.activationBytes / r.plans.deployedFp32.activationBytes).toFixed(2)}×`,
-      mebibytes(r.plans.deployedFp32.weightBytes), mebibytes(r.plans.deployedBf16.weightBytes), mebibytes(r.plans.trainFp32.weightBytes),
+      mebibytes(r.plans.deployedFp32.weightBytes), mebibytes(r.plans.deployedBf16.weightBytes), mebibytes(r.plans.deployedInt8.weightBytes),
+      mebibytes(r.plans.trainFp32.weightBytes),
     ]),
   );
   const algorithmTable = markdownTable(
     ['model', 'batch', 'engine', 'conv algorithms', 'oneDNN implementations'],
     timed.flatMap((r) =>
-      (['deployedFp32', 'deployedBf16'] as const).map((k) => [
+      (['deployedFp32', 'deployedBf16', 'deployedInt8'] as const).map((k) => [
         r.arch, String(r.batch), ENGINE_LABELS[k], formatCounts(r.plans[k].algorithms), formatCounts(r.plans[k].implementations),
       ]),
     ),
   );
   const agreementTable = markdownTable(
-    ['model', 'deployed fp32 vs ORT', 'train-form fp32 vs ORT', 'deployed bf16 vs ORT', 'bf16 vs fp32', 'bf16 top-1 = fp32', 'timings'],
+    ['model', 'deployed fp32 vs ORT', 'train-form fp32 vs ORT', 'deployed bf16 vs ORT', 'bf16 vs fp32', 'bf16 top-1 = fp32',
+      'int8 vs fp32', 'int8 top-1 = fp32', 'int8 calibration logits SQNR', 'ORT int8 vs ours int8', 'ORT int8 top-1 = ours int8', 'timings'],
     results.map((m) => {
       const e = m.agreement.relativeErrorVsOnnxruntime;
+      const a = m.agreement;
       return [
         m.arch, e.deployedFp32.toExponential(2), e.trainFp32.toExponential(2), e.deployedBf16.toExponential(2),
-        m.agreement.bf16RelativeErrorVsFp32.toExponential(2), `${(100 * m.agreement.bf16Top1AgreementWithFp32).toFixed(0)}%`,
+        a.bf16RelativeErrorVsFp32.toExponential(2), `${(100 * a.bf16Top1AgreementWithFp32).toFixed(0)}%`,
+        a.int8RelativeErrorVsFp32.toExponential(2), `${(100 * a.int8Top1AgreementWithFp32).toFixed(0)}%`,
+        `${a.calibrationLogitsSqnrDb.toFixed(1)} dB`, a.onnxruntimeInt8RelativeErrorVsOurs.toExponential(2),
+        `${(100 * a.onnxruntimeInt8Top1AgreementWithOurs).toFixed(0)}%`,
         m.skipped ? `skipped: ${m.skipped}` : 'run',
       ];
     }),
@@ -376,7 +428,7 @@ function axisStep(max: number, ticks: number): number {
 
 /** One panel per model: groups of bars per batch size, one bar per engine, whiskers from p10 to p90. */
 function svgChart(results: ModelResult[], subtitle: string): string {
-  const width = 900;
+  const width = 1100;
   const panelHeight = 300;
   const top = 70;
   const margin = { left: 70, right: 20, top: 40, bottom: 40 };
@@ -388,7 +440,7 @@ function svgChart(results: ModelResult[], subtitle: string): string {
     `<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(subtitle)}</text>`,
   ];
   ENGINE_KEYS.forEach((key, i) => {
-    const x = margin.left + i * 200;
+    const x = margin.left + i * 170;
     parts.push(`<rect x="${x}" y="52" width="12" height="12" fill="${ENGINE_COLORS[key]}"/>`);
     parts.push(`<text x="${x + 16}" y="62">${ENGINE_LABELS[key]}</text>`);
   });

@@ -58,7 +58,7 @@ async function classLabels(flags: Flags, weights: LoadedWeights): Promise<string
  * The image files named on the command line: files as given, folders walked (sorted, hidden entries skipped,
  * image extensions only). Paths that cannot be read are returned as failures, not thrown.
  */
-async function collectImageFiles(paths: readonly string[]): Promise<{ files: string[]; failures: [string, string][] }> {
+export async function collectImageFiles(paths: readonly string[]): Promise<{ files: string[]; failures: [string, string][] }> {
   const files: string[] = [];
   const failures: [string, string][] = [];
   const add = (path: string): void => {

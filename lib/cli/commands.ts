@@ -61,7 +61,7 @@ export async function runInfer(flags: Flags, positionals: readonly string[] = []
   const arch = archFlag(flags, false);
   const weightsPath = requireFlag(flags, 'weights');
   const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
-  const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'fp16'], 'fp32');
+  const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'int8', 'fp16'], 'fp32');
   const maxBatch = intFlag(flags, 'batch', 32);
   const images = flags.images === undefined ? undefined : [...(flags.images as unknown as string[]), ...positionals];
   if (images === undefined && positionals.length > 0) throw new UsageError(`Expected no positional arguments without --images but received '${positionals[0]}'`);
@@ -69,7 +69,9 @@ export async function runInfer(flags: Flags, positionals: readonly string[] = []
   const outputPath = images === undefined ? requireFlag(flags, 'output') : optionalFlag(flags, 'output');
   if (outputPath !== undefined) await checkOutputDistinct(['output', outputPath], [['weights', weightsPath], ['input', optionalFlag(flags, 'input')]]);
   const weights = await loadWeights(weightsPath, arch, '--weights');
-  const network = withBackendFlag(backend, () => RepVGGNetwork.fromStateDict(weights.spec, weights.state, { backend, precision, maxBatch }));
+  const network = withBackendFlag(backend, () => RepVGGNetwork.fromStateDict(weights.spec, weights.state, {
+    backend, precision, maxBatch, ...(weights.quantization && { quantization: weights.quantization }),
+  }));
   try {
     if (images !== undefined) {
       await classifyImages(network, weights, images, flags, outputPath);
@@ -101,7 +103,11 @@ export async function runExportOnnx(flags: Flags): Promise<void> {
   const outPath = requireFlag(flags, 'out');
   const opset = intFlag(flags, 'opset', 13, 7);
   await checkOutputDistinct(['out', outPath], [['weights', weightsPath]]);
+  const int8 = flags.int8 === true;
   const weights = await loadWeights(weightsPath, arch, '--weights');
-  await exportOnnx(outPath, deployedOf(weights), { opset }, '--out');
-  process.stdout.write(`exported deployed ${weights.spec.arch} (opset ${opset}) -> ${outPath}\n`);
+  if (int8 && weights.quantization === undefined) {
+    throw new ArgumentValueError(`Expected weights from repvgg quantize for --int8 but '${weightsPath}' carries no int8 scales`);
+  }
+  await exportOnnx(outPath, deployedOf(weights), { opset, ...(int8 && { quantization: weights.quantization }) }, '--out');
+  process.stdout.write(`exported deployed ${weights.spec.arch}${int8 ? ` with ${weights.quantization!.size} int8 (QDQ) layers` : ''} (opset ${opset}) -> ${outPath}\n`);
 }

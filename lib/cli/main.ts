@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `repvgg` command: info | convert | infer | export-onnx | demo | train | eval | serve. Parses flags, calls the library, prints
+// The `repvgg` command: info | convert | infer | export-onnx | quantize | demo | train | eval | serve. Parses flags, calls the library, prints
 // results; every failure is one line on stderr naming the argument, with exit status 2 (usage) or 1 (other).
 // Not for: library logic — each command is a thin layer over lib/.
 
@@ -9,6 +9,7 @@ import { RepvggError, UsageError } from '../errors.js';
 import { runConvert, runExportOnnx, runInfer } from './commands.js';
 import { runDemo } from './demo.js';
 import { runInfo } from './info.js';
+import { QUANTIZE_FLAGS, runQuantize } from './quantize.js';
 import { SERVE_FLAGS, runServe } from './serve.js';
 import { EVAL_FLAGS, TRAIN_FLAGS, runEval, runTrain } from './train.js';
 
@@ -19,12 +20,16 @@ Commands:
   convert [--arch A0] --in W --out deploy.safetensors [--key-style official|timm]
                                          re-parameterize training-time weights into the deployed form
   infer [--arch A0] --weights W --input x.npy --output logits.npy [--backend cpu|cuda|auto] [--batch N]
-        [--precision fp32|bf16]          class logits for float32 NCHW images (train or deploy weights)
+        [--precision fp32|bf16|int8]     class logits for float32 NCHW images (train or deploy weights; int8
+                                         needs weights from repvgg quantize)
   infer [--arch A0] --weights W --images a.jpg b.png photos/ [--top 5] [--labels imagenet|FILE] [--json]
         [--resize 256] [--crop 224] [--output logits.npy]
                                          top-k classes with probabilities for JPEG/PNG/WebP files and folders
-  export-onnx [--arch A0] --weights W --out model.onnx [--opset 13]
-                                         the deployed model as ONNX
+  export-onnx [--arch A0] --weights W --out model.onnx [--opset 13] [--int8]
+                                         the deployed model as ONNX (--int8: QDQ from repvgg quantize weights)
+  quantize --weights W [--arch A0] (--calib x.npy | --calib-dir DIR | --calib-dataset fashion-mnist)
+           --out W-int8.safetensors [--calib-count 256] [--keep stage4.0,...] [--resize 256] [--crop 224]
+                                         INT8 calibration: per-layer SQNR report, scales stored in the file
   demo [--arch A0] [--batch 8] [--size 224]
                                          random A0: convert, check agreement, compare speed and memory
   train (--dataset fashion-mnist | --train-npy x.npy,y.npy [--test-npy x.npy,y.npy] |
@@ -35,9 +40,10 @@ Commands:
         [--keep-checkpoints 3]           train a RepVGG; a run folder gets checkpoints, deploy weights, curve.svg
   train --resume DIR                     continue a run (also after Ctrl-C or a kill)
   eval --weights W (--dataset fashion-mnist | --test-npy x.npy,y.npy | --val-dir DIR [--resize 256] [--crop 224])
-       [--arch A0] [--batch N]           top-1 (and top-5) accuracy of training-time or deployed weights
+       [--arch A0] [--batch N] [--precision fp32|bf16|int8]
+                                         top-1 (and top-5) accuracy of training-time or deployed weights
   serve --weights W [--arch A0] [--name repvgg] [--host 127.0.0.1] [--port 8000] [--backend cpu|cuda|auto]
-        [--precision fp32|bf16|fp16] [--max-batch 32] [--max-delay-ms 0] [--max-queue 256] [--timeout-ms 10000]
+        [--precision fp32|bf16|int8|fp16] [--max-batch 32] [--max-delay-ms 0] [--max-queue 256] [--timeout-ms 10000]
         [--labels imagenet|FILE] [--preprocess imagenet] [--resize 256] [--crop 224] [--body-limit BYTES]
         [--drain-ms 30000] [--log-requests] [--log-level warn] [--device N] [--compute-nice 10]
                                          HTTP server (KServe v2 REST, /v1/classify, /metrics); SIGTERM or SIGINT
@@ -61,7 +67,8 @@ const FLAG_SPECS = {
     images: { type: 'string', multiple: true }, top: { type: 'string' }, labels: { type: 'string' }, json: { type: 'boolean' },
     resize: { type: 'string' }, crop: { type: 'string' },
   },
-  'export-onnx': { arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, opset: { type: 'string' } },
+  'export-onnx': { arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, opset: { type: 'string' }, int8: { type: 'boolean' } },
+  quantize: QUANTIZE_FLAGS,
   demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' } },
   train: TRAIN_FLAGS,
   eval: EVAL_FLAGS,
@@ -95,7 +102,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${packageVersion()}\n`);
     return;
   }
-  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, demo, train, eval, serve) but received '${command}'`);
+  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, quantize, demo, train, eval, serve) but received '${command}'`);
   const { flags, positionals } = parseFlags(command as Command, rest);
   if (flags.help === true) {
     process.stdout.write(USAGE);
@@ -110,6 +117,8 @@ async function main(argv: string[]): Promise<void> {
       return runInfer(flags, positionals);
     case 'export-onnx':
       return runExportOnnx(flags);
+    case 'quantize':
+      return runQuantize(flags);
     case 'demo':
       return runDemo(flags);
     case 'train':

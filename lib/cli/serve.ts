@@ -93,7 +93,7 @@ function serverOptions(flags: Flags): ServerOptions & { modelName: string; prepa
     ...(arch !== undefined && { arch }),
     modelName: nameFlag(flags),
     backend: choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto'),
-    precision: choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'fp16'], 'fp32'),
+    precision: choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'int8', 'fp16'], 'fp32'),
     maxBatch,
     prepareBatches: defaultPreparedBatches(maxBatch),
     maxDelayMs: boundedIntFlag(flags, 'max-delay-ms', 0, 0, MAX_BATCHER_MS),

@@ -9,7 +9,7 @@ import { loadFashionMnist, loadNpyDataset } from '../data/index.js';
 import { imagenetTrainTransform, scanImageFolder, smallImageTrainTransform } from '../data/image-folder.js';
 import { imagenetPreprocess, preprocessWithNormalization } from '../data/images.js';
 import { dataShape, type DataShape, type ImageFolderData, type TrainingData } from '../train/data.js';
-import type { BackendName } from '../engine.js';
+import type { BackendName, Precision } from '../engine.js';
 import { ArgumentValueError, FormatError, ShapeError, UsageError } from '../errors.js';
 import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
 import { canonicalArchName, officialSpec, totalStride, type RepVGGSpec } from '../models/repvgg.js';
@@ -33,6 +33,7 @@ export const TRAIN_FLAGS = {
 export const EVAL_FLAGS = {
   arch: { type: 'string' }, weights: { type: 'string' }, dataset: { type: 'string' }, 'test-npy': { type: 'string' },
   backend: { type: 'string' }, batch: { type: 'string' }, 'val-dir': { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' },
+  precision: { type: 'string' },
 } as const;
 
 /** The default recipe: what `repvgg train --dataset fashion-mnist --out DIR` runs with no other flags. */
@@ -390,9 +391,12 @@ export async function runEval(flags: Flags): Promise<void> {
     : dataset ? await loadFashionMnist('test') : await loadNpyDataset(testNpy![0], testNpy![1], { argName: '--test-npy', numClasses: weights.spec.numClasses });
   const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
   const started = performance.now();
-  const result = await evaluateWithSpeed(weights.spec, weights.state, data, backend, intFlag(flags, 'batch', 256));
+  const precision = choiceFlag<Precision>(flags, 'precision', ['fp32', 'bf16', 'int8', 'fp16'], 'fp32');
+  const result = await evaluateWithSpeed(weights.spec, weights.state, data, backend, intFlag(flags, 'batch', 256), {
+    precision, ...(weights.quantization && { quantization: weights.quantization }),
+  });
   const seconds = (performance.now() - started) / 1000;
   const count = dataShape(data).count;
   const top5 = Number.isNaN(result.top5) ? '' : `, top-5 ${(result.top5 * 100).toFixed(2)}%`;
-  process.stdout.write(`${weights.spec.arch} (${weights.form} form): accuracy ${(result.accuracy * 100).toFixed(2)}%${top5} on ${count} images (${(count / seconds).toFixed(0)} img/s)\n`);
+  process.stdout.write(`${weights.spec.arch} (${weights.form} form, ${precision}): accuracy ${(result.accuracy * 100).toFixed(2)}%${top5} on ${count} images (${(count / seconds).toFixed(0)} img/s)\n`);
 }

@@ -1,5 +1,8 @@
 // ONNX export of a deployed RepVGG: builds a ModelProto (one Conv per block, optional SE, then the classifier)
-// with onnx-proto's generated protobuf code and writes it to disk.
+// with onnx-proto's generated protobuf code and writes it to disk. With int8 calibration (`repvgg quantize`) the
+// int8 layers are written in the QDQ format onnxruntime fuses into QLinearConv: the input through
+// QuantizeLinear/DequantizeLinear (u8, the layer's input scale), s8 weights and s32 bias through DequantizeLinear
+// per output channel, then a float Conv — the same arithmetic as our int8 program.
 // Not for: importing ONNX files, exporting training-time (multi-branch) networks, or running models.
 
 import { endianness } from 'node:os';
@@ -7,6 +10,7 @@ import { endianness } from 'node:os';
 import onnxProto from 'onnx-proto';
 
 import { ArgumentValueError, ShapeError, describeValue } from '../errors.js';
+import { checkQuantizationFits, integerWeights, type LayerQuantization, type ModelQuantization } from '../quant/params.js';
 import type { DeployedLayer, DeployedModel, SEWeights } from '../reparam/types.js';
 import { writeFileAtomic } from './atomic.js';
 
@@ -20,6 +24,8 @@ const DEFAULT_OPSET = 13;
 const IR_VERSION = 8;
 const PRODUCER_NAME = 'repvgg';
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
+/** Per-axis DequantizeLinear (per-output-channel weight scales) needs opset 13. */
+const MIN_QDQ_OPSET = 13;
 const LITTLE_ENDIAN_HOST = endianness() === 'LE';
 
 export const ONNX_INPUT_NAME = 'input';
@@ -30,6 +36,8 @@ export interface OnnxExportOptions {
   opset?: number;
   /** Written to ModelProto.producer_version (default empty). */
   producerVersion?: string;
+  /** Int8 calibration of model (from `repvgg quantize`): its layers are exported as QDQ (opset 13 or later). */
+  quantization?: ModelQuantization;
 }
 
 /**
@@ -44,12 +52,17 @@ export function encodeOnnx(model: DeployedModel, options: OnnxExportOptions = {}
   if (!Number.isInteger(opset) || opset < MIN_OPSET) {
     throw new ArgumentValueError(`Expected an integer >= ${MIN_OPSET} for opset but received ${describeValue(opset)}`);
   }
+  const quantization = options.quantization;
+  if (quantization !== undefined && opset < MIN_QDQ_OPSET) {
+    throw new ArgumentValueError(`Expected opset ${MIN_QDQ_OPSET} or later for an int8 (QDQ) export but received ${opset}`);
+  }
   const featureChannels = checkModelShapes(model);
+  if (quantization !== undefined) checkQuantizationFits(model, quantization);
   const numClasses = model.spec.numClasses;
 
   const graph = new GraphBuilder();
   let current = ONNX_INPUT_NAME;
-  for (const layer of model.layers) current = addLayer(graph, layer, current);
+  for (const layer of model.layers) current = addLayer(graph, layer, current, quantization?.get(layer.name));
 
   graph.node('GlobalAveragePool', 'head.pool', [current], 'head.pooled'); // [B, C, 1, 1]
   graph.node('Flatten', 'head.flatten', ['head.pooled'], 'head.features', [intAttribute('axis', 1)]); // [B, C]
@@ -89,14 +102,47 @@ export async function exportOnnx(path: string, model: DeployedModel, options: On
   await writeFileAtomic(path, encodeOnnx(model, options), argName);
 }
 
+/**
+ * The QDQ form of an int8 layer's inputs: returns the names of its dequantized input, weight and bias. The bias is
+ * stored as s32 on the accumulator's scale inputScale * weightScales[oc] (as QLinearConv takes it).
+ */
+function addQuantizedInputs(graph: GraphBuilder, layer: DeployedLayer, input: string, q: LayerQuantization): [string, string, string] {
+  const { name, outChannels } = layer;
+  const prefix = `${name}.rbr_reparam`;
+  graph.initializer(`${prefix}.input_scale`, [], Float32Array.of(q.inputScale));
+  graph.initializer(`${prefix}.input_zero_point`, [], new Uint8Array(1));
+  const zeroPointInputs = [`${prefix}.input_scale`, `${prefix}.input_zero_point`];
+  const quantized = graph.node('QuantizeLinear', `${name}.quantize`, [input, ...zeroPointInputs], `${name}.input_q`); // u8
+  const x = graph.node('DequantizeLinear', `${name}.dequantize`, [quantized, ...zeroPointInputs], `${name}.input_dq`);
+  const perChannel = [intAttribute('axis', 0)];
+  graph.initializer(`${prefix}.weight_q`, [outChannels, layer.inChannels / layer.groups, 3, 3], Int8Array.from(integerWeights(layer.weight, q.weightScales)));
+  graph.initializer(`${prefix}.weight_scale`, [outChannels], q.weightScales);
+  graph.initializer(`${prefix}.weight_zero_point`, [outChannels], new Int8Array(outChannels));
+  const w = graph.node('DequantizeLinear', `${name}.weight_dequantize`,
+    [`${prefix}.weight_q`, `${prefix}.weight_scale`, `${prefix}.weight_zero_point`], `${name}.weight_dq`, perChannel);
+  const biasScale = Float32Array.from(q.weightScales, (s) => s * q.inputScale);
+  graph.initializer(`${prefix}.bias_q`, [outChannels], Int32Array.from(layer.bias, (b, oc) => Math.round(b / (biasScale[oc] as number))));
+  graph.initializer(`${prefix}.bias_scale`, [outChannels], biasScale);
+  graph.initializer(`${prefix}.bias_zero_point`, [outChannels], new Int32Array(outChannels));
+  const b = graph.node('DequantizeLinear', `${name}.bias_dequantize`,
+    [`${prefix}.bias_q`, `${prefix}.bias_scale`, `${prefix}.bias_zero_point`], `${name}.bias_dq`, perChannel);
+  return [x, w, b];
+}
+
 /** Emits this block's nodes after `input` and returns the name of its output. */
-function addLayer(graph: GraphBuilder, layer: DeployedLayer, input: string): string {
+function addLayer(graph: GraphBuilder, layer: DeployedLayer, input: string, q: LayerQuantization | undefined): string {
   const { name } = layer;
-  const weightName = `${name}.rbr_reparam.weight`;
-  const biasName = `${name}.rbr_reparam.bias`;
-  graph.initializer(weightName, [layer.outChannels, layer.inChannels / layer.groups, 3, 3], layer.weight);
-  graph.initializer(biasName, [layer.outChannels], layer.bias);
-  let current = graph.node('Conv', `${name}.conv`, [input, weightName, biasName], `${name}.conv_out`, [
+  let convInputs: string[];
+  if (q !== undefined) {
+    convInputs = addQuantizedInputs(graph, layer, input, q);
+  } else {
+    const weightName = `${name}.rbr_reparam.weight`;
+    const biasName = `${name}.rbr_reparam.bias`;
+    graph.initializer(weightName, [layer.outChannels, layer.inChannels / layer.groups, 3, 3], layer.weight);
+    graph.initializer(biasName, [layer.outChannels], layer.bias);
+    convInputs = [input, weightName, biasName];
+  }
+  let current = graph.node('Conv', `${name}.conv`, convInputs, `${name}.conv_out`, [
     intsAttribute('kernel_shape', [3, 3]),
     intsAttribute('pads', [1, 1, 1, 1]),
     intsAttribute('strides', [layer.stride, layer.stride]),
@@ -133,17 +179,24 @@ class GraphBuilder {
     return output;
   }
 
-  initializer(name: string, dims: number[], values: Float32Array): void {
-    this.initializers.push({ name, dims, dataType: FLOAT, rawData: littleEndianBytes(values) });
+  initializer(name: string, dims: number[], values: Float32Array | Int32Array | Int8Array | Uint8Array): void {
+    this.initializers.push({ name, dims, dataType: dataTypeOf(values), rawData: littleEndianBytes(values) });
   }
 }
 
+function dataTypeOf(values: Float32Array | Int32Array | Int8Array | Uint8Array): number {
+  const types = onnx.TensorProto.DataType;
+  if (values instanceof Float32Array) return types.FLOAT;
+  if (values instanceof Int32Array) return types.INT32;
+  return values instanceof Int8Array ? types.INT8 : types.UINT8;
+}
+
 /** ONNX raw_data is little-endian whatever the host's byte order; on little-endian hosts the data is not copied. */
-function littleEndianBytes(values: Float32Array): Uint8Array {
-  if (LITTLE_ENDIAN_HOST) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+function littleEndianBytes(values: Float32Array | Int32Array | Int8Array | Uint8Array): Uint8Array {
+  if (LITTLE_ENDIAN_HOST || values.BYTES_PER_ELEMENT === 1) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const bytes = new Uint8Array(values.length * 4);
   const view = new DataView(bytes.buffer);
-  values.forEach((v, i) => view.setFloat32(i * 4, v, true));
+  values.forEach((v, i) => (values instanceof Float32Array ? view.setFloat32(i * 4, v, true) : view.setInt32(i * 4, v, true)));
   return bytes;
 }
 

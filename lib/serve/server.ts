@@ -20,6 +20,7 @@ import { detectForm, loadWeights, recordedClassNames, recordedNormalization } fr
 import { topClasses } from '../cli/classify.js';
 import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
 import { reparameterize } from '../reparam/reparam.js';
+import type { ModelQuantization } from '../quant/params.js';
 import type { HostTensor, StateDict } from '../tensor.js';
 import { readBody } from './body.js';
 import { Batcher, MAX_BATCH_ELEMENTS } from './batcher.js';
@@ -28,7 +29,7 @@ import { HEADER_LENGTH_HEADER, OUTPUT_NAME, encodeInferResponse, parseInferReque
 
 export interface ServerOptions {
   /** A weights file (safetensors or .pth, either form) or weights already in memory. */
-  weights: string | { spec: RepVGGSpec; state: StateDict; metadata?: Record<string, string> };
+  weights: string | { spec: RepVGGSpec; state: StateDict; metadata?: Record<string, string>; quantization?: ModelQuantization };
   /** Architecture for a weights file that records none (see loadWeights). */
   arch?: string;
   /** The model's name in /v2/models/{name} (default 'repvgg'). */
@@ -146,6 +147,7 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
     maxBatch,
     ...(options.backend !== undefined && { backend: options.backend }),
     ...(options.precision !== undefined && { precision: options.precision }),
+    ...(weights.quantization !== undefined && { quantization: weights.quantization }),
   };
   const network = detectForm(state) === 'train'
     ? RepVGGNetwork.fromDeployed(reparameterize(spec, state), networkOptions)

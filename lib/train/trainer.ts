@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Tape } from '../autograd/tape.js';
 import { retainFreedMemory } from '../ops/alloc.js';
 import * as F from '../autograd/functions.js';
-import { RepVGGNetwork, type BackendName } from '../engine.js';
+import { RepVGGNetwork, type BackendName, type NetworkOptions } from '../engine.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { saveWeights, type InputNormalization } from '../io/weights.js';
 import type { RepVGGSpec } from '../models/repvgg.js';
@@ -109,8 +109,9 @@ export async function evaluate(spec: RepVGGSpec, state: StateDict, data: Trainin
 /** Top-1 and top-5 accuracy and the inference throughput seen while evaluating. */
 export async function evaluateWithSpeed(
   spec: RepVGGSpec, state: StateDict, data: TrainingData, backend: BackendName, batchSize = 256,
+  options: Pick<NetworkOptions, 'precision' | 'quantization'> = {},
 ): Promise<Evaluation> {
-  const network = RepVGGNetwork.fromStateDict(spec, state, { backend, maxBatch: batchSize });
+  const network = RepVGGNetwork.fromStateDict(spec, state, { ...options, backend, maxBatch: batchSize });
   try {
     const k = spec.numClasses;
     let correct = 0;
