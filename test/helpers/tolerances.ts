@@ -64,6 +64,28 @@ export const BF16 = 3e-2;
 export const FP16 = 1e-2;
 
 /**
+ * Our int8 network program against the float64 int8 reference (modelInt8Ref: the same quantized arithmetic in
+ * float64). The integer sums are exact in both; what remains is float32 rounding in the float first layer, the
+ * scale multiplications and the head (~1e-7, measured 1e-7 to 2e-7), plus one rare event: an activation landing
+ * within float32 rounding of a half step rounds to the neighbouring u8 value in one of the two, and that one-step
+ * change moves the logits by ~1e-2 of their range. It needs ~10^6 activations to happen once (it did on a 10-layer
+ * network with calibrated scales); the small networks and seeds tested here have none. A wrong bias unit, scale
+ * axis, rounding or clipping is off by more than 1e-2.
+ */
+export const INT8_REFERENCE = 1e-5;
+
+/**
+ * onnxruntime on our QDQ export against our int8 program: the same quantized weights and scales, but QDQ stores the
+ * bias as s32 on the accumulator's scale (rounded by up to half an accumulator step per channel, which shifts
+ * where that channel's outputs round) and onnxruntime requantizes with its own float arithmetic, so a share of
+ * activations land one u8 step apart and the difference grows with depth. Measured 3.1e-3 (random A0, 1000
+ * classes), 6.0e-3 (the Fashion-MNIST model) and 2.9e-2 (random A0 with 5 classes, calibrated on 8 images: few
+ * logits, so max|ref| is small). 6e-2 leaves 2x headroom over the worst, and the runs must also pass
+ * checkTop1Agreement; an export with a wrong scale axis or an unscaled bias is off by O(1).
+ */
+export const INT8_ONNX = 6e-2;
+
+/**
  * An analytic float64 reference gradient against float64 central finite differences with h = 1e-5
  * (reference-backward.ts numericGradient): the truncation error h^2 |f'''| / 6 and the rounding error
  * 1e-16 |f| / h are both near 1e-10 for the order-one data of the tests; 1e-7 leaves 1000x headroom, while a

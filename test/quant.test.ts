@@ -1,0 +1,368 @@
+// INT8: the calibration math on hand-checked cases, the native int8 program against the float64 int8 reference
+// (plain, grouped, SE and mixed float/int8 networks, several input shapes), the calibration's simulation against
+// the engine, the weights-file layout and its validation, the QDQ ONNX export in onnxruntime, and `repvgg
+// quantize` / `infer --precision int8` / `eval --precision int8` / `export-onnx --int8` end to end, also from a
+// torch.save checkpoint and an image folder.
+// Not for: int8 speed (bench/cpu.ts) or the Fashion-MNIST accuracy goal (.ci/run checks it after `npm start`).
+
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+
+import { RepVGGNetwork } from '../lib/engine.js';
+import { ArgumentValueError, FormatError, WeightsMismatchError } from '../lib/errors.js';
+import { encodeOnnx } from '../lib/io/onnx.js';
+import { readNpy, writeNpy } from '../lib/io/npy.js';
+import { encodeSafetensors, writeSafetensors } from '../lib/io/safetensors.js';
+import { loadWeights, saveWeights } from '../lib/io/weights.js';
+import { randomStateDict } from '../lib/models/init.js';
+import { customSpec, officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
+import {
+  activationClipError,
+  activationHistogram,
+  calibrate,
+  chooseActivationScale,
+  chooseWeightScale,
+  sqnrDb,
+  weightQuantizationError,
+} from '../lib/quant/calibrate.js';
+import { putQuantization, type ModelQuantization } from '../lib/quant/params.js';
+import { deployedStateDict, reparameterize } from '../lib/reparam/reparam.js';
+import { createServer } from '../lib/serve/server.js';
+import type { DeployedModel } from '../lib/reparam/types.js';
+import type { HostTensor } from '../lib/tensor.js';
+import { cli, describeResult as describe, type CliResult } from './helpers/cli-runner.js';
+import { fixturePath } from './helpers/fixture-weights.js';
+import { randomImages, randomPng } from './helpers/random-images.js';
+import { makeRng, maxRelativeError, modelDeployRef, modelInt8Ref, randomTrainState } from './helpers/reference.js';
+import { INT8_ONNX, INT8_REFERENCE, MODEL_FP32, checkClose, checkTop1Agreement } from './helpers/tolerances.js';
+
+let scratch = '';
+test.before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'repvgg-quant-'));
+});
+test.after.always(async () => {
+  if (scratch !== '') await rm(scratch, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The calibration math
+
+test('sqnrDb and the weight rounding error on hand-computed values', (t) => {
+  t.true(Math.abs(sqnrDb([1, 2], [1, 2.1]) - 10 * Math.log10(5 / 0.01)) < 1e-9, '10 log10(5 / 0.1^2) = 26.99 dB');
+  t.is(sqnrDb([1, 2], [1, 2]), Number.POSITIVE_INFINITY);
+  // 1.0 is q = 127 exactly; 0.3 * 127 = 38.1 rounds to 38, which represents 38 / 127.
+  const error = weightQuantizationError([1, 0.3], 1 / 127);
+  t.true(Math.abs(error - (0.3 - 38 / 127) ** 2) < 1e-15, `error ${error}`);
+  // Clipping 1.0 to any ratio below 1 costs at least 0.01^2 = 1e-4, far more than 6.2e-7: the max scale wins.
+  t.is(chooseWeightScale([1, 0.3]), 1 / 127);
+  t.is(chooseWeightScale([0, 0, 0]), 1, 'an all-zero channel keeps a valid scale');
+});
+
+test('chooseWeightScale is the least-error clip ratio of its grid, and clips a heavy tail', (t) => {
+  const rng = makeRng(11);
+  const values = [...Array.from({ length: 2000 }, () => (rng() - 0.5) * 0.02), 1.0, -0.9];
+  let best = { ratio: 0, error: Number.POSITIVE_INFINITY };
+  for (let r = 50; r <= 100; r++) {
+    const error = weightQuantizationError(values, (1.0 * r) / 100 / 127);
+    if (error < best.error) best = { ratio: r / 100, error };
+  }
+  const chosen = chooseWeightScale(values);
+  t.true(Math.abs(chosen - best.ratio / 127) < 1e-15, `chosen ${chosen} vs grid minimum ${best.ratio / 127}`);
+  t.true(weightQuantizationError(values, chosen) <= weightQuantizationError(values, 1 / 127));
+});
+
+test('activationHistogram and activationClipError on a hand-computed histogram', (t) => {
+  const h = activationHistogram(Float32Array.of(0, 0, 0.5, 3.9), 4);
+  t.is(h.zeros, 2);
+  t.is(h.max, Math.fround(3.9));
+  t.deepEqual([...h.counts], [1, 0, 0, 1]);
+  // Bin width 3.9 / 4 = 0.975: centers 0.4875 (kept, rounding noise step^2 / 12) and 3.4125 (clipped to 2).
+  const step = 2 / 255;
+  const expected = step ** 2 / 12 + (3.4125 - 2) ** 2;
+  const error = activationClipError(h, 2);
+  t.true(Math.abs(error - expected) < 1e-6, `error ${error}, expected ${expected}`);
+});
+
+test('chooseActivationScale clips a rare outlier and keeps the whole range of a dense one', (t) => {
+  const counts = new Float64Array(2048);
+  counts.fill(1e6, 0, 21); // most values below ~1
+  counts[2047] = 1; // one near 100
+  // Keeping 100 costs 2.1e7 * (100 / 255)^2 / 12 = 2.7e5 of rounding noise; clipping at 12.5 (the smallest clip
+  // tried) costs 87.5^2 + 2.1e7 * (12.5 / 255)^2 / 12 = 1.2e4.
+  t.is(chooseActivationScale({ max: 100, zeros: 0, counts }), 12.5 / 255);
+  const uniform = new Float64Array(2048).fill(1000);
+  const scale = chooseActivationScale({ max: 10, zeros: 0, counts: uniform });
+  t.true(scale * 255 > 9.5, `a uniform histogram keeps almost all its range (clip ${scale * 255})`);
+  t.is(chooseActivationScale({ max: 0, zeros: 10, counts: new Float64Array(2048) }), 1, 'all zeros');
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The native int8 program against the float64 int8 reference
+
+const plainSpec = customSpec({ numClasses: 6, stemChannels: 16, stageChannels: [16, 32, 32, 48], stageDepths: [1, 2, 1, 1] });
+const groupedSpec = customSpec({
+  numClasses: 5, stemChannels: 16, stageChannels: [16, 32, 32, 32], stageDepths: [2, 1, 1, 1], groups: [2, 4, 2, 1, 1],
+});
+const seSpec = customSpec({ numClasses: 4, stemChannels: 16, stageChannels: [16, 16, 32, 32], stageDepths: [1, 1, 1, 1], seReduction: 4 });
+
+async function calibrated(spec: RepVGGSpec, seed: number, keep: string[] = []) {
+  const rng = makeRng(seed);
+  const model = reparameterize(spec, randomTrainState(spec, rng));
+  const result = await calibrate(model, randomImages([8, spec.inChannels, 32, 32], rng), { keep });
+  return { model, result, rng };
+}
+
+function int8Network(model: DeployedModel, quantization: ModelQuantization): RepVGGNetwork {
+  return RepVGGNetwork.fromDeployed(model, { backend: 'cpu', precision: 'int8', quantization });
+}
+
+for (const [title, spec, keep] of [
+  ['plain', plainSpec, []],
+  ['grouped 2 and 4', groupedSpec, []],
+  ['squeeze-excitation', seSpec, []],
+  ['one layer kept in float32 between int8 layers', plainSpec, ['stage2.0']],
+] as const) {
+  test(`int8 program matches the float64 int8 reference: ${title}`, async (t) => {
+    const { model, result, rng } = await calibrated(spec, 100 + title.length, [...keep]);
+    for (const name of keep) t.false(result.quantization.has(name), `${name} kept in float32`);
+    t.is(result.quantization.size, model.layers.length - 1 - keep.length, 'every other layer but the first is int8');
+    const network = int8Network(result.model, result.quantization);
+    try {
+      for (const shape of [[1, 3, 32, 32], [3, 3, 48, 32]] as [number, number, number, number][]) {
+        const x = randomImages(shape, rng);
+        const ours = await network.predict(x);
+        const reference = modelInt8Ref(result.model, result.quantization, x);
+        checkClose(t, `${title} ${shape.join('x')}`, ours.data, reference.logits, INT8_REFERENCE);
+        // Not vacuous: int8 differs from the float network by far more than the tolerance.
+        const floatError = maxRelativeError(ours.data, modelDeployRef(model, x).logits);
+        t.true(floatError > 10 * INT8_REFERENCE, `int8 really quantizes (${floatError.toExponential(2)} from float32)`);
+      }
+      const report = await network.prepare(1, 32, 32);
+      t.is(report.convs.filter((c) => c.algorithm === 'int8').length, result.quantization.size, 'the quantized layers run int8 primitives');
+    } finally {
+      network.dispose();
+    }
+  });
+}
+
+test('the calibration simulates what the engine computes: same logits SQNR and top-1 agreement', async (t) => {
+  const spec = plainSpec;
+  const rng = makeRng(7);
+  const model = reparameterize(spec, randomTrainState(spec, rng));
+  const images = randomImages([16, 3, 32, 32], rng);
+  const result = await calibrate(model, images);
+  const int8 = int8Network(result.model, result.quantization);
+  const float = RepVGGNetwork.fromDeployed(model, { backend: 'cpu' });
+  try {
+    const a = await int8.predict(images);
+    const b = await float.predict(images);
+    const measured = sqnrDb(b.data, a.data);
+    t.true(Math.abs(measured - result.logitsSqnrDb) < 0.5, `engine ${measured.toFixed(2)} dB vs calibration ${result.logitsSqnrDb.toFixed(2)} dB`);
+    t.true(result.logitsSqnrDb > 20, `logits SQNR ${result.logitsSqnrDb.toFixed(1)} dB`);
+    for (const layer of result.layers.slice(1)) t.true(layer.networkSqnrDb > 15 && (layer.layerSqnrDb ?? 0) > 15, `${layer.name}: ${JSON.stringify(layer)}`);
+  } finally {
+    int8.dispose();
+    float.dispose();
+  }
+});
+
+test('bad calibration arguments and int8 without calibration are typed errors', async (t) => {
+  const model = reparameterize(plainSpec, randomTrainState(plainSpec, makeRng(3)));
+  await t.throwsAsync(calibrate(model, randomImages([2, 3, 32, 32], makeRng(1)), { keep: ['stage9.0'] }), { instanceOf: ArgumentValueError, message: /stage9\.0/ });
+  await t.throwsAsync(calibrate(model, randomImages([2, 1, 32, 32], makeRng(1))), { message: /\[N, 3, H, W\].*\[2, 1, 32, 32\]/ });
+  t.throws(() => RepVGGNetwork.fromDeployed(model, { backend: 'cpu', precision: 'int8' }), { instanceOf: ArgumentValueError, message: /repvgg quantize/ });
+  const trainState = randomTrainState(plainSpec, makeRng(3));
+  t.throws(() => RepVGGNetwork.fromStateDict(plainSpec, trainState, { backend: 'cpu', precision: 'int8' }), { message: /training-time weights/ });
+  const first = new Map([[model.layers[0]!.name, { inputScale: 0.1, weightScales: new Float32Array(16).fill(0.01) }]]);
+  t.throws(() => int8Network(model, first), { instanceOf: WeightsMismatchError, message: /first layer stage0/ });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The weights file
+
+async function quantizedFile(name: string): Promise<{ path: string; model: DeployedModel; quantization: ModelQuantization; spec: RepVGGSpec }> {
+  const { result } = await calibrated(plainSpec, 21);
+  const state = deployedStateDict(result.model);
+  putQuantization(state, result.quantization);
+  const path = join(scratch, name);
+  await saveWeights(path, plainSpec, 'deploy', state);
+  return { path, model: result.model, quantization: result.quantization, spec: plainSpec };
+}
+
+test('a quantized file loads with its scales taken out, runs int8 and fp32, and is checked on load', async (t) => {
+  const { path, model, quantization } = await quantizedFile('roundtrip.safetensors');
+  const loaded = await loadWeights(path);
+  t.is(loaded.form, 'deploy');
+  t.deepEqual([...loaded.quantization!.keys()], [...quantization.keys()]);
+  for (const [name, q] of quantization) {
+    t.is(loaded.quantization!.get(name)!.inputScale, Math.fround(q.inputScale));
+    t.deepEqual(loaded.quantization!.get(name)!.weightScales, q.weightScales);
+  }
+  t.false([...loaded.state.keys()].some((k) => k.endsWith('_scale')), 'the scale tensors are not weights');
+  const x = randomImages([2, 3, 32, 32], makeRng(5));
+  const fromFile = RepVGGNetwork.fromStateDict(loaded.spec, loaded.state, { backend: 'cpu', precision: 'int8', quantization: loaded.quantization! });
+  const direct = int8Network(model, quantization);
+  t.deepEqual((await fromFile.predict(x)).data, (await direct.predict(x)).data, 'the file runs exactly what was calibrated');
+  fromFile.dispose();
+  direct.dispose();
+  // In fp32 (and in any tool that ignores the scale tensors) the file is the weight-quantized float network.
+  const asFloat = RepVGGNetwork.fromStateDict(loaded.spec, loaded.state, { backend: 'cpu' });
+  checkClose(t, 'quantized file in fp32', (await asFloat.predict(x)).data, modelDeployRef(model, x).logits, MODEL_FP32);
+  asFloat.dispose();
+
+  // Damaged files: each a typed error naming the key.
+  const raw = new Map(loaded.state);
+  putQuantization(raw, loaded.quantization!);
+  const damaged = async (edit: (state: typeof raw) => void): Promise<string> => {
+    const copy = new Map([...raw].map(([k, v]) => [k, { shape: v.shape, data: v.data.slice() }]));
+    edit(copy);
+    const file = join(scratch, `damaged-${Math.random().toString(16).slice(2)}.safetensors`);
+    await writeFile(file, encodeSafetensors(copy, loaded.metadata));
+    return file;
+  };
+  await t.throwsAsync(loadWeights(await damaged((s) => { s.get('stage1.0.rbr_reparam.weight')!.data[3]! += 1e-4; })), {
+    instanceOf: FormatError, message: /stage1\.0\.rbr_reparam\.weight\[3\].*not on its int8 grid/,
+  });
+  await t.throwsAsync(loadWeights(await damaged((s) => { s.get('stage2.0.rbr_reparam.weight_scale')!.data[0] = -1; })), {
+    instanceOf: FormatError, message: /stage2\.0\.rbr_reparam\.weight_scale\[0\] must be positive/,
+  });
+  await t.throwsAsync(loadWeights(await damaged((s) => { s.get('stage2.0.rbr_reparam.input_scale')!.data[0] = Number.NaN; })), {
+    instanceOf: FormatError, message: /input_scale must be positive and finite but is NaN/,
+  });
+  await t.throwsAsync(loadWeights(await damaged((s) => { s.delete('stage3.0.rbr_reparam.input_scale'); })), {
+    instanceOf: WeightsMismatchError, message: /stage3\.0 has only part of its int8 parameters/,
+  });
+  await t.throwsAsync(loadWeights(await damaged((s) => { s.set('stage3.0.rbr_reparam.weight_scale', { shape: [2], data: Float32Array.of(1, 1) }); })), {
+    instanceOf: WeightsMismatchError, message: /weight_scale \[32\].*\[2\]/,
+  });
+});
+
+test('export with QDQ int8 layers runs in onnxruntime and agrees with our int8 program', async (t) => {
+  const { model, quantization } = await quantizedFile('onnx.safetensors');
+  const session = await InferenceSession.create(encodeOnnx(model, { quantization }));
+  const x = randomImages([6, 3, 32, 32], makeRng(9));
+  const theirs = (await session.run({ input: new Tensor('float32', x.data, x.shape) })).logits!.data as Float32Array;
+  const network = int8Network(model, quantization);
+  const ours = await network.predict(x);
+  network.dispose();
+  await session.release();
+  checkClose(t, 'onnxruntime QDQ vs ours int8', theirs, ours.data, INT8_ONNX);
+  checkTop1Agreement(t, 'onnxruntime QDQ vs ours int8', theirs, ours.data, [6, plainSpec.numClasses], INT8_ONNX);
+  t.throws(() => encodeOnnx(model, { quantization, opset: 12 }), { instanceOf: ArgumentValueError, message: /opset 13/ });
+});
+
+test('the server runs int8 weights with precision int8 and answers as the int8 network', async (t) => {
+  const { path, model, quantization } = await quantizedFile('serve.safetensors');
+  const server = createServer({ weights: path, precision: 'int8', backend: 'cpu', resize: 36, crop: 32, prepareBatches: [1], logLevel: 'silent' });
+  t.teardown(() => server.close());
+  t.like(await server.modelLoaded, { backend: 'cpu', precision: 'int8' });
+  const x = randomImages([2, 3, 32, 32], makeRng(12));
+  const response = await server.inject({
+    method: 'POST', url: '/v2/models/repvgg/infer', headers: { 'content-type': 'application/json' },
+    payload: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: x.shape, data: Array.from(x.data) }] }),
+  });
+  t.is(response.statusCode, 200, response.body);
+  const network = int8Network(model, quantization);
+  const expected = (await network.predict(x)).data;
+  network.dispose();
+  t.deepEqual(Float32Array.from(response.json().outputs[0].data as number[]), expected);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The command line
+
+function expectOk(t: ExecutionContext, r: CliResult): CliResult {
+  t.is(r.code, 0, describe(r));
+  return r;
+}
+
+function expectError(t: ExecutionContext, r: CliResult, code: 1 | 2, pattern: RegExp): void {
+  t.is(r.code, code, describe(r));
+  const lines = r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('quantize: '));
+  t.is(lines.length, 1, `one stderr line expected:\n${r.stderr}`);
+  t.notRegex(r.stderr, /unexpected error|\n\s+at /);
+  t.regex(lines[0] ?? '', pattern);
+}
+
+test('repvgg quantize, then infer/eval --precision int8 and export-onnx --int8, from safetensors, .pth and images', async (t) => {
+  const spec = officialSpec('A0', { numClasses: 5 });
+  const train = join(scratch, 'a0-train.safetensors');
+  await saveWeights(train, spec, 'train', randomStateDict(spec, 'train', 4));
+  const rng = makeRng(8);
+  const calib = join(scratch, 'calib.npy');
+  const images: HostTensor = randomImages([12, 3, 32, 32], rng);
+  await writeNpy(calib, images.data, images.shape, 'calib');
+  const out = join(scratch, 'a0-int8.safetensors');
+  const quantized = expectOk(t, await cli(['quantize', '--weights', train, '--calib', calib, '--calib-count', '8', '--out', out]));
+  t.regex(quantized.stdout, /\| stage1\.0 +\| int8 +\| +\d+\.\d \| +\d+\.\d \|/);
+  t.regex(quantized.stdout, /logits SQNR \d+\.\d dB/);
+  t.regex(quantized.stdout, /quantized RepVGG-A0: 21 of 22 layers int8, calibrated on 8 images/);
+  const loaded = await loadWeights(out);
+  t.is(loaded.metadata.quantization, 'int8');
+  t.is(loaded.metadata.calibration_images, '8');
+  t.regex(loaded.metadata.quantization_method ?? '', /bias correction/);
+  t.is(JSON.parse(loaded.metadata.quantization_report ?? '{}').layers.length, 22);
+
+  // infer --precision int8 runs exactly what the library runs with that file.
+  const logitsPath = join(scratch, 'int8-logits.npy');
+  const inferred = expectOk(t, await cli(['infer', '--weights', out, '--input', calib, '--output', logitsPath, '--precision', 'int8', '--backend', 'cpu']));
+  t.regex(inferred.stdout, /cpu int8/);
+  const network = RepVGGNetwork.fromStateDict(loaded.spec, loaded.state, { backend: 'cpu', precision: 'int8', quantization: loaded.quantization! });
+  t.deepEqual((await readNpy(logitsPath, 'logits')).data, (await network.predict(images)).data);
+  network.dispose();
+
+  // eval --precision int8 and fp32 of the same file; labels are arbitrary, only the run is checked.
+  const labels = join(scratch, 'labels.npy');
+  await writeNpy(labels, Int32Array.from({ length: 12 }, (_, i) => i % 5), [12], 'labels');
+  t.regex(expectOk(t, await cli(['eval', '--weights', out, '--test-npy', `${calib},${labels}`, '--precision', 'int8', '--backend', 'cpu'])).stdout, /deploy form, int8\): accuracy/);
+
+  // export-onnx --int8: onnxruntime runs the QDQ model.
+  const onnxPath = join(scratch, 'a0-int8.onnx');
+  t.regex(expectOk(t, await cli(['export-onnx', '--weights', out, '--int8', '--out', onnxPath])).stdout, /21 int8 \(QDQ\) layers/);
+  const session = await InferenceSession.create(await readFile(onnxPath));
+  const theirs = (await session.run({ input: new Tensor('float32', images.data, images.shape) })).logits!.data as Float32Array;
+  await session.release();
+  checkClose(t, 'CLI QDQ export vs infer --precision int8', theirs, (await readNpy(logitsPath, 'logits')).data as Float32Array, INT8_ONNX);
+
+  // A torch.save checkpoint of the official code (10 classes) and an image folder of PNGs.
+  const pth = join(scratch, 'a0_official_train.pth');
+  await writeFile(pth, gunzipSync(await readFile(fixturePath('pth/a0_official_train.pth.gz'))));
+  const folder = join(scratch, 'pngs');
+  await rm(folder, { recursive: true, force: true });
+  await mkdir(folder);
+  for (let i = 0; i < 4; i++) await writeFile(join(folder, `${i}.png`), await randomPng(40 + i, 36, rng));
+  const fromPth = join(scratch, 'pth-int8.safetensors');
+  const pthRun = expectOk(t, await cli(['quantize', '--weights', pth, '--calib-dir', folder, '--crop', '32', '--keep', 'stage4.0', '--out', fromPth]));
+  t.regex(pthRun.stdout, /\| stage4\.0 +\| fp32 /);
+  t.regex(pthRun.stdout, /20 of 22 layers int8, calibrated on 4 images/);
+  expectOk(t, await cli(['infer', '--weights', fromPth, '--images', folder, '--precision', 'int8', '--backend', 'cpu', '--resize', '36', '--crop', '32']));
+});
+
+test('repvgg quantize and --precision int8: bad input is one typed error line and writes nothing', async (t) => {
+  const spec = officialSpec('A0', { numClasses: 5 });
+  const train = join(scratch, 'bad-train.safetensors');
+  await writeSafetensors(train, randomStateDict(spec, 'train', 6));
+  const calib = join(scratch, 'bad-calib.npy');
+  const images = randomImages([2, 3, 32, 32], makeRng(2));
+  await writeNpy(calib, images.data, images.shape, 'calib');
+  const out = join(scratch, 'never.safetensors');
+  expectError(t, await cli(['quantize', '--weights', train, '--arch', 'A0', '--out', out]), 2, /exactly one of --calib x\.npy, --calib-dir DIR or --calib-dataset/);
+  expectError(t, await cli(['quantize', '--weights', train, '--arch', 'A0', '--calib', calib, '--calib-dir', scratch, '--out', out]), 2, /exactly one of/);
+  expectError(t, await cli(['quantize', '--weights', train, '--arch', 'A0', '--calib', calib, '--keep', 'stage7.1', '--out', out]), 1, /'stage7\.1'/);
+  const gray = join(scratch, 'gray.npy');
+  await writeNpy(gray, new Float32Array(2 * 32 * 32).fill(0.5), [2, 1, 32, 32], 'gray');
+  expectError(t, await cli(['quantize', '--weights', train, '--arch', 'A0', '--calib', gray, '--out', out]), 1, /--calib of shape \[N, 3, H, W\].*\[2, 1, 32, 32\]/);
+  expectError(t, await cli(['quantize', '--weights', train, '--arch', 'A0', '--calib', calib, '--calib-count', '0', '--out', out]), 2, /--calib-count/);
+  expectError(t, await cli(['infer', '--weights', train, '--arch', 'A0', '--input', calib, '--output', out, '--precision', 'int8', '--backend', 'cpu']), 1, /training-time weights/);
+  expectError(t, await cli(['export-onnx', '--weights', train, '--arch', 'A0', '--int8', '--out', out]), 1, /carries no int8 scales/);
+  const int8 = join(scratch, 'bad-int8.safetensors');
+  expectOk(t, await cli(['quantize', '--weights', train, '--arch', 'A0', '--calib', calib, '--out', int8]));
+  expectError(t, await cli(['quantize', '--weights', int8, '--calib', calib, '--out', out]), 1, /already quantized/);
+  await t.throwsAsync(readFile(out), { code: 'ENOENT' }, 'no output written by any failure');
+});
