@@ -4,7 +4,9 @@
 // on one random batch. int8 is calibrated (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on stderr; optionally
 // writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
 // statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
-// Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg]
+// With --profile it also prints, per model and batch, where each deployed precision spends its time, layer by layer
+// (RepVGGNetwork.profile: every primitive timed on its own).
+// Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg] [--profile]
 // Not for: accuracy against PyTorch (test/reference.test.ts) or the GPU backend.
 
 import { writeFile } from 'node:fs/promises';
@@ -15,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { loadCpuAddon } from '../lib/backend/native.js';
-import { RepVGGNetwork, type PlanReport } from '../lib/engine.js';
+import { RepVGGNetwork, type NetworkProfile, type PlanReport } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
@@ -33,6 +35,9 @@ const CHECK_BATCH = 8;
 /** Timings of a model are skipped when an fp32 engine differs from onnxruntime by more than this. */
 const MAX_FP32_RELATIVE_ERROR = 1e-4;
 const WARMUP_RUNS = 2;
+/** Runs each primitive is timed over for --profile. */
+const PROFILE_RUNS = 10;
+const PROFILED_ENGINES = ['deployedFp32', 'deployedBf16', 'deployedInt8'] as const;
 /** Each engine runs at least this many timed iterations, however long they take. */
 const MIN_TIMED_RUNS = 5;
 
@@ -64,6 +69,8 @@ const ENGINE_COLORS: Record<EngineKey, string> = {
 /** Something that classifies a batch; prepare() returns our plan report (undefined for onnxruntime). */
 interface Engine {
   prepare(batch: number): Promise<PlanReport | undefined>;
+  /** Ours only: the per-primitive profile of this batch size. */
+  profile?(batch: number): Promise<NetworkProfile>;
   logits(images: HostTensor): Promise<Float32Array>;
   dispose(): Promise<void>;
 }
@@ -91,6 +98,8 @@ interface BatchResult {
   /** Median img/s over onnxruntime fp32's: ours fp32, bf16, int8 and onnxruntime's own int8. */
   overOnnxruntime: Record<'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'onnxruntimeInt8', number>;
   deployedOverTrainForm: number;
+  /** --profile: per deployed precision, ms per layer and role ('stage1.0 int8 conv'), and the whole run. */
+  profiles?: Record<(typeof PROFILED_ENGINES)[number], NetworkProfile>;
 }
 
 interface Agreement {
@@ -123,6 +132,7 @@ interface BenchOptions {
   seconds: number;
   jsonPath: string | undefined;
   plotPath: string | undefined;
+  profile: boolean;
 }
 
 function progress(message: string): void {
@@ -137,6 +147,7 @@ function parseOptions(): BenchOptions {
       seconds: { type: 'string', default: '3' },
       json: { type: 'string' },
       plot: { type: 'string' },
+      profile: { type: 'boolean', default: false },
     },
   });
   const batches = values.batches.split(',').map(Number);
@@ -145,7 +156,7 @@ function parseOptions(): BenchOptions {
   }
   const seconds = Number(values.seconds);
   if (!(seconds > 0)) throw new Error(`Expected a positive number for --seconds but received '${values.seconds}'`);
-  return { models: values.models.split(','), batches, seconds, jsonPath: values.json, plotPath: values.plot };
+  return { models: values.models.split(','), batches, seconds, jsonPath: values.json, plotPath: values.plot, profile: values.profile };
 }
 
 function randomImages(batch: number, seed: number): HostTensor {
@@ -158,6 +169,7 @@ function randomImages(batch: number, seed: number): HostTensor {
 function ourEngine(network: RepVGGNetwork): Engine {
   return {
     prepare: (batch) => network.prepare(batch, IMAGE_SIZE, IMAGE_SIZE),
+    profile: (batch) => network.profile(batch, IMAGE_SIZE, IMAGE_SIZE, { runs: PROFILE_RUNS }),
     logits: async (images) => (await network.predict(images)).data,
     dispose: async () => network.dispose(),
   };
@@ -279,7 +291,9 @@ function summarizePlan(report: PlanReport): PlanSummary {
   };
 }
 
-async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, batch: number, seconds: number): Promise<BatchResult> {
+async function benchmarkBatch(
+  engines: Record<EngineKey, Engine>, arch: string, batch: number, seconds: number, profile: boolean,
+): Promise<BatchResult> {
   const images = randomImages(batch, INPUT_SEED + batch);
   const throughput = {} as Record<EngineKey, Throughput>;
   const plans = {} as BatchResult['plans'];
@@ -290,7 +304,14 @@ async function benchmarkBatch(engines: Record<EngineKey, Engine>, arch: string, 
     throughput[key] = await measureThroughput(engines[key], images, seconds);
     progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
   }
+  let profiles: BatchResult['profiles'];
+  if (profile) {
+    progress(`${arch} batch ${batch}: profiling the deployed precisions`);
+    profiles = {} as NonNullable<BatchResult['profiles']>;
+    for (const key of PROFILED_ENGINES) profiles[key] = await engines[key].profile!(batch);
+  }
   return {
+    ...(profiles && { profiles }),
     batch,
     throughput,
     plans,
@@ -319,7 +340,7 @@ async function benchmarkModel(name: string, options: BenchOptions): Promise<Mode
       return { arch: spec.arch, agreement, skipped, batches: [] };
     }
     const batches: BatchResult[] = [];
-    for (const batch of options.batches) batches.push(await benchmarkBatch(engines, spec.arch, batch, options.seconds));
+    for (const batch of options.batches) batches.push(await benchmarkBatch(engines, spec.arch, batch, options.seconds, options.profile));
     return { arch: spec.arch, agreement, batches };
   } finally {
     for (const engine of Object.values(engines)) await engine.dispose();
@@ -341,6 +362,42 @@ function formatCounts(counts: Record<string, number>): string {
 function markdownTable(header: string[], rows: string[][]): string {
   const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+/** One table per (model, batch): ms per layer and role for each deployed precision, then the sums and whole runs. */
+function profileTables(results: ModelResult[]): string[] {
+  const tables: string[] = [];
+  for (const model of results) {
+    for (const b of model.batches) {
+      if (!b.profiles) continue;
+      const profiles = b.profiles;
+      const rows = new Map<string, Partial<Record<(typeof PROFILED_ENGINES)[number], number>>>();
+      for (const key of PROFILED_ENGINES) {
+        for (const e of profiles[key].entries) {
+          // int8 convs and float convs of the same layer share a row; the role names the precision's primitive.
+          const row = `${e.layer} ${e.what === 'int8 conv' ? 'conv' : e.what}`;
+          const cells = rows.get(row) ?? {};
+          cells[key] = (cells[key] ?? 0) + e.ms;
+          rows.set(row, cells);
+        }
+      }
+      const ms = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(3));
+      tables.push(
+        `### ${model.arch}, batch ${b.batch}: ms per run (each primitive on its own, mean of ${PROFILE_RUNS} runs)`,
+        '',
+        markdownTable(
+          ['layer', ...PROFILED_ENGINES.map((k) => ENGINE_LABELS[k])],
+          [
+            ...[...rows].map(([row, cells]) => [row, ...PROFILED_ENGINES.map((k) => ms(cells[k]))]),
+            ['sum of primitives', ...PROFILED_ENGINES.map((k) => ms(profiles[k].sumMs))],
+            ['whole run (median)', ...PROFILED_ENGINES.map((k) => ms(profiles[k].networkMs))],
+          ],
+        ),
+        '',
+      );
+    }
+  }
+  return tables;
 }
 
 function markdownReport(results: ModelResult[], machine: Record<string, unknown>, options: BenchOptions): string {
@@ -411,6 +468,7 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
     '',
     algorithmTable,
     '',
+    ...(options.profile ? ['## Profiles', '', ...profileTables(results)] : []),
   ].join('\n');
 }
 

@@ -52,6 +52,16 @@ export interface PredictOptions {
 /** What a compiled plan uses, per input shape (see NativePlanReport). */
 export type PlanReport = NativePlanReport;
 
+/** RepVGGNetwork.profile(): per primitive, its layer ('stage1.0', 'input', 'head'), role and mean ms per run. */
+export interface NetworkProfile {
+  entries: { step: number; layer: string; what: string; ms: number }[];
+  /** Median ms of a whole forward. */
+  networkMs: number;
+  /** The entries summed. */
+  sumMs: number;
+  runs: number;
+}
+
 function seStep(buf: number, channels: number, se: SEWeights, relu: boolean): object {
   return {
     kind: 'se', buf, channels, internal: se.channels, relu,
@@ -62,6 +72,8 @@ function seStep(buf: number, channels: number, se: SEWeights, relu: boolean): ob
 /** A backend-neutral step program: what both addons' Program constructors take (with the head and options). */
 export interface StepProgram {
   steps: object[];
+  /** The block each step belongs to (e.g. 'stage1.0'), for profiles. */
+  stepNames: string[];
   numBuffers: number;
   headSrc: number;
 }
@@ -89,6 +101,7 @@ function int8Conv(model: DeployedModel, index: number, quantization: ModelQuanti
  */
 export function deployedProgram(model: DeployedModel, quantization?: ModelQuantization): StepProgram {
   const steps: object[] = [];
+  const stepNames: string[] = [];
   if (quantization) checkQuantizationFits(model, quantization);
   model.layers.forEach((layer, i) => {
     const src = i % 2;
@@ -99,8 +112,9 @@ export function deployedProgram(model: DeployedModel, quantization?: ModelQuanti
       ...(quantization && int8Conv(model, i, quantization)),
     });
     if (layer.se) steps.push(seStep(dst, layer.outChannels, layer.se, true));
+    while (stepNames.length < steps.length) stepNames.push(layer.name);
   });
-  return { steps, numBuffers: 2, headSrc: model.layers.length % 2 };
+  return { steps, stepNames, numBuffers: 2, headSrc: model.layers.length % 2 };
 }
 
 /** Native program for the training-time form in eval mode: three branches into three spare buffers, summed. */
@@ -115,6 +129,7 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
     mean: get(`${prefix}.running_mean`), var: get(`${prefix}.running_var`), gamma: get(`${prefix}.weight`), beta: get(`${prefix}.bias`),
   });
   const steps: object[] = [];
+  const stepNames: string[] = [];
   let x = 0;
   for (const b of blocksOf(spec)) {
     const [dense, pointwise, identity] = [0, 1, 2, 3].filter((i) => i !== x) as [number, number, number];
@@ -138,9 +153,10 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
         }, true),
       );
     }
+    while (stepNames.length < steps.length) stepNames.push(b.name);
     x = dense;
   }
-  return { steps, numBuffers: 4, headSrc: x };
+  return { steps, stepNames, numBuffers: 4, headSrc: x };
 }
 
 /** Picks the backend: 'auto' prefers CUDA when it can run here; an explicit 'cuda' fails with the reason. */
@@ -162,11 +178,13 @@ export class RepVGGNetwork {
   readonly precision: Precision;
   readonly maxBatch: number;
   #program: NativeProgram | undefined;
+  readonly #stepNames: readonly string[];
 
   private constructor(spec: RepVGGSpec, form: WeightForm, program: StepProgram,
     linear: { weight: Float32Array; bias: Float32Array }, options: NetworkOptions) {
     this.spec = spec;
     this.form = form;
+    this.#stepNames = program.stepNames;
     this.backend = resolveBackend(options.backend);
     if (options.cudaGraph === true && this.backend !== 'cuda') {
       throw new ArgumentValueError(`Expected cudaGraph only with the cuda backend but the network runs on ${this.backend}`);
@@ -304,6 +322,27 @@ export class RepVGGNetwork {
     }
     const program = this.#live();
     return callNative(() => program.prepare({ batch, height, width }));
+  }
+
+  /**
+   * Where the time of one input shape goes (CPU backend): every primitive of the compiled plan timed on its own over
+   * `runs` runs, labelled with its step and the deployed layer it belongs to, next to the whole run's median.
+   * The sum of the entries minus the whole run is what running primitives back to back saves (or, when
+   * negative, the per-call overhead outside the primitives).
+   * @example const { layers, networkMs } = await net.profile(1, 224, 224);
+   */
+  async profile(batch: number, height: number, width: number, options: { runs?: number } = {}): Promise<NetworkProfile> {
+    checkPositiveInt(batch, 'batch');
+    const runs = checkPositiveInt(options.runs ?? 20, 'runs');
+    const program = this.#live();
+    if (program.profile === undefined) throw new ArgumentValueError(`Expected the cpu backend for profile() but the network runs on ${this.backend}`);
+    await this.prepare(batch, height, width);
+    const raw = await callNative(() => program.profile!({ batch, height, width, runs }));
+    const names = this.#stepNames;
+    const entries = raw.entries.map((e) => ({
+      ...e, layer: e.step < 0 ? 'input' : e.step >= names.length ? 'head' : (names[e.step] ?? `step ${e.step}`),
+    }));
+    return { entries, networkMs: raw.networkMs, sumMs: entries.reduce((s, e) => s + e.ms, 0), runs: raw.runs };
   }
 
   /** Frees native memory now; later calls throw DisposedError. Safe to call twice. */

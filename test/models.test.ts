@@ -659,3 +659,33 @@ algorithmSpecs.forEach(([label, spec], index) => {
     }
   });
 });
+
+// ---------------------------------------------------------------------------------------------------------------
+// (h) Profiles
+
+test('profile() names every primitive of the plan by layer and role, for the deployed and the training-time form', async (t) => {
+  const spec = officialSpec('A0', { numClasses: 10 });
+  const state = randomTrainState(spec, makeRng(130));
+  const layerNames = reparameterize(spec, state).layers.map((l) => l.name);
+  for (const [form, make] of [
+    ['deployed', () => RepVGGNetwork.fromDeployed(reparameterize(spec, state))],
+    ['training-time', () => RepVGGNetwork.fromStateDict(spec, state)],
+  ] as const) {
+    await withNetwork(make, async (net) => {
+      const profile = await net.profile(2, 32, 32, { runs: 3 });
+      t.is(profile.runs, 3);
+      const layers = new Set(profile.entries.map((e) => e.layer));
+      t.deepEqual([...layers], ['input', ...layerNames, 'head'], `${form}: every layer in order`);
+      const convs = profile.entries.filter((e) => e.what === 'conv').length;
+      t.is(convs, form === 'deployed' ? layerNames.length : 2 * layerNames.length, `${form}: one conv per branch`);
+      t.true(profile.entries.some((e) => e.layer === 'head' && e.what === 'classifier'));
+      if (form === 'training-time') t.true(profile.entries.some((e) => e.what === 'batchnorm') && profile.entries.some((e) => e.what === 'add'));
+      for (const e of profile.entries) t.true(Number.isFinite(e.ms) && e.ms >= 0, `${e.layer} ${e.what}: ${e.ms}`);
+      t.true(Math.abs(profile.sumMs - profile.entries.reduce((s, e) => s + e.ms, 0)) < 1e-9);
+      t.true(Number.isFinite(profile.networkMs) && profile.networkMs > 0);
+    });
+  }
+  await withNetwork(() => RepVGGNetwork.fromDeployed(reparameterize(spec, state)), async (net) => {
+    await t.throwsAsync(net.profile(1, 32, 32, { runs: 0 }), { message: /runs/ });
+  });
+});

@@ -145,6 +145,9 @@ for (const [title, spec, keep] of [
       }
       const report = await network.prepare(1, 32, 32);
       t.is(report.convs.filter((c) => c.algorithm === 'int8').length, result.quantization.size, 'the quantized layers run int8 primitives');
+      const profile = await network.profile(1, 32, 32, { runs: 1 });
+      t.deepEqual(profile.entries.filter((e) => e.what === 'int8 conv').map((e) => e.layer), [...result.quantization.keys()]);
+      t.true(profile.entries.some((e) => e.layer === 'stage1.0' && e.what === 'quantize'), 'the float first layer output is quantized for stage1.0');
     } finally {
       network.dispose();
     }

@@ -29,10 +29,21 @@ export interface NativePlanReport {
   convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number }[];
 }
 
+/** Where a plan's time goes (CPU): each primitive timed on its own, mean ms per run. */
+export interface NativeProfile {
+  /** step: index into the program's steps (-1: the input reorder; steps.length: the head); what: the primitive's role. */
+  entries: { step: number; what: string; ms: number }[];
+  /** Median ms of a whole run (primitives back to back, one wait at the end). */
+  networkMs: number;
+  runs: number;
+}
+
 export interface NativeProgram {
   run(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number }): Promise<void>;
   runSync(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number }): void;
   prepare(options: { batch: number; height: number; width: number }): Promise<NativePlanReport>;
+  /** CPU only. */
+  profile?(options: { batch: number; height: number; width: number; runs: number }): Promise<NativeProfile>;
   dispose(): void;
 }
 

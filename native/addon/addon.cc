@@ -378,7 +378,8 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Program",
                        {InstanceMethod("run", &ProgramWrap::Run), InstanceMethod("runSync", &ProgramWrap::RunSync),
-                        InstanceMethod("prepare", &ProgramWrap::Prepare), InstanceMethod("dispose", &ProgramWrap::Dispose)});
+                        InstanceMethod("prepare", &ProgramWrap::Prepare), InstanceMethod("profile", &ProgramWrap::ProfilePlan),
+                        InstanceMethod("dispose", &ProgramWrap::Dispose)});
   }
 
   explicit ProgramWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProgramWrap>(info) {
@@ -445,6 +446,35 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
       auto report = std::make_shared<cpu::PlanReport>();
       return queue_posted(info.Env(), cpu::post_to_compute_thread, [=] { *report = program->prepare(batch, height, width); }, o,
                           [report](Napi::Env env) -> Napi::Value { return report_to_js(env, *report); });
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+  // options: { batch, height, width, runs } -> Promise<{ entries: [{ step, what, ms }], networkMs, runs }>
+  Napi::Value ProfilePlan(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      Napi::Object o = options_arg(info);
+      const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
+      const int runs = static_cast<int>(get_int(o, "runs"));
+      auto profile = std::make_shared<cpu::Profile>();
+      return queue_posted(info.Env(), cpu::post_to_compute_thread, [=] { *profile = program->profile(batch, height, width, runs); }, o,
+                          [profile](Napi::Env env) -> Napi::Value {
+                            Napi::Object out = Napi::Object::New(env);
+                            Napi::Array entries = Napi::Array::New(env, profile->entries.size());
+                            for (size_t i = 0; i < profile->entries.size(); i++) {
+                              Napi::Object e = Napi::Object::New(env);
+                              e.Set("step", Napi::Number::New(env, profile->entries[i].step));
+                              e.Set("what", Napi::String::New(env, profile->entries[i].what));
+                              e.Set("ms", Napi::Number::New(env, profile->entries[i].ms));
+                              entries.Set(static_cast<uint32_t>(i), e);
+                            }
+                            out.Set("entries", entries);
+                            out.Set("networkMs", Napi::Number::New(env, profile->network_ms));
+                            out.Set("runs", Napi::Number::New(env, profile->runs));
+                            return out;
+                          });
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }

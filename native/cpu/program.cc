@@ -31,6 +31,8 @@ struct Exec {
   std::unordered_map<int, memory> fixed_args;
   std::unordered_map<int, memory> args;  // buffer_args + fixed_args, bound after buffers are allocated
   int conv_step = -1;                    // index into the spec's steps when this exec is a conv
+  int step = -1;                         // the step (or the head, steps.size()) this exec belongs to
+  std::string what;                      // for profiles: "conv", "quantize", "add", ...
 };
 
 struct ConvCandidate {
@@ -107,6 +109,7 @@ class Plan {
  public:
   Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, Layout layout);
   void run(const float* input, float* logits);
+  Profile profile(int runs);
   PlanReport& report() { return report_; }
 
  private:
@@ -161,16 +164,27 @@ Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width
   report_.height = height;
   report_.width = width;
   wrap_dnnl("compiling network", [&] {
+    auto label_new_execs = [&](size_t first, int step, const char* what) {
+      for (size_t e = first; e < execs_.size(); e++) {
+        execs_[e].step = step;
+        if (execs_[e].what.empty()) execs_[e].what = what;
+      }
+    };
     for (size_t i = 0; i < spec.steps.size(); i++) {
       const StepSpec& step = spec.steps[i];
+      const size_t first = execs_.size();
       switch (step.kind) {
         case StepKind::conv: compile_conv(static_cast<int>(i), step.conv); break;
         case StepKind::batchnorm: compile_batchnorm(step.bn); break;
         case StepKind::add: compile_add(step.add); break;
         case StepKind::se: compile_se(step.se); break;
       }
+      static const char* kinds[] = {"conv", "batchnorm", "add", "se"};
+      label_new_execs(first, static_cast<int>(i), kinds[static_cast<int>(step.kind)]);
     }
+    const size_t head_first = execs_.size();
     compile_head();
+    label_new_execs(head_first, static_cast<int>(spec.steps.size()), "classifier");
     allocate_and_bind();
     if (!winograd_candidates_.empty()) measure_conv_choices();
   });
@@ -198,7 +212,10 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   const md_t w_any(w_dims, act_type_, tag::any);
   const md_t bias_md = c.bias.empty() ? md_t() : plain_f32({c.out_channels});
   const bool blocked = layout_ == Layout::blocked16 && c.out_channels % 16 == 0;
-  const md_t dst_any({batch_, c.out_channels, oh, ow}, act_type_, blocked ? tag::aBcd16b : tag::any);
+  // bf16: the last conv writes float32 for the head, whose global mean then runs oneDNN's jit pooling (the bf16
+  // reduction ran its reference code: 0.9 ms of A0's 6.2 ms at batch 1) and keeps the features unrounded.
+  const bool feeds_head = index + 1 == static_cast<int>(spec_.steps.size()) && c.dst == spec_.head_src;
+  const md_t dst_any({batch_, c.out_channels, oh, ow}, feeds_head ? dt::f32 : act_type_, blocked ? tag::aBcd16b : tag::any);
   const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
   const dnnl::primitive_attr attr = relu_attr(c.relu);
 
@@ -284,6 +301,7 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
   stream().wait();
 
   Exec exec;
+  exec.what = "int8 conv";
   exec.prim = dnnl::convolution_forward(pd);
   exec.conv_step = index;
   if (quantize_input) {
@@ -291,6 +309,7 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
     dnnl::primitive_attr scale_attr;
     scale_attr.set_output_scales(0, {1.f / c.input_scale});
     Exec quantize;
+    quantize.what = "quantize";
     quantize.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), held, engine(), pd.src_desc(), scale_attr));
     quantize.buffer_args.push_back({DNNL_ARG_FROM, c.src, held});
     quantize.fixed_args.emplace(DNNL_ARG_TO, quantized);
@@ -343,6 +362,7 @@ void Plan::compile_add(const AddStepSpec& a) {
   if (!(a_md == b_md)) {  // bring b into a's layout first
     b_reordered = memory(a_md, engine());
     Exec reorder;
+    reorder.what = "reorder";
     reorder.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), b_md, engine(), a_md));
     reorder.buffer_args.push_back({DNNL_ARG_FROM, a.b, b_md});
     reorder.fixed_args.emplace(DNNL_ARG_TO, b_reordered);
@@ -404,7 +424,10 @@ void Plan::compile_head() {
   const int64_t n = batch_, c = spec_.features, k = spec_.classes;
   RV_CHECK(buffer_channels_[spec_.head_src] == c, "ERR_SHAPE", "classifier expects " + std::to_string(c) + " features but its buffer holds " + std::to_string(buffer_channels_[spec_.head_src]));
   memory pooled(plain_f32({n, c, 1, 1}), engine());
-  for (Exec& e : global_mean_execs(x_md, spec_.head_src, pooled)) execs_.push_back(std::move(e));
+  for (Exec& e : global_mean_execs(x_md, spec_.head_src, pooled)) {
+    e.what = "global mean";
+    execs_.push_back(std::move(e));
+  }
 
   logits_user_ = memory(plain_f32({n, k}), engine(), nullptr);
   dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, plain_f32({n, c}), plain_f32({k, c}),
@@ -491,6 +514,34 @@ void Plan::run(const float* input, float* logits) {
   stream().wait();
 }
 
+Profile Plan::profile(int runs) {
+  std::vector<float> input(static_cast<size_t>(input_user_.get_desc().get_size() / sizeof(float)), 0.01f);
+  std::vector<float> logits(static_cast<size_t>(logits_user_.get_desc().get_size() / sizeof(float)));
+  run(input.data(), logits.data());  // warm-up; also binds the user memories
+  Profile profile;
+  profile.runs = runs;
+  profile.entries.push_back({-1, "input reorder", 0});
+  for (const Exec& e : execs_) profile.entries.push_back({e.step, e.what, 0});
+  std::vector<double> whole;
+  for (int r = 0; r < runs; r++) {
+    profile.entries[0].ms += time_ms([&] {
+      input_reorder_.execute(stream(), {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
+      stream().wait();
+    });
+    for (size_t e = 0; e < execs_.size(); e++) {
+      profile.entries[e + 1].ms += time_ms([&] {
+        execs_[e].prim.execute(stream(), execs_[e].args);
+        stream().wait();
+      });
+    }
+    whole.push_back(time_ms([&] { run(input.data(), logits.data()); }));
+  }
+  for (ProfileEntry& entry : profile.entries) entry.ms /= runs;
+  std::sort(whole.begin(), whole.end());
+  profile.network_ms = whole[whole.size() / 2];
+  return profile;
+}
+
 Program::Program(ProgramSpec spec) : spec_(std::move(spec)) { validate_network(spec_); }
 
 Program::~Program() = default;
@@ -542,6 +593,16 @@ void Program::run(int64_t batch, int64_t height, int64_t width, const float* inp
     Plan& plan = plan_for(batch, height, width);
     wrap_dnnl("running network", [&] { plan.run(input, logits); });
   });
+}
+
+Profile Program::profile(int64_t batch, int64_t height, int64_t width, int runs) {
+  RV_CHECK(runs >= 1 && runs <= 10000, "ERR_ARG_VALUE", "profile runs must be between 1 and 10000, got " + std::to_string(runs));
+  Profile profile;
+  on_compute_thread([&] {
+    Plan& plan = plan_for(batch, height, width);
+    profile = wrap_dnnl("profiling network", [&] { return plan.profile(runs); });
+  });
+  return profile;
 }
 
 PlanReport Program::prepare(int64_t batch, int64_t height, int64_t width) {

@@ -51,6 +51,19 @@ struct PlanReport {
   std::vector<ConvChoice> convs;
 };
 
+// Where a plan's time goes: each primitive timed on its own (the stream waited after each), over several runs.
+struct ProfileEntry {
+  int step = -1;      // index into the spec's steps; -1: the input reorder; steps.size(): the head
+  std::string what;   // "conv", "int8 conv", "quantize", "batchnorm", "add", "se", "reorder", "global mean", "classifier"
+  double ms = 0;      // mean per run
+};
+
+struct Profile {
+  std::vector<ProfileEntry> entries;
+  double network_ms = 0;  // median time of a whole run() (primitives back to back, one wait at the end)
+  int runs = 0;
+};
+
 class Plan;
 
 class Program {
@@ -61,6 +74,8 @@ class Program {
   void run(int64_t batch, int64_t height, int64_t width, const float* input, float* logits);
   // Compiles (and measures) the plan for this input shape now, so that the first run() is not slow.
   PlanReport prepare(int64_t batch, int64_t height, int64_t width);
+  // Times every primitive of this input shape's plan on its own, runs times (see Profile).
+  Profile profile(int64_t batch, int64_t height, int64_t width, int runs);
   const ProgramSpec& spec() const { return spec_; }
 
  private:
