@@ -117,6 +117,29 @@ export function deployedProgram(model: DeployedModel, quantization?: ModelQuanti
   return { steps, stepNames, numBuffers: 2, headSrc: model.layers.length % 2 };
 }
 
+/**
+ * The BN parameters that make RepVGG's three BN'd branches compute a QARepVGG block in eval mode: its BN after the
+ * sum, t * (dense + pointwise + x) + (beta - mean * t) with t = gamma / sqrt(var + eps), distributed over the
+ * branches — the dense branch's BN composed with it, and the plain 1x1 and identity branches scaled by t (BN with
+ * mean 0, var 1 and gamma t * sqrt(1 + eps)). Computed in float64.
+ */
+function qaBranchNorms(prefix: string, get: (key: string) => Float32Array) {
+  const post = { gamma: get(`${prefix}.bn.weight`), beta: get(`${prefix}.bn.bias`), mean: get(`${prefix}.bn.running_mean`), var: get(`${prefix}.bn.running_var`) };
+  const t = Float64Array.from(post.gamma, (g, o) => g / Math.sqrt((post.var[o] as number) + BN_EPS));
+  const d = `${prefix}.rbr_dense.bn`;
+  const dense = {
+    mean: get(`${d}.running_mean`), var: get(`${d}.running_var`),
+    gamma: Float32Array.from(get(`${d}.weight`), (g, o) => g * (t[o] as number)),
+    beta: Float32Array.from(get(`${d}.bias`), (b, o) => (t[o] as number) * b + (post.beta[o] as number) - (post.mean[o] as number) * (t[o] as number)),
+  };
+  const channels = t.length;
+  const scaled = {
+    mean: new Float32Array(channels), var: new Float32Array(channels).fill(1), beta: new Float32Array(channels),
+    gamma: Float32Array.from(t, (v) => v * Math.sqrt(1 + BN_EPS)),
+  };
+  return { dense, scaled };
+}
+
 /** Native program for the training-time form in eval mode: three branches into three spare buffers, summed. */
 export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
   const get = (key: string): Float32Array => {
@@ -124,10 +147,12 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
     if (!t) throw new Error(`internal: ${key} missing after validation`);
     return t.data;
   };
-  const bn = (prefix: string, src: number, dst: number, channels: number): object => ({
-    kind: 'batchnorm', src, dst, channels, eps: BN_EPS,
+  type Norm = { mean: Float32Array; var: Float32Array; gamma: Float32Array; beta: Float32Array };
+  const norm = (prefix: string): Norm => ({
     mean: get(`${prefix}.running_mean`), var: get(`${prefix}.running_var`), gamma: get(`${prefix}.weight`), beta: get(`${prefix}.bias`),
   });
+  const bn = (params: Norm, src: number, dst: number, channels: number): object => ({ kind: 'batchnorm', src, dst, channels, eps: BN_EPS, ...params });
+  const qa = spec.block === 'qa';
   const steps: object[] = [];
   const stepNames: string[] = [];
   let x = 0;
@@ -135,13 +160,14 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
     const [dense, pointwise, identity] = [0, 1, 2, 3].filter((i) => i !== x) as [number, number, number];
     const conv = { kind: 'conv', inChannels: b.inChannels, outChannels: b.outChannels, stride: b.stride, groups: b.groups, src: x, relu: false };
     const se = b.seChannels > 0;
+    const qaNorms = qa ? qaBranchNorms(b.name, get) : undefined;
     steps.push({ ...conv, dst: dense, kernel: 3, pad: 1, weight: get(`${b.name}.rbr_dense.conv.weight`) });
-    steps.push(bn(`${b.name}.rbr_dense.bn`, dense, dense, b.outChannels));
-    steps.push({ ...conv, dst: pointwise, kernel: 1, pad: 0, weight: get(`${b.name}.rbr_1x1.conv.weight`) });
-    steps.push(bn(`${b.name}.rbr_1x1.bn`, pointwise, pointwise, b.outChannels));
+    steps.push(bn(qaNorms?.dense ?? norm(`${b.name}.rbr_dense.bn`), dense, dense, b.outChannels));
+    steps.push({ ...conv, dst: pointwise, kernel: 1, pad: 0, weight: get(qa ? `${b.name}.rbr_1x1.weight` : `${b.name}.rbr_1x1.conv.weight`) });
+    steps.push(bn(qaNorms?.scaled ?? norm(`${b.name}.rbr_1x1.bn`), pointwise, pointwise, b.outChannels));
     steps.push({ kind: 'add', a: dense, b: pointwise, dst: dense, relu: !b.hasIdentity && !se });
     if (b.hasIdentity) {
-      steps.push(bn(`${b.name}.rbr_identity`, x, identity, b.inChannels));
+      steps.push(bn(qaNorms?.scaled ?? norm(`${b.name}.rbr_identity`), x, identity, b.inChannels));
       steps.push({ kind: 'add', a: dense, b: identity, dst: dense, relu: !se });
     }
     if (se) {

@@ -24,6 +24,7 @@ import {
   WeightsMismatchError,
 } from '../lib/errors.js';
 import { readNpy } from '../lib/io/npy.js';
+import { writeSafetensors } from '../lib/io/safetensors.js';
 import { checkWeights, detectForm, loadWeights, saveWeights } from '../lib/io/weights.js';
 import { randomStateDict } from '../lib/models/init.js';
 import {
@@ -688,4 +689,60 @@ test('profile() names every primitive of the plan by layer and role, for the dep
   await withNetwork(() => RepVGGNetwork.fromDeployed(reparameterize(spec, state)), async (net) => {
     await t.throwsAsync(net.profile(1, 32, 32, { runs: 0 }), { message: /runs/ });
   });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// (i) QARepVGG blocks
+
+const qaSpecs: [string, RepVGGSpec][] = [
+  ['QARepVGG custom (groups 2, 4, identity blocks)', customSpec({
+    numClasses: 6, stemChannels: 16, stemStride: 1, stageChannels: [16, 32, 32, 32], stageDepths: [2, 2, 1, 1],
+    stageStrides: [1, 2, 1, 2], groups: [2, 4, 2, 1, 1, 1], block: 'qa',
+  })],
+  ['QARepVGG-A0', officialSpec('A0', { numClasses: 10, block: 'qa' })],
+];
+
+for (const [title, spec] of qaSpecs) {
+  test(`${title}: float64 train == deploy, native train and deploy match float64`, async (t) => {
+    const state = randomTrainState(spec, makeRng(140 + title.length));
+    t.deepEqual([...expectedWeights(spec, 'train').keys()].filter((k) => k.startsWith('stage1.1.')),
+      ['stage1.1.rbr_dense.conv.weight', 'stage1.1.rbr_dense.bn.weight', 'stage1.1.rbr_dense.bn.bias', 'stage1.1.rbr_dense.bn.running_mean',
+        'stage1.1.rbr_dense.bn.running_var', 'stage1.1.rbr_1x1.weight', 'stage1.1.bn.weight', 'stage1.1.bn.bias', 'stage1.1.bn.running_mean',
+        'stage1.1.bn.running_var']);
+    const x = randomInput([2, 3, 32, 32], 150);
+    const trainRef = modelTrainRef(spec, state, x).logits;
+    const deployed = reparameterize(spec, state);
+    checkClose(t, 'float64 train vs deploy (float32 fused weights)', modelDeployRef(deployed, x).logits, trainRef, REPARAM_FP32_WEIGHTS);
+    const train = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, state), (net) => net.predict(x));
+    checkClose(t, 'native train form vs float64', train.data, trainRef, MODEL_FP32);
+    const deploy = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed), (net) => net.predict(x));
+    checkClose(t, 'native deployed vs float64', deploy.data, trainRef, MODEL_FP32);
+    // Not RepVGG's block: the same weights read as a RepVGG would not even have the same keys.
+    const { block, ...repvgg } = spec;
+    t.is(block, 'qa');
+    t.throws(() => checkWeights(repvgg, state, 'train'), { message: /missing/ });
+  });
+}
+
+test('QARepVGG specs: validated, recorded in the weights metadata, detected from the keys of files without it', async (t) => {
+  t.throws(() => customSpec({ numClasses: 2, stemChannels: 16, stageChannels: [16, 16, 16, 16], stageDepths: [1, 1, 1, 1], seReduction: 4, block: 'qa' }), {
+    message: /seReduction 0 with block qa/,
+  });
+  t.throws(() => officialSpec('A0', { block: 'xx' as 'qa' }), { message: /'qa' or no block/ });
+  const spec = officialSpec('A0', { numClasses: 3, block: 'qa' });
+  const state = randomStateDict(spec, 'train', 3);
+  const dir = await mkdtemp(join(tmpdir(), 'repvgg-qa-'));
+  try {
+    const withMetadata = join(dir, 'qa.safetensors');
+    await saveWeights(withMetadata, spec, 'train', state);
+    t.is((await loadWeights(withMetadata)).spec.block, 'qa');
+    const bare = join(dir, 'qa-bare.safetensors');
+    await writeSafetensors(bare, state);
+    const loaded = await loadWeights(bare);
+    t.is(loaded.spec.arch, 'RepVGG-A0');
+    t.is(loaded.spec.block, 'qa', 'identified from rbr_1x1.weight');
+    t.is((await loadWeights(bare, 'A0')).spec.block, 'qa', 'also with --arch');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

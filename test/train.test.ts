@@ -1,6 +1,6 @@
 // Training in Node against PyTorch and against itself: three SGD steps of a tiny RepVGG (grouped blocks, SE,
-// identity branches) reproduce the float64 PyTorch fixtures of make_train_fixtures.py (losses, weights, BN running
-// statistics; with and without Nesterov and the custom L2); SGD, the parameter groups, the LR schedule and the
+// identity branches) and of a tiny QARepVGG reproduce the float64 PyTorch fixtures of make_train_fixtures.py
+// (losses, weights, BN running statistics; with and without Nesterov and the custom L2); SGD, the parameter groups, the LR schedule and the
 // weight EMA against hand-written float64 formulas; a full train() run learns a separable data set; resuming from
 // a checkpoint equals uninterrupted training; and --no-shuffle --no-augment feeds the samples in order.
 // Not for: single backward ops (backward.test.ts), the tape itself (autograd.test.ts) or the CLI (train-cli.test.ts).
@@ -89,8 +89,8 @@ async function trainStep(
   return { ce: value, l2 };
 }
 
-for (const name of ['sgd', 'custom_l2']) {
-  test(`${name}: three SGD steps of a tiny RepVGG reproduce PyTorch (loss, weights, BN running statistics)`, async (t) => {
+for (const name of ['sgd', 'custom_l2', 'qa']) {
+  test(`${name}: three SGD steps of a tiny ${name === 'qa' ? 'QARepVGG' : 'RepVGG'} reproduce PyTorch (loss, weights, BN running statistics)`, async (t) => {
     const fx = await readTrainFixture(name);
     const r = fx.recipe;
     // The fixture's input is the generator's 'train_input' tensor: checks the TS twin, bit for bit.
@@ -128,6 +128,13 @@ for (const name of ['sgd', 'custom_l2']) {
       const start = init.get(key)!.data;
       const ourDelta = Float64Array.from(ours.data, (v, i) => v - (start[i] as number));
       const refDelta = Float64Array.from(ref, (v, i) => v - (start[i] as number));
+      if (name === 'qa' && key.endsWith('.rbr_dense.bn.bias')) {
+        // A zero gradient in exact arithmetic: the 3x3 branch's BN shift is cancelled by the BN after the sum (batch
+        // statistics). PyTorch's change is float64 noise, ours must be float32 noise; a relative match of noise
+        // means nothing.
+        t.true(refDelta.every((v) => Math.abs(v) < 1e-12) && ourDelta.every((v) => Math.abs(v) < 1e-6), `${key} stays where it started`);
+        continue;
+      }
       if (refDelta.every((v) => v === 0)) unchanged++;
       const error = maxRelativeError(ourDelta, refDelta);
       if (error > worst.error) worst = { key, error };

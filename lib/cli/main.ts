@@ -37,6 +37,7 @@ Commands:
         [--arch mini|A0..] [--epochs N] [--steps N] [--batch-size N] [--lr F] [--momentum F] [--nesterov]
         [--weight-decay F] [--label-smoothing F] [--warmup-epochs F] [--custom-l2] [--ema DECAY] [--seed N]
         [--init W [--num-classes N] [--freeze-backbone]] [--no-shuffle] [--no-augment] [--backend cpu|auto]
+        [--block repvgg|qa]
         [--keep-checkpoints 3]           train a RepVGG; a run folder gets checkpoints, deploy weights, curve.svg
   train --resume DIR                     continue a run (also after Ctrl-C or a kill)
   eval --weights W (--dataset fashion-mnist | --test-npy x.npy,y.npy | --val-dir DIR [--resize 256] [--crop 224])

@@ -27,7 +27,7 @@ export const TRAIN_FLAGS = {
   ema: { type: 'string' }, seed: { type: 'string' }, init: { type: 'string' }, 'no-shuffle': { type: 'boolean' },
   'no-augment': { type: 'boolean' }, backend: { type: 'string' }, out: { type: 'string' }, resume: { type: 'string' },
   'num-classes': { type: 'string' }, 'freeze-backbone': { type: 'boolean' }, 'keep-checkpoints': { type: 'string' },
-  'train-dir': { type: 'string' }, 'val-dir': { type: 'string' }, 'image-size': { type: 'string' },
+  'train-dir': { type: 'string' }, 'val-dir': { type: 'string' }, 'image-size': { type: 'string' }, block: { type: 'string' },
 } as const;
 
 export const EVAL_FLAGS = {
@@ -194,16 +194,21 @@ function recordedConfig(value: unknown, path: string): TrainConfig & { seconds: 
 const classCountKnown = (source: DataSource): boolean => source.kind !== 'npy';
 
 /** --arch for training: 'mini' (the default small network) or an official variant; undefined when not given. */
+/** --block repvgg (default) or qa (QARepVGG training-time blocks). */
+function blockFlag(flags: Flags): 'qa' | undefined {
+  return choiceFlag(flags, 'block', ['repvgg', 'qa'] as const, 'repvgg') === 'qa' ? 'qa' : undefined;
+}
+
 function archOrMini(flags: Flags): string | undefined {
   const arch = optionalFlag(flags, 'arch');
   if (arch === undefined || arch === 'mini' || canonicalArchName(arch) !== undefined) return arch;
   throw new UsageError(`Expected mini or an official variant (A0, A1, A2, B0, B1, B1g2, B1g4, B2, B2g2, B2g4, B3, B3g2, B3g4, D2se) for --arch but received '${arch}'`);
 }
 
-function specFor(arch: string | undefined, data: DataShape): RepVGGSpec {
+function specFor(arch: string | undefined, data: DataShape, block: 'qa' | undefined): RepVGGSpec {
   const spec = arch === undefined || arch === 'mini'
-    ? miniSpec(data.channels, data.numClasses)
-    : officialSpec(arch, { numClasses: data.numClasses, inChannels: data.channels });
+    ? miniSpec(data.channels, data.numClasses, block)
+    : officialSpec(arch, { numClasses: data.numClasses, inChannels: data.channels, ...(block && { block }) });
   checkImageSize(spec, data);
   return spec;
 }
@@ -233,8 +238,12 @@ async function checkWritable(out: string): Promise<void> {
 async function initialModel(
   flags: Flags, arch: string | undefined, data: DataShape, seed: number, freezeBackbone: boolean, initWeights: LoadedWeights | undefined,
 ): Promise<TrainableRepVGG> {
-  if (initWeights === undefined) return TrainableRepVGG.init(specFor(arch, data), seed);
+  const block = blockFlag(flags);
+  if (initWeights === undefined) return TrainableRepVGG.init(specFor(arch, data, block), seed);
   const init = optionalFlag(flags, 'init') as string;
+  if (block !== initWeights.spec.block) {
+    throw new UsageError(`Expected --block ${initWeights.spec.block ?? 'repvgg'} (the blocks of --init '${init}') but received --block ${block ?? 'repvgg'}`);
+  }
   if (initWeights.form !== 'train') throw new ArgumentValueError(`Expected training-time weights for --init but '${init}' is deployed (rbr_reparam keys)`);
   if (initWeights.spec.inChannels !== data.channels) {
     throw new ShapeError(`Expected ${initWeights.spec.inChannels}-channel images for --init '${init}' (${initWeights.spec.arch}) but the training data has ${data.channels} channels`);
@@ -294,6 +303,9 @@ export async function runTrain(flags: Flags): Promise<void> {
     const freezeBackbone = flags['freeze-backbone'] === true;
     if (freezeBackbone && initWeights === undefined) throw new UsageError('Expected --init weights with --freeze-backbone (a random backbone is not worth freezing)');
     model = await initialModel(flags, arch, shape, seed, freezeBackbone, initWeights);
+    if (flags['custom-l2'] === true && model.spec.block === 'qa') {
+      throw new UsageError('Expected no --custom-l2 with --block qa: the custom L2 weighs each kernel by its branch BN, and QARepVGG 1x1 branches have none');
+    }
     const maxSteps = flags.steps === undefined ? undefined : intFlag(flags, 'steps', 1);
     config = {
       spec: model.spec,

@@ -144,7 +144,9 @@ export function weightsMetadata(spec: RepVGGSpec, form: WeightForm, normalizatio
 function officialOptionsOf(state: StateDict): OfficialOptions {
   const classes = state.get('linear.weight')?.shape[0];
   const inChannels = (state.get('stage0.rbr_dense.conv.weight') ?? state.get('stage0.rbr_reparam.weight'))?.shape[1];
-  return { ...(classes !== undefined && { numClasses: classes }), ...(inChannels !== undefined && { inChannels }) };
+  // QARepVGG's training-time blocks have a plain 1x1 conv (rbr_1x1.weight) where RepVGG's has rbr_1x1.conv.weight.
+  const qa = state.has('stage0.rbr_1x1.weight');
+  return { ...(classes !== undefined && { numClasses: classes }), ...(inChannels !== undefined && { inChannels }), ...(qa && { block: 'qa' as const }) };
 }
 
 /** Resolves the architecture: an explicit arch name wins; otherwise the file's own metadata. */

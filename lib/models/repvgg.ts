@@ -23,6 +23,12 @@ export interface RepVGGSpec {
   readonly blockGroups: readonly number[];
   /** Squeeze-excitation reduction (internal = channels / seReduction), 0 = no SE. */
   readonly seReduction: number;
+  /**
+   * The training-time block. Absent: RepVGG's (BN on each of the 3x3, 1x1 and identity branches). 'qa': QARepVGG's
+   * (Chu et al., "Make RepVGG Greater Again", AAAI 2024): BN only on the 3x3 branch, a plain 1x1 conv and a plain
+   * identity, and one BN after their sum — kinder to int8 quantization; the deployed form is the same.
+   */
+  readonly block?: 'qa';
 }
 
 /** One RepVGG block, in network order. */
@@ -79,6 +85,8 @@ export function canonicalArchName(name: string): string | undefined {
 export interface OfficialOptions {
   numClasses?: number;
   inChannels?: number;
+  /** 'qa': the variant with QARepVGG training-time blocks (see RepVGGSpec.block). */
+  block?: 'qa';
 }
 
 /**
@@ -109,6 +117,7 @@ export function officialSpec(name: string, options: OfficialOptions = {}): RepVG
     stageStrides: [2, 2, 2, 2],
     blockGroups,
     seReduction: variant.se ? 16 : 0,
+    ...(options.block !== undefined && { block: options.block }),
   });
 }
 
@@ -124,6 +133,8 @@ export interface CustomSpecOptions {
   /** Either one group count for the even-numbered blocks (official rule) or one per block. */
   groups?: number | readonly number[];
   seReduction?: number;
+  /** 'qa': QARepVGG training-time blocks (see RepVGGSpec.block). */
+  block?: 'qa';
 }
 
 /**
@@ -148,6 +159,7 @@ export function customSpec(o: CustomSpecOptions): RepVGGSpec {
     stageStrides: [...(o.stageStrides ?? [2, 2, 2, 2])],
     blockGroups,
     seReduction: o.seReduction ?? 0,
+    ...(o.block !== undefined && { block: o.block }),
   });
 }
 
@@ -227,6 +239,12 @@ function checkSpec(spec: UncheckedSpec, fail: Fail): RepVGGSpec {
     blockGroups: checkList(spec.blockGroups, 'blockGroups', blockCount, channels, fail),
     seReduction: checkInteger(spec.seReduction, 'seReduction', 0, MAX_CHANNELS, fail),
   };
+  if (spec.block !== undefined) {
+    if (spec.block !== 'qa') fail(`Expected 'qa' or no block for block but received ${describeValue(spec.block)}`);
+    // The block's BN follows the sum; with SE between them (SE(x) then BN) it could not fold into the conv.
+    if (checked.seReduction > 0) fail('Expected seReduction 0 with block qa (QARepVGG blocks have no squeeze-excitation)');
+    (checked as { block?: 'qa' }).block = 'qa';
+  }
   // Every grouped block must divide its input and output channels.
   for (const block of blocksOf(checked)) {
     if (block.inChannels % block.groups !== 0 || block.outChannels % block.groups !== 0) {
@@ -390,6 +408,12 @@ export function expectedWeights(spec: RepVGGSpec, form: WeightForm): Map<string,
     if (form === 'deploy') {
       keys.set(`${b.name}.rbr_reparam.weight`, [b.outChannels, icg, 3, 3]);
       keys.set(`${b.name}.rbr_reparam.bias`, [b.outChannels]);
+    } else if (spec.block === 'qa') {
+      // QARepVGG (the names of its reference code): conv+BN 3x3, a plain 1x1 conv, a plain identity, BN after the sum.
+      keys.set(`${b.name}.rbr_dense.conv.weight`, [b.outChannels, icg, 3, 3]);
+      bn(`${b.name}.rbr_dense.bn`, b.outChannels);
+      keys.set(`${b.name}.rbr_1x1.weight`, [b.outChannels, icg, 1, 1]);
+      bn(`${b.name}.bn`, b.outChannels);
     } else {
       if (b.hasIdentity) bn(`${b.name}.rbr_identity`, b.inChannels);
       keys.set(`${b.name}.rbr_dense.conv.weight`, [b.outChannels, icg, 3, 3]);

@@ -1,5 +1,6 @@
-// Structural re-parameterization: folds each training-time block (3x3 conv+BN, 1x1 conv+BN, identity BN) into
-// one 3x3 conv with bias, in float64, rounding to float32 only at the end. SE and the classifier pass through.
+// Structural re-parameterization: folds each training-time block (3x3 conv+BN, 1x1 conv+BN, identity BN; or
+// QARepVGG's BN(conv3x3+BN + conv1x1 + identity)) into one 3x3 conv with bias, in float64, rounding to float32 only
+// at the end. SE and the classifier pass through.
 // Not for: checking that a state dict fits a spec (lib/io/weights.ts does that first).
 
 import { blocksOf, featureChannels, type BlockDesc, type RepVGGSpec } from '../models/repvgg.js';
@@ -67,6 +68,35 @@ function addIdentityBranch(kernel64: Float64Array, bias64: Float64Array, block: 
   }
 }
 
+/** QARepVGG's plain branches: the 1x1 kernel on the centre tap, and the identity as 1 at the centre of [o, o mod (C/g)]. */
+function addPlainBranches(kernel64: Float64Array, block: BlockDesc, pointwise: Float32Array): void {
+  const inPerGroup = block.inChannels / block.groups;
+  for (let o = 0; o < block.outChannels; o++) {
+    for (let i = 0; i < inPerGroup; i++) {
+      const idx = (o * inPerGroup + i) * 9 + 4;
+      kernel64[idx] = (kernel64[idx] as number) + (pointwise[o * inPerGroup + i] as number);
+    }
+    if (block.hasIdentity) {
+      const idx = (o * inPerGroup + (o % inPerGroup)) * 9 + 4;
+      kernel64[idx] = (kernel64[idx] as number) + 1;
+    }
+  }
+}
+
+/** QARepVGG's BN after the sum, folded into the summed kernel and bias: k * t and (b - mean) * t + beta. */
+function foldPostBn(kernel64: Float64Array, bias64: Float64Array, prefix: string, state: StateDict): void {
+  const gamma = tensorOf(state, `${prefix}.weight`);
+  const beta = tensorOf(state, `${prefix}.bias`);
+  const mean = tensorOf(state, `${prefix}.running_mean`);
+  const variance = tensorOf(state, `${prefix}.running_var`);
+  const perOut = kernel64.length / bias64.length;
+  for (let o = 0; o < bias64.length; o++) {
+    const t = (gamma[o] as number) / Math.sqrt((variance[o] as number) + BN_EPS);
+    bias64[o] = ((bias64[o] as number) - (mean[o] as number)) * t + (beta[o] as number);
+    for (let j = o * perOut; j < (o + 1) * perOut; j++) kernel64[j] = (kernel64[j] as number) * t;
+  }
+}
+
 function seWeightsOf(block: BlockDesc, state: StateDict): SEWeights | undefined {
   if (block.seChannels === 0) return undefined;
   const p = `${block.name}.se`;
@@ -83,14 +113,19 @@ function withSe(layer: Omit<DeployedLayer, 'se'>, se: SEWeights | undefined): De
   return se ? { ...layer, se } : layer;
 }
 
-/** Fuses one training-time block into its deployed 3x3 conv + bias. */
-export function fuseBlock(block: BlockDesc, state: StateDict): DeployedLayer {
+/** Fuses one training-time block (RepVGG's, or QARepVGG's when qa) into its deployed 3x3 conv + bias. */
+export function fuseBlock(block: BlockDesc, state: StateDict, qa = false): DeployedLayer {
   const inPerGroup = block.inChannels / block.groups;
   const kernel64 = new Float64Array(block.outChannels * inPerGroup * 9); // (O, C/g, 3, 3)
   const bias64 = new Float64Array(block.outChannels); // (O)
   addFoldedBranch(kernel64, bias64, tensorOf(state, `${block.name}.rbr_dense.conv.weight`), 3, `${block.name}.rbr_dense.bn`, state);
-  addFoldedBranch(kernel64, bias64, tensorOf(state, `${block.name}.rbr_1x1.conv.weight`), 1, `${block.name}.rbr_1x1.bn`, state);
-  if (block.hasIdentity) addIdentityBranch(kernel64, bias64, block, state);
+  if (qa) {
+    addPlainBranches(kernel64, block, tensorOf(state, `${block.name}.rbr_1x1.weight`));
+    foldPostBn(kernel64, bias64, `${block.name}.bn`, state);
+  } else {
+    addFoldedBranch(kernel64, bias64, tensorOf(state, `${block.name}.rbr_1x1.conv.weight`), 1, `${block.name}.rbr_1x1.bn`, state);
+    if (block.hasIdentity) addIdentityBranch(kernel64, bias64, block, state);
+  }
   return withSe(
     {
       name: block.name,
@@ -112,7 +147,7 @@ export function fuseBlock(block: BlockDesc, state: StateDict): DeployedLayer {
 export function reparameterize(spec: RepVGGSpec, trainState: StateDict): DeployedModel {
   return {
     spec,
-    layers: blocksOf(spec).map((block) => fuseBlock(block, trainState)),
+    layers: blocksOf(spec).map((block) => fuseBlock(block, trainState, spec.block === 'qa')),
     linearWeight: tensorOf(trainState, 'linear.weight'),
     linearBias: tensorOf(trainState, 'linear.bias'),
   };

@@ -172,6 +172,14 @@ export class TrainableRepVGG {
     let x = new Var(images, false);
     for (const b of blocksOf(this.spec)) {
       const conv = { stride: b.stride, groups: b.groups };
+      if (this.spec.block === 'qa') {
+        // QARepVGG: relu(BN(BN(conv3x3(x)) + conv1x1(x) [+ x])).
+        const dense = await this.#batchNorm(tape, `${b.name}.rbr_dense.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_dense.conv.weight`), { ...conv, pad: 1 }));
+        let sum = await F.add(tape, dense, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_1x1.weight`), { ...conv, pad: 0 }));
+        if (b.hasIdentity) sum = await F.add(tape, sum, x);
+        x = await F.relu(tape, await this.#batchNorm(tape, `${b.name}.bn`, sum));
+        continue;
+      }
       const dense = await this.#batchNorm(tape, `${b.name}.rbr_dense.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_dense.conv.weight`), { ...conv, pad: 1 }));
       const pointwise = await this.#batchNorm(tape, `${b.name}.rbr_1x1.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_1x1.conv.weight`), { ...conv, pad: 0 }));
       if (b.seChannels === 0) {

@@ -3,6 +3,7 @@
 // Not for: learning-rate schedules (schedule.ts).
 
 import type { Var } from '../autograd/tape.js';
+import { ArgumentValueError } from '../errors.js';
 import { blocksOf, type RepVGGSpec } from '../models/repvgg.js';
 import { BN_EPS } from '../reparam/reparam.js';
 import { runTrainingOp } from '../ops/native-op.js';
@@ -78,6 +79,7 @@ export async function addCustomL2(spec: RepVGGSpec, params: Map<string, Var>, bu
     const variance = buffers.get(`${prefix}.running_var`)!;
     return gamma.map((g, o) => g / Math.sqrt((variance[o] as number) + BN_EPS)); // (O), float32 as the reference rounds it
   };
+  if (spec.block === 'qa') throw new ArgumentValueError('Expected block qa without custom L2 (its 1x1 branch has no BN to weigh it by); use plain weight decay');
   const blocks = [];
   for (const b of blocksOf(spec)) {
     const k3 = params.get(`${b.name}.rbr_dense.conv.weight`)!; // (O, C/g, 3, 3)

@@ -7,8 +7,9 @@ import { customSpec, type RepVGGSpec } from '../models/repvgg.js';
  * two cores. Stem at full resolution (stride 1), then four stride-2 stages: 28x28 -> 28 -> 14 -> 7 -> 4 -> 2.
  * About 21M multiply-adds per 28x28 image in the training-time form.
  */
-export function miniSpec(inChannels: number, numClasses: number): RepVGGSpec {
+export function miniSpec(inChannels: number, numClasses: number, block?: 'qa'): RepVGGSpec {
   return customSpec({
+    ...(block !== undefined && { block }),
     arch: 'RepVGG-mini',
     inChannels,
     numClasses,

@@ -43,7 +43,7 @@ export function hashUniform(seed: number, i: number): number {
 export function fixtureKindOf(key: string): FixtureKind {
   const endsWith = (...suffixes: string[]): boolean => suffixes.some((s) => key.endsWith(s));
   if (key === 'input') return 'input';
-  if (endsWith('.conv.weight', 'se.down.weight', 'se.up.weight')) return 'conv';
+  if (endsWith('.conv.weight', 'se.down.weight', 'se.up.weight', 'rbr_1x1.weight')) return 'conv'; // QARepVGG's plain 1x1 too
   if (endsWith('bn.weight', 'rbr_identity.weight')) return 'bnWeight';
   if (endsWith('bn.bias', 'rbr_identity.bias')) return 'bnBias';
   if (endsWith('running_mean')) return 'runningMean';

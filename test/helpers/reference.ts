@@ -142,7 +142,7 @@ export function randomTrainState(spec: RepVGGSpec, rng: Rng): StateDict {
     const prefix = key.slice(0, -'.running_mean'.length); // e.g. 'stage1.1.rbr_dense.bn'
     const c = shape[0] as number;
     const stats = randomBnStats(c, rng);
-    const block = prefix.split('.rbr_')[0] as string;
+    const block = prefix.replace(/\.(rbr_.*|bn)$/, ''); // 'stage1.1' from '...rbr_dense.bn' or QARepVGG's '...bn'
     const gammaScale = 1 / Math.sqrt(branches.get(block) as number);
     state.set(`${prefix}.running_mean`, { shape: [c], data: stats.mean });
     state.set(`${prefix}.running_var`, { shape: [c], data: stats.var });
@@ -380,7 +380,8 @@ function trainWeightReader(spec: RepVGGSpec, state: StateDict): (key: string) =>
 
 /**
  * The training-time multi-branch network in eval mode, all in float64 from float32 weights:
- * per block y = ReLU(SE?(BN(conv3x3_s(x)) + BN(conv1x1_s(x)) + BN_id(x))), then global average pool and linear.
+ * per block y = ReLU(SE?(BN(conv3x3_s(x)) + BN(conv1x1_s(x)) + BN_id(x))) (QARepVGG blocks:
+ * ReLU(BN(BN(conv3x3_s(x)) + conv1x1_s(x) + x))), then global average pool and linear.
  */
 export function modelTrainRef(spec: RepVGGSpec, state: StateDict, x: HostTensor /* [N, C, H, W] */): ModelOutput {
   const weight = trainWeightReader(spec, state);
@@ -397,6 +398,13 @@ export function modelTrainRef(spec: RepVGGSpec, state: StateDict, x: HostTensor 
     const p = block.name;
     const conv = (kernelKey: string, pad: number): RefTensor =>
       conv2dRef(act, weight(kernelKey), undefined, { stride: block.stride, pad, groups: block.groups });
+    if (spec.block === 'qa') {
+      // QARepVGG: relu(BN(BN(conv3x3(x)) + conv1x1(x) [+ x])).
+      let sum = addRef(bn(conv(`${p}.rbr_dense.conv.weight`, 1), `${p}.rbr_dense.bn`), conv(`${p}.rbr_1x1.weight`, 0));
+      if (block.hasIdentity) sum = addRef(sum, act);
+      act = reluRef(bn(sum, `${p}.bn`));
+      continue;
+    }
     const dense = bn(conv(`${p}.rbr_dense.conv.weight`, 1), `${p}.rbr_dense.bn`);
     const oneByOne = bn(conv(`${p}.rbr_1x1.conv.weight`, 0), `${p}.rbr_1x1.bn`);
     let sum = addRef(dense, oneByOne);
