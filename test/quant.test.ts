@@ -175,6 +175,27 @@ test('the calibration simulates what the engine computes: same logits SQNR and t
   }
 });
 
+test("method 'max' without bias correction is the standard recipe: max-abs scales, nothing clipped, biases untouched", async (t) => {
+  const rng = makeRng(31);
+  const model = reparameterize(plainSpec, randomTrainState(plainSpec, rng));
+  const images = randomImages([4, 3, 32, 32], rng);
+  const result = await calibrate(model, images, { method: 'max', biasCorrection: false });
+  for (const [index, layer] of result.model.layers.entries()) {
+    t.deepEqual(layer.bias, model.layers[index]!.bias, `${layer.name} bias`);
+    const q = result.quantization.get(layer.name);
+    if (!q) continue;
+    const perChannel = layer.weight.length / layer.outChannels;
+    q.weightScales.forEach((scale, oc) => {
+      const channel = model.layers[index]!.weight.subarray(oc * perChannel, (oc + 1) * perChannel);
+      t.is(scale, Math.fround(channel.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 127), `${layer.name}[${oc}] weight scale`);
+    });
+  }
+  for (const report of result.layers.slice(1)) t.is(report.clippedFraction, 0, `${report.name}: the max scale clips nothing`);
+  const mse = await calibrate(model, images, { biasCorrection: false });
+  t.is(mse.layers[1]!.inputScale! <= result.layers[1]!.inputScale!, true, 'on the same input the MSE clip is at most the max');
+  t.true(mse.layers.slice(1).some((l, i) => l.inputScale! < result.layers[i + 1]!.inputScale!), 'the MSE search clips somewhere');
+});
+
 test('bad calibration arguments and int8 without calibration are typed errors', async (t) => {
   const model = reparameterize(plainSpec, randomTrainState(plainSpec, makeRng(3)));
   await t.throwsAsync(calibrate(model, randomImages([2, 3, 32, 32], makeRng(1)), { keep: ['stage9.0'] }), { instanceOf: ArgumentValueError, message: /stage9\.0/ });

@@ -115,6 +115,34 @@ test('--out W.safetensors writes the final training-time weights, with updated B
   }
 });
 
+test('--block qa trains QARepVGG blocks: its keys in the weights, learnable, the deployed form agrees; --resume keeps them', async (t) => {
+  const dir = await tempDir(t);
+  const data = await writeData(dir, 'train', COUNT, 1);
+  const testData = await writeData(dir, 'test', 30, 2);
+  const run = join(dir, 'run');
+  const r = await cli(['train', '--train-npy', data, '--test-npy', testData, '--block', 'qa', '--epochs', '4', '--batch-size', String(BATCH), '--seed', '5', '--lr', '0.05', '--out', run]);
+  t.is(r.code, 0, describe(r));
+  const w = await loadWeights(join(run, 'train.safetensors'));
+  t.is(w.spec.block, 'qa');
+  t.true(w.state.has('stage1.0.rbr_1x1.weight') && w.state.has('stage1.0.bn.running_var') && !w.state.has('stage1.0.rbr_1x1.bn.weight'));
+  const summary = JSON.parse(await readFile(join(run, 'summary.json'), 'utf8')) as Record<string, number>;
+  t.true(summary.test_accuracy! >= 0.9, `the patterns are learnable with QARepVGG blocks: ${summary.test_accuracy}`);
+  t.true(Math.abs(summary.test_accuracy! - summary.deploy_test_accuracy!) <= 1 / 30, 'deployed form agrees');
+  const resumed = await cli(['train', '--resume', run, '--epochs', '5']);
+  t.is(resumed.code, 0, describe(resumed));
+  t.is((await loadWeights(join(run, 'train.safetensors'))).spec.block, 'qa', 'the resumed run keeps its blocks');
+
+  const usage = await cli(['train', '--train-npy', data, '--block', 'qa', '--custom-l2', '--steps', '1', '--out', join(dir, 'x.safetensors')]);
+  t.is(usage.code, 2, describe(usage));
+  t.regex(usage.stderr, /--custom-l2 with --block qa/);
+  const mismatch = await cli(['train', '--train-npy', data, '--init', join(run, 'train.safetensors'), '--steps', '1', '--out', join(dir, 'y.safetensors')]);
+  t.is(mismatch.code, 2, describe(mismatch));
+  t.regex(mismatch.stderr, /Expected --block qa \(the blocks of --init/);
+  const bad = await cli(['train', '--train-npy', data, '--block', 'pa', '--steps', '1', '--out', join(dir, 'z.safetensors')]);
+  t.is(bad.code, 2, describe(bad));
+  t.regex(bad.stderr, /--block/);
+});
+
 const RUN_FLAGS = ['--epochs', '5', '--batch-size', String(BATCH), '--seed', '5', '--lr', '0.05'];
 
 /** The uninterrupted run of the run-folder tests, shared by two tests (started once). */

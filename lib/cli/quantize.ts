@@ -8,18 +8,19 @@ import { evalBatches, loadFashionMnist } from '../data/index.js';
 import { ArgumentValueError, UsageError } from '../errors.js';
 import { readNpyFloat32 } from '../io/npy.js';
 import { loadWeights, recordedClassNames, recordedNormalization, saveWeights } from '../io/weights.js';
-import { CALIBRATION_METHOD, calibrate, type CalibrationResult } from '../quant/calibrate.js';
+import { calibrate, calibrationMethod, type CalibrationResult } from '../quant/calibrate.js';
 import { putQuantization } from '../quant/params.js';
 import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
 import type { HostTensor } from '../tensor.js';
 import { collectImageFiles } from './classify.js';
 import { archFlag } from './commands.js';
-import { checkOutputDistinct, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
+import { checkOutputDistinct, choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
 
 export const QUANTIZE_FLAGS = {
   arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, calib: { type: 'string' },
   'calib-dir': { type: 'string' }, 'calib-dataset': { type: 'string' }, 'calib-count': { type: 'string' },
-  keep: { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' },
+  keep: { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' }, method: { type: 'string' },
+  'no-bias-correction': { type: 'boolean' },
 } as const;
 
 /** Default number of calibration images: enough for stable statistics, while every layer's activations fit in memory. */
@@ -121,8 +122,10 @@ export async function runQuantize(flags: Flags): Promise<void> {
   const model = weights.form === 'train' ? reparameterize(weights.spec, weights.state) : deployedModelFromState(weights.spec, weights.state);
   const { images, source } = await calibrationImages(flags, weights, count);
   const started = performance.now();
+  const method = choiceFlag(flags, 'method', ['mse', 'max'] as const, 'mse');
+  const biasCorrection = flags['no-bias-correction'] !== true;
   const result = await calibrate(model, images, {
-    keep,
+    keep, method, biasCorrection,
     onProgress: (done, total) => process.stderr.write(`\rquantize: calibrated ${done}/${total} layers${done === total ? '\n' : ''}`),
   });
   const state = deployedStateDict(result.model);
@@ -132,7 +135,7 @@ export async function runQuantize(flags: Flags): Promise<void> {
     normalization: recordedNormalization(weights, weightsPath), ...(classNames !== undefined && { classNames }),
     extraMetadata: {
       quantization: 'int8',
-      quantization_method: CALIBRATION_METHOD,
+      quantization_method: calibrationMethod({ method, biasCorrection }),
       calibration_images: String(result.images),
       calibration_source: source,
       quantization_report: JSON.stringify({ logitsSqnrDb: result.logitsSqnrDb, top1Agreement: result.top1Agreement, layers: result.layers }),

@@ -27,6 +27,13 @@ import {
 export interface CalibrationOptions {
   /** Layer names (e.g. 'stage4.0') to keep in float32; the first layer always is (its input is signed). */
   keep?: readonly string[];
+  /**
+   * How scales are chosen: 'mse' (default: the clip with the least squared error, for weights and activations) or
+   * 'max' (the plain max-abs scales of the standard recipe, for comparison).
+   */
+  method?: 'mse' | 'max';
+  /** Empirical bias correction (default true). */
+  biasCorrection?: boolean;
   /** Called after each layer with (layers done, layers in all). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -55,9 +62,12 @@ export interface CalibrationResult {
   readonly images: number;
 }
 
-/** The method recorded in the file's metadata. */
-export const CALIBRATION_METHOD =
-  'per-output-channel symmetric s8 weights (MSE clip search), u8 activations (histogram MSE clip), empirical bias correction';
+/** The method recorded in the file's metadata, for the options used. */
+export function calibrationMethod(options: Pick<CalibrationOptions, 'method' | 'biasCorrection'> = {}): string {
+  const mse = (options.method ?? 'mse') === 'mse';
+  return `per-output-channel symmetric s8 weights (${mse ? 'MSE clip search' : 'max'}), u8 activations (${mse ? 'histogram MSE clip' : 'max'})` +
+    `${options.biasCorrection === false ? '' : ', empirical bias correction'}`;
+}
 
 /** 10 log10(sum ref^2 / sum (ref - test)^2); Infinity when they are equal. */
 export function sqnrDb(ref: ArrayLike<number>, test: ArrayLike<number>): number {
@@ -98,6 +108,13 @@ export function chooseWeightScale(values: ArrayLike<number>): number {
     if (error < best.error) best = { scale, error };
   }
   return best.scale;
+}
+
+/** max|v| / qmax (1 for all zeros): the scale of the standard max calibration. */
+export function maxAbsScale(values: ArrayLike<number>, qmax: number): number {
+  let max = 0;
+  for (let i = 0; i < values.length; i++) max = Math.max(max, Math.abs(values[i] as number));
+  return max > 0 ? max / qmax : 1;
 }
 
 /** A histogram of non-negative activations: exact zeros counted apart (they quantize exactly), the rest in bins. */
@@ -270,6 +287,8 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
       throw new ArgumentValueError(`Expected layer names of ${model.spec.arch} (${[...names].slice(0, 4).join(', ')}, ...) for keep but received '${name}'`);
     }
   }
+  const mse = (options.method ?? 'mse') === 'mse';
+  const correctBias = options.biasCorrection !== false;
   const quantization = new Map<string, LayerQuantization>();
   const reports: LayerCalibration[] = [];
   const layers: DeployedLayer[] = [];
@@ -290,15 +309,16 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
       const perChannel = layer.weight.length / layer.outChannels;
       const weightScales = new Float32Array(layer.outChannels);
       for (let oc = 0; oc < layer.outChannels; oc++) {
-        weightScales[oc] = chooseWeightScale(layer.weight.subarray(oc * perChannel, (oc + 1) * perChannel));
+        const channel = layer.weight.subarray(oc * perChannel, (oc + 1) * perChannel);
+        weightScales[oc] = mse ? chooseWeightScale(channel) : maxAbsScale(channel, WEIGHT_QMAX);
       }
       const weight = dequantizedWeights(integerWeights(layer.weight, weightScales), weightScales);
-      const inputScale = chooseActivationScale(activationHistogram(xInt8.data));
+      const inputScale = mse ? chooseActivationScale(activationHistogram(xInt8.data)) : maxAbsScale(xInt8.data, ACTIVATION_QMAX);
       const quantizedInput = fakeQuantize(xInt8, inputScale);
       const yInt8 = await conv(quantizedInput.tensor, weight, layer.bias);
       const yAlone = await conv(fakeQuantize(xFloat, inputScale).tensor, weight, layer.bias);
       // Empirical bias correction: remove the mean shift quantization put on each output channel.
-      const shift = channelMeanDifference(yInt8, yFloat);
+      const shift = correctBias ? channelMeanDifference(yInt8, yFloat) : new Float64Array(layer.outChannels);
       subtractPerChannel(yInt8, shift);
       subtractPerChannel(yAlone, shift);
       const bias = Float32Array.from(layer.bias, (b, oc) => b - (shift[oc] as number));
