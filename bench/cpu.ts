@@ -371,16 +371,20 @@ function profileTables(results: ModelResult[]): string[] {
     for (const b of model.batches) {
       if (!b.profiles) continue;
       const profiles = b.profiles;
-      const rows = new Map<string, Partial<Record<(typeof PROFILED_ENGINES)[number], number>>>();
+      const rows = new Map<string, { step: number; order: number; cells: Partial<Record<(typeof PROFILED_ENGINES)[number], number>> }>();
       for (const key of PROFILED_ENGINES) {
-        for (const e of profiles[key].entries) {
+        profiles[key].entries.forEach((e, order) => {
           // int8 convs and float convs of the same layer share a row; the role names the precision's primitive.
-          const row = `${e.layer} ${e.what === 'int8 conv' ? 'conv' : e.what}`;
-          const cells = rows.get(row) ?? {};
-          cells[key] = (cells[key] ?? 0) + e.ms;
-          rows.set(row, cells);
-        }
+          const what = e.what === 'int8 conv' ? 'conv' : e.what;
+          const row = what.startsWith(e.layer) ? what : `${e.layer} ${what}`;
+          const entry = rows.get(row) ?? { step: e.step, order, cells: {} };
+          entry.cells[key] = (entry.cells[key] ?? 0) + e.ms;
+          rows.set(row, entry);
+        });
       }
+      // In network order (a quantize before its layer's conv), whichever precision has the row.
+      const rank = (row: string): number => (row.endsWith('quantize') ? 0 : 1);
+      const ordered = [...rows].sort(([rowA, a], [rowB, b]) => a.step - b.step || rank(rowA) - rank(rowB) || a.order - b.order);
       const ms = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(3));
       tables.push(
         `### ${model.arch}, batch ${b.batch}: ms per run (each primitive on its own, mean of ${PROFILE_RUNS} runs)`,
@@ -388,7 +392,7 @@ function profileTables(results: ModelResult[]): string[] {
         markdownTable(
           ['layer', ...PROFILED_ENGINES.map((k) => ENGINE_LABELS[k])],
           [
-            ...[...rows].map(([row, cells]) => [row, ...PROFILED_ENGINES.map((k) => ms(cells[k]))]),
+            ...ordered.map(([row, { cells }]) => [row, ...PROFILED_ENGINES.map((k) => ms(cells[k]))]),
             ['sum of primitives', ...PROFILED_ENGINES.map((k) => ms(profiles[k].sumMs))],
             ['whole run (median)', ...PROFILED_ENGINES.map((k) => ms(profiles[k].networkMs))],
           ],

@@ -32,7 +32,7 @@ export interface NetworkOptions {
    */
   precision?: Precision;
   /**
-   * The int8 calibration of the deployed weights (LoadedWeights.quantization, or quantizeModel's result); needed by
+   * The int8 calibration of the deployed weights (LoadedWeights.quantization, or calibrate()'s result); needed by
    * precision 'int8', whose calibrated layers then run u8 x s8 (the others, the first layer and the head in float32).
    */
   quantization?: ModelQuantization;

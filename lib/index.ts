@@ -1,4 +1,5 @@
-// Public API of repvgg: architectures, weights I/O, re-parameterization, the network runner and single ops.
+// Public API of repvgg: architectures, weights I/O, re-parameterization, INT8 calibration, the network runner and
+// single ops.
 export * from './errors.js';
 export * from './tensor.js';
 export * from './models/repvgg.js';
@@ -11,6 +12,10 @@ export * from './io/weights.js';
 export { readNpy, readNpyFloat32, writeNpy, encodeNpy, decodeNpy } from './io/npy.js';
 export { readSafetensors, readStateDict, writeSafetensors, encodeSafetensors, decodeSafetensors, decodeStateDict } from './io/safetensors.js';
 export { encodeOnnx, exportOnnx } from './io/onnx.js';
+export { calibrate, calibrationMethod } from './quant/calibrate.js';
+export type { CalibrationOptions, CalibrationResult, LayerCalibration } from './quant/calibrate.js';
+export { putQuantization, takeQuantization, hasQuantization } from './quant/params.js';
+export type { LayerQuantization, ModelQuantization } from './quant/params.js';
 export { readPth } from './io/pth.js';
 export { detectKeyStyle, officialToTimmKey, timmToOfficialKey, toOfficialKeys, withKeyStyle, KEY_STYLES } from './io/keys.js';
 export type { KeyStyle } from './io/keys.js';
