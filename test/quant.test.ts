@@ -198,6 +198,7 @@ test("method 'max' without bias correction is the standard recipe: max-abs scale
 
 test('bad calibration arguments and int8 without calibration are typed errors', async (t) => {
   const model = reparameterize(plainSpec, randomTrainState(plainSpec, makeRng(3)));
+  const officialModel = reparameterize(officialSpec('A0', { numClasses: 4 }), randomStateDict(officialSpec('A0', { numClasses: 4 }), 'train', 2));
   await t.throwsAsync(calibrate(model, randomImages([2, 3, 32, 32], makeRng(1)), { keep: ['stage9.0'] }), { instanceOf: ArgumentValueError, message: /stage9\.0/ });
   await t.throwsAsync(calibrate(model, randomImages([2, 1, 32, 32], makeRng(1))), { message: /\[N, 3, H, W\].*\[2, 1, 32, 32\]/ });
   t.throws(() => RepVGGNetwork.fromDeployed(model, { backend: 'cpu', precision: 'int8' }), { instanceOf: ArgumentValueError, message: /repvgg quantize/ });
@@ -205,6 +206,16 @@ test('bad calibration arguments and int8 without calibration are typed errors', 
   t.throws(() => RepVGGNetwork.fromStateDict(plainSpec, trainState, { backend: 'cpu', precision: 'int8' }), { message: /training-time weights/ });
   const first = new Map([[model.layers[0]!.name, { inputScale: 0.1, weightScales: new Float32Array(16).fill(0.01) }]]);
   t.throws(() => int8Network(model, first), { instanceOf: WeightsMismatchError, message: /first layer stage0/ });
+  // Scales that are each valid but whose product leaves float32: refused by the native compile, not run as inf.
+  const layer = model.layers[1]!;
+  const huge = new Map([[layer.name, { inputScale: 1e30, weightScales: new Float32Array(layer.outChannels).fill(1e30) }]]);
+  const network = int8Network({ ...model, layers: model.layers.map((l, i) => (i === 1 ? { ...l, weight: l.weight.map(() => 0) } : l)) }, huge);
+  await t.throwsAsync(network.prepare(1, 32, 32), { message: /int8 conv step 1: the scales of output channel 0/ });
+  network.dispose();
+  // A calibration set too large for memory is refused from its shape, before anything is allocated.
+  await t.throwsAsync(calibrate(officialModel, { shape: [2000, 3, 224, 224], data: new Float32Array(0) }), {
+    instanceOf: ArgumentValueError, message: /at most \d+ calibration images of 224x224 for RepVGG-A0 .* but received 2000/,
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -269,6 +269,30 @@ function argmaxRow(values: Float64Array, row: number, k: number): number {
   return best;
 }
 
+/** Most memory the layer-by-layer pass may hold in activations (it keeps five tensors of a layer's size). */
+const MAX_CALIBRATION_BYTES = 4 * 2 ** 30;
+
+/** Refuses a calibration set whose activations would not fit MAX_CALIBRATION_BYTES, before anything is allocated. */
+function checkCalibrationMemory(model: DeployedModel, images: HostTensor): void {
+  const [n, , h, w] = images.shape as [number, number, number, number];
+  let height = h;
+  let width = w;
+  let largest = 0; // floats of one image's largest layer output
+  for (const layer of model.layers) {
+    height = Math.floor((height - 1) / layer.stride) + 1;
+    width = Math.floor((width - 1) / layer.stride) + 1;
+    largest = Math.max(largest, layer.outChannels * height * width);
+  }
+  const bytes = 5 * 4 * largest * n;
+  if (bytes > MAX_CALIBRATION_BYTES) {
+    const perImage = MAX_CALIBRATION_BYTES / (5 * 4 * largest);
+    throw new ArgumentValueError(
+      `Expected at most ${Math.floor(perImage)} calibration images of ${h}x${w} for ${model.spec.arch} (its activations need ` +
+        `${(bytes / 2 ** 30).toFixed(1)} GiB for ${n}; the limit is 4 GiB) but received ${n}: use fewer (--calib-count)`,
+    );
+  }
+}
+
 /**
  * Calibrates int8 for every layer of model but the first (and those in options.keep) on images, float32 NCHW
  * [N, C, H, W] normalized as the model expects (several hundred images is plenty; memory grows with N).
@@ -280,6 +304,7 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
   if (images.shape.length !== 4 || c !== model.spec.inChannels || n < 1) {
     throw new ShapeError(`Expected calibration images [N, ${model.spec.inChannels}, H, W] but received ${formatShape(images.shape)}`);
   }
+  checkCalibrationMemory(model, images);
   const names = new Set(model.layers.map((l) => l.name));
   const keep = new Set(options.keep ?? []);
   for (const name of keep) {

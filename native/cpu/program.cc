@@ -4,6 +4,7 @@
 #include "program.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <functional>
 #include <cstdlib>
@@ -288,6 +289,11 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
     const double acc_scale = static_cast<double>(c.input_scale) * c.weight_scales[oc];
     output_scales[oc] = static_cast<float>(u8_out ? acc_scale / c.output_scale : acc_scale);
     bias_acc[oc] = c.bias.empty() ? 0.f : static_cast<float>(c.bias[oc] / acc_scale);
+    // Each scale is checked positive and finite, but their products and quotients can still leave float32.
+    RV_CHECK(std::isfinite(output_scales[oc]) && output_scales[oc] > 0 && std::isfinite(bias_acc[oc]), "ERR_ARG_VALUE",
+             "int8 conv step " + std::to_string(index) + ": the scales of output channel " + std::to_string(oc) +
+                 " put its requantization or bias outside float32 (input " + std::to_string(c.input_scale) + ", weight " +
+                 std::to_string(c.weight_scales[oc]) + ", output " + std::to_string(c.output_scale) + ")");
   }
   dnnl::primitive_attr attr = relu_attr(c.relu);
   attr.set_output_scales(1 << 1 /* per output channel of (n, oc, h, w) */, output_scales);
