@@ -7,7 +7,7 @@ import { createLimiter, preprocessImage, preprocessWithNormalization } from '../
 import { evalBatches, loadFashionMnist } from '../data/index.js';
 import { ArgumentValueError, UsageError } from '../errors.js';
 import { readNpyFloat32 } from '../io/npy.js';
-import { loadWeights, recordedClassNames, recordedNormalization, saveWeights } from '../io/weights.js';
+import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
 import { calibrate, calibrationMethod, type CalibrationResult } from '../quant/calibrate.js';
 import { putQuantization } from '../quant/params.js';
 import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
@@ -41,7 +41,7 @@ function pick(images: HostTensor, indices: readonly number[]): HostTensor {
   return { shape: [indices.length, c, h, w], data };
 }
 
-async function calibrationImages(flags: Flags, weights: Awaited<ReturnType<typeof loadWeights>>, count: number): Promise<{ images: HostTensor; source: string }> {
+async function calibrationImages(flags: Flags, weights: LoadedWeights, count: number): Promise<{ images: HostTensor; source: string }> {
   const npy = optionalFlag(flags, 'calib');
   const dir = optionalFlag(flags, 'calib-dir');
   const dataset = optionalFlag(flags, 'calib-dataset');
