@@ -492,7 +492,9 @@ function axisStep(max: number, ticks: number): number {
 function svgChart(results: ModelResult[], subtitle: string): string {
   const width = 1100;
   const panelHeight = 300;
-  const top = 70;
+  const legendPerRow = 3;
+  const legendRows = Math.ceil(ENGINE_KEYS.length / legendPerRow);
+  const top = 52 + 18 * legendRows;
   const margin = { left: 70, right: 20, top: 40, bottom: 40 };
   const height = top + results.length * panelHeight;
   const parts: string[] = [
@@ -502,9 +504,10 @@ function svgChart(results: ModelResult[], subtitle: string): string {
     `<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(subtitle)}</text>`,
   ];
   ENGINE_KEYS.forEach((key, i) => {
-    const x = margin.left + i * 170;
-    parts.push(`<rect x="${x}" y="52" width="12" height="12" fill="${ENGINE_COLORS[key]}"/>`);
-    parts.push(`<text x="${x + 16}" y="62">${ENGINE_LABELS[key]}</text>`);
+    const x = margin.left + (i % legendPerRow) * 300;
+    const y = 52 + 18 * Math.floor(i / legendPerRow);
+    parts.push(`<rect x="${x}" y="${y}" width="12" height="12" fill="${ENGINE_COLORS[key]}"/>`);
+    parts.push(`<text x="${x + 16}" y="${y + 10}">${ENGINE_LABELS[key]}</text>`);
   });
   results.forEach((model, panel) => {
     const panelTop = top + panel * panelHeight;
