@@ -13,7 +13,10 @@
 
 import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
 import { conv2d } from '../ops/conv.js';
-import type { DeployedLayer, DeployedModel, SEWeights } from '../reparam/types.js';
+import { channelScale, relu, sigmoid } from '../ops/eltwise.js';
+import { linear } from '../ops/linear.js';
+import { globalAvgPool } from '../ops/pool.js';
+import type { DeployedLayer, DeployedModel } from '../reparam/types.js';
 import type { HostTensor } from '../tensor.js';
 import {
   ACTIVATION_QMAX,
@@ -208,62 +211,25 @@ function subtractPerChannel(x: HostTensor, delta: Float64Array): void {
   for (let i = 0; i < x.data.length; i++) x.data[i] = (x.data[i] as number) - (delta[Math.floor(i / plane) % c] as number);
 }
 
-/** x * sigmoid(up(relu(down(mean_hw(x))))) per (n, c), in place: the squeeze-excitation of a D2se block. */
-function applySe(x: HostTensor, se: SEWeights): void {
-  const [n, c, h, w] = x.shape as [number, number, number, number];
-  const plane = h * w;
-  const r = se.channels;
-  for (let image = 0; image < n; image++) {
-    const pooled = new Float64Array(c);
-    for (let ch = 0; ch < c; ch++) {
-      let s = 0;
-      for (let i = (image * c + ch) * plane, end = i + plane; i < end; i++) s += x.data[i] as number;
-      pooled[ch] = s / plane;
-    }
-    const hidden = new Float64Array(r);
-    for (let j = 0; j < r; j++) {
-      let s = se.downBias[j] as number;
-      for (let ch = 0; ch < c; ch++) s += (se.downWeight[j * c + ch] as number) * (pooled[ch] as number);
-      hidden[j] = Math.max(0, s);
-    }
-    for (let ch = 0; ch < c; ch++) {
-      let s = se.upBias[ch] as number;
-      for (let j = 0; j < r; j++) s += (se.upWeight[ch * r + j] as number) * (hidden[j] as number);
-      const gate = 1 / (1 + Math.exp(-s));
-      for (let i = (image * c + ch) * plane, end = i + plane; i < end; i++) x.data[i] = (x.data[i] as number) * gate;
-    }
-  }
+/** What follows a layer's conv: SE (D2se) then ReLU, with the library's ops (off the event loop, as the engine computes them). */
+async function activate(y: HostTensor, layer: DeployedLayer): Promise<HostTensor> {
+  const se = layer.se;
+  if (!se) return relu(y);
+  const c = layer.outChannels;
+  const hidden = await linear(await globalAvgPool(y), { shape: [se.channels, c], data: se.downWeight }, { shape: [se.channels], data: se.downBias }, { relu: true });
+  const gates = await sigmoid(await linear(hidden, { shape: [c, se.channels], data: se.upWeight }, { shape: [c], data: se.upBias }));
+  return relu(await channelScale(y, gates));
 }
 
-/** What follows a layer's conv: SE (D2se) then ReLU, in place. */
-function activate(y: HostTensor, layer: DeployedLayer): HostTensor {
-  if (layer.se) applySe(y, layer.se);
-  for (let i = 0; i < y.data.length; i++) if ((y.data[i] as number) < 0) y.data[i] = 0;
-  return y;
-}
-
-/** Global average pooling and the classifier, in float64: [N, C, H, W] features -> [N, K] logits. */
-function logitsOf(model: DeployedModel, features: HostTensor): Float64Array {
-  const [n, c, h, w] = features.shape as [number, number, number, number];
+/** Global average pooling and the classifier: [N, C, H, W] features -> [N, K] logits. */
+async function logitsOf(model: DeployedModel, features: HostTensor): Promise<Float32Array> {
   const k = model.spec.numClasses;
-  const logits = new Float64Array(n * k);
-  for (let image = 0; image < n; image++) {
-    const pooled = new Float64Array(c);
-    for (let ch = 0; ch < c; ch++) {
-      let s = 0;
-      for (let i = (image * c + ch) * h * w, end = i + h * w; i < end; i++) s += features.data[i] as number;
-      pooled[ch] = s / (h * w);
-    }
-    for (let j = 0; j < k; j++) {
-      let s = model.linearBias[j] as number;
-      for (let ch = 0; ch < c; ch++) s += (model.linearWeight[j * c + ch] as number) * (pooled[ch] as number);
-      logits[image * k + j] = s;
-    }
-  }
-  return logits;
+  const c = features.shape[1] as number;
+  const pooled = await globalAvgPool(features);
+  return (await linear(pooled, { shape: [k, c], data: model.linearWeight }, { shape: [k], data: model.linearBias })).data;
 }
 
-function argmaxRow(values: Float64Array, row: number, k: number): number {
+function argmaxRow(values: Float32Array, row: number, k: number): number {
   let best = 0;
   for (let j = 1; j < k; j++) if ((values[row * k + j] as number) > (values[row * k + best] as number)) best = j;
   return best;
@@ -327,8 +293,8 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
     if (index === 0 || keep.has(layer.name)) {
       const yInt8 = index === 0 ? { shape: yFloat.shape, data: yFloat.data.slice() } : await conv(xInt8, layer.weight, layer.bias);
       layers.push(layer);
-      xFloat = activate(yFloat, layer);
-      xInt8 = activate(yInt8, layer);
+      xFloat = await activate(yFloat, layer);
+      xInt8 = await activate(yInt8, layer);
       reports.push({ name: layer.name, precision: 'fp32', networkSqnrDb: sqnrDb(xFloat.data, xInt8.data) });
     } else {
       const perChannel = layer.weight.length / layer.outChannels;
@@ -349,19 +315,19 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
       const bias = Float32Array.from(layer.bias, (b, oc) => b - (shift[oc] as number));
       layers.push({ ...layer, weight, bias });
       quantization.set(layer.name, { inputScale, weightScales });
-      xFloat = activate(yFloat, layer);
-      xInt8 = activate(yInt8, layer);
+      xFloat = await activate(yFloat, layer);
+      xInt8 = await activate(yInt8, layer);
       reports.push({
         name: layer.name, precision: 'int8', inputScale, clippedFraction: quantizedInput.clipped,
-        layerSqnrDb: sqnrDb(xFloat.data, activate(yAlone, layer).data), networkSqnrDb: sqnrDb(xFloat.data, xInt8.data),
+        layerSqnrDb: sqnrDb(xFloat.data, (await activate(yAlone, layer)).data), networkSqnrDb: sqnrDb(xFloat.data, xInt8.data),
       });
     }
     options.onProgress?.(index + 1, model.layers.length);
   }
   const quantized: DeployedModel = { ...model, layers };
   const k = model.spec.numClasses;
-  const floatLogits = logitsOf(model, xFloat);
-  const int8Logits = logitsOf(quantized, xInt8);
+  const floatLogits = await logitsOf(model, xFloat);
+  const int8Logits = await logitsOf(quantized, xInt8);
   let agree = 0;
   for (let row = 0; row < n; row++) if (argmaxRow(floatLogits, row, k) === argmaxRow(int8Logits, row, k)) agree++;
   return {
