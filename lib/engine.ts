@@ -8,7 +8,7 @@ import { callNative, callNativeSync, loadCpuAddon, type NativePlanReport, type N
 import { ArgumentValueError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
 import { blocksOf, featureChannels, totalStride, type RepVGGSpec, type WeightForm } from './models/repvgg.js';
 import { checkFinite, checkPositiveInt, checkTensor } from './ops/check.js';
-import { BN_EPS, deployedModelFromState } from './reparam/reparam.js';
+import { BN_EPS, batchNormOf, deployedModelFromState } from './reparam/reparam.js';
 import type { DeployedModel, SEWeights } from './reparam/types.js';
 import type { HostTensor, StateDict } from './tensor.js';
 import { checkQuantizationFits, integerWeights, type ModelQuantization } from './quant/params.js';
@@ -123,9 +123,8 @@ export function deployedProgram(model: DeployedModel, quantization?: ModelQuanti
  * branches — the dense branch's BN composed with it, and the plain 1x1 and identity branches scaled by t (BN with
  * mean 0, var 1 and gamma t * sqrt(1 + eps)). Computed in float64.
  */
-function qaBranchNorms(prefix: string, get: (key: string) => Float32Array) {
-  const post = { gamma: get(`${prefix}.bn.weight`), beta: get(`${prefix}.bn.bias`), mean: get(`${prefix}.bn.running_mean`), var: get(`${prefix}.bn.running_var`) };
-  const t = Float64Array.from(post.gamma, (g, o) => g / Math.sqrt((post.var[o] as number) + BN_EPS));
+function qaBranchNorms(prefix: string, state: StateDict, get: (key: string) => Float32Array) {
+  const { t, ...post } = batchNormOf(state, `${prefix}.bn`);
   const d = `${prefix}.rbr_dense.bn`;
   const dense = {
     mean: get(`${d}.running_mean`), var: get(`${d}.running_var`),
@@ -160,7 +159,7 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
     const [dense, pointwise, identity] = [0, 1, 2, 3].filter((i) => i !== x) as [number, number, number];
     const conv = { kind: 'conv', inChannels: b.inChannels, outChannels: b.outChannels, stride: b.stride, groups: b.groups, src: x, relu: false };
     const se = b.seChannels > 0;
-    const qaNorms = qa ? qaBranchNorms(b.name, get) : undefined;
+    const qaNorms = qa ? qaBranchNorms(b.name, state, get) : undefined;
     steps.push({ ...conv, dst: dense, kernel: 3, pad: 1, weight: get(`${b.name}.rbr_dense.conv.weight`) });
     steps.push(bn(qaNorms?.dense ?? norm(`${b.name}.rbr_dense.bn`), dense, dense, b.outChannels));
     steps.push({ ...conv, dst: pointwise, kernel: 1, pad: 0, weight: get(qa ? `${b.name}.rbr_1x1.weight` : `${b.name}.rbr_1x1.conv.weight`) });

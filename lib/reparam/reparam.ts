@@ -16,6 +16,17 @@ function tensorOf(state: StateDict, key: string): Float32Array {
   return t.data;
 }
 
+/** An eval-mode BN's parameters and its per-channel scale t = gamma / sqrt(running_var + eps), in float64. */
+export function batchNormOf(state: StateDict, prefix: string): { beta: Float32Array; mean: Float32Array; t: Float64Array } {
+  const gamma = tensorOf(state, `${prefix}.weight`);
+  const variance = tensorOf(state, `${prefix}.running_var`);
+  return {
+    beta: tensorOf(state, `${prefix}.bias`),
+    mean: tensorOf(state, `${prefix}.running_mean`),
+    t: Float64Array.from(gamma, (g, o) => g / Math.sqrt((variance[o] as number) + BN_EPS)),
+  };
+}
+
 /**
  * Adds one BN-folded branch into the accumulating kernel and bias.
  * kernel64: (O, C/g, 3, 3) float64; branchKernel: (O, C/g, k, k) with k = 1 or 3 (a 1x1 lands on the centre tap).
@@ -28,15 +39,12 @@ function addFoldedBranch(
   bnPrefix: string,
   state: StateDict,
 ): void {
-  const gamma = tensorOf(state, `${bnPrefix}.weight`);
-  const beta = tensorOf(state, `${bnPrefix}.bias`);
-  const mean = tensorOf(state, `${bnPrefix}.running_mean`);
-  const variance = tensorOf(state, `${bnPrefix}.running_var`);
+  const { beta, mean, t: scale } = batchNormOf(state, bnPrefix);
   const outChannels = bias64.length;
   const perOut = kernel64.length / outChannels; // (C/g) * 9
   const inPerGroup = perOut / 9;
   for (let o = 0; o < outChannels; o++) {
-    const t = (gamma[o] as number) / Math.sqrt((variance[o] as number) + BN_EPS);
+    const t = scale[o] as number;
     bias64[o] = (bias64[o] as number) + (beta[o] as number) - (mean[o] as number) * t;
     for (let i = 0; i < inPerGroup; i++) {
       if (k === 3) {
@@ -54,14 +62,10 @@ function addFoldedBranch(
 
 /** Adds the identity branch: BN(x) as a 3x3 kernel with t at the centre of [o, o mod (C/g)]. */
 function addIdentityBranch(kernel64: Float64Array, bias64: Float64Array, block: BlockDesc, state: StateDict): void {
-  const prefix = `${block.name}.rbr_identity`;
-  const gamma = tensorOf(state, `${prefix}.weight`);
-  const beta = tensorOf(state, `${prefix}.bias`);
-  const mean = tensorOf(state, `${prefix}.running_mean`);
-  const variance = tensorOf(state, `${prefix}.running_var`);
+  const { beta, mean, t: scale } = batchNormOf(state, `${block.name}.rbr_identity`);
   const inPerGroup = block.inChannels / block.groups;
   for (let o = 0; o < block.outChannels; o++) {
-    const t = (gamma[o] as number) / Math.sqrt((variance[o] as number) + BN_EPS);
+    const t = scale[o] as number;
     bias64[o] = (bias64[o] as number) + (beta[o] as number) - (mean[o] as number) * t;
     const idx = (o * inPerGroup + (o % inPerGroup)) * 9 + 4;
     kernel64[idx] = (kernel64[idx] as number) + t;
@@ -85,13 +89,10 @@ function addPlainBranches(kernel64: Float64Array, block: BlockDesc, pointwise: F
 
 /** QARepVGG's BN after the sum, folded into the summed kernel and bias: k * t and (b - mean) * t + beta. */
 function foldPostBn(kernel64: Float64Array, bias64: Float64Array, prefix: string, state: StateDict): void {
-  const gamma = tensorOf(state, `${prefix}.weight`);
-  const beta = tensorOf(state, `${prefix}.bias`);
-  const mean = tensorOf(state, `${prefix}.running_mean`);
-  const variance = tensorOf(state, `${prefix}.running_var`);
+  const { beta, mean, t: scale } = batchNormOf(state, prefix);
   const perOut = kernel64.length / bias64.length;
   for (let o = 0; o < bias64.length; o++) {
-    const t = (gamma[o] as number) / Math.sqrt((variance[o] as number) + BN_EPS);
+    const t = scale[o] as number;
     bias64[o] = ((bias64[o] as number) - (mean[o] as number)) * t + (beta[o] as number);
     for (let j = o * perOut; j < (o + 1) * perOut; j++) kernel64[j] = (kernel64[j] as number) * t;
   }
