@@ -418,12 +418,24 @@ export function modelTrainRef(spec: RepVGGSpec, state: StateDict, x: HostTensor 
   return classify(act, weight('linear.weight'), weight('linear.bias').data);
 }
 
-/** The deployed network: per layer y = ReLU(SE?(conv3x3_s(x) + bias)), then global average pool and linear. */
-export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, W] */): ModelOutput {
+/**
+ * The deployed network: per layer y = ReLU(SE?(conv3x3_s(x) + bias)), then global average pool and linear.
+ * With quantization, the layers it names compute as int8 does, in float64 (see modelInt8Ref).
+ */
+export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, W] */, quantization?: ModelQuantization): ModelOutput {
   let act = inputOf(model.spec, x);
   for (const layer of model.layers) {
-    const kernel = { data: layer.weight, shape: [layer.outChannels, layer.inChannels / layer.groups, 3, 3] };
-    let y = conv2dRef(act, kernel, layer.bias, { stride: layer.stride, pad: 1, groups: layer.groups });
+    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
+    const q = quantization?.get(layer.name);
+    let input: RefTensor = act;
+    let weight: DenseArray = { data: layer.weight, shape };
+    if (q) {
+      input = { data: act.data.map((v) => q.inputScale * quantizeValue(v, q.inputScale, 0, ACTIVATION_QMAX)), shape: act.shape };
+      const perChannel = layer.weight.length / layer.outChannels;
+      const integers = integerWeights(layer.weight, q.weightScales);
+      weight = { data: Float64Array.from(integers, (v, i) => v * (q.weightScales[Math.floor(i / perChannel)] as number)), shape };
+    }
+    let y = conv2dRef(input, weight, layer.bias, { stride: layer.stride, pad: 1, groups: layer.groups });
     const se = layer.se;
     if (se !== undefined) y = seRef(y, se.downWeight, se.downBias, se.upWeight, se.upBias);
     act = reluRef(y);
@@ -441,24 +453,5 @@ export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, 
  * on its input scale, which is where the native program rounds it too.
  */
 export function modelInt8Ref(model: DeployedModel, quantization: ModelQuantization, x: HostTensor /* [N, C, H, W] */): ModelOutput {
-  let act = inputOf(model.spec, x);
-  for (const layer of model.layers) {
-    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
-    const q = quantization.get(layer.name);
-    let input: RefTensor = act;
-    let weight: DenseArray = { data: layer.weight, shape };
-    if (q) {
-      input = { data: act.data.map((v) => q.inputScale * quantizeValue(v, q.inputScale, 0, ACTIVATION_QMAX)), shape: act.shape };
-      const perChannel = layer.weight.length / layer.outChannels;
-      const integers = integerWeights(layer.weight, q.weightScales);
-      weight = { data: Float64Array.from(integers, (v, i) => v * (q.weightScales[Math.floor(i / perChannel)] as number)), shape };
-    }
-    let y = conv2dRef(input, weight, layer.bias, { stride: layer.stride, pad: 1, groups: layer.groups });
-    const se = layer.se;
-    if (se !== undefined) y = seRef(y, se.downWeight, se.downBias, se.upWeight, se.upBias);
-    act = reluRef(y);
-  }
-  const { numClasses } = model.spec;
-  const linearWeight = { data: model.linearWeight, shape: [numClasses, model.linearWeight.length / numClasses] };
-  return classify(act, linearWeight, model.linearBias);
+  return modelDeployRef(model, x, quantization);
 }
