@@ -57,6 +57,12 @@ dnnl::primitive_attr relu_attr(bool relu, dnnl::algorithm alg = dnnl::algorithm:
   return attr;
 }
 
+// oneDNN's weight dims of a conv step: (O, C, K, K), or (G, O/G, C/G, K, K) when grouped.
+dims conv_weight_dims(const ConvStepSpec& c) {
+  return c.groups == 1 ? dims{c.out_channels, c.in_channels, c.kernel, c.kernel}
+                       : dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel, c.kernel};
+}
+
 // A memory over caller-owned float data (the spec's vectors live as long as the Program).
 memory wrap(const dims& shape, const std::vector<float>& data) {
   return memory(plain_f32(shape), engine(), const_cast<float*>(data.data()));
@@ -117,6 +123,8 @@ class Plan {
   void compile_conv(int index, const ConvStepSpec& c);
   void compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64_t ow);
   void require_float(int buffer, const std::string& what) const;
+  // Records what a step left in buffer: its layout and (channels, height, width).
+  void set_buffer(int buffer, const md_t& md, int64_t channels, int64_t height, int64_t width);
   void compile_batchnorm(const BatchNormStepSpec& b);
   void compile_add(const AddStepSpec& a);
   void compile_se(const SeStepSpec& s);
@@ -191,6 +199,13 @@ Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width
   });
 }
 
+void Plan::set_buffer(int buffer, const md_t& md, int64_t channels, int64_t height, int64_t width) {
+  buffer_mds_[buffer] = md;
+  buffer_channels_[buffer] = channels;
+  buffer_height_[buffer] = height;
+  buffer_width_[buffer] = width;
+}
+
 // Steps other than int8 convs read float activations: an int8 conv that feeds them must output float32.
 void Plan::require_float(int buffer, const std::string& what) const {
   RV_CHECK(buffer_mds_[buffer].is_zero() || buffer_mds_[buffer].data_type() != dt::u8, "ERR_ARG_VALUE",
@@ -208,8 +223,7 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   require_float(c.src, "conv step " + std::to_string(index));
   const bool src_known = !buffer_mds_[c.src].is_zero();
   const md_t src_md = src_known ? buffer_mds_[c.src] : md_t({batch_, c.in_channels, h, w}, act_type_, tag::any);
-  const dims w_dims = c.groups == 1 ? dims{c.out_channels, c.in_channels, c.kernel, c.kernel}
-                                    : dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel, c.kernel};
+  const dims w_dims = conv_weight_dims(c);
   const md_t w_any(w_dims, act_type_, tag::any);
   const md_t bias_md = c.bias.empty() ? md_t() : plain_f32({c.out_channels});
   const bool blocked = layout_ == Layout::blocked16 && c.out_channels % 16 == 0;
@@ -260,10 +274,7 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   execs_.push_back(std::move(exec));
 
   if (!src_known) buffer_mds_[c.src] = input_md_ = chosen_src;
-  buffer_mds_[c.dst] = direct->pd.dst_desc();
-  buffer_channels_[c.dst] = c.out_channels;
-  buffer_height_[c.dst] = oh;
-  buffer_width_[c.dst] = ow;
+  set_buffer(c.dst, direct->pd.dst_desc(), c.out_channels, oh, ow);
 }
 
 // u8 activations (x = input_scale * q) times s8 weights (w = weight_scales[oc] * q) accumulate exactly in s32; oneDNN
@@ -278,8 +289,7 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
   const md_t held = buffer_mds_[c.src];
   const bool quantize_input = held.data_type() != dt::u8;
   const md_t src_md = quantize_input ? md_t({batch_, c.in_channels, h, w}, dt::u8, tag::any) : held;
-  const dims w_dims = c.groups == 1 ? dims{c.out_channels, c.in_channels, c.kernel, c.kernel}
-                                    : dims{c.groups, c.out_channels / c.groups, c.in_channels / c.groups, c.kernel, c.kernel};
+  const dims w_dims = conv_weight_dims(c);
   const bool u8_out = c.output_scale > 0;
   const md_t dst_any({batch_, c.out_channels, oh, ow}, u8_out ? dt::u8 : dt::f32, tag::any);
   std::vector<float> output_scales(c.out_channels);
@@ -330,10 +340,7 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
   exec.fixed_args.emplace(DNNL_ARG_BIAS, bias);
   report_.convs.push_back({index, "int8", pd.impl_info_str(), -1, -1});
   execs_.push_back(std::move(exec));
-  buffer_mds_[c.dst] = pd.dst_desc();
-  buffer_channels_[c.dst] = c.out_channels;
-  buffer_height_[c.dst] = oh;
-  buffer_width_[c.dst] = ow;
+  set_buffer(c.dst, pd.dst_desc(), c.out_channels, oh, ow);
 }
 
 void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
@@ -352,10 +359,7 @@ void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
   exec.fixed_args.emplace(DNNL_ARG_SCALE, wrap({b.channels}, b.gamma));
   exec.fixed_args.emplace(DNNL_ARG_SHIFT, wrap({b.channels}, b.beta));
   execs_.push_back(std::move(exec));
-  buffer_mds_[b.dst] = pd.dst_desc();
-  buffer_channels_[b.dst] = b.channels;
-  buffer_height_[b.dst] = buffer_height_[b.src];
-  buffer_width_[b.dst] = buffer_width_[b.src];
+  set_buffer(b.dst, pd.dst_desc(), b.channels, buffer_height_[b.src], buffer_width_[b.src]);
 }
 
 void Plan::compile_add(const AddStepSpec& a) {
@@ -383,10 +387,7 @@ void Plan::compile_add(const AddStepSpec& a) {
   else exec.buffer_args.push_back({DNNL_ARG_SRC_1, a.b, b_md});
   exec.buffer_args.push_back({DNNL_ARG_DST, a.dst, a_md});
   execs_.push_back(std::move(exec));
-  buffer_mds_[a.dst] = a_md;
-  buffer_channels_[a.dst] = buffer_channels_[a.a];
-  buffer_height_[a.dst] = buffer_height_[a.a];
-  buffer_width_[a.dst] = buffer_width_[a.a];
+  set_buffer(a.dst, a_md, buffer_channels_[a.a], buffer_height_[a.a], buffer_width_[a.a]);
 }
 
 void Plan::compile_se(const SeStepSpec& s) {
