@@ -38,7 +38,7 @@ export function hasQuantization(state: StateDict): boolean {
   return false;
 }
 
-/** round(v / scale) clamped to [lo, hi]; ties away from zero do not matter for real data. */
+/** round(v / scale) clamped to [lo, hi] (Math.round: a half rounds up; oneDNN rounds halves to even, and exact halves do not occur in real data). */
 export function quantizeValue(v: number, scale: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, Math.round(v / scale)));
 }
