@@ -9,10 +9,12 @@
 // GPU tests are registered with test.skip where CUDA is unavailable (their titles then say "needs a CUDA GPU"
 // and why), and the first test below logs the full reason.
 
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, mkdir, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
@@ -33,6 +35,7 @@ import { fixturePath, fixtureSpec, fixtureStateDict, readFixtureJson } from './h
 import { makeRng, maxRelativeError, modelDeployRef, modelTrainRef, randomArray, randomTrainState } from './helpers/reference.js';
 import { FP16, MODEL_FP32, checkClose, checkTop1Agreement } from './helpers/tolerances.js';
 
+const execFileAsync = promisify(execFile);
 const status = cudaStatus();
 const load = loadCudaAddon();
 const gpu = status.available;
@@ -187,26 +190,82 @@ test('cudaStatus() never throws and says whether CUDA is usable, or exactly why 
   t.regex(bad({ steps: 'none' }), /^ERR_ARG_TYPE: /);
 });
 
-test('cudnnSearchDirs: $REPVGG_CUDNN_PATH first, then the system loader, then existing Python wheel folders', async (t) => {
+test('cudnnSearchDirs: $REPVGG_CUDNN_PATH first, then the system loader, then existing Python wheel folders (no subprocess)', async (t) => {
   const home = await mkdtemp(join(tmpdir(), 'repvgg-cudnn-'));
   try {
+    const wheelUnder = (prefix: string, python: string): string => join(prefix, 'lib', python, 'site-packages', 'nvidia', 'cudnn', 'lib');
     const userWheel = join(home, '.local', 'lib', 'python3.11', 'site-packages', 'nvidia', 'cudnn', 'lib');
-    const venvWheel = join(home, 'venv', 'lib', 'python3.12', 'site-packages', 'nvidia', 'cudnn', 'lib');
-    await mkdir(userWheel, { recursive: true });
-    await mkdir(venvWheel, { recursive: true });
+    const venvWheel = wheelUnder(join(home, 'venv'), 'python3.12');
+    const pyenvWheel = wheelUnder(join(home, '.pyenv', 'versions', '3.12.4'), 'python3.12');
+    // A python3 on PATH that is a link into its installation (as /opt/python/bin/python3 -> ../../python-3.13/bin/python3.13).
+    const opt = join(home, 'opt', 'python-3.13');
+    const optWheel = wheelUnder(opt, 'python3.13');
+    for (const dir of [userWheel, venvWheel, pyenvWheel, optWheel, join(opt, 'bin'), join(home, 'bin')]) await mkdir(dir, { recursive: true });
+    await writeFile(join(opt, 'bin', 'python3.13'), '');
+    await symlink(join(opt, 'bin', 'python3.13'), join(home, 'bin', 'python3'));
     await mkdir(join(home, '.local', 'lib', 'python3.10', 'site-packages'), { recursive: true }); // no cuDNN there
-    const env = { HOME: home, REPVGG_CUDNN_PATH: '/opt/cudnn/lib/libcudnn.so.9', VIRTUAL_ENV: join(home, 'venv') };
-    const dirs = cudnnSearchDirs({ env, askPython: false });
+    const env = { HOME: home, REPVGG_CUDNN_PATH: '/opt/cudnn/lib/libcudnn.so.9', VIRTUAL_ENV: join(home, 'venv'), PATH: `/nonexistent:${join(home, 'bin')}` };
+    const dirs = cudnnSearchDirs({ env });
     t.is(dirs[0], '/opt/cudnn/lib/libcudnn.so.9', 'the explicit path comes first, even if it does not exist');
     t.is(dirs[1], '@system');
-    t.true(dirs.includes(userWheel), dirs.join('\n'));
-    t.true(dirs.includes(venvWheel), dirs.join('\n'));
+    for (const wheel of [userWheel, venvWheel, pyenvWheel, optWheel]) t.true(dirs.includes(wheel), `${wheel} in\n${dirs.join('\n')}`);
     t.false(dirs.some((d) => d.includes('python3.10')), 'folders without nvidia/cudnn/lib are not listed');
     t.is(new Set(dirs).size, dirs.length, 'no duplicates');
-    t.deepEqual(cudnnSearchDirs({ env: { HOME: home }, askPython: false }).slice(0, 1), ['@system'], 'without the variable, the system loader is first');
+    t.deepEqual(cudnnSearchDirs({ env: { HOME: home } }).slice(0, 1), ['@system'], 'without the variable, the system loader is first');
   } finally {
     await rm(home, { recursive: true, force: true });
   }
+});
+
+(load.addon ? test : test.skip)('the cuDNN loader tries the explicit entry first, then every cuDNN found newest first, and lists them all', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'repvgg-cudnn-rank-'));
+  try {
+    // Files that are not libraries: dlopen refuses each, so the report lists every candidate in the order tried.
+    const explicitDir = join(root, 'mine', 'lib');
+    const system8 = join(root, 'usr', 'lib'); // a system install: libcudnn.so.8 -> libcudnn.so.8.9.7
+    const wheel91 = join(root, 'site-packages', 'nvidia', 'cudnn', 'lib'); // version from the wheel's metadata folder
+    const tarball96 = join(root, 'cudnn-9.6', 'lib'); // version from ../include/cudnn_version.h
+    for (const dir of [explicitDir, system8, wheel91, tarball96, join(root, 'cudnn-9.6', 'include'),
+      join(root, 'site-packages', 'nvidia_cudnn_cu12-9.1.0.70.dist-info')]) await mkdir(dir, { recursive: true });
+    await writeFile(join(explicitDir, 'libcudnn.so.8'), 'not a library');
+    await writeFile(join(system8, 'libcudnn.so.8.9.7'), 'not a library');
+    await symlink('libcudnn.so.8.9.7', join(system8, 'libcudnn.so.8'));
+    await writeFile(join(wheel91, 'libcudnn.so.9'), 'not a library');
+    await writeFile(join(tarball96, 'libcudnn.so.9'), 'not a library');
+    await writeFile(join(root, 'cudnn-9.6', 'include', 'cudnn_version.h'),
+      '#ifndef CUDNN_VERSION_H_\n#define CUDNN_MAJOR 9\n#define CUDNN_MINOR 6\n#define CUDNN_PATCHLEVEL 0\n#endif\n');
+    const search = [explicitDir, '@system', system8, wheel91, tarball96, `${tarball96}/`];
+    const script = `const addon = require(${JSON.stringify(cudaAddonPath())}); addon.init({ cudnnSearchDirs: ${JSON.stringify(search)} });
+      const info = addon.info(); console.log(JSON.stringify({ candidates: info.cudnnCandidates, loaded: info.cudnnLoaded }));`;
+    const { stdout } = await execFileAsync(process.execPath, ['-e', script], { env: { ...process.env, LD_LIBRARY_PATH: '' } });
+    const report = JSON.parse(stdout) as { candidates: string[]; loaded: boolean };
+    t.false(report.loaded);
+    const mine = report.candidates.filter((c) => c.startsWith(root) || c.startsWith('libcudnn.so'));
+    const expected = [
+      `${join(explicitDir, 'libcudnn.so.8')} (version unknown until loaded, given)`,
+      `${join(tarball96, 'libcudnn.so.9')} (9.6.0, Python wheel or listed folder)`,
+      `${join(wheel91, 'libcudnn.so.9')} (9.1.0, Python wheel or listed folder)`,
+      'libcudnn.so.9 (version unknown until loaded, system loader path)',
+      `${join(system8, 'libcudnn.so.8')} (8.9.7, Python wheel or listed folder)`,
+      'libcudnn.so.8 (version unknown until loaded, system loader path)',
+    ];
+    t.deepEqual(mine, expected, report.candidates.join('\n'));
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('probeCuda() probes once, on a worker thread, and cudaStatus() then returns that probe', async (t) => {
+  // A fresh process: this file's own cudaStatus() call above already probed synchronously.
+  const module = JSON.stringify(new URL('../lib/backend/cuda.js', import.meta.url).href);
+  const script = `const m = await import(${module});
+    const [a, b] = await Promise.all([m.probeCuda(), m.probeCuda()]);
+    console.log(JSON.stringify({ same: a === b, remembered: m.cudaStatus() === a, status: a }));`;
+  const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', script]);
+  const report = JSON.parse(stdout) as { same: boolean; remembered: boolean; status: typeof status };
+  t.true(report.same, 'concurrent calls share one probe');
+  t.true(report.remembered, 'cudaStatus() returns the remembered probe');
+  t.deepEqual(report.status, status, 'the worker-thread probe reports what the synchronous one does');
 });
 
 test("RepVGGNetwork backend 'auto' runs on CUDA exactly when cudaStatus() says it is available, and its logits match float64", async (t) => {
@@ -350,7 +409,7 @@ gpuTest(needsGpu('fp16 training-time grouped and SE networks within FP16 of floa
   }
 });
 
-gpuTest(needsGpu('plan report (fp32): every deployed layer runs the fused conv+bias+ReLU with FMA (no TF32) math'), async (t) => {
+gpuTest(needsGpu('plan report (fp32): every deployed layer runs the fused conv+bias+ReLU with FMA (no TF32) math, checked against the unfused path'), async (t) => {
   const model = reparameterize(a0Spec, randomTrainState(a0Spec, makeRng(41)));
   await withNetwork(() => RepVGGNetwork.fromDeployed(model, { backend: 'cuda' }), async (net) => {
     const report = (await net.prepare(2, 64, 64)) as CudaPlanReport;
@@ -360,6 +419,8 @@ gpuTest(needsGpu('plan report (fp32): every deployed layer runs the fused conv+b
     for (const conv of report.convs) {
       t.is(conv.mathType, 'FMA', `step ${conv.step}: ${conv.implementation}`);
       t.true(conv.fused, `step ${conv.step} unfused: ${conv.note ?? ''}`);
+      // The prepare-time check ran (fused output vs conv, bias, ReLU on a patterned input) and agreed.
+      t.true(conv.fusedMaxDiff !== undefined && conv.fusedMaxDiff >= 0 && conv.fusedMaxDiff < 1e-3, `step ${conv.step}: ${conv.fusedMaxDiff}`);
     }
     t.true(report.activationBytes > 0 && report.weightBytes > 0);
     t.log(report.convs.map((c) => `${c.step}: ${c.implementation}${c.note ? ` (${c.note})` : ''}`).join('\n'));

@@ -2,8 +2,7 @@
 // CUDA backend can run here — or exactly why not. Nothing in this file throws except requireCudaAddon().
 // Not for: building step programs (lib/engine.ts) or error mapping (lib/backend/native.ts).
 
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -35,6 +34,8 @@ export interface CudaInfo {
   cudnnVersion?: string;
   cudnnPath?: string;
   cudnnError?: string;
+  /** Every cuDNN found, 'file (version, origin)', in the order they were tried (explicit first, then newest first). */
+  cudnnCandidates: string[];
   /** Every place cuDNN was looked for without success, with why. */
   cudnnTried: string[];
   /** Sub-libraries or their dependencies that could not be pre-loaded (cuDNN may still work). */
@@ -55,6 +56,8 @@ export interface CudaPlanReport extends NativePlanReport {
     implementation: string;
     mathType: string;
     fused: boolean;
+    /** When fused: max |fused output - (conv, then bias, then ReLU)| of one check run at prepare time. */
+    fusedMaxDiff?: number;
     findMs?: number;
     workspaceBytes: number;
     note?: string;
@@ -81,7 +84,10 @@ export interface CudaProgram extends NativeProgram {
  * cudaGraph?: boolean (capture each input shape's forward once, replay it) and device?: number (default 0).
  */
 export interface CudaAddon {
+  /** Probes on the calling thread (driver initialization and loading cuDNN: up to seconds on a GPU machine). */
   info(options?: { device?: number }): CudaInfo;
+  /** The same probe on a worker thread; never rejects. */
+  infoAsync(options?: { device?: number }): Promise<CudaInfo>;
   init(options: { cudnnSearchDirs: string[] }): void;
   Program: new (spec: object) => CudaProgram;
 }
@@ -126,10 +132,8 @@ export function loadCudaAddon(): CudaAddonLoad {
 }
 
 export interface CudnnSearchOptions {
-  /** Environment to read REPVGG_CUDNN_PATH, HOME, VIRTUAL_ENV and CONDA_PREFIX from. Default process.env. */
+  /** Environment to read REPVGG_CUDNN_PATH, HOME, PATH, VIRTUAL_ENV and CONDA_PREFIX from. Default process.env. */
   env?: NodeJS.ProcessEnv;
-  /** Ask `python3` where its nvidia.cudnn package is (a subprocess, at most 5 s). Default true. */
-  askPython?: boolean;
 }
 
 /** Folders matching /^python3/ directly under base, e.g. /usr/lib/python3.12. */
@@ -145,23 +149,43 @@ function pythonDirs(base: string): string[] {
   }
 }
 
-function pythonCudnnDir(): string | undefined {
-  const result = spawnSync('python3', ['-c', 'import nvidia.cudnn, os; print(list(nvidia.cudnn.__path__)[0])'], {
-    encoding: 'utf8',
-    timeout: 5000,
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  if (result.status !== 0 || typeof result.stdout !== 'string') return undefined;
-  const dir = result.stdout.trim().split('\n').pop();
-  return dir ? join(dir, 'lib') : undefined;
+/** Subfolders of dir, or none. */
+function subfolders(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  } catch {
+    return [];
+  }
 }
 
 /**
- * Where the CUDA addon looks for cuDNN, in order: $REPVGG_CUDNN_PATH (a folder or a libcudnn.so.N file), the
- * system loader path ('@system': LD_LIBRARY_PATH, ld.so.cache), then the nvidia/cudnn/lib folders of Python
- * wheels (where PyTorch users have cuDNN): site-/dist-packages under /usr/lib/python3*, /usr/local/lib/python3*,
- * ~/.local/lib/python3*, $VIRTUAL_ENV and $CONDA_PREFIX, and the folder python3 itself reports. Wheel folders
- * are listed only when they exist; the list has no duplicates.
+ * The lib folders of the Python installations a user may have put cuDNN in without asking Python (no
+ * subprocess: this runs on the event loop): each `python3` on PATH (its real file's <prefix>/lib), and every
+ * pyenv version (~/.pyenv/versions/X/lib).
+ */
+function pythonPrefixes(env: NodeJS.ProcessEnv, home: string | undefined): string[] {
+  const prefixes: string[] = [];
+  for (const dir of (env['PATH'] ?? '').split(':')) {
+    if (!dir) continue;
+    const python = join(dir, 'python3');
+    if (!existsSync(python)) continue;
+    try {
+      prefixes.push(join(dirname(dirname(realpathSync(python))), 'lib'));
+    } catch {
+      // a dangling link: nothing to find there
+    }
+  }
+  if (home) for (const version of subfolders(join(home, '.pyenv', 'versions'))) prefixes.push(join(version, 'lib'));
+  return prefixes;
+}
+
+/**
+ * Where the CUDA addon looks for cuDNN: $REPVGG_CUDNN_PATH (a folder or a libcudnn.so.N file) first and as
+ * given, then '@system' (the loader's places), then the nvidia/cudnn/lib folders of Python wheels (where
+ * PyTorch users have cuDNN): site-/dist-packages under /usr/lib/python3*, /usr/local/lib/python3*,
+ * ~/.local/lib/python3*, $VIRTUAL_ENV, $CONDA_PREFIX, each python3 on PATH and each pyenv version. Wheel
+ * folders are listed only when they exist; the list has no duplicates. The addon tries the explicit entry first
+ * and ranks everything after '@system' newest first (native/cuda/cudnn_loader.h).
  */
 export function cudnnSearchDirs(options: CudnnSearchOptions = {}): string[] {
   const env = options.env ?? process.env;
@@ -173,17 +197,15 @@ export function cudnnSearchDirs(options: CudnnSearchOptions = {}): string[] {
   const home = env['HOME'] ?? homedir();
   if (home) prefixes.push(join(home, '.local', 'lib'));
   for (const root of [env['VIRTUAL_ENV'], env['CONDA_PREFIX']]) if (root) prefixes.push(join(root, 'lib'));
-  const wheels: string[] = [];
+  prefixes.push(...pythonPrefixes(env, home));
   for (const prefix of prefixes) {
     for (const python of pythonDirs(prefix)) {
-      for (const packages of ['site-packages', 'dist-packages']) wheels.push(join(python, packages, 'nvidia', 'cudnn', 'lib'));
+      for (const packages of ['site-packages', 'dist-packages']) {
+        const dir = join(python, packages, 'nvidia', 'cudnn', 'lib');
+        if (existsSync(dir)) entries.push(dir);
+      }
     }
   }
-  if (options.askPython ?? true) {
-    const reported = pythonCudnnDir();
-    if (reported) wheels.push(reported);
-  }
-  for (const dir of wheels) if (existsSync(dir)) entries.push(dir);
   return [...new Set(entries)];
 }
 
@@ -205,30 +227,65 @@ export interface CudaStatus {
   details: Record<string, string>;
 }
 
+function statusFrom(load: CudaAddonLoad, info: CudaInfo | undefined): CudaStatus {
+  const details: Record<string, string> = { addon: load.path };
+  if (!load.addon || !info) return { available: false, reason: load.addon ? 'the CUDA addon returned no report' : load.reason, details };
+  for (const [key, value] of Object.entries(info)) {
+    if (key === 'available' || key === 'reason' || key === 'backend' || value === undefined) continue;
+    if (Array.isArray(value)) {
+      if (value.length > 0) details[key] = value.join('; ');
+    } else {
+      details[key] = String(value);
+    }
+  }
+  if (info.available) return { available: true, details };
+  return { available: false, reason: info.reason ?? 'the CUDA addon reports it is unavailable without a reason', details };
+}
+
+function probeFailure(err: unknown): CudaStatus {
+  return { available: false, reason: `probing CUDA failed: ${err instanceof Error ? err.message : String(err)}`, details: {} };
+}
+
+// The one probe of this process (a machine does not gain or lose a GPU while we run): set by whichever of
+// cudaStatus() and probeCuda() finishes first.
+let probed: CudaStatus | undefined;
+let probing: Promise<CudaStatus> | undefined;
+
 /**
- * Whether the CUDA backend can run here, and what it found. Never throws: a failure to probe is reported as
- * the reason.
+ * Whether the CUDA backend can run here, and what it found: probed once per process, then remembered. The
+ * first call probes on the calling thread (on a GPU machine, driver initialization and loading cuDNN block for
+ * up to seconds); `await probeCuda()` first to keep that off the event loop. Never throws: a failure to probe is
+ * reported as the reason.
  * @example const { available, reason } = cudaStatus(); if (!available) console.log(`no CUDA: ${reason}`);
  */
 export function cudaStatus(): CudaStatus {
+  if (probed) return probed;
   try {
     const load = initializedAddon();
-    const details: Record<string, string> = { addon: load.path };
-    if (!load.addon) return { available: false, reason: load.reason, details };
-    const info = load.addon.info();
-    for (const [key, value] of Object.entries(info)) {
-      if (key === 'available' || key === 'reason' || key === 'backend' || value === undefined) continue;
-      if (Array.isArray(value)) {
-        if (value.length > 0) details[key] = value.join('; ');
-      } else {
-        details[key] = String(value);
-      }
-    }
-    if (info.available) return { available: true, details };
-    return { available: false, reason: info.reason ?? 'the CUDA addon reports it is unavailable without a reason', details };
+    probed = statusFrom(load, load.addon?.info());
   } catch (err) {
-    return { available: false, reason: `probing CUDA failed: ${err instanceof Error ? err.message : String(err)}`, details: {} };
+    probed = probeFailure(err);
   }
+  return probed;
+}
+
+/**
+ * cudaStatus() without blocking the event loop: the probe runs on a worker thread, once per process (later
+ * calls share the first one's result). `RepVGGNetwork` with backend 'auto' or 'cuda' then decides at once.
+ */
+export function probeCuda(): Promise<CudaStatus> {
+  if (probed) return Promise.resolve(probed);
+  probing ??= (async () => {
+    try {
+      const load = initializedAddon();
+      const info = load.addon ? await load.addon.infoAsync() : undefined;
+      probed ??= statusFrom(load, info);
+    } catch (err) {
+      probed ??= probeFailure(err);
+    }
+    return probed;
+  })();
+  return probing;
 }
 
 /**

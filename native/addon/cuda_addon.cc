@@ -62,6 +62,7 @@ Napi::Object report_to_js(Napi::Env env, const cuda::PlanReport& r) {
           Napi::String::New(env, "cudnn " + c.algorithm + " " + c.math + (c.fused ? " fused bias+ReLU" : "")));
     o.Set("mathType", Napi::String::New(env, c.math));
     o.Set("fused", Napi::Boolean::New(env, c.fused));
+    if (c.fused_max_diff >= 0) o.Set("fusedMaxDiff", Napi::Number::New(env, c.fused_max_diff));
     if (c.find_ms >= 0) o.Set("findMs", Napi::Number::New(env, c.find_ms));
     o.Set("workspaceBytes", number(env, c.workspace_bytes));
     if (!c.note.empty()) o.Set("note", Napi::String::New(env, c.note));
@@ -200,45 +201,78 @@ Napi::Array strings(Napi::Env env, const std::vector<std::string>& values) {
   return out;
 }
 
-// info({ device? }) -> what the backend found; never throws (a failure to probe is itself the reason).
-Napi::Value Info(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// The probe of info()/infoAsync(): everything found, or why probing failed (never throws).
+struct Probe {
+  cuda::DeviceReport report;
+  std::string failure;  // set when probing itself threw
+};
+
+Probe run_probe(int device) {
+  Probe p;
+  try {
+    p.report = cuda::probe_device(device, true);
+  } catch (const std::exception& e) {
+    p.failure = std::string("probing CUDA failed: ") + e.what();
+  }
+  return p;
+}
+
+int device_option(const Napi::CallbackInfo& info) {
+  if (info.Length() >= 1 && info[0].IsObject()) return static_cast<int>(get_number(info[0].As<Napi::Object>(), "device", 0));
+  return 0;
+}
+
+Napi::Object probe_object(Napi::Env env, const Probe& p) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("backend", "cuda");
   out.Set("builtFor", cuda::built_architectures());
   out.Set("buildCudaVersion", cuda::built_cuda_version());
-  try {
-    int device = 0;
-    if (info.Length() >= 1 && info[0].IsObject()) device = static_cast<int>(get_number(info[0].As<Napi::Object>(), "device", 0));
-    const cuda::DeviceReport r = cuda::probe_device(device, true);
-    out.Set("available", r.available);
-    if (!r.available) out.Set("reason", r.reason);
-    out.Set("runtimeVersion", cuda::cuda_version_string(r.runtime_version));
-    out.Set("driverVersion", cuda::cuda_version_string(r.driver_version));
-    out.Set("deviceCount", r.device_count);
-    if (!r.device_error.empty()) out.Set("deviceError", r.device_error);
-    if (!r.device_name.empty()) {
-      out.Set("device", r.device);
-      out.Set("deviceName", r.device_name);
-      out.Set("computeCapability", std::to_string(r.cc_major) + "." + std::to_string(r.cc_minor));
-      out.Set("totalMemoryBytes", static_cast<double>(r.total_memory));
-    }
-    if (!r.kernel_error.empty()) out.Set("kernelError", r.kernel_error);
-    out.Set("cudnnLoaded", r.cudnn.loaded);
-    if (r.cudnn.loaded) {
-      out.Set("cudnnVersion", std::to_string(r.cudnn.major) + "." + std::to_string(r.cudnn.minor) + "." + std::to_string(r.cudnn.patch));
-      out.Set("cudnnPath", r.cudnn.path);
-    } else {
-      out.Set("cudnnError", r.cudnn.error);
-    }
-    out.Set("cudnnTried", strings(env, r.cudnn.tried));
-    out.Set("cudnnWarnings", strings(env, r.cudnn.warnings));
-    if (!r.cudnn_handle_error.empty()) out.Set("cudnnHandleError", r.cudnn_handle_error);
-  } catch (const std::exception& e) {
+  if (!p.failure.empty()) {
     out.Set("available", false);
-    out.Set("reason", std::string("probing CUDA failed: ") + e.what());
+    out.Set("reason", p.failure);
+    return out;
   }
+  const cuda::DeviceReport& r = p.report;
+  out.Set("available", r.available);
+  if (!r.available) out.Set("reason", r.reason);
+  out.Set("runtimeVersion", cuda::cuda_version_string(r.runtime_version));
+  out.Set("driverVersion", cuda::cuda_version_string(r.driver_version));
+  out.Set("deviceCount", r.device_count);
+  if (!r.device_error.empty()) out.Set("deviceError", r.device_error);
+  if (!r.device_name.empty()) {
+    out.Set("device", r.device);
+    out.Set("deviceName", r.device_name);
+    out.Set("computeCapability", std::to_string(r.cc_major) + "." + std::to_string(r.cc_minor));
+    out.Set("totalMemoryBytes", static_cast<double>(r.total_memory));
+  }
+  if (!r.kernel_error.empty()) out.Set("kernelError", r.kernel_error);
+  out.Set("cudnnLoaded", r.cudnn.loaded);
+  if (r.cudnn.loaded) {
+    out.Set("cudnnVersion", std::to_string(r.cudnn.major) + "." + std::to_string(r.cudnn.minor) + "." + std::to_string(r.cudnn.patch));
+    out.Set("cudnnPath", r.cudnn.path);
+  } else {
+    out.Set("cudnnError", r.cudnn.error);
+  }
+  out.Set("cudnnCandidates", strings(env, r.cudnn.candidates));
+  out.Set("cudnnTried", strings(env, r.cudnn.tried));
+  out.Set("cudnnWarnings", strings(env, r.cudnn.warnings));
+  if (!r.cudnn_handle_error.empty()) out.Set("cudnnHandleError", r.cudnn_handle_error);
   return out;
+}
+
+// info({ device? }) -> what the backend found, probed on the calling thread; never throws (a failure to probe
+// is itself the reason).
+Napi::Value Info(const Napi::CallbackInfo& info) { return probe_object(info.Env(), run_probe(device_option(info))); }
+
+// infoAsync({ device? }) -> Promise of info()'s object, probed on a worker thread (driver initialization and
+// loading cuDNN take up to seconds); never rejects.
+Napi::Value InfoAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int device = device_option(info);
+  auto probe = std::make_shared<Probe>();
+  return queue(
+      env, [probe, device] { *probe = run_probe(device); }, Napi::Object::New(env),
+      [probe](Napi::Env e) -> Napi::Value { return probe_object(e, *probe); });
 }
 
 // init({ cudnnSearchDirs: string[] }): where the next cuDNN load looks (no effect once cuDNN is loaded).
@@ -266,6 +300,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 
 Napi::Object InitCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("infoAsync", Napi::Function::New(env, InfoAsync));
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("Program", ProgramWrap::Define(env));
   return exports;

@@ -1,7 +1,10 @@
 // Loads cuDNN at run time (dlopen of libcudnn.so.9, else .8) and resolves the functions of cudnn_api.h into one
 // table, so that the CUDA addon builds without cuDNN and loads (reporting why) on machines without it.
-// Search entries are tried in order; each is a directory holding libcudnn.so.N, a path to such a file, or the
-// word "@system" for the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache, rpath). Before opening
+// Each search entry is a directory holding libcudnn.so.N, a path to such a file, or the word "@system" for the
+// dynamic loader's places ($LD_LIBRARY_PATH, the usual system folders, then ld.so.cache/rpath by soname). Entries
+// before "@system" are explicit and tried first, in order; every other cuDNN found is ranked newest first (the
+// version is read without loading: the file name a symlink points to, cudnn_version.h, or the wheel's metadata),
+// so a system cuDNN 8 does not shadow a cuDNN 9 in a Python wheel. Before opening
 // libcudnn.so.N from a folder we pre-load its sub-libraries from that folder with RTLD_GLOBAL: cuDNN's front
 // library dlopens them by bare soname, which would fail for a folder that is not on the loader path (a Python
 // wheel's nvidia/cudnn/lib) unless they are already loaded.
@@ -28,6 +31,7 @@ struct CudnnLoadStatus {
   std::string path;                 // the libcudnn.so.N that was opened (absolute when known)
   size_t version = 0;               // cudnnGetVersion(), e.g. 90600 or 8907
   int major = 0, minor = 0, patch = 0;
+  std::vector<std::string> candidates;  // "file (version, origin)" for every cuDNN found, in the order tried
   std::vector<std::string> tried;   // "where: why not", one per attempt that failed
   std::vector<std::string> warnings;  // sub-libraries (or their dependencies) that could not be pre-loaded
   std::string error;                // one-line summary when not loaded

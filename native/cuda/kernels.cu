@@ -49,6 +49,29 @@ __global__ void fill_kernel(T* data, int64_t count, float value) {
   RV_GRID_STRIDE(i, count) store(data, i, value);
 }
 
+template <typename T>
+__global__ void pattern_kernel(T* data, int64_t count) {
+  RV_GRID_STRIDE(i, count) {
+    // Knuth's multiplicative hash of the index, 10 bits of it: 1024 levels over [-0.5, 1).
+    const uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
+    store(data, i, static_cast<float>(h >> 22) * (1.5f / 1024.f) - 0.5f);
+  }
+}
+
+// Non-negative floats order like their bit patterns as unsigned integers, so atomicMax on the bits is a float max.
+template <typename T>
+__global__ void max_abs_difference_kernel(const T* a, const T* b, int64_t count, float* result) {
+  float diff = 0.f, magnitude = 0.f;
+  RV_GRID_STRIDE(i, count) {
+    const float vb = load(b, i);
+    const float d = fabsf(load(a, i) - vb);
+    if (!(d <= diff)) diff = d;  // a NaN difference wins (fmaxf would drop it); its bits order above every float
+    if (!(fabsf(vb) <= magnitude)) magnitude = fabsf(vb);
+  }
+  atomicMax(reinterpret_cast<unsigned*>(result), __float_as_uint(diff));
+  atomicMax(reinterpret_cast<unsigned*>(result + 1), __float_as_uint(magnitude));
+}
+
 __global__ void f32_to_f16_kernel(const float* src, __half* dst, int64_t count) {
   RV_GRID_STRIDE(i, count) dst[i] = __float2half_rn(src[i]);
 }
@@ -106,39 +129,45 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // NCHW: one block per (image, channel) plane, kThreads threads summing strided elements, then a block reduce.
 template <typename T>
-__global__ void mean_nchw_kernel(const T* x, int64_t spatial, float* out) {
-  const int64_t plane = blockIdx.x;
-  const T* p = x + plane * spatial;
-  float sum = 0.f;
-  for (int64_t i = threadIdx.x; i < spatial; i += blockDim.x) sum += load(p, i);
+__global__ void mean_nchw_kernel(const T* x, int64_t planes, int64_t spatial, float* out) {
   __shared__ float partial[kThreads / 32];
-  sum = warp_sum(sum);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) out[plane] = v / static_cast<float>(spatial);
+  // Block-stride over planes: the grid is capped, any n * c works.
+  for (int64_t plane = blockIdx.x; plane < planes; plane += gridDim.x) {
+    const T* p = x + plane * spatial;
+    float sum = 0.f;
+    for (int64_t i = threadIdx.x; i < spatial; i += blockDim.x) sum += load(p, i);
+    sum = warp_sum(sum);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      float v = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.f;
+      v = warp_sum(v);
+      if (threadIdx.x == 0) out[plane] = v / static_cast<float>(spatial);
+    }
+    __syncthreads();  // partial is rewritten by the next plane
   }
 }
 
 // NHWC: a block covers 32 consecutive channels of one image (coalesced reads along c); its 8 rows of threads
-// split the spatial positions, then the rows are summed through shared memory.
+// split the spatial positions, then the rows are summed through shared memory. Images are block-strided over
+// grid.y, which the launcher caps at its hardware limit (65535), so any batch works.
 template <typename T>
-__global__ void mean_nhwc_kernel(const T* x, int64_t c, int64_t spatial, float* out) {
-  const int64_t img = blockIdx.y;
-  const int64_t ch = blockIdx.x * 32 + threadIdx.x;
-  float sum = 0.f;
-  if (ch < c) {
-    for (int64_t pos = threadIdx.y; pos < spatial; pos += blockDim.y) sum += load(x, (img * spatial + pos) * c + ch);
-  }
+__global__ void mean_nhwc_kernel(const T* x, int64_t n, int64_t c, int64_t spatial, float* out) {
   __shared__ float rows[8][33];
-  rows[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y == 0 && ch < c) {
-    float total = 0.f;
-    for (int r = 0; r < 8; r++) total += rows[r][threadIdx.x];
-    out[img * c + ch] = total / static_cast<float>(spatial);
+  const int64_t ch = blockIdx.x * 32 + threadIdx.x;
+  for (int64_t img = blockIdx.y; img < n; img += gridDim.y) {
+    float sum = 0.f;
+    if (ch < c) {
+      for (int64_t pos = threadIdx.y; pos < spatial; pos += blockDim.y) sum += load(x, (img * spatial + pos) * c + ch);
+    }
+    rows[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0 && ch < c) {
+      float total = 0.f;
+      for (int r = 0; r < 8; r++) total += rows[r][threadIdx.x];
+      out[img * c + ch] = total / static_cast<float>(spatial);
+    }
+    __syncthreads();  // rows is rewritten by the next image
   }
 }
 
@@ -165,6 +194,29 @@ cudaError_t fill_values(void* data, int64_t count, bool half, float value, cudaS
     fill_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<__half*>(data), count, value);
   } else {
     fill_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<float*>(data), count, value);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t fill_pattern(void* data, int64_t count, bool half, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  if (half) {
+    pattern_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<__half*>(data), count);
+  } else {
+    pattern_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<float*>(data), count);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t max_abs_difference(const void* a, const void* b, int64_t count, bool half, float* result, cudaStream_t stream) {
+  if (const cudaError_t e = cudaMemsetAsync(result, 0, 2 * sizeof(float), stream); e != cudaSuccess) return e;
+  if (count <= 0) return cudaSuccess;
+  if (half) {
+    max_abs_difference_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<const __half*>(a), static_cast<const __half*>(b),
+                                                                        count, result);
+  } else {
+    max_abs_difference_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<const float*>(a), static_cast<const float*>(b),
+                                                                        count, result);
   }
   return cudaGetLastError();
 }
@@ -230,19 +282,21 @@ cudaError_t add_tensors(const void* a, const void* b, void* y, int64_t count, bo
 cudaError_t global_mean(const void* x, const ActShape& s, float* out, cudaStream_t stream) {
   if (s.count() <= 0) return cudaSuccess;
   if (s.layout == Layout::nchw) {
-    const unsigned planes = static_cast<unsigned>(s.n * s.c);
+    const int64_t planes = s.n * s.c;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20));
     if (s.half) {
-      mean_nchw_kernel<<<planes, kThreads, 0, stream>>>(static_cast<const __half*>(x), s.spatial(), out);
+      mean_nchw_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const __half*>(x), planes, s.spatial(), out);
     } else {
-      mean_nchw_kernel<<<planes, kThreads, 0, stream>>>(static_cast<const float*>(x), s.spatial(), out);
+      mean_nchw_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(x), planes, s.spatial(), out);
     }
   } else {
-    const dim3 grid(static_cast<unsigned>((s.c + 31) / 32), static_cast<unsigned>(s.n));
+    constexpr int64_t kMaxGridY = 65535;
+    const dim3 grid(static_cast<unsigned>((s.c + 31) / 32), static_cast<unsigned>(std::min(s.n, kMaxGridY)));
     const dim3 block(32, 8);
     if (s.half) {
-      mean_nhwc_kernel<<<grid, block, 0, stream>>>(static_cast<const __half*>(x), s.c, s.spatial(), out);
+      mean_nhwc_kernel<<<grid, block, 0, stream>>>(static_cast<const __half*>(x), s.n, s.c, s.spatial(), out);
     } else {
-      mean_nhwc_kernel<<<grid, block, 0, stream>>>(static_cast<const float*>(x), s.c, s.spatial(), out);
+      mean_nhwc_kernel<<<grid, block, 0, stream>>>(static_cast<const float*>(x), s.n, s.c, s.spatial(), out);
     }
   }
   return cudaGetLastError();

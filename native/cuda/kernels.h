@@ -25,6 +25,11 @@ struct ActShape {
 
 // Sets count elements (float or half) to value.
 cudaError_t fill_values(void* data, int64_t count, bool half, float value, cudaStream_t stream);
+// Sets count elements to a fixed pseudo-random pattern in [-0.5, 1): inputs for the prepare-time checks that make
+// some outputs positive and some negative (a constant input would hide a wrong activation or bias).
+cudaError_t fill_pattern(void* data, int64_t count, bool half, cudaStream_t stream);
+// result[0] = max |a - b|, result[1] = max |b| over count elements (float or half); result is a device float[2].
+cudaError_t max_abs_difference(const void* a, const void* b, int64_t count, bool half, float* result, cudaStream_t stream);
 // dst[i] = (half) src[i].
 cudaError_t convert_f32_to_f16(const float* src, void* dst, int64_t count, cudaStream_t stream);
 // Conv weights (k, c, r, s) float -> (k, r, s, c_pad) half for NHWC filters; channels c..c_pad-1 become 0.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -85,7 +86,11 @@ class Plan {
   void compile(int64_t height, int64_t width);
   void compile_conv(int index, const ConvStepSpec& c, BufferState& src, BufferState& dst, DeviceBuffer& find_workspace);
   void choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& find_workspace, ConvChoice& choice);
-  bool try_fused(ConvExec& e);
+  struct FusedCheck {
+    enum { refused, differs, agrees } outcome = refused;
+    float max_diff = 0, max_output = 0;
+  };
+  FusedCheck check_fused(ConvExec& e);
   void allocate_find_scratch(DeviceBuffer& scratch);
   void destroy_graph();
   void* buf(int i) const { return p_.buffers_[static_cast<size_t>(i)].get(); }
@@ -385,6 +390,7 @@ void Plan::choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& f
     choice.algorithm = algo_name(a.algo);
     choice.math = math_name(a.math);
     choice.fused = a.fused;
+    choice.fused_max_diff = a.fused_max_diff;
     choice.find_ms = a.time_ms;
     choice.workspace_bytes = static_cast<int64_t>(a.workspace);
     choice.note = a.note;
@@ -445,10 +451,20 @@ void Plan::choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& f
   if (want_fused) {
     // Not every algorithm has a fused conv+bias+ReLU variant: take the fastest one that has, else run the
     // fastest algorithm unfused (conv, then our bias+ReLU kernel).
+    std::string mismatches;
     for (const Candidate& cand : candidates) {
       apply_choice(cand.algo, cand.math, cand.workspace);
-      if (try_fused(e)) {
+      const FusedCheck check = check_fused(e);
+      if (check.outcome == FusedCheck::differs) {
+        char text[160];
+        std::snprintf(text, sizeof(text), "%s fused differs from conv, bias, ReLU by %.3g (largest output %.3g)", algo_name(cand.algo),
+                      static_cast<double>(check.max_diff), static_cast<double>(check.max_output));
+        mismatches += std::string(mismatches.empty() ? "" : "; ") + text;
+        continue;
+      }
+      if (check.outcome == FusedCheck::agrees) {
         e.fused = true;
+        choice.fused_max_diff = check.max_diff;
         if (cand.algo != chosen.algo) {
           choice.note = std::string("no fused variant of ") + algo_name(chosen.algo) + "; fused " + algo_name(cand.algo) + " instead";
         }
@@ -456,7 +472,10 @@ void Plan::choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& f
         break;
       }
     }
-    if (!e.fused) choice.note = "cuDNN refused the fused conv+bias+ReLU for every algorithm: conv, then our bias+ReLU kernel";
+    if (!e.fused) {
+      choice.note = mismatches.empty() ? "cuDNN refused the fused conv+bias+ReLU for every algorithm: conv, then our bias+ReLU kernel"
+                                       : "not fused: " + mismatches + "; conv, then our bias+ReLU kernel";
+    }
   }
   apply_choice(chosen.algo, chosen.math, chosen.workspace);
   if (!rejected.empty() && choice.note.empty()) choice.note = "TF32 tensor-core algorithms skipped for fp32: " + rejected;
@@ -466,7 +485,8 @@ void Plan::choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& f
   choice.fused = e.fused;
   choice.find_ms = chosen.time_ms;
   choice.workspace_bytes = static_cast<int64_t>(chosen.workspace);
-  p_.algo_cache_[key] = Program::AlgoChoice{chosen.algo, chosen.math, chosen.workspace, chosen.time_ms, e.fused, choice.note};
+  p_.algo_cache_[key] =
+      Program::AlgoChoice{chosen.algo, chosen.math, chosen.workspace, chosen.time_ms, e.fused, choice.fused_max_diff, choice.note};
 }
 
 // A generous scratch for cudnnFind (a quarter of the free memory, at most 1 GiB): algorithms that need more
@@ -484,17 +504,41 @@ void Plan::allocate_find_scratch(DeviceBuffer& scratch) {
   }
 }
 
-// Runs the fused op once on the real buffers; false when cuDNN refuses this algorithm/configuration.
-bool Plan::try_fused(ConvExec& e) {
+// Runs the fused op once on the plan's buffers (its input filled with a fixed pattern) and compares its output
+// with the unfused path (the same algorithm's plain conv, then our bias+ReLU kernel). refused: cuDNN does not
+// run this algorithm fused; differs: it runs but computes something else (max_diff says by how much).
+Plan::FusedCheck Plan::check_fused(ConvExec& e) {
   const ConvWeights& cw = *p_.conv_weights_[static_cast<size_t>(e.step)];
   const float one = 1.f, zero = 0.f;
+  const size_t element = half_ ? 2 : 4;
+  FusedCheck check;
+  RV_CUDA(fill_pattern(buf(e.src), static_cast<int64_t>(p_.buffers_[static_cast<size_t>(e.src)].bytes() / element), half_, p_.stream_));
+  void* ws = e.workspace ? p_.workspace_.get() : nullptr;
   const int status = static_cast<int>(cudnn().cudnnConvolutionBiasActivationForward(
       p_.handle_, &one, e.x.get(), buf(e.src), e.w.get(), cw.weight.get(), e.conv.get(), static_cast<cudnnConvolutionFwdAlgo_t>(e.algo),
-      e.workspace ? p_.workspace_.get() : nullptr, e.workspace, &zero, e.y.get(), buf(e.dst), e.bias.get(), cw.bias_act.get(),
-      p_.relu_desc_->get(), e.y.get(), buf(e.dst)));
-  if (status != 0) return false;
-  RV_CUDA(cudaStreamSynchronize(p_.stream_));  // surfaces an asynchronous failure of the trial here
-  return true;
+      ws, e.workspace, &zero, e.y.get(), buf(e.dst), e.bias.get(), cw.bias_act.get(), p_.relu_desc_->get(), e.y.get(), buf(e.dst)));
+  if (status != 0) {
+    check.outcome = FusedCheck::refused;
+    return check;
+  }
+  const int64_t count = e.out.count();
+  DeviceBuffer fused_output(static_cast<size_t>(count) * element), result(2 * sizeof(float));
+  RV_CUDA(cudaMemcpyAsync(fused_output.get(), buf(e.dst), fused_output.bytes(), cudaMemcpyDeviceToDevice, p_.stream_));
+  RV_CUDNN(cudnnConvolutionForward, p_.handle_, &one, e.x.get(), buf(e.src), e.w.get(), cw.weight.get(), e.conv.get(),
+           static_cast<cudnnConvolutionFwdAlgo_t>(e.algo), ws, e.workspace, &zero, e.y.get(), buf(e.dst));
+  RV_CUDA(bias_activation(buf(e.dst), e.out, cw.bias_f32.as<float>(), Activation::relu, p_.stream_));
+  RV_CUDA(max_abs_difference(fused_output.get(), buf(e.dst), count, half_, result.as<float>(), p_.stream_));
+  float host[2] = {0.f, 0.f};
+  RV_CUDA(cudaMemcpyAsync(host, result.get(), sizeof(host), cudaMemcpyDeviceToHost, p_.stream_));
+  RV_CUDA(cudaStreamSynchronize(p_.stream_));  // also surfaces an asynchronous failure of the trial here
+  check.max_diff = host[0];
+  check.max_output = host[1];
+  // The two paths round differently (fp16: the fused op adds the bias before its one rounding to half, ours
+  // after), so they agree to a few units in the last place of the output type, scaled by the output's size.
+  const double tolerance = (half_ ? 4e-3 : 1e-5) * std::max(1.0, static_cast<double>(check.max_output));
+  const bool agrees = check.max_diff <= tolerance && check.max_output > 0.f;  // an all-zero output proves nothing
+  check.outcome = agrees ? FusedCheck::agrees : FusedCheck::differs;
+  return check;
 }
 
 void Plan::enqueue_forward() {
@@ -619,7 +663,10 @@ Program::Program(ProgramSpec spec) : spec_(std::move(spec)) {
     RV_CUDNN(cudnnCreate, &handle_);
     RV_CUDNN(cudnnSetStream, handle_, stream_);
     relu_desc_ = std::make_unique<ActivationDesc>();
-    RV_CUDNN(cudnnSetActivationDescriptor, relu_desc_->get(), CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0);
+    // As PyTorch's fused conv+ReLU sets it: NOT_PROPAGATE_NAN (engines may refuse PROPAGATE_NAN for the fused op)
+    // and coef = the largest double (an engine that reads coef as a clipping ceiling must not clip at 0).
+    RV_CUDNN(cudnnSetActivationDescriptor, relu_desc_->get(), CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN,
+             std::numeric_limits<double>::max());
     buffers_.resize(static_cast<size_t>(spec_.num_buffers));
     upload_weights();
   } catch (...) {
