@@ -23,7 +23,13 @@ export type ConvAlgorithm = 'auto' | 'direct' | 'winograd';
 export type BackendName = 'cpu' | 'cuda' | 'auto';
 
 export interface NetworkOptions {
-  /** 'cpu' (oneDNN), 'cuda' (cuDNN) or 'auto' (CUDA when it can run here, else CPU). Default 'auto'. */
+  /**
+   * 'cpu' (oneDNN), 'cuda' (cuDNN) or 'auto' (default): CUDA when it can run here and supports the other options
+   * (precision 'fp32' or 'fp16', convAlgorithm 'auto'), else the CPU, so 'auto' with precision 'bf16' or 'int8'
+   * or a forced convAlgorithm runs on the CPU everywhere. `network.backend` says which one runs. An explicit backend
+   * refuses an option it does not support (ArgumentValueError) instead of switching. `await probeCuda()` first keeps
+   * the one-time CUDA probe off the event loop.
+   */
   backend?: BackendName;
   /**
    * 'fp32' (default); 'bf16' on the CPU (bfloat16 activations and weights, float32 accumulation); 'int8' on the
@@ -184,14 +190,21 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
   return { steps, stepNames, numBuffers: 4, headSrc: x };
 }
 
-/** Picks the backend: 'auto' prefers CUDA when it can run here; an explicit 'cuda' fails with the reason. */
-function resolveBackend(name: unknown): 'cpu' | 'cuda' {
+/** What only the CPU backend has: with these, 'auto' means the CPU. */
+function needsCpu(options: NetworkOptions): boolean {
+  const precision = options.precision ?? 'fp32';
+  return (precision !== 'fp32' && precision !== 'fp16') || (options.convAlgorithm !== undefined && options.convAlgorithm !== 'auto');
+}
+
+/** Picks the backend: 'auto' prefers CUDA when it can run here and fits the options; an explicit 'cuda' fails with the reason. */
+function resolveBackend(options: NetworkOptions): 'cpu' | 'cuda' {
+  const name: unknown = options.backend;
   if (name === 'cpu') return 'cpu';
   if (name === 'cuda') {
     requireCudaAddon();
     return 'cuda';
   }
-  if (name === undefined || name === 'auto') return cudaStatus().available ? 'cuda' : 'cpu';
+  if (name === undefined || name === 'auto') return !needsCpu(options) && cudaStatus().available ? 'cuda' : 'cpu';
   throw new ArgumentValueError(`Expected 'cpu', 'cuda' or 'auto' for backend but received ${describeValue(name)}`);
 }
 
@@ -210,7 +223,7 @@ export class RepVGGNetwork {
     this.spec = spec;
     this.form = form;
     this.#stepNames = program.stepNames;
-    this.backend = resolveBackend(options.backend);
+    this.backend = resolveBackend(options);
     if (options.cudaGraph === true && this.backend !== 'cuda') {
       throw new ArgumentValueError(`Expected cudaGraph only with the cuda backend but the network runs on ${this.backend}`);
     }

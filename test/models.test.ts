@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
+import { cudaStatus } from '../lib/backend/cuda.js';
 import { loadCpuAddon } from '../lib/backend/native.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import type { NetworkOptions } from '../lib/engine.js';
@@ -196,7 +197,7 @@ OFFICIAL_ARCHS.forEach((arch, index) => {
     // 'direct' keeps the runs short ('auto' measures two plans per network); the golden fixtures and the
     // convAlgorithm tests cover 'auto' and 'winograd'.
     const trainLogits = await withNetwork(
-      () => RepVGGNetwork.fromStateDict(spec, state, { convAlgorithm: 'direct' }),
+      () => RepVGGNetwork.fromStateDict(spec, state, { backend: 'cpu', convAlgorithm: 'direct' }),
       async (net) => {
         t.is(net.form, 'train');
         return net.predict(x);
@@ -207,7 +208,7 @@ OFFICIAL_ARCHS.forEach((arch, index) => {
     checkClose(t, `${arch} native train`, trainLogits.data, trainRef.logits, MODEL_FP32);
 
     const deployLogits = await withNetwork(
-      () => RepVGGNetwork.fromDeployed(deployed, { convAlgorithm: 'direct' }),
+      () => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', convAlgorithm: 'direct' }),
       async (net) => {
         t.is(net.form, 'deploy');
         return net.predict(x);
@@ -290,10 +291,10 @@ for (const [name, ourSpec] of FIXTURES) {
     const torchDeploy = await readFloatNpy(`${name}.logits_deploy.npy`, 'float64');
     t.deepEqual(torchTrain.shape, [json.inputShape[0], spec.numClasses]);
 
-    const train = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, state), (net) => net.predict(x));
+    const train = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, state, { backend: 'cpu' }), (net) => net.predict(x));
     checkClose(t, `${name} native train vs PyTorch train`, train.data, torchTrain.data, MODEL_FP32);
     const deployState = deployedStateDict(reparameterize(spec, state));
-    const deploy = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, deployState), (net) => {
+    const deploy = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, deployState, { backend: 'cpu' }), (net) => {
       t.is(net.form, 'deploy');
       return net.predict(x);
     });
@@ -322,7 +323,7 @@ for (const [name, ourSpec] of FIXTURES) {
 const a0Spec = officialSpec('A0', { numClasses: 10 });
 
 function a0Network(options: NetworkOptions = {}): RepVGGNetwork {
-  return RepVGGNetwork.fromStateDict(a0Spec, randomStateDict(a0Spec, 'deploy', 31), options);
+  return RepVGGNetwork.fromStateDict(a0Spec, randomStateDict(a0Spec, 'deploy', 31), { backend: 'cpu', ...options });
 }
 
 /** Both predict (rejects) and predictSync (throws) refuse x the same way. */
@@ -399,7 +400,7 @@ test('weights of another architecture are rejected with the shape mismatches lis
   const a1Spec = officialSpec('A1', { numClasses: 10 });
   const a0State = randomStateDict(a0Spec, 'train', 60);
   t.notThrows(() => checkWeights(a0Spec, a0State, 'train'));
-  for (const attempt of [() => checkWeights(a1Spec, a0State, 'train'), () => RepVGGNetwork.fromStateDict(a1Spec, a0State)]) {
+  for (const attempt of [() => checkWeights(a1Spec, a0State, 'train'), () => RepVGGNetwork.fromStateDict(a1Spec, a0State, { backend: 'cpu' })]) {
     const error = t.throws(attempt, { instanceOf: WeightsMismatchError });
     t.is(error?.code, 'ERR_WEIGHTS_MISMATCH');
     const message = error?.message ?? '';
@@ -408,7 +409,7 @@ test('weights of another architecture are rejected with the shape mismatches lis
     t.notRegex(message, /missing|unexpected/);
   }
   // Deployed A0 weights against A1, too.
-  const deployError = t.throws(() => RepVGGNetwork.fromStateDict(a1Spec, randomStateDict(a0Spec, 'deploy', 61)), {
+  const deployError = t.throws(() => RepVGGNetwork.fromStateDict(a1Spec, randomStateDict(a0Spec, 'deploy', 61), { backend: 'cpu' }), {
     instanceOf: WeightsMismatchError,
   });
   t.regex(deployError?.message ?? '', /deploy form/);
@@ -421,7 +422,7 @@ test('a state dict missing keys lists the first missing keys; extra keys are lis
   const removed = [order[7], order[3], order[40], order[100], order[101], order[150], order[200]] as string[];
   const missing = new Map(state);
   for (const key of removed) missing.delete(key);
-  const error = t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, missing), { instanceOf: WeightsMismatchError });
+  const error = t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, missing, { backend: 'cpu' }), { instanceOf: WeightsMismatchError });
   const firstFive = [order[3], order[7], order[40], order[100], order[101]].join(', ');
   t.true(error?.message.includes(`7 missing: ${firstFive}, ...`), `lists the first 5 of 7 missing keys in network order: ${error?.message}`);
   t.notRegex(error?.message ?? '', new RegExp(String(order[200]).replace(/\./g, '\\.')));
@@ -432,7 +433,7 @@ test('a state dict missing keys lists the first missing keys; extra keys are lis
   const extraError = t.throws(() => checkWeights(a0Spec, extra, 'train'), { instanceOf: WeightsMismatchError });
   t.regex(extraError?.message ?? '', /2 unexpected: stage9\.0\.rbr_dense\.conv\.weight, head\.fc\.bias/);
   t.notRegex(extraError?.message ?? '', /missing/);
-  t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, extra), { instanceOf: WeightsMismatchError, message: /unexpected/ });
+  t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, extra, { backend: 'cpu' }), { instanceOf: WeightsMismatchError, message: /unexpected/ });
 });
 
 test('detectForm tells the forms apart and rejects mixed or foreign keys', (t) => {
@@ -459,13 +460,16 @@ test('use after dispose throws DisposedError; dispose twice is fine', async (t) 
   await t.throwsAsync(() => net.prepare(1, 32, 32), { instanceOf: DisposedError, code: 'ERR_DISPOSED' });
 });
 
-test("backend 'cuda' is unavailable (ERR_BACKEND_UNAVAILABLE); 'fp16', unknown backends and algorithms are rejected", (t) => {
+test("the cpu backend refuses 'fp16', unknown backends and algorithms; 'auto' picks CUDA only where it runs and fits the options", (t) => {
   const state = randomStateDict(a0Spec, 'deploy', 80);
-  const cuda = t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, state, { backend: 'cuda' }), { instanceOf: BackendError });
-  t.is(cuda?.code, 'ERR_BACKEND_UNAVAILABLE');
-  t.regex(cuda?.message ?? '', /CUDA/);
+  const cudaAvailable = cudaStatus().available;
+  if (!cudaAvailable) {
+    const cuda = t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, state, { backend: 'cuda' }), { instanceOf: BackendError });
+    t.is(cuda?.code, 'ERR_BACKEND_UNAVAILABLE');
+    t.regex(cuda?.message ?? '', /CUDA/);
+  }
   const bad = <T>(options: T, name: RegExp, value: RegExp): void => {
-    const error = t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, state, options as NetworkOptions), { instanceOf: ArgumentValueError });
+    const error = t.throws(() => RepVGGNetwork.fromStateDict(a0Spec, state, { backend: 'cpu', ...options } as NetworkOptions), { instanceOf: ArgumentValueError });
     t.is(error?.code, 'ERR_ARG_VALUE');
     t.regex(error?.message ?? '', name);
     t.regex(error?.message ?? '', value);
@@ -474,20 +478,25 @@ test("backend 'cuda' is unavailable (ERR_BACKEND_UNAVAILABLE); 'fp16', unknown b
   bad({ backend: 'tpu' }, /\bbackend\b/, /'tpu'/);
   bad({ convAlgorithm: 'fft' }, /\bconvAlgorithm\b/, /'fft'/);
   bad({ maxBatch: 0 }, /\bmaxBatch\b/, /number 0/);
-  for (const backend of ['cpu', 'auto', undefined] as const) {
-    const net = RepVGGNetwork.fromStateDict(a0Spec, state, backend === undefined ? {} : { backend });
-    t.is(net.backend, 'cpu');
+  const backendOf = (options: NetworkOptions): string => {
+    const net = RepVGGNetwork.fromStateDict(a0Spec, state, options);
     net.dispose();
-  }
+    return net.backend;
+  };
+  t.is(backendOf({ backend: 'cpu' }), 'cpu');
+  for (const options of [{ backend: 'auto' }, {}] as NetworkOptions[]) t.is(backendOf(options), cudaAvailable ? 'cuda' : 'cpu');
+  // Options only the CPU backend has keep 'auto' on the CPU (documented), wherever CUDA exists.
+  t.is(backendOf({ backend: 'auto', precision: 'bf16' }), 'cpu');
+  t.is(backendOf({ convAlgorithm: 'direct' }), 'cpu');
 });
 
 test('maxBatch splits a batch into chunks without changing the logits', async (t) => {
   const state = randomStateDict(a0Spec, 'deploy', 90);
   const x = randomInput([7, 3, 32, 32], 91);
-  const whole = await withNetwork(() => RepVGGNetwork.fromStateDict(a0Spec, state, { convAlgorithm: 'direct' }), (net) => net.predict(x));
+  const whole = await withNetwork(() => RepVGGNetwork.fromStateDict(a0Spec, state, { backend: 'cpu', convAlgorithm: 'direct' }), (net) => net.predict(x));
   const progress: [number, number][] = [];
   const chunked = await withNetwork(
-    () => RepVGGNetwork.fromStateDict(a0Spec, state, { convAlgorithm: 'direct', maxBatch: 3 }),
+    () => RepVGGNetwork.fromStateDict(a0Spec, state, { backend: 'cpu', convAlgorithm: 'direct', maxBatch: 3 }),
     (net) => net.predict(x, { onProgress: (done, total) => progress.push([done, total]) }),
   );
   t.deepEqual(progress, [[1, 3], [2, 3], [3, 3]]);
@@ -581,7 +590,7 @@ test('a custom spec survives a round trip through the repvgg_spec metadata, and 
     t.is(loaded.form, form);
     t.is(loaded.metadata.arch, 'cifar-tiny');
     sameState(t, loaded.state, state, form);
-    const logits = await withNetwork(() => RepVGGNetwork.fromStateDict(loaded.spec, loaded.state), (net) => net.predict(x));
+    const logits = await withNetwork(() => RepVGGNetwork.fromStateDict(loaded.spec, loaded.state, { backend: 'cpu' }), (net) => net.predict(x));
     checkClose(t, `custom ${form} from file`, logits.data, ref, MODEL_FP32);
   }
 });
@@ -594,11 +603,11 @@ test('bf16: deployed A0 (10 classes, 4x3x64x64) is within BF16 of float64 and ag
   const deployed = reparameterize(spec, randomTrainState(spec, makeRng(120)));
   const x = randomInput([4, 3, 64, 64], 121);
   const ref = modelDeployRef(deployed, x).logits;
-  const bf16 = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { precision: 'bf16' }), (net) => {
+  const bf16 = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', precision: 'bf16' }), (net) => {
     t.is(net.precision, 'bf16');
     return net.predict(x);
   });
-  const fp32 = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed), (net) => net.predict(x));
+  const fp32 = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu' }), (net) => net.predict(x));
   checkClose(t, 'fp32 vs float64', fp32.data, ref, MODEL_FP32);
   const error = checkClose(t, 'bf16 vs float64', bf16.data, ref, BF16);
   // bf16 must actually be in use: its error is far above what fp32 shows.
@@ -646,7 +655,7 @@ algorithmSpecs.forEach(([label, spec], index) => {
     const ref = modelDeployRef(deployed, x).logits;
     const avx512 = loadCpuAddon().info().isa.startsWith('avx512');
     for (const convAlgorithm of ['direct', 'winograd', 'auto'] as const) {
-      await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { convAlgorithm }), async (net) => {
+      await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', convAlgorithm }), async (net) => {
         const report = await net.prepare(2, 32, 32);
         const algorithms = report.convs.map((c) => c.algorithm);
         t.log(`${convAlgorithm}: layout ${report.layout}, convs ${algorithms.join(' ')}`);
@@ -669,8 +678,8 @@ test('profile() names every primitive of the plan by layer and role, for the dep
   const state = randomTrainState(spec, makeRng(130));
   const layerNames = reparameterize(spec, state).layers.map((l) => l.name);
   for (const [form, make] of [
-    ['deployed', () => RepVGGNetwork.fromDeployed(reparameterize(spec, state))],
-    ['training-time', () => RepVGGNetwork.fromStateDict(spec, state)],
+    ['deployed', () => RepVGGNetwork.fromDeployed(reparameterize(spec, state), { backend: 'cpu' })],
+    ['training-time', () => RepVGGNetwork.fromStateDict(spec, state, { backend: 'cpu' })],
   ] as const) {
     await withNetwork(make, async (net) => {
       const profile = await net.profile(2, 32, 32, { runs: 3 });
@@ -686,7 +695,7 @@ test('profile() names every primitive of the plan by layer and role, for the dep
       t.true(Number.isFinite(profile.networkMs) && profile.networkMs > 0);
     });
   }
-  await withNetwork(() => RepVGGNetwork.fromDeployed(reparameterize(spec, state)), async (net) => {
+  await withNetwork(() => RepVGGNetwork.fromDeployed(reparameterize(spec, state), { backend: 'cpu' }), async (net) => {
     await t.throwsAsync(net.profile(1, 32, 32, { runs: 0 }), { message: /runs/ });
   });
 });
@@ -713,9 +722,9 @@ for (const [title, spec] of qaSpecs) {
     const trainRef = modelTrainRef(spec, state, x).logits;
     const deployed = reparameterize(spec, state);
     checkClose(t, 'float64 train vs deploy (float32 fused weights)', modelDeployRef(deployed, x).logits, trainRef, REPARAM_FP32_WEIGHTS);
-    const train = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, state), (net) => net.predict(x));
+    const train = await withNetwork(() => RepVGGNetwork.fromStateDict(spec, state, { backend: 'cpu' }), (net) => net.predict(x));
     checkClose(t, 'native train form vs float64', train.data, trainRef, MODEL_FP32);
-    const deploy = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed), (net) => net.predict(x));
+    const deploy = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu' }), (net) => net.predict(x));
     checkClose(t, 'native deployed vs float64', deploy.data, trainRef, MODEL_FP32);
     // Not RepVGG's block: the same weights read as a RepVGG would not even have the same keys.
     const { block, ...repvgg } = spec;

@@ -18,7 +18,7 @@ import { saveWeights } from '../lib/io/weights.js';
 import { customSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import type { HostTensor } from '../lib/tensor.js';
-import { CLI_PATH, cli, describeResult, type CliResult } from './helpers/cli-runner.js';
+import { CLI_PATH, cli, describeResult, withCpuBackend, type CliResult } from './helpers/cli-runner.js';
 import { metricValue } from './helpers/metrics.js';
 import { makeRng, randomArray, randomTrainState } from './helpers/reference.js';
 import { MODEL_FP32, checkClose } from './helpers/tolerances.js';
@@ -36,7 +36,7 @@ const spec = customSpec({
 const state = randomTrainState(spec, makeRng(11));
 const labels = Array.from({ length: 10 }, (_, i) => `label ${i}`);
 const rng = makeRng(Date.now() % 1_000_000);
-const reference = RepVGGNetwork.fromDeployed(reparameterize(spec, state));
+const reference = RepVGGNetwork.fromDeployed(reparameterize(spec, state), { backend: 'cpu' });
 
 let scratch = '';
 let weightsPath = '';
@@ -85,10 +85,10 @@ interface Served {
 
 /** Starts `repvgg serve` on port 0 of 127.0.0.1 with the tiny model and waits for its ready line. */
 async function serve(t: ExecutionContext, extra: readonly string[]): Promise<Served> {
-  const child = spawn(process.execPath, [
-    CLI_PATH, 'serve', '--weights', weightsPath, '--host', '127.0.0.1', '--port', '0', '--resize', '36', '--crop', '32',
+  const child = spawn(process.execPath, [CLI_PATH, ...withCpuBackend([
+    'serve', '--weights', weightsPath, '--host', '127.0.0.1', '--port', '0', '--resize', '36', '--crop', '32',
     '--max-batch', '4', '--log-level', 'silent', ...extra,
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  ])], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));

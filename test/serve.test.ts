@@ -29,11 +29,12 @@ const preprocess = imagenetPreprocess(36, 32);
 const rng = makeRng(Date.now() % 1_000_000);
 
 /** The reference: the same weights, deployed, outside the server. */
-const reference = RepVGGNetwork.fromDeployed(reparameterize(spec, state));
+const reference = RepVGGNetwork.fromDeployed(reparameterize(spec, state), { backend: 'cpu' });
 test.after.always(() => reference.dispose());
 
 async function startServer(t: ExecutionContext, options: Partial<ServerOptions> = {}): Promise<RepvggServer> {
   const server = createServer({
+    backend: 'cpu',
     weights: { spec, state }, labels, resize: 36, crop: 32, prepareBatches: [1], logLevel: 'silent', maxBatch: 8, ...options,
   });
   t.teardown(() => server.close());
@@ -104,7 +105,7 @@ test('health, server metadata and model metadata follow the KServe v2 shapes', a
 });
 
 test('a server whose weights fail to load is live but not ready and answers 503', async (t) => {
-  const server = createServer({ weights: '/nonexistent/weights.safetensors', logLevel: 'silent' });
+  const server = createServer({ backend: 'cpu', weights: '/nonexistent/weights.safetensors', logLevel: 'silent' });
   t.teardown(() => server.close());
   await t.throwsAsync(server.modelLoaded);
   t.is((await server.inject({ method: 'GET', url: '/v2/health/live' })).statusCode, 200);
@@ -281,7 +282,7 @@ test('concurrent requests share a batch (batch-size histogram in /metrics)', asy
 });
 
 test('queue overflow answers 503 with Retry-After; close() drains the accepted request', async (t) => {
-  const server = createServer({ weights: { spec, state }, labels, prepareBatches: [1], logLevel: 'silent', maxBatch: 4, maxQueue: 4, maxDelayMs: 60_000 });
+  const server = createServer({ backend: 'cpu', weights: { spec, state }, labels, prepareBatches: [1], logLevel: 'silent', maxBatch: 4, maxQueue: 4, maxDelayMs: 60_000 });
   t.teardown(() => server.close());
   await server.modelLoaded;
   const post = (input: HostTensor) =>

@@ -15,7 +15,7 @@ import type { ExecutionContext } from 'ava';
 
 import { writeNpy } from '../lib/io/npy.js';
 import { loadWeights } from '../lib/io/weights.js';
-import { CLI_PATH, cli, describeResult as describe, withProcessSlot, type CliResult } from './helpers/cli-runner.js';
+import { CLI_PATH, cli, describeResult as describe, withCpuBackend, withProcessSlot, type CliResult } from './helpers/cli-runner.js';
 import { makeRng } from './helpers/reference.js';
 
 const SIDE = 16; // the mini arch's total stride 16, below A0's 32
@@ -28,7 +28,7 @@ function cliInterrupted(args: readonly string[]): Promise<CliResult & { signalle
   return withProcessSlot(
     () =>
       new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, [CLI_PATH, ...withCpuBackend(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
         let signalled = false;

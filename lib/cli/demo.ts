@@ -1,13 +1,13 @@
 // `repvgg demo` (what `npm start` runs): builds a RepVGG with random weights and random BN statistics, converts
 // it, shows that both forms agree and how much faster and leaner the deployed form is, as a small table.
 
-import { RepVGGNetwork, type PlanReport } from '../engine.js';
+import { RepVGGNetwork, type BackendName, type PlanReport } from '../engine.js';
 import { randomStateDict, seededUniform } from '../models/init.js';
 import { officialSpec, parameterCount } from '../models/repvgg.js';
 import { reparameterize } from '../reparam/reparam.js';
 import type { HostTensor } from '../tensor.js';
 import { archFlag } from './commands.js';
-import { intFlag, type Flags } from './flags.js';
+import { choiceFlag, intFlag, type Flags } from './flags.js';
 
 /** Median images/second over `runs` timed predictions after one warm-up. */
 async function throughput(network: RepVGGNetwork, input: HostTensor, runs: number): Promise<number> {
@@ -32,6 +32,13 @@ function maxRelativeError(ours: Float32Array, reference: Float32Array): number {
   return maxDiff / Math.max(maxRef, Number.MIN_VALUE);
 }
 
+/** 'winograd 12, direct 10' (CPU) or 'IMPLICIT_PRECOMP_GEMM 20, ...' (CUDA), most used first. */
+function algorithmCounts(plan: PlanReport): string {
+  const counts = new Map<string, number>();
+  for (const conv of plan.convs) counts.set(conv.algorithm, (counts.get(conv.algorithm) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([name, count]) => `${name} ${count}`).join(', ');
+}
+
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 export async function runDemo(flags: Flags): Promise<void> {
@@ -49,8 +56,9 @@ export async function runDemo(flags: Flags): Promise<void> {
 
   const uniform = seededUniform(11);
   const input: HostTensor = { shape: [batch, 3, size, size], data: Float32Array.from({ length: batch * 3 * size * size }, () => 2 * uniform() - 1) };
-  const trainNet = RepVGGNetwork.fromStateDict(spec, trainState);
-  const deployNet = RepVGGNetwork.fromDeployed(deployed);
+  const backend = choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
+  const trainNet = RepVGGNetwork.fromStateDict(spec, trainState, { backend });
+  const deployNet = RepVGGNetwork.fromDeployed(deployed, { backend });
   try {
     log(`compiling both forms for batch ${batch} at ${size}x${size} (choosing conv algorithms by measuring)...`);
     const trainPlan: PlanReport = await trainNet.prepare(batch, size, size);
@@ -73,14 +81,13 @@ export async function runDemo(flags: Flags): Promise<void> {
     const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
     const line = (r: string[]): string => `| ${r.map((cell, c) => cell.padEnd(widths[c]!)).join(' | ')} |`;
     const out = [
-      `${spec.arch}, ${spec.numClasses} classes, CPU (oneDNN), fp32`,
+      `${spec.arch}, ${spec.numClasses} classes, ${deployNet.backend === 'cuda' ? 'CUDA (cuDNN)' : 'CPU (oneDNN)'} backend, fp32`,
       line(rows[0]!),
       `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
       ...rows.slice(1).map(line),
       '',
       `conversion: ${convertMs.toFixed(0)} ms; max relative difference of logits, deployed vs training-time: ${agreement.toExponential(2)}`,
-      `deployed convs: ${deployPlan.convs.filter((c) => c.algorithm === 'winograd').length} Winograd, ` +
-        `${deployPlan.convs.filter((c) => c.algorithm === 'direct').length} direct of ${deployPlan.convs.length}`,
+      `deployed convs (${deployPlan.convs.length}) by algorithm: ${algorithmCounts(deployPlan)}`,
     ];
     process.stdout.write(out.join('\n') + '\n');
   } finally {

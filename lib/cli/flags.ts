@@ -27,6 +27,16 @@ export function intFlag(flags: Flags, name: string, fallback: number, min = 1): 
   return parsed;
 }
 
+export function numberFlag(flags: Flags, name: string, fallback: number, min: number, max = Infinity): number {
+  const value = flags[name];
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (typeof value !== 'string' || value.trim() === '' || !Number.isFinite(parsed) || parsed < min || parsed > max) {
+    throw new UsageError(`Expected a number in [${min}, ${max}] for --${name} but received '${String(value)}'`);
+  }
+  return parsed;
+}
+
 export function choiceFlag<T extends string>(flags: Flags, name: string, choices: readonly T[], fallback: T): T {
   const value = flags[name];
   if (value === undefined) return fallback;

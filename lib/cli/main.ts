@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { probeCuda } from '../backend/cuda.js';
 import { RepvggError, UsageError } from '../errors.js';
 import { runConvert, runExportOnnx, runInfer } from './commands.js';
 import { runDemo } from './demo.js';
@@ -31,7 +32,7 @@ Commands:
            --out W-int8.safetensors [--calib-count 256] [--keep stage4.0,...] [--resize 256] [--crop 224]
            [--method mse|max] [--no-bias-correction]
                                          INT8 calibration: per-layer SQNR report, scales stored in the file
-  demo [--arch A0] [--batch 8] [--size 224]
+  demo [--arch A0] [--batch 8] [--size 224] [--backend cpu|cuda|auto]
                                          random A0: convert, check agreement, compare speed and memory
   train (--dataset fashion-mnist | --train-npy x.npy,y.npy [--test-npy x.npy,y.npy] |
          --train-dir DIR [--val-dir DIR] [--image-size 224]) --out DIR|W.safetensors
@@ -71,7 +72,7 @@ const FLAG_SPECS = {
   },
   'export-onnx': { arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, opset: { type: 'string' }, int8: { type: 'boolean' } },
   quantize: QUANTIZE_FLAGS,
-  demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' } },
+  demo: { arch: { type: 'string' }, batch: { type: 'string' }, size: { type: 'string' }, backend: { type: 'string' } },
   train: TRAIN_FLAGS,
   eval: EVAL_FLAGS,
   serve: SERVE_FLAGS,
@@ -110,6 +111,9 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  // The one CUDA probe of this process, on a worker thread, before any command picks a backend (a command that
+  // probed synchronously would block for up to seconds on a GPU machine).
+  if (command === 'info' || ('backend' in FLAG_SPECS[command as Command] && flags.backend !== 'cpu')) await probeCuda();
   switch (command as Command) {
     case 'info':
       return runInfo(packageVersion());

@@ -17,7 +17,7 @@ import { latestCheckpoint, readCheckpoint } from '../train/checkpoint.js';
 import { TrainableRepVGG, withNewHead } from '../train/model.js';
 import { DEFAULT_KEEP_CHECKPOINTS, evaluateWithSpeed, train, type TrainConfig, type TrainHistory } from '../train/trainer.js';
 import { miniSpec } from '../train/presets.js';
-import { checkOutputDistinct, choiceFlag, intFlag, optionalFlag, type Flags } from './flags.js';
+import { checkOutputDistinct, choiceFlag, intFlag, numberFlag, optionalFlag, type Flags } from './flags.js';
 
 export const TRAIN_FLAGS = {
   arch: { type: 'string' }, dataset: { type: 'string' }, 'train-npy': { type: 'string' }, 'test-npy': { type: 'string' },
@@ -41,16 +41,6 @@ export const DEFAULT_RECIPE = {
   epochs: 8, batchSize: 128, lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-4, labelSmoothing: 0.1,
   warmupEpochs: 0.5, emaDecay: 0, seed: 0,
 };
-
-function numberFlag(flags: Flags, name: string, fallback: number, min: number, max = Infinity): number {
-  const value = flags[name];
-  if (value === undefined) return fallback;
-  const parsed = Number(value);
-  if (typeof value !== 'string' || value.trim() === '' || !Number.isFinite(parsed) || parsed < min || parsed > max) {
-    throw new UsageError(`Expected a number in [${min}, ${max}] for --${name} but received '${String(value)}'`);
-  }
-  return parsed;
-}
 
 function npyPair(flags: Flags, name: string): [string, string] | undefined {
   const value = optionalFlag(flags, name);
@@ -259,6 +249,17 @@ async function initialModel(
   return TrainableRepVGG.fromStateDict(spec, state, { freezeBackbone });
 }
 
+/**
+ * --backend of `repvgg train`: where the test-set evaluations run. The training steps run on the CPU backend
+ * (GPU training is not built yet), so 'cuda' is refused rather than accepted with the steps silently on the CPU.
+ */
+function trainBackendFlag(flags: Flags): BackendName {
+  if (flags.backend === 'cuda') {
+    throw new UsageError("Expected --backend cpu or auto for train but received 'cuda': training steps run on the CPU backend only (GPU training is not available yet); --backend auto trains on the CPU and evaluates on CUDA where it runs");
+  }
+  return choiceFlag<BackendName>(flags, 'backend', ['cpu', 'auto'], 'auto');
+}
+
 export async function runTrain(flags: Flags): Promise<void> {
   const resumeDir = optionalFlag(flags, 'resume');
   let config: TrainConfig;
@@ -323,7 +324,7 @@ export async function runTrain(flags: Flags): Promise<void> {
       seed,
       shuffle: flags['no-shuffle'] !== true,
       augment: flags['no-augment'] !== true,
-      backend: choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto'),
+      backend: trainBackendFlag(flags),
       keepCheckpoints: keepFlag ?? DEFAULT_KEEP_CHECKPOINTS,
       freezeBackbone,
       data: source,

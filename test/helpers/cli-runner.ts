@@ -37,11 +37,25 @@ export async function withProcessSlot<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Commands that take --backend: CLI tests run them on the CPU backend unless they name another one. */
+const BACKEND_COMMANDS = new Set(['infer', 'eval', 'serve', 'demo', 'train']);
+
 /**
- * Runs `node dist/lib/cli/main.js ...args` (with this process's environment plus `env`); resolves with the exit code
- * and output (never rejects on exit != 0).
+ * `args` with `--backend cpu` added for a command that takes --backend when the test names no backend (nor
+ * --device, which means the GPU): the default 'auto' would run these tests on CUDA wherever a GPU exists, and
+ * they are the CPU backend's tests (test/cuda.test.ts has the GPU's).
  */
-export function cli(args: readonly string[], timeoutMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+export function withCpuBackend(args: readonly string[]): string[] {
+  const named = args.includes('--backend') || args.includes('--device') || args.some((a) => a.startsWith('--backend='));
+  return BACKEND_COMMANDS.has(args[0] ?? '') && !named ? [...args, '--backend', 'cpu'] : [...args];
+}
+
+/**
+ * Runs `node dist/lib/cli/main.js ...withCpuBackend(args)` (with this process's environment plus `env`); resolves
+ * with the exit code and output (never rejects on exit != 0).
+ */
+export function cli(rawArgs: readonly string[], timeoutMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const args = withCpuBackend(rawArgs);
   return withProcessSlot(
     () =>
       new Promise((resolve, reject) => {
