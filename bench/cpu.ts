@@ -11,12 +11,13 @@
 
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { loadCpuAddon } from '../lib/backend/native.js';
+import { axisStep, escapeXml } from '../lib/bench/chart.js';
+import { measureThroughput, type Throughput } from '../lib/bench/measure.js';
 import { RepVGGNetwork, type NetworkProfile, type PlanReport } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
@@ -73,13 +74,6 @@ interface Engine {
   profile?(batch: number): Promise<NetworkProfile>;
   logits(images: HostTensor): Promise<Float32Array>;
   dispose(): Promise<void>;
-}
-
-interface Throughput {
-  medianImagesPerSecond: number;
-  p10ImagesPerSecond: number;
-  p90ImagesPerSecond: number;
-  timedRuns: number;
 }
 
 interface PlanSummary {
@@ -247,33 +241,6 @@ async function checkAgreement(engines: Record<EngineKey, Engine>, calibration: C
   };
 }
 
-/** Value at quantile q (0..1) of ascending values, interpolating linearly between neighbours. */
-function quantile(ascending: number[], q: number): number {
-  const position = (ascending.length - 1) * q;
-  const below = Math.floor(position);
-  const above = Math.min(below + 1, ascending.length - 1);
-  return ascending[below]! + (ascending[above]! - ascending[below]!) * (position - below);
-}
-
-async function measureThroughput(engine: Engine, images: HostTensor, seconds: number): Promise<Throughput> {
-  for (let i = 0; i < WARMUP_RUNS; i++) await engine.logits(images);
-  const runSeconds: number[] = [];
-  const start = performance.now();
-  while (runSeconds.length < MIN_TIMED_RUNS || performance.now() - start < seconds * 1000) {
-    const runStart = performance.now();
-    await engine.logits(images);
-    runSeconds.push((performance.now() - runStart) / 1000);
-  }
-  const batch = images.shape[0]!;
-  const imagesPerSecond = runSeconds.map((s) => batch / s).sort((a, b) => a - b);
-  return {
-    medianImagesPerSecond: quantile(imagesPerSecond, 0.5),
-    p10ImagesPerSecond: quantile(imagesPerSecond, 0.1),
-    p90ImagesPerSecond: quantile(imagesPerSecond, 0.9),
-    timedRuns: runSeconds.length,
-  };
-}
-
 function countBy(values: string[]): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
@@ -299,7 +266,7 @@ async function benchmarkBatch(
     progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}...`);
     const report = await engines[key].prepare(batch);
     if (report && key !== 'onnxruntime' && key !== 'onnxruntimeInt8') plans[key] = summarizePlan(report);
-    throughput[key] = await measureThroughput(engines[key], images, seconds);
+    throughput[key] = await measureThroughput(() => engines[key].logits(images), batch, { seconds, warmupRuns: WARMUP_RUNS, minRuns: MIN_TIMED_RUNS });
     progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
   }
   let profiles: BatchResult['profiles'];
@@ -472,18 +439,6 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
     '',
     ...(options.profile ? ['## Profiles', '', ...profileTables(results)] : []),
   ].join('\n');
-}
-
-function escapeXml(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
-
-/** A round axis step (1, 2 or 5 times a power of ten) giving about `ticks` ticks up to max. */
-function axisStep(max: number, ticks: number): number {
-  const rough = max / ticks;
-  const power = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough);
-  return step ?? 10 * power;
 }
 
 /** One panel per model: groups of bars per batch size, one bar per engine, whiskers from p10 to p90. */

@@ -37,6 +37,16 @@ export function numberFlag(flags: Flags, name: string, fallback: number, min: nu
   return parsed;
 }
 
+/** A comma-separated flag ('1,8,32'), each item checked by parse (which names the item and throws UsageError). */
+export function listFlag<T>(flags: Flags, name: string, fallback: readonly T[], parse: (item: string) => T): T[] {
+  const value = flags[name];
+  if (value === undefined) return [...fallback];
+  if (typeof value !== 'string' || value.split(',').some((item) => item.trim() === '')) {
+    throw new UsageError(`Expected a comma-separated list for --${name} but received '${String(value)}'`);
+  }
+  return [...new Set(value.split(',').map((item) => item.trim()))].map(parse);
+}
+
 export function choiceFlag<T extends string>(flags: Flags, name: string, choices: readonly T[], fallback: T): T {
   const value = flags[name];
   if (value === undefined) return fallback;

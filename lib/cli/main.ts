@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `repvgg` command: info | convert | infer | export-onnx | quantize | demo | train | eval | serve. Parses flags, calls the library, prints
+// The `repvgg` command: info | convert | infer | export-onnx | quantize | demo | train | eval | serve | bench. Parses flags, calls the library, prints
 // results; every failure is one line on stderr naming the argument, with exit status 2 (usage) or 1 (other).
 // Not for: library logic — each command is a thin layer over lib/.
 
@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { probeCuda } from '../backend/cuda.js';
 import { RepvggError, UsageError } from '../errors.js';
 import { runConvert, runExportOnnx, runInfer } from './commands.js';
+import { BENCH_FLAGS, runBench } from './bench.js';
 import { runDemo } from './demo.js';
 import { runInfo } from './info.js';
 import { QUANTIZE_FLAGS, runQuantize } from './quantize.js';
@@ -53,6 +54,12 @@ Commands:
                                          drains (exit 0; 1 past --drain-ms), a second signal exits at once (143/130);
                                          --device N: GPU N only (CUDA_VISIBLE_DEVICES); --compute-nice: the CPU
                                          compute threads' nice value (0 to 19), below the event loop's
+  bench [--models A0,B0|all] [--batches 8] [--backend cpu|cuda|auto] [--precision fp32,bf16,int8,fp16]
+        [--forms deploy,train] [--size 224] [--seconds 2] [--peer] [--profile] [--json FILE] [--plot FILE]
+                                         the paper's speed table here: img/s and memory per variant, precision,
+                                         form and batch (default: every variant, batch 128 on CUDA, 8 on CPU),
+                                         the paper's 1080 Ti figures for reference; --peer: onnxruntime-node (CPU);
+                                         --profile: per-layer time of each deployed CPU run
 
 --arch accepts RepVGG-A0 or A0 (likewise every variant: ${'A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 D2se'}).
 W is safetensors or a PyTorch checkpoint (.pth/.pt from torch.save), with official or timm key names; without
@@ -76,6 +83,7 @@ const FLAG_SPECS = {
   train: TRAIN_FLAGS,
   eval: EVAL_FLAGS,
   serve: SERVE_FLAGS,
+  bench: BENCH_FLAGS,
 } as const;
 
 type Command = keyof typeof FLAG_SPECS;
@@ -105,7 +113,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${packageVersion()}\n`);
     return;
   }
-  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, quantize, demo, train, eval, serve) but received '${command}'`);
+  if (!(command in FLAG_SPECS)) throw new UsageError(`Expected a command (info, convert, infer, export-onnx, quantize, demo, train, eval, serve, bench) but received '${command}'`);
   const { flags, positionals } = parseFlags(command as Command, rest);
   if (flags.help === true) {
     process.stdout.write(USAGE);
@@ -133,6 +141,8 @@ async function main(argv: string[]): Promise<void> {
       return runEval(flags);
     case 'serve':
       return runServe(flags);
+    case 'bench':
+      return runBench(flags);
   }
 }
 

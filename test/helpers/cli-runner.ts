@@ -38,7 +38,7 @@ export async function withProcessSlot<T>(work: () => Promise<T>): Promise<T> {
 }
 
 /** Commands that take --backend: CLI tests run them on the CPU backend unless they name another one. */
-const BACKEND_COMMANDS = new Set(['infer', 'eval', 'serve', 'demo', 'train']);
+const BACKEND_COMMANDS = new Set(['infer', 'eval', 'serve', 'demo', 'train', 'bench']);
 
 /**
  * `args` with `--backend cpu` added for a command that takes --backend when the test names no backend (nor

@@ -1,0 +1,133 @@
+// `repvgg bench` and its library (lib/bench/): every requested combination measured once with sane statistics, the
+// deployed form's activation memory below the training-time form's (the paper's memory claim, on our plans), the
+// onnxruntime-node peer, the paper's figures labelled as another card, JSON and SVG outputs, and bad options as
+// typed errors. Speeds themselves are never asserted (machines differ; bench/ holds the speed goals).
+
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import test from 'ava';
+
+import { speedChartSvg } from '../lib/bench/chart.js';
+import { quantile } from '../lib/bench/measure.js';
+import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
+import { ArgumentValueError } from '../lib/errors.js';
+import { cli, describeResult } from './helpers/cli-runner.js';
+
+const TINY = { size: 32, seconds: 0.01 } as const;
+
+test('quantile interpolates between order statistics', (t) => {
+  t.is(quantile([1, 2, 3, 4], 0.5), 2.5);
+  t.is(quantile([1, 2, 3, 4], 0), 1);
+  t.is(quantile([1, 2, 3, 4], 1), 4);
+  t.is(quantile([10], 0.9), 10);
+  t.true(Math.abs(quantile([0, 10, 20], 0.1) - 2) < 1e-12);
+});
+
+test('benchmarkSpeed measures every combination once, on the backend asked, with the deployed form leaner than the training-time form', async (t) => {
+  const progress: string[] = [];
+  const rows = await benchmarkSpeed({
+    models: ['A0'], backend: 'cpu', precisions: ['fp32', 'bf16', 'int8'], batches: [1, 2], peer: true, ...TINY,
+    onProgress: (line) => progress.push(line),
+  });
+  const key = (r: SpeedRow): string => `${r.engine} ${r.precision} ${r.form} ${r.batch}`;
+  t.deepEqual(rows.map(key).sort(), [
+    'onnxruntime-node fp32 deploy 1', 'onnxruntime-node fp32 deploy 2',
+    'ours bf16 deploy 1', 'ours bf16 deploy 2', 'ours bf16 train 1', 'ours bf16 train 2',
+    'ours fp32 deploy 1', 'ours fp32 deploy 2', 'ours fp32 train 1', 'ours fp32 train 2',
+    'ours int8 deploy 1', 'ours int8 deploy 2', // int8 needs deployed, calibrated weights: no training-time row
+  ]);
+  for (const r of rows) {
+    const { medianImagesPerSecond: median, p10ImagesPerSecond: p10, p90ImagesPerSecond: p90, timedRuns } = r.throughput;
+    t.true(Number.isFinite(median) && median > 0, key(r));
+    t.true(p10 <= median && median <= p90, `${key(r)}: ${p10} <= ${median} <= ${p90}`);
+    t.true(timedRuns >= 5, key(r));
+    t.is(r.backend, 'cpu');
+    t.is(r.model, 'A0');
+    if (r.engine === 'ours') t.true((r.activationBytes ?? 0) > 0 && (r.weightBytes ?? 0) > 0, key(r));
+  }
+  for (const precision of ['fp32', 'bf16'] as const) {
+    for (const batch of [1, 2]) {
+      const find = (form: string): SpeedRow => rows.find((r) => r.engine === 'ours' && r.precision === precision && r.form === form && r.batch === batch)!;
+      t.true(find('deploy').activationBytes! < find('train').activationBytes!, `${precision} batch ${batch}: deployed activations below the training-time form's`);
+    }
+  }
+  t.true(progress.some((line) => /A0 fp32 deploy batch 2: [\d.]+ img\/s/.test(line)), progress.join('\n'));
+});
+
+test('benchmarkSpeed refuses bad options before measuring anything, naming the option and value', async (t) => {
+  const base = { models: ['A0'], backend: 'cpu', precisions: ['fp32'], batches: [1], ...TINY } as const;
+  const refuse = async (overrides: object, pattern: RegExp): Promise<void> => {
+    const error = await t.throwsAsync(() => benchmarkSpeed({ ...base, ...overrides }), { instanceOf: ArgumentValueError });
+    t.regex(error?.message ?? '', pattern);
+  };
+  await refuse({ models: ['Z9'] }, /Z9/);
+  await refuse({ precisions: ['fp16'] }, /precisions on the cpu backend.*'fp16'/);
+  await refuse({ backend: 'cuda', precisions: ['bf16'] }, /precisions on the cuda backend.*'bf16'/);
+  await refuse({ batches: [0] }, /batches.*0/);
+  await refuse({ batches: [] }, /batch size/);
+  await refuse({ batches: [4096], size: 4096 }, /1 GiB of input/);
+  await refuse({ size: 16 }, /size.*16/);
+  await refuse({ seconds: 0 }, /seconds/);
+  await refuse({ backend: 'cuda', profile: true }, /cpu backend for profile/);
+});
+
+test("the chart draws the paper's line only on a comparable scale, and says so otherwise", (t) => {
+  const row = (median: number): SpeedRow => ({
+    model: 'A0', engine: 'ours', backend: 'cuda', precision: 'fp32', form: 'deploy', batch: 128,
+    throughput: { medianImagesPerSecond: median, p10ImagesPerSecond: median * 0.9, p90ImagesPerSecond: median * 1.1, timedRuns: 5 },
+  });
+  const gpu = speedChartSvg([row(5000)], 'H200', PAPER_1080TI_IMAGES_PER_SECOND);
+  t.regex(gpu, /stroke-dasharray="6,4"/);
+  t.regex(gpu, /paper, 1080 Ti: 3256</);
+  const cpu = speedChartSvg([row(150)], 'EPYC', PAPER_1080TI_IMAGES_PER_SECOND);
+  t.notRegex(cpu, /stroke-dasharray="6,4"/);
+  t.regex(cpu, /paper, 1080 Ti: 3256 img\/s \(off this scale\)/);
+  t.regex(cpu, /another card/);
+});
+
+test('repvgg bench prints the table and the paper reference, and writes the same rows as JSON and an SVG', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'repvgg-bench-'));
+  try {
+    const json = join(dir, 'bench.json');
+    const plot = join(dir, 'bench.svg');
+    const r = await cli(['bench', '--models', 'RepVGG-A0,B1g4', '--batches', '1', '--size', '32', '--seconds', '0.01', '--json', json, '--plot', plot]);
+    t.is(r.code, 0, describeResult(r));
+    t.regex(r.stdout, /\| model \| engine \| backend \| precision \| form \| batch \| img\/s \(median\)/);
+    t.regex(r.stdout, /\| A0 \| ours \| cpu \| fp32 \| deploy \| 1 \| [\d.]+ \|/);
+    t.regex(r.stdout, /\| B1g4 \| ours \| cpu \| fp32 \| train \| 1 \| [\d.]+ \|/);
+    t.regex(r.stdout, /a different card: GTX 1080 Ti, fp32, batch 128/);
+    t.regex(r.stdout, /\| B1g4 \| 868 \|/);
+    t.regex(r.stderr, /bench: A0 fp32 deploy batch 1: [\d.]+ img\/s/);
+    const written = JSON.parse(await readFile(json, 'utf8')) as { results: SpeedRow[]; paper1080Ti: Record<string, number> };
+    t.is(written.results.length, 4);
+    t.is(written.paper1080Ti['A0'], 3256);
+    for (const row of written.results) t.regex(r.stdout, new RegExp(`\\| ${row.model} \\| ours \\| cpu \\| fp32 \\| ${row.form} \\| 1 \\| ${row.throughput.medianImagesPerSecond.toFixed(1)} \\|`));
+    const svg = await readFile(plot, 'utf8');
+    t.true(svg.startsWith('<svg'));
+    t.regex(svg, /RepVGG-A0/);
+    t.regex(svg, /RepVGG-B1g4/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('repvgg bench with bad flags exits 2 (usage) or 1 (a value the backend refuses) with one line naming it', async (t) => {
+  const oneLine = (stderr: string): string[] => stderr.split('\n').filter((l) => l !== '' && !l.startsWith('bench: '));
+  for (const [args, code, pattern] of [
+    [['--models', 'Z9'], 2, /--models.*'Z9'/],
+    [['--batches', '1,0'], 2, /--batches.*'0'/],
+    [['--batches', '1,,8'], 2, /--batches/],
+    [['--precision', 'fp64'], 2, /--precision.*'fp64'/],
+    [['--precision', 'fp16'], 1, /precisions on the cpu backend.*'fp16'/],
+    [['--seconds', '-1'], 2, /--seconds/],
+  ] as const) {
+    const r = await cli(['bench', '--size', '32', ...args]);
+    t.is(r.code, code, `${args.join(' ')}: ${describeResult(r)}`);
+    const lines = oneLine(r.stderr);
+    t.is(lines.length, 1, r.stderr);
+    t.regex(lines[0] ?? '', pattern);
+    t.notRegex(r.stderr, /\n\s+at /);
+  }
+});
