@@ -37,8 +37,9 @@ for lib in "${libs[@]}"; do cp -L "$lib" .device/lib/; done
 tar -cJf .device/lib.tar.xz -C .device/lib . && rm -rf .device/lib
 echo "prepare: packed $(printf '%s ' "${libs[@]##*/}")into .device/lib.tar.xz"
 
-# node_modules the GPU run imports: ava (tests), node-addon-api and node-api-headers (a rebuild there), with
-# their dependency closure.
+# node_modules the GPU run imports, with their dependency closure: every runtime dependency, ava, onnxruntime-node
+# and yaml (the whole test suite runs there), node-addon-api and node-api-headers (a rebuild there).
+# onnxruntime-node ships binaries for every platform: only linux/x64's travel.
 node -e '
 const fs = require("fs"), path = require("path");
 const seen = new Set();
@@ -58,10 +59,15 @@ function walk(dir) {
     if (found) walk(found);
   }
 }
-for (const name of ["ava", "node-addon-api", "node-api-headers"]) walk(path.join(process.cwd(), "node_modules", name));
+const roots = Object.keys(JSON.parse(fs.readFileSync("package.json", "utf8")).dependencies);
+for (const name of [...roots, "ava", "onnxruntime-node", "yaml", "node-addon-api", "node-api-headers"]) {
+  walk(path.join(process.cwd(), "node_modules", name));
+}
 fs.writeFileSync(".device/node_modules.list", [...seen].map((d) => path.relative(process.cwd(), d)).join("\n") + "\n");
 '
-tar -cJf .device/node_modules.tar.xz -T .device/node_modules.list
+XZ_OPT=-T2 tar -cJf .device/node_modules.tar.xz --exclude='node_modules/onnxruntime-node/bin/napi-v*/darwin' \
+  --exclude='node_modules/onnxruntime-node/bin/napi-v*/win32' --exclude='node_modules/onnxruntime-node/bin/napi-v*/linux/arm64' \
+  -T .device/node_modules.list
 echo "prepare: packed $(wc -l < .device/node_modules.list) packages into .device/node_modules.tar.xz"
 
 carry=(.device dist build/Release/repvgg_cpu.node build-cuda/Release/repvgg_cuda.node)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check, run on a lent GPU machine (shared/DEVICE.md) after bench/device/prepare.sh ran HERE and its
 # `carry` list travelled: sets up Node (from .device/), checks that the CUDA addon built here loads (else rebuilds
-# it with the machine's nvcc/CMake), finds cuDNN in the pip wheel, runs the cuDNN declarations check, the CUDA
-# test suite, then our benchmark and PyTorch's on the same weights. Full logs and JSON go to $OUT; a short summary
+# it with the machine's nvcc/CMake when the driver is older than its runtime or it lacks kernels for the GPU), finds
+# cuDNN in the pip wheel, runs the cuDNN declarations check, the whole test suite (CUDA file first), then our
+# benchmark and PyTorch's on the same weights. Full logs and JSON go to $OUT; a short summary
 # and the results table are printed last. Every phase runs even when an earlier one failed.
 # Knobs (environment): QUICK=1 (A0,B0; batches 1,128; 0.3 s per timing), BENCH_MODELS, BENCH_BATCHES,
-# BENCH_PRECISIONS, BENCH_SECONDS, BENCH_TRAIN_BATCHES, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_TORCH=1.
+# BENCH_PRECISIONS, BENCH_SECONDS, BENCH_TRAIN_BATCHES, SKIP_TESTS=1, SKIP_SUITE=1 (CUDA tests only),
+# SUITE_SECONDS (default 300), SKIP_BENCH=1, SKIP_TORCH=1.
 # Not for: this (GPU-less) machine: bench/device/prepare.sh is the part that runs here.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,11 +63,27 @@ note "node $(node --version); node_modules: $(ls node_modules 2>/dev/null | wc -
 wheel_cudnn="$(timeout 30 python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
 note "pip cuDNN wheel: ${wheel_cudnn:-not found}"
 
-# ---- the CUDA addon built here, or a rebuild with this machine's toolkit
-if nodex -e 'require("./build-cuda/Release/repvgg_cuda.node")' > "$OUT/addon-load.log" 2>&1; then
-  note "addon: the binary built here loads"
+# ---- the CUDA addon built here, or a rebuild with this machine's toolkit. Loading is not enough: a CUDA 13 build
+# loads fine under an older driver and then reports "unavailable", so the decision is the driver's CUDA version
+# against the runtime linked into the addon (and whether it has kernels for this GPU).
+rebuild_reason=""
+if versions="$(nodex -e 'const i = require("./build-cuda/Release/repvgg_cuda.node").info();
+    console.log([i.driverVersion, i.runtimeVersion, i.kernelError ? "no-kernels" : "kernels-ok"].join(" "))' 2> "$OUT/addon-load.log")"; then
+  read -r driver_cuda runtime_cuda kernels <<< "$versions"
+  if [ "$driver_cuda" = none ]; then
+    note "addon: loads; no NVIDIA driver answers (a rebuild cannot help)"
+  elif [ "$(printf '%s\n%s\n' "$driver_cuda" "$runtime_cuda" | sort -V | head -1)" != "$runtime_cuda" ]; then
+    rebuild_reason="the driver supports CUDA $driver_cuda, older than the addon's runtime $runtime_cuda"
+  elif [ "$kernels" = no-kernels ]; then
+    rebuild_reason="the addon has no kernels for this GPU's architecture"
+  else
+    note "addon: the binary built here loads and fits (driver CUDA $driver_cuda >= runtime $runtime_cuda)"
+  fi
 else
-  note "addon: the binary built here does not load ($(tr "\n" " " < "$OUT/addon-load.log" | head -c 300)); rebuilding"
+  rebuild_reason="the binary built here does not load ($(tr "\n" " " < "$OUT/addon-load.log" | head -c 300))"
+fi
+if [ -n "$rebuild_reason" ]; then
+  note "addon: rebuilding: $rebuild_reason"
   arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
   nvcc_bin="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
   if cmake -S . -B "$WORK/build-cuda" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
@@ -99,13 +117,21 @@ CUDNN_INCLUDE="${CUDNN_INCLUDE:-${wheel_cudnn:+$wheel_cudnn/include}}" bash benc
 rc=$?
 note "declarations check: $([ $rc = 0 ] && echo OK || ([ $rc = 2 ] && echo SKIPPED || echo FAILED)) ($(tail -1 "$OUT/check-decls.log"))"
 
-# ---- the CUDA test suite (and the CPU model tests' CUDA twins inside it)
+# ---- the whole test suite (what `npm test` runs; npm itself is not there): the CPU tests name their backend,
+# test/cuda.test.js runs the GPU ones. The CUDA file first on its own (its log is the one to read first), then the rest.
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout 300 env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    node node_modules/ava/entrypoints/cli.mjs dist/test/cuda.test.js --verbose --timeout=4m > "$OUT/cuda-tests.log" 2>&1
-  rc=$?
-  note "CUDA tests: exit $rc; $(grep -E '^\s+[0-9]+ tests? (passed|failed|skipped)|known failure|uncaught|timed out' "$OUT/cuda-tests.log" | tr -s ' ' | tr '\n' ';')"
+  ava() { timeout "$1" env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    node node_modules/ava/entrypoints/cli.mjs "${@:2}"; }
+  summarize() { grep -E '^\s+[0-9]+ tests? (passed|failed|skipped)|known failure|uncaught|timed out' "$1" | tr -s ' ' | tr '\n' ';'; }
+  ava 240 dist/test/cuda.test.js --verbose --timeout=4m > "$OUT/cuda-tests.log" 2>&1
+  note "CUDA tests: exit $?; $(summarize "$OUT/cuda-tests.log")"
   grep -E '✘|Error:|uncaught|timed out' "$OUT/cuda-tests.log" | head -20
+  if [ "${SKIP_SUITE:-0}" != 1 ]; then
+    mapfile -t rest < <(ls dist/test/*.test.js | grep -v '/cuda.test.js$')
+    ava "${SUITE_SECONDS:-300}" "${rest[@]}" --concurrency="$(nproc)" --timeout=5m > "$OUT/suite-tests.log" 2>&1
+    note "rest of the suite: exit $?; $(summarize "$OUT/suite-tests.log")"
+    grep -E '✘|uncaught|timed out' "$OUT/suite-tests.log" | head -30
+  fi
 fi
 
 # ---- benchmarks: ours, then PyTorch on the same exported weights, then the table
