@@ -67,6 +67,26 @@ enum cudnnConvolutionFwdAlgo_t : int {
   CUDNN_CONVOLUTION_FWD_ALGO_COUNT = 8,
 };
 
+// Training (convolution gradients): the algorithms are only named for the report and counted for Find's arrays.
+enum cudnnConvolutionBwdDataAlgo_t : int {
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 = 0,
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 = 1,
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT = 2,
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING = 3,
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD = 4,
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED = 5,
+  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT = 6,
+};
+enum cudnnConvolutionBwdFilterAlgo_t : int {
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 = 0,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 = 1,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT = 2,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 = 3,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD = 4,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED = 5,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING = 6,
+  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT = 7,
+};
 // Filled by cudnnFindConvolutionForwardAlgorithmEx; layout as in cudnn_cnn_infer.h (8.x) / cudnn_cnn.h (9.x).
 struct cudnnConvolutionFwdAlgoPerfStruct {
   cudnnConvolutionFwdAlgo_t algo;
@@ -78,6 +98,27 @@ struct cudnnConvolutionFwdAlgoPerfStruct {
   int reserved[3];
 };
 using cudnnConvolutionFwdAlgoPerf_t = cudnnConvolutionFwdAlgoPerfStruct;
+// The same layout for the two gradient searches (cudnn_cnn_train.h in 8.x, cudnn_cnn.h in 9.x).
+struct cudnnConvolutionBwdDataAlgoPerfStruct {
+  cudnnConvolutionBwdDataAlgo_t algo;
+  cudnnStatus_t status;
+  float time;
+  size_t memory;
+  cudnnDeterminism_t determinism;
+  cudnnMathType_t mathType;
+  int reserved[3];
+};
+using cudnnConvolutionBwdDataAlgoPerf_t = cudnnConvolutionBwdDataAlgoPerfStruct;
+struct cudnnConvolutionBwdFilterAlgoPerfStruct {
+  cudnnConvolutionBwdFilterAlgo_t algo;
+  cudnnStatus_t status;
+  float time;
+  size_t memory;
+  cudnnDeterminism_t determinism;
+  cudnnMathType_t mathType;
+  int reserved[3];
+};
+using cudnnConvolutionBwdFilterAlgoPerf_t = cudnnConvolutionBwdFilterAlgoPerfStruct;
 
 // ---- Function types, one per function we dlsym (the X-macro below lists them for the loader and the check) ----
 using PFN_cudnnGetVersion = size_t (*)();
@@ -137,6 +178,38 @@ using PFN_cudnnConvolutionBiasActivationForward = cudnnStatus_t (*)(
     const cudnnTensorDescriptor_t biasDesc, const void* bias, const cudnnActivationDescriptor_t activationDesc,
     const cudnnTensorDescriptor_t yDesc, void* y);
 
+// ---- Convolution gradients (training) ----
+using PFN_cudnnFindConvolutionBackwardDataAlgorithmEx = cudnnStatus_t (*)(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc, const void* w, const cudnnTensorDescriptor_t dyDesc, const void* dy,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t dxDesc, void* dx, const int requestedAlgoCount,
+    int* returnedAlgoCount, cudnnConvolutionBwdDataAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes);
+using PFN_cudnnGetConvolutionBackwardDataWorkspaceSize = cudnnStatus_t (*)(cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc,
+                                                                           const cudnnTensorDescriptor_t dyDesc,
+                                                                           const cudnnConvolutionDescriptor_t convDesc,
+                                                                           const cudnnTensorDescriptor_t dxDesc,
+                                                                           cudnnConvolutionBwdDataAlgo_t algo, size_t* sizeInBytes);
+// dx = alpha * conv_transpose(dy, w) + beta * dx
+using PFN_cudnnConvolutionBackwardData = cudnnStatus_t (*)(cudnnHandle_t handle, const void* alpha, const cudnnFilterDescriptor_t wDesc,
+                                                           const void* w, const cudnnTensorDescriptor_t dyDesc, const void* dy,
+                                                           const cudnnConvolutionDescriptor_t convDesc, cudnnConvolutionBwdDataAlgo_t algo,
+                                                           void* workSpace, size_t workSpaceSizeInBytes, const void* beta,
+                                                           const cudnnTensorDescriptor_t dxDesc, void* dx);
+using PFN_cudnnFindConvolutionBackwardFilterAlgorithmEx = cudnnStatus_t (*)(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const void* x, const cudnnTensorDescriptor_t dyDesc, const void* y,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t dwDesc, void* dw, const int requestedAlgoCount,
+    int* returnedAlgoCount, cudnnConvolutionBwdFilterAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes);
+using PFN_cudnnGetConvolutionBackwardFilterWorkspaceSize = cudnnStatus_t (*)(cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc,
+                                                                             const cudnnTensorDescriptor_t dyDesc,
+                                                                             const cudnnConvolutionDescriptor_t convDesc,
+                                                                             const cudnnFilterDescriptor_t gradDesc,
+                                                                             cudnnConvolutionBwdFilterAlgo_t algo, size_t* sizeInBytes);
+// dw = alpha * correlation(x, dy) + beta * dw
+using PFN_cudnnConvolutionBackwardFilter = cudnnStatus_t (*)(cudnnHandle_t handle, const void* alpha, const cudnnTensorDescriptor_t xDesc,
+                                                             const void* x, const cudnnTensorDescriptor_t dyDesc, const void* dy,
+                                                             const cudnnConvolutionDescriptor_t convDesc,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace,
+                                                             size_t workSpaceSizeInBytes, const void* beta,
+                                                             const cudnnFilterDescriptor_t dwDesc, void* dw);
 }  // namespace repvgg::cudnn_api
 
 // X(name) for every function above, in the order the loader resolves them. Adding a function means: its PFN_
@@ -165,4 +238,10 @@ using PFN_cudnnConvolutionBiasActivationForward = cudnnStatus_t (*)(
   X(cudnnFindConvolutionForwardAlgorithmEx)    \
   X(cudnnGetConvolutionForwardWorkspaceSize)   \
   X(cudnnConvolutionForward)                   \
-  X(cudnnConvolutionBiasActivationForward)
+  X(cudnnConvolutionBiasActivationForward)     \
+  X(cudnnFindConvolutionBackwardDataAlgorithmEx) \
+  X(cudnnGetConvolutionBackwardDataWorkspaceSize) \
+  X(cudnnConvolutionBackwardData)              \
+  X(cudnnFindConvolutionBackwardFilterAlgorithmEx) \
+  X(cudnnGetConvolutionBackwardFilterWorkspaceSize) \
+  X(cudnnConvolutionBackwardFilter)

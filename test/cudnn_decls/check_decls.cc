@@ -51,6 +51,10 @@ RV_MAP(cudnnConvolutionMode_t)
 RV_MAP(cudnnActivationMode_t)
 RV_MAP(cudnnConvolutionFwdAlgo_t)
 RV_MAP(cudnnConvolutionFwdAlgoPerf_t)
+RV_MAP(cudnnConvolutionBwdDataAlgo_t)
+RV_MAP(cudnnConvolutionBwdFilterAlgo_t)
+RV_MAP(cudnnConvolutionBwdDataAlgoPerf_t)
+RV_MAP(cudnnConvolutionBwdFilterAlgoPerf_t)
 #undef RV_MAP
 
 // The handle and descriptor typedefs are the same pointer types once mapped.
@@ -74,6 +78,10 @@ RV_SAME_SIZE(cudnnConvolutionMode_t)
 RV_SAME_SIZE(cudnnActivationMode_t)
 RV_SAME_SIZE(cudnnConvolutionFwdAlgo_t)
 RV_SAME_SIZE(cudnnConvolutionFwdAlgoPerf_t)
+RV_SAME_SIZE(cudnnConvolutionBwdDataAlgo_t)
+RV_SAME_SIZE(cudnnConvolutionBwdFilterAlgo_t)
+RV_SAME_SIZE(cudnnConvolutionBwdDataAlgoPerf_t)
+RV_SAME_SIZE(cudnnConvolutionBwdFilterAlgoPerf_t)
 #undef RV_SAME_SIZE
 
 #define RV_SAME_VALUE(name) \
@@ -105,22 +113,40 @@ RV_SAME_VALUE(CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING)
 RV_SAME_VALUE(CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD)
 RV_SAME_VALUE(CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED)
 RV_SAME_VALUE(CUDNN_CONVOLUTION_FWD_ALGO_COUNT)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_0)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_1)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING)
+RV_SAME_VALUE(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT)
 #undef RV_SAME_VALUE
 
-// The perf struct that cudnnFind fills: same layout field by field.
-#define RV_SAME_FIELD(field)                                                                                              \
-  static_assert(offsetof(ours::cudnnConvolutionFwdAlgoPerf_t, field) == offsetof(::cudnnConvolutionFwdAlgoPerf_t, field), \
-                "offset of cudnnConvolutionFwdAlgoPerf_t::" #field);                                                      \
-  static_assert(std::is_same<Real<decltype(ours::cudnnConvolutionFwdAlgoPerf_t::field)>::type,                           \
-                             decltype(::cudnnConvolutionFwdAlgoPerf_t::field)>::value,                                    \
-                "type of cudnnConvolutionFwdAlgoPerf_t::" #field);
-RV_SAME_FIELD(algo)
-RV_SAME_FIELD(status)
-RV_SAME_FIELD(time)
-RV_SAME_FIELD(memory)
-RV_SAME_FIELD(determinism)
-RV_SAME_FIELD(mathType)
-RV_SAME_FIELD(reserved)
+// The perf structs that the cudnnFind calls fill: same layout field by field.
+#define RV_SAME_FIELD(S, field)                                                                   \
+  static_assert(offsetof(ours::S, field) == offsetof(::S, field), "offset of " #S "::" #field);   \
+  static_assert(std::is_same<Real<decltype(ours::S::field)>::type, decltype(::S::field)>::value, \
+                "type of " #S "::" #field);
+#define RV_SAME_PERF_FIELDS(S) \
+  RV_SAME_FIELD(S, algo)       \
+  RV_SAME_FIELD(S, status)     \
+  RV_SAME_FIELD(S, time)       \
+  RV_SAME_FIELD(S, memory)     \
+  RV_SAME_FIELD(S, determinism) \
+  RV_SAME_FIELD(S, mathType)   \
+  RV_SAME_FIELD(S, reserved)
+RV_SAME_PERF_FIELDS(cudnnConvolutionFwdAlgoPerf_t)
+RV_SAME_PERF_FIELDS(cudnnConvolutionBwdDataAlgoPerf_t)
+RV_SAME_PERF_FIELDS(cudnnConvolutionBwdFilterAlgoPerf_t)
+#undef RV_SAME_PERF_FIELDS
 #undef RV_SAME_FIELD
 
 // Every function the loader resolves: our pointer type, mapped, is exactly the type of &function in cudnn.h.
