@@ -1,7 +1,8 @@
 // The node-addon-api surface of the CUDA backend (repvgg_cuda.node): info() (never throws: says what was found
 // or exactly why CUDA is unavailable), init() (where to look for cuDNN) and Program, with the same JS contract
-// as the CPU addon's Program plus benchmark(). Heavy calls (plan building with cudnnFind, runs) go through an
-// AsyncWorker on the libuv pool; errors surface as "CODE: message" like the CPU addon's.
+// as the CPU addon's Program plus benchmark(); Buffer and train (the training ops) come from cuda_training.cc.
+// Heavy calls (plan building with cudnnFind, runs) go through an AsyncWorker on the libuv pool; errors surface as
+// "CODE: message" like the CPU addon's.
 // Not for: the CPU backend (native/addon/addon.cc builds separately, with oneDNN).
 #include <napi.h>
 
@@ -298,11 +299,15 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// native/addon/cuda_training.cc: Buffer and the training ops.
+void InitCudaTraining(Napi::Env env, Napi::Object exports);
+
 Napi::Object InitCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("infoAsync", Napi::Function::New(env, InfoAsync));
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("Program", ProgramWrap::Define(env));
+  InitCudaTraining(env, exports);
   return exports;
 }
 

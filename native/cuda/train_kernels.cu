@@ -1,0 +1,401 @@
+// The kernels declared in train_kernels.h. Per-channel reductions run one block per channel (grid-stride over
+// the channel's n * spatial values, double partial sums, a warp-shuffle block reduction), element-wise kernels use
+// grid-stride loops with 64-bit indices. The optimizer kernels spell every double operation as a round-to-nearest
+// intrinsic (__dmul_rn, __dadd_rn, ...): nvcc would otherwise contract a * b + c into one fused multiply-add, and
+// the CPU ops round each operation separately.
+#include <algorithm>
+#include <cmath>
+
+#include "train_kernels.h"
+
+namespace repvgg::cuda::train {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t count) {
+  const int64_t blocks = (count + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, 1 << 20)));
+}
+
+unsigned blocks_for(int64_t count) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(count, 1 << 20))); }
+
+#define RV_GRID_STRIDE(i, count) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (count); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum of v over the block (kThreads threads); every thread gets the total. Uses `scratch` (kThreads / 32 values)
+// and synchronizes, so every thread of the block must call it.
+template <typename T>
+__device__ T block_sum(T v, T* scratch) {
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  T total = 0;
+  for (int w = 0; w < kThreads / 32; w++) total += scratch[w];
+  __syncthreads();  // scratch is reused by the caller's next reduction
+  return total;
+}
+
+// Element e (of n * spatial) of channel ch in an (n, c, spatial) tensor.
+__device__ __forceinline__ int64_t at(int64_t e, int64_t ch, int64_t c, int64_t spatial) {
+  return ((e / spatial) * c + ch) * spatial + e % spatial;
+}
+
+__global__ void bn_stats_kernel(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var) {
+  __shared__ double scratch[kThreads / 32];
+  const int64_t m = n * spatial;
+  for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
+    double sum = 0;
+    for (int64_t e = threadIdx.x; e < m; e += blockDim.x) sum += x[at(e, ch, c, spatial)];
+    const float mu = static_cast<float>(block_sum(sum, scratch) / static_cast<double>(m));
+    double sq = 0;
+    for (int64_t e = threadIdx.x; e < m; e += blockDim.x) {
+      const double d = static_cast<double>(x[at(e, ch, c, spatial)]) - mu;
+      sq += d * d;
+    }
+    const double total_sq = block_sum(sq, scratch);
+    if (threadIdx.x == 0) {
+      mean[ch] = mu;
+      var[ch] = static_cast<float>(total_sq / static_cast<double>(m));
+    }
+  }
+}
+
+__global__ void bn_apply_kernel(const float* x, int64_t n, int64_t c, int64_t spatial, const float* mean, const float* var,
+                                const float* gamma, const float* beta, float eps, float* y) {
+  RV_GRID_STRIDE(i, n * c * spatial) {
+    const int64_t ch = (i / spatial) % c;
+    const float scale = gamma[ch] / sqrtf(var[ch] + eps);
+    const float shift = beta[ch] - mean[ch] * scale;
+    y[i] = x[i] * scale + shift;
+  }
+}
+
+__global__ void bn_backward_kernel(const float* x, const float* dy, int64_t n, int64_t c, int64_t spatial, const float* mean,
+                                   const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta) {
+  __shared__ double scratch[kThreads / 32];
+  const int64_t m = n * spatial;
+  for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
+    const float mu = mean[ch];
+    double sum_dy = 0, sum_dy_xmu = 0;
+    for (int64_t e = threadIdx.x; e < m; e += blockDim.x) {
+      const int64_t i = at(e, ch, c, spatial);
+      sum_dy += dy[i];
+      sum_dy_xmu += static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - mu);
+    }
+    sum_dy = block_sum(sum_dy, scratch);
+    sum_dy_xmu = block_sum(sum_dy_xmu, scratch);
+    const double invstd = 1.0 / sqrt(static_cast<double>(var[ch]) + static_cast<double>(eps));
+    const double k = static_cast<double>(gamma[ch]) * invstd;
+    const double mean_dy = sum_dy / static_cast<double>(m);
+    const double proj = sum_dy_xmu * invstd * invstd / static_cast<double>(m);
+    if (threadIdx.x == 0) {
+      dgamma[ch] = static_cast<float>(sum_dy_xmu * invstd);
+      dbeta[ch] = static_cast<float>(sum_dy);
+    }
+    if (dx != nullptr) {
+      for (int64_t e = threadIdx.x; e < m; e += blockDim.x) {
+        const int64_t i = at(e, ch, c, spatial);
+        dx[i] = static_cast<float>(k * (static_cast<double>(dy[i]) - mean_dy - (static_cast<double>(x[i]) - mu) * proj));
+      }
+    }
+  }
+}
+
+__global__ void running_stats_kernel(float* running_mean, float* running_var, const float* mean, const float* var, int64_t c,
+                                     double count, double momentum, double keep) {
+  RV_GRID_STRIDE(i, c) {
+    const double unbiased = __ddiv_rn(__dmul_rn(static_cast<double>(var[i]), count), __dsub_rn(count, 1.0));
+    running_mean[i] = __double2float_rn(__dadd_rn(__dmul_rn(momentum, mean[i]), __dmul_rn(keep, running_mean[i])));
+    running_var[i] = __double2float_rn(__dadd_rn(__dmul_rn(momentum, unbiased), __dmul_rn(keep, running_var[i])));
+  }
+}
+
+__global__ void relu_kernel(const float* x, float* y, int64_t count) {
+  RV_GRID_STRIDE(i, count) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
+__global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t count) {
+  RV_GRID_STRIDE(i, count) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+}
+
+__global__ void sigmoid_kernel(const float* x, float* y, int64_t count) {
+  RV_GRID_STRIDE(i, count) y[i] = 1.f / (1.f + expf(-x[i]));
+}
+
+__global__ void sigmoid_backward_kernel(const float* y, const float* dy, float* dx, int64_t count) {
+  RV_GRID_STRIDE(i, count) dx[i] = dy[i] * y[i] * (1.f - y[i]);
+}
+
+__global__ void scale_kernel(const float* x, float* y, int64_t count, float factor) {
+  RV_GRID_STRIDE(i, count) y[i] = x[i] * factor;
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* y, int64_t count, bool relu) {
+  RV_GRID_STRIDE(i, count) {
+    const float v = a[i] + b[i];
+    y[i] = relu && v < 0.f ? 0.f : v;
+  }
+}
+
+__global__ void gap_backward_kernel(const float* dy, int64_t plane_count, int64_t spatial, float* dx) {
+  RV_GRID_STRIDE(i, plane_count * spatial) dx[i] = dy[i / spatial] / static_cast<float>(spatial);
+}
+
+// One warp per output value: out[row * cols + col] = sum_k a(row, k) * b(k, col), with strides given.
+__global__ void warp_dot_kernel(const float* a, int64_t a_row, int64_t a_k, const float* b, int64_t b_k, int64_t b_col, int64_t rows,
+                                int64_t cols, int64_t inner, float* out) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= rows * cols) return;
+  const int64_t row = warp / cols, col = warp % cols;
+  float sum = 0.f;
+  for (int64_t k = lane; k < inner; k += 32) sum += a[row * a_row + k * a_k] * b[k * b_k + col * b_col];
+  sum = warp_sum(sum);
+  if (lane == 0) out[warp] = sum;
+}
+
+__global__ void column_sum_kernel(const float* dy, int64_t n, int64_t out, float* db) {
+  RV_GRID_STRIDE(o, out) {
+    float sum = 0.f;
+    for (int64_t r = 0; r < n; r++) sum += dy[r * out + o];
+    db[o] = sum;
+  }
+}
+
+__global__ void channel_scale_kernel(const float* x, const float* scale, int64_t plane_count, int64_t spatial, float* y) {
+  RV_GRID_STRIDE(i, plane_count * spatial) y[i] = x[i] * scale[i / spatial];
+}
+
+__global__ void channel_scale_backward_kernel(const float* x, const float* scale, const float* dy, int64_t plane_count, int64_t spatial,
+                                              float* dx, float* dscale) {
+  __shared__ double scratch[kThreads / 32];
+  for (int64_t plane = blockIdx.x; plane < plane_count; plane += gridDim.x) {
+    const float s = scale[plane];
+    double sum = 0;
+    for (int64_t p = threadIdx.x; p < spatial; p += blockDim.x) {
+      const int64_t i = plane * spatial + p;
+      sum += static_cast<double>(dy[i]) * x[i];
+      dx[i] = dy[i] * s;
+    }
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) dscale[plane] = static_cast<float>(sum);
+  }
+}
+
+__global__ void softmax_ce_kernel(const float* logits, const int32_t* labels, int64_t n, int64_t k, double ls, float* dlogits,
+                                  double* row_loss) {
+  RV_GRID_STRIDE(row, n) {
+    const float* z = logits + row * k;
+    float* dz = dlogits + row * k;
+    const int64_t label = labels[row];
+    double m = z[0];
+    for (int64_t j = 1; j < k; j++) m = fmax(m, static_cast<double>(z[j]));
+    double sum_exp = 0, sum_z = 0;
+    for (int64_t j = 0; j < k; j++) {
+      sum_exp += exp(static_cast<double>(z[j]) - m);
+      sum_z += z[j];
+    }
+    const double log_sum = m + log(sum_exp);
+    row_loss[row] = log_sum - (1 - ls) * z[label] - ls / static_cast<double>(k) * sum_z;
+    for (int64_t j = 0; j < k; j++) {
+      const double target = (j == label ? 1 - ls : 0) + ls / static_cast<double>(k);
+      dz[j] = static_cast<float>((exp(static_cast<double>(z[j]) - log_sum) - target) / static_cast<double>(n));
+    }
+  }
+}
+
+__global__ void sgd_kernel(float* w, const float* g, float* buf, int64_t count, double lr, double momentum, bool nesterov, double wd,
+                           bool first) {
+  RV_GRID_STRIDE(i, count) {
+    double d = __dadd_rn(static_cast<double>(g[i]), __dmul_rn(wd, static_cast<double>(w[i])));
+    if (buf != nullptr) {
+      const double b = first ? d : __dadd_rn(__dmul_rn(momentum, static_cast<double>(buf[i])), d);
+      buf[i] = __double2float_rn(b);
+      d = nesterov ? __dadd_rn(d, __dmul_rn(momentum, b)) : b;
+    }
+    w[i] = __double2float_rn(__dsub_rn(static_cast<double>(w[i]), __dmul_rn(lr, d)));
+  }
+}
+
+__global__ void ema_kernel(float* shadow, const float* current, int64_t count, double keep, double take) {
+  RV_GRID_STRIDE(i, count) {
+    shadow[i] = __double2float_rn(__dadd_rn(__dmul_rn(keep, static_cast<double>(shadow[i])), __dmul_rn(take, static_cast<double>(current[i]))));
+  }
+}
+
+// One thread per (o, i) kernel pair: the 8 ring taps get plain L2, the centre the equivalent-kernel term.
+__global__ void custom_l2_kernel(const float* k3, float* k3_grad, const float* k1, float* k1_grad, const float* t3, const float* t1,
+                                 int64_t out_channels, int64_t per_out, double wd, double* total) {
+  __shared__ double scratch[kThreads / 32];
+  constexpr int kCentre = 4;
+  double partial = 0;
+  // Every thread of a block runs the same number of iterations (block_sum synchronizes the block).
+  const int64_t count = out_channels * per_out;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t rounds = (count + stride - 1) / stride;
+  for (int64_t r = 0; r < rounds; r++) {
+    const int64_t pair = r * stride + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (pair < count) {
+      const int64_t o = pair / per_out;
+      const double a3 = t3[o], a1 = t1[o];
+      const double norm = __dadd_rn(__dmul_rn(a3, a3), __dmul_rn(a1, a1));
+      const int64_t base = pair * 9;
+      for (int tap = 0; tap < 9; tap++) {
+        if (tap == kCentre) continue;
+        const double v = k3[base + tap];
+        partial += v * v;
+        k3_grad[base + tap] = __double2float_rn(__dadd_rn(static_cast<double>(k3_grad[base + tap]), __dmul_rn(wd, v)));
+      }
+      const double c3 = k3[base + kCentre], c1 = k1[pair];
+      const double eq = __dadd_rn(__dmul_rn(c3, a3), __dmul_rn(c1, a1));
+      partial += eq * eq / norm;
+      k3_grad[base + kCentre] =
+          __double2float_rn(__dadd_rn(static_cast<double>(k3_grad[base + kCentre]), __ddiv_rn(__dmul_rn(__dmul_rn(wd, eq), a3), norm)));
+      k1_grad[pair] = __double2float_rn(__dadd_rn(static_cast<double>(k1_grad[pair]), __ddiv_rn(__dmul_rn(__dmul_rn(wd, eq), a1), norm)));
+    }
+  }
+  const double block_total = block_sum(partial, scratch);
+  if (threadIdx.x == 0) atomicAdd(total, block_total);
+}
+
+}  // namespace
+
+cudaError_t batch_norm_stats(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var, cudaStream_t stream) {
+  if (c <= 0) return cudaSuccess;
+  bn_stats_kernel<<<blocks_for(c), kThreads, 0, stream>>>(x, n, c, spatial, mean, var);
+  return cudaGetLastError();
+}
+
+cudaError_t batch_norm_apply(const float* x, int64_t n, int64_t c, int64_t spatial, const float* mean, const float* var,
+                             const float* gamma, const float* beta, float eps, float* y, cudaStream_t stream) {
+  const int64_t count = n * c * spatial;
+  if (count <= 0) return cudaSuccess;
+  bn_apply_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, n, c, spatial, mean, var, gamma, beta, eps, y);
+  return cudaGetLastError();
+}
+
+cudaError_t batch_norm_backward(const float* x, const float* dy, int64_t n, int64_t c, int64_t spatial, const float* mean,
+                                const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta,
+                                cudaStream_t stream) {
+  if (c <= 0) return cudaSuccess;
+  bn_backward_kernel<<<blocks_for(c), kThreads, 0, stream>>>(x, dy, n, c, spatial, mean, var, gamma, eps, dx, dgamma, dbeta);
+  return cudaGetLastError();
+}
+
+cudaError_t update_running_stats(float* running_mean, float* running_var, const float* mean, const float* var, int64_t c,
+                                 int64_t count, double momentum, cudaStream_t stream) {
+  if (c <= 0) return cudaSuccess;
+  running_stats_kernel<<<grid_for(c), kThreads, 0, stream>>>(running_mean, running_var, mean, var, c, static_cast<double>(count),
+                                                             momentum, 1 - momentum);
+  return cudaGetLastError();
+}
+
+#define RV_ELEMENTWISE(kernel, ...)                                        \
+  if (count <= 0) return cudaSuccess;                                      \
+  kernel<<<grid_for(count), kThreads, 0, stream>>>(__VA_ARGS__, count);    \
+  return cudaGetLastError();
+
+cudaError_t relu(const float* x, float* y, int64_t count, cudaStream_t stream) { RV_ELEMENTWISE(relu_kernel, x, y) }
+cudaError_t relu_backward(const float* y, const float* dy, float* dx, int64_t count, cudaStream_t stream) {
+  RV_ELEMENTWISE(relu_backward_kernel, y, dy, dx)
+}
+cudaError_t sigmoid(const float* x, float* y, int64_t count, cudaStream_t stream) { RV_ELEMENTWISE(sigmoid_kernel, x, y) }
+cudaError_t sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count, cudaStream_t stream) {
+  RV_ELEMENTWISE(sigmoid_backward_kernel, y, dy, dx)
+}
+#undef RV_ELEMENTWISE
+
+cudaError_t scale(const float* x, float* y, int64_t count, float factor, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  scale_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, y, count, factor);
+  return cudaGetLastError();
+}
+
+cudaError_t add(const float* a, const float* b, float* y, int64_t count, bool relu, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  add_kernel<<<grid_for(count), kThreads, 0, stream>>>(a, b, y, count, relu);
+  return cudaGetLastError();
+}
+
+cudaError_t global_avg_pool_backward(const float* dy, int64_t n, int64_t c, int64_t spatial, float* dx, cudaStream_t stream) {
+  const int64_t count = n * c * spatial;
+  if (count <= 0) return cudaSuccess;
+  gap_backward_kernel<<<grid_for(count), kThreads, 0, stream>>>(dy, n * c, spatial, dx);
+  return cudaGetLastError();
+}
+
+namespace {
+cudaError_t warp_dot(const float* a, int64_t a_row, int64_t a_k, const float* b, int64_t b_k, int64_t b_col, int64_t rows, int64_t cols,
+                     int64_t inner, float* out, cudaStream_t stream) {
+  const int64_t threads = rows * cols * 32;
+  if (threads <= 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
+  warp_dot_kernel<<<blocks, kThreads, 0, stream>>>(a, a_row, a_k, b, b_k, b_col, rows, cols, inner, out);
+  return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t linear_backward(const float* x, const float* w, const float* dy, int64_t n, int64_t in, int64_t out, float* dx,
+                            float* dw, float* db, cudaStream_t stream) {
+  // dx (n, in) = dy (n, out) W (out, in): a(row = n, k = o) = dy[n * out + o], b(k = o, col = i) = w[o * in + i].
+  if (dx != nullptr) {
+    if (const cudaError_t e = warp_dot(dy, out, 1, w, in, 1, n, in, out, dx, stream); e != cudaSuccess) return e;
+  }
+  // dw (out, in) = dy^T x: a(row = o, k = r) = dy[r * out + o], b(k = r, col = i) = x[r * in + i].
+  if (const cudaError_t e = warp_dot(dy, 1, out, x, in, 1, out, in, n, dw, stream); e != cudaSuccess) return e;
+  if (out <= 0) return cudaSuccess;
+  column_sum_kernel<<<grid_for(out), kThreads, 0, stream>>>(dy, n, out, db);
+  return cudaGetLastError();
+}
+
+cudaError_t channel_scale(const float* x, const float* scale, int64_t n, int64_t c, int64_t spatial, float* y, cudaStream_t stream) {
+  const int64_t count = n * c * spatial;
+  if (count <= 0) return cudaSuccess;
+  channel_scale_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, scale, n * c, spatial, y);
+  return cudaGetLastError();
+}
+
+cudaError_t channel_scale_backward(const float* x, const float* scale, const float* dy, int64_t n, int64_t c, int64_t spatial,
+                                   float* dx, float* dscale, cudaStream_t stream) {
+  if (n * c <= 0) return cudaSuccess;
+  channel_scale_backward_kernel<<<blocks_for(n * c), kThreads, 0, stream>>>(x, scale, dy, n * c, spatial, dx, dscale);
+  return cudaGetLastError();
+}
+
+cudaError_t softmax_cross_entropy(const float* logits, const int32_t* labels, int64_t n, int64_t k, double label_smoothing,
+                                  float* dlogits, double* row_loss, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  softmax_ce_kernel<<<grid_for(n), kThreads, 0, stream>>>(logits, labels, n, k, label_smoothing, dlogits, row_loss);
+  return cudaGetLastError();
+}
+
+cudaError_t sgd_step(float* weight, const float* grad, float* momentum_buffer, int64_t count, double lr, double momentum,
+                     bool nesterov, double weight_decay, bool first, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  sgd_kernel<<<grid_for(count), kThreads, 0, stream>>>(weight, grad, momentum_buffer, count, lr, momentum, nesterov, weight_decay, first);
+  return cudaGetLastError();
+}
+
+cudaError_t ema_update(float* shadow, const float* current, int64_t count, double decay, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  ema_kernel<<<grid_for(count), kThreads, 0, stream>>>(shadow, current, count, decay, 1 - decay);
+  return cudaGetLastError();
+}
+
+cudaError_t custom_l2(const float* k3, float* k3_grad, const float* k1, float* k1_grad, const float* t3, const float* t1,
+                      int64_t out_channels, int64_t per_out, double weight_decay, double* total, cudaStream_t stream) {
+  const int64_t count = out_channels * per_out;
+  if (count <= 0) return cudaSuccess;
+  custom_l2_kernel<<<grid_for(count), kThreads, 0, stream>>>(k3, k3_grad, k1, k1_grad, t3, t1, out_channels, per_out, weight_decay, total);
+  return cudaGetLastError();
+}
+
+}  // namespace repvgg::cuda::train

@@ -1,0 +1,199 @@
+// Implementation of training.h. The algorithms are chosen with cudnnFind*Ex on the op's own buffers (outputs are
+// overwritten by the real call right after) and a scratch of at most 1 GiB; FMA math only, and among the
+// algorithms cuDNN reports as deterministic the fastest one (a non-deterministic one only when no deterministic
+// one runs), so two identical training steps give identical weights.
+#include "training.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include "device_info.h"
+
+namespace repvgg::cuda::train {
+
+using namespace cudnn_api;
+
+struct Context::Descriptors {
+  TensorDesc x, y;
+  FilterDesc w;
+  ConvDesc conv;
+};
+
+std::string ConvGeometry::key() const {
+  return std::to_string(batch) + "," + std::to_string(in_channels) + "," + std::to_string(height) + "," + std::to_string(width) + "|" +
+         std::to_string(out_channels) + "," + std::to_string(kernel) + "," + std::to_string(stride) + "," + std::to_string(pad) + "," +
+         std::to_string(groups);
+}
+
+Context& Context::get() {
+  // Never destroyed: device memory freed by finalizers at exit may still need the stream.
+  static Context* context = new Context();
+  return *context;
+}
+
+Context::Context() {
+  require_available(device_);
+  RV_CUDA(cudaSetDevice(device_));
+  int pools = 0;
+  if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_) != cudaSuccess) (void)cudaGetLastError();
+  memory_pools_ = pools != 0;
+  const char* sync = std::getenv("REPVGG_CUDA_SYNC");
+  sync_each_op_ = sync != nullptr && std::string(sync) == "1";
+  RV_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  RV_CUDNN(cudnnCreate, &handle_);
+  RV_CUDNN(cudnnSetStream, handle_, stream_);
+}
+
+void Context::enter() const { RV_CUDA(cudaSetDevice(device_)); }
+
+void Context::finish(const char* op) const {
+  RV_CUDA(cudaGetLastError());
+  if (!sync_each_op_) return;
+  const cudaError_t e = cudaStreamSynchronize(stream_);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw NativeError("ERR_BACKEND", std::string(op) + " failed on the GPU: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+  }
+}
+
+void* Context::allocate(size_t bytes) {
+  void* ptr = nullptr;
+  bytes = std::max<size_t>(bytes, 4);
+  if (memory_pools_) {
+    RV_CUDA(cudaMallocAsync(&ptr, bytes, stream_));
+  } else {
+    RV_CUDA(cudaMalloc(&ptr, bytes));
+  }
+  return ptr;
+}
+
+void Context::release(void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  if (cudaSetDevice(device_) != cudaSuccess) (void)cudaGetLastError();
+  const cudaError_t e = memory_pools_ ? cudaFreeAsync(ptr, stream_) : cudaFree(ptr);
+  if (e != cudaSuccess) (void)cudaGetLastError();
+}
+
+void* Context::workspace(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  if (workspace_.bytes() < bytes) {
+    RV_CUDA(cudaStreamSynchronize(stream_));  // the old workspace may still be in use by enqueued work
+    workspace_.allocate(bytes);
+  }
+  return workspace_.get();
+}
+
+void Context::describe(const ConvGeometry& g, Descriptors& d) const {
+  RV_CHECK(g.out_height() >= 1 && g.out_width() >= 1, "ERR_SHAPE", "conv2d: the kernel does not fit the padded input");
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  RV_CUDNN(cudnnSetTensor4dDescriptor, d.x.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(g.batch), i(g.in_channels), i(g.height), i(g.width));
+  RV_CUDNN(cudnnSetTensor4dDescriptor, d.y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(g.batch), i(g.out_channels), i(g.out_height()),
+           i(g.out_width()));
+  RV_CUDNN(cudnnSetFilter4dDescriptor, d.w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, i(g.out_channels), i(g.in_channels / g.groups),
+           i(g.kernel), i(g.kernel));
+  RV_CUDNN(cudnnSetConvolution2dDescriptor, d.conv.get(), i(g.pad), i(g.pad), i(g.stride), i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION,
+           CUDNN_DATA_FLOAT);
+  RV_CUDNN(cudnnSetConvolutionGroupCount, d.conv.get(), i(g.groups));
+  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), CUDNN_FMA_MATH);
+}
+
+namespace {
+
+// The fastest successful FMA-math result, deterministic ones first; -1 when none ran.
+template <typename Perf>
+int pick(const Perf* perf, int returned, size_t* workspace) {
+  for (const bool need_deterministic : {true, false}) {
+    for (int k = 0; k < returned; k++) {
+      const Perf& p = perf[k];
+      if (static_cast<int>(p.status) != 0) continue;
+      if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+      if (need_deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
+      *workspace = p.memory;
+      return static_cast<int>(p.algo);
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const float* x, const float* w, const float* dy) {
+  const std::string key = g.key();
+  auto found = algorithms_.find(key);
+  if (found != algorithms_.end()) return found->second;
+  // Find measures on real buffers and writes the outputs: scratch outputs of the right sizes, freed at the end.
+  const size_t y_bytes = static_cast<size_t>(g.batch * g.out_channels * g.out_height() * g.out_width()) * sizeof(float);
+  const size_t x_bytes = static_cast<size_t>(g.batch * g.in_channels * g.height * g.width) * sizeof(float);
+  const size_t w_bytes = static_cast<size_t>(g.out_channels * (g.in_channels / g.groups) * g.kernel * g.kernel) * sizeof(float);
+  DeviceBuffer out(std::max({y_bytes, x_bytes, w_bytes}));
+  size_t free_bytes = 0, total_bytes = 0;
+  RV_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+  DeviceBuffer scratch;
+  for (size_t bytes = std::min<size_t>(free_bytes / 4, size_t(1) << 30); bytes >= (size_t(1) << 20); bytes /= 2) {
+    try {
+      scratch.allocate(bytes);
+      break;
+    } catch (const NativeError&) {
+      // another process holds memory: try half as much
+    }
+  }
+  ConvAlgorithms a;
+  int returned = 0;
+  {
+    cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
+    RV_CUDNN(cudnnFindConvolutionForwardAlgorithmEx, handle_, d.x.get(), x, d.w.get(), w, d.conv.get(), d.y.get(), out.get(),
+             2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
+    a.forward = pick(perf, returned, &a.forward_workspace);
+  }
+  {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
+    RV_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx, handle_, d.w.get(), w, d.y.get(), dy, d.conv.get(), d.x.get(), out.get(),
+             2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
+    a.backward_data = pick(perf, returned, &a.backward_data_workspace);
+  }
+  {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
+    RV_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx, handle_, d.x.get(), x, d.y.get(), dy, d.conv.get(), d.w.get(), out.get(),
+             2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
+    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace);
+  }
+  RV_CUDA(cudaStreamSynchronize(stream_));  // the scratch buffers are freed when this returns
+  RV_CHECK(a.forward >= 0 && a.backward_data >= 0 && a.backward_filter >= 0, "ERR_BACKEND",
+           "cuDNN found no FMA-math algorithm for the convolution " + key + " (forward " + std::to_string(a.forward) + ", backward data " +
+               std::to_string(a.backward_data) + ", backward filter " + std::to_string(a.backward_filter) + ")");
+  return algorithms_.emplace(key, a).first->second;
+}
+
+ConvAlgorithms Context::algorithms(const ConvGeometry& g) {
+  auto found = algorithms_.find(g.key());
+  return found == algorithms_.end() ? ConvAlgorithms{} : found->second;
+}
+
+void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
+  Descriptors d;
+  describe(g, d);
+  // The backward search needs a dy: y itself serves (its values do not matter to Find).
+  const ConvAlgorithms& a = choose(g, d, x, w, y);
+  const float one = 1.f, zero = 0.f;
+  void* ws = workspace(a.forward_workspace);
+  RV_CUDNN(cudnnConvolutionForward, handle_, &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
+           static_cast<cudnnConvolutionFwdAlgo_t>(a.forward), ws, a.forward_workspace, &zero, d.y.get(), y);
+}
+
+void Context::conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy, float* dx, float* dw) {
+  Descriptors d;
+  describe(g, d);
+  const ConvAlgorithms& a = choose(g, d, x, w, dy);
+  const float one = 1.f, zero = 0.f;
+  if (dx != nullptr) {
+    void* ws = workspace(a.backward_data_workspace);
+    RV_CUDNN(cudnnConvolutionBackwardData, handle_, &one, d.w.get(), w, d.y.get(), dy, d.conv.get(),
+             static_cast<cudnnConvolutionBwdDataAlgo_t>(a.backward_data), ws, a.backward_data_workspace, &zero, d.x.get(), dx);
+  }
+  void* ws = workspace(a.backward_filter_workspace);
+  RV_CUDNN(cudnnConvolutionBackwardFilter, handle_, &one, d.x.get(), x, d.y.get(), dy, d.conv.get(),
+           static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.backward_filter), ws, a.backward_filter_workspace, &zero, d.w.get(), dw);
+}
+
+}  // namespace repvgg::cuda::train

@@ -1,0 +1,77 @@
+// The CUDA training backend's state and its cuDNN convolutions: one context per process (the first visible GPU:
+// a cuDNN handle, a stream every training op is enqueued on in call order, one growing workspace and the chosen
+// algorithm per convolution geometry), device tensors in stream-ordered memory, and conv2d forward and backward
+// (data and filter) in fp32 with FMA math (no TF32, so results stay within float32 rounding of the CPU's).
+// Not for: the element-wise and reduction kernels (train_kernels.h) or inference programs (program.h).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "cuda_check.h"
+
+namespace repvgg::cuda::train {
+
+// Geometry of a 2-D convolution without bias: x (batch, in_channels, height, width) NCHW, w (out_channels,
+// in_channels / groups, kernel, kernel), y (batch, out_channels, out_height, out_width).
+struct ConvGeometry {
+  int64_t batch, in_channels, height, width, out_channels, kernel, stride, pad, groups;
+  int64_t out_height() const { return (height + 2 * pad - kernel) / stride + 1; }
+  int64_t out_width() const { return (width + 2 * pad - kernel) / stride + 1; }
+  std::string key() const;
+};
+
+// The cuDNN algorithms chosen once per geometry (by measuring, deterministic ones preferred), for the report.
+struct ConvAlgorithms {
+  int forward = -1, backward_data = -1, backward_filter = -1;
+  size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
+};
+
+class Context {
+ public:
+  // The process's context, created on first use. Throws NativeError("ERR_BACKEND_UNAVAILABLE", why) without a
+  // usable GPU and cuDNN.
+  static Context& get();
+
+  // Every training op holds this while it enqueues work, so ops are enqueued in the order they were called.
+  std::mutex& mutex() { return mutex_; }
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+  // Makes the context's device current on the calling thread (ops run on pool threads).
+  void enter() const;
+  // After an op is enqueued: with REPVGG_CUDA_SYNC=1, waits for it and reports its errors as its own (for
+  // debugging; otherwise an asynchronous failure surfaces at the next download, named as such).
+  void finish(const char* op) const;
+
+  // Stream-ordered device memory (cudaMallocAsync where the device supports memory pools, else cudaMalloc).
+  void* allocate(size_t bytes);
+  // Frees after every op enqueued so far (cudaFreeAsync on the stream; a plain free waits for the device first).
+  void release(void* ptr) noexcept;
+
+  void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y);
+  // dx may be null (no input gradient, e.g. the first layer). dy is read-only.
+  void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy, float* dx, float* dw);
+  ConvAlgorithms algorithms(const ConvGeometry& g);
+
+ private:
+  Context();
+  struct Descriptors;
+  void describe(const ConvGeometry& g, Descriptors& d) const;
+  ConvAlgorithms& choose(const ConvGeometry& g, Descriptors& d, const float* x, const float* w, const float* dy);
+  void* workspace(size_t bytes);
+
+  std::mutex mutex_;
+  int device_ = 0;
+  bool memory_pools_ = false;
+  bool sync_each_op_ = false;
+  cudnn_api::cudnnHandle_t handle_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  DeviceBuffer workspace_;
+  std::map<std::string, ConvAlgorithms> algorithms_;
+};
+
+}  // namespace repvgg::cuda::train
