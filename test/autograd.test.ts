@@ -165,7 +165,7 @@ test('conv -> BN -> ReLU -> GAP -> linear -> CE on the tape: every gradient agai
   };
   const shapes: Record<keyof CompositeInputs, number[]> = { x: X_SHAPE, w: W_SHAPE, gamma: [6], beta: [6], lw: [CLASSES, 6], lb: [CLASSES] };
   const vars = Object.fromEntries(
-    Object.entries(values).map(([k, data]) => [k, new Var({ shape: shapes[k as keyof CompositeInputs], data: Float32Array.from(data) }, true)]),
+    Object.entries(values).map(([k, data]) => [k, new Var<HostTensor>({ shape: shapes[k as keyof CompositeInputs], data: Float32Array.from(data) }, true)]),
   ) as Record<keyof CompositeInputs, Var>;
 
   const tape = new Tape();

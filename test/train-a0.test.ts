@@ -57,7 +57,7 @@ function setStepWeights(model: TrainableRepVGG, step: number): Map<string, Float
   const start = new Map<string, Float32Array>();
   for (const [key, shape] of expectedWeights(model.spec, 'train')) {
     const value = fixtureTensor(`a0_steps.${step}.${key}`, shape, fixtureKindOf(key)).data;
-    (model.buffers.get(key) ?? model.params.get(key)!.value.data).set(value);
+    (model.buffers.get(key) ?? model.params.get(key)!.value).data.set(value);
     start.set(key, value);
   }
   return start;

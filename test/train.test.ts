@@ -12,22 +12,21 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import * as F from '../lib/autograd/functions.js';
-import { Tape, Var } from '../lib/autograd/tape.js';
+import { Var } from '../lib/autograd/tape.js';
 import { DataLoader, loadNpyDataset, type Dataset } from '../lib/data/index.js';
 import { ShapeError } from '../lib/errors.js';
 import { writeNpy } from '../lib/io/npy.js';
-import { readSafetensors } from '../lib/io/safetensors.js';
 import { loadWeights } from '../lib/io/weights.js';
 import { blocksOf, customSpec, validateSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
-import type { HostTensor, StateDict } from '../lib/tensor.js';
+import type { StateDict } from '../lib/tensor.js';
 import { latestCheckpoint, readCheckpoint } from '../lib/train/checkpoint.js';
 import { WeightEma } from '../lib/train/ema.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD, addCustomL2, appliesWeightDecay, type SgdOptions } from '../lib/train/optimizer.js';
 import { learningRate } from '../lib/train/schedule.js';
 import { train, type TrainConfig, type TrainHistory } from '../lib/train/trainer.js';
-import { fixturePath, fixtureStateDict, fixtureTensor } from './helpers/fixture-weights.js';
+import { fixtureStateDict, fixtureTensor } from './helpers/fixture-weights.js';
+import { TRAIN_FIXTURES, checkFixtureSteps, readTrainFixture, trainStep } from './helpers/train-fixture.js';
 import { makeRng, maxRelativeError, randomArray } from './helpers/reference.js';
 import { TRAIN_STEPS } from './helpers/tolerances.js';
 
@@ -40,109 +39,11 @@ async function tempDir(t: ExecutionContext): Promise<string> {
 // ---------------------------------------------------------------------------------------------------------------
 // PyTorch fixtures
 
-interface TrainFixture {
-  spec: RepVGGSpec;
-  recipe: { lr: number; steps: number; momentum: number; nesterov: boolean; weightDecay: number; labelSmoothing: number; customL2: boolean; inputKey: string };
-  loss: Float64Array;
-  ceLoss: Float64Array;
-  final: Map<string, Float64Array>;
-  input: HostTensor;
-  labels: Int32Array;
-}
-
-async function readTrainFixture(name: string): Promise<TrainFixture> {
-  const { tensors, metadata } = await readSafetensors(fixturePath(`train_tiny.${name}.safetensors`));
-  const get = (key: string): ArrayLike<number | bigint> => {
-    const t = tensors.get(key);
-    if (!t) throw new Error(`fixture ${name} has no tensor ${key}`);
-    return t.data as ArrayLike<number | bigint>;
-  };
-  const final = new Map<string, Float64Array>();
-  for (const [key, t] of tensors) if (key.startsWith('final.')) final.set(key.slice('final.'.length), t.data as Float64Array);
-  const input = tensors.get('input')!;
-  return {
-    spec: validateSpec(JSON.parse(metadata.spec!) as RepVGGSpec),
-    recipe: JSON.parse(metadata.recipe!) as TrainFixture['recipe'],
-    loss: get('loss') as Float64Array,
-    ceLoss: get('ce_loss') as Float64Array,
-    final,
-    input: { shape: input.shape, data: input.data as Float32Array },
-    labels: Int32Array.from(get('labels') as BigInt64Array, (v) => Number(v)),
-  };
-}
-
-/** One training step as trainer.ts takes it; returns CE loss and the custom L2 term. */
-async function trainStep(
-  model: TrainableRepVGG,
-  optimizer: SGD,
-  images: HostTensor,
-  labels: Int32Array,
-  o: { lr: number; labelSmoothing: number; customL2: boolean; weightDecay: number },
-): Promise<{ ce: number; l2: number }> {
-  const tape = new Tape();
-  optimizer.zeroGrad();
-  const logits = await model.forward(tape, images);
-  const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, o.labelSmoothing);
-  await tape.backward(loss);
-  const l2 = o.customL2 ? await addCustomL2(model.spec, model.params, model.buffers, o.weightDecay) : 0;
-  await optimizer.step(o.lr);
-  return { ce: value, l2 };
-}
-
-for (const name of ['sgd', 'custom_l2', 'qa']) {
+for (const name of TRAIN_FIXTURES) {
   test(`${name}: three SGD steps of a tiny ${name === 'qa' ? 'QARepVGG' : 'RepVGG'} reproduce PyTorch (loss, weights, BN running statistics)`, async (t) => {
     const fx = await readTrainFixture(name);
-    const r = fx.recipe;
-    // The fixture's input is the generator's 'train_input' tensor: checks the TS twin, bit for bit.
-    const input = fixtureTensor(r.inputKey, fx.input.shape, 'input');
-    t.deepEqual(Array.from(input.data), Array.from(fx.input.data), 'fixture input differs from fixtureTensor');
-
-    const init = fixtureStateDict(fx.spec);
-    const model = TrainableRepVGG.fromStateDict(fx.spec, init);
-    const optimizer = new SGD(model.params, { momentum: r.momentum, nesterov: r.nesterov, weightDecay: r.weightDecay, customL2: r.customL2 });
-    const losses: number[] = [];
-    const ceLosses: number[] = [];
-    for (let step = 0; step < r.steps; step++) {
-      const { ce, l2 } = await trainStep(model, optimizer, input, fx.labels, r);
-      losses.push(ce + l2);
-      ceLosses.push(ce);
-    }
-    const lossError = maxRelativeError(losses, fx.loss);
-    t.true(lossError <= TRAIN_STEPS, `losses ${losses.join(', ')} vs PyTorch ${Array.from(fx.loss).join(', ')}: ${lossError.toExponential(2)}`);
-    t.true(maxRelativeError(ceLosses, fx.ceLoss) <= TRAIN_STEPS, 'cross-entropy part of the loss');
-    if (r.customL2) t.true(Math.abs(losses[0]! - ceLosses[0]!) > 1e-3, 'the custom L2 term is not negligible');
-
-    // Compare what training changed (final - init) per tensor: the change is what a wrong gradient, decay or
-    // momentum alters, and it is 10..1000x smaller than the weights themselves.
-    const state = model.stateDict();
-    t.is(state.size, fx.final.size, 'tensor count');
-    let worst = { key: '', error: 0 };
-    let worstWeight = 0;
-    let unchanged = 0;
-    for (const [key, ours] of state) {
-      const ref = fx.final.get(key);
-      if (!ref) {
-        t.fail(`fixture lacks ${key}`);
-        continue;
-      }
-      const start = init.get(key)!.data;
-      const ourDelta = Float64Array.from(ours.data, (v, i) => v - (start[i] as number));
-      const refDelta = Float64Array.from(ref, (v, i) => v - (start[i] as number));
-      if (name === 'qa' && key.endsWith('.rbr_dense.bn.bias')) {
-        // A zero gradient in exact arithmetic: the 3x3 branch's BN shift is cancelled by the BN after the sum (batch
-        // statistics). PyTorch's change is float64 noise, ours must be float32 noise; a relative match of noise
-        // means nothing.
-        t.true(refDelta.every((v) => Math.abs(v) < 1e-12) && ourDelta.every((v) => Math.abs(v) < 1e-6), `${key} stays where it started`);
-        continue;
-      }
-      if (refDelta.every((v) => v === 0)) unchanged++;
-      const error = maxRelativeError(ourDelta, refDelta);
-      if (error > worst.error) worst = { key, error };
-      worstWeight = Math.max(worstWeight, maxRelativeError(ours.data, ref));
-      t.true(error <= TRAIN_STEPS, `${key}: change differs from PyTorch by ${error.toExponential(2)} (relative to its max)`);
-    }
-    t.is(unchanged, 0, 'every tensor (parameters and running statistics) moves in the fixture');
-    t.log(`${name}: losses rel. error ${lossError.toExponential(2)}; worst tensor change ${worst.key} ${worst.error.toExponential(2)}; worst final weight ${worstWeight.toExponential(2)}`);
+    const model = TrainableRepVGG.fromStateDict(fx.spec, fixtureStateDict(fx.spec));
+    t.log(await checkFixtureSteps(t, name, fx, model, TRAIN_STEPS));
   });
 }
 
@@ -240,7 +141,7 @@ for (const options of [
       t.true(error <= 1e-6, `${key}: ${error.toExponential(2)}`);
       const buf = sgd.momentumBuffers.get(key);
       if (options.momentum === 0 || key === 'skipped.weight') t.is(buf, undefined, `${key}: no momentum buffer`);
-      else t.true(maxRelativeError(buf!, buffers.get(key)!) <= 1e-6, `${key}: momentum buffer`);
+      else t.true(maxRelativeError(buf!.data, buffers.get(key)!) <= 1e-6, `${key}: momentum buffer`);
     }
     t.deepEqual(Array.from(params.get('skipped.weight')!.value.data), Array.from(ref.get('skipped.weight')!), 'a parameter without gradient does not move');
   });
@@ -252,13 +153,13 @@ test('SGD by hand: the first step puts the decayed gradient into the momentum bu
   w.grad = Float32Array.of(0.5, 0.25, -1);
   await sgd.step(0.5);
   // d = g + 0.1 w = (0.6, 0.05, -0.95); buf = d; w -= 0.5 d
-  t.deepEqual(Array.from(sgd.momentumBuffers.get('a.weight')!), Array.from(Float32Array.of(0.6, 0.05, -0.95)));
+  t.deepEqual(Array.from(sgd.momentumBuffers.get('a.weight')!.data), Array.from(Float32Array.of(0.6, 0.05, -0.95)));
   t.deepEqual(Array.from(w.value.data), Array.from(Float32Array.of(1 - 0.3, -2 - 0.025, 0.5 + 0.475)));
   // Second step, nesterov off: buf = 0.9 buf + d'; w -= lr * buf.
   w.grad = Float32Array.of(0, 0, 0);
   const before = Float64Array.from(w.value.data);
   await sgd.step(1);
-  const buf = sgd.momentumBuffers.get('a.weight')!;
+  const buf = sgd.momentumBuffers.get('a.weight')!.data;
   const expectedBuf = [0.6, 0.05, -0.95].map((b, i) => 0.9 * b + 0.1 * (before[i] as number));
   t.true(maxRelativeError(buf, expectedBuf) <= 1e-6, 'second-step buffer');
   t.true(maxRelativeError(w.value.data, Array.from(before, (v, i) => v - (expectedBuf[i] as number))) <= 1e-6, 'second-step weights');
@@ -325,7 +226,7 @@ for (const options of [
     }
     for (const [key, p] of params) {
       t.deepEqual(p.value.data, reference.get(key)!, `${key}: weights`);
-      t.deepEqual(sgd.momentumBuffers.get(key), referenceBuffers.get(key), `${key}: momentum buffer`);
+      t.deepEqual(sgd.momentumBuffers.get(key)?.data, referenceBuffers.get(key), `${key}: momentum buffer`);
       t.deepEqual(ema.shadow.get(key)!.data, referenceShadow.get(key)!, `${key}: EMA`);
     }
   });
@@ -371,13 +272,13 @@ test('native custom L2 (grouped blocks, random BN statistics) is bit-identical t
       if (key.endsWith('.weight') && key.includes('.bn.')) p.value.data.set(randomArray(p.value.data.length, makeRng(key.length), 1).map((v) => 0.5 + Math.abs(v)));
       p.grad = randomArray(p.value.data.length, makeRng(key.length + 100), 1);
     }
-    for (const [key, buffer] of model.buffers) if (key.endsWith('running_var')) buffer.set(randomArray(buffer.length, makeRng(key.length + 7), 1).map((v) => 0.1 + Math.abs(v)));
+    for (const [key, buffer] of model.buffers) if (key.endsWith('running_var')) buffer.data.set(randomArray(buffer.data.length, makeRng(key.length + 7), 1).map((v) => 0.1 + Math.abs(v)));
     return model;
   };
   const ours = fresh();
   const reference = fresh();
   const value = await addCustomL2(spec, ours.params, ours.buffers, 1e-4);
-  const expected = customL2Reference(spec, reference.params, reference.buffers, 1e-4);
+  const expected = customL2Reference(spec, reference.params, new Map([...reference.buffers].map(([k, b]) => [k, b.data])), 1e-4);
   t.is(value, expected, 'the returned L2 value');
   t.true(value > 0);
   for (const [key, p] of ours.params) t.deepEqual(p.grad, reference.params.get(key)!.grad, key);
@@ -471,6 +372,25 @@ test('train() learns a separable data set: test accuracy of both forms', async (
   const saved = await loadWeights(join(runDir, 'train.safetensors'));
   t.is(saved.form, 'train');
   t.log(`accuracy ${result.testAccuracy} (deployed ${result.deployTestAccuracy}) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+});
+
+test('train() with SE blocks and EMA saves and checkpoints the average in the state dict shapes (SE kernels 4-D)', async (t) => {
+  const dir = await tempDir(t);
+  const spec = customSpec({
+    inChannels: 1, numClasses: 3, stemChannels: 8, stemStride: 1, stageChannels: [8, 16, 16, 16], stageDepths: [1, 1, 1, 1],
+    stageStrides: [1, 2, 2, 1], seReduction: 4,
+  });
+  const runDir = join(dir, 'run');
+  const result = await train({
+    config: config(spec, { epochs: 1, batchSize: 16, emaDecay: 0.5 }),
+    train: await npyDataset(dir, 'train', 32, 3, 4), test: await npyDataset(dir, 'test', 16, 3, 5), runDir,
+    model: TrainableRepVGG.init(spec, 0), log: quiet, showProgress: false,
+  });
+  t.false(result.interrupted);
+  const saved = await loadWeights(join(runDir, 'train.safetensors')); // checks every shape against the spec
+  t.deepEqual(saved.state.get('stage1.0.se.down.weight')!.shape, [2, 8, 1, 1]);
+  const checkpoint = await readCheckpoint((await latestCheckpoint(runDir))!);
+  t.deepEqual(checkpoint.ema!.get('stage1.0.se.down.weight')!.shape, [2, 8, 1, 1], 'the checkpoint stores the EMA in state dict shapes');
 });
 
 /** Every tensor of two state dicts: the largest absolute difference. */

@@ -1,135 +1,126 @@
-// Differentiable ops for the tape: each runs the native forward op and records its gradient rule right here,
-// next to the forward. Shapes are checked by the ops in lib/ops/ themselves.
-// Layout: conv2d outputs NHWC ('channels last', lib/ops/layout.ts) whatever its input, and every other op keeps its
-// input's layout, so the activations of a network on the tape are NHWC from the first conv on and oneDNN convolves
-// them without reordering. A Var's gradient has the layout of its value. Shapes stay the logical (N, C, H, W);
-// use ops.toLayout(v.value, 'nchw') to look at an intermediate activation in plain order.
+// Differentiable ops for the tape: each runs its forward on the tape's backend (backend.ts) and records the
+// gradient rule right here, next to the forward, so an op's forward and backward are found together. Shapes are
+// the logical (N, C, H, W) on every backend; the CPU backend keeps activations NHWC in memory (cpu-backend.ts),
+// CUDA NCHW: use tape.backend.download(v.value) to look at an activation in plain order.
 // Not for: optimizers or modules (lib/train/); inference (lib/engine.ts runs whole networks natively).
 
-import * as ops from '../ops/index.js';
-import type { HostTensor } from '../tensor.js';
-
-/** The activation layout of the tape (see the header). */
-const TAPE_LAYOUT: ops.Layout = 'nhwc';
-
-/** The gradient dy of `like` as a tensor: like's shape and data layout. */
-function gradOf(like: HostTensor, dy: Float32Array): HostTensor {
-  return ops.withLayout(like.shape, dy, ops.layoutOf(like));
-}
+import type { ConvOptions } from './backend.js';
 import { Tape, Var } from './tape.js';
 
-export interface ConvOptions {
-  stride: number;
-  pad: number;
-  groups: number;
-}
+export type { ConvOptions } from './backend.js';
 
-/** y = conv2d(x, weight) without bias, NHWC. x: (N, C, H, W) in either layout, weight: (O, C/g, K, K). */
-export async function conv2d(tape: Tape, x: Var, weight: Var, o: ConvOptions): Promise<Var> {
-  const y = await ops.conv2d(x.value, weight.value, { ...o, layout: TAPE_LAYOUT });
+type Shaped = { readonly shape: readonly number[] };
+
+/** y = conv2d(x, weight) without bias. x: (N, C, H, W), weight: (O, C/g, K, K). */
+export async function conv2d<V extends Shaped, G>(tape: Tape<V, G>, x: Var<V, G>, weight: Var<V, G>, o: ConvOptions): Promise<Var<V, G>> {
+  const b = tape.backend;
+  const y = await b.conv2d(x.value, weight.value, o);
   return tape.record(y, [x, weight], async (dy) => {
-    const grads = await ops.conv2dBackward(x.value, weight.value, gradOf(y, dy), { ...o, needInputGrad: x.requiresGrad });
-    return [grads.dx?.data, grads.dweight.data];
+    const grads = await b.conv2dBackward(x.value, weight.value, y, dy, { ...o, needInputGrad: x.requiresGrad });
+    return [grads.dx, grads.dweight];
   });
 }
 
 /**
  * Training-mode batch norm over (N, H, W) per channel: normalizes with the batch mean and biased variance
- * and returns them so the module can update its running statistics.
+ * and returns them so the module can update its running statistics (they belong to the tape: released by its
+ * recycle()).
  */
-export async function batchNormTrain(
-  tape: Tape,
-  x: Var,
-  gamma: Var,
-  beta: Var,
+export async function batchNormTrain<V extends Shaped, G>(
+  tape: Tape<V, G>,
+  x: Var<V, G>,
+  gamma: Var<V, G>,
+  beta: Var<V, G>,
   eps: number,
-): Promise<{ y: Var; mean: HostTensor; variance: HostTensor }> {
-  const { y, mean, var: variance } = await ops.batchNormTrain(x.value, gamma.value, beta.value, { eps });
+): Promise<{ y: Var<V, G>; mean: V; variance: V }> {
+  const b = tape.backend;
+  const { y, mean, variance } = await b.batchNormTrain(x.value, gamma.value, beta.value, eps);
   const out = tape.record(y, [x, gamma, beta], async (dy) => {
-    const g = await ops.batchNormBackward(x.value, gradOf(y, dy), gamma.value, mean, variance, { eps });
-    return [g.dx.data, g.dgamma.data, g.dbeta.data];
+    const g = await b.batchNormBackward(x.value, y, dy, gamma.value, mean, variance, eps);
+    return [g.dx, g.dgamma, g.dbeta];
   });
+  // The statistics are read by the backward rule: they live as long as the tape's activations.
+  tape.own(mean);
+  tape.own(variance);
   return { y: out, mean, variance };
 }
 
-/** a + b (same shape; b is brought into a's layout first when they differ). */
-export async function add(tape: Tape, a: Var, b: Var): Promise<Var> {
-  const layout = ops.layoutOf(a.value);
-  if (ops.layoutOf(b.value) !== layout) b = toLayout(tape, b, layout);
-  const y = await ops.add(a.value, b.value);
+/** b in a's data layout (b itself when it already is); the conversion is recorded so that its gradient flows back. */
+function matchLayout<V extends Shaped, G>(tape: Tape<V, G>, a: Var<V, G>, b: Var<V, G>): Var<V, G> {
+  const converted = tape.backend.matchLayout(a.value, b.value);
+  if (converted === undefined) return b;
+  return tape.record(converted.y, [b], async (dy) => [converted.back(dy)]);
+}
+
+/** a + b (same shape). */
+export async function add<V extends Shaped, G>(tape: Tape<V, G>, a: Var<V, G>, b: Var<V, G>): Promise<Var<V, G>> {
+  b = matchLayout(tape, a, b);
+  const y = await tape.backend.add(a.value, b.value, false);
   return tape.record(y, [a, b], async (dy) => [dy, dy]);
 }
 
 /**
- * relu(a + b) in one op (ops.add with its fused ReLU): one output buffer and one memory pass instead of two, e.g. for
- * the last sum of a RepVGG block. Both inputs get dy masked by y > 0.
+ * relu(a + b) in one op: one output buffer and one memory pass instead of two, e.g. for the last sum of a RepVGG
+ * block. Both inputs get dy masked by y > 0.
  */
-export async function addRelu(tape: Tape, a: Var, b: Var): Promise<Var> {
-  const layout = ops.layoutOf(a.value);
-  if (ops.layoutOf(b.value) !== layout) b = toLayout(tape, b, layout);
-  const y = await ops.add(a.value, b.value, { relu: true });
+export async function addRelu<V extends Shaped, G>(tape: Tape<V, G>, a: Var<V, G>, b: Var<V, G>): Promise<Var<V, G>> {
+  b = matchLayout(tape, a, b);
+  const backend = tape.backend;
+  const y = await backend.add(a.value, b.value, true);
   return tape.record(y, [a, b], async (dy) => {
-    const g = (await ops.reluBackward(y, gradOf(y, dy))).data;
+    const g = await backend.reluBackward(y, dy);
     return [g, g];
   });
 }
 
-/** x with its data in the given layout (x itself when it already is); the gradient is converted back. */
-export function toLayout(tape: Tape, x: Var, layout: ops.Layout): Var {
-  const from = ops.layoutOf(x.value);
-  if (from === layout) return x;
-  const y = ops.toLayout(x.value, layout);
-  return tape.record(y, [x], async (dy) => [ops.toLayout(gradOf(y, dy), from).data]);
+export async function relu<V extends Shaped, G>(tape: Tape<V, G>, x: Var<V, G>): Promise<Var<V, G>> {
+  const b = tape.backend;
+  const y = await b.relu(x.value);
+  return tape.record(y, [x], async (dy) => [await b.reluBackward(y, dy)]);
 }
 
-export async function relu(tape: Tape, x: Var): Promise<Var> {
-  const y = await ops.relu(x.value);
-  return tape.record(y, [x], async (dy) => [(await ops.reluBackward(y, gradOf(y, dy))).data]);
-}
-
-export async function sigmoid(tape: Tape, x: Var): Promise<Var> {
-  const y = await ops.sigmoid(x.value);
-  return tape.record(y, [x], async (dy) => [(await ops.sigmoidBackward(y, gradOf(y, dy))).data]);
+export async function sigmoid<V extends Shaped, G>(tape: Tape<V, G>, x: Var<V, G>): Promise<Var<V, G>> {
+  const b = tape.backend;
+  const y = await b.sigmoid(x.value);
+  return tape.record(y, [x], async (dy) => [await b.sigmoidBackward(y, dy)]);
 }
 
 /** (N, C, H, W) -> (N, C) mean over H and W. */
-export async function globalAvgPool(tape: Tape, x: Var): Promise<Var> {
-  const y = await ops.globalAvgPool(x.value);
-  const [, , h, w] = x.shape as [number, number, number, number];
-  const layout = ops.layoutOf(x.value);
-  return tape.record(y, [x], async (dy) => [(await ops.globalAvgPoolBackward({ shape: y.shape, data: dy }, h, w, { layout })).data]);
+export async function globalAvgPool<V extends Shaped, G>(tape: Tape<V, G>, x: Var<V, G>): Promise<Var<V, G>> {
+  const b = tape.backend;
+  const y = await b.globalAvgPool(x.value);
+  return tape.record(y, [x], async (dy) => [await b.globalAvgPoolBackward(x.value, y, dy)]);
 }
 
 /** x (N, C) @ weight (K, C)^T + bias (K). */
-export async function linear(tape: Tape, x: Var, weight: Var, bias: Var): Promise<Var> {
-  const y = await ops.linear(x.value, weight.value, bias.value);
+export async function linear<V extends Shaped, G>(tape: Tape<V, G>, x: Var<V, G>, weight: Var<V, G>, bias: Var<V, G>): Promise<Var<V, G>> {
+  const b = tape.backend;
+  const y = await b.linear(x.value, weight.value, bias.value);
   return tape.record(y, [x, weight, bias], async (dy) => {
-    const g = await ops.linearBackward(x.value, weight.value, { shape: y.shape, data: dy }, { needInputGrad: x.requiresGrad });
-    return [g.dx?.data, g.dweight.data, g.dbias.data];
+    const g = await b.linearBackward(x.value, weight.value, y, dy, x.requiresGrad);
+    return [g.dx, g.dweight, g.dbias];
   });
 }
 
 /** x (N, C, H, W) scaled per (n, c) by scale (N, C): the excitation step of SE. */
-export async function channelScale(tape: Tape, x: Var, scale: Var): Promise<Var> {
-  const y = await ops.channelScale(x.value, scale.value);
+export async function channelScale<V extends Shaped, G>(tape: Tape<V, G>, x: Var<V, G>, scale: Var<V, G>): Promise<Var<V, G>> {
+  const b = tape.backend;
+  const y = await b.channelScale(x.value, scale.value);
   return tape.record(y, [x, scale], async (dy) => {
-    const g = await ops.channelScaleBackward(x.value, scale.value, gradOf(y, dy));
-    return [g.dx.data, g.dscale.data];
+    const g = await b.channelScaleBackward(x.value, scale.value, y, dy);
+    return [g.dx, g.dscale];
   });
 }
 
 /** Mean softmax cross-entropy (PyTorch CrossEntropyLoss with label_smoothing) of logits (N, K). */
-export async function softmaxCrossEntropy(
-  tape: Tape,
-  logits: Var,
+export async function softmaxCrossEntropy<V extends Shaped, G>(
+  tape: Tape<V, G>,
+  logits: Var<V, G>,
   labels: Int32Array,
   labelSmoothing: number,
-): Promise<{ loss: Var; value: number }> {
-  const { loss, dlogits } = await ops.softmaxCrossEntropy(logits.value, labels, { labelSmoothing });
-  const lossTensor: HostTensor = { shape: [1], data: Float32Array.of(loss) };
-  const out = tape.record(lossTensor, [logits], async (dy) => {
-    const scale = dy[0] as number;
-    return [scale === 1 ? dlogits.data : dlogits.data.map((v: number) => v * scale)];
-  });
+): Promise<{ loss: Var<V, G>; value: number }> {
+  const b = tape.backend;
+  const { loss, dlogits } = await b.softmaxCrossEntropy(logits.value, labels, labelSmoothing);
+  const out = tape.record(b.scalar(loss), [logits], async (dy) => [await b.scaleLossGradient(dlogits, dy)]);
   return { loss: out, value: loss };
 }

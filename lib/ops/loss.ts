@@ -19,8 +19,12 @@ export interface SoftmaxCrossEntropyResult {
   dlogits: HostTensor;
 }
 
-function prepare(logits: HostTensor, labels: Int32Array, options: SoftmaxCrossEntropyOptions) {
-  const [n, k] = checkTensor(logits, 'logits', 2) as [number, number];
+/**
+ * Checks labels (one per row of (n, k) logits, each in [0, k)) and the label smoothing (in [0, 1]); every backend's
+ * cross-entropy runs this first, so bad labels give the same typed error everywhere.
+ * @returns the label smoothing (0 when not given).
+ */
+export function checkCrossEntropyArguments(n: number, k: number, labels: Int32Array, labelSmoothing: number | undefined): number {
   if (!(labels instanceof Int32Array)) {
     throw new ArgumentTypeError(`Expected an Int32Array for labels but received ${describeValue(labels)}`);
   }
@@ -31,10 +35,16 @@ function prepare(logits: HostTensor, labels: Int32Array, options: SoftmaxCrossEn
       throw new ArgumentValueError(`Expected labels in [0, ${k}) (logits have ${k} classes) but received labels[${i}] = ${label}`);
     }
   }
-  const labelSmoothing = options.labelSmoothing ?? 0;
-  if (typeof labelSmoothing !== 'number' || !(labelSmoothing >= 0 && labelSmoothing <= 1)) {
-    throw new ArgumentValueError(`Expected a number in [0, 1] for labelSmoothing but received ${describeValue(labelSmoothing)}`);
+  const smoothing = labelSmoothing ?? 0;
+  if (typeof smoothing !== 'number' || !(smoothing >= 0 && smoothing <= 1)) {
+    throw new ArgumentValueError(`Expected a number in [0, 1] for labelSmoothing but received ${describeValue(smoothing)}`);
   }
+  return smoothing;
+}
+
+function prepare(logits: HostTensor, labels: Int32Array, options: SoftmaxCrossEntropyOptions) {
+  const [n, k] = checkTensor(logits, 'logits', 2) as [number, number];
+  const labelSmoothing = checkCrossEntropyArguments(n, k, labels, options.labelSmoothing);
   const dlogits: HostTensor = { shape: [n, k], data: outputArray(n * k) };
   const loss = new Float64Array(1);
   return { native: { logits: logits.data, labels, labelSmoothing, dlogits: dlogits.data, loss, batch: n, classes: k }, dlogits, loss };

@@ -13,7 +13,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { saveWeights, type InputNormalization } from '../io/weights.js';
 import type { RepVGGSpec } from '../models/repvgg.js';
 import { deployedStateDict, reparameterize } from '../reparam/reparam.js';
-import type { StateDict } from '../tensor.js';
+import type { HostTensor, StateDict } from '../tensor.js';
 import { dataShape, evaluationBatches, inputNormalization, trainingLoader, type TrainingData } from './data.js';
 import { checkpointName, pruneCheckpoints, removeStaleTempFiles, writeCheckpoint, type RunPosition } from './checkpoint.js';
 import { WeightEma } from './ema.js';
@@ -60,7 +60,7 @@ export interface TrainHistory {
   testAccuracy: [number, number][];
 }
 
-export interface TrainResult {
+export interface TrainResult<V extends { readonly shape: readonly number[] } = HostTensor, G = Float32Array> {
   /** Normalization to record with weights saved from this run. */
   normalization: InputNormalization;
   testAccuracy: number;
@@ -70,19 +70,20 @@ export interface TrainResult {
   /** Inference throughput of each form while evaluating the test set (NaN without test data). */
   testImagesPerSecond: number;
   deployTestImagesPerSecond: number;
-  model: TrainableRepVGG;
+  model: TrainableRepVGG<V, G>;
   history: TrainHistory;
   /** Class names of the training data, when it has them (image folders, Fashion-MNIST). */
   classNames: readonly string[] | undefined;
 }
 
-export interface TrainRun {
+export interface TrainRun<V extends { readonly shape: readonly number[] } = HostTensor, G = Float32Array> {
   config: TrainConfig;
   train: TrainingData;
   test: TrainingData | undefined;
   /** Run folder for checkpoints, plot and summary; undefined when only final weights are wanted. */
   runDir: string | undefined;
-  model: TrainableRepVGG;
+  /** The model on the backend that runs the steps (TrainableRepVGG.fromStateDict: the CPU; onBackend: any). */
+  model: TrainableRepVGG<V, G>;
   start?: { position: RunPosition; momentum: Map<string, Float32Array>; ema: StateDict | undefined; history: TrainHistory; seconds: number };
   /** Set to true (e.g. by a SIGINT handler) to stop at the next step boundary with a checkpoint. */
   stopRequested?: () => boolean;
@@ -138,7 +139,7 @@ export async function evaluateWithSpeed(
   }
 }
 
-export async function train(run: TrainRun): Promise<TrainResult> {
+export async function train<V extends { readonly shape: readonly number[] }, G>(run: TrainRun<V, G>): Promise<TrainResult<V, G>> {
   const { config, model } = run;
   retainFreedMemory(); // reuse freed buffers instead of page-faulting fresh ones every step
   const log = run.log ?? ((line: string) => process.stderr.write(`${line}\n`));
@@ -149,15 +150,19 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const plannedSteps = config.epochs * stepsPerEpoch;
   const totalSteps = Math.min(plannedSteps, config.maxSteps ?? plannedSteps);
   const schedule = { baseLr: config.lr, totalSteps, warmupSteps: Math.round(config.warmupEpochs * stepsPerEpoch) };
-  const optimizer = new SGD(model.params, config);
-  const ema = config.emaDecay > 0 ? new WeightEma(model.stateDict(), config.emaDecay) : undefined;
+  const backend = model.backend;
+  const optimizer = new SGD(model.params, config, backend);
+  const ema = config.emaDecay > 0 ? await WeightEma.onBackend(backend, model.values(), config.emaDecay) : undefined;
   const history: TrainHistory = run.start?.history ?? { loss: [], testAccuracy: [] };
   let position: RunPosition = run.start?.position ?? { epoch: 0, stepInEpoch: 0, globalStep: 0 };
   if (run.start) {
-    for (const [k, v] of run.start.momentum) optimizer.momentumBuffers.set(k, v);
-    if (ema && run.start.ema) for (const [k, t] of run.start.ema) ema.shadow.set(k, t);
+    await optimizer.loadMomentum(run.start.momentum);
+    if (ema && run.start.ema) await ema.load(run.start.ema);
   }
-  const evalState = (): StateDict => ema?.shadow ?? model.stateDict();
+  /** The EMA's average in host memory with the state dict's shapes (its tensors have the parameters' shapes). */
+  const emaState = async (): Promise<StateDict | undefined> => (ema ? model.withStateShapes(await ema.hostState()) : undefined);
+  /** The weights evaluated and saved: the EMA's when enabled, in host memory. */
+  const evalState = async (): Promise<StateDict> => (await emaState()) ?? model.hostStateDict();
   const progress = run.showProgress === false ? undefined : new ProgressBar();
   const started = performance.now() - (run.start?.seconds ?? 0) * 1000;
   const elapsed = (): number => (performance.now() - started) / 1000;
@@ -165,7 +170,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   const saveCheckpoint = async (): Promise<void> => {
     if (!run.runDir) return;
     await writeCheckpoint(join(run.runDir, 'checkpoints', checkpointName(position.globalStep)), {
-      weights: model.stateDict(), momentum: optimizer.momentumBuffers, ema: ema?.shadow, position,
+      weights: await model.hostStateDict(), momentum: await optimizer.hostMomentum(), ema: await emaState(), position,
       config: { ...config, seconds: elapsed() }, history,
     });
     await pruneCheckpoints(run.runDir, config.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS);
@@ -185,19 +190,20 @@ export async function train(run: TrainRun): Promise<TrainResult> {
       const epochStart = performance.now();
       let epochImages = 0;
       for await (const { images, labels } of loader.epoch(position.epoch, position.stepInEpoch)) {
-        const tape = new Tape();
+        const tape = new Tape(backend);
         optimizer.zeroGrad();
         const logits = await model.forward(tape, images);
         const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, config.labelSmoothing);
         await tape.backward(loss);
-        const l2 = config.customL2 ? await addCustomL2(config.spec, model.params, model.buffers, config.weightDecay) : 0;
+        const l2 = config.customL2 ? await addCustomL2(config.spec, model.params, model.buffers, config.weightDecay, backend) : 0;
         await optimizer.step(learningRate(position.globalStep, schedule));
-        await ema?.update(model.stateDict());
+        await ema?.update(model.values());
+        const scores = (await backend.download(logits.value)).data; // (N, K); the CPU's own array, no copy
 
         const k = config.spec.numClasses;
         labels.forEach((label: number, i: number) => {
           let best = 0;
-          for (let c = 1; c < k; c++) if ((logits.value.data[i * k + c] as number) > (logits.value.data[i * k + best] as number)) best = c;
+          for (let c = 1; c < k; c++) if ((scores[i * k + c] as number) > (scores[i * k + best] as number)) best = c;
           if (best === label) windowCorrect++;
         });
         tape.recycle(); // the logits were read above; every activation buffer goes to the next step's ops
@@ -233,7 +239,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
       if (position.stepInEpoch >= stepsPerEpoch) position = { epoch: position.epoch + 1, stepInEpoch: 0, globalStep: position.globalStep };
       progress?.done();
       if (run.test) {
-        const accuracy = await evaluate(config.spec, evalState(), run.test, config.backend);
+        const accuracy = await evaluate(config.spec, await evalState(), run.test, config.backend);
         history.testAccuracy.push([position.globalStep, accuracy]);
         log(`step ${position.globalStep} (${position.epoch} epochs done): test accuracy ${(accuracy * 100).toFixed(2)}% (${elapsed().toFixed(0)} s)`);
       }
@@ -245,7 +251,7 @@ export async function train(run: TrainRun): Promise<TrainResult> {
   }
 
   const trainSeconds = elapsed();
-  const finalState = evalState();
+  const finalState = await evalState();
   const deployState = deployedStateDict(reparameterize(config.spec, finalState));
   let trainForm: Evaluation = { accuracy: Number.NaN, top5: Number.NaN, imagesPerSecond: Number.NaN };
   let deployForm: Evaluation = { ...trainForm };
