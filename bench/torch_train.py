@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch CPU side of bench/train.ts: trains a training-time RepVGG for a number of SGD steps on the batch that
+"""PyTorch side of bench/train.ts (CPU, or with --device cuda the GPU, eager fp32 or --amp): trains a training-time RepVGG for a number of SGD steps on the batch that
 train.ts wrote and prints one JSON line with the timings. The model is defined here (module names as in the
 official RepVGG repository: stage0, stage1..4, rbr_dense.conv/bn, rbr_1x1.conv/bn, rbr_identity, gap, linear), with
 PyTorch's default initialization, so weights and the per-step work match ours; the initial weights differ.
@@ -12,6 +12,7 @@ Not for: fixtures for tests (test/fixtures/make_fixtures.py).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -100,6 +101,8 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--lr', type=float, default=0.05)
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    ap.add_argument('--amp', action='store_true', help='CUDA only: autocast fp16 with a GradScaler (PyTorch AMP)')
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -111,17 +114,37 @@ def main():
     else:
         x = torch.randn(shape)
         y = torch.randint(0, args.classes, (args.batch,))
-    model = make_model(args.arch, args.in_channels, args.classes).train()
+    device = torch.device(args.device)
+    cuda = args.device == 'cuda'
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # ours trains in true fp32
+        torch.backends.cudnn.allow_tf32 = False
+    x, y = x.to(device), y.to(device)
+    model = make_model(args.arch, args.in_channels, args.classes).to(device).train()
     opt = torch.optim.SGD(param_groups(model, 5e-4), lr=args.lr, momentum=0.9, nesterov=True)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    scaler = torch.cuda.amp.GradScaler(enabled=True) if cuda and args.amp else None
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     losses, times = [], []
     for step in range(args.warmup + args.steps):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
+        with torch.autocast(device_type='cuda', dtype=torch.float16) if cuda and args.amp else contextlib.nullcontext():
+            loss = loss_fn(model(x), y)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        sync()
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
     timed = times[args.warmup:]
@@ -129,6 +152,8 @@ def main():
     print(json.dumps({
         'torch': torch.__version__,
         'threads': torch.get_num_threads(),
+        'device': args.device,
+        'amp': bool(cuda and args.amp),
         'arch': args.arch,
         'batch': args.batch,
         'steps': args.steps,

@@ -1,12 +1,15 @@
-// Training-step throughput of ours (the autograd tape over the oneDNN single ops) against PyTorch CPU on the same
-// model, batch and data: for each model, first checks that a few of our SGD steps on one random batch give a
-// finite, decreasing loss, then times our steps, then spawns bench/torch_train.py (Debian python3-torch,
-// torch.set_num_threads(--threads)) on the very same batch and prints one markdown table of both.
-// Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--models mini,A0] [--threads 2]
-//          [--python /usr/bin/python3] [--json out.json]
-// Models: 'mini' = miniSpec(1, 10) at 28x28 (the default of `repvgg train`), 'A0' = official RepVGG-A0 with
-// 10 classes at 32x32x3. The initial weights differ between the two frameworks (each uses its own default init);
-// the work per step is the same. Not for: accuracy (the trainer), inference speed (bench/cpu.ts).
+// Training-step throughput of ours (the autograd tape on the CPU backend's oneDNN ops, or with --backend cuda on
+// the GPU) against PyTorch on the same model, batch and data: for each model, first checks that a few of our SGD
+// steps on one random batch give a finite, decreasing loss, then times our steps, then spawns
+// bench/torch_train.py (--python: Debian python3-torch on the CPU with torch.set_num_threads(--threads); on a GPU
+// machine the pip torch, on the GPU, eager fp32 or --torch-amp for autocast fp16) on the very same batch and
+// prints one markdown table of both.
+// Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--models mini,A0,B0] [--size N]
+//          [--threads 2] [--backend cpu|cuda] [--torch-amp] [--python /usr/bin/python3] [--json out.json]
+// Models: 'mini' = miniSpec(1, 10) at 28x28 (the default of `repvgg train`), 'A0' and 'B0' = official variants with
+// 10 classes at 32x32x3 (--size overrides the side, e.g. 224 on a GPU). The initial weights differ between the
+// two frameworks (each uses its own default init); the work per step is the same.
+// Not for: accuracy (the trainer), inference speed (bench/cpu.ts, bench/cuda.ts).
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -15,11 +18,14 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
+import type { TrainBackend } from '../lib/autograd/backend.js';
+import { cudaBackend } from '../lib/autograd/cuda-backend.js';
 import * as F from '../lib/autograd/functions.js';
 import { Tape } from '../lib/autograd/tape.js';
 import { seededUniform } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
 import { retainFreedMemory } from '../lib/ops/index.js';
+import { cpuBackend } from '../lib/autograd/cpu-backend.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD } from '../lib/train/optimizer.js';
 import { miniSpec } from '../lib/train/presets.js';
@@ -42,7 +48,10 @@ interface BenchModel {
 const MODELS: Record<string, () => BenchModel> = {
   mini: () => ({ name: 'mini', spec: miniSpec(1, 10), size: 28 }),
   A0: () => ({ name: 'A0', spec: officialSpec('A0', { numClasses: 10, inChannels: 3 }), size: 32 }),
+  B0: () => ({ name: 'B0', spec: officialSpec('B0', { numClasses: 10, inChannels: 3 }), size: 32 }),
 };
+
+type Shaped = { readonly shape: readonly number[] };
 
 interface RunResult {
   imagesPerSecond: number;
@@ -63,22 +72,24 @@ function randomBatch(model: BenchModel, batch: number, seed: number): { images: 
   return { images: { shape: [batch, inChannels, model.size, model.size], data }, labels };
 }
 
-async function sgdStep(model: TrainableRepVGG, opt: SGD, images: HostTensor, labels: Int32Array): Promise<number> {
-  const tape = new Tape();
+async function sgdStep<V extends Shaped, G>(model: TrainableRepVGG<V, G>, opt: SGD<V, G>, images: HostTensor, labels: Int32Array): Promise<number> {
+  const tape = new Tape(model.backend);
   opt.zeroGrad();
   const logits = await model.forward(tape, images);
   const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, LABEL_SMOOTHING);
   await tape.backward(loss);
-  // As the trainer does: the activation buffers go back to the ops for the next step (Tape.recycle, where the
-  // tape has it).
-  (tape as { recycle?: () => void }).recycle?.();
+  // As the trainer does: the activation buffers go back to the backend for the next step.
+  tape.recycle();
   await opt.step(LR);
   return value;
 }
 
-async function runOurs(model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number): Promise<RunResult> {
-  const net = TrainableRepVGG.init(model.spec, 1);
-  const opt = new SGD(net.params, SGD_OPTIONS);
+async function runOurs<V extends Shaped, G>(
+  backend: TrainBackend<V, G>, model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number,
+): Promise<RunResult> {
+  const init = TrainableRepVGG.init(model.spec, 1);
+  const net = await TrainableRepVGG.onBackend(backend, model.spec, init.stateDict());
+  const opt = new SGD(net.params, SGD_OPTIONS, backend);
   const losses: number[] = [];
   // Correctness first: the warm-up steps must give finite losses that go down on this one batch.
   for (let s = 0; s < warmup; s++) losses.push(await sgdStep(net, opt, images, labels));
@@ -87,19 +98,22 @@ async function runOurs(model: BenchModel, images: HostTensor, labels: Int32Array
     throw new Error(`${model.name}: the loss did not decrease over ${warmup} steps on one batch: ${losses.map((l) => l.toFixed(4)).join(', ')}`);
   }
   const stepMs: number[] = [];
+  const started = performance.now();
   for (let s = 0; s < steps; s++) {
     const t0 = performance.now();
     losses.push(await sgdStep(net, opt, images, labels));
     stepMs.push(performance.now() - t0);
   }
+  // On the GPU the last update is still queued when its step returns: wait for it (a download follows every op).
+  await backend.download(net.params.values().next().value!.value);
+  const total = performance.now() - started;
   if (!losses.every(Number.isFinite)) throw new Error(`${model.name}: non-finite loss while timing`);
-  const total = stepMs.reduce((a, b) => a + b, 0);
   return { imagesPerSecond: (images.shape[0] as number) * steps * 1000 / total, medianStepMs: median(stepMs), stepMs, losses, load: loadavg()[0] as number };
 }
 
-
 async function runTorch(
   python: string, model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number, threads: number,
+  device: 'cpu' | 'cuda', amp: boolean,
 ): Promise<RunResult> {
   const dir = await mkdtemp(join(tmpdir(), 'repvgg-train-bench-'));
   try {
@@ -110,6 +124,7 @@ async function runTorch(
       TORCH_SCRIPT, '--arch', model.name, '--batch', String(images.shape[0]), '--size', String(model.size),
       '--in-channels', String(model.spec.inChannels), '--classes', String(model.spec.numClasses), '--data', dir,
       '--steps', String(steps), '--warmup', String(warmup), '--threads', String(threads), '--lr', String(LR),
+      '--device', device, ...(amp ? ['--amp'] : []),
     ]);
     const line = out.trim().split('\n').at(-1) ?? '';
     const r = JSON.parse(line) as { images_per_second: number; step_ms: number[]; losses: number[] };
@@ -127,6 +142,9 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '5' },
       models: { type: 'string', default: 'mini,A0' },
       threads: { type: 'string', default: '2' },
+      size: { type: 'string' },
+      backend: { type: 'string', default: 'cpu' },
+      'torch-amp': { type: 'boolean', default: false },
       python: { type: 'string', default: '/usr/bin/python3' },
       'no-torch': { type: 'boolean', default: false },
       json: { type: 'string' },
@@ -140,6 +158,10 @@ async function main(): Promise<void> {
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
   }
   if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
+  if (values.backend !== 'cpu' && values.backend !== 'cuda') throw new Error(`--backend must be cpu or cuda, not ${values.backend}`);
+  const device = values.backend;
+  const size = values.size === undefined ? undefined : Number(values.size);
+  if (size !== undefined && !(Number.isInteger(size) && size >= 16)) throw new Error('--size must be an integer >= 16');
   // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
   retainFreedMemory();
   const rows: string[] = [];
@@ -147,16 +169,18 @@ async function main(): Promise<void> {
   for (const name of values.models.split(',')) {
     const make = MODELS[name];
     if (!make) throw new Error(`unknown model ${name} (known: ${Object.keys(MODELS).join(', ')})`);
-    const model = make();
+    const model = { ...make(), ...(size !== undefined && { size }) };
     const { images, labels } = randomBatch(model, batch, 7);
     const loadBefore = loadavg()[0] as number;
     process.stderr.write(`${name}: ours (${warmup} check steps + ${steps} timed), load ${loadBefore.toFixed(2)}\n`);
-    const ours = await runOurs(model, images, labels, warmup, steps);
+    const ours = device === 'cuda'
+      ? await runOurs(cudaBackend(), model, images, labels, warmup, steps)
+      : await runOurs(cpuBackend, model, images, labels, warmup, steps);
     process.stderr.write(`${name}: ours ${ours.imagesPerSecond.toFixed(1)} img/s, losses ${ours.losses.slice(0, warmup).map((l) => l.toFixed(3)).join(' ')} ...\n`);
     let torch: RunResult | undefined;
     if (!values['no-torch']) {
-      process.stderr.write(`${name}: PyTorch (${threads} threads)\n`);
-      torch = await runTorch(values.python, model, images, labels, warmup, steps, threads);
+      process.stderr.write(`${name}: PyTorch (${device === 'cuda' ? `GPU${values['torch-amp'] ? ', AMP' : ', fp32'}` : `${threads} threads`})\n`);
+      torch = await runTorch(values.python, model, images, labels, warmup, steps, threads, device, values['torch-amp']);
     }
     const ratio = torch ? (ours.imagesPerSecond / torch.imagesPerSecond).toFixed(2) : '-';
     rows.push(
@@ -166,7 +190,7 @@ async function main(): Promise<void> {
     );
     json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, ours, torch });
   }
-  console.log(`Training throughput, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps`);
+  console.log(`Training throughput on ${device === 'cuda' ? 'the GPU (ours fp32)' : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}`);
   console.log('');
   console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch | load avg (start / after ours / after PyTorch) |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');

@@ -13,7 +13,7 @@ echo "prepare: CUDA addon (npm run build:cuda)"
 npm run build:cuda --silent
 echo "prepare: TypeScript"
 npx tsc -p tsconfig.json || echo "prepare: tsc reported errors (above); dist/ was still written"
-for f in dist/test/cuda.test.js dist/bench/cuda.js dist/lib/backend/cuda.js build-cuda/Release/repvgg_cuda.node build/Release/repvgg_cpu.node; do
+for f in dist/test/cuda.test.js dist/test/cuda-training.test.js dist/bench/cuda.js dist/bench/train.js dist/lib/backend/cuda.js build-cuda/Release/repvgg_cuda.node build/Release/repvgg_cpu.node; do
   [ -f "$f" ] || { echo "prepare: $f is missing" >&2; exit 1; }
 done
 

@@ -2,12 +2,13 @@
 # The GPU check, run on a lent GPU machine (shared/DEVICE.md) after bench/device/prepare.sh ran HERE and its
 # `carry` list travelled: sets up Node (from .device/), checks that the CUDA addon built here loads (else rebuilds
 # it with the machine's nvcc/CMake when the driver is older than its runtime or it lacks kernels for the GPU), finds
-# cuDNN in the pip wheel, runs the cuDNN declarations check, the whole test suite (CUDA file first), then our
-# benchmark and PyTorch's on the same weights. Full logs and JSON go to $OUT; a short summary
+# cuDNN in the pip wheel, runs the cuDNN declarations check, the CUDA tests (inference and training), our inference
+# and training benchmarks with PyTorch's beside them, then the rest of the test suite. Full logs and JSON go to $OUT; a short summary
 # and the results table are printed last. Every phase runs even when an earlier one failed.
 # Knobs (environment): QUICK=1 (A0,B0; batches 1,128; 0.3 s per timing), BENCH_MODELS, BENCH_BATCHES,
-# BENCH_PRECISIONS, BENCH_SECONDS, BENCH_TRAIN_BATCHES, SKIP_TESTS=1, SKIP_SUITE=1 (CUDA tests only),
-# SUITE_SECONDS (default 300), SKIP_BENCH=1, SKIP_TORCH=1.
+# BENCH_PRECISIONS, BENCH_SECONDS, BENCH_TRAIN_BATCHES (training-time form inference), TRAIN_MODELS, TRAIN_BATCH
+# (training steps), SKIP_TESTS=1, SKIP_SUITE=1 (CUDA tests only), SUITE_SECONDS (default 300), SKIP_BENCH=1,
+# SKIP_TORCH=1, RUN_SECONDS (the whole run's budget, default 540).
 # Not for: this (GPU-less) machine: bench/device/prepare.sh is the part that runs here.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -117,39 +118,53 @@ CUDNN_INCLUDE="${CUDNN_INCLUDE:-${wheel_cudnn:+$wheel_cudnn/include}}" bash benc
 rc=$?
 note "declarations check: $([ $rc = 0 ] && echo OK || ([ $rc = 2 ] && echo SKIPPED || echo FAILED)) ($(tail -1 "$OUT/check-decls.log"))"
 
-# ---- the whole test suite (what `npm test` runs; npm itself is not there): the CPU tests name their backend,
-# test/cuda.test.js runs the GPU ones. The CUDA file first on its own (its log is the one to read first), then the rest.
+# ---- phases below share one time budget (RUN_SECONDS, default 540: the device tool's per-call limit is 600),
+# the GPU-specific ones first; each gets at most its own cap and what is left.
+DEADLINE=$((START + ${RUN_SECONDS:-540}))
+budget() { local left=$((DEADLINE - $(date +%s) - 10)); [ "$left" -gt "$1" ] && left=$1; [ "$left" -lt 20 ] && left=20; echo "$left"; }
+ava() { timeout "$1" env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node node_modules/ava/entrypoints/cli.mjs "${@:2}"; }
+summarize() { grep -E '^\s+[0-9]+ tests? (passed|failed|skipped)|known failure|uncaught|timed out' "$1" | tr -s ' ' | tr '\n' ';'; }
+
+# ---- the CUDA test files (inference and training), the logs to read first
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  ava() { timeout "$1" env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    node node_modules/ava/entrypoints/cli.mjs "${@:2}"; }
-  summarize() { grep -E '^\s+[0-9]+ tests? (passed|failed|skipped)|known failure|uncaught|timed out' "$1" | tr -s ' ' | tr '\n' ';'; }
-  ava 240 dist/test/cuda.test.js --verbose --timeout=4m > "$OUT/cuda-tests.log" 2>&1
-  note "CUDA tests: exit $?; $(summarize "$OUT/cuda-tests.log")"
+  ava "$(budget 200)" dist/test/cuda.test.js dist/test/cuda-training.test.js --verbose --timeout=4m > "$OUT/cuda-tests.log" 2>&1
+  note "CUDA tests (inference + training): exit $?; $(summarize "$OUT/cuda-tests.log")"
   grep -E '✘|Error:|uncaught|timed out' "$OUT/cuda-tests.log" | head -20
-  if [ "${SKIP_SUITE:-0}" != 1 ]; then
-    mapfile -t rest < <(ls dist/test/*.test.js | grep -v '/cuda.test.js$')
-    ava "${SUITE_SECONDS:-300}" "${rest[@]}" --concurrency="$(nproc)" --timeout=5m > "$OUT/suite-tests.log" 2>&1
-    note "rest of the suite: exit $?; $(summarize "$OUT/suite-tests.log")"
-    grep -E '✘|uncaught|timed out' "$OUT/suite-tests.log" | head -30
-  fi
 fi
 
-# ---- benchmarks: ours, then PyTorch on the same exported weights, then the table
+# ---- inference benchmarks: ours, then PyTorch on the same exported weights, then the table
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   rm -rf "$WORK/bench"
-  timeout 330 env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node dist/bench/cuda.js --out "$WORK/bench" \
+  timeout "$(budget 200)" env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node dist/bench/cuda.js --out "$WORK/bench" \
     --models "$MODELS" --batches "$BATCHES" --precisions "$PRECISIONS" --seconds "$SECONDS_PER" --train-batches "$TRAIN_BATCHES" \
     > "$OUT/bench-ours.log" 2>&1
   note "our benchmark: exit $? ($(grep -c 'img/s' "$OUT/bench-ours.log") timings; $(grep -c 'FAILED\|DIFFERS' "$OUT/bench-ours.log") failures)"
   cp "$WORK/bench/ours.json" "$OUT/" 2>/dev/null
   if [ "${SKIP_TORCH:-0}" != 1 ]; then
-    timeout 240 python3 bench/device/torch_bench.py --dir "$WORK/bench" --models "$MODELS" --batches "$BATCHES" \
+    timeout "$(budget 150)" python3 bench/device/torch_bench.py --dir "$WORK/bench" --models "$MODELS" --batches "$BATCHES" \
       --precisions "$PRECISIONS" --seconds "$SECONDS_PER" --out "$WORK/bench/torch.json" > "$OUT/bench-table.md" 2> "$OUT/bench-torch.log"
     note "PyTorch benchmark: exit $?"
     cp "$WORK/bench/torch.json" "$OUT/" 2>/dev/null
   fi
   # The table from whatever was measured (also when PyTorch timed out).
   python3 bench/device/torch_bench.py --dir "$WORK/bench" --out "$WORK/bench/torch.json" --table-only > "$OUT/bench-table.md" 2>/dev/null
+
+  # ---- training steps on the GPU: ours fp32 vs PyTorch eager fp32, then vs PyTorch AMP
+  for amp in "" "--torch-amp"; do
+    timeout "$(budget 90)" env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node dist/bench/train.js --backend cuda \
+      --models "${TRAIN_MODELS:-A0,B0}" --size 224 --batch "${TRAIN_BATCH:-64}" --steps 10 --warmup 3 --python python3 $amp \
+      --json "$OUT/train-bench${amp:+-amp}.json" > "$OUT/train-bench${amp:+-amp}.md" 2> "$OUT/train-bench${amp:+-amp}.log"
+    note "training benchmark ${amp:-(PyTorch fp32)}: exit $?"
+  done
+fi
+
+# ---- the rest of the test suite (what `npm test` runs; npm itself is not there): the CPU tests, which name their
+# backend, and the CLI/server tests, where 'auto' now finds a GPU
+if [ "${SKIP_TESTS:-0}" != 1 ] && [ "${SKIP_SUITE:-0}" != 1 ]; then
+  mapfile -t rest < <(ls dist/test/*.test.js | grep -v '/cuda.test.js$\|/cuda-training.test.js$')
+  ava "$(budget "${SUITE_SECONDS:-300}")" "${rest[@]}" --concurrency="$(nproc)" --timeout=5m > "$OUT/suite-tests.log" 2>&1
+  note "rest of the suite: exit $?; $(summarize "$OUT/suite-tests.log")"
+  grep -E '✘|uncaught|timed out' "$OUT/suite-tests.log" | head -30
 fi
 
 echo
@@ -157,4 +172,5 @@ echo "==== summary ($(($(date +%s) - START)) s; logs and JSON in $OUT)"
 printf '%s\n' "${summary[@]}"
 echo
 [ -f "$OUT/bench-table.md" ] && cat "$OUT/bench-table.md"
+for f in "$OUT/train-bench.md" "$OUT/train-bench-amp.md"; do [ -f "$f" ] && { echo; cat "$f"; }; done
 exit 0

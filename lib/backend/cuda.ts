@@ -78,6 +78,84 @@ export interface CudaProgram extends NativeProgram {
   }): Promise<{ ms: number[]; cudaGraph: boolean }>;
 }
 
+/** float32 device memory of the training ops (native/addon/cuda_training.cc). */
+export interface CudaBuffer {
+  readonly length: number;
+  /** Host to device; resolves once the copy is done. */
+  upload(data: Float32Array): Promise<void>;
+  /** Device to host, after every op enqueued before it (an op's asynchronous failure rejects here). */
+  download(into: Float32Array): Promise<void>;
+  /** Frees the memory once the ops enqueued so far are done with it; later use is an ERR_DISPOSED error. */
+  dispose(): void;
+}
+
+/** Geometry fields of a bias-free convolution (as the CPU addon's). */
+interface CudaConvFields {
+  batch: number;
+  inChannels: number;
+  height: number;
+  width: number;
+  outChannels: number;
+  kernel: number;
+  stride: number;
+  pad: number;
+  groups: number;
+}
+interface CudaImageFields {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+}
+interface CudaLinearFields {
+  batch: number;
+  inFeatures: number;
+  outFeatures: number;
+}
+interface CudaPlaneFields {
+  batch: number;
+  channels: number;
+  spatial: number;
+}
+
+/**
+ * The CUDA addon's training ops, over CudaBuffers, NCHW, with the CPU addon's names and fields. Each resolves
+ * once its work is enqueued on the training stream (in call order), except the two that resolve with a number.
+ */
+export interface CudaTrainingOps {
+  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer }): Promise<void>;
+  conv2dBackward(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer }): Promise<void>;
+  batchNormTrain(o: CudaImageFields & { x: CudaBuffer; gamma: CudaBuffer; beta: CudaBuffer; y: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; eps: number }): Promise<void>;
+  batchNormBackward(o: CudaImageFields & {
+    x: CudaBuffer; dy: CudaBuffer; gamma: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; dx?: CudaBuffer; dgamma: CudaBuffer; dbeta: CudaBuffer; eps: number;
+  }): Promise<void>;
+  updateRunningStats(o: { runningMean: CudaBuffer; runningVar: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; channels: number; count: number; momentum: number }): Promise<void>;
+  relu(o: { x: CudaBuffer; y: CudaBuffer; count: number }): Promise<void>;
+  reluBackward(o: { y: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; count: number }): Promise<void>;
+  sigmoid(o: { x: CudaBuffer; y: CudaBuffer; count: number }): Promise<void>;
+  sigmoidBackward(o: { y: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; count: number }): Promise<void>;
+  add(o: { a: CudaBuffer; b: CudaBuffer; y: CudaBuffer; count: number; relu?: boolean }): Promise<void>;
+  scale(o: { x: CudaBuffer; y: CudaBuffer; count: number; factor: number }): Promise<void>;
+  globalAvgPool(o: CudaImageFields & { x: CudaBuffer; y: CudaBuffer }): Promise<void>;
+  globalAvgPoolBackward(o: CudaImageFields & { dy: CudaBuffer; dx: CudaBuffer }): Promise<void>;
+  linear(o: CudaLinearFields & { x: CudaBuffer; weight: CudaBuffer; bias: CudaBuffer; y: CudaBuffer }): Promise<void>;
+  linearBackward(o: CudaLinearFields & { x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; dbias: CudaBuffer }): Promise<void>;
+  channelScale(o: CudaPlaneFields & { x: CudaBuffer; scale: CudaBuffer; y: CudaBuffer }): Promise<void>;
+  channelScaleBackward(o: CudaPlaneFields & { x: CudaBuffer; scale: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; dscale: CudaBuffer }): Promise<void>;
+  /** Resolves with the mean loss (waits for the GPU). */
+  softmaxCrossEntropy(o: { logits: CudaBuffer; labels: Int32Array; dlogits: CudaBuffer; batch: number; classes: number; labelSmoothing: number }): Promise<number>;
+  sgdStep(o: {
+    tensors: { weight: CudaBuffer; grad: CudaBuffer; momentumBuffer?: CudaBuffer; weightDecay: number; first: boolean }[];
+    lr: number; momentum: number; nesterov: boolean;
+  }): Promise<void>;
+  emaUpdate(o: { shadows: CudaBuffer[]; currents: CudaBuffer[]; decay: number }): Promise<void>;
+  /** Resolves with 0.5 * weightDecay * the sum (waits for the GPU). */
+  customL2(o: {
+    blocks: { k3: CudaBuffer; k3Grad: CudaBuffer; k1: CudaBuffer; k1Grad: CudaBuffer; t3: CudaBuffer; t1: CudaBuffer; outChannels: number; perOut: number }[];
+    weightDecay: number;
+  }): Promise<number>;
+}
+
 /**
  * The CUDA addon's exports. Program takes the CPU Program's spec ({ precision, convAlgorithm, inChannels,
  * numBuffers, steps, head }) with precision 'fp32' | 'fp16', convAlgorithm 'auto' only, and two extra fields:
@@ -90,6 +168,9 @@ export interface CudaAddon {
   infoAsync(options?: { device?: number }): Promise<CudaInfo>;
   init(options: { cudnnSearchDirs: string[] }): void;
   Program: new (spec: object) => CudaProgram;
+  /** Device memory for training: `length` float32 values (uninitialized). */
+  Buffer: new (options: { length: number }) => CudaBuffer;
+  train: CudaTrainingOps;
 }
 
 export type CudaAddonLoad =

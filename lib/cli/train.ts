@@ -15,6 +15,8 @@ import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, ty
 import { canonicalArchName, officialSpec, totalStride, type RepVGGSpec } from '../models/repvgg.js';
 import { latestCheckpoint, readCheckpoint } from '../train/checkpoint.js';
 import { TrainableRepVGG, withNewHead } from '../train/model.js';
+import { cudaBackend, type DeviceTensor } from '../autograd/cuda-backend.js';
+import { cudaStatus } from '../backend/cuda.js';
 import { DEFAULT_KEEP_CHECKPOINTS, evaluateWithSpeed, train, type TrainConfig, type TrainHistory } from '../train/trainer.js';
 import { miniSpec } from '../train/presets.js';
 import { checkOutputDistinct, choiceFlag, intFlag, numberFlag, optionalFlag, type Flags } from './flags.js';
@@ -250,17 +252,23 @@ async function initialModel(
 }
 
 /**
- * --backend of `repvgg train`: where the test-set evaluations run. The training steps run on the CPU backend
- * (GPU training is not built yet), so 'cuda' is refused rather than accepted with the steps silently on the CPU.
+ * --backend of `repvgg train`: 'cuda' runs every training step on the GPU (and evaluates there); 'cpu' and the
+ * default 'auto' train on the CPU, 'auto' evaluating on CUDA where it runs. (Training under 'auto' moves to the
+ * GPU once the CUDA training path has passed its first run on a GPU machine; see README "CUDA".)
  */
 function trainBackendFlag(flags: Flags): BackendName {
-  if (flags.backend === 'cuda') {
-    throw new UsageError("Expected --backend cpu or auto for train but received 'cuda': training steps run on the CPU backend only (GPU training is not available yet); --backend auto trains on the CPU and evaluates on CUDA where it runs");
-  }
-  return choiceFlag<BackendName>(flags, 'backend', ['cpu', 'auto'], 'auto');
+  return choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
+}
+
+/** A copy of the (CPU) model on the GPU, for --backend cuda. */
+async function onGpu(model: TrainableRepVGG): Promise<TrainableRepVGG<DeviceTensor, DeviceTensor>> {
+  const gpu = cudaBackend(); // a BackendError naming what is missing when CUDA cannot run here
+  process.stderr.write(`train: training steps on the GPU (${cudaStatus().details['deviceName'] ?? 'CUDA'}, fp32)\n`);
+  return TrainableRepVGG.onBackend(gpu, model.spec, model.stateDict(), { freezeBackbone: model.backboneFrozen });
 }
 
 export async function runTrain(flags: Flags): Promise<void> {
+  if (trainBackendFlag(flags) === 'cuda') cudaBackend(); // fail before loading data when CUDA cannot run here
   const resumeDir = optionalFlag(flags, 'resume');
   let config: TrainConfig;
   let model: TrainableRepVGG;
@@ -280,7 +288,11 @@ export async function runTrain(flags: Flags): Promise<void> {
     if (source === undefined) {
       throw new UsageError(`Expected --dataset or --train-npy with --resume: the checkpoint ${path} does not record its data (an older run)`);
     }
-    config = { ...saved, data: source, ...(keepFlag !== undefined && { keepCheckpoints: keepFlag }) };
+    // --backend may move a run between machines (checkpoints are host tensors whichever backend wrote them).
+    config = {
+      ...saved, data: source, ...(keepFlag !== undefined && { keepCheckpoints: keepFlag }),
+      ...(flags.backend !== undefined && { backend: trainBackendFlag(flags) }),
+    };
     data = await loadData(source, config.spec.numClasses);
     model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights, { freezeBackbone: config.freezeBackbone === true });
     start = { position: checkpoint.position, momentum: checkpoint.momentum, ema: checkpoint.ema, history: checkpoint.history as TrainHistory, seconds: saved.seconds };
@@ -345,12 +357,13 @@ export async function runTrain(flags: Flags): Promise<void> {
   };
   process.on('SIGINT', onSigint);
   try {
-    const result = await train({ config, train: data.train, test: data.test, runDir, model, ...(start && { start }), stopRequested: () => stop });
+    const run = { config, train: data.train, test: data.test, runDir, ...(start && { start }), stopRequested: () => stop };
+    const result = config.backend === 'cuda' ? await train({ ...run, model: await onGpu(model) }) : await train({ ...run, model });
     if (result.interrupted) {
       process.exitCode = 130;
       return;
     }
-    if (runDir === undefined) await saveWeights(out, config.spec, 'train', result.model.stateDict(), '--out', { normalization: result.normalization, ...(result.classNames && { classNames: result.classNames }) });
+    if (runDir === undefined) await saveWeights(out, config.spec, 'train', await result.model.hostStateDict(), '--out', { normalization: result.normalization, ...(result.classNames && { classNames: result.classNames }) });
     const lines = [`trained ${config.spec.arch} for ${result.trainSeconds.toFixed(0)} s -> ${out}`];
     if (Number.isFinite(result.testAccuracy)) {
       lines.push(

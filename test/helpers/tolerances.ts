@@ -202,3 +202,21 @@ export const IMAGE_DECODE_MAX = 1;
  * read it 1.18.
  */
 export const A0_STEP_UPDATE = 5e-2;
+
+/**
+ * One CUDA training op (test/cuda-training.test.ts) against the same CPU op on the same float32 data: two float32
+ * implementations that sum in different orders (cuDNN's algorithms, our block reductions in double), each within
+ * OP_FP32 of the truth. Gradients of batch norm subtract nearly equal sums, so they get the same bound as the ops
+ * rather than a tighter one. The optimizer updates (SGD, EMA, running statistics, the custom L2 gradients) are
+ * not compared with this: they are bit-identical by construction (double arithmetic, one rounding per store, no
+ * fused multiply-add on either side) and tested with deepEqual.
+ */
+export const CUDA_TRAIN_OP = 2 * OP_FP32;
+
+/**
+ * A few SGD steps of a small network on CUDA against the same steps on the CPU, from the same weights and data,
+ * compared as TRAIN_STEPS compares against PyTorch (the change of each tensor). Both are float32 with different
+ * summation orders, each within TRAIN_STEPS of float64 PyTorch: their difference is bounded by twice that. An
+ * estimate until the first GPU run measures it (bench/device/run.sh logs the measured errors).
+ */
+export const CUDA_TRAIN_STEPS = 2 * TRAIN_STEPS;

@@ -1,0 +1,272 @@
+// The CUDA training backend: TrainBackend over DeviceTensors (GPU memory, NCHW, float32), every op one call of
+// the CUDA addon's training surface (native/addon/cuda_training.cc: cuDNN convolutions and our kernels) enqueued on
+// one stream in call order, so a training step runs on the GPU with no host round trip except the loss value and
+// whatever the caller downloads. Gradients are DeviceTensors too. Memory is freed by releaseValue/releaseGradient
+// (the tape's recycle and the optimizer's zeroGrad), with the GPU buffer's finalizer as safety net.
+// Not for: inference (lib/engine.ts with backend 'cuda').
+
+import { requireCudaAddon, type CudaAddon, type CudaBuffer } from '../backend/cuda.js';
+import { callNative } from '../backend/native.js';
+import { ShapeError, formatShape } from '../errors.js';
+import { checkCrossEntropyArguments } from '../ops/loss.js';
+import type { ConvOptions, CustomL2BlockOf, SgdTensorOf, TrainBackend } from './backend.js';
+
+/** A float32 tensor in GPU memory (NCHW for 4-D activations). */
+export class DeviceTensor {
+  readonly shape: readonly number[];
+  readonly buffer: CudaBuffer;
+  constructor(shape: readonly number[], buffer: CudaBuffer) {
+    this.shape = shape;
+    this.buffer = buffer;
+  }
+  get length(): number {
+    return this.buffer.length;
+  }
+}
+
+const count = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
+
+/** The four sizes of an (N, C, H, W) tensor. */
+function dims4(t: DeviceTensor, name: string): [number, number, number, number] {
+  if (t.shape.length !== 4) throw new ShapeError(`Expected a rank-4 tensor for ${name} but received shape ${formatShape(t.shape)}`);
+  return t.shape as [number, number, number, number];
+}
+
+/** The CUDA training backend of this process (the addon is loaded, and CUDA checked, on first use). */
+export function cudaBackend(): TrainBackend<DeviceTensor, DeviceTensor> {
+  const addon: CudaAddon = requireCudaAddon();
+  const ops = addon.train;
+  const alloc = (shape: readonly number[]): DeviceTensor => new DeviceTensor([...shape], new addon.Buffer({ length: Math.max(1, count(shape)) }));
+  // Copies enqueued by the synchronous methods (zeros, copyGradient, scalar) are not awaited; the first failure
+  // among them is thrown by the next awaited call instead of becoming an unhandled rejection.
+  let backgroundError: unknown;
+  const run = async <T>(work: () => Promise<T>): Promise<T> => {
+    if (backgroundError !== undefined) throw backgroundError;
+    return callNative(work);
+  };
+  const background = (work: () => Promise<void>): void => {
+    callNative(work).catch((err: unknown) => {
+      backgroundError ??= err;
+    });
+  };
+  const image = (t: DeviceTensor, name: string) => {
+    const [batch, channels, height, width] = dims4(t, name);
+    return { batch, channels, height, width };
+  };
+  const convFields = (x: DeviceTensor, w: DeviceTensor, o: ConvOptions) => {
+    const [batch, inChannels, height, width] = dims4(x, 'x');
+    const [outChannels, , kernel] = dims4(w, 'weight');
+    return { batch, inChannels, height, width, outChannels, kernel, stride: o.stride, pad: o.pad, groups: o.groups };
+  };
+  const convOutput = (x: DeviceTensor, w: DeviceTensor, o: ConvOptions): number[] => {
+    const [n, , h, wd] = dims4(x, 'x');
+    const [out, , k] = dims4(w, 'weight');
+    return [n, out, Math.floor((h + 2 * o.pad - k) / o.stride) + 1, Math.floor((wd + 2 * o.pad - k) / o.stride) + 1];
+  };
+
+  const backend: TrainBackend<DeviceTensor, DeviceTensor> = {
+    name: 'cuda',
+
+    async upload(t) {
+      if (t.data.length !== count(t.shape) || t.data.length === 0) {
+        throw new ShapeError(`Expected ${count(t.shape)} values (at least 1) for a tensor of shape ${formatShape(t.shape)} but received ${t.data.length}`);
+      }
+      const d = alloc(t.shape);
+      await run(() => d.buffer.upload(t.data));
+      return d;
+    },
+    async input(t) {
+      return { value: await backend.upload(t), owned: true };
+    },
+    async download(v) {
+      const data = new Float32Array(v.length);
+      await run(() => v.buffer.download(data));
+      return { shape: [...v.shape], data };
+    },
+    async uploadGradient(dy) {
+      return backend.upload(dy);
+    },
+    async downloadGradient(g) {
+      return (await backend.download(g)).data;
+    },
+    zeros(shape) {
+      const d = alloc(shape);
+      // Zeroed by an upload of zeros: enqueued before any op that is called later uses d.
+      background(() => d.buffer.upload(new Float32Array(d.length)));
+      return d;
+    },
+    zeroGradient(like) {
+      return backend.zeros(like.shape);
+    },
+    async seedGradient(like, seed) {
+      return backend.upload({ shape: like.shape, data: seed ?? new Float32Array(like.length).fill(1) });
+    },
+    copyGradient(g) {
+      const copy = alloc(g.shape);
+      background(() => ops.scale({ x: g.buffer, y: copy.buffer, count: g.length, factor: 1 }));
+      return copy;
+    },
+    async accumulate(acc, g) {
+      await run(() => ops.add({ a: acc.buffer, b: g.buffer, y: acc.buffer, count: acc.length }));
+    },
+    releaseValue(v) {
+      v.buffer.dispose();
+    },
+    releaseGradient(g) {
+      g.buffer.dispose();
+    },
+
+    async conv2d(x, weight, o) {
+      const y = alloc(convOutput(x, weight, o));
+      await run(() => ops.conv2d({ ...convFields(x, weight, o), x: x.buffer, weight: weight.buffer, y: y.buffer }));
+      return y;
+    },
+    async conv2dBackward(x, weight, _y, dy, o) {
+      const dx = o.needInputGrad ? alloc(x.shape) : undefined;
+      const dweight = alloc(weight.shape);
+      await run(() => ops.conv2dBackward({
+        ...convFields(x, weight, o), x: x.buffer, weight: weight.buffer, dy: dy.buffer, ...(dx && { dx: dx.buffer }), dweight: dweight.buffer,
+      }));
+      return { ...(dx && { dx }), dweight };
+    },
+    async batchNormTrain(x, gamma, beta, eps) {
+      const fields = image(x, 'x');
+      const y = alloc(x.shape);
+      const mean = alloc([fields.channels]);
+      const variance = alloc([fields.channels]);
+      await run(() => ops.batchNormTrain({
+        ...fields, x: x.buffer, gamma: gamma.buffer, beta: beta.buffer, y: y.buffer, mean: mean.buffer, var: variance.buffer, eps,
+      }));
+      return { y, mean, variance };
+    },
+    async batchNormBackward(x, _y, dy, gamma, mean, variance, eps) {
+      const fields = image(x, 'x');
+      const dx = alloc(x.shape);
+      const dgamma = alloc(gamma.shape);
+      const dbeta = alloc(gamma.shape);
+      await run(() => ops.batchNormBackward({
+        ...fields, x: x.buffer, dy: dy.buffer, gamma: gamma.buffer, mean: mean.buffer, var: variance.buffer,
+        dx: dx.buffer, dgamma: dgamma.buffer, dbeta: dbeta.buffer, eps,
+      }));
+      return { dx, dgamma, dbeta };
+    },
+    async updateRunningStats(runningMean, runningVar, mean, variance, n, momentum) {
+      await run(() => ops.updateRunningStats({
+        runningMean: runningMean.buffer, runningVar: runningVar.buffer, mean: mean.buffer, var: variance.buffer, channels: mean.length, count: n, momentum,
+      }));
+    },
+    matchLayout() {
+      return undefined; // every CUDA activation is NCHW
+    },
+    async add(a, b, relu) {
+      const y = alloc(a.shape);
+      await run(() => ops.add({ a: a.buffer, b: b.buffer, y: y.buffer, count: a.length, relu }));
+      return y;
+    },
+    async relu(x) {
+      const y = alloc(x.shape);
+      await run(() => ops.relu({ x: x.buffer, y: y.buffer, count: x.length }));
+      return y;
+    },
+    async reluBackward(y, dy) {
+      const dx = alloc(y.shape);
+      await run(() => ops.reluBackward({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
+      return dx;
+    },
+    async sigmoid(x) {
+      const y = alloc(x.shape);
+      await run(() => ops.sigmoid({ x: x.buffer, y: y.buffer, count: x.length }));
+      return y;
+    },
+    async sigmoidBackward(y, dy) {
+      const dx = alloc(y.shape);
+      await run(() => ops.sigmoidBackward({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
+      return dx;
+    },
+    async globalAvgPool(x) {
+      const fields = image(x, 'x');
+      const y = alloc([fields.batch, fields.channels]);
+      await run(() => ops.globalAvgPool({ ...fields, x: x.buffer, y: y.buffer }));
+      return y;
+    },
+    async globalAvgPoolBackward(x, _y, dy) {
+      const dx = alloc(x.shape);
+      await run(() => ops.globalAvgPoolBackward({ ...image(x, 'x'), dy: dy.buffer, dx: dx.buffer }));
+      return dx;
+    },
+    async linear(x, weight, bias) {
+      const [batch, inFeatures] = x.shape as [number, number];
+      const outFeatures = weight.shape[0] as number;
+      const y = alloc([batch, outFeatures]);
+      await run(() => ops.linear({ batch, inFeatures, outFeatures, x: x.buffer, weight: weight.buffer, bias: bias.buffer, y: y.buffer }));
+      return y;
+    },
+    async linearBackward(x, weight, _y, dy, needInputGrad) {
+      const [batch, inFeatures] = x.shape as [number, number];
+      const outFeatures = weight.shape[0] as number;
+      const dx = needInputGrad ? alloc(x.shape) : undefined;
+      const dweight = alloc(weight.shape);
+      const dbias = alloc([outFeatures]);
+      await run(() => ops.linearBackward({
+        batch, inFeatures, outFeatures, x: x.buffer, weight: weight.buffer, dy: dy.buffer, ...(dx && { dx: dx.buffer }),
+        dweight: dweight.buffer, dbias: dbias.buffer,
+      }));
+      return { ...(dx && { dx }), dweight, dbias };
+    },
+    async channelScale(x, scale) {
+      const { batch, channels, height, width } = image(x, 'x');
+      const y = alloc(x.shape);
+      await run(() => ops.channelScale({ batch, channels, spatial: height * width, x: x.buffer, scale: scale.buffer, y: y.buffer }));
+      return y;
+    },
+    async channelScaleBackward(x, scale, _y, dy) {
+      const { batch, channels, height, width } = image(x, 'x');
+      const dx = alloc(x.shape);
+      const dscale = alloc(scale.shape);
+      await run(() => ops.channelScaleBackward({
+        batch, channels, spatial: height * width, x: x.buffer, scale: scale.buffer, dy: dy.buffer, dx: dx.buffer, dscale: dscale.buffer,
+      }));
+      return { dx, dscale };
+    },
+    async softmaxCrossEntropy(logits, labels, labelSmoothing) {
+      const [batch, classes] = logits.shape as [number, number];
+      checkCrossEntropyArguments(batch, classes, labels, labelSmoothing); // the CPU op's errors, before any GPU work
+      const dlogits = alloc(logits.shape);
+      const loss = await run(() => ops.softmaxCrossEntropy({ logits: logits.buffer, labels, dlogits: dlogits.buffer, batch, classes, labelSmoothing }));
+      return { loss, dlogits };
+    },
+    async scaleLossGradient(dlogits, dloss) {
+      const factor = (await backend.download(dloss)).data[0] as number;
+      if (factor === 1) return dlogits;
+      const scaled = alloc(dlogits.shape);
+      await run(() => ops.scale({ x: dlogits.buffer, y: scaled.buffer, count: dlogits.length, factor }));
+      return scaled;
+    },
+    scalar(value) {
+      const d = alloc([1]);
+      background(() => d.buffer.upload(Float32Array.of(value)));
+      return d;
+    },
+
+    async sgdStep(tensors: SgdTensorOf<DeviceTensor, DeviceTensor>[], lr, momentum, nesterov) {
+      await run(() => ops.sgdStep({
+        tensors: tensors.map((t) => ({
+          weight: t.weight.buffer, grad: t.grad.buffer, ...(t.momentumBuffer && { momentumBuffer: t.momentumBuffer.buffer }), weightDecay: t.weightDecay, first: t.first,
+        })),
+        lr, momentum, nesterov,
+      }));
+    },
+    async emaUpdate(shadows, currents, decay) {
+      await run(() => ops.emaUpdate({ shadows: shadows.map((t) => t.buffer), currents: currents.map((t) => t.buffer), decay }));
+    },
+    async customL2(blocks: CustomL2BlockOf<DeviceTensor, DeviceTensor>[], weightDecay) {
+      return run(() => ops.customL2({
+        blocks: blocks.map((b) => ({
+          k3: b.k3.buffer, k3Grad: b.k3Grad.buffer, k1: b.k1.buffer, k1Grad: b.k1Grad.buffer, t3: b.t3.buffer, t1: b.t1.buffer, outChannels: b.outChannels, perOut: b.perOut,
+        })),
+        weightDecay,
+      }));
+    },
+  };
+  return backend;
+}
