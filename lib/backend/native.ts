@@ -50,6 +50,49 @@ export interface NativeProgram {
 type OpFn = (options: object) => Promise<void>;
 type OpSyncFn = (options: object) => void;
 
+type F32 = Float32Array;
+
+/**
+ * The options of each training op of the CPU addon (native/addon/addon.cc), by export name: the fields its parser
+ * reads. Every op is exported twice, `name` (Promise, on the compute thread) and `${name}Sync`.
+ */
+export interface CpuTrainingOptions {
+  conv2dBackward: {
+    x: F32; weight: F32; dy: F32; dx?: F32 | undefined; dweight: F32;
+    batch: number; inChannels: number; height: number; width: number; outChannels: number; kernel: number; stride: number; pad: number; groups: number;
+    xChannelsLast: boolean; dyChannelsLast: boolean;
+  };
+  batchNormTrain: {
+    x: F32; gamma: F32; beta: F32; y: F32; mean: F32; var: F32; eps: number;
+    batch: number; channels: number; height: number; width: number; channelsLast: boolean;
+  };
+  batchNormBackward: {
+    x: F32; dy: F32; gamma: F32; mean: F32; var: F32; dx: F32; dgamma: F32; dbeta: F32; eps: number;
+    batch: number; channels: number; height: number; width: number; channelsLast: boolean;
+  };
+  reluBackward: { y: F32; dy: F32; dx: F32 };
+  sigmoidBackward: { y: F32; dy: F32; dx: F32 };
+  channelScaleBackward: { x: F32; scale: F32; dy: F32; dx: F32; dscale: F32; batch: number; channels: number; spatial: number; channelsLast: boolean };
+  globalAvgPoolBackward: { dy: F32; dx: F32; batch: number; channels: number; height: number; width: number; channelsLast: boolean };
+  linearBackward: {
+    x: F32; weight: F32; dy: F32; dx?: F32 | undefined; dweight: F32; dbias: F32; batch: number; inFeatures: number; outFeatures: number;
+  };
+  /** loss: a Float64Array the op writes the mean loss into. */
+  softmaxCrossEntropy: { logits: F32; labels: Int32Array; labelSmoothing: number; dlogits: F32; loss: Float64Array; batch: number; classes: number };
+  sgdStep: {
+    tensors: { weight: F32; grad: F32; momentumBuffer?: F32; weightDecay: number; first: boolean }[];
+    lr: number; momentum: number; nesterov: boolean;
+  };
+  emaUpdate: { shadows: F32[]; currents: F32[]; decay: number };
+  /** loss: a Float64Array the op writes 0.5 * weightDecay * the sum into. */
+  customL2: {
+    blocks: { k3: F32; k3Grad: F32; k1: F32; k1Grad: F32; t3: F32; t1: F32; outChannels: number; perOut: number }[];
+    weightDecay: number; loss: Float64Array;
+  };
+  /** Keep up to maxFreeBytes of freed heap memory mapped (glibc malloc trim threshold). */
+  retainFreedMemory: { maxFreeBytes: number };
+}
+
 /** The CPU addon's exports (native/addon/addon.cc). */
 export interface CpuAddon {
   info(): { backend: string; library: string; libraryVersion: string; isa: string; nativeBf16: boolean };
