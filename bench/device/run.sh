@@ -162,6 +162,11 @@ fi
 # backend, and the CLI/server tests, where 'auto' now finds a GPU
 if [ "${SKIP_TESTS:-0}" != 1 ] && [ "${SKIP_SUITE:-0}" != 1 ]; then
   mapfile -t rest < <(ls dist/test/*.test.js | grep -v '/cuda.test.js$\|/cuda-training.test.js$')
+  if [ ! -d node_modules/onnxruntime-node ]; then
+    # Not carried (size limit, see prepare.sh): leave out the CPU interop tests that import it.
+    mapfile -t rest < <(printf '%s\n' "${rest[@]}" | grep -v '/onnx.test.js$\|/bench.test.js$\|/quant.test.js$\|/cli.test.js$')
+    note "suite: onnx, bench, quant and cli tests left out (onnxruntime-node is not carried; CI runs them)"
+  fi
   ava "$(budget "${SUITE_SECONDS:-300}")" "${rest[@]}" --concurrency="$(nproc)" --timeout=5m > "$OUT/suite-tests.log" 2>&1
   note "rest of the suite: exit $?; $(summarize "$OUT/suite-tests.log")"
   grep -E '✘|uncaught|timed out' "$OUT/suite-tests.log" | head -30
