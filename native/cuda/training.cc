@@ -60,6 +60,7 @@ void Context::finish(const char* op) const {
 void* Context::allocate(size_t bytes) {
   void* ptr = nullptr;
   bytes = std::max<size_t>(bytes, 4);
+  enter();  // Buffers are made on the JS thread, whose current device may not be set yet
   if (memory_pools_) {
     RV_CUDA(cudaMallocAsync(&ptr, bytes, stream_));
   } else {
