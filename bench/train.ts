@@ -5,7 +5,10 @@
 // machine the pip torch, on the GPU, eager fp32 or --torch-amp for autocast fp16) on the very same batch and
 // prints one markdown table of both.
 // Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--models mini,A0,B0] [--size N]
-//          [--threads 2] [--backend cpu|cuda] [--torch-amp] [--python /usr/bin/python3] [--json out.json]
+//          [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16] [--torch-amp] [--python /usr/bin/python3]
+//          [--json out.json]
+// --precision fp16 (CUDA): ours in mixed precision (fp16 convolutions, dynamic loss scale), to compare with
+// --torch-amp.
 // Models: 'mini' = miniSpec(1, 10) at 28x28 (the default of `repvgg train`), 'A0' and 'B0' = official variants with
 // 10 classes at 32x32x3 (--size overrides the side, e.g. 224 on a GPU). The initial weights differ between the
 // two frameworks (each uses its own default init); the work per step is the same.
@@ -26,6 +29,7 @@ import { seededUniform } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
 import { retainFreedMemory } from '../lib/ops/index.js';
 import { cpuBackend } from '../lib/autograd/cpu-backend.js';
+import { DynamicLossScale } from '../lib/train/loss-scale.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD } from '../lib/train/optimizer.js';
 import { miniSpec } from '../lib/train/presets.js';
@@ -72,15 +76,17 @@ function randomBatch(model: BenchModel, batch: number, seed: number): { images: 
   return { images: { shape: [batch, inChannels, model.size, model.size], data }, labels };
 }
 
-async function sgdStep<V extends Shaped, G>(model: TrainableRepVGG<V, G>, opt: SGD<V, G>, images: HostTensor, labels: Int32Array): Promise<number> {
+async function sgdStep<V extends Shaped, G>(
+  model: TrainableRepVGG<V, G>, opt: SGD<V, G>, images: HostTensor, labels: Int32Array, lossScale: DynamicLossScale | undefined,
+): Promise<number> {
   const tape = new Tape(model.backend);
   opt.zeroGrad();
   const logits = await model.forward(tape, images);
   const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, LABEL_SMOOTHING);
-  await tape.backward(loss);
+  await tape.backward(loss, lossScale?.seed());
   // As the trainer does: the activation buffers go back to the backend for the next step.
   tape.recycle();
-  await opt.step(LR);
+  if (lossScale === undefined || (await lossScale.unscale(model.backend, model.params))) await opt.step(LR);
   return value;
 }
 
@@ -90,9 +96,10 @@ async function runOurs<V extends Shaped, G>(
   const init = TrainableRepVGG.init(model.spec, 1);
   const net = await TrainableRepVGG.onBackend(backend, model.spec, init.stateDict());
   const opt = new SGD(net.params, SGD_OPTIONS, backend);
+  const lossScale = backend.precision === 'fp16' ? new DynamicLossScale() : undefined;
   const losses: number[] = [];
   // Correctness first: the warm-up steps must give finite losses that go down on this one batch.
-  for (let s = 0; s < warmup; s++) losses.push(await sgdStep(net, opt, images, labels));
+  for (let s = 0; s < warmup; s++) losses.push(await sgdStep(net, opt, images, labels, lossScale));
   if (!losses.every(Number.isFinite)) throw new Error(`${model.name}: non-finite loss in the check steps: ${losses.join(', ')}`);
   if (warmup >= 2 && !((losses.at(-1) as number) < (losses[0] as number))) {
     throw new Error(`${model.name}: the loss did not decrease over ${warmup} steps on one batch: ${losses.map((l) => l.toFixed(4)).join(', ')}`);
@@ -101,7 +108,7 @@ async function runOurs<V extends Shaped, G>(
   const started = performance.now();
   for (let s = 0; s < steps; s++) {
     const t0 = performance.now();
-    losses.push(await sgdStep(net, opt, images, labels));
+    losses.push(await sgdStep(net, opt, images, labels, lossScale));
     stepMs.push(performance.now() - t0);
   }
   // On the GPU the last update is still queued when its step returns: wait for it (a download follows every op).
@@ -145,6 +152,7 @@ async function main(): Promise<void> {
       size: { type: 'string' },
       backend: { type: 'string', default: 'cpu' },
       'torch-amp': { type: 'boolean', default: false },
+      precision: { type: 'string', default: 'fp32' },
       python: { type: 'string', default: '/usr/bin/python3' },
       'no-torch': { type: 'boolean', default: false },
       json: { type: 'string' },
@@ -160,6 +168,9 @@ async function main(): Promise<void> {
   if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
   if (values.backend !== 'cpu' && values.backend !== 'cuda') throw new Error(`--backend must be cpu or cuda, not ${values.backend}`);
   const device = values.backend;
+  if (values.precision !== 'fp32' && values.precision !== 'fp16') throw new Error(`--precision must be fp32 or fp16, not ${values.precision}`);
+  if (values.precision === 'fp16' && device !== 'cuda') throw new Error('--precision fp16 needs --backend cuda');
+  const precision = values.precision;
   const size = values.size === undefined ? undefined : Number(values.size);
   if (size !== undefined && !(Number.isInteger(size) && size >= 16)) throw new Error('--size must be an integer >= 16');
   // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
@@ -174,7 +185,7 @@ async function main(): Promise<void> {
     const loadBefore = loadavg()[0] as number;
     process.stderr.write(`${name}: ours (${warmup} check steps + ${steps} timed), load ${loadBefore.toFixed(2)}\n`);
     const ours = device === 'cuda'
-      ? await runOurs(cudaBackend(), model, images, labels, warmup, steps)
+      ? await runOurs(cudaBackend({ precision }), model, images, labels, warmup, steps)
       : await runOurs(cpuBackend, model, images, labels, warmup, steps);
     process.stderr.write(`${name}: ours ${ours.imagesPerSecond.toFixed(1)} img/s, losses ${ours.losses.slice(0, warmup).map((l) => l.toFixed(3)).join(' ')} ...\n`);
     let torch: RunResult | undefined;
@@ -190,7 +201,7 @@ async function main(): Promise<void> {
     );
     json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, ours, torch });
   }
-  console.log(`Training throughput on ${device === 'cuda' ? 'the GPU (ours fp32)' : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}`);
+  console.log(`Training throughput on ${device === 'cuda' ? `the GPU (ours ${precision === 'fp16' ? 'mixed precision' : 'fp32'})` : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}`);
   console.log('');
   console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch | load avg (start / after ours / after PyTorch) |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');

@@ -1,10 +1,11 @@
 // Training on CUDA (lib/autograd/cuda-backend.ts over native/addon/cuda_training.cc). On a GPU: every op of the
 // TrainBackend interface, forward and backward, against the CPU backend on the same random data (grouped and
-// strided convolutions, batch norm, the element-wise ops, pooling, linear, SE's channel scale, the loss); the
-// optimizer updates bit-identical to the CPU's; the PyTorch training fixtures reproduced on the GPU as on the CPU;
-// several steps of an SE network with Nesterov, the custom L2 and EMA against the CPU; `repvgg train --backend
-// cuda` end to end with checkpoints that resume on the CPU. Everywhere: without CUDA the backend and the CLI fail
-// with the reason before doing anything.
+// strided convolutions, batch norm, the element-wise ops, pooling, linear, SE's channel scale, the loss), and the
+// fp16 (mixed precision) convolutions within their bound; the optimizer updates bit-identical to the CPU's; the
+// PyTorch training fixtures reproduced on the GPU as on the CPU; several steps of an SE network (Nesterov, the
+// custom L2, EMA) against the CPU, in fp32 and in mixed precision with a loss scale; `repvgg train --backend cuda`
+// end to end, fp32 and fp16, with weights that evaluate the same on the CPU. Everywhere: without CUDA the backend
+// and the CLI fail with the reason before doing anything; --precision fp16 needs --backend cuda.
 // Not for: inference on CUDA (cuda.test.ts) or CPU training (train.test.ts).
 
 import { existsSync } from 'node:fs';
@@ -17,6 +18,8 @@ import type { ExecutionContext } from 'ava';
 
 import type { TrainBackend } from '../lib/autograd/backend.js';
 import { cpuBackend } from '../lib/autograd/cpu-backend.js';
+import * as F from '../lib/autograd/functions.js';
+import { Tape } from '../lib/autograd/tape.js';
 import { cudaBackend, type DeviceTensor } from '../lib/autograd/cuda-backend.js';
 import { cudaStatus } from '../lib/backend/cuda.js';
 import { ArgumentValueError, BackendError } from '../lib/errors.js';
@@ -25,12 +28,13 @@ import { customSpec } from '../lib/models/repvgg.js';
 import type { HostTensor } from '../lib/tensor.js';
 import { readCheckpoint, latestCheckpoint } from '../lib/train/checkpoint.js';
 import { WeightEma } from '../lib/train/ema.js';
+import { DynamicLossScale } from '../lib/train/loss-scale.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD, addCustomL2 } from '../lib/train/optimizer.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
 import { fixtureStateDict } from './helpers/fixture-weights.js';
 import { makeRng, maxRelativeError, randomArray, randomTrainState } from './helpers/reference.js';
-import { CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
+import { CUDA_MIXED_STEPS, CUDA_TRAIN_FP16_OP, CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
 import { TRAIN_FIXTURES, checkFixtureSteps, readTrainFixture, trainStep } from './helpers/train-fixture.js';
 
 const status = cudaStatus();
@@ -86,6 +90,12 @@ async function sameGradient(
   }
 });
 
+test('repvgg train --precision fp16 needs --backend cuda (exit 2 naming both)', async (t) => {
+  const r = await cli(['train', '--dataset', 'fashion-mnist', '--precision', 'fp16', '--backend', 'cpu', '--out', join(tmpdir(), 'never-written')]);
+  t.is(r.code, 2, describeResult(r));
+  t.regex(r.stderr, /--backend cuda with --precision fp16/);
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // On a GPU: op by op against the CPU backend
 
@@ -107,6 +117,27 @@ gpuTest(needsGpu('conv2d forward and backward (3x3 and 1x1, stride 1 and 2, grou
     const noDx = await cuda.conv2dBackward(xg, wg, yg, await cuda.uploadGradient(dy, yg), { ...o, needInputGrad: false });
     t.is(noDx.dx, undefined);
     await sameGradient(t, `${label} dweight without dx`, cuda, gc.dweight, noDx.dweight, wc, wg);
+  }
+});
+
+gpuTest(needsGpu('mixed precision: fp16 convolutions (tensor cores) forward and backward stay within CUDA_TRAIN_FP16_OP of the CPU'), async (t) => {
+  const cuda = cudaBackend({ precision: 'fp16' });
+  t.is(cuda.precision, 'fp16');
+  for (const [k, stride, groups, pad] of [[3, 1, 1, 1], [3, 2, 2, 1], [1, 1, 1, 0]] as const) {
+    const label = `fp16 k${k} s${stride} g${groups}`;
+    const [xc, xg] = await both(cuda, tensor([4, 16, 10, 10], 200 + k + stride + groups));
+    const [wc, wg] = await both(cuda, tensor([32, 16 / groups, k, k], 210 + groups, 0.3));
+    const o = { stride, pad, groups };
+    const yc = await cpuBackend.conv2d(xc, wc, o);
+    const yg = await cuda.conv2d(xg, wg, o);
+    checkClose(t, `${label} y`, (await cuda.download(yg)).data, (await cpuBackend.download(yc)).data, CUDA_TRAIN_FP16_OP);
+    const dy = tensor([...yc.shape], 220 + k);
+    const gc = await cpuBackend.conv2dBackward(xc, wc, yc, await cpuBackend.uploadGradient(dy, yc), { ...o, needInputGrad: true });
+    const gg = await cuda.conv2dBackward(xg, wg, yg, await cuda.uploadGradient(dy, yg), { ...o, needInputGrad: true });
+    checkClose(t, `${label} dx`, await cuda.downloadGradient(gg.dx!, xg), await cpuBackend.downloadGradient(gc.dx!, xc), CUDA_TRAIN_FP16_OP);
+    checkClose(t, `${label} dweight`, await cuda.downloadGradient(gg.dweight, wg), await cpuBackend.downloadGradient(gc.dweight, wc), CUDA_TRAIN_FP16_OP);
+    // Not vacuous: half rounding is visible.
+    t.true(maxRelativeError((await cuda.download(yg)).data, (await cpuBackend.download(yc)).data) > 1e-6, `${label}: the convolution did run in half`);
   }
 });
 
@@ -275,6 +306,41 @@ gpuTest(needsGpu('five steps of an SE network (Nesterov, custom L2, EMA, label s
   t.log(`worst tensor change vs the CPU: ${worst.toExponential(2)}`);
 });
 
+gpuTest(needsGpu('five mixed-precision steps (fp16 convolutions, loss scale 2^10) of an SE network match the CPU in fp32 within CUDA_MIXED_STEPS'), async (t) => {
+  const cuda = cudaBackend({ precision: 'fp16' });
+  const spec = customSpec({ numClasses: 4, stemChannels: 8, stemStride: 1, stageChannels: [8, 16, 16, 24], stageDepths: [2, 1, 2, 1], stageStrides: [1, 2, 1, 2], groups: 2, seReduction: 4 });
+  const state = randomTrainState(spec, makeRng(300));
+  const cpuModel = TrainableRepVGG.fromStateDict(spec, state);
+  const gpuModel = await TrainableRepVGG.onBackend(cuda, spec, state);
+  const options = { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: false };
+  const cpuSgd = new SGD(cpuModel.params, options);
+  const gpuSgd = new SGD(gpuModel.params, options, cuda);
+  const lossScale = new DynamicLossScale({ initialScale: 2 ** 10 });
+  for (let step = 0; step < 5; step++) {
+    const images = tensor([6, 3, 16, 16], 310 + step, 1);
+    const labels = Int32Array.from({ length: 6 }, (_, i) => (i + step) % 4);
+    await trainStep(cpuModel, cpuSgd, images, labels, { lr: 0.05, labelSmoothing: 0.1, customL2: false, weightDecay: 1e-4 });
+    const tape = new Tape(cuda);
+    gpuSgd.zeroGrad();
+    const logits = await gpuModel.forward(tape, images);
+    const { loss } = await F.softmaxCrossEntropy(tape, logits, labels, 0.1);
+    await tape.backward(loss, lossScale.seed());
+    t.true(await lossScale.unscale(cuda, gpuModel.params), `step ${step}: no overflow at scale ${lossScale.scale}`);
+    await gpuSgd.step(0.05);
+    tape.recycle();
+  }
+  const cpuState = cpuModel.stateDict();
+  const gpuState = await gpuModel.hostStateDict();
+  let worst = 0;
+  for (const [key, ours] of gpuState) {
+    const start = state.get(key)!.data;
+    const error = maxRelativeError(Float64Array.from(ours.data, (v, i) => v - (start[i] as number)), Float64Array.from(cpuState.get(key)!.data, (v, i) => v - (start[i] as number)));
+    worst = Math.max(worst, error);
+    t.true(error <= CUDA_MIXED_STEPS, `${key}: change differs from the CPU's by ${error.toExponential(2)}`);
+  }
+  t.log(`mixed precision, worst tensor change vs the CPU in fp32: ${worst.toExponential(2)}`);
+});
+
 gpuTest(needsGpu('repvgg train --backend cuda learns; its weights evaluate the same on the CPU and its checkpoint holds every momentum buffer'), async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'repvgg-cuda-train-'));
   try {
@@ -296,6 +362,11 @@ gpuTest(needsGpu('repvgg train --backend cuda learns; its weights evaluate the s
     t.is(evaluated.code, 0, describeResult(evaluated));
     const accuracy = Number(/accuracy ([\d.]+)%/.exec(evaluated.stdout)?.[1]) / 100;
     t.true(Math.abs(accuracy - summary.test_accuracy!) <= 1 / 48, `CPU evaluation ${accuracy} vs the run's ${summary.test_accuracy}`);
+    const mixed = await cli(['train', '--train-npy', `${x},${y}`, '--test-npy', `${x},${y}`, '--arch', 'mini', '--batch-size', '8', '--epochs', '3',
+      '--lr', '0.05', '--backend', 'cuda', '--precision', 'fp16', '--out', join(dir, 'mixed.safetensors')]);
+    t.is(mixed.code, 0, describeResult(mixed));
+    t.regex(mixed.stderr, /mixed precision/);
+    t.regex(mixed.stdout, /\| training-time \| (9\d|100)\.\d\d%/, 'mixed precision learns the separable set too');
     const checkpoint = await readCheckpoint((await latestCheckpoint(run))!);
     const weights = checkpoint.weights;
     t.true(checkpoint.momentum.size > 0);

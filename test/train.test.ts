@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { Var } from '../lib/autograd/tape.js';
+import { cpuBackend } from '../lib/autograd/cpu-backend.js';
+import * as F from '../lib/autograd/functions.js';
+import { Tape, Var } from '../lib/autograd/tape.js';
 import { DataLoader, loadNpyDataset, type Dataset } from '../lib/data/index.js';
 import { ShapeError } from '../lib/errors.js';
 import { writeNpy } from '../lib/io/npy.js';
@@ -21,6 +23,7 @@ import { blocksOf, customSpec, validateSpec, type RepVGGSpec } from '../lib/mode
 import type { StateDict } from '../lib/tensor.js';
 import { latestCheckpoint, readCheckpoint } from '../lib/train/checkpoint.js';
 import { WeightEma } from '../lib/train/ema.js';
+import { DynamicLossScale } from '../lib/train/loss-scale.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD, addCustomL2, appliesWeightDecay, type SgdOptions } from '../lib/train/optimizer.js';
 import { learningRate } from '../lib/train/schedule.js';
@@ -307,6 +310,40 @@ test('WeightEma: shadow starts as a copy and follows ema = d * ema + (1 - d) * w
   t.deepEqual(Array.from(ema.shadow.get('a.running_var')!.data), [0.75 * 4 + 0.25 * 8]);
   await ema.update(state);
   t.deepEqual(Array.from(ema.shadow.get('a.weight')!.data), [0.75 * 1.5 + 0.25 * 3, 0.75 * 1 - 0.25 * 2]);
+});
+
+test('dynamic loss scaling: power-of-two scales give the unscaled updates bit for bit; an overflow skips the step and halves the scale', async (t) => {
+  const fx = await readTrainFixture('sgd');
+  const r = fx.recipe;
+  const input = fixtureTensor(r.inputKey, fx.input.shape, 'input');
+  const sgdOptions = { momentum: r.momentum, nesterov: r.nesterov, weightDecay: r.weightDecay, customL2: false };
+  const plain = TrainableRepVGG.fromStateDict(fx.spec, fixtureStateDict(fx.spec));
+  const scaled = TrainableRepVGG.fromStateDict(fx.spec, fixtureStateDict(fx.spec));
+  const plainSgd = new SGD(plain.params, sgdOptions);
+  const scaledSgd = new SGD(scaled.params, sgdOptions);
+  const lossScale = new DynamicLossScale({ initialScale: 2 ** 10, growthInterval: 2 });
+  for (let step = 0; step < 3; step++) {
+    await trainStep(plain, plainSgd, input, fx.labels, { ...r, customL2: false });
+    const tape = new Tape();
+    scaledSgd.zeroGrad();
+    const logits = await scaled.forward(tape, input);
+    const { loss } = await F.softmaxCrossEntropy(tape, logits, fx.labels, r.labelSmoothing);
+    await tape.backward(loss, lossScale.seed());
+    t.true(await lossScale.unscale(cpuBackend, scaled.params), `step ${step}: finite gradients`);
+    await scaledSgd.step(r.lr);
+  }
+  for (const [key, p] of plain.params) t.deepEqual(scaled.params.get(key)!.value.data, p.value.data, `${key}: the same update`);
+  t.is(lossScale.scale, 2 ** 11, 'doubled after two good steps (growthInterval 2), then one more good step');
+  t.is(lossScale.goodSteps, 1);
+
+  // An overflow: the step is refused, the scale halves, the gradients are left for the caller to drop.
+  const [key, p] = [...scaled.params][0]!;
+  p.grad = Float32Array.from(p.value.data, (v, i) => (i === 0 ? Number.POSITIVE_INFINITY : v));
+  t.false(await lossScale.unscale(cpuBackend, scaled.params), `${key}: an infinite gradient is an overflow`);
+  t.is(lossScale.scale, 2 ** 10);
+  t.is(lossScale.goodSteps, 0);
+  t.is(lossScale.skippedSteps, 1);
+  t.is(p.grad[0], Number.POSITIVE_INFINITY, 'not unscaled');
 });
 
 // ---------------------------------------------------------------------------------------------------------------

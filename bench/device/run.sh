@@ -149,12 +149,13 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   # The table from whatever was measured (also when PyTorch timed out).
   python3 bench/device/torch_bench.py --dir "$WORK/bench" --out "$WORK/bench/torch.json" --table-only > "$OUT/bench-table.md" 2>/dev/null
 
-  # ---- training steps on the GPU: ours fp32 vs PyTorch eager fp32, then vs PyTorch AMP
-  for amp in "" "--torch-amp"; do
+  # ---- training steps on the GPU: ours fp32 vs PyTorch eager fp32, then ours mixed precision vs PyTorch AMP
+  for mode in fp32 fp16; do
+    amp=$([ "$mode" = fp16 ] && echo --torch-amp)
     timeout "$(budget 90)" env LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" node dist/bench/train.js --backend cuda \
-      --models "${TRAIN_MODELS:-A0,B0}" --size 224 --batch "${TRAIN_BATCH:-64}" --steps 10 --warmup 3 --python python3 $amp \
-      --json "$OUT/train-bench${amp:+-amp}.json" > "$OUT/train-bench${amp:+-amp}.md" 2> "$OUT/train-bench${amp:+-amp}.log"
-    note "training benchmark ${amp:-(PyTorch fp32)}: exit $?"
+      --precision "$mode" --models "${TRAIN_MODELS:-A0,B0}" --size 224 --batch "${TRAIN_BATCH:-64}" --steps 10 --warmup 3 \
+      --python python3 $amp --json "$OUT/train-bench-$mode.json" > "$OUT/train-bench-$mode.md" 2> "$OUT/train-bench-$mode.log"
+    note "training benchmark, ours $mode vs PyTorch ${amp:+AMP}${amp:-fp32}: exit $?"
   done
 fi
 
@@ -177,5 +178,5 @@ echo "==== summary ($(($(date +%s) - START)) s; logs and JSON in $OUT)"
 printf '%s\n' "${summary[@]}"
 echo
 [ -f "$OUT/bench-table.md" ] && cat "$OUT/bench-table.md"
-for f in "$OUT/train-bench.md" "$OUT/train-bench-amp.md"; do [ -f "$f" ] && { echo; cat "$f"; }; done
+for f in "$OUT/train-bench-fp32.md" "$OUT/train-bench-fp16.md"; do [ -f "$f" ] && { echo; cat "$f"; }; done
 exit 0

@@ -40,6 +40,11 @@ export interface CustomL2BlockOf<V, G> {
 
 export interface TrainBackend<V extends { readonly shape: readonly number[] }, G> {
   readonly name: 'cpu' | 'cuda';
+  /**
+   * 'fp32', or 'fp16' (CUDA): convolutions, forward and backward, run on half copies on tensor cores with float
+   * accumulation, everything else in float32; train with a loss scale (lib/train/loss-scale.ts).
+   */
+  readonly precision: 'fp32' | 'fp16';
 
   // ---- memory
   /** A backend tensor holding a copy of t (the CPU backend copies too: parameters own their memory). */
@@ -65,6 +70,10 @@ export interface TrainBackend<V extends { readonly shape: readonly number[] }, G
   copyGradient(g: G): G;
   /** acc += g (same shape). */
   accumulate(acc: G, g: G): Promise<void>;
+  /** Whether every value of every gradient is finite (dynamic loss scaling checks for overflow). */
+  allFinite(gs: G[]): Promise<boolean>;
+  /** g *= factor, in place. */
+  scaleGradient(g: G, factor: number): Promise<void>;
   /** Hands memory that nothing reads any more back for reuse (CPU) or frees it (CUDA). */
   releaseValue(v: V): void;
   releaseGradient(g: G): void;

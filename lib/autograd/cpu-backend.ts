@@ -24,6 +24,7 @@ function gradOf(like: HostTensor, dy: Float32Array): HostTensor {
 
 export const cpuBackend: TrainBackend<HostTensor, Float32Array> = {
   name: 'cpu',
+  precision: 'fp32',
 
   async upload(t) {
     return { shape: [...t.shape], data: t.data.slice() };
@@ -60,6 +61,12 @@ export const cpuBackend: TrainBackend<HostTensor, Float32Array> = {
       return;
     }
     for (let i = 0; i < acc.length; i++) acc[i] = (acc[i] as number) + (g[i] as number);
+  },
+  async allFinite(gs) {
+    return gs.every((g) => g.every(Number.isFinite));
+  },
+  async scaleGradient(g, factor) {
+    for (let i = 0; i < g.length; i++) g[i] = (g[i] as number) * factor;
   },
   releaseValue(v) {
     recycleArray(v.data);

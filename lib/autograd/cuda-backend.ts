@@ -7,7 +7,7 @@
 
 import { requireCudaAddon, type CudaAddon, type CudaBuffer } from '../backend/cuda.js';
 import { callNative } from '../backend/native.js';
-import { ShapeError, formatShape } from '../errors.js';
+import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import { checkCrossEntropyArguments } from '../ops/loss.js';
 import type { ConvOptions, CustomL2BlockOf, SgdTensorOf, TrainBackend } from './backend.js';
 
@@ -32,8 +32,17 @@ function dims4(t: DeviceTensor, name: string): [number, number, number, number] 
   return t.shape as [number, number, number, number];
 }
 
-/** The CUDA training backend of this process (the addon is loaded, and CUDA checked, on first use). */
-export function cudaBackend(): TrainBackend<DeviceTensor, DeviceTensor> {
+export interface CudaBackendOptions {
+  /** 'fp32' (default) or 'fp16': mixed precision, convolutions on tensor cores (TrainBackend.precision). */
+  precision?: 'fp32' | 'fp16';
+}
+
+/** A CUDA training backend (the addon is loaded, and CUDA checked, on each call). */
+export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<DeviceTensor, DeviceTensor> {
+  const precision = options.precision ?? 'fp32';
+  if (precision !== 'fp32' && precision !== 'fp16') {
+    throw new ArgumentValueError(`Expected 'fp32' or 'fp16' for precision but received ${describeValue(precision)}`);
+  }
   const addon: CudaAddon = requireCudaAddon();
   const ops = addon.train;
   const alloc = (shape: readonly number[]): DeviceTensor => new DeviceTensor([...shape], new addon.Buffer({ length: Math.max(1, count(shape)) }));
@@ -56,7 +65,7 @@ export function cudaBackend(): TrainBackend<DeviceTensor, DeviceTensor> {
   const convFields = (x: DeviceTensor, w: DeviceTensor, o: ConvOptions) => {
     const [batch, inChannels, height, width] = dims4(x, 'x');
     const [outChannels, , kernel] = dims4(w, 'weight');
-    return { batch, inChannels, height, width, outChannels, kernel, stride: o.stride, pad: o.pad, groups: o.groups };
+    return { batch, inChannels, height, width, outChannels, kernel, stride: o.stride, pad: o.pad, groups: o.groups, precision };
   };
   const convOutput = (x: DeviceTensor, w: DeviceTensor, o: ConvOptions): number[] => {
     const [n, , h, wd] = dims4(x, 'x');
@@ -66,6 +75,7 @@ export function cudaBackend(): TrainBackend<DeviceTensor, DeviceTensor> {
 
   const backend: TrainBackend<DeviceTensor, DeviceTensor> = {
     name: 'cuda',
+    precision,
 
     async upload(t) {
       if (t.data.length !== count(t.shape) || t.data.length === 0) {
@@ -108,6 +118,12 @@ export function cudaBackend(): TrainBackend<DeviceTensor, DeviceTensor> {
     },
     async accumulate(acc, g) {
       await run(() => ops.add({ a: acc.buffer, b: g.buffer, y: acc.buffer, count: acc.length }));
+    },
+    async allFinite(gs) {
+      return run(() => ops.allFinite({ tensors: gs.map((g) => g.buffer) }));
+    },
+    async scaleGradient(g, factor) {
+      await run(() => ops.scale({ x: g.buffer, y: g.buffer, count: g.length, factor }));
     },
     releaseValue(v) {
       v.buffer.dispose();

@@ -123,8 +123,13 @@ interface CudaPlaneFields {
  * once its work is enqueued on the training stream (in call order), except the two that resolve with a number.
  */
 export interface CudaTrainingOps {
-  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer }): Promise<void>;
-  conv2dBackward(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer }): Promise<void>;
+  /** precision 'fp16': the convolution runs on half copies (tensor cores, float accumulation); operands stay float. */
+  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer; precision?: 'fp32' | 'fp16' }): Promise<void>;
+  conv2dBackward(o: CudaConvFields & {
+    x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; precision?: 'fp32' | 'fp16';
+  }): Promise<void>;
+  /** Resolves with false when any value of any of the tensors is NaN or infinite (waits for the GPU). */
+  allFinite(o: { tensors: CudaBuffer[] }): Promise<boolean>;
   batchNormTrain(o: CudaImageFields & { x: CudaBuffer; gamma: CudaBuffer; beta: CudaBuffer; y: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; eps: number }): Promise<void>;
   batchNormBackward(o: CudaImageFields & {
     x: CudaBuffer; dy: CudaBuffer; gamma: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; dx?: CudaBuffer; dgamma: CudaBuffer; dbeta: CudaBuffer; eps: number;

@@ -30,6 +30,7 @@ export const TRAIN_FLAGS = {
   'no-augment': { type: 'boolean' }, backend: { type: 'string' }, out: { type: 'string' }, resume: { type: 'string' },
   'num-classes': { type: 'string' }, 'freeze-backbone': { type: 'boolean' }, 'keep-checkpoints': { type: 'string' },
   'train-dir': { type: 'string' }, 'val-dir': { type: 'string' }, 'image-size': { type: 'string' }, block: { type: 'string' },
+  precision: { type: 'string' },
 } as const;
 
 export const EVAL_FLAGS = {
@@ -179,6 +180,7 @@ function recordedConfig(value: unknown, path: string): TrainConfig & { seconds: 
   for (const field of ['nesterov', 'customL2', 'shuffle', 'augment']) bool(field);
   bool('freezeBackbone', true);
   if (!['cpu', 'cuda', 'auto'].includes(c.backend as string)) fail('backend', "'cpu', 'cuda' or 'auto'");
+  if (c.precision !== undefined && c.precision !== 'fp32' && c.precision !== 'fp16') fail('precision', "'fp32' or 'fp16'");
   return c as unknown as TrainConfig & { seconds: number };
 }
 
@@ -260,14 +262,28 @@ function trainBackendFlag(flags: Flags): BackendName {
   return choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
 }
 
+/**
+ * --precision of `repvgg train`: 'fp32', or 'fp16' (mixed precision with dynamic loss scaling), which needs the
+ * GPU (--backend cuda).
+ */
+function trainPrecisionFlag(flags: Flags, backend: BackendName): 'fp32' | 'fp16' {
+  const precision = choiceFlag(flags, 'precision', ['fp32', 'fp16'] as const, 'fp32');
+  if (precision === 'fp16' && backend !== 'cuda') {
+    throw new UsageError(`Expected --backend cuda with --precision fp16 (mixed precision runs on the GPU) but received --backend ${backend}`);
+  }
+  return precision;
+}
+
 /** A copy of the (CPU) model on the GPU, for --backend cuda. */
-async function onGpu(model: TrainableRepVGG): Promise<TrainableRepVGG<DeviceTensor, DeviceTensor>> {
-  const gpu = cudaBackend(); // a BackendError naming what is missing when CUDA cannot run here
-  process.stderr.write(`train: training steps on the GPU (${cudaStatus().details['deviceName'] ?? 'CUDA'}, fp32)\n`);
+async function onGpu(model: TrainableRepVGG, precision: 'fp32' | 'fp16'): Promise<TrainableRepVGG<DeviceTensor, DeviceTensor>> {
+  const gpu = cudaBackend({ precision }); // a BackendError naming what is missing when CUDA cannot run here
+  const mode = precision === 'fp16' ? 'mixed precision: fp16 convolutions, dynamic loss scaling' : 'fp32';
+  process.stderr.write(`train: training steps on the GPU (${cudaStatus().details['deviceName'] ?? 'CUDA'}, ${mode})\n`);
   return TrainableRepVGG.onBackend(gpu, model.spec, model.stateDict(), { freezeBackbone: model.backboneFrozen });
 }
 
 export async function runTrain(flags: Flags): Promise<void> {
+  trainPrecisionFlag(flags, trainBackendFlag(flags)); // usage errors first
   if (trainBackendFlag(flags) === 'cuda') cudaBackend(); // fail before loading data when CUDA cannot run here
   const resumeDir = optionalFlag(flags, 'resume');
   let config: TrainConfig;
@@ -292,7 +308,9 @@ export async function runTrain(flags: Flags): Promise<void> {
     config = {
       ...saved, data: source, ...(keepFlag !== undefined && { keepCheckpoints: keepFlag }),
       ...(flags.backend !== undefined && { backend: trainBackendFlag(flags) }),
+      ...(flags.precision !== undefined && { precision: trainPrecisionFlag(flags, trainBackendFlag(flags)) }),
     };
+    if (config.precision === 'fp16' && config.backend !== 'cuda') config = { ...config, precision: 'fp32' }; // moved off the GPU
     data = await loadData(source, config.spec.numClasses);
     model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights, { freezeBackbone: config.freezeBackbone === true });
     start = { position: checkpoint.position, momentum: checkpoint.momentum, ema: checkpoint.ema, history: checkpoint.history as TrainHistory, seconds: saved.seconds };
@@ -337,6 +355,7 @@ export async function runTrain(flags: Flags): Promise<void> {
       shuffle: flags['no-shuffle'] !== true,
       augment: flags['no-augment'] !== true,
       backend: trainBackendFlag(flags),
+      precision: trainPrecisionFlag(flags, trainBackendFlag(flags)),
       keepCheckpoints: keepFlag ?? DEFAULT_KEEP_CHECKPOINTS,
       freezeBackbone,
       data: source,
@@ -358,7 +377,9 @@ export async function runTrain(flags: Flags): Promise<void> {
   process.on('SIGINT', onSigint);
   try {
     const run = { config, train: data.train, test: data.test, runDir, ...(start && { start }), stopRequested: () => stop };
-    const result = config.backend === 'cuda' ? await train({ ...run, model: await onGpu(model) }) : await train({ ...run, model });
+    const result = config.backend === 'cuda'
+      ? await train({ ...run, model: await onGpu(model, config.precision ?? 'fp32') })
+      : await train({ ...run, model });
     if (result.interrupted) {
       process.exitCode = 130;
       return;

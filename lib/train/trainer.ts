@@ -18,6 +18,7 @@ import { dataShape, evaluationBatches, inputNormalization, trainingLoader, type 
 import { checkpointName, pruneCheckpoints, removeStaleTempFiles, writeCheckpoint, type RunPosition } from './checkpoint.js';
 import { WeightEma } from './ema.js';
 import { TrainableRepVGG } from './model.js';
+import { DynamicLossScale } from './loss-scale.js';
 import { SGD, addCustomL2 } from './optimizer.js';
 import { trainingCurveSvg } from './plot.js';
 import { ProgressBar } from './progress.js';
@@ -42,6 +43,11 @@ export interface TrainConfig {
   shuffle: boolean;
   augment: boolean;
   backend: BackendName;
+  /**
+   * 'fp32' (default) or 'fp16': mixed precision on a backend with half convolutions (CUDA), with dynamic loss
+   * scaling (DynamicLossScale); the parameters and everything else stay float32.
+   */
+  precision?: 'fp32' | 'fp16';
   /** Checkpoints kept in a run folder (older ones are deleted after each save); default DEFAULT_KEEP_CHECKPOINTS. */
   keepCheckpoints?: number;
   /** Linear probing: only the classifier learns (see TrainableOptions.freezeBackbone). */
@@ -152,6 +158,7 @@ export async function train<V extends { readonly shape: readonly number[] }, G>(
   const schedule = { baseLr: config.lr, totalSteps, warmupSteps: Math.round(config.warmupEpochs * stepsPerEpoch) };
   const backend = model.backend;
   const optimizer = new SGD(model.params, config, backend);
+  const lossScale = backend.precision === 'fp16' ? new DynamicLossScale() : undefined;
   const ema = config.emaDecay > 0 ? await WeightEma.onBackend(backend, model.values(), config.emaDecay) : undefined;
   const history: TrainHistory = run.start?.history ?? { loss: [], testAccuracy: [] };
   let position: RunPosition = run.start?.position ?? { epoch: 0, stepInEpoch: 0, globalStep: 0 };
@@ -194,10 +201,14 @@ export async function train<V extends { readonly shape: readonly number[] }, G>(
         optimizer.zeroGrad();
         const logits = await model.forward(tape, images);
         const { loss, value } = await F.softmaxCrossEntropy(tape, logits, labels, config.labelSmoothing);
-        await tape.backward(loss);
-        const l2 = config.customL2 ? await addCustomL2(config.spec, model.params, model.buffers, config.weightDecay, backend) : 0;
-        await optimizer.step(learningRate(position.globalStep, schedule));
-        await ema?.update(model.values());
+        await tape.backward(loss, lossScale?.seed());
+        // Mixed precision: an overflowing step is skipped (its position still counts, as with PyTorch's GradScaler).
+        const update = lossScale === undefined || (await lossScale.unscale(backend, model.params));
+        const l2 = config.customL2 && update ? await addCustomL2(config.spec, model.params, model.buffers, config.weightDecay, backend) : 0;
+        if (update) {
+          await optimizer.step(learningRate(position.globalStep, schedule));
+          await ema?.update(model.values());
+        }
         const scores = (await backend.download(logits.value)).data; // (N, K); the CPU's own array, no copy
 
         const k = config.spec.numClasses;
@@ -241,7 +252,8 @@ export async function train<V extends { readonly shape: readonly number[] }, G>(
       if (run.test) {
         const accuracy = await evaluate(config.spec, await evalState(), run.test, config.backend);
         history.testAccuracy.push([position.globalStep, accuracy]);
-        log(`step ${position.globalStep} (${position.epoch} epochs done): test accuracy ${(accuracy * 100).toFixed(2)}% (${elapsed().toFixed(0)} s)`);
+        const skipped = lossScale ? `; loss scale ${lossScale.scale}, ${lossScale.skippedSteps} steps skipped for overflow` : '';
+        log(`step ${position.globalStep} (${position.epoch} epochs done): test accuracy ${(accuracy * 100).toFixed(2)}% (${elapsed().toFixed(0)} s)${skipped}`);
       }
       await saveCheckpoint();
     }

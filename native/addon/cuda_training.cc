@@ -227,6 +227,9 @@ cuda::train::ConvGeometry conv_geometry(const Napi::Object& o) {
   RV_CHECK(g.pad >= 0 && g.pad < g.kernel, "ERR_ARG_VALUE", "pad must be from 0 to kernel - 1, got " + std::to_string(g.pad));
   RV_CHECK(g.in_channels % g.groups == 0 && g.out_channels % g.groups == 0, "ERR_ARG_VALUE", "groups must divide both channel counts");
   RV_CHECK(g.out_height() >= 1 && g.out_width() >= 1, "ERR_SHAPE", "the kernel does not fit the padded input");
+  const std::string precision = get_string(o, "precision", "fp32");
+  RV_CHECK(precision == "fp32" || precision == "fp16", "ERR_ARG_VALUE", "precision must be 'fp32' or 'fp16', got '" + precision + "'");
+  g.half = precision == "fp16";
   return g;
 }
 
@@ -242,7 +245,8 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 
 // ---- the ops ----
 
-// conv2d({ x, weight, y, batch, inChannels, height, width, outChannels, kernel, stride, pad, groups }): y = conv(x, w).
+// conv2d({ x, weight, y, batch, inChannels, height, width, outChannels, kernel, stride, pad, groups, precision? }):
+// y = conv(x, w); precision 'fp16' convolves half copies on tensor cores (operands and result stay float).
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   return guarded(info, [&](const Napi::Object& o) {
     const auto g = conv_geometry(o);
@@ -476,6 +480,35 @@ Napi::Value ChannelScaleBackward(const Napi::CallbackInfo& info) {
   });
 }
 
+// allFinite({ tensors: Buffer[] }) -> Promise<boolean>: no NaN or infinity in any of them (waits for the GPU).
+Napi::Value AllFinite(const Napi::CallbackInfo& info) {
+  return guarded(info, [&](const Napi::Object& o) {
+    Napi::Value list = o.Get("tensors");
+    RV_CHECK(list.IsArray(), "ERR_ARG_TYPE", "Expected an array of CUDA Buffers for tensors");
+    auto array = list.As<Napi::Array>();
+    std::vector<std::pair<const float*, int64_t>> items;
+    std::vector<std::shared_ptr<DeviceMemory>> held;
+    for (uint32_t i = 0; i < array.Length(); i++) {
+      Napi::Value v = array.Get(i);
+      RV_CHECK(v.IsObject() && v.As<Napi::Object>().InstanceOf(BufferWrap::constructor->Value()), "ERR_ARG_TYPE",
+               "Expected a CUDA Buffer for tensors[" + std::to_string(i) + "]");
+      auto memory = BufferWrap::Unwrap(v.As<Napi::Object>())->memory("tensors[" + std::to_string(i) + "]");
+      items.emplace_back(memory->data, static_cast<int64_t>(memory->count));
+      held.push_back(memory);
+    }
+    auto finite = std::make_shared<bool>(true);
+    return run_op(info.Env(), "allFinite", o, std::move(held), [=](Context& c) {
+      DeviceBuffer flag(sizeof(int));
+      RV_CUDA(cudaMemsetAsync(flag.get(), 0, sizeof(int), c.stream()));
+      for (const auto& [data, count] : items) c.flag_non_finite(data, count, flag.as<int>());
+      int host = 0;
+      RV_CUDA(cudaMemcpyAsync(&host, flag.get(), sizeof(int), cudaMemcpyDeviceToHost, c.stream()));
+      RV_CUDA(cudaStreamSynchronize(c.stream()));
+      *finite = host == 0;
+    }, [finite](Napi::Env env) -> Napi::Value { return Napi::Boolean::New(env, *finite); });
+  });
+}
+
 // softmaxCrossEntropy({ logits, labels: Int32Array, dlogits, batch, classes, labelSmoothing }) -> Promise<number>
 // (the mean loss; waits for the GPU).
 Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
@@ -637,6 +670,7 @@ void InitCudaTraining(Napi::Env env, Napi::Object exports) {
   train.Set("sigmoidBackward", Napi::Function::New(env, UnaryBackward<cuda::train::sigmoid_backward>));
   train.Set("add", Napi::Function::New(env, Add));
   train.Set("scale", Napi::Function::New(env, Scale));
+  train.Set("allFinite", Napi::Function::New(env, AllFinite));
   train.Set("globalAvgPool", Napi::Function::New(env, GlobalAvgPool));
   train.Set("globalAvgPoolBackward", Napi::Function::New(env, GlobalAvgPoolBackward));
   train.Set("linear", Napi::Function::New(env, Linear));

@@ -3,6 +3,8 @@
 // grid-stride loops with 64-bit indices. The optimizer kernels spell every double operation as a round-to-nearest
 // intrinsic (__dmul_rn, __dadd_rn, ...): nvcc would otherwise contract a * b + c into one fused multiply-add, and
 // the CPU ops round each operation separately.
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -132,6 +134,16 @@ __global__ void sigmoid_kernel(const float* x, float* y, int64_t count) {
 
 __global__ void sigmoid_backward_kernel(const float* y, const float* dy, float* dx, int64_t count) {
   RV_GRID_STRIDE(i, count) dx[i] = dy[i] * y[i] * (1.f - y[i]);
+}
+
+__global__ void f16_to_f32_kernel(const __half* src, float* dst, int64_t count) {
+  RV_GRID_STRIDE(i, count) dst[i] = __half2float(src[i]);
+}
+
+__global__ void non_finite_kernel(const float* x, int64_t count, int* flag) {
+  bool bad = false;
+  RV_GRID_STRIDE(i, count) bad |= !isfinite(x[i]);
+  if (bad) *flag = 1;  // a benign race: every writer writes 1
 }
 
 __global__ void scale_kernel(const float* x, float* y, int64_t count, float factor) {
@@ -312,6 +324,18 @@ cudaError_t sigmoid_backward(const float* y, const float* dy, float* dx, int64_t
   RV_ELEMENTWISE(sigmoid_backward_kernel, y, dy, dx)
 }
 #undef RV_ELEMENTWISE
+
+cudaError_t convert_f16_to_f32(const void* src, float* dst, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  f16_to_f32_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<const __half*>(src), dst, count);
+  return cudaGetLastError();
+}
+
+cudaError_t flag_non_finite(const float* x, int64_t count, int* flag, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  non_finite_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, count, flag);
+  return cudaGetLastError();
+}
 
 cudaError_t scale(const float* x, float* y, int64_t count, float factor, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;

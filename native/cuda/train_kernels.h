@@ -32,6 +32,10 @@ cudaError_t relu(const float* x, float* y, int64_t count, cudaStream_t stream);
 cudaError_t relu_backward(const float* y, const float* dy, float* dx, int64_t count, cudaStream_t stream);
 cudaError_t sigmoid(const float* x, float* y, int64_t count, cudaStream_t stream);
 cudaError_t sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count, cudaStream_t stream);
+// dst (float) = src (half) widened, for mixed precision (the other direction is kernels.h convert_f32_to_f16).
+cudaError_t convert_f16_to_f32(const void* src, float* dst, int64_t count, cudaStream_t stream);
+// *flag (device int) is set to 1 when any of x's count values is NaN or infinite (left alone otherwise).
+cudaError_t flag_non_finite(const float* x, int64_t count, int* flag, cudaStream_t stream);
 // y = x * factor.
 cudaError_t scale(const float* x, float* y, int64_t count, float factor, cudaStream_t stream);
 // y = a + b (then ReLU when relu). Any of them may alias (acc += g is add(acc, g, acc)).

@@ -1,7 +1,8 @@
 // Implementation of training.h. The algorithms are chosen with cudnnFind*Ex on the op's own buffers (outputs are
-// overwritten by the real call right after) and a scratch of at most 1 GiB; FMA math only, and among the
-// algorithms cuDNN reports as deterministic the fastest one (a non-deterministic one only when no deterministic
-// one runs), so two identical training steps give identical weights.
+// overwritten by the real call right after) and a scratch of at most 1 GiB; FMA math for float (no TF32), tensor-op
+// math for half; among the algorithms cuDNN reports as deterministic the fastest one (a non-deterministic one only
+// when no deterministic one runs), so two identical training steps give identical weights. Half convolutions run
+// on half copies of the float operands, made and widened back around the cuDNN call (float accumulation inside).
 #include "training.h"
 
 #include <algorithm>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include "device_info.h"
+#include "kernels.h"
+#include "train_kernels.h"
 
 namespace repvgg::cuda::train {
 
@@ -23,7 +26,7 @@ struct Context::Descriptors {
 std::string ConvGeometry::key() const {
   return std::to_string(batch) + "," + std::to_string(in_channels) + "," + std::to_string(height) + "," + std::to_string(width) + "|" +
          std::to_string(out_channels) + "," + std::to_string(kernel) + "," + std::to_string(stride) + "," + std::to_string(pad) + "," +
-         std::to_string(groups);
+         std::to_string(groups) + (half ? "|fp16" : "|fp32");
 }
 
 Context& Context::get() {
@@ -88,27 +91,30 @@ void* Context::workspace(size_t bytes) {
 void Context::describe(const ConvGeometry& g, Descriptors& d) const {
   RV_CHECK(g.out_height() >= 1 && g.out_width() >= 1, "ERR_SHAPE", "conv2d: the kernel does not fit the padded input");
   const auto i = [](int64_t v) { return static_cast<int>(v); };
-  RV_CUDNN(cudnnSetTensor4dDescriptor, d.x.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(g.batch), i(g.in_channels), i(g.height), i(g.width));
-  RV_CUDNN(cudnnSetTensor4dDescriptor, d.y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(g.batch), i(g.out_channels), i(g.out_height()),
+  const cudnnDataType_t type = g.half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  RV_CUDNN(cudnnSetTensor4dDescriptor, d.x.get(), CUDNN_TENSOR_NCHW, type, i(g.batch), i(g.in_channels), i(g.height), i(g.width));
+  RV_CUDNN(cudnnSetTensor4dDescriptor, d.y.get(), CUDNN_TENSOR_NCHW, type, i(g.batch), i(g.out_channels), i(g.out_height()),
            i(g.out_width()));
-  RV_CUDNN(cudnnSetFilter4dDescriptor, d.w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, i(g.out_channels), i(g.in_channels / g.groups),
+  RV_CUDNN(cudnnSetFilter4dDescriptor, d.w.get(), type, CUDNN_TENSOR_NCHW, i(g.out_channels), i(g.in_channels / g.groups),
            i(g.kernel), i(g.kernel));
+  // Float accumulation in both cases (half data: cuDNN's pseudo-half configuration).
   RV_CUDNN(cudnnSetConvolution2dDescriptor, d.conv.get(), i(g.pad), i(g.pad), i(g.stride), i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION,
            CUDNN_DATA_FLOAT);
   RV_CUDNN(cudnnSetConvolutionGroupCount, d.conv.get(), i(g.groups));
-  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), CUDNN_FMA_MATH);
+  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), g.half ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
 }
 
 namespace {
 
-// The fastest successful FMA-math result, deterministic ones first; -1 when none ran.
+// The fastest successful result, deterministic ones first, tensor-op math only when allowed (half); -1 when none ran.
 template <typename Perf>
-int pick(const Perf* perf, int returned, size_t* workspace) {
+int pick(const Perf* perf, int returned, size_t* workspace, bool allow_tensor_ops) {
   for (const bool need_deterministic : {true, false}) {
     for (int k = 0; k < returned; k++) {
       const Perf& p = perf[k];
       if (static_cast<int>(p.status) != 0) continue;
-      if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+      const bool tensor_ops = p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+      if (tensor_ops && !allow_tensor_ops) continue;
       if (need_deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
       *workspace = p.memory;
       return static_cast<int>(p.algo);
@@ -117,16 +123,36 @@ int pick(const Perf* perf, int returned, size_t* workspace) {
   return -1;
 }
 
+// Stream-ordered scratch of one op (the half copies of its operands), released after the op's enqueued work.
+class Scratch {
+ public:
+  explicit Scratch(Context& context) : context_(context) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    for (void* p : held_) context_.release(p);
+  }
+  void* get(size_t bytes) {
+    held_.push_back(context_.allocate(bytes));
+    return held_.back();
+  }
+
+ private:
+  Context& context_;
+  std::vector<void*> held_;
+};
+
 }  // namespace
 
-ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const float* x, const float* w, const float* dy) {
+ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const void* x, const void* w, const void* dy) {
   const std::string key = g.key();
   auto found = algorithms_.find(key);
   if (found != algorithms_.end()) return found->second;
   // Find measures on real buffers and writes the outputs: scratch outputs of the right sizes, freed at the end.
-  const size_t y_bytes = static_cast<size_t>(g.batch * g.out_channels * g.out_height() * g.out_width()) * sizeof(float);
-  const size_t x_bytes = static_cast<size_t>(g.batch * g.in_channels * g.height * g.width) * sizeof(float);
-  const size_t w_bytes = static_cast<size_t>(g.out_channels * (g.in_channels / g.groups) * g.kernel * g.kernel) * sizeof(float);
+  const size_t element = g.half ? 2 : sizeof(float);
+  const size_t y_bytes = static_cast<size_t>(g.y_count()) * element;
+  const size_t x_bytes = static_cast<size_t>(g.x_count()) * element;
+  const size_t w_bytes = static_cast<size_t>(g.w_count()) * element;
   DeviceBuffer out(std::max({y_bytes, x_bytes, w_bytes}));
   size_t free_bytes = 0, total_bytes = 0;
   RV_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -145,23 +171,23 @@ ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const flo
     cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionForwardAlgorithmEx, handle_, d.x.get(), x, d.w.get(), w, d.conv.get(), d.y.get(), out.get(),
              2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.forward = pick(perf, returned, &a.forward_workspace);
+    a.forward = pick(perf, returned, &a.forward_workspace, g.half);
   }
   {
     cudnnConvolutionBwdDataAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx, handle_, d.w.get(), w, d.y.get(), dy, d.conv.get(), d.x.get(), out.get(),
              2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.backward_data = pick(perf, returned, &a.backward_data_workspace);
+    a.backward_data = pick(perf, returned, &a.backward_data_workspace, g.half);
   }
   {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx, handle_, d.x.get(), x, d.y.get(), dy, d.conv.get(), d.w.get(), out.get(),
              2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace);
+    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace, g.half);
   }
   RV_CUDA(cudaStreamSynchronize(stream_));  // the scratch buffers are freed when this returns
   RV_CHECK(a.forward >= 0 && a.backward_data >= 0 && a.backward_filter >= 0, "ERR_BACKEND",
-           "cuDNN found no FMA-math algorithm for the convolution " + key + " (forward " + std::to_string(a.forward) + ", backward data " +
+           "cuDNN found no usable algorithm for the convolution " + key + " (forward " + std::to_string(a.forward) + ", backward data " +
                std::to_string(a.backward_data) + ", backward filter " + std::to_string(a.backward_filter) + ")");
   return algorithms_.emplace(key, a).first->second;
 }
@@ -174,27 +200,60 @@ ConvAlgorithms Context::algorithms(const ConvGeometry& g) {
 void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
   Descriptors d;
   describe(g, d);
-  // The backward search needs a dy: y itself serves (its values do not matter to Find).
-  const ConvAlgorithms& a = choose(g, d, x, w, y);
+  Scratch scratch(*this);
+  const void *xc = x, *wc = w;
+  void* yc = y;
+  if (g.half) {  // half copies in, the result widened back out
+    void* x16 = scratch.get(static_cast<size_t>(g.x_count()) * 2);
+    void* w16 = scratch.get(static_cast<size_t>(g.w_count()) * 2);
+    RV_CUDA(convert_f32_to_f16(x, x16, g.x_count(), stream_));
+    RV_CUDA(convert_f32_to_f16(w, w16, g.w_count(), stream_));
+    xc = x16;
+    wc = w16;
+    yc = scratch.get(static_cast<size_t>(g.y_count()) * 2);
+  }
+  // The backward search needs a dy: the output serves (its values do not matter to Find).
+  const ConvAlgorithms& a = choose(g, d, xc, wc, yc);
   const float one = 1.f, zero = 0.f;
   void* ws = workspace(a.forward_workspace);
-  RV_CUDNN(cudnnConvolutionForward, handle_, &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
-           static_cast<cudnnConvolutionFwdAlgo_t>(a.forward), ws, a.forward_workspace, &zero, d.y.get(), y);
+  RV_CUDNN(cudnnConvolutionForward, handle_, &one, d.x.get(), xc, d.w.get(), wc, d.conv.get(),
+           static_cast<cudnnConvolutionFwdAlgo_t>(a.forward), ws, a.forward_workspace, &zero, d.y.get(), yc);
+  if (g.half) RV_CUDA(convert_f16_to_f32(yc, y, g.y_count(), stream_));
 }
 
 void Context::conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy, float* dx, float* dw) {
   Descriptors d;
   describe(g, d);
-  const ConvAlgorithms& a = choose(g, d, x, w, dy);
+  Scratch scratch(*this);
+  const void *xc = x, *wc = w, *dyc = dy;
+  void *dxc = dx, *dwc = dw;
+  if (g.half) {
+    void* x16 = scratch.get(static_cast<size_t>(g.x_count()) * 2);
+    void* w16 = scratch.get(static_cast<size_t>(g.w_count()) * 2);
+    void* dy16 = scratch.get(static_cast<size_t>(g.y_count()) * 2);
+    RV_CUDA(convert_f32_to_f16(x, x16, g.x_count(), stream_));
+    RV_CUDA(convert_f32_to_f16(w, w16, g.w_count(), stream_));
+    RV_CUDA(convert_f32_to_f16(dy, dy16, g.y_count(), stream_));
+    xc = x16;
+    wc = w16;
+    dyc = dy16;
+    dxc = dx != nullptr ? scratch.get(static_cast<size_t>(g.x_count()) * 2) : nullptr;
+    dwc = scratch.get(static_cast<size_t>(g.w_count()) * 2);
+  }
+  const ConvAlgorithms& a = choose(g, d, xc, wc, dyc);
   const float one = 1.f, zero = 0.f;
   if (dx != nullptr) {
     void* ws = workspace(a.backward_data_workspace);
-    RV_CUDNN(cudnnConvolutionBackwardData, handle_, &one, d.w.get(), w, d.y.get(), dy, d.conv.get(),
-             static_cast<cudnnConvolutionBwdDataAlgo_t>(a.backward_data), ws, a.backward_data_workspace, &zero, d.x.get(), dx);
+    RV_CUDNN(cudnnConvolutionBackwardData, handle_, &one, d.w.get(), wc, d.y.get(), dyc, d.conv.get(),
+             static_cast<cudnnConvolutionBwdDataAlgo_t>(a.backward_data), ws, a.backward_data_workspace, &zero, d.x.get(), dxc);
+    if (g.half) RV_CUDA(convert_f16_to_f32(dxc, dx, g.x_count(), stream_));
   }
   void* ws = workspace(a.backward_filter_workspace);
-  RV_CUDNN(cudnnConvolutionBackwardFilter, handle_, &one, d.x.get(), x, d.y.get(), dy, d.conv.get(),
-           static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.backward_filter), ws, a.backward_filter_workspace, &zero, d.w.get(), dw);
+  RV_CUDNN(cudnnConvolutionBackwardFilter, handle_, &one, d.x.get(), xc, d.y.get(), dyc, d.conv.get(),
+           static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.backward_filter), ws, a.backward_filter_workspace, &zero, d.w.get(), dwc);
+  if (g.half) RV_CUDA(convert_f16_to_f32(dwc, dw, g.w_count(), stream_));
 }
+
+void Context::flag_non_finite(const float* x, int64_t count, int* flag) { RV_CUDA(train::flag_non_finite(x, count, flag, stream_)); }
 
 }  // namespace repvgg::cuda::train

@@ -17,9 +17,14 @@
 namespace repvgg::cuda::train {
 
 // Geometry of a 2-D convolution without bias: x (batch, in_channels, height, width) NCHW, w (out_channels,
-// in_channels / groups, kernel, kernel), y (batch, out_channels, out_height, out_width).
+// in_channels / groups, kernel, kernel), y (batch, out_channels, out_height, out_width). half: the convolution runs
+// on half copies of its float operands (tensor cores, float accumulation) and its results are widened back.
 struct ConvGeometry {
   int64_t batch, in_channels, height, width, out_channels, kernel, stride, pad, groups;
+  bool half = false;
+  int64_t x_count() const { return batch * in_channels * height * width; }
+  int64_t w_count() const { return out_channels * (in_channels / groups) * kernel * kernel; }
+  int64_t y_count() const { return batch * out_channels * out_height() * out_width(); }
   int64_t out_height() const { return (height + 2 * pad - kernel) / stride + 1; }
   int64_t out_width() const { return (width + 2 * pad - kernel) / stride + 1; }
   std::string key() const;
@@ -53,6 +58,8 @@ class Context {
   void release(void* ptr) noexcept;
 
   void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y);
+  // Sets *flag (device int, zeroed by the caller) when any value of the `count` floats at x is NaN or infinite.
+  void flag_non_finite(const float* x, int64_t count, int* flag);
   // dx may be null (no input gradient, e.g. the first layer). dy is read-only.
   void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy, float* dx, float* dw);
   ConvAlgorithms algorithms(const ConvGeometry& g);
@@ -61,7 +68,8 @@ class Context {
   Context();
   struct Descriptors;
   void describe(const ConvGeometry& g, Descriptors& d) const;
-  ConvAlgorithms& choose(const ConvGeometry& g, Descriptors& d, const float* x, const float* w, const float* dy);
+  // x, w, dy: the operands in the convolution's own type (half copies when g.half).
+  ConvAlgorithms& choose(const ConvGeometry& g, Descriptors& d, const void* x, const void* w, const void* dy);
   void* workspace(size_t bytes);
 
   std::mutex mutex_;

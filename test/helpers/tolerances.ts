@@ -220,3 +220,19 @@ export const CUDA_TRAIN_OP = 2 * OP_FP32;
  * estimate until the first GPU run measures it (bench/device/run.sh logs the measured errors).
  */
 export const CUDA_TRAIN_STEPS = 2 * TRAIN_STEPS;
+
+/**
+ * A CUDA convolution in mixed precision (operands rounded to half, 11 significant bits: 4.9e-4 relative each; cuDNN
+ * accumulates in float) against the CPU's float32 convolution, forward and both gradients. The rounding of inputs
+ * and weights gives ~1e-3 of max|ref| over sums of a few hundred terms; 5e-3 is an estimate until the first GPU
+ * run measures it (FP16 allows 1e-2 for a whole network).
+ */
+export const CUDA_TRAIN_FP16_OP = 5e-3;
+
+/**
+ * A few mixed-precision SGD steps on CUDA against the same steps in float32 on the CPU, compared on each tensor's
+ * change as CUDA_TRAIN_STEPS does: every convolution of every step carries CUDA_TRAIN_FP16_OP, and the changes are
+ * 10..1000x smaller than the weights. 5e-2 is an estimate until the first GPU run measures it; a missed unscaling
+ * errs by the loss scale (>= 2^8), a wrong gradient by O(1).
+ */
+export const CUDA_MIXED_STEPS = 5e-2;
