@@ -5,10 +5,10 @@
 // machine the pip torch, on the GPU, eager fp32 or --torch-amp for autocast fp16) on the very same batch and
 // prints one markdown table of both.
 // Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--models mini,A0,B0] [--size N]
-//          [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16] [--torch-amp] [--python /usr/bin/python3]
+//          [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16|bf16] [--torch-amp] [--python /usr/bin/python3]
 //          [--json out.json]
 // --precision fp16 (CUDA): ours in mixed precision (fp16 convolutions, dynamic loss scale), to compare with
-// --torch-amp.
+// --torch-amp; bf16 likewise (compute capability 8.0+, no loss scale).
 // Models: 'mini' = miniSpec(1, 10) at 28x28 (the default of `repvgg train`), 'A0' and 'B0' = official variants with
 // 10 classes at 32x32x3 (--size overrides the side, e.g. 224 on a GPU). The initial weights differ between the
 // two frameworks (each uses its own default init); the work per step is the same.
@@ -168,9 +168,9 @@ async function main(): Promise<void> {
   if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
   if (values.backend !== 'cpu' && values.backend !== 'cuda') throw new Error(`--backend must be cpu or cuda, not ${values.backend}`);
   const device = values.backend;
-  if (values.precision !== 'fp32' && values.precision !== 'fp16') throw new Error(`--precision must be fp32 or fp16, not ${values.precision}`);
-  if (values.precision === 'fp16' && device !== 'cuda') throw new Error('--precision fp16 needs --backend cuda');
   const precision = values.precision;
+  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'bf16') throw new Error(`--precision must be fp32, fp16 or bf16, not ${precision}`);
+  if (precision !== 'fp32' && device !== 'cuda') throw new Error(`--precision ${precision} needs --backend cuda`);
   const size = values.size === undefined ? undefined : Number(values.size);
   if (size !== undefined && !(Number.isInteger(size) && size >= 16)) throw new Error('--size must be an integer >= 16');
   // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
@@ -201,7 +201,7 @@ async function main(): Promise<void> {
     );
     json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, ours, torch });
   }
-  console.log(`Training throughput on ${device === 'cuda' ? `the GPU (ours ${precision === 'fp16' ? 'mixed precision' : 'fp32'})` : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}`);
+  console.log(`Training throughput on ${device === 'cuda' ? `the GPU (ours ${precision === 'fp32' ? 'fp32' : `mixed precision, ${precision} convolutions`})` : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}`);
   console.log('');
   console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch | load avg (start / after ours / after PyTorch) |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');

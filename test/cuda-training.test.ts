@@ -34,7 +34,7 @@ import { SGD, addCustomL2 } from '../lib/train/optimizer.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
 import { fixtureStateDict } from './helpers/fixture-weights.js';
 import { makeRng, maxRelativeError, randomArray, randomTrainState } from './helpers/reference.js';
-import { CUDA_MIXED_STEPS, CUDA_TRAIN_FP16_OP, CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
+import { BF16, CUDA_MIXED_STEPS, CUDA_TRAIN_FP16_OP, CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
 import { TRAIN_FIXTURES, checkFixtureSteps, readTrainFixture, trainStep } from './helpers/train-fixture.js';
 
 const status = cudaStatus();
@@ -43,7 +43,6 @@ const shortReason = (status.reason ?? '').split(/[(:;]/)[0]?.trim().slice(0, 80)
 const gpuTest = gpu ? test.serial : test.skip;
 const needsGpu = (title: string): string => (gpu ? title : `${title} [needs a CUDA GPU: ${shortReason}]`);
 
-type Cpu = TrainBackend<HostTensor, Float32Array>;
 type Gpu = TrainBackend<DeviceTensor, DeviceTensor>;
 
 const tensor = (shape: number[], seed: number, scale = 1, offset = 0): HostTensor => ({
@@ -90,10 +89,12 @@ async function sameGradient(
   }
 });
 
-test('repvgg train --precision fp16 needs --backend cuda (exit 2 naming both)', async (t) => {
-  const r = await cli(['train', '--dataset', 'fashion-mnist', '--precision', 'fp16', '--backend', 'cpu', '--out', join(tmpdir(), 'never-written')]);
-  t.is(r.code, 2, describeResult(r));
-  t.regex(r.stderr, /--backend cuda with --precision fp16/);
+test('repvgg train --precision fp16 or bf16 needs --backend cuda (exit 2 naming both)', async (t) => {
+  for (const precision of ['fp16', 'bf16']) {
+    const r = await cli(['train', '--dataset', 'fashion-mnist', '--precision', precision, '--backend', 'cpu', '--out', join(tmpdir(), 'never-written')]);
+    t.is(r.code, 2, describeResult(r));
+    t.regex(r.stderr, new RegExp(`--backend cuda with --precision ${precision}`));
+  }
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -139,6 +140,30 @@ gpuTest(needsGpu('mixed precision: fp16 convolutions (tensor cores) forward and 
     // Not vacuous: half rounding is visible.
     t.true(maxRelativeError((await cuda.download(yg)).data, (await cpuBackend.download(yc)).data) > 1e-6, `${label}: the convolution did run in half`);
   }
+});
+
+const ampere = gpu && Number(status.details['computeCapability']?.split('.')[0]) >= 8;
+
+(ampere ? test.serial : test.skip)(needsGpu('mixed precision bf16 (compute capability 8.0+): convolutions forward and backward within BF16 of the CPU'), async (t) => {
+  const cuda = cudaBackend({ precision: 'bf16' });
+  const [xc, xg] = await both(cuda, tensor([4, 16, 10, 10], 230));
+  const [wc, wg] = await both(cuda, tensor([32, 8, 3, 3], 231, 0.3));
+  const o = { stride: 2, pad: 1, groups: 2 };
+  const yc = await cpuBackend.conv2d(xc, wc, o);
+  const yg = await cuda.conv2d(xg, wg, o);
+  checkClose(t, 'bf16 y', (await cuda.download(yg)).data, (await cpuBackend.download(yc)).data, BF16);
+  const dy = tensor([...yc.shape], 232);
+  const gc = await cpuBackend.conv2dBackward(xc, wc, yc, await cpuBackend.uploadGradient(dy, yc), { ...o, needInputGrad: true });
+  const gg = await cuda.conv2dBackward(xg, wg, yg, await cuda.uploadGradient(dy, yg), { ...o, needInputGrad: true });
+  checkClose(t, 'bf16 dx', await cuda.downloadGradient(gg.dx!, xg), await cpuBackend.downloadGradient(gc.dx!, xc), BF16);
+  checkClose(t, 'bf16 dweight', await cuda.downloadGradient(gg.dweight, wg), await cpuBackend.downloadGradient(gc.dweight, wc), BF16);
+});
+
+(gpu && !ampere ? test : test.skip)(needsGpu('bf16 before compute capability 8.0 is an ArgumentValueError naming the GPU and fp16'), async (t) => {
+  const cuda = cudaBackend({ precision: 'bf16' });
+  const x = await cuda.upload(tensor([1, 4, 6, 6], 240));
+  const w = await cuda.upload(tensor([4, 4, 3, 3], 241));
+  await t.throwsAsync(() => cuda.conv2d(x, w, { stride: 1, pad: 1, groups: 1 }), { instanceOf: ArgumentValueError, message: /compute capability 8\.0.*use fp16/ });
 });
 
 gpuTest(needsGpu('batch norm (training mode, forward and backward, running statistics) matches the CPU backend; the statistics bit for bit'), async (t) => {

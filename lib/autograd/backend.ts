@@ -6,6 +6,7 @@
 // NHWC activations) and cuda-backend.ts (cuDNN and our kernels, NCHW).
 // Not for: inference (lib/engine.ts compiles whole networks instead).
 
+import type { TrainPrecision } from '../backend/cuda.js';
 import type { HostTensor } from '../tensor.js';
 
 /** Geometry of a bias-free convolution (square kernel from the weight's shape). */
@@ -41,10 +42,11 @@ export interface CustomL2BlockOf<V, G> {
 export interface TrainBackend<V extends { readonly shape: readonly number[] }, G> {
   readonly name: 'cpu' | 'cuda';
   /**
-   * 'fp32', or 'fp16' (CUDA): convolutions, forward and backward, run on half copies on tensor cores with float
-   * accumulation, everything else in float32; train with a loss scale (lib/train/loss-scale.ts).
+   * 'fp32', or on CUDA 'fp16' / 'bf16': convolutions, forward and backward, run on 16-bit copies on tensor cores
+   * with float accumulation, everything else in float32; fp16 trains with a loss scale (lib/train/loss-scale.ts),
+   * bf16 has float32's range and needs none.
    */
-  readonly precision: 'fp32' | 'fp16';
+  readonly precision: TrainPrecision;
 
   // ---- memory
   /** A backend tensor holding a copy of t (the CPU backend copies too: parameters own their memory). */

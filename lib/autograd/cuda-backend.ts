@@ -5,7 +5,7 @@
 // (the tape's recycle and the optimizer's zeroGrad), with the GPU buffer's finalizer as safety net.
 // Not for: inference (lib/engine.ts with backend 'cuda').
 
-import { requireCudaAddon, type CudaAddon, type CudaBuffer } from '../backend/cuda.js';
+import { requireCudaAddon, type CudaAddon, type CudaBuffer, type TrainPrecision } from '../backend/cuda.js';
 import { callNative } from '../backend/native.js';
 import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import { checkCrossEntropyArguments } from '../ops/loss.js';
@@ -33,15 +33,15 @@ function dims4(t: DeviceTensor, name: string): [number, number, number, number] 
 }
 
 export interface CudaBackendOptions {
-  /** 'fp32' (default) or 'fp16': mixed precision, convolutions on tensor cores (TrainBackend.precision). */
-  precision?: 'fp32' | 'fp16';
+  /** 'fp32' (default), or mixed precision 'fp16' / 'bf16' (compute capability 8.0+): TrainBackend.precision. */
+  precision?: TrainPrecision;
 }
 
 /** A CUDA training backend (the addon is loaded, and CUDA checked, on each call). */
 export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<DeviceTensor, DeviceTensor> {
   const precision = options.precision ?? 'fp32';
-  if (precision !== 'fp32' && precision !== 'fp16') {
-    throw new ArgumentValueError(`Expected 'fp32' or 'fp16' for precision but received ${describeValue(precision)}`);
+  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'bf16') {
+    throw new ArgumentValueError(`Expected 'fp32', 'fp16' or 'bf16' for precision but received ${describeValue(precision)}`);
   }
   const addon: CudaAddon = requireCudaAddon();
   const ops = addon.train;

@@ -89,6 +89,9 @@ export interface CudaBuffer {
   dispose(): void;
 }
 
+/** Training precision: 'fp32', or mixed precision with fp16 or bf16 convolutions. */
+export type TrainPrecision = 'fp32' | 'fp16' | 'bf16';
+
 /** Geometry fields of a bias-free convolution (as the CPU addon's). */
 interface CudaConvFields {
   batch: number;
@@ -123,10 +126,13 @@ interface CudaPlaneFields {
  * once its work is enqueued on the training stream (in call order), except the two that resolve with a number.
  */
 export interface CudaTrainingOps {
-  /** precision 'fp16': the convolution runs on half copies (tensor cores, float accumulation); operands stay float. */
-  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer; precision?: 'fp32' | 'fp16' }): Promise<void>;
+  /**
+   * precision 'fp16' or 'bf16' (compute capability 8.0+): the convolution runs on 16-bit copies (tensor cores, float
+   * accumulation); operands stay float.
+   */
+  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer; precision?: TrainPrecision }): Promise<void>;
   conv2dBackward(o: CudaConvFields & {
-    x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; precision?: 'fp32' | 'fp16';
+    x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; precision?: TrainPrecision;
   }): Promise<void>;
   /** Resolves with false when any value of any of the tensors is NaN or infinite (waits for the GPU). */
   allFinite(o: { tensors: CudaBuffer[] }): Promise<boolean>;

@@ -16,7 +16,7 @@ import { canonicalArchName, officialSpec, totalStride, type RepVGGSpec } from '.
 import { latestCheckpoint, readCheckpoint } from '../train/checkpoint.js';
 import { TrainableRepVGG, withNewHead } from '../train/model.js';
 import { cudaBackend, type DeviceTensor } from '../autograd/cuda-backend.js';
-import { cudaStatus } from '../backend/cuda.js';
+import { cudaStatus, type TrainPrecision } from '../backend/cuda.js';
 import { DEFAULT_KEEP_CHECKPOINTS, evaluateWithSpeed, train, type TrainConfig, type TrainHistory } from '../train/trainer.js';
 import { miniSpec } from '../train/presets.js';
 import { checkOutputDistinct, choiceFlag, intFlag, numberFlag, optionalFlag, type Flags } from './flags.js';
@@ -180,7 +180,7 @@ function recordedConfig(value: unknown, path: string): TrainConfig & { seconds: 
   for (const field of ['nesterov', 'customL2', 'shuffle', 'augment']) bool(field);
   bool('freezeBackbone', true);
   if (!['cpu', 'cuda', 'auto'].includes(c.backend as string)) fail('backend', "'cpu', 'cuda' or 'auto'");
-  if (c.precision !== undefined && c.precision !== 'fp32' && c.precision !== 'fp16') fail('precision', "'fp32' or 'fp16'");
+  if (c.precision !== undefined && !['fp32', 'fp16', 'bf16'].includes(c.precision as string)) fail('precision', "'fp32', 'fp16' or 'bf16'");
   return c as unknown as TrainConfig & { seconds: number };
 }
 
@@ -263,21 +263,22 @@ function trainBackendFlag(flags: Flags): BackendName {
 }
 
 /**
- * --precision of `repvgg train`: 'fp32', or 'fp16' (mixed precision with dynamic loss scaling), which needs the
- * GPU (--backend cuda).
+ * --precision of `repvgg train`: 'fp32', or mixed precision 'fp16' (with dynamic loss scaling) or 'bf16' (compute
+ * capability 8.0+), which need the GPU (--backend cuda).
  */
-function trainPrecisionFlag(flags: Flags, backend: BackendName): 'fp32' | 'fp16' {
-  const precision = choiceFlag(flags, 'precision', ['fp32', 'fp16'] as const, 'fp32');
-  if (precision === 'fp16' && backend !== 'cuda') {
-    throw new UsageError(`Expected --backend cuda with --precision fp16 (mixed precision runs on the GPU) but received --backend ${backend}`);
+function trainPrecisionFlag(flags: Flags, backend: BackendName): TrainPrecision {
+  const precision = choiceFlag<TrainPrecision>(flags, 'precision', ['fp32', 'fp16', 'bf16'], 'fp32');
+  if (precision !== 'fp32' && backend !== 'cuda') {
+    throw new UsageError(`Expected --backend cuda with --precision ${precision} (mixed precision runs on the GPU) but received --backend ${backend}`);
   }
   return precision;
 }
 
 /** A copy of the (CPU) model on the GPU, for --backend cuda. */
-async function onGpu(model: TrainableRepVGG, precision: 'fp32' | 'fp16'): Promise<TrainableRepVGG<DeviceTensor, DeviceTensor>> {
+async function onGpu(model: TrainableRepVGG, precision: TrainPrecision): Promise<TrainableRepVGG<DeviceTensor, DeviceTensor>> {
   const gpu = cudaBackend({ precision }); // a BackendError naming what is missing when CUDA cannot run here
-  const mode = precision === 'fp16' ? 'mixed precision: fp16 convolutions, dynamic loss scaling' : 'fp32';
+  const mode = precision === 'fp16' ? 'mixed precision: fp16 convolutions, dynamic loss scaling'
+    : precision === 'bf16' ? 'mixed precision: bf16 convolutions' : 'fp32';
   process.stderr.write(`train: training steps on the GPU (${cudaStatus().details['deviceName'] ?? 'CUDA'}, ${mode})\n`);
   return TrainableRepVGG.onBackend(gpu, model.spec, model.stateDict(), { freezeBackbone: model.backboneFrozen });
 }
@@ -310,7 +311,7 @@ export async function runTrain(flags: Flags): Promise<void> {
       ...(flags.backend !== undefined && { backend: trainBackendFlag(flags) }),
       ...(flags.precision !== undefined && { precision: trainPrecisionFlag(flags, trainBackendFlag(flags)) }),
     };
-    if (config.precision === 'fp16' && config.backend !== 'cuda') config = { ...config, precision: 'fp32' }; // moved off the GPU
+    if (config.precision !== undefined && config.precision !== 'fp32' && config.backend !== 'cuda') config = { ...config, precision: 'fp32' }; // moved off the GPU
     data = await loadData(source, config.spec.numClasses);
     model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights, { freezeBackbone: config.freezeBackbone === true });
     start = { position: checkpoint.position, momentum: checkpoint.momentum, ema: checkpoint.ema, history: checkpoint.history as TrainHistory, seconds: saved.seconds };

@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { saveWeights, type InputNormalization } from '../io/weights.js';
 import type { RepVGGSpec } from '../models/repvgg.js';
 import { deployedStateDict, reparameterize } from '../reparam/reparam.js';
+import type { TrainPrecision } from '../backend/cuda.js';
 import type { HostTensor, StateDict } from '../tensor.js';
 import { dataShape, evaluationBatches, inputNormalization, trainingLoader, type TrainingData } from './data.js';
 import { checkpointName, pruneCheckpoints, removeStaleTempFiles, writeCheckpoint, type RunPosition } from './checkpoint.js';
@@ -44,10 +45,11 @@ export interface TrainConfig {
   augment: boolean;
   backend: BackendName;
   /**
-   * 'fp32' (default) or 'fp16': mixed precision on a backend with half convolutions (CUDA), with dynamic loss
-   * scaling (DynamicLossScale); the parameters and everything else stay float32.
+   * 'fp32' (default), or mixed precision on CUDA: 'fp16' (half convolutions, with dynamic loss scaling) or 'bf16'
+   * (bfloat16 convolutions, compute capability 8.0+); the parameters and everything else stay float32. The model's
+   * backend must have been made with it (lib/cli/train.ts does).
    */
-  precision?: 'fp32' | 'fp16';
+  precision?: TrainPrecision;
   /** Checkpoints kept in a run folder (older ones are deleted after each save); default DEFAULT_KEEP_CHECKPOINTS. */
   keepCheckpoints?: number;
   /** Linear probing: only the classifier learns (see TrainableOptions.freezeBackbone). */

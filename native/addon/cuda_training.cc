@@ -228,8 +228,9 @@ cuda::train::ConvGeometry conv_geometry(const Napi::Object& o) {
   RV_CHECK(g.in_channels % g.groups == 0 && g.out_channels % g.groups == 0, "ERR_ARG_VALUE", "groups must divide both channel counts");
   RV_CHECK(g.out_height() >= 1 && g.out_width() >= 1, "ERR_SHAPE", "the kernel does not fit the padded input");
   const std::string precision = get_string(o, "precision", "fp32");
-  RV_CHECK(precision == "fp32" || precision == "fp16", "ERR_ARG_VALUE", "precision must be 'fp32' or 'fp16', got '" + precision + "'");
-  g.half = precision == "fp16";
+  RV_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16", "ERR_ARG_VALUE",
+           "precision must be 'fp32', 'fp16' or 'bf16', got '" + precision + "'");
+  g.type = precision == "fp16" ? cuda::train::ConvType::f16 : precision == "bf16" ? cuda::train::ConvType::bf16 : cuda::train::ConvType::f32;
   return g;
 }
 
@@ -246,7 +247,8 @@ Napi::Value guarded(const Napi::CallbackInfo& info, Body body) {
 // ---- the ops ----
 
 // conv2d({ x, weight, y, batch, inChannels, height, width, outChannels, kernel, stride, pad, groups, precision? }):
-// y = conv(x, w); precision 'fp16' convolves half copies on tensor cores (operands and result stay float).
+// y = conv(x, w); precision 'fp16' or 'bf16' (compute capability 8.0+) convolves 16-bit copies on tensor cores
+// (operands and result stay float).
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   return guarded(info, [&](const Napi::Object& o) {
     const auto g = conv_geometry(o);

@@ -32,7 +32,7 @@ using cudnnActivationDescriptor_t = cudnnActivationStruct*;
 // lets any value the library returns (e.g. cuDNN 9's status 3000) be represented without undefined behaviour.
 enum cudnnStatus_t : int { CUDNN_STATUS_SUCCESS = 0 };
 
-enum cudnnDataType_t : int { CUDNN_DATA_FLOAT = 0, CUDNN_DATA_HALF = 2 };
+enum cudnnDataType_t : int { CUDNN_DATA_FLOAT = 0, CUDNN_DATA_HALF = 2, CUDNN_DATA_BFLOAT16 = 9 };
 
 enum cudnnTensorFormat_t : int { CUDNN_TENSOR_NCHW = 0, CUDNN_TENSOR_NHWC = 1 };
 

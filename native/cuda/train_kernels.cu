@@ -3,6 +3,7 @@
 // grid-stride loops with 64-bit indices. The optimizer kernels spell every double operation as a round-to-nearest
 // intrinsic (__dmul_rn, __dadd_rn, ...): nvcc would otherwise contract a * b + c into one fused multiply-add, and
 // the CPU ops round each operation separately.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -138,6 +139,14 @@ __global__ void sigmoid_backward_kernel(const float* y, const float* dy, float* 
 
 __global__ void f16_to_f32_kernel(const __half* src, float* dst, int64_t count) {
   RV_GRID_STRIDE(i, count) dst[i] = __half2float(src[i]);
+}
+
+__global__ void f32_to_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t count) {
+  RV_GRID_STRIDE(i, count) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void bf16_to_f32_kernel(const __nv_bfloat16* src, float* dst, int64_t count) {
+  RV_GRID_STRIDE(i, count) dst[i] = __bfloat162float(src[i]);
 }
 
 __global__ void non_finite_kernel(const float* x, int64_t count, int* flag) {
@@ -328,6 +337,18 @@ cudaError_t sigmoid_backward(const float* y, const float* dy, float* dx, int64_t
 cudaError_t convert_f16_to_f32(const void* src, float* dst, int64_t count, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
   f16_to_f32_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<const __half*>(src), dst, count);
+  return cudaGetLastError();
+}
+
+cudaError_t convert_f32_to_bf16(const float* src, void* dst, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  f32_to_bf16_kernel<<<grid_for(count), kThreads, 0, stream>>>(src, static_cast<__nv_bfloat16*>(dst), count);
+  return cudaGetLastError();
+}
+
+cudaError_t convert_bf16_to_f32(const void* src, float* dst, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  bf16_to_f32_kernel<<<grid_for(count), kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(src), dst, count);
   return cudaGetLastError();
 }
 

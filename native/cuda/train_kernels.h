@@ -34,6 +34,9 @@ cudaError_t sigmoid(const float* x, float* y, int64_t count, cudaStream_t stream
 cudaError_t sigmoid_backward(const float* y, const float* dy, float* dx, int64_t count, cudaStream_t stream);
 // dst (float) = src (half) widened, for mixed precision (the other direction is kernels.h convert_f32_to_f16).
 cudaError_t convert_f16_to_f32(const void* src, float* dst, int64_t count, cudaStream_t stream);
+// The same for bfloat16 (rounded to nearest even going down; exact going up).
+cudaError_t convert_f32_to_bf16(const float* src, void* dst, int64_t count, cudaStream_t stream);
+cudaError_t convert_bf16_to_f32(const void* src, float* dst, int64_t count, cudaStream_t stream);
 // *flag (device int) is set to 1 when any of x's count values is NaN or infinite (left alone otherwise).
 cudaError_t flag_non_finite(const float* x, int64_t count, int* flag, cudaStream_t stream);
 // y = x * factor.

@@ -1,8 +1,8 @@
 // Implementation of training.h. The algorithms are chosen with cudnnFind*Ex on the op's own buffers (outputs are
 // overwritten by the real call right after) and a scratch of at most 1 GiB; FMA math for float (no TF32), tensor-op
-// math for half; among the algorithms cuDNN reports as deterministic the fastest one (a non-deterministic one only
-// when no deterministic one runs), so two identical training steps give identical weights. Half convolutions run
-// on half copies of the float operands, made and widened back around the cuDNN call (float accumulation inside).
+// math for 16-bit types; among the algorithms cuDNN reports as deterministic the fastest one (a non-deterministic one only
+// when no deterministic one runs), so two identical training steps give identical weights. fp16/bf16 convolutions
+// run on 16-bit copies of the float operands, made and widened back around the cuDNN call (float accumulation).
 #include "training.h"
 
 #include <algorithm>
@@ -26,7 +26,7 @@ struct Context::Descriptors {
 std::string ConvGeometry::key() const {
   return std::to_string(batch) + "," + std::to_string(in_channels) + "," + std::to_string(height) + "," + std::to_string(width) + "|" +
          std::to_string(out_channels) + "," + std::to_string(kernel) + "," + std::to_string(stride) + "," + std::to_string(pad) + "," +
-         std::to_string(groups) + (half ? "|fp16" : "|fp32");
+         std::to_string(groups) + (type == ConvType::f16 ? "|fp16" : type == ConvType::bf16 ? "|bf16" : "|fp32");
 }
 
 Context& Context::get() {
@@ -41,6 +41,7 @@ Context::Context() {
   int pools = 0;
   if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_) != cudaSuccess) (void)cudaGetLastError();
   memory_pools_ = pools != 0;
+  RV_CUDA(cudaDeviceGetAttribute(&compute_major_, cudaDevAttrComputeCapabilityMajor, device_));
   const char* sync = std::getenv("REPVGG_CUDA_SYNC");
   sync_each_op_ = sync != nullptr && std::string(sync) == "1";
   RV_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -91,22 +92,22 @@ void* Context::workspace(size_t bytes) {
 void Context::describe(const ConvGeometry& g, Descriptors& d) const {
   RV_CHECK(g.out_height() >= 1 && g.out_width() >= 1, "ERR_SHAPE", "conv2d: the kernel does not fit the padded input");
   const auto i = [](int64_t v) { return static_cast<int>(v); };
-  const cudnnDataType_t type = g.half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  const cudnnDataType_t type = g.type == ConvType::f16 ? CUDNN_DATA_HALF : g.type == ConvType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   RV_CUDNN(cudnnSetTensor4dDescriptor, d.x.get(), CUDNN_TENSOR_NCHW, type, i(g.batch), i(g.in_channels), i(g.height), i(g.width));
   RV_CUDNN(cudnnSetTensor4dDescriptor, d.y.get(), CUDNN_TENSOR_NCHW, type, i(g.batch), i(g.out_channels), i(g.out_height()),
            i(g.out_width()));
   RV_CUDNN(cudnnSetFilter4dDescriptor, d.w.get(), type, CUDNN_TENSOR_NCHW, i(g.out_channels), i(g.in_channels / g.groups),
            i(g.kernel), i(g.kernel));
-  // Float accumulation in both cases (half data: cuDNN's pseudo-half configuration).
+  // Float accumulation in every case (16-bit data: cuDNN's pseudo-half configuration).
   RV_CUDNN(cudnnSetConvolution2dDescriptor, d.conv.get(), i(g.pad), i(g.pad), i(g.stride), i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION,
            CUDNN_DATA_FLOAT);
   RV_CUDNN(cudnnSetConvolutionGroupCount, d.conv.get(), i(g.groups));
-  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), g.half ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), g.reduced() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
 }
 
 namespace {
 
-// The fastest successful result, deterministic ones first, tensor-op math only when allowed (half); -1 when none ran.
+// The fastest successful result, deterministic ones first, tensor-op math only when allowed (16-bit types); -1 when none ran.
 template <typename Perf>
 int pick(const Perf* perf, int returned, size_t* workspace, bool allow_tensor_ops) {
   for (const bool need_deterministic : {true, false}) {
@@ -123,7 +124,7 @@ int pick(const Perf* perf, int returned, size_t* workspace, bool allow_tensor_op
   return -1;
 }
 
-// Stream-ordered scratch of one op (the half copies of its operands), released after the op's enqueued work.
+// Stream-ordered scratch of one op (the 16-bit copies of its operands), released after the op's enqueued work.
 class Scratch {
  public:
   explicit Scratch(Context& context) : context_(context) {}
@@ -149,7 +150,7 @@ ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const voi
   auto found = algorithms_.find(key);
   if (found != algorithms_.end()) return found->second;
   // Find measures on real buffers and writes the outputs: scratch outputs of the right sizes, freed at the end.
-  const size_t element = g.half ? 2 : sizeof(float);
+  const size_t element = g.reduced() ? 2 : sizeof(float);
   const size_t y_bytes = static_cast<size_t>(g.y_count()) * element;
   const size_t x_bytes = static_cast<size_t>(g.x_count()) * element;
   const size_t w_bytes = static_cast<size_t>(g.w_count()) * element;
@@ -171,19 +172,19 @@ ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const voi
     cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionForwardAlgorithmEx, handle_, d.x.get(), x, d.w.get(), w, d.conv.get(), d.y.get(), out.get(),
              2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.forward = pick(perf, returned, &a.forward_workspace, g.half);
+    a.forward = pick(perf, returned, &a.forward_workspace, g.reduced());
   }
   {
     cudnnConvolutionBwdDataAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx, handle_, d.w.get(), w, d.y.get(), dy, d.conv.get(), d.x.get(), out.get(),
              2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.backward_data = pick(perf, returned, &a.backward_data_workspace, g.half);
+    a.backward_data = pick(perf, returned, &a.backward_data_workspace, g.reduced());
   }
   {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx, handle_, d.x.get(), x, d.y.get(), dy, d.conv.get(), d.w.get(), out.get(),
              2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace, g.half);
+    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace, g.reduced());
   }
   RV_CUDA(cudaStreamSynchronize(stream_));  // the scratch buffers are freed when this returns
   RV_CHECK(a.forward >= 0 && a.backward_data >= 0 && a.backward_filter >= 0, "ERR_BACKEND",
@@ -197,19 +198,36 @@ ConvAlgorithms Context::algorithms(const ConvGeometry& g) {
   return found == algorithms_.end() ? ConvAlgorithms{} : found->second;
 }
 
+void Context::require_type(ConvType type) const {
+  RV_CHECK(type != ConvType::bf16 || compute_major_ >= 8, "ERR_ARG_VALUE",
+           "bf16 convolutions need a GPU of compute capability 8.0 or newer, this one is " + std::to_string(compute_major_) + ".x: use fp16");
+}
+
+namespace {
+
+// A 16-bit copy (half or bfloat16 by type) of `count` floats at src, in scratch.
+const void* narrow(Scratch& scratch, ConvType type, const float* src, int64_t count, cudaStream_t stream) {
+  void* dst = scratch.get(static_cast<size_t>(count) * 2);
+  RV_CUDA(type == ConvType::bf16 ? convert_f32_to_bf16(src, dst, count, stream) : convert_f32_to_f16(src, dst, count, stream));
+  return dst;
+}
+
+void widen(ConvType type, const void* src, float* dst, int64_t count, cudaStream_t stream) {
+  RV_CUDA(type == ConvType::bf16 ? convert_bf16_to_f32(src, dst, count, stream) : convert_f16_to_f32(src, dst, count, stream));
+}
+
+}  // namespace
+
 void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
+  require_type(g.type);
   Descriptors d;
   describe(g, d);
   Scratch scratch(*this);
   const void *xc = x, *wc = w;
   void* yc = y;
-  if (g.half) {  // half copies in, the result widened back out
-    void* x16 = scratch.get(static_cast<size_t>(g.x_count()) * 2);
-    void* w16 = scratch.get(static_cast<size_t>(g.w_count()) * 2);
-    RV_CUDA(convert_f32_to_f16(x, x16, g.x_count(), stream_));
-    RV_CUDA(convert_f32_to_f16(w, w16, g.w_count(), stream_));
-    xc = x16;
-    wc = w16;
+  if (g.reduced()) {  // 16-bit copies in, the result widened back out
+    xc = narrow(scratch, g.type, x, g.x_count(), stream_);
+    wc = narrow(scratch, g.type, w, g.w_count(), stream_);
     yc = scratch.get(static_cast<size_t>(g.y_count()) * 2);
   }
   // The backward search needs a dy: the output serves (its values do not matter to Find).
@@ -218,25 +236,20 @@ void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float*
   void* ws = workspace(a.forward_workspace);
   RV_CUDNN(cudnnConvolutionForward, handle_, &one, d.x.get(), xc, d.w.get(), wc, d.conv.get(),
            static_cast<cudnnConvolutionFwdAlgo_t>(a.forward), ws, a.forward_workspace, &zero, d.y.get(), yc);
-  if (g.half) RV_CUDA(convert_f16_to_f32(yc, y, g.y_count(), stream_));
+  if (g.reduced()) widen(g.type, yc, y, g.y_count(), stream_);
 }
 
 void Context::conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy, float* dx, float* dw) {
+  require_type(g.type);
   Descriptors d;
   describe(g, d);
   Scratch scratch(*this);
   const void *xc = x, *wc = w, *dyc = dy;
   void *dxc = dx, *dwc = dw;
-  if (g.half) {
-    void* x16 = scratch.get(static_cast<size_t>(g.x_count()) * 2);
-    void* w16 = scratch.get(static_cast<size_t>(g.w_count()) * 2);
-    void* dy16 = scratch.get(static_cast<size_t>(g.y_count()) * 2);
-    RV_CUDA(convert_f32_to_f16(x, x16, g.x_count(), stream_));
-    RV_CUDA(convert_f32_to_f16(w, w16, g.w_count(), stream_));
-    RV_CUDA(convert_f32_to_f16(dy, dy16, g.y_count(), stream_));
-    xc = x16;
-    wc = w16;
-    dyc = dy16;
+  if (g.reduced()) {
+    xc = narrow(scratch, g.type, x, g.x_count(), stream_);
+    wc = narrow(scratch, g.type, w, g.w_count(), stream_);
+    dyc = narrow(scratch, g.type, dy, g.y_count(), stream_);
     dxc = dx != nullptr ? scratch.get(static_cast<size_t>(g.x_count()) * 2) : nullptr;
     dwc = scratch.get(static_cast<size_t>(g.w_count()) * 2);
   }
@@ -246,12 +259,12 @@ void Context::conv2d_backward(const ConvGeometry& g, const float* x, const float
     void* ws = workspace(a.backward_data_workspace);
     RV_CUDNN(cudnnConvolutionBackwardData, handle_, &one, d.w.get(), wc, d.y.get(), dyc, d.conv.get(),
              static_cast<cudnnConvolutionBwdDataAlgo_t>(a.backward_data), ws, a.backward_data_workspace, &zero, d.x.get(), dxc);
-    if (g.half) RV_CUDA(convert_f16_to_f32(dxc, dx, g.x_count(), stream_));
+    if (g.reduced()) widen(g.type, dxc, dx, g.x_count(), stream_);
   }
   void* ws = workspace(a.backward_filter_workspace);
   RV_CUDNN(cudnnConvolutionBackwardFilter, handle_, &one, d.x.get(), xc, d.y.get(), dyc, d.conv.get(),
            static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.backward_filter), ws, a.backward_filter_workspace, &zero, d.w.get(), dwc);
-  if (g.half) RV_CUDA(convert_f16_to_f32(dwc, dw, g.w_count(), stream_));
+  if (g.reduced()) widen(g.type, dwc, dw, g.w_count(), stream_);
 }
 
 void Context::flag_non_finite(const float* x, int64_t count, int* flag) { RV_CUDA(train::flag_non_finite(x, count, flag, stream_)); }

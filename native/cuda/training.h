@@ -17,11 +17,15 @@
 namespace repvgg::cuda::train {
 
 // Geometry of a 2-D convolution without bias: x (batch, in_channels, height, width) NCHW, w (out_channels,
-// in_channels / groups, kernel, kernel), y (batch, out_channels, out_height, out_width). half: the convolution runs
-// on half copies of its float operands (tensor cores, float accumulation) and its results are widened back.
+// in_channels / groups, kernel, kernel), y (batch, out_channels, out_height, out_width). type f16 or bf16: the
+// convolution runs on 16-bit copies of its float operands (tensor cores, float accumulation) and its results are
+// widened back; the operands themselves are always float.
+enum class ConvType { f32, f16, bf16 };
+
 struct ConvGeometry {
   int64_t batch, in_channels, height, width, out_channels, kernel, stride, pad, groups;
-  bool half = false;
+  ConvType type = ConvType::f32;
+  bool reduced() const { return type != ConvType::f32; }
   int64_t x_count() const { return batch * in_channels * height * width; }
   int64_t w_count() const { return out_channels * (in_channels / groups) * kernel * kernel; }
   int64_t y_count() const { return batch * out_channels * out_height() * out_width(); }
@@ -68,12 +72,16 @@ class Context {
   Context();
   struct Descriptors;
   void describe(const ConvGeometry& g, Descriptors& d) const;
-  // x, w, dy: the operands in the convolution's own type (half copies when g.half).
+  // x, w, dy: the operands in the convolution's own type (16-bit copies when g.reduced()).
   ConvAlgorithms& choose(const ConvGeometry& g, Descriptors& d, const void* x, const void* w, const void* dy);
   void* workspace(size_t bytes);
 
+  // Throws ERR_ARG_VALUE for bf16 before compute capability 8.0 (no bf16 tensor cores or cuDNN kernels).
+  void require_type(ConvType type) const;
+
   std::mutex mutex_;
   int device_ = 0;
+  int compute_major_ = 0;
   bool memory_pools_ = false;
   bool sync_each_op_ = false;
   cudnn_api::cudnnHandle_t handle_ = nullptr;
