@@ -16,11 +16,13 @@ import { parseArgs } from 'node:util';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { loadCpuAddon } from '../lib/backend/native.js';
-import { axisStep, escapeXml } from '../lib/bench/chart.js';
+import { barChartSvg } from '../lib/bench/chart.js';
+import { markdownTable } from '../lib/bench/report.js';
+import { randomImages } from '../lib/bench/speed.js';
 import { measureThroughput, type Throughput } from '../lib/bench/measure.js';
 import { RepVGGNetwork, type NetworkProfile, type PlanReport } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
-import { randomStateDict, seededUniform } from '../lib/models/init.js';
+import { randomStateDict } from '../lib/models/init.js';
 import { officialSpec, type RepVGGSpec } from '../lib/models/repvgg.js';
 import { calibrate, type CalibrationResult } from '../lib/quant/calibrate.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
@@ -153,13 +155,6 @@ function parseOptions(): BenchOptions {
   return { models: values.models.split(','), batches, seconds, jsonPath: values.json, plotPath: values.plot, profile: values.profile };
 }
 
-function randomImages(batch: number, seed: number): HostTensor {
-  const uniform = seededUniform(seed);
-  const data = new Float32Array(batch * 3 * IMAGE_SIZE * IMAGE_SIZE);
-  for (let i = 0; i < data.length; i++) data[i] = 4 * uniform() - 2; // roughly the range of normalized pixels
-  return { shape: [batch, 3, IMAGE_SIZE, IMAGE_SIZE], data };
-}
-
 function ourEngine(network: RepVGGNetwork): Engine {
   return {
     prepare: (batch) => network.prepare(batch, IMAGE_SIZE, IMAGE_SIZE),
@@ -186,7 +181,7 @@ async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<{ engi
   const sessionOptions = { intraOpNumThreads: availableParallelism(), graphOptimizationLevel: 'all' } as const;
   const session = await InferenceSession.create(encodeOnnx(deployed), sessionOptions);
   progress(`${spec.arch}: calibrating int8 on ${CALIBRATION_IMAGES} random images`);
-  const calibration = await calibrate(deployed, randomImages(CALIBRATION_IMAGES, CALIBRATION_SEED));
+  const calibration = await calibrate(deployed, randomImages(CALIBRATION_IMAGES, IMAGE_SIZE, CALIBRATION_SEED));
   const int8Session = await InferenceSession.create(encodeOnnx(calibration.model, { quantization: calibration.quantization }), sessionOptions);
   const engines = {
     deployedFp32: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'fp32', convAlgorithm: 'auto', maxBatch })),
@@ -218,7 +213,7 @@ function top1Agreement(a: Float32Array, b: Float32Array): number {
 }
 
 async function checkAgreement(engines: Record<EngineKey, Engine>, calibration: CalibrationResult): Promise<Agreement> {
-  const images = randomImages(CHECK_BATCH, INPUT_SEED);
+  const images = randomImages(CHECK_BATCH, IMAGE_SIZE, INPUT_SEED);
   const reference = await engines.onnxruntime.logits(images);
   const deployedFp32 = await engines.deployedFp32.logits(images);
   const deployedBf16 = await engines.deployedBf16.logits(images);
@@ -259,7 +254,7 @@ function summarizePlan(report: PlanReport): PlanSummary {
 async function benchmarkBatch(
   engines: Record<EngineKey, Engine>, arch: string, batch: number, seconds: number, profile: boolean,
 ): Promise<BatchResult> {
-  const images = randomImages(batch, INPUT_SEED + batch);
+  const images = randomImages(batch, IMAGE_SIZE, INPUT_SEED + batch);
   const throughput = {} as Record<EngineKey, Throughput>;
   const plans = {} as BatchResult['plans'];
   for (const key of ENGINE_KEYS) {
@@ -322,11 +317,6 @@ function formatThroughput(t: Throughput): string {
 
 function formatCounts(counts: Record<string, number>): string {
   return Object.entries(counts).map(([name, count]) => `${name} ×${count}`).join(', ');
-}
-
-function markdownTable(header: string[], rows: string[][]): string {
-  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
 /** One table per (model, batch): ms per layer and role for each deployed precision, then the sums and whole runs. */
@@ -443,61 +433,17 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
 
 /** One panel per model: groups of bars per batch size, one bar per engine, whiskers from p10 to p90. */
 function svgChart(results: ModelResult[], subtitle: string): string {
-  const width = 1100;
-  const panelHeight = 300;
-  const legendPerRow = 3;
-  const legendRows = Math.ceil(ENGINE_KEYS.length / legendPerRow);
-  const top = 52 + 18 * legendRows;
-  const margin = { left: 70, right: 20, top: 40, bottom: 40 };
-  const height = top + results.length * panelHeight;
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="16">RepVGG CPU throughput, images/s (median; whiskers p10–p90)</text>`,
-    `<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(subtitle)}</text>`,
-  ];
-  ENGINE_KEYS.forEach((key, i) => {
-    const x = margin.left + (i % legendPerRow) * 300;
-    const y = 52 + 18 * Math.floor(i / legendPerRow);
-    parts.push(`<rect x="${x}" y="${y}" width="12" height="12" fill="${ENGINE_COLORS[key]}"/>`);
-    parts.push(`<text x="${x + 16}" y="${y + 10}">${ENGINE_LABELS[key]}</text>`);
+  return barChartSvg({
+    title: 'RepVGG CPU throughput, images/s (median; whiskers p10–p90)',
+    subtitle,
+    legend: ENGINE_KEYS.map((key) => ({ label: ENGINE_LABELS[key], color: ENGINE_COLORS[key] })),
+    legendColumnWidth: 300,
+    panels: results.map((model) => ({
+      title: model.arch,
+      ...(model.skipped && { message: `timings skipped: ${model.skipped}` }),
+      groups: model.batches.map((b) => ({ label: `batch ${b.batch}`, bars: ENGINE_KEYS.map((key) => b.throughput[key]) })),
+    })),
   });
-  results.forEach((model, panel) => {
-    const panelTop = top + panel * panelHeight;
-    const plotTop = panelTop + margin.top;
-    const plotBottom = panelTop + panelHeight - margin.bottom;
-    const plotWidth = width - margin.left - margin.right;
-    parts.push(`<text x="${margin.left}" y="${panelTop + 24}" font-size="14" font-weight="bold">${escapeXml(model.arch)}</text>`);
-    if (model.skipped) {
-      parts.push(`<text x="${margin.left}" y="${plotTop + 40}" fill="#b00">timings skipped: ${escapeXml(model.skipped)}</text>`);
-      return;
-    }
-    const maxValue = Math.max(...model.batches.flatMap((b) => ENGINE_KEYS.map((k) => b.throughput[k].p90ImagesPerSecond)));
-    const step = axisStep(maxValue, 5);
-    const axisMax = Math.ceil(maxValue / step) * step;
-    const y = (value: number): number => plotBottom - (value / axisMax) * (plotBottom - plotTop);
-    for (let tick = 0; tick <= axisMax + step / 2; tick += step) {
-      parts.push(`<line x1="${margin.left}" x2="${width - margin.right}" y1="${y(tick)}" y2="${y(tick)}" stroke="#ddd"/>`);
-      parts.push(`<text x="${margin.left - 6}" y="${y(tick) + 4}" text-anchor="end">${tick}</text>`);
-    }
-    const groupWidth = plotWidth / model.batches.length;
-    const barWidth = (groupWidth * 0.8) / ENGINE_KEYS.length;
-    model.batches.forEach((b, g) => {
-      const groupLeft = margin.left + g * groupWidth + groupWidth * 0.1;
-      parts.push(`<text x="${groupLeft + groupWidth * 0.4}" y="${plotBottom + 18}" text-anchor="middle">batch ${b.batch}</text>`);
-      ENGINE_KEYS.forEach((key, i) => {
-        const t = b.throughput[key];
-        const x = groupLeft + i * barWidth;
-        const middle = x + barWidth / 2;
-        parts.push(`<rect x="${x + 1}" y="${y(t.medianImagesPerSecond)}" width="${barWidth - 2}" height="${plotBottom - y(t.medianImagesPerSecond)}" fill="${ENGINE_COLORS[key]}"/>`);
-        parts.push(`<line x1="${middle}" x2="${middle}" y1="${y(t.p10ImagesPerSecond)}" y2="${y(t.p90ImagesPerSecond)}" stroke="black"/>`);
-        parts.push(`<text x="${middle}" y="${y(t.p90ImagesPerSecond) - 4}" text-anchor="middle" font-size="10">${t.medianImagesPerSecond.toFixed(0)}</text>`);
-      });
-    });
-    parts.push(`<line x1="${margin.left}" x2="${width - margin.right}" y1="${plotBottom}" y2="${plotBottom}" stroke="black"/>`);
-  });
-  parts.push('</svg>');
-  return parts.join('\n');
 }
 
 async function main(): Promise<void> {

@@ -73,8 +73,8 @@ const PROFILE_RUNS = 10;
 
 const BACKEND_PRECISIONS: Record<'cpu' | 'cuda', readonly Precision[]> = { cpu: ['fp32', 'bf16', 'int8'], cuda: ['fp32', 'fp16'] };
 
-/** Uniform values in [-2, 2), roughly the range of normalized pixels. */
-function randomImages(batch: number, size: number, seed: number): HostTensor {
+/** (batch, 3, size, size) seeded uniform values in [-2, 2), roughly the range of normalized pixels. */
+export function randomImages(batch: number, size: number, seed: number): HostTensor {
   const uniform = seededUniform(seed);
   const data = new Float32Array(batch * 3 * size * size);
   for (let i = 0; i < data.length; i++) data[i] = 4 * uniform() - 2;

@@ -7,6 +7,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { cudaStatus } from '../backend/cuda.js';
 import { loadCpuAddon } from '../backend/native.js';
 import { speedChartSvg } from '../bench/chart.js';
+import { formatMiB, markdownTable } from '../bench/report.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedForm, type SpeedRow } from '../bench/speed.js';
 import type { Precision } from '../engine.js';
 import { UsageError } from '../errors.js';
@@ -20,12 +21,7 @@ export const BENCH_FLAGS = {
   profile: { type: 'boolean' }, json: { type: 'string' }, plot: { type: 'string' },
 } as const;
 
-const mib = (bytes: number | undefined): string => (bytes === undefined ? '' : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
-
-function markdownTable(header: string[], rows: string[][]): string {
-  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
-}
+const mib = (bytes: number | undefined): string => (bytes === undefined ? '' : formatMiB(bytes));
 
 /** Our rows' speed over a matching row's (same model, backend, precision, batch), as '1.23x', or ''. */
 function ratio(row: SpeedRow, rows: readonly SpeedRow[], match: (other: SpeedRow) => boolean): string {

@@ -4,6 +4,7 @@
 import { RepVGGNetwork, type BackendName, type PlanReport } from '../engine.js';
 import { randomStateDict, seededUniform } from '../models/init.js';
 import { officialSpec, parameterCount } from '../models/repvgg.js';
+import { formatMiB } from '../bench/report.js';
 import { reparameterize } from '../reparam/reparam.js';
 import type { HostTensor } from '../tensor.js';
 import { archFlag } from './commands.js';
@@ -39,7 +40,6 @@ function algorithmCounts(plan: PlanReport): string {
   return [...counts].sort((a, b) => b[1] - a[1]).map(([name, count]) => `${name} ${count}`).join(', ');
 }
 
-const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 export async function runDemo(flags: Flags): Promise<void> {
   const spec = officialSpec(archFlag(flags, false) ?? 'A0');
@@ -74,7 +74,7 @@ export async function runDemo(flags: Flags): Promise<void> {
       ['', 'training-time form', 'deployed form', 'deployed vs train'],
       ['parameters', parameterCount(spec, 'train').toLocaleString('en-US'), parameterCount(spec, 'deploy').toLocaleString('en-US'),
         `${((parameterCount(spec, 'deploy') / parameterCount(spec, 'train')) * 100).toFixed(1)}%`],
-      ['activation memory', mib(trainPlan.activationBytes), mib(deployPlan.activationBytes),
+      ['activation memory', formatMiB(trainPlan.activationBytes), formatMiB(deployPlan.activationBytes),
         `${((deployPlan.activationBytes / trainPlan.activationBytes) * 100).toFixed(1)}%`],
       [`img/s (batch ${batch}, ${size}x${size})`, trainSpeed.toFixed(1), deploySpeed.toFixed(1), `${(deploySpeed / trainSpeed).toFixed(2)}x`],
     ];
