@@ -87,9 +87,11 @@ enum cudnnConvolutionBwdFilterAlgo_t : int {
   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING = 6,
   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT = 7,
 };
-// Filled by cudnnFindConvolutionForwardAlgorithmEx; layout as in cudnn_cnn_infer.h (8.x) / cudnn_cnn.h (9.x).
-struct cudnnConvolutionFwdAlgoPerfStruct {
-  cudnnConvolutionFwdAlgo_t algo;
+// What the three cudnnFind*Ex searches fill: one layout for all, by algorithm enum (cudnnConvolution{Fwd,BwdData,
+// BwdFilter}AlgoPerf_t in cudnn_cnn_infer.h / cudnn_cnn_train.h of 8.x and cudnn_cnn.h of 9.x).
+template <typename Algo>
+struct cudnnConvolutionAlgoPerf {
+  Algo algo;
   cudnnStatus_t status;
   float time;     // milliseconds
   size_t memory;  // workspace bytes
@@ -97,28 +99,9 @@ struct cudnnConvolutionFwdAlgoPerfStruct {
   cudnnMathType_t mathType;
   int reserved[3];
 };
-using cudnnConvolutionFwdAlgoPerf_t = cudnnConvolutionFwdAlgoPerfStruct;
-// The same layout for the two gradient searches (cudnn_cnn_train.h in 8.x, cudnn_cnn.h in 9.x).
-struct cudnnConvolutionBwdDataAlgoPerfStruct {
-  cudnnConvolutionBwdDataAlgo_t algo;
-  cudnnStatus_t status;
-  float time;
-  size_t memory;
-  cudnnDeterminism_t determinism;
-  cudnnMathType_t mathType;
-  int reserved[3];
-};
-using cudnnConvolutionBwdDataAlgoPerf_t = cudnnConvolutionBwdDataAlgoPerfStruct;
-struct cudnnConvolutionBwdFilterAlgoPerfStruct {
-  cudnnConvolutionBwdFilterAlgo_t algo;
-  cudnnStatus_t status;
-  float time;
-  size_t memory;
-  cudnnDeterminism_t determinism;
-  cudnnMathType_t mathType;
-  int reserved[3];
-};
-using cudnnConvolutionBwdFilterAlgoPerf_t = cudnnConvolutionBwdFilterAlgoPerfStruct;
+using cudnnConvolutionFwdAlgoPerf_t = cudnnConvolutionAlgoPerf<cudnnConvolutionFwdAlgo_t>;
+using cudnnConvolutionBwdDataAlgoPerf_t = cudnnConvolutionAlgoPerf<cudnnConvolutionBwdDataAlgo_t>;
+using cudnnConvolutionBwdFilterAlgoPerf_t = cudnnConvolutionAlgoPerf<cudnnConvolutionBwdFilterAlgo_t>;
 
 // ---- Function types, one per function we dlsym (the X-macro below lists them for the loader and the check) ----
 using PFN_cudnnGetVersion = size_t (*)();
