@@ -25,7 +25,7 @@ import { cudaStatus } from '../lib/backend/cuda.js';
 import { ArgumentValueError, BackendError } from '../lib/errors.js';
 import { writeNpy } from '../lib/io/npy.js';
 import { customSpec } from '../lib/models/repvgg.js';
-import type { HostTensor } from '../lib/tensor.js';
+import type { HostTensor, StateDict } from '../lib/tensor.js';
 import { readCheckpoint, latestCheckpoint } from '../lib/train/checkpoint.js';
 import { WeightEma } from '../lib/train/ema.js';
 import { DynamicLossScale } from '../lib/train/loss-scale.js';
@@ -35,7 +35,7 @@ import { cli, describeResult } from './helpers/cli-runner.js';
 import { fixtureStateDict } from './helpers/fixture-weights.js';
 import { makeRng, maxRelativeError, randomArray, randomTrainState } from './helpers/reference.js';
 import { BF16, CUDA_MIXED_STEPS, CUDA_TRAIN_FP16_OP, CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
-import { TRAIN_FIXTURES, checkFixtureSteps, readTrainFixture, trainStep } from './helpers/train-fixture.js';
+import { TRAIN_FIXTURES, changeError, checkFixtureSteps, readTrainFixture, trainStep } from './helpers/train-fixture.js';
 
 const status = cudaStatus();
 const gpu = status.available;
@@ -64,6 +64,20 @@ async function sameGradient(
   t: ExecutionContext, name: string, cuda: Gpu, cpu: Float32Array, gpuGrad: DeviceTensor, cpuLike: HostTensor, gpuLike: DeviceTensor,
 ): Promise<void> {
   checkClose(t, name, await cuda.downloadGradient(gpuGrad, gpuLike), await cpuBackend.downloadGradient(cpu, cpuLike), CUDA_TRAIN_OP);
+}
+
+/** Asserts every tensor's change from `start` on the GPU is within `tolerance` of the CPU's; returns the worst error. */
+async function checkChangesMatch(
+  t: ExecutionContext, gpuModel: TrainableRepVGG<DeviceTensor, DeviceTensor>, cpuModel: TrainableRepVGG, start: StateDict, tolerance: number,
+): Promise<number> {
+  const cpuState = cpuModel.stateDict();
+  let worst = 0;
+  for (const [key, ours] of await gpuModel.hostStateDict()) {
+    const error = changeError(ours.data, cpuState.get(key)!.data, start.get(key)!.data);
+    worst = Math.max(worst, error);
+    t.true(error <= tolerance, `${key}: change differs from the CPU's by ${error.toExponential(2)}`);
+  }
+  return worst;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -316,15 +330,7 @@ gpuTest(needsGpu('five steps of an SE network (Nesterov, custom L2, EMA, label s
     await cpuEma.update(cpuModel.values());
     await gpuEma.update(gpuModel.values());
   }
-  const cpuState = cpuModel.stateDict();
-  const gpuState = await gpuModel.hostStateDict();
-  let worst = 0;
-  for (const [key, ours] of gpuState) {
-    const start = state.get(key)!.data;
-    const error = maxRelativeError(Float64Array.from(ours.data, (v, i) => v - (start[i] as number)), Float64Array.from(cpuState.get(key)!.data, (v, i) => v - (start[i] as number)));
-    worst = Math.max(worst, error);
-    t.true(error <= CUDA_TRAIN_STEPS, `${key}: change differs from the CPU's by ${error.toExponential(2)}`);
-  }
+  const worst = await checkChangesMatch(t, gpuModel, cpuModel, state, CUDA_TRAIN_STEPS);
   const emaCpu = await cpuEma.hostState();
   const emaGpu = await gpuEma.hostState();
   for (const [key, ours] of emaGpu) checkClose(t, `${key}: EMA`, ours.data, emaCpu.get(key)!.data, CUDA_TRAIN_STEPS);
@@ -354,15 +360,7 @@ gpuTest(needsGpu('five mixed-precision steps (fp16 convolutions, loss scale 2^10
     await gpuSgd.step(0.05);
     tape.recycle();
   }
-  const cpuState = cpuModel.stateDict();
-  const gpuState = await gpuModel.hostStateDict();
-  let worst = 0;
-  for (const [key, ours] of gpuState) {
-    const start = state.get(key)!.data;
-    const error = maxRelativeError(Float64Array.from(ours.data, (v, i) => v - (start[i] as number)), Float64Array.from(cpuState.get(key)!.data, (v, i) => v - (start[i] as number)));
-    worst = Math.max(worst, error);
-    t.true(error <= CUDA_MIXED_STEPS, `${key}: change differs from the CPU's by ${error.toExponential(2)}`);
-  }
+  const worst = await checkChangesMatch(t, gpuModel, cpuModel, state, CUDA_MIXED_STEPS);
   t.log(`mixed precision, worst tensor change vs the CPU in fp32: ${worst.toExponential(2)}`);
 });
 

@@ -30,6 +30,19 @@ export interface TrainFixture {
 /** The fixtures make_train_fixtures.py writes: plain SGD with momentum, the custom L2 with Nesterov, QARepVGG blocks. */
 export const TRAIN_FIXTURES = ['sgd', 'custom_l2', 'qa'] as const;
 
+/** What training changed: values - start, in float64. */
+export function delta(values: ArrayLike<number>, start: ArrayLike<number>): Float64Array {
+  return Float64Array.from(values as ArrayLike<number>, (v, i) => v - (start[i] as number));
+}
+
+/**
+ * How far a tensor's change in training differs from a reference's change from the same start: maxRelativeError of
+ * the two deltas (the changes are 10..1000x smaller than the weights, and what a wrong gradient alters).
+ */
+export function changeError(ours: ArrayLike<number>, ref: ArrayLike<number>, start: ArrayLike<number>): number {
+  return maxRelativeError(delta(ours, start), delta(ref, start));
+}
+
 export async function readTrainFixture(name: string): Promise<TrainFixture> {
   const { tensors, metadata } = await readSafetensors(fixturePath(`train_tiny.${name}.safetensors`));
   const get = (key: string): ArrayLike<number | bigint> => {
@@ -110,8 +123,8 @@ export async function checkFixtureSteps<V extends Shaped, G>(
       continue;
     }
     const start = init.get(key)!.data;
-    const ourDelta = Float64Array.from(ours.data, (v, i) => v - (start[i] as number));
-    const refDelta = Float64Array.from(ref, (v, i) => v - (start[i] as number));
+    const ourDelta = delta(ours.data, start);
+    const refDelta = delta(ref, start);
     if (name === 'qa' && key.endsWith('.rbr_dense.bn.bias')) {
       // A zero gradient in exact arithmetic: the 3x3 branch's BN shift is cancelled by the BN after the sum (batch
       // statistics). PyTorch's change is float64 noise, ours must be float32 noise; a relative match of noise
