@@ -5,7 +5,7 @@
 // (the tape's recycle and the optimizer's zeroGrad), with the GPU buffer's finalizer as safety net.
 // Not for: inference (lib/engine.ts with backend 'cuda').
 
-import { requireCudaAddon, type CudaAddon, type CudaBuffer, type TrainPrecision } from '../backend/cuda.js';
+import { requireCudaAddon, type CudaAddon, type CudaBuffer, type CudaTrainingOps, type TrainPrecision } from '../backend/cuda.js';
 import { callNative } from '../backend/native.js';
 import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import { checkCrossEntropyArguments } from '../ops/loss.js';
@@ -71,6 +71,19 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
     const [n, , h, wd] = dims4(x, 'x');
     const [out, , k] = dims4(w, 'weight');
     return [n, out, Math.floor((h + 2 * o.pad - k) / o.stride) + 1, Math.floor((wd + 2 * o.pad - k) / o.stride) + 1];
+  };
+
+  /** y = f(x) element-wise into a new tensor (relu, sigmoid). */
+  const activation = async (op: CudaTrainingOps['relu'], x: DeviceTensor): Promise<DeviceTensor> => {
+    const y = alloc(x.shape);
+    await run(() => op({ x: x.buffer, y: y.buffer, count: x.length }));
+    return y;
+  };
+  /** dx from the activation's output y and dy (reluBackward, sigmoidBackward). */
+  const activationBackward = async (op: CudaTrainingOps['reluBackward'], y: DeviceTensor, dy: DeviceTensor): Promise<DeviceTensor> => {
+    const dx = alloc(y.shape);
+    await run(() => op({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
+    return dx;
   };
 
   const backend: TrainBackend<DeviceTensor, DeviceTensor> = {
@@ -179,26 +192,10 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
       await run(() => ops.add({ a: a.buffer, b: b.buffer, y: y.buffer, count: a.length, relu }));
       return y;
     },
-    async relu(x) {
-      const y = alloc(x.shape);
-      await run(() => ops.relu({ x: x.buffer, y: y.buffer, count: x.length }));
-      return y;
-    },
-    async reluBackward(y, dy) {
-      const dx = alloc(y.shape);
-      await run(() => ops.reluBackward({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
-      return dx;
-    },
-    async sigmoid(x) {
-      const y = alloc(x.shape);
-      await run(() => ops.sigmoid({ x: x.buffer, y: y.buffer, count: x.length }));
-      return y;
-    },
-    async sigmoidBackward(y, dy) {
-      const dx = alloc(y.shape);
-      await run(() => ops.sigmoidBackward({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
-      return dx;
-    },
+    relu: (x) => activation(ops.relu, x),
+    reluBackward: (y, dy) => activationBackward(ops.reluBackward, y, dy),
+    sigmoid: (x) => activation(ops.sigmoid, x),
+    sigmoidBackward: (y, dy) => activationBackward(ops.sigmoidBackward, y, dy),
     async globalAvgPool(x) {
       const fields = image(x, 'x');
       const y = alloc([fields.batch, fields.channels]);

@@ -284,8 +284,9 @@ async function onGpu(model: TrainableRepVGG, precision: TrainPrecision): Promise
 }
 
 export async function runTrain(flags: Flags): Promise<void> {
-  trainPrecisionFlag(flags, trainBackendFlag(flags)); // usage errors first
-  if (trainBackendFlag(flags) === 'cuda') cudaBackend(); // fail before loading data when CUDA cannot run here
+  const backendFlag = trainBackendFlag(flags);
+  const precisionFlag = trainPrecisionFlag(flags, backendFlag); // usage errors first
+  if (backendFlag === 'cuda') cudaBackend(); // fail before loading data when CUDA cannot run here
   const resumeDir = optionalFlag(flags, 'resume');
   let config: TrainConfig;
   let model: TrainableRepVGG;
@@ -308,8 +309,8 @@ export async function runTrain(flags: Flags): Promise<void> {
     // --backend may move a run between machines (checkpoints are host tensors whichever backend wrote them).
     config = {
       ...saved, data: source, ...(keepFlag !== undefined && { keepCheckpoints: keepFlag }),
-      ...(flags.backend !== undefined && { backend: trainBackendFlag(flags) }),
-      ...(flags.precision !== undefined && { precision: trainPrecisionFlag(flags, trainBackendFlag(flags)) }),
+      ...(flags.backend !== undefined && { backend: backendFlag }),
+      ...(flags.precision !== undefined && { precision: precisionFlag }),
     };
     if (config.precision !== undefined && config.precision !== 'fp32' && config.backend !== 'cuda') config = { ...config, precision: 'fp32' }; // moved off the GPU
     data = await loadData(source, config.spec.numClasses);
@@ -355,8 +356,8 @@ export async function runTrain(flags: Flags): Promise<void> {
       seed,
       shuffle: flags['no-shuffle'] !== true,
       augment: flags['no-augment'] !== true,
-      backend: trainBackendFlag(flags),
-      precision: trainPrecisionFlag(flags, trainBackendFlag(flags)),
+      backend: backendFlag,
+      precision: precisionFlag,
       keepCheckpoints: keepFlag ?? DEFAULT_KEEP_CHECKPOINTS,
       freezeBackbone,
       data: source,
