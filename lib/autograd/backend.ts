@@ -86,6 +86,16 @@ export interface TrainBackend<V extends { readonly shape: readonly number[] }, G
   /** Training-mode BN: the batch mean and biased variance, and the normalized output. */
   batchNormTrain(x: V, gamma: V, beta: V, eps: number): Promise<{ y: V; mean: V; variance: V }>;
   batchNormBackward(x: V, y: V, dy: G, gamma: V, mean: V, variance: V, eps: number): Promise<{ dx: G; dgamma: G; dbeta: G }>;
+  /**
+   * Optional: relu?(BN_1(x_1) + ... + BN_k(x_k)) with training-mode BNs in one op (the branch sum of a RepVGG block),
+   * with each branch's batch mean and biased variance; undefined when this backend cannot for these tensors. It must
+   * give what batchNormTrain per branch and add (addRelu last) give: functions.ts composes those where it is absent.
+   */
+  batchNormSum?(branches: { x: V; gamma: V; beta: V }[], eps: number, relu: boolean): Promise<{ y: V; stats: { mean: V; variance: V }[] } | undefined>;
+  /** The gradient of batchNormSum from its output y: per branch dx, dgamma, dbeta. Present whenever batchNormSum is. */
+  batchNormSumBackward?(
+    branches: { x: V; gamma: V; mean: V; variance: V }[], y: V, dy: G, eps: number, relu: boolean,
+  ): Promise<{ dx: G; dgamma: G; dbeta: G }[]>;
   /** running = momentum * batch + (1 - momentum) * running, the variance unbiased over `count` values. */
   updateRunningStats(runningMean: V, runningVar: V, mean: V, variance: V, count: number, momentum: number): Promise<void>;
   /**

@@ -90,6 +90,16 @@ export const cpuBackend: TrainBackend<HostTensor, Float32Array> = {
     const g = await ops.batchNormBackward(x, gradOf(y, dy), gamma, mean, variance, { eps });
     return { dx: g.dx.data, dgamma: g.dgamma.data, dbeta: g.dbeta.data };
   },
+  async batchNormSum(branches, eps, relu) {
+    if (branches.some((b) => ops.layoutOf(b.x) !== 'nhwc')) return undefined; // the native op is NHWC only
+    const { y, stats } = await ops.batchNormSum(branches, { eps, relu });
+    return { y, stats: stats.map((s) => ({ mean: s.mean, variance: s.var })) };
+  },
+  async batchNormSumBackward(branches, y, dy, eps, relu) {
+    const native = branches.map((b) => ({ x: b.x, gamma: b.gamma, mean: b.mean, var: b.variance }));
+    const grads = await ops.batchNormSumBackward(native, y, gradOf(y, dy), { eps, relu });
+    return grads.map((g) => ({ dx: g.dx.data, dgamma: g.dgamma.data, dbeta: g.dbeta.data }));
+  },
   async updateRunningStats(runningMean, runningVar, mean, variance, count, momentum) {
     ops.updateRunningStats(runningMean, runningVar, mean, variance, count, momentum);
   },

@@ -45,6 +45,59 @@ export async function batchNormTrain<V extends Shaped, G>(
   return { y: out, mean, variance };
 }
 
+/** One branch of batchNormSum: the tensor and its BN's parameters. */
+export interface NormBranch<V extends Shaped, G> {
+  x: Var<V, G>;
+  gamma: Var<V, G>;
+  beta: Var<V, G>;
+}
+
+/**
+ * relu?(BN_1(x_1) + ... + BN_k(x_k)) with training-mode BNs: the branch sum of a RepVGG block, and each branch's
+ * batch statistics (owned by the tape) for the running-statistics update. One op on backends that have it (the
+ * CPU: no normalized tensor per branch, no intermediate sums), else batchNormTrain per branch, then add left to
+ * right with the ReLU fused into the last sum. Both give the same values and gradients.
+ */
+export async function batchNormSum<V extends Shaped, G>(
+  tape: Tape<V, G>, branches: NormBranch<V, G>[], eps: number, withRelu: boolean,
+): Promise<{ y: Var<V, G>; stats: { mean: V; variance: V }[] }> {
+  const b = tape.backend;
+  const fused = await b.batchNormSum?.(branches.map((br) => ({ x: br.x.value, gamma: br.gamma.value, beta: br.beta.value })), eps, withRelu);
+  if (fused === undefined) return composedBatchNormSum(tape, branches, eps, withRelu);
+  const { y, stats } = fused;
+  const inputs = [...branches.map((br) => br.x), ...branches.flatMap((br) => [br.gamma, br.beta])];
+  const out = tape.record(y, inputs, async (dy) => {
+    const grads = await b.batchNormSumBackward!(
+      branches.map((br, i) => ({ x: br.x.value, gamma: br.gamma.value, mean: stats[i]!.mean, variance: stats[i]!.variance })), y, dy, eps, withRelu,
+    );
+    return [...grads.map((g) => g.dx), ...grads.flatMap((g) => [g.dgamma, g.dbeta])];
+  });
+  for (const s of stats) {
+    tape.own(s.mean);
+    tape.own(s.variance);
+  }
+  return { y: out, stats };
+}
+
+async function composedBatchNormSum<V extends Shaped, G>(
+  tape: Tape<V, G>, branches: NormBranch<V, G>[], eps: number, withRelu: boolean,
+): Promise<{ y: Var<V, G>; stats: { mean: V; variance: V }[] }> {
+  const normalized: Var<V, G>[] = [];
+  const stats: { mean: V; variance: V }[] = [];
+  for (const br of branches) {
+    const { y, mean, variance } = await batchNormTrain(tape, br.x, br.gamma, br.beta, eps);
+    normalized.push(y);
+    stats.push({ mean, variance });
+  }
+  let sum = normalized[0]!;
+  for (const [i, y] of normalized.entries()) {
+    if (i === 0) continue;
+    sum = withRelu && i === normalized.length - 1 ? await addRelu(tape, sum, y) : await add(tape, sum, y);
+  }
+  if (withRelu && normalized.length === 1) sum = await relu(tape, sum);
+  return { y: sum, stats };
+}
+
 /** b in a's data layout (b itself when it already is); the conversion is recorded so that its gradient flows back. */
 function matchLayout<V extends Shaped, G>(tape: Tape<V, G>, a: Var<V, G>, b: Var<V, G>): Var<V, G> {
   const converted = tape.backend.matchLayout(a.value, b.value);

@@ -70,6 +70,15 @@ export interface CpuTrainingOptions {
     x: F32; dy: F32; gamma: F32; mean: F32; var: F32; dx: F32; dgamma: F32; dbeta: F32; eps: number;
     batch: number; channels: number; height: number; width: number; channelsLast: boolean;
   };
+  /** NHWC; 1 to 3 branches. */
+  batchNormSum: {
+    branches: { x: F32; gamma: F32; beta: F32; mean: F32; var: F32 }[]; y: F32; eps: number; relu: boolean;
+    batch: number; channels: number; height: number; width: number;
+  };
+  batchNormSumBackward: {
+    branches: { x: F32; gamma: F32; mean: F32; var: F32; dx: F32; dgamma: F32; dbeta: F32 }[]; y: F32; dy: F32; eps: number; relu: boolean;
+    batch: number; channels: number; height: number; width: number;
+  };
   reluBackward: { y: F32; dy: F32; dx: F32 };
   sigmoidBackward: { y: F32; dy: F32; dx: F32 };
   channelScaleBackward: { x: F32; scale: F32; dy: F32; dx: F32; dscale: F32; batch: number; channels: number; spatial: number; channelsLast: boolean };

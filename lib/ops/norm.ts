@@ -199,3 +199,103 @@ export function updateRunningStats(
     runningVar.data[i] = momentum * unbiased + (1 - momentum) * (runningVar.data[i] as number);
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sums of batch-normalized branches (a RepVGG block)
+
+/** At most this many branches per batchNormSum (a RepVGG block has 3x3, 1x1 and identity). */
+export const MAX_BATCHNORM_SUM_BRANCHES = 3;
+
+/** One branch of batchNormSum: x (N, C, H, W) NHWC, gamma and beta (C). */
+export interface BatchNormSumBranch {
+  x: HostTensor;
+  gamma: HostTensor;
+  beta: HostTensor;
+}
+
+/** Output of batchNormSum. */
+export interface BatchNormSumResult {
+  /** (N, C, H, W) NHWC: the sum of the normalized branches (after the ReLU when asked). */
+  y: HostTensor;
+  /** Per branch, in order: the batch mean and BIASED variance (C) it was normalized with. */
+  stats: { mean: HostTensor; var: HostTensor }[];
+}
+
+/** Checks the branches' count and their x's common (N, C, H, W) and NHWC layout; returns the shape. */
+function checkBranches(branches: readonly { x: HostTensor }[]): readonly [number, number, number, number] {
+  if (!Array.isArray(branches) || branches.length < 1 || branches.length > MAX_BATCHNORM_SUM_BRANCHES) {
+    throw new ArgumentValueError(`Expected an array of 1 to ${MAX_BATCHNORM_SUM_BRANCHES} branches but received ${describeValue(branches)}`);
+  }
+  const shape = checkTrainInput(branches[0]!.x);
+  branches.forEach(({ x }, i) => {
+    const name = `branches[${i}].x`;
+    checkShape(x, name, [...shape], 'the shape of branches[0].x');
+    if (layoutOf(x, name) !== 'nhwc') throw new ArgumentValueError(`Expected ${name} in layout 'nhwc' but received 'nchw'; convert it with toLayout()`);
+  });
+  return shape;
+}
+
+/**
+ * y = relu?(BN_1(x_1) + ... + BN_k(x_k)), each BN in training mode (batch mean and biased variance over (N, H, W), as
+ * batchNormTrain), in one native op: the sum of a RepVGG block's branches without a normalized tensor per branch or
+ * an intermediate sum. The same bits as batchNormTrain per branch, then add (and the ReLU) left to right. NHWC only
+ * (the training tape's layout), 1 to MAX_BATCHNORM_SUM_BRANCHES branches of equal shape; runs off the event loop.
+ * @throws ShapeError / ArgumentValueError on bad branches (shape, layout, count), gamma/beta or eps.
+ * @example const { y, stats } = await batchNormSum([{ x: dense, gamma: g3, beta: b3 }, { x: pointwise, gamma: g1, beta: b1 }], { relu: true });
+ */
+export async function batchNormSum(
+  branches: readonly BatchNormSumBranch[], options: { eps?: number; relu?: boolean } = {},
+): Promise<BatchNormSumResult> {
+  const [n, c, h, w] = checkBranches(branches);
+  branches.forEach((b, i) => {
+    checkShape(b.gamma, `branches[${i}].gamma`, [c], 'x channels');
+    checkShape(b.beta, `branches[${i}].beta`, [c], 'x channels');
+  });
+  const eps = checkEps(options.eps ?? DEFAULT_EPS);
+  const y = withLayout([n, c, h, w], outputArray(n * c * h * w), 'nhwc');
+  const stats = branches.map(() => ({ mean: { shape: [c], data: outputArray(c) }, var: { shape: [c], data: outputArray(c) } }));
+  await runTrainingOp('batchNormSum', {
+    branches: branches.map((b, i) => ({ x: b.x.data, gamma: b.gamma.data, beta: b.beta.data, mean: stats[i]!.mean.data, var: stats[i]!.var.data })),
+    y: y.data, eps, relu: options.relu === true, batch: n, channels: c, height: h, width: w,
+  });
+  return { y, stats };
+}
+
+/** One branch of batchNormSumBackward: the forward's x and gamma and the statistics batchNormSum returned for it. */
+export interface BatchNormSumGradBranch {
+  x: HostTensor;
+  gamma: HostTensor;
+  mean: HostTensor;
+  var: HostTensor;
+}
+
+/**
+ * Backward pass of batchNormSum from its output y and the output gradient dy (both NHWC like the branches): per
+ * branch dx, dgamma, dbeta, as reluBackward (when relu) then batchNormBackward per branch compute them, bit for bit.
+ * @throws ShapeError / ArgumentValueError on bad arguments.
+ */
+export async function batchNormSumBackward(
+  branches: readonly BatchNormSumGradBranch[], y: HostTensor, dy: HostTensor, options: { eps?: number; relu?: boolean } = {},
+): Promise<BatchNormGrads[]> {
+  const [n, c, h, w] = checkBranches(branches);
+  checkShape(y, 'y', [n, c, h, w], 'the shape of the branches');
+  checkShape(dy, 'dy', [n, c, h, w], 'the shape of the branches');
+  checkSameLayout(branches[0]!.x, 'branches[0].x', y, 'y');
+  checkSameLayout(y, 'y', dy, 'dy');
+  branches.forEach((b, i) => {
+    for (const key of ['gamma', 'mean', 'var'] as const) checkShape(b[key], `branches[${i}].${key}`, [c], 'x channels');
+  });
+  const eps = checkEps(options.eps ?? DEFAULT_EPS);
+  const grads: BatchNormGrads[] = branches.map(() => ({
+    dx: withLayout([n, c, h, w], outputArray(n * c * h * w), 'nhwc'),
+    dgamma: { shape: [c], data: outputArray(c) },
+    dbeta: { shape: [c], data: outputArray(c) },
+  }));
+  await runTrainingOp('batchNormSumBackward', {
+    branches: branches.map((b, i) => ({
+      x: b.x.data, gamma: b.gamma.data, mean: b.mean.data, var: b.var.data, dx: grads[i]!.dx.data, dgamma: grads[i]!.dgamma.data, dbeta: grads[i]!.dbeta.data,
+    })),
+    y: y.data, dy: dy.data, eps, relu: options.relu === true, batch: n, channels: c, height: h, width: w,
+  });
+  return grads;
+}

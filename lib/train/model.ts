@@ -214,11 +214,31 @@ export class TrainableRepVGG<V extends Shaped = HostTensor, G = Float32Array> {
   /** Training-mode BN: normalizes with batch statistics and updates the running ones (PyTorch semantics). */
   async #batchNorm(tape: Tape<V, G>, prefix: string, x: Var<V, G>): Promise<Var<V, G>> {
     const { y, mean, variance } = await F.batchNormTrain(tape, x, this.#param(`${prefix}.weight`), this.#param(`${prefix}.bias`), BN_EPS);
+    await this.#updateRunningStats(prefix, x, mean, variance);
+    return y;
+  }
+
+  /**
+   * relu?(BN(dense) + BN(pointwise) [+ BN(identity)]): the sum of a block's branches with training-mode BNs, whose
+   * running statistics it updates.
+   */
+  async #branchSum(tape: Tape<V, G>, block: string, dense: Var<V, G>, pointwise: Var<V, G>, identity: Var<V, G> | undefined, relu: boolean): Promise<Var<V, G>> {
+    const branches = [
+      { prefix: `${block}.rbr_dense.bn`, x: dense },
+      { prefix: `${block}.rbr_1x1.bn`, x: pointwise },
+      ...(identity === undefined ? [] : [{ prefix: `${block}.rbr_identity`, x: identity }]),
+    ];
+    const normBranches = branches.map(({ prefix, x }) => ({ x, gamma: this.#param(`${prefix}.weight`), beta: this.#param(`${prefix}.bias`) }));
+    const { y, stats } = await F.batchNormSum(tape, normBranches, BN_EPS, relu);
+    for (const [i, { prefix, x }] of branches.entries()) await this.#updateRunningStats(prefix, x, stats[i]!.mean, stats[i]!.variance);
+    return y;
+  }
+
+  async #updateRunningStats(prefix: string, x: Var<V, G>, mean: V, variance: V): Promise<void> {
     const [n, , h, w] = x.shape as [number, number, number, number];
     await this.backend.updateRunningStats(
       this.buffers.get(`${prefix}.running_mean`)!, this.buffers.get(`${prefix}.running_var`)!, mean, variance, n * h * w, BN_MOMENTUM,
     );
-    return y;
   }
 
   /** images on the backend as a Var the tape reads (released with the tape's activations when it was uploaded). */
@@ -248,17 +268,14 @@ export class TrainableRepVGG<V extends Shaped = HostTensor, G = Float32Array> {
         x = await F.relu(tape, await this.#batchNorm(tape, `${b.name}.bn`, sum));
         continue;
       }
-      const dense = await this.#batchNorm(tape, `${b.name}.rbr_dense.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_dense.conv.weight`), { ...conv, pad: 1 }));
-      const pointwise = await this.#batchNorm(tape, `${b.name}.rbr_1x1.bn`, await F.conv2d(tape, x, this.#param(`${b.name}.rbr_1x1.conv.weight`), { ...conv, pad: 0 }));
+      const dense = await F.conv2d(tape, x, this.#param(`${b.name}.rbr_dense.conv.weight`), { ...conv, pad: 1 });
+      const pointwise = await F.conv2d(tape, x, this.#param(`${b.name}.rbr_1x1.conv.weight`), { ...conv, pad: 0 });
+      const identity = b.hasIdentity ? x : undefined;
       if (b.seChannels === 0) {
-        // relu(dense + pointwise [+ identity]) with the ReLU fused into the last sum: one buffer and pass fewer.
-        x = b.hasIdentity
-          ? await F.addRelu(tape, await F.add(tape, dense, pointwise), await this.#batchNorm(tape, `${b.name}.rbr_identity`, x))
-          : await F.addRelu(tape, dense, pointwise);
+        x = await this.#branchSum(tape, b.name, dense, pointwise, identity, true);
         continue;
       }
-      let sum = await F.add(tape, dense, pointwise);
-      if (b.hasIdentity) sum = await F.add(tape, sum, await this.#batchNorm(tape, `${b.name}.rbr_identity`, x));
+      let sum = await this.#branchSum(tape, b.name, dense, pointwise, identity, false);
       const se = `${b.name}.se`;
       const p = (name: string): Var<V, G> => this.#param(`${se}.${name}`);
       const pooled = await F.globalAvgPool(tape, sum);

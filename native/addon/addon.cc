@@ -166,6 +166,63 @@ Work parse_batchnorm_backward(const Napi::Object& o) {
   return [=] { cpu::batchnorm_backward(p, x.data, dy.data, gamma.data, mean.data, var.data, dx.data, dgamma.data, dbeta.data); };
 }
 
+// The `branches` array of a batch-norm sum: each element an object whose fields `read` turns into one branch.
+template <typename Branch, typename Read>
+std::vector<Branch> parse_branches(const Napi::Object& o, const Read& read) {
+  Napi::Value list = get_field(o, "branches");
+  RV_CHECK(list.IsArray(), "ERR_ARG_TYPE", "Expected an array for branches");
+  auto array = list.As<Napi::Array>();
+  RV_CHECK(array.Length() >= 1 && array.Length() <= static_cast<uint32_t>(cpu::kMaxNormBranches), "ERR_ARG_VALUE",
+           "Expected 1 to " + std::to_string(cpu::kMaxNormBranches) + " branches but received " + std::to_string(array.Length()));
+  std::vector<Branch> branches;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    RV_CHECK(item.IsObject(), "ERR_ARG_TYPE", "Expected an object for branches[" + std::to_string(i) + "]");
+    branches.push_back(read(item.As<Napi::Object>()));
+  }
+  return branches;
+}
+
+BatchNormParams batchnorm_sum_params(const Napi::Object& o) {
+  return {get_int(o, "batch"), get_int(o, "channels"), get_int(o, "height"), get_int(o, "width"),
+          static_cast<float>(get_number(o, "eps", 1e-5)), get_bool(o, "relu"), true};
+}
+
+// batchNormSum({ branches: [{ x, gamma, beta, mean, var }], y, batch, channels, height, width, eps, relu }), NHWC.
+Work parse_batchnorm_sum(const Napi::Object& o) {
+  const BatchNormParams p = batchnorm_sum_params(o);
+  const int64_t count = p.batch * p.channels * p.height * p.width;
+  F32View y = get_f32(o, "y");
+  require_length(y, count, "y");
+  auto branches = parse_branches<NormBranch>(o, [&](const Napi::Object& b) {
+    F32View x = get_f32(b, "x"), gamma = get_f32(b, "gamma"), beta = get_f32(b, "beta"), mean = get_f32(b, "mean"), var = get_f32(b, "var");
+    require_length(x, count, "x");
+    for (auto [view, name] : {std::pair{gamma, "gamma"}, {beta, "beta"}, {mean, "mean"}, {var, "var"}}) require_length(view, p.channels, name);
+    return NormBranch{x.data, gamma.data, beta.data, mean.data, var.data};
+  });
+  return [=] { cpu::batchnorm_sum_forward(p, branches, y.data); };
+}
+
+// batchNormSumBackward({ branches: [{ x, gamma, mean, var, dx, dgamma, dbeta }], y, dy, batch, ..., eps, relu }).
+Work parse_batchnorm_sum_backward(const Napi::Object& o) {
+  const BatchNormParams p = batchnorm_sum_params(o);
+  const int64_t count = p.batch * p.channels * p.height * p.width;
+  F32View y = get_f32(o, "y"), dy = get_f32(o, "dy");
+  require_length(y, count, "y");
+  require_length(dy, count, "dy");
+  auto branches = parse_branches<NormBranchGrad>(o, [&](const Napi::Object& b) {
+    F32View x = get_f32(b, "x"), gamma = get_f32(b, "gamma"), mean = get_f32(b, "mean"), var = get_f32(b, "var"), dx = get_f32(b, "dx"),
+            dgamma = get_f32(b, "dgamma"), dbeta = get_f32(b, "dbeta");
+    require_length(x, count, "x");
+    require_length(dx, count, "dx");
+    for (auto [view, name] : {std::pair{gamma, "gamma"}, {mean, "mean"}, {var, "var"}, {dgamma, "dgamma"}, {dbeta, "dbeta"}}) {
+      require_length(view, p.channels, name);
+    }
+    return NormBranchGrad{x.data, gamma.data, mean.data, var.data, dx.data, dgamma.data, dbeta.data};
+  });
+  return [=] { cpu::batchnorm_sum_backward(p, branches, y.data, dy.data); };
+}
+
 std::function<Work(const Napi::Object&)> parse_eltwise_backward(EltwiseKind kind) {
   return [kind](const Napi::Object& o) -> Work {
     F32View y = get_f32(o, "y"), dy = get_f32(o, "dy"), dx = get_f32(o, "dx");
@@ -529,6 +586,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                          {"conv2dBackward", parse_conv2d_backward},
                          {"batchNormTrain", parse_batchnorm_train},
                          {"batchNormBackward", parse_batchnorm_backward},
+                         {"batchNormSum", parse_batchnorm_sum},
+                         {"batchNormSumBackward", parse_batchnorm_sum_backward},
                          {"reluBackward", parse_eltwise_backward(EltwiseKind::relu)},
                          {"sigmoidBackward", parse_eltwise_backward(EltwiseKind::sigmoid)},
                          {"channelScaleBackward", parse_channel_scale_backward},

@@ -60,6 +60,27 @@ struct SoftmaxCrossEntropyParams {
 
 // One parameter tensor of an SGD step (PyTorch's torch.optim.SGD with dampening 0). momentum_buffer is null when the
 // optimizer has no momentum; first marks a buffer that has never been written (it becomes the first d).
+// One branch of a sum of batch-normalized branches (batchnorm_sum_forward): x is (N, C, H, W) NHWC; gamma, beta
+// (C); the op writes the branch's batch mean and biased variance to mean/var (C).
+struct NormBranch {
+  const float* x;
+  const float* gamma;
+  const float* beta;
+  float* mean;
+  float* var;
+};
+
+// The gradient side of one NormBranch: mean/var as the forward wrote them; dx like x, dgamma and dbeta (C).
+struct NormBranchGrad {
+  const float* x;
+  const float* gamma;
+  const float* mean;
+  const float* var;
+  float* dx;
+  float* dgamma;
+  float* dbeta;
+};
+
 struct SgdTensor {
   float* weight;
   const float* grad;
@@ -131,6 +152,17 @@ void batchnorm_forward_training(const BatchNormParams& p, const float* x, const 
 // x, dy, dx: (N, C, H, W); gamma, mean, var, dgamma, dbeta: (C).
 void batchnorm_backward(const BatchNormParams& p, const float* x, const float* dy, const float* gamma, const float* mean,
                         const float* var, float* dx, float* dgamma, float* dbeta);
+// y = sum over branches of BN_i(x_i) with batch statistics (then ReLU when p.relu): a RepVGG block's branch sum in
+// one pass over the branches instead of a BN output per branch and a sum per pair. Bit for bit what
+// batchnorm_forward_training per branch, add_forward of the first two, then add_forward (with p.relu) of the rest
+// compute. NHWC only (p.channels_last); 1 to kMaxNormBranches branches, all (N, C, H, W); y: (N, C, H, W) NHWC.
+constexpr int kMaxNormBranches = 3;
+void batchnorm_sum_forward(const BatchNormParams& p, const std::vector<NormBranch>& branches, float* y);
+// Gradient of batchnorm_sum_forward from its output y and dy: the ReLU mask (when p.relu), then every branch's
+// batch-norm gradient, reading y, dy and each x twice. Bit for bit eltwise_backward(relu) then batchnorm_backward
+// per branch.
+void batchnorm_sum_backward(const BatchNormParams& p, const std::vector<NormBranchGrad>& branches, const float* y,
+                            const float* dy);
 // dx from the forward OUTPUT y (ReLU: dy where y > 0; sigmoid: dy * y * (1 - y)); y, dy, dx: (count).
 void eltwise_backward(EltwiseKind kind, int64_t count, const float* y, const float* dy, float* dx);
 // dx = dy * scale per (n, c) plane; dscale[n, c] = sum over the plane of dy * x. x, dy, dx: (N, C, spatial), or

@@ -11,6 +11,7 @@
 //   vectorizes over columns, whatever H*W is.
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "../core/check.h"
@@ -70,7 +71,10 @@ RV_SIMD_CLONES void channel_affine(const float* x_base, float* y_base, Planes p,
     float* y = y_base + n * p.stride;
     if (relu) {
 #pragma omp simd
-      for (int64_t i = 0; i < p.spatial; i++) y[i] = std::fmax(x[i] * scale + shift, 0.f);
+      for (int64_t i = 0; i < p.spatial; i++) {
+        const float v = x[i] * scale + shift;
+        y[i] = v > 0.f ? v : 0.f;
+      }
     } else {
 #pragma omp simd
       for (int64_t i = 0; i < p.spatial; i++) y[i] = x[i] * scale + shift;
@@ -195,7 +199,7 @@ inline __attribute__((always_inline)) void tile_grad_sums(const float* x, const 
 #pragma omp simd
       for (int t = 0; t < W; t++) {
         part_dy[t] += dyr[t];
-        part_dy_xmu[t] += dyr[t] * (xr[t] - c[t]);
+        part_dy_xmu[t] = std::fma(dyr[t], xr[t] - c[t], part_dy_xmu[t]);
       }
     }
     for (int t = 0; t < W; t++) {
@@ -236,7 +240,10 @@ RV_SIMD_CLONES void block_affine(const float* in, const float* in2, float* out, 
       for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = a[j] * ir[j] + b[j] * (i2[j] - center[j]) + c[j];
     } else if (relu) {
 #pragma omp simd
-      for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = std::fmax(a[j] * ir[j] + c[j], 0.f);
+      for (int64_t j = blk.j0; j < blk.j1; j++) {
+        const float v = a[j] * ir[j] + c[j];
+        orow[j] = v > 0.f ? v : 0.f;
+      }
     } else {
 #pragma omp simd
       for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = a[j] * ir[j] + c[j];
@@ -268,6 +275,47 @@ std::vector<float> to_columns(const float* per_channel, const Columns& m) {
 }
 
 bool use_columns(const BatchNormParams& p) { return p.channels_last || p.height * p.width < kSmallPlane; }
+
+// Batch mean and biased variance per channel of a column view: two passes (the mean, then the mean squared
+// deviation: no cancellation as in E[x^2] - E[x]^2).
+void column_statistics(const Columns& m, const Tiling& t, const float* x, int64_t channels, double count, float* mean, float* var) {
+  std::vector<double> partials(t.row_blocks * m.row_len);
+  for_blocks(m, t, [&](Block b, int64_t rb) { block_sums(x, m.row_len, b, nullptr, false, partials.data() + rb * m.row_len); });
+  std::vector<double> totals = channel_totals(partials, m, channels);
+  for (int64_t c = 0; c < channels; c++) mean[c] = static_cast<float>(totals[c] / count);
+  const std::vector<float> center = to_columns(mean, m);
+  for_blocks(m, t, [&](Block b, int64_t rb) { block_sums(x, m.row_len, b, center.data(), true, partials.data() + rb * m.row_len); });
+  totals = channel_totals(partials, m, channels);
+  for (int64_t c = 0; c < channels; c++) var[c] = static_cast<float>(totals[c] / count);
+}
+
+// y = scale * x + shift per column: the normalization with batch statistics, scale = gamma / sqrt(var + eps).
+struct ColumnAffine {
+  std::vector<float> scale, shift;
+};
+
+ColumnAffine column_affine(const Columns& m, const BatchNormParams& p, const float* gamma, const float* beta, const float* mean,
+                           const float* var) {
+  std::vector<float> scale(p.channels), shift(p.channels);
+  for (int64_t c = 0; c < p.channels; c++) {
+    scale[c] = gamma[c] / std::sqrt(var[c] + p.eps);
+    shift[c] = beta[c] - mean[c] * scale[c];
+  }
+  return {to_columns(scale.data(), m), to_columns(shift.data(), m)};
+}
+
+// The per-channel results of the batch-norm gradient from its two sums (see batchnorm_backward): dgamma, dbeta and
+// the coefficients of dx = k * dy + b * (x - mean) + c.
+struct GradCoefficients {
+  float dgamma, dbeta, k, b, c;
+};
+
+GradCoefficients grad_coefficients(double sum_dy, double sum_dy_xmu, float gamma, float var, float eps, double count) {
+  const double invstd = 1.0 / std::sqrt(static_cast<double>(var) + static_cast<double>(eps));
+  const double kd = static_cast<double>(gamma) * invstd;
+  return {static_cast<float>(sum_dy_xmu * invstd), static_cast<float>(sum_dy), static_cast<float>(kd),
+          static_cast<float>(-kd * invstd * invstd * sum_dy_xmu / count), static_cast<float>(-kd * sum_dy / count)};
+}
 
 }  // namespace
 
@@ -303,21 +351,11 @@ void batchnorm_forward_training(const BatchNormParams& p, const float* x, const 
   if (use_columns(p)) {
     const Columns m = columns_of(p);
     const Tiling t = tiling_of(m);
-    std::vector<double> partials(t.row_blocks * m.row_len);
-    for_blocks(m, t, [&](Block b, int64_t rb) { block_sums(x, m.row_len, b, nullptr, false, partials.data() + rb * m.row_len); });
-    std::vector<double> totals = channel_totals(partials, m, p.channels);
-    for (int64_t c = 0; c < p.channels; c++) mean[c] = static_cast<float>(totals[c] / count);
-    const std::vector<float> center = to_columns(mean, m);
-    for_blocks(m, t, [&](Block b, int64_t rb) { block_sums(x, m.row_len, b, center.data(), true, partials.data() + rb * m.row_len); });
-    totals = channel_totals(partials, m, p.channels);
-    std::vector<float> scale(p.channels), shift(p.channels);
-    for (int64_t c = 0; c < p.channels; c++) {
-      var[c] = static_cast<float>(totals[c] / count);
-      scale[c] = gamma[c] / std::sqrt(var[c] + p.eps);
-      shift[c] = beta[c] - mean[c] * scale[c];
-    }
-    const std::vector<float> a = to_columns(scale.data(), m), c = to_columns(shift.data(), m);
-    for_blocks(m, t, [&](Block b, int64_t) { block_affine(x, nullptr, y, m.row_len, b, a.data(), nullptr, nullptr, c.data(), false); });
+    column_statistics(m, t, x, p.channels, count, mean, var);
+    const ColumnAffine affine = column_affine(m, p, gamma, beta, mean, var);
+    for_blocks(m, t, [&](Block b, int64_t) {
+      block_affine(x, nullptr, y, m.row_len, b, affine.scale.data(), nullptr, nullptr, affine.shift.data(), false);
+    });
     return;
   }
   const Planes planes{p.batch, p.channels * spatial, spatial};
@@ -344,13 +382,12 @@ void batchnorm_backward(const BatchNormParams& p, const float* x, const float* d
   const double count = static_cast<double>(p.batch * spatial);
   // Writes dgamma, dbeta and the coefficients of dx for channel ch from its two sums.
   auto coefficients = [&](int64_t ch, double sum_dy, double sum_dy_xmu, float* k, float* b, float* c) {
-    const double invstd = 1.0 / std::sqrt(static_cast<double>(var[ch]) + static_cast<double>(p.eps));
-    const double kd = static_cast<double>(gamma[ch]) * invstd;
-    dgamma[ch] = static_cast<float>(sum_dy_xmu * invstd);
-    dbeta[ch] = static_cast<float>(sum_dy);
-    *k = static_cast<float>(kd);
-    *b = static_cast<float>(-kd * invstd * invstd * sum_dy_xmu / count);
-    *c = static_cast<float>(-kd * sum_dy / count);
+    const GradCoefficients g = grad_coefficients(sum_dy, sum_dy_xmu, gamma[ch], var[ch], p.eps, count);
+    dgamma[ch] = g.dgamma;
+    dbeta[ch] = g.dbeta;
+    *k = g.k;
+    *b = g.b;
+    *c = g.c;
   };
   if (use_columns(p)) {
     const Columns m = columns_of(p);
@@ -380,6 +417,196 @@ void batchnorm_backward(const BatchNormParams& p, const float* x, const float* d
     coefficients(ch, sum_dy, sum_dy_xmu, &k, &b, &c);
     channel_grad_input(x + offset, dy + offset, dx + offset, planes, mean[ch], k, b, c);
   }
+}
+
+// ---- sums of batch-normalized branches (a RepVGG block) ----
+//
+// The same arithmetic as the separate ops, in the same order, so the results are the same bits: each branch's
+// statistics by column_statistics, each normalized value a * x + c as block_affine computes it, the branch values
+// added left to right as add_forward does, the ReLU as max(., 0); the gradient sums in float32 tiles of kRowsPerFlush rows
+// flushed to float64 like tile_grad_sums, and dx as block_affine's gradient form. What is saved is memory traffic:
+// no BN output per branch, no intermediate sums, and the ReLU mask applied on the fly.
+
+namespace {
+
+// The branch gradient g = dy, or under a ReLU dy where y > 0 (dy * 0 elsewhere, so that NaN/Inf propagate as
+// oneDNN's ReLU backward propagates them).
+inline __attribute__((always_inline)) float masked_gradient(float y, float dy, bool relu) {
+  return !relu || y > 0.f ? dy : dy * 0.f;
+}
+
+// out = (a[0] * in[0] + c[0]) + (a[1] * in[1] + c[1]) + ... over the block, then max(., 0) when relu.
+RV_SIMD_CLONES void block_branch_sum(int count, const float* const* in, float* out, int64_t row_len, Block blk, const float* const* a,
+                                     const float* const* c, bool relu) {
+  for (int64_t r = blk.r0; r < blk.r1; r++) {
+    float* orow = out + r * row_len;
+    const float* i0 = in[0] + r * row_len;
+    const float *a0 = a[0], *c0 = c[0];
+#pragma omp simd
+    for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = a0[j] * i0[j] + c0[j];
+    for (int k = 1; k < count; k++) {
+      const float* ik = in[k] + r * row_len;
+      const float *ak = a[k], *ck = c[k];
+#pragma omp simd
+      for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = orow[j] + (ak[j] * ik[j] + ck[j]);
+    }
+    if (relu) {
+#pragma omp simd
+      for (int64_t j = blk.j0; j < blk.j1; j++) orow[j] = orow[j] > 0.f ? orow[j] : 0.f;
+    }
+  }
+}
+
+// acc_g[j + t] += sum of g, acc_gx[k][j + t] += sum of g * (x_k - center[k][j + t]) over rows [r0, r1), t < W, for K
+// branches; g = masked_gradient(y, dy).
+template <int K, int W>
+inline __attribute__((always_inline)) void tile_branch_grad_sums(const float* y, const float* dy, bool relu, const float* const* xs,
+                                                                 int64_t row_len, int64_t r0, int64_t r1, int64_t j,
+                                                                 const float* const* centers, double* acc_g, double* const* acc_gx) {
+  float c[K][W];
+  for (int k = 0; k < K; k++)
+    for (int t = 0; t < W; t++) c[k][t] = centers[k][j + t];
+  for (int64_t rb = r0; rb < r1; rb += kRowsPerFlush) {
+    const int64_t re = std::min(r1, rb + kRowsPerFlush);
+    float part_g[W] = {}, part_gx[K][W] = {};
+    for (int64_t r = rb; r < re; r++) {
+      const float* yr = y + r * row_len + j;
+      const float* dyr = dy + r * row_len + j;
+#pragma omp simd
+      for (int t = 0; t < W; t++) {
+        const float g = masked_gradient(yr[t], dyr[t], relu);
+        part_g[t] += g;
+        for (int k = 0; k < K; k++) part_gx[k][t] = std::fma(g, xs[k][r * row_len + j + t] - c[k][t], part_gx[k][t]);
+      }
+    }
+    for (int t = 0; t < W; t++) {
+      acc_g[j + t] += part_g[t];
+      for (int k = 0; k < K; k++) acc_gx[k][j + t] += part_gx[k][t];
+    }
+  }
+}
+
+template <int K>
+inline __attribute__((always_inline)) void branch_grad_sums(const float* y, const float* dy, bool relu, const float* const* xs,
+                                                            int64_t row_len, Block b, const float* const* centers, double* acc_g,
+                                                            double* const* acc_gx) {
+  int64_t j = b.j0;
+  for (; j + 32 <= b.j1; j += 32) tile_branch_grad_sums<K, 32>(y, dy, relu, xs, row_len, b.r0, b.r1, j, centers, acc_g, acc_gx);
+  for (; j + 16 <= b.j1; j += 16) tile_branch_grad_sums<K, 16>(y, dy, relu, xs, row_len, b.r0, b.r1, j, centers, acc_g, acc_gx);
+  for (; j < b.j1; j++) tile_branch_grad_sums<K, 1>(y, dy, relu, xs, row_len, b.r0, b.r1, j, centers, acc_g, acc_gx);
+}
+
+// The gradient sums of `count` branches over one block (acc_g and acc_gx[k] are zeroed over its columns first).
+RV_SIMD_CLONES void block_branch_grad_sums(int count, const float* y, const float* dy, bool relu, const float* const* xs, int64_t row_len,
+                                           Block b, const float* const* centers, double* acc_g, double* const* acc_gx) {
+  for (int64_t j = b.j0; j < b.j1; j++) {
+    acc_g[j] = 0;
+    for (int k = 0; k < count; k++) acc_gx[k][j] = 0;
+  }
+  switch (count) {
+    case 1: branch_grad_sums<1>(y, dy, relu, xs, row_len, b, centers, acc_g, acc_gx); break;
+    case 2: branch_grad_sums<2>(y, dy, relu, xs, row_len, b, centers, acc_g, acc_gx); break;
+    default: branch_grad_sums<3>(y, dy, relu, xs, row_len, b, centers, acc_g, acc_gx); break;
+  }
+}
+
+// dx_k = k_k * g + b_k * (x_k - center_k) + c_k over the block, for each branch k; g = masked_gradient(y, dy).
+RV_SIMD_CLONES void block_branch_grad_input(int count, const float* y, const float* dy, bool relu, const float* const* xs, float* const* dxs,
+                                            int64_t row_len, Block blk, const float* const* kc, const float* const* bc,
+                                            const float* const* centers, const float* const* cc) {
+  for (int64_t r = blk.r0; r < blk.r1; r++) {
+    const float* yr = y + r * row_len;
+    const float* dyr = dy + r * row_len;
+    for (int k = 0; k < count; k++) {
+      const float* xr = xs[k] + r * row_len;
+      float* dxr = dxs[k] + r * row_len;
+      const float *a = kc[k], *b = bc[k], *center = centers[k], *c = cc[k];
+#pragma omp simd
+      for (int64_t j = blk.j0; j < blk.j1; j++) dxr[j] = a[j] * masked_gradient(yr[j], dyr[j], relu) + b[j] * (xr[j] - center[j]) + c[j];
+    }
+  }
+}
+
+void check_branches(const BatchNormParams& p, size_t count, const char* op) {
+  check_shape(p);
+  RV_CHECK(count >= 1 && count <= static_cast<size_t>(kMaxNormBranches), "ERR_ARG_VALUE",
+           std::string(op) + ": expected 1 to " + std::to_string(kMaxNormBranches) + " branches but received " + std::to_string(count));
+  RV_CHECK(p.channels_last, "ERR_ARG_VALUE", std::string(op) + ": expected NHWC tensors");
+}
+
+}  // namespace
+
+void batchnorm_sum_forward(const BatchNormParams& p, const std::vector<NormBranch>& branches, float* y) {
+  check_branches(p, branches.size(), "batchnorm sum");
+  const int count = static_cast<int>(branches.size());
+  const double values = static_cast<double>(p.batch * p.height * p.width);
+  const Columns m = columns_of(p);
+  const Tiling t = tiling_of(m);
+  std::vector<ColumnAffine> affine;
+  const float* in[kMaxNormBranches];
+  const float *a[kMaxNormBranches], *c[kMaxNormBranches];
+  for (int k = 0; k < count; k++) {
+    const NormBranch& b = branches[k];
+    column_statistics(m, t, b.x, p.channels, values, b.mean, b.var);
+    affine.push_back(column_affine(m, p, b.gamma, b.beta, b.mean, b.var));
+  }
+  for (int k = 0; k < count; k++) {
+    in[k] = branches[k].x;
+    a[k] = affine[k].scale.data();
+    c[k] = affine[k].shift.data();
+  }
+  for_blocks(m, t, [&](Block b, int64_t) { block_branch_sum(count, in, y, m.row_len, b, a, c, p.relu); });
+}
+
+void batchnorm_sum_backward(const BatchNormParams& p, const std::vector<NormBranchGrad>& branches, const float* y, const float* dy) {
+  check_branches(p, branches.size(), "batchnorm sum backward");
+  const int count = static_cast<int>(branches.size());
+  const double values = static_cast<double>(p.batch * p.height * p.width);
+  const Columns m = columns_of(p);
+  const Tiling t = tiling_of(m);
+  const int64_t partial_len = t.row_blocks * m.row_len;
+  std::vector<std::vector<float>> centers;
+  std::vector<double> partial_g(partial_len);
+  std::vector<std::vector<double>> partial_gx(count, std::vector<double>(partial_len));
+  const float* xs[kMaxNormBranches];
+  const float* center[kMaxNormBranches];
+  for (int k = 0; k < count; k++) centers.push_back(to_columns(branches[k].mean, m));
+  for (int k = 0; k < count; k++) {
+    xs[k] = branches[k].x;
+    center[k] = centers[k].data();
+  }
+  for_blocks(m, t, [&](Block b, int64_t rb) {
+    double* acc_gx[kMaxNormBranches];
+    for (int k = 0; k < count; k++) acc_gx[k] = partial_gx[k].data() + rb * m.row_len;
+    block_branch_grad_sums(count, y, dy, p.relu, xs, m.row_len, b, center, partial_g.data() + rb * m.row_len, acc_gx);
+  });
+  const std::vector<double> sum_g = channel_totals(partial_g, m, p.channels);
+  std::vector<std::vector<float>> kc, bc, cc;
+  for (int k = 0; k < count; k++) {
+    const NormBranchGrad& b = branches[k];
+    const std::vector<double> sum_gx = channel_totals(partial_gx[k], m, p.channels);
+    std::vector<float> kk(p.channels), bb(p.channels), c(p.channels);
+    for (int64_t ch = 0; ch < p.channels; ch++) {
+      const GradCoefficients g = grad_coefficients(sum_g[ch], sum_gx[ch], b.gamma[ch], b.var[ch], p.eps, values);
+      b.dgamma[ch] = g.dgamma;
+      b.dbeta[ch] = g.dbeta;
+      kk[ch] = g.k;
+      bb[ch] = g.b;
+      c[ch] = g.c;
+    }
+    kc.push_back(to_columns(kk.data(), m));
+    bc.push_back(to_columns(bb.data(), m));
+    cc.push_back(to_columns(c.data(), m));
+  }
+  float* dxs[kMaxNormBranches];
+  const float *kp[kMaxNormBranches], *bp[kMaxNormBranches], *cp[kMaxNormBranches];
+  for (int k = 0; k < count; k++) {
+    dxs[k] = branches[k].dx;
+    kp[k] = kc[k].data();
+    bp[k] = bc[k].data();
+    cp[k] = cc[k].data();
+  }
+  for_blocks(m, t, [&](Block b, int64_t) { block_branch_grad_input(count, y, dy, p.relu, xs, dxs, m.row_len, b, kp, bp, center, cp); });
 }
 
 }  // namespace repvgg::cpu
