@@ -185,6 +185,8 @@ inline __attribute__((always_inline)) void tile_sums(const float* x, int64_t row
 }
 
 // acc_dy[j + t] += sum of dy, acc_dy_xmu[j + t] += sum of dy * (x - center[j + t]) over rows [r0, r1), t < W.
+// The product is accumulated with an explicit fma, as tile_branch_grad_sums does, so both give the same bits
+// whatever the compiler would contract (in the baseline x86-64 clone, for CPUs before AVX2, fma is a libm call).
 template <int W>
 inline __attribute__((always_inline)) void tile_grad_sums(const float* x, const float* dy, int64_t row_len, int64_t r0, int64_t r1,
                                                           int64_t j, const float* center, double* acc_dy, double* acc_dy_xmu) {
