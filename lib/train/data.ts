@@ -2,7 +2,7 @@
 // the fly, behind one set of functions (shape, seeded training batches, evaluation batches, the normalization to
 // record with the weights). Not for: reading or augmenting images (lib/data/).
 
-import { DataLoader, evalBatches, type Batch, type Dataset } from '../data/index.js';
+import { DataLoader, evalBatches, type AugmentOptions, type Batch, type Dataset } from '../data/index.js';
 import { ImageFolderLoader, centerCropTransform, evalImageBatches, type ImageFolderDataset, type ImageTransform } from '../data/image-folder.js';
 import type { EvalPreprocess } from '../data/images.js';
 import type { InputNormalization } from '../io/weights.js';
@@ -51,12 +51,13 @@ export interface TrainingLoader {
   close(): void | Promise<void>;
 }
 
-export function trainingLoader(data: TrainingData, o: { batchSize: number; shuffle: boolean; augment: boolean; seed: number }): TrainingLoader {
+/** Seeded training batches; `augment` is DataLoader's (in-memory data), image folders use their own trainTransform unless false. */
+export function trainingLoader(data: TrainingData, o: { batchSize: number; shuffle: boolean; augment: boolean | AugmentOptions; seed: number }): TrainingLoader {
   if (!isImageFolder(data)) return new DataLoader(data, o);
   const { resize, crop, mean, std } = data.evalPreprocess;
   return new ImageFolderLoader(data.folder, {
     batchSize: o.batchSize, shuffle: o.shuffle, seed: o.seed, mean, std,
-    transform: o.augment ? data.trainTransform : centerCropTransform(resize, crop),
+    transform: o.augment !== false ? data.trainTransform : centerCropTransform(resize, crop),
   });
 }
 

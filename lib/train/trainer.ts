@@ -7,6 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tape } from '../autograd/tape.js';
 import { retainFreedMemory } from '../ops/alloc.js';
+import { DEFAULT_AUGMENT } from '../data/index.js';
 import * as F from '../autograd/functions.js';
 import { RepVGGNetwork, type BackendName, type NetworkOptions } from '../engine.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -43,6 +44,11 @@ export interface TrainConfig {
   seed: number;
   shuffle: boolean;
   augment: boolean;
+  /**
+   * Zero padding of the random crop when augmenting in-memory data (torchvision RandomCrop's `padding`; 0: flip
+   * only). Undefined: DEFAULT_AUGMENT's (4), which runs recorded before this field used.
+   */
+  cropPadding?: number;
   backend: BackendName;
   /**
    * 'fp32' (default), or mixed precision on CUDA: 'fp16' (half convolutions, with dynamic loss scaling) or 'bf16'
@@ -152,7 +158,8 @@ export async function train<V extends { readonly shape: readonly number[] }, G>(
   retainFreedMemory(); // reuse freed buffers instead of page-faulting fresh ones every step
   const log = run.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const loader = trainingLoader(run.train, {
-    batchSize: config.batchSize, shuffle: config.shuffle, augment: config.augment, seed: config.seed,
+    batchSize: config.batchSize, shuffle: config.shuffle, seed: config.seed,
+    augment: config.augment && { ...DEFAULT_AUGMENT, padding: config.cropPadding ?? DEFAULT_AUGMENT.padding },
   });
   const stepsPerEpoch = loader.stepsPerEpoch;
   const plannedSteps = config.epochs * stepsPerEpoch;
