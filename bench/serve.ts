@@ -20,7 +20,7 @@ import sharp from 'sharp';
 
 import { setComputeNice, MAX_NICE } from '../lib/backends.js';
 import { topClasses } from '../lib/cli/classify.js';
-import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
+import { decodeWorkerPool, imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
@@ -126,7 +126,11 @@ export function randomImages(batch: number, seed: number): Float32Array {
 
 /** Runs one server in this (child) process on 127.0.0.1, reports its port, and answers event-loop lag queries. */
 async function runChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<void> {
-  if (kind === 'ours') setComputeNice(computeNice); // as `repvgg serve --compute-nice` does
+  if (kind === 'ours' && computeNice > 0) {
+    // as `repvgg serve --compute-nice` does
+    setComputeNice(computeNice);
+    decodeWorkerPool().setNice(computeNice);
+  }
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const app = kind === 'ours'
     ? createServer({ weights: modelWeights(), modelName: MODEL_NAME, maxBatch, logLevel: 'silent' }) // the server's default queue and deadline

@@ -19,6 +19,7 @@ import type { HostTensor } from '../lib/tensor.js';
 const CONCURRENT_PREDICTS = 64;
 /** lib/backends.js as an import specifier for a script run in a child process. */
 const BACKENDS_MODULE = JSON.stringify(new URL('../lib/backends.js', import.meta.url).href);
+const IMAGES_MODULE = JSON.stringify(new URL('../lib/data/images.js', import.meta.url).href);
 
 /** Runs an ES module script in a fresh node process (process-wide settings stay there) and parses its JSON output. */
 function runInChild(script: string, env: NodeJS.ProcessEnv = process.env): unknown {
@@ -116,6 +117,36 @@ test('setComputeNice lowers the compute thread and its OpenMP team, not the Java
   t.true(lowered >= 1, 'the compute thread is at nice 7');
   t.true(lowered < threads.length, `only the compute threads (${lowered} of ${threads.length})`);
   t.is(errors.length, 4);
+  for (const error of errors) t.regex(error, /^ArgumentValueError: Expected an integer from 0 to 19 for nice but received/);
+});
+
+test('DecodeWorkerPool.setNice lowers its worker threads (started before and after), not the JavaScript thread', (t) => {
+  const script = `
+    import { readdirSync, readFileSync } from 'node:fs';
+    const { DecodeWorkerPool } = await import(${IMAGES_MODULE});
+    const notImage = new TextEncoder().encode('not an image');
+    const task = { input: notImage, name: 'probe', transform: { kind: 'center-crop', resize: 8, crop: 8 }, key: 0, mean: [0, 0, 0], std: [1, 1, 1] };
+    const failed = (pool) => pool.run(task).then(() => 'decoded', (error) => error.name);
+    const early = new DecodeWorkerPool(1);
+    early.setNice(7); // before its worker starts
+    const late = new DecodeWorkerPool(1);
+    const outcomes = [await failed(early), await failed(late)];
+    late.setNice(5); // after its worker started; the next task runs after the message
+    outcomes.push(await failed(late));
+    const nice = (tid) => Number(readFileSync('/proc/self/task/' + tid + '/stat', 'utf8').split(') ')[1].split(' ')[16]);
+    const threads = readdirSync('/proc/self/task').map((tid) => ({ tid: Number(tid), nice: nice(tid) }));
+    const errors = [];
+    for (const bad of [-1, 20, 2.5]) {
+      try { early.setNice(bad); errors.push('no error for ' + bad); } catch (error) { errors.push(error.name + ': ' + error.message); }
+    }
+    console.log(JSON.stringify({ pid: process.pid, threads, outcomes, errors }));
+    process.exit(0);`;
+  const { pid, threads, outcomes, errors } = runInChild(script) as { pid: number; threads: Array<{ tid: number; nice: number }>; outcomes: string[]; errors: string[] };
+  t.deepEqual(outcomes, ['FormatError', 'FormatError', 'FormatError'], 'each worker ran its task');
+  t.is(threads.find((thread) => thread.tid === pid)?.nice, 0, 'the JavaScript thread keeps its priority');
+  t.true(threads.some((thread) => thread.nice === 7), 'the worker started after setNice(7) runs at nice 7');
+  t.true(threads.some((thread) => thread.nice === 5), 'the worker started before setNice(5) runs at nice 5');
+  t.is(errors.length, 3);
   for (const error of errors) t.regex(error, /^ArgumentValueError: Expected an integer from 0 to 19 for nice but received/);
 });
 

@@ -53,8 +53,9 @@ Commands:
         [--drain-ms 30000] [--log-requests] [--log-level warn] [--device N] [--compute-nice 10]
                                          HTTP server (KServe v2 REST, /v1/classify, /metrics); SIGTERM or SIGINT
                                          drains (exit 0; 1 past --drain-ms), a second signal exits at once (143/130);
-                                         --device N: GPU N only (CUDA_VISIBLE_DEVICES); --compute-nice: the CPU
-                                         compute threads' nice value (0 to 19), below the event loop's
+                                         --device N: GPU N only (CUDA_VISIBLE_DEVICES); --compute-nice: the nice
+                                         value (0 to 19) of the CPU compute threads and the image decoding
+                                         workers, below the event loop's
   bench [--models A0,B0|all] [--batches 8] [--backend cpu|cuda|auto] [--precision fp32,bf16,int8,fp16]
         [--forms deploy,train] [--size 224] [--seconds 2] [--peer] [--profile] [--json FILE] [--plot FILE]
                                          the paper's speed table here: img/s and memory per variant, precision,

@@ -5,7 +5,7 @@
 import { constants as osConstants } from 'node:os';
 import type { BackendName, Precision } from '../engine.js';
 import { RepvggError, UsageError } from '../errors.js';
-import { imagenetClassNames, imagenetPreprocess, readLabelsFile } from '../data/images.js';
+import { decodeWorkerPool, imagenetClassNames, imagenetPreprocess, readLabelsFile } from '../data/images.js';
 import { MAX_BATCHER_COUNT, MAX_BATCHER_MS } from '../serve/batcher.js';
 import { DEFAULT_COMPUTE_NICE, createServer, defaultPreparedBatches, type LoadedModel, type RepvggServer, type ServerOptions } from '../serve/server.js';
 import { MAX_NICE, setComputeNice } from '../backends.js';
@@ -173,8 +173,10 @@ export async function runServe(flags: Flags): Promise<void> {
     await server.close();
     throw new RepvggError((error as RepvggError).code ?? 'ERR_LOAD', `Expected a model to serve from --weights ${String(options.weights)} but loading failed: ${(error as Error).message}`);
   }
-  // The event loop (HTTP, timers, the drain) runs before the numerics whenever both want a core.
+  // The event loop (HTTP, timers, the drain) runs before the numerics and the image preprocessing whenever they want
+  // the same core.
   if (loaded.backend === 'cpu' && computeNice > 0) setComputeNice(computeNice);
+  if (computeNice > 0) decodeWorkerPool().setNice(computeNice);
   if (!isDraining()) {
     process.stdout.write(
       `repvgg serve: model '${options.modelName}' (${loaded.arch}, ${loaded.backend} ${loaded.precision}) ready on ${urlOf(server)} (batch sizes ${options.prepareBatches.join(', ')} prepared)\n`,

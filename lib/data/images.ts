@@ -479,12 +479,14 @@ export const DEFAULT_DECODE_CONCURRENCY = 8;
 export interface PreprocessBatchOptions extends PreprocessOptions {
   /** Images decoded at once. Default DEFAULT_DECODE_CONCURRENCY. */
   readonly concurrency?: number;
+  /** How errors name each in-memory input, by index (default `${name} ${index}`). */
+  readonly names?: readonly string[];
 }
 
 /**
  * Decode and preprocess several images into one batch, `concurrency` at a time, on the decoding worker threads
  * (decodeWorkerPool): the same bytes as preprocessImage, without the main thread's time. Buffer inputs are
- * named `${options.name} ${index}` in errors.
+ * named `options.names[index]`, else `${options.name} ${index}`, in errors.
  * @returns (N, 3, crop, crop) float32 HostTensor, images in the order given.
  * @throws FormatError naming the first file (in input order) that failed.
  * @example const batch = await preprocessBatch(['a.jpg', 'b.png']);
@@ -507,7 +509,7 @@ export async function preprocessBatch(inputs: readonly ImageInput[], options: Pr
           key: 0,
           mean: preprocess.mean,
           std: preprocess.std,
-          ...(typeof input === 'string' ? {} : { name: `${options.name ?? 'image buffer'} ${i}` }),
+          ...(typeof input === 'string' ? {} : { name: options.names?.[i] ?? `${options.name ?? 'image buffer'} ${i}` }),
           ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }),
           ...(options.maxFileBytes === undefined ? {} : { maxFileBytes: options.maxFileBytes }),
         };
@@ -743,6 +745,11 @@ export interface SampleRequest {
   readonly task: SampleTask;
 }
 
+/** Main thread -> worker: run at this nice value from now on (DecodeWorkerPool.setNice). */
+export interface WorkerNice {
+  readonly nice: number;
+}
+
 /** Worker -> main thread: the (3, S, S) float32 sample's buffer (transferred), or the error's class and text. */
 export type SampleReply =
   | { readonly id: number; readonly data: ArrayBuffer }
@@ -793,6 +800,7 @@ export class DecodeWorkerPool {
   readonly size: number;
   private readonly slots: WorkerSlot[] = [];
   private nextId = 1;
+  private nice = 0;
 
   constructor(size: number) {
     this.size = positiveOption(size, 'size');
@@ -805,11 +813,24 @@ export class DecodeWorkerPool {
   run(task: SampleTask): Promise<Float32Array> {
     const slot = this.pick();
     const id = this.nextId++;
+    // postMessage clones a byte view's whole ArrayBuffer (a request body, a pooled Buffer): send the view's bytes only.
+    const { input } = task;
+    const sent = typeof input !== 'string' && input.byteLength !== input.buffer.byteLength ? { ...task, input: new Uint8Array(input) } : task;
     return new Promise<Float32Array>((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
       if (slot.pending.size === 1) slot.worker.ref();
-      slot.worker.postMessage({ id, task } satisfies SampleRequest);
+      slot.worker.postMessage({ id, task: sent } satisfies SampleRequest);
     });
+  }
+
+  /**
+   * Runs the workers, those started and those to come, at nice value `nice` (0-19, Linux: per thread), e.g. below
+   * a server's event loop. Their decoding on libuv's threads is not affected.
+   */
+  setNice(nice: number): void {
+    if (!Number.isSafeInteger(nice) || nice < 0 || nice > 19) throw new ArgumentValueError(`Expected an integer from 0 to 19 for nice but received ${describeValue(nice)}`);
+    this.nice = nice;
+    for (const slot of this.slots) slot.worker.postMessage({ nice } satisfies WorkerNice);
   }
 
   /** The least busy worker, starting another while fewer than `size` run. */
@@ -819,6 +840,7 @@ export class DecodeWorkerPool {
     if (best !== undefined && (best.pending.size === 0 || this.slots.length >= this.size)) return best;
     const worker = new Worker(new URL('./image-worker.js', import.meta.url), { execArgv: workerExecArgv() });
     worker.unref();
+    if (this.nice !== 0) worker.postMessage({ nice: this.nice } satisfies WorkerNice);
     const slot: WorkerSlot = { worker, pending: new Map() };
     worker.on('message', (reply: SampleReply) => {
       const waiter = slot.pending.get(reply.id);

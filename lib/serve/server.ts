@@ -15,7 +15,7 @@ import {
   RepvggError,
   describeValue,
 } from '../errors.js';
-import { preprocessImage, preprocessWithNormalization, type EvalPreprocess } from '../data/images.js';
+import { preprocessBatch, preprocessWithNormalization, type EvalPreprocess } from '../data/images.js';
 import { detectForm, loadWeights, recordedClassNames, recordedNormalization } from '../io/weights.js';
 import { topClasses } from '../cli/classify.js';
 import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
@@ -347,17 +347,12 @@ export function createServer(options: ServerOptions): RepvggServer {
   /** Queues a request's images: float32 data as is, encoded images decoded by the batcher's prepare(). */
   const submitImages = (current: Model, images: readonly Uint8Array[], names: readonly string[], signal: AbortSignal, timeoutMs: number | undefined) => {
     const crop = current.preprocess.crop;
-    const imageSize = 3 * crop * crop;
     if (current.spec.inChannels !== 3) throw new HttpError(400, `Expected FP32 input: the model takes ${current.spec.inChannels}-channel images, not RGB`);
     return batcher.submit({
       shape: [images.length, 3, crop, crop],
-      prepare: async () => {
-        const out = new Float32Array(images.length * imageSize); // (N, 3, crop, crop)
-        const decoded = await Promise.all(images.map((image, i) =>
-          preprocessImage(image, { preprocess: current.preprocess, maxPixels, name: names[i] ?? `image ${i}` })));
-        decoded.forEach((chw, i) => out.set(chw, i * imageSize));
-        return out;
-      },
+      // Decoded, resized and normalized on the decoding worker threads: on the event loop, the resampling of a
+      // batch of JPEGs held it for tens of milliseconds.
+      prepare: async () => (await preprocessBatch(images, { preprocess: current.preprocess, maxPixels, names, name: 'image' })).data, // (N, 3, crop, crop)
       signal,
       ...(timeoutMs !== undefined && { timeoutMs }),
     });
