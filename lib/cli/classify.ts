@@ -10,6 +10,7 @@ import { ArgumentValueError, RepvggError } from '../errors.js';
 import { IMG_EXTENSIONS } from '../data/image-folder.js';
 import { createLimiter, imagenetClassNames, preprocessImage, preprocessWithNormalization, readLabelsFile, type EvalPreprocess } from '../data/images.js';
 import { writeNpy } from '../io/npy.js';
+import { topIndices } from '../tensor.js';
 import { recordedClassNames, recordedNormalization, type LoadedWeights } from '../io/weights.js';
 import { intFlag, optionalFlag, type Flags } from './flags.js';
 
@@ -36,8 +37,7 @@ export function topClasses(logits: Float32Array, k: number, labels: readonly str
   for (const v of logits) max = Math.max(max, v);
   let sum = 0;
   for (const v of logits) sum += Math.exp(v - max);
-  const order = Array.from(logits.keys()).sort((a, b) => (logits[b] as number) - (logits[a] as number)).slice(0, k);
-  return order.map((index) => ({ index, label: labels?.[index] ?? null, probability: Math.exp((logits[index] as number) - max) / sum }));
+  return topIndices(logits, k).map((index) => ({ index, label: labels?.[index] ?? null, probability: Math.exp((logits[index] as number) - max) / sum }));
 }
 
 /** Class names for --labels (imagenet or a file), else those the weights recorded (image-folder training). */

@@ -499,7 +499,8 @@ export async function preprocessBatch(inputs: readonly ImageInput[], options: Pr
   const sample = 3 * crop * crop;
   const transform = resolveTransform(centerCropTransform(preprocess.resize, crop), 'options.preprocess');
   const pool = decodeWorkerPool();
-  const out = new Float32Array(inputs.length * sample); // (N, 3, crop, crop)
+  // One image: the worker's own (transferred) array is the batch, with no copy on this thread.
+  let out: Float32Array | undefined = inputs.length === 1 ? undefined : new Float32Array(inputs.length * sample); // (N, 3, crop, crop)
   const settled = await Promise.allSettled(
     inputs.map((input, i) =>
       limit(async () => {
@@ -513,12 +514,14 @@ export async function preprocessBatch(inputs: readonly ImageInput[], options: Pr
           ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }),
           ...(options.maxFileBytes === undefined ? {} : { maxFileBytes: options.maxFileBytes }),
         };
-        out.set(await pool.run(task), i * sample);
+        const chw = await pool.run(task); // (3, crop, crop)
+        if (out === undefined) out = chw;
+        else out.set(chw, i * sample);
       }),
     ),
   );
   for (const result of settled) if (result.status === 'rejected') throw result.reason;
-  return hostTensor(out, [inputs.length, 3, crop, crop], 'image batch');
+  return hostTensor(out as Float32Array, [inputs.length, 3, crop, crop], 'image batch'); // set: every task succeeded
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // BYTES inputs carrying encoded images, and the classification extension. Not for: HTTP routing, decoding images.
 
 import { ArgumentValueError, FormatError, describeValue, formatShape } from '../errors.js';
+import { topIndices } from '../tensor.js';
 
 /** What the server's model accepts; every declared size in a request is checked against these before allocating. */
 export interface ModelLimits {
@@ -265,8 +266,7 @@ export function classificationStrings(logits: Float32Array, images: number, k: n
   const out: string[] = [];
   for (let i = 0; i < images; i++) {
     const row = logits.subarray(i * classes, (i + 1) * classes);
-    const order = Array.from(row.keys()).sort((a, b) => (row[b] as number) - (row[a] as number)).slice(0, k);
-    for (const index of order) {
+    for (const index of topIndices(row, k)) {
       const label = labels?.[index];
       out.push(label === undefined ? `${row[index] as number}:${index}` : `${row[index] as number}:${index}:${label}`);
     }
