@@ -8,7 +8,7 @@ import { extname, join } from 'node:path';
 import type { RepVGGNetwork } from '../engine.js';
 import { ArgumentValueError, RepvggError } from '../errors.js';
 import { IMG_EXTENSIONS } from '../data/image-folder.js';
-import { createLimiter, imagenetClassNames, preprocessImage, preprocessWithNormalization, readLabelsFile, type EvalPreprocess } from '../data/images.js';
+import { createLimiter, imagenetClassNames, preprocessBatch, preprocessWithNormalization, readLabelsFile, type EvalPreprocess } from '../data/images.js';
 import { writeNpy } from '../io/npy.js';
 import { topIndices } from '../tensor.js';
 import { recordedClassNames, recordedNormalization, type LoadedWeights } from '../io/weights.js';
@@ -85,9 +85,12 @@ export async function collectImageFiles(paths: readonly string[]): Promise<{ fil
   return { files, failures };
 }
 
-/** Decodes and preprocesses a chunk of files; a failed file is reported by index instead of failing the chunk. */
+/**
+ * Decodes and preprocesses a chunk of files on the decoding worker threads; a failed file is reported by index
+ * instead of failing the chunk.
+ */
 async function decodeChunk(files: readonly string[], preprocess: EvalPreprocess, limit: ReturnType<typeof createLimiter>) {
-  const settled = await Promise.allSettled(files.map((file) => limit(() => preprocessImage(file, { preprocess }))));
+  const settled = await Promise.allSettled(files.map((file) => limit(async () => (await preprocessBatch([file], { preprocess })).data)));
   return settled.map((r, i) => (r.status === 'fulfilled' ? { file: files[i] as string, chw: r.value } : { file: files[i] as string, error: r.reason as Error }));
 }
 

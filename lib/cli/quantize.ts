@@ -3,7 +3,7 @@
 // Fashion-MNIST training split), calibrates (lib/quant/calibrate.ts), prints the per-layer SQNR table and writes a
 // deployed safetensors file carrying the int8 scales (lib/quant/params.ts); `infer --precision int8` runs it.
 
-import { createLimiter, preprocessImage, preprocessWithNormalization } from '../data/images.js';
+import { createLimiter, preprocessBatch, preprocessWithNormalization } from '../data/images.js';
 import { evalBatches, loadFashionMnist } from '../data/index.js';
 import { ArgumentValueError, UsageError } from '../errors.js';
 import { readNpyFloat32 } from '../io/npy.js';
@@ -80,7 +80,7 @@ async function calibrationImages(flags: Flags, weights: LoadedWeights, count: nu
   let done = 0;
   await Promise.all(chosen.map((file, i) => limit(async () => {
     try {
-      data.set(await preprocessImage(file, { preprocess }), i * size);
+      data.set((await preprocessBatch([file], { preprocess })).data, i * size); // on the decoding worker threads
     } catch (error) {
       throw new ArgumentValueError(`--calib-dir: cannot use ${file}: ${(error as Error).message}`);
     }
