@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
+import { decodeWorkerPool, imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import { customSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
@@ -71,6 +71,14 @@ async function referenceLogits(images: readonly Buffer[]): Promise<Float32Array>
   for (const [i, image] of images.entries()) batch.set(await preprocessImage(image, { preprocess }), i * size);
   return (await reference.predict({ shape: [images.length, 3, 32, 32], data: batch })).data;
 }
+
+// Serial tests run before the concurrent ones: no image has been decoded in this process yet.
+test.serial('the image decoding workers are started and warmed before the server reports ready', async (t) => {
+  const pool = decodeWorkerPool();
+  t.is(pool.running, 0, 'no worker before the server');
+  await startServer(t);
+  t.is(pool.running, pool.size, 'every decoding worker runs once the model is loaded (an RGB model takes images)');
+});
 
 test('health, server metadata and model metadata follow the KServe v2 shapes', async (t) => {
   const server = await startServer(t);

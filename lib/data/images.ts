@@ -826,6 +826,24 @@ export class DecodeWorkerPool {
     });
   }
 
+  /** Workers running now (they start on first use, or with start()). */
+  get running(): number {
+    return this.slots.length;
+  }
+
+  /**
+   * Starts every worker and decodes one tiny image on each, so that the first real images do not wait for a thread,
+   * the module and sharp's first decode (a server calls it before it reports ready).
+   */
+  async start(): Promise<void> {
+    const pixel = await sharp({ create: { width: 1, height: 1, channels: 3, background: { r: 0, g: 0, b: 0 } } }).png().toBuffer();
+    const task: SampleTask = {
+      input: pixel, name: 'warm-up pixel', transform: resolveTransform(centerCropTransform(1, 1), 'warm-up'), key: 0, mean: [0, 0, 0], std: [1, 1, 1],
+    };
+    // Concurrent tasks each start a worker while fewer than `size` run (pick()).
+    await Promise.all(Array.from({ length: this.size }, () => this.run(task)));
+  }
+
   /**
    * Runs the workers, those started and those to come, at nice value `nice` (0-19, Linux: per thread), e.g. below
    * a server's event loop. Their decoding on libuv's threads is not affected.

@@ -15,7 +15,7 @@ import {
   RepvggError,
   describeValue,
 } from '../errors.js';
-import { preprocessBatch, preprocessWithNormalization, type EvalPreprocess } from '../data/images.js';
+import { decodeWorkerPool, preprocessBatch, preprocessWithNormalization, type EvalPreprocess } from '../data/images.js';
 import { detectForm, loadWeights, recordedClassNames, recordedNormalization } from '../io/weights.js';
 import { topClasses } from '../cli/classify.js';
 import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
@@ -160,6 +160,7 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
     const normalization = recordedNormalization({ metadata }, 'weights');
     const preprocess = preprocessWithNormalization(normalization, options.resize ?? 256, options.crop ?? 224, 'resize/crop');
     for (const batch of prepareBatches) await network.prepare(batch, preprocess.crop, preprocess.crop);
+    if (spec.inChannels === 3) await decodeWorkerPool().start(); // image inputs are decoded there: no start-up on the first ones
     const limits: ModelLimits = {
       inChannels: spec.inChannels,
       minSide: totalStride(spec),
