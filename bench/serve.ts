@@ -18,15 +18,15 @@ import fastify from 'fastify';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import sharp from 'sharp';
 
-import { setComputeNice, MAX_NICE } from '../lib/backends.js';
+import { MAX_NICE } from '../lib/nice.js';
 import { topClasses } from '../lib/cli/classify.js';
-import { decodeWorkerPool, imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
+import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
-import { DEFAULT_COMPUTE_NICE, createServer } from '../lib/serve/server.js';
+import { DEFAULT_COMPUTE_NICE, createServer, lowerServingThreads } from '../lib/serve/server.js';
 import { median } from './process.js';
 import { metricValue } from '../test/helpers/metrics.js';
 import { maxRelativeError } from '../test/helpers/reference.js';
@@ -126,11 +126,7 @@ export function randomImages(batch: number, seed: number): Float32Array {
 
 /** Runs one server in this (child) process on 127.0.0.1, reports its port, and answers event-loop lag queries. */
 async function runChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<void> {
-  if (kind === 'ours' && computeNice > 0) {
-    // as `repvgg serve --compute-nice` does
-    setComputeNice(computeNice);
-    decodeWorkerPool().setNice(computeNice);
-  }
+  if (kind === 'ours') lowerServingThreads(computeNice, 'cpu'); // as `repvgg serve --compute-nice` does
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const app = kind === 'ours'
     ? createServer({ weights: modelWeights(), modelName: MODEL_NAME, maxBatch, logLevel: 'silent' }) // the server's default queue and deadline

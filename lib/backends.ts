@@ -2,7 +2,7 @@
 
 import { cudaStatus } from './backend/cuda.js';
 import { callNativeSync, loadCpuAddon } from './backend/native.js';
-import { ArgumentValueError, describeValue } from './errors.js';
+import { checkNice } from './nice.js';
 
 export interface BackendStatus {
   name: 'cpu' | 'cuda';
@@ -28,19 +28,13 @@ export function listBackends(): BackendStatus[] {
   return backends;
 }
 
-/** Highest nice value (lowest priority) Linux knows. */
-export const MAX_NICE = 19;
-
 /**
  * Lowers the scheduling priority of the CPU backend's compute thread and its OpenMP team to `nice` (0 to 19), so that
  * this process's JavaScript thread (HTTP, decoding hand-offs, timers) runs first whenever it has work, instead of
  * waiting behind the numerics for a time slice: `repvgg serve` uses it to keep the event loop responsive under load.
  * Process-wide and one-way for unprivileged users (raising priority back needs CAP_SYS_NICE). Linux only.
- * @throws ArgumentValueError for a nice outside 0..19; BackendError when the kernel refuses.
+ * @throws ArgumentValueError for a nice outside 0..MAX_NICE (nice.ts); BackendError when the kernel refuses.
  */
 export function setComputeNice(nice: number): void {
-  if (!Number.isSafeInteger(nice) || nice < 0 || nice > MAX_NICE) {
-    throw new ArgumentValueError(`Expected an integer from 0 to ${MAX_NICE} for nice but received ${describeValue(nice)}`);
-  }
-  callNativeSync(() => loadCpuAddon().setComputeNice(nice));
+  callNativeSync(() => loadCpuAddon().setComputeNice(checkNice(nice)));
 }

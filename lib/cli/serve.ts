@@ -5,10 +5,10 @@
 import { constants as osConstants } from 'node:os';
 import type { BackendName, Precision } from '../engine.js';
 import { RepvggError, UsageError } from '../errors.js';
-import { decodeWorkerPool, imagenetClassNames, imagenetPreprocess, readLabelsFile } from '../data/images.js';
+import { imagenetClassNames, imagenetPreprocess, readLabelsFile } from '../data/images.js';
 import { MAX_BATCHER_COUNT, MAX_BATCHER_MS } from '../serve/batcher.js';
-import { DEFAULT_COMPUTE_NICE, createServer, defaultPreparedBatches, type LoadedModel, type RepvggServer, type ServerOptions } from '../serve/server.js';
-import { MAX_NICE, setComputeNice } from '../backends.js';
+import { DEFAULT_COMPUTE_NICE, createServer, defaultPreparedBatches, lowerServingThreads, type LoadedModel, type RepvggServer, type ServerOptions } from '../serve/server.js';
+import { MAX_NICE } from '../nice.js';
 import { archFlag } from './commands.js';
 import { choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
 
@@ -175,8 +175,7 @@ export async function runServe(flags: Flags): Promise<void> {
   }
   // The event loop (HTTP, timers, the drain) runs before the numerics and the image preprocessing whenever they want
   // the same core.
-  if (loaded.backend === 'cpu' && computeNice > 0) setComputeNice(computeNice);
-  if (computeNice > 0) decodeWorkerPool().setNice(computeNice);
+  lowerServingThreads(computeNice, loaded.backend);
   if (!isDraining()) {
     process.stdout.write(
       `repvgg serve: model '${options.modelName}' (${loaded.arch}, ${loaded.backend} ${loaded.precision}) ready on ${urlOf(server)} (batch sizes ${options.prepareBatches.join(', ')} prepared)\n`,

@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 
 import { ArgumentTypeError, ArgumentValueError, FormatError, RepvggError, describeValue } from '../errors.js';
+import { checkNice } from '../nice.js';
 import { hostTensor } from '../tensor.js';
 import type { HostTensor } from '../tensor.js';
 import { workerExecArgv } from './loader.js';
@@ -849,9 +850,8 @@ export class DecodeWorkerPool {
    * a server's event loop. Their decoding on libuv's threads is not affected.
    */
   setNice(nice: number): void {
-    if (!Number.isSafeInteger(nice) || nice < 0 || nice > 19) throw new ArgumentValueError(`Expected an integer from 0 to 19 for nice but received ${describeValue(nice)}`);
-    this.nice = nice;
-    for (const slot of this.slots) slot.worker.postMessage({ nice } satisfies WorkerNice);
+    this.nice = checkNice(nice);
+    for (const slot of this.slots) slot.worker.postMessage({ nice: this.nice } satisfies WorkerNice);
   }
 
   /** The least busy worker, starting another while fewer than `size` run. */

@@ -5,7 +5,9 @@
 import fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
 
+import { setComputeNice } from '../backends.js';
 import { RepVGGNetwork, type BackendName, type Precision } from '../engine.js';
+import { checkNice } from '../nice.js';
 import {
   ArgumentValueError,
   CancelledError,
@@ -181,6 +183,17 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
  * p99 under load; 0 keeps the compute threads at the process's own priority.
  */
 export const DEFAULT_COMPUTE_NICE = 10;
+
+/**
+ * What `repvgg serve --compute-nice` does once the model is loaded: the CPU backend's compute threads (when the
+ * model runs there) and the image decoding workers get nice value `nice`, below the event loop's. 0 changes nothing.
+ * @throws ArgumentValueError for a nice outside 0..MAX_NICE.
+ */
+export function lowerServingThreads(nice: number, backend: BackendName): void {
+  if (checkNice(nice) === 0) return;
+  if (backend === 'cpu') setComputeNice(nice);
+  decodeWorkerPool().setNice(nice);
+}
 
 /**
  * The batch sizes a server prepares unless told otherwise: 1, 2, 4, ... and maxBatch itself, at most
