@@ -14,7 +14,9 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
 import { writeNpy } from '../lib/io/npy.js';
+import { readSafetensors, writeSafetensors } from '../lib/io/safetensors.js';
 import { loadWeights } from '../lib/io/weights.js';
+import { latestCheckpoint } from '../lib/train/checkpoint.js';
 import { CLI_PATH, cli, describeResult as describe, withCpuBackend, withProcessSlot, type CliResult } from './helpers/cli-runner.js';
 import { makeRng } from './helpers/reference.js';
 
@@ -155,6 +157,18 @@ test('--crop-padding sets the random crop of in-memory data: Fashion-MNIST defau
   t.is(padded.code, 0, describe(padded));
   const summary = await summaryOf(join(dir, 'padded'));
   t.deepEqual([summary.config.cropPadding, summary.config.augment], [2, true], '--crop-padding 2 is recorded');
+
+  // A checkpoint is untrusted: a recorded padding as large as the image side, or beyond the bound, is refused on --resume.
+  const checkpointPath = (await latestCheckpoint(join(dir, 'padded')))!;
+  const { tensors, metadata } = await readSafetensors(checkpointPath);
+  const state = new Map([...tensors].map(([key, tensor]) => [key, { shape: tensor.shape, data: tensor.data as Float32Array }]));
+  for (const [padding, code, message] of [[16, 1, /crop padding of the checkpoint .*step-\d+\.safetensors below the image side 16 but received 16/], [5000, 1, /'cropPadding' is 5000; expected an integer in \[0, 4096\]/]] as const) {
+    const config = { ...(JSON.parse(metadata.config!) as Record<string, unknown>), cropPadding: padding };
+    await writeSafetensors(checkpointPath, state, { ...metadata, config: JSON.stringify(config) });
+    const resumed = await cli(['train', '--resume', join(dir, 'padded')]);
+    t.is(resumed.code, code, describe(resumed));
+    t.regex(resumed.stderr, message);
+  }
 });
 
 const RUN_FLAGS = ['--epochs', '5', '--batch-size', String(BATCH), '--seed', '5', '--lr', '0.05'];

@@ -209,9 +209,14 @@ function cropPaddingFor(flags: Flags, source: DataSource, shape: DataShape): num
   }
   if (given && flags['no-augment'] === true) throw new UsageError('Expected no --crop-padding with --no-augment');
   const padding = intFlag(flags, 'crop-padding', source.kind === 'fashion-mnist' ? DEFAULT_RECIPE.cropPadding : DEFAULT_AUGMENT.padding, 0);
-  const side = Math.min(shape.height, shape.width);
-  if (padding >= side) throw new ArgumentValueError(`Expected --crop-padding below the image side ${side} but received ${padding}`);
+  checkCropPadding(padding, shape, '--crop-padding');
   return padding;
+}
+
+/** A crop padding (a flag's or a checkpoint's) must leave every crop part of the image: below the image side. */
+function checkCropPadding(padding: number, shape: DataShape, what: string): void {
+  const side = Math.min(shape.height, shape.width);
+  if (padding >= side) throw new ArgumentValueError(`Expected ${what} below the image side ${side} but received ${padding}`);
 }
 
 /** --arch for training: 'mini' (the default small network) or an official variant; undefined when not given. */
@@ -341,10 +346,7 @@ export async function runTrain(flags: Flags): Promise<void> {
     };
     if (config.precision !== undefined && config.precision !== 'fp32' && config.backend !== 'cuda') config = { ...config, precision: 'fp32' }; // moved off the GPU
     data = await loadData(source, config.spec.numClasses);
-    const side = Math.min(dataShape(data.train).height, dataShape(data.train).width);
-    if (config.cropPadding !== undefined && config.cropPadding >= side) {
-      throw new ArgumentValueError(`Expected a crop padding below the image side ${side} in the checkpoint ${path} but received ${config.cropPadding}`);
-    }
+    if (config.cropPadding !== undefined) checkCropPadding(config.cropPadding, dataShape(data.train), `the crop padding of the checkpoint ${path}`);
     model = TrainableRepVGG.fromStateDict(config.spec, checkpoint.weights, { freezeBackbone: config.freezeBackbone === true });
     start = { position: checkpoint.position, momentum: checkpoint.momentum, ema: checkpoint.ema, history: checkpoint.history as TrainHistory, seconds: saved.seconds };
     out ??= resumeDir;
