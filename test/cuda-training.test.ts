@@ -309,15 +309,21 @@ for (const name of TRAIN_FIXTURES) {
   });
 }
 
-gpuTest(needsGpu('five steps of an SE network (Nesterov, custom L2, EMA, label smoothing) on CUDA match the CPU'), async (t) => {
-  const cuda = cudaBackend();
+/**
+ * The same random grouped SE network (seeded) twice, on the CPU and on `cuda`, each with its SGD: the two sides of
+ * the step-by-step comparisons below.
+ */
+async function cpuAndGpuSeNetworks(cuda: ReturnType<typeof cudaBackend>, seed: number, options: { momentum: number; nesterov: boolean; weightDecay: number; customL2: boolean }) {
   const spec = customSpec({ numClasses: 4, stemChannels: 8, stemStride: 1, stageChannels: [8, 16, 16, 24], stageDepths: [2, 1, 2, 1], stageStrides: [1, 2, 1, 2], groups: 2, seReduction: 4 });
-  const state = randomTrainState(spec, makeRng(100));
+  const state = randomTrainState(spec, makeRng(seed));
   const cpuModel = TrainableRepVGG.fromStateDict(spec, state);
   const gpuModel = await TrainableRepVGG.onBackend(cuda, spec, state);
-  const options = { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: true };
-  const cpuSgd = new SGD(cpuModel.params, options);
-  const gpuSgd = new SGD(gpuModel.params, options, cuda);
+  return { state, cpuModel, gpuModel, cpuSgd: new SGD(cpuModel.params, options), gpuSgd: new SGD(gpuModel.params, options, cuda) };
+}
+
+gpuTest(needsGpu('five steps of an SE network (Nesterov, custom L2, EMA, label smoothing) on CUDA match the CPU'), async (t) => {
+  const cuda = cudaBackend();
+  const { state, cpuModel, gpuModel, cpuSgd, gpuSgd } = await cpuAndGpuSeNetworks(cuda, 100, { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: true });
   const cpuEma = new WeightEma(cpuModel.stateDict(), 0.9);
   const gpuEma = await WeightEma.onBackend(cuda, gpuModel.values(), 0.9);
   const recipe = { lr: 0.05, labelSmoothing: 0.1, customL2: true, weightDecay: 1e-4 };
@@ -339,13 +345,7 @@ gpuTest(needsGpu('five steps of an SE network (Nesterov, custom L2, EMA, label s
 
 gpuTest(needsGpu('five mixed-precision steps (fp16 convolutions, loss scale 2^10) of an SE network match the CPU in fp32 within CUDA_MIXED_STEPS'), async (t) => {
   const cuda = cudaBackend({ precision: 'fp16' });
-  const spec = customSpec({ numClasses: 4, stemChannels: 8, stemStride: 1, stageChannels: [8, 16, 16, 24], stageDepths: [2, 1, 2, 1], stageStrides: [1, 2, 1, 2], groups: 2, seReduction: 4 });
-  const state = randomTrainState(spec, makeRng(300));
-  const cpuModel = TrainableRepVGG.fromStateDict(spec, state);
-  const gpuModel = await TrainableRepVGG.onBackend(cuda, spec, state);
-  const options = { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: false };
-  const cpuSgd = new SGD(cpuModel.params, options);
-  const gpuSgd = new SGD(gpuModel.params, options, cuda);
+  const { state, cpuModel, gpuModel, cpuSgd, gpuSgd } = await cpuAndGpuSeNetworks(cuda, 300, { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: false });
   const lossScale = new DynamicLossScale({ initialScale: 2 ** 10 });
   for (let step = 0; step < 5; step++) {
     const images = tensor([6, 3, 16, 16], 310 + step, 1);
