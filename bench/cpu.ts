@@ -81,7 +81,7 @@ interface Engine {
 interface PlanSummary {
   activationBytes: number;
   weightBytes: number;
-  /** Conv count per algorithm ('direct', 'winograd'). */
+  /** Conv count per algorithm ('direct', 'winograd', 'winograd2x2', 'int8'). */
   algorithms: Record<string, number>;
   /** Conv count per oneDNN implementation name. */
   implementations: Record<string, number>;

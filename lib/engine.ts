@@ -19,7 +19,12 @@ import { checkWeights, detectForm } from './io/weights.js';
  * CUDA (NHWC, tensor cores).
  */
 export type Precision = 'fp32' | 'bf16' | 'int8' | 'fp16';
-export type ConvAlgorithm = 'auto' | 'direct' | 'winograd';
+/**
+ * How the CPU runs 3x3 stride-1 float32 convs: 'auto' measures per layer, 'direct' is oneDNN's kernel, 'winograd'
+ * our Winograd F(4x4, 3x3) and 'winograd2x2' F(2x2, 3x3) (native/cpu/winograd.h).
+ */
+export type ConvAlgorithm = 'auto' | 'direct' | 'winograd' | 'winograd2x2';
+const CONV_ALGORITHMS: readonly ConvAlgorithm[] = ['auto', 'direct', 'winograd', 'winograd2x2'];
 export type BackendName = 'cpu' | 'cuda' | 'auto';
 
 export interface NetworkOptions {
@@ -44,7 +49,11 @@ export interface NetworkOptions {
   quantization?: ModelQuantization;
   /** CUDA only: capture each input shape's whole forward as a CUDA graph and replay it. */
   cudaGraph?: boolean;
-  /** 3x3 stride-1 conv algorithm: 'auto' measures direct vs Winograd per layer (default), or force one. */
+  /**
+   * 3x3 stride-1 conv algorithm (CPU, float32): 'auto' (default) times direct, Winograd F(2x2) and F(4x4) for every
+   * such layer inside whole-network runs when a plan is built, and keeps the fastest per layer; or force one.
+   * Winograd layers keep transformed weights, 16/9x (F(2x2)) or 4x (F(4x4)) the size of their 3x3 kernels.
+   */
   convAlgorithm?: ConvAlgorithm;
   /** Inputs larger than this are run in chunks of this many images. Default 32. */
   maxBatch?: number;
@@ -235,8 +244,10 @@ export class RepVGGNetwork {
       );
     }
     const convAlgorithm = options.convAlgorithm ?? 'auto';
-    if (!['auto', 'direct', 'winograd'].includes(convAlgorithm)) {
-      throw new ArgumentValueError(`Expected 'auto', 'direct' or 'winograd' for convAlgorithm but received ${describeValue(convAlgorithm)}`);
+    if (!CONV_ALGORITHMS.includes(convAlgorithm)) {
+      throw new ArgumentValueError(
+        `Expected ${CONV_ALGORITHMS.map((a) => `'${a}'`).join(', ')} for convAlgorithm but received ${describeValue(convAlgorithm)}`,
+      );
     }
     this.precision = precision;
     this.maxBatch = checkPositiveInt(options.maxBatch ?? 32, 'maxBatch');

@@ -14,7 +14,7 @@ import type { ExecutionContext } from 'ava';
 import { cudaStatus } from '../lib/backend/cuda.js';
 import { loadCpuAddon } from '../lib/backend/native.js';
 import { RepVGGNetwork } from '../lib/engine.js';
-import type { NetworkOptions } from '../lib/engine.js';
+import type { NetworkOptions, PlanReport } from '../lib/engine.js';
 import {
   ArgumentTypeError,
   ArgumentValueError,
@@ -38,6 +38,7 @@ import {
 } from '../lib/models/repvgg.js';
 import type { RepVGGSpec } from '../lib/models/repvgg.js';
 import { deployedStateDict, reparameterize } from '../lib/reparam/reparam.js';
+import type { DeployedLayer } from '../lib/reparam/types.js';
 import type { HostTensor, StateDict } from '../lib/tensor.js';
 import {
   fixtureSpec,
@@ -648,23 +649,55 @@ const algorithmSpecs: [string, RepVGGSpec][] = [
   ],
 ];
 
+const CONV_ALGORITHMS = ['direct', 'winograd', 'winograd2x2', 'auto'] as const;
+
+/**
+ * Checks what prepare() reports for a plan: one conv per layer; 'direct' runs no Winograd; a forced Winograd runs
+ * on every ungrouped stride-1 layer but the first (which reads the network input) when oneDNN keeps the activations
+ * channels-last (its AVX-512 kernels do; elsewhere every conv runs direct); 'auto' keeps, per layer, the fastest of
+ * the three times it measured.
+ */
+function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layers: readonly DeployedLayer[]): void {
+  const algorithms = report.convs.map((c) => c.algorithm);
+  t.log(`${convAlgorithm}: layout ${report.layout}, convs ${algorithms.join(' ')}`);
+  t.is(report.convs.length, layers.length, 'one conv per layer');
+  const winogradShaped = layers.map((layer, i) => i > 0 && layer.stride === 1 && layer.groups === 1);
+  if (convAlgorithm === 'direct') t.true(algorithms.every((a) => a === 'direct'), 'direct uses no Winograd');
+  const channelsLast = report.layout === 'NHWC';
+  if (loadCpuAddon().info().isa.startsWith('avx512')) t.true(channelsLast, 'oneDNN keeps AVX-512 activations channels-last');
+  if ((convAlgorithm === 'winograd' || convAlgorithm === 'winograd2x2') && channelsLast) {
+    report.convs.forEach((c, i) => t.is(c.algorithm, winogradShaped[i] ? convAlgorithm : 'direct', `conv ${i} (${layers[i]!.name})`));
+  }
+  if (convAlgorithm === 'auto' && channelsLast) {
+    for (const [i, c] of report.convs.entries()) {
+      if (!winogradShaped[i]) continue;
+      const times = { direct: c.directMs, winograd2x2: c.winograd2x2Ms, winograd: c.winogradMs };
+      t.true(Object.values(times).every((ms) => ms !== undefined && ms > 0), `conv ${i}: all three algorithms were timed`);
+      const fastest = Object.entries(times).reduce((a, b) => ((b[1] as number) < (a[1] as number) ? b : a))[0];
+      t.is(c.algorithm, fastest, `conv ${i} keeps the fastest of ${JSON.stringify(times)}`);
+    }
+  }
+}
+
 algorithmSpecs.forEach(([label, spec], index) => {
-  test(`convAlgorithm direct, winograd and auto all match float64 (${label})`, async (t) => {
-    const deployed = reparameterize(spec, randomTrainState(spec, makeRng(130 + index)));
+  test(`convAlgorithm direct, winograd, winograd2x2 and auto all match float64, deployed and training-time (${label})`, async (t) => {
+    const state = randomTrainState(spec, makeRng(130 + index));
+    const deployed = reparameterize(spec, state);
     const x = randomInput([2, 3, 32, 32], 140 + index);
-    const ref = modelDeployRef(deployed, x).logits;
-    const avx512 = loadCpuAddon().info().isa.startsWith('avx512');
-    for (const convAlgorithm of ['direct', 'winograd', 'auto'] as const) {
+    const deployedRef = modelDeployRef(deployed, x).logits;
+    const trainRef = modelTrainRef(spec, state, x).logits;
+    const first = { shape: [1, 3, 32, 32], data: x.data.subarray(0, 3 * 32 * 32) };
+    for (const convAlgorithm of CONV_ALGORITHMS) {
       await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', convAlgorithm }), async (net) => {
-        const report = await net.prepare(2, 32, 32);
-        const algorithms = report.convs.map((c) => c.algorithm);
-        t.log(`${convAlgorithm}: layout ${report.layout}, convs ${algorithms.join(' ')}`);
-        t.is(report.convs.length, deployed.layers.length, 'one conv per deployed layer');
-        if (convAlgorithm === 'direct') t.true(algorithms.every((a) => a === 'direct'), 'direct uses no Winograd');
-        // oneDNN implements Winograd only with AVX-512; elsewhere 'winograd' falls back to direct convs.
-        if (convAlgorithm === 'winograd' && avx512) t.true(algorithms.includes('winograd'), 'some 3x3 stride-1 conv uses Winograd');
-        checkClose(t, `${convAlgorithm} predict`, (await net.predict(x)).data, ref, MODEL_FP32);
-        checkClose(t, `${convAlgorithm} predictSync`, net.predictSync(x).data, ref, MODEL_FP32);
+        checkConvChoices(t, convAlgorithm, await net.prepare(2, 32, 32), deployed.layers);
+        checkClose(t, `${convAlgorithm} predict`, (await net.predict(x)).data, deployedRef, MODEL_FP32);
+        checkClose(t, `${convAlgorithm} predictSync`, net.predictSync(x).data, deployedRef, MODEL_FP32);
+        // A second plan (batch 1) shares the first one's transformed Winograd weights.
+        checkClose(t, `${convAlgorithm} batch 1`, (await net.predict(first)).data, deployedRef.subarray(0, spec.numClasses), MODEL_FP32);
+      });
+      // The training-time form: 3x3 convs without bias or ReLU (the BN steps follow).
+      await withNetwork(() => RepVGGNetwork.fromStateDict(spec, state, { backend: 'cpu', convAlgorithm }), async (net) => {
+        checkClose(t, `${convAlgorithm} training-time form`, (await net.predict(x)).data, trainRef, MODEL_FP32);
       });
     }
   });

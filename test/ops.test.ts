@@ -26,6 +26,7 @@ import {
   sigmoidSync,
 } from '../lib/ops/index.js';
 import type { BatchNormParams, Conv2dOptions } from '../lib/ops/index.js';
+import { layoutOf, toLayout } from '../lib/ops/layout.js';
 import type { HostTensor } from '../lib/tensor.js';
 import {
   addRef,
@@ -40,12 +41,14 @@ import {
   sigmoidRef,
 } from './helpers/reference.js';
 import type { RefTensor } from './helpers/reference.js';
-import { OP_FP32, checkClose } from './helpers/tolerances.js';
+import { OP_FP32, WINOGRAD_OP_FP32, checkClose } from './helpers/tolerances.js';
 
 /** Random float32 tensor with values in [-scale, scale] (never zero), seeded. */
 function randomTensor(shape: readonly number[], seed: number, scale = 1): HostTensor {
   return { shape: [...shape], data: randomArray(shape.reduce((p, d) => p * d, 1), makeRng(seed), scale) };
 }
+
+const nhwc = (t: HostTensor): HostTensor => toLayout(t, 'nhwc');
 
 /** Runs the async and the Sync form of an op; both results, in that order, labelled. */
 async function bothForms<T>(asyncForm: () => Promise<T>, syncForm: () => T): Promise<[string, T][]> {
@@ -116,6 +119,40 @@ convCases.forEach((c, index) => {
     }
     t.deepEqual(x.data, xBefore, 'x is not modified');
     t.deepEqual(weight.data, weightBefore, 'weight is not modified');
+  });
+});
+
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) (algorithm option): channel counts below, above and between multiples of 16
+// (the transforms run 16 channels at a time, the rest one by one), sizes that leave partial tiles at the bottom and
+// right edges, pad 0 and 1, batches > 1, and A0's 14x14x192 layer (whose tile matrices get padding rows).
+const winogradCases: { name: string; x: [number, number, number, number]; out: number; pad: number; bias: boolean; relu: boolean }[] = [
+  { name: '8 -> 16, 7x9, pad 1, bias + relu', x: [2, 8, 7, 9], out: 16, pad: 1, bias: true, relu: true },
+  { name: '20 -> 37, 13x6, pad 0, no bias', x: [1, 20, 13, 6], out: 37, pad: 0, bias: false, relu: false },
+  { name: '64 -> 48, 15x11, batch 3, pad 1, bias', x: [3, 64, 15, 11], out: 48, pad: 1, bias: true, relu: false },
+  { name: '192 -> 192, 14x14, pad 1, bias + relu (RepVGG-A0 stage 3)', x: [1, 192, 14, 14], out: 192, pad: 1, bias: true, relu: true },
+  { name: '3 -> 5, 3x3, pad 0 (one output pixel)', x: [2, 3, 3, 3], out: 5, pad: 0, bias: true, relu: false },
+];
+
+winogradCases.forEach((c, index) => {
+  test(`conv2d Winograd ${c.name}: F(2x2) and F(4x4), async and sync, match the float64 reference`, async (t) => {
+    const seed = 1500 + 10 * index;
+    const [n, ch, h, w] = c.x;
+    const x = nhwc(randomTensor([n, ch, h, w], seed));
+    const weight = randomTensor([c.out, ch, 3, 3], seed + 1, Math.sqrt(3 / (ch * 9)));
+    const bias = c.bias ? randomTensor([c.out], seed + 2, 0.5) : undefined;
+    const base: Conv2dOptions = { pad: c.pad, relu: c.relu, ...(bias && { bias }) };
+    let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: 1, pad: c.pad, groups: 1 });
+    if (c.relu) ref = reluRef(ref);
+    const direct = conv2dSync(x, weight, base);
+    for (const algorithm of ['winograd', 'winograd2x2'] as const) {
+      const options: Conv2dOptions = { ...base, algorithm };
+      for (const [form, y] of await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options))) {
+        t.is(layoutOf(y), 'nhwc', `${algorithm} (${form}) keeps x's layout`);
+        checkResult(t, `${c.name} ${algorithm} (${form})`, toLayout(y, 'nchw'), ref, WINOGRAD_OP_FP32);
+        // Another algorithm ran: its rounding differs from the direct kernel's somewhere.
+        t.notDeepEqual(y.data, direct.data, `${algorithm} (${form}) is not the direct kernel`);
+      }
+    }
   });
 });
 
@@ -375,6 +412,26 @@ const convRejections: [string, () => [HostTensor, HostTensor, Conv2dOptions], Ex
     'non-square kernel',
     () => [X, randomTensor([6, 4, 3, 1], 8019), { pad: 1 }],
     { instanceOf: ShapeError, code: 'ERR_SHAPE', mentions: [/\bweight\b/, shapeRe([6, 4, 3, 1])] },
+  ],
+  [
+    'an unknown algorithm',
+    () => [nhwc(X), W, { pad: 1, algorithm: 'fft' as 'direct' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/\balgorithm\b/, /'fft'/] },
+  ],
+  [
+    'Winograd with stride 2',
+    () => [nhwc(X), W, { pad: 1, stride: 2, algorithm: 'winograd' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'winograd'/, /stride 2/] },
+  ],
+  [
+    'Winograd on an NCHW x',
+    () => [X, W, { pad: 1, algorithm: 'winograd2x2' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'winograd2x2'/, /x nchw/] },
+  ],
+  [
+    'Winograd with pad 2',
+    () => [nhwc(X), W, { pad: 2, algorithm: 'winograd' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/pad 2/] },
   ],
   [
     'x data shorter than its shape',

@@ -21,12 +21,13 @@ export interface NativePlanReport {
   width: number;
   activationBytes: number;
   weightBytes: number;
-  /** Activation layout the plan runs on: 'any' (each primitive's choice) or 'nChw16c' (needed by Winograd). */
+  /** Activation layout the primitives chose for the first conv's output: 'NHWC', 'NCHW' or 'blocked'. */
   layout: string;
-  /** Whole-network times of both layouts when convAlgorithm 'auto' measured them. */
-  anyLayoutMs?: number;
-  blockedLayoutMs?: number;
-  convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number }[];
+  /**
+   * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2' or 'int8', the implementation, and with
+   * convAlgorithm 'auto' the times measured for each algorithm inside whole-network runs.
+   */
+  convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number; winograd2x2Ms?: number }[];
 }
 
 /** Where a plan's time goes (CPU): each primitive timed on its own, mean ms per run. */

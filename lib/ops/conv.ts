@@ -2,7 +2,7 @@
 // NaN/Inf in inputs propagate as in PyTorch; only the model-level API rejects them.
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
-import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
+import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
 import { outputArray } from './alloc.js';
 import { checkPositiveInt, checkShape, checkTensor } from './check.js';
@@ -19,6 +19,31 @@ export interface Conv2dOptions {
   relu?: boolean;
   /** Data layout of the output (default: the layout of x); see layout.ts. */
   layout?: Layout;
+  /**
+   * 'direct' (default): oneDNN's kernel. 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3)
+   * (native/cpu/winograd.h), for 3x3 kernels with stride 1, groups 1 and pad 0 or 1 on NHWC x and output.
+   */
+  algorithm?: 'direct' | 'winograd' | 'winograd2x2';
+}
+
+const WINOGRAD_TILES = { direct: 0, winograd: 4, winograd2x2: 2 } as const;
+
+/** The native winogradTile of options.algorithm, after checking that the conv can run it. */
+function winogradTile(options: Conv2dOptions, geometry: { k: number; stride: number; pad: number; groups: number }, xLayout: Layout, yLayout: Layout): number {
+  const algorithm = options.algorithm ?? 'direct';
+  if (!Object.hasOwn(WINOGRAD_TILES, algorithm)) {
+    throw new ArgumentValueError(`Expected 'direct', 'winograd' or 'winograd2x2' for algorithm but received ${describeValue(algorithm)}`);
+  }
+  const tile = WINOGRAD_TILES[algorithm];
+  if (tile === 0) return 0;
+  const { k, stride, pad, groups } = geometry;
+  if (k !== 3 || stride !== 1 || groups !== 1 || pad > 1 || xLayout !== 'nhwc' || yLayout !== 'nhwc') {
+    throw new ArgumentValueError(
+      `Expected a 3x3 kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and output for algorithm '${algorithm}' but received ` +
+        `a ${k}x${k} kernel, stride ${stride}, groups ${groups}, pad ${pad}, x ${xLayout}, output ${yLayout}`,
+    );
+  }
+  return tile;
 }
 
 /** Checks x, weight and the geometry options shared by conv2d and conv2dBackward; returns every size. */
@@ -46,7 +71,8 @@ function checkConvGeometry(x: HostTensor, weight: HostTensor, options: { stride?
 }
 
 function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions) {
-  const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = checkConvGeometry(x, weight, options);
+  const geometry = checkConvGeometry(x, weight, options);
+  const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = geometry;
   if (options.bias !== undefined) {
     const [bc] = checkTensor(options.bias, 'bias', 1) as [number];
     if (bc !== o) throw new ShapeError(`Expected bias of shape [${o}] but received [${bc}]`);
@@ -57,7 +83,7 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
   const native = {
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
-    xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc',
+    xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc', winogradTile: winogradTile(options, geometry, xLayout, yLayout),
   };
   return { native, y };
 }

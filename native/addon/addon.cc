@@ -48,7 +48,11 @@ Work parse_conv2d(const Napi::Object& o) {
   p.has_bias = bias.data != nullptr;
   p.src_channels_last = get_bool(o, "xChannelsLast");
   p.dst_channels_last = get_bool(o, "yChannelsLast");
+  p.winograd_tile = static_cast<int>(get_number(o, "winogradTile", 0));
   RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE", "conv2d: bad stride/kernel/pad/groups");
+  RV_CHECK(p.winograd_tile == 0 || ((p.winograd_tile == 2 || p.winograd_tile == 4) && p.kernel == 3 && p.stride == 1 && p.groups == 1 &&
+                                    p.pad <= 1 && p.src_channels_last && p.dst_channels_last),
+           "ERR_ARG_VALUE", "conv2d: Winograd needs tile 2 or 4, a 3x3 kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and y");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   require_length(x, p.batch * p.in_channels * p.height * p.width, "x");
   require_length(w, p.out_channels * (p.in_channels / p.groups) * p.kernel * p.kernel, "weight");
@@ -385,9 +389,11 @@ cpu::ProgramSpec parse_program(const Napi::Object& o) {
   RV_CHECK(precision == "fp32" || precision == "bf16" || precision == "int8", "ERR_ARG_VALUE", "precision must be fp32, bf16 or int8, got " + precision);
   spec.precision = precision == "bf16" ? cpu::Precision::bf16 : precision == "int8" ? cpu::Precision::int8 : cpu::Precision::fp32;
   const std::string algorithm = get_string(o, "convAlgorithm", "auto");
-  RV_CHECK(algorithm == "auto" || algorithm == "direct" || algorithm == "winograd", "ERR_ARG_VALUE", "convAlgorithm must be auto, direct or winograd");
+  RV_CHECK(algorithm == "auto" || algorithm == "direct" || algorithm == "winograd" || algorithm == "winograd2x2", "ERR_ARG_VALUE",
+           "convAlgorithm must be auto, direct, winograd or winograd2x2");
   spec.conv_algorithm = algorithm == "direct" ? cpu::ConvAlgorithm::direct
                         : algorithm == "winograd" ? cpu::ConvAlgorithm::winograd
+                        : algorithm == "winograd2x2" ? cpu::ConvAlgorithm::winograd2x2
                                                   : cpu::ConvAlgorithm::auto_measure;
   parse_network(o, spec);
   for (size_t i = 0; i < spec.steps.size(); i++)
@@ -413,8 +419,6 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("activationBytes", Napi::Number::New(env, static_cast<double>(r.activation_bytes)));
   out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
   out.Set("layout", Napi::String::New(env, r.layout));
-  if (r.any_ms >= 0) out.Set("anyLayoutMs", Napi::Number::New(env, r.any_ms));
-  if (r.blocked_ms >= 0) out.Set("blockedLayoutMs", Napi::Number::New(env, r.blocked_ms));
   Napi::Array convs = Napi::Array::New(env, r.convs.size());
   for (size_t i = 0; i < r.convs.size(); i++) {
     const auto& c = r.convs[i];
@@ -424,6 +428,7 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
     o.Set("implementation", Napi::String::New(env, c.implementation));
     if (c.direct_ms >= 0) o.Set("directMs", Napi::Number::New(env, c.direct_ms));
     if (c.winograd_ms >= 0) o.Set("winogradMs", Napi::Number::New(env, c.winograd_ms));
+    if (c.winograd2x2_ms >= 0) o.Set("winograd2x2Ms", Napi::Number::New(env, c.winograd2x2_ms));
     convs.Set(static_cast<uint32_t>(i), o);
   }
   out.Set("convs", convs);

@@ -22,6 +22,9 @@ struct Conv2dParams {
   bool relu;      // fused ReLU after the bias
   bool src_channels_last = false;  // x is NHWC
   bool dst_channels_last = false;  // y is NHWC
+  // 0: oneDNN's direct kernel. 2 or 4: our Winograd F(2x2, 3x3) or F(4x4, 3x3) (cpu/winograd.h), which needs a 3x3
+  // kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and y.
+  int winograd_tile = 0;
 };
 
 struct BatchNormParams {

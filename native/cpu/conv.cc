@@ -1,11 +1,13 @@
 // Convolution of the single-op API on oneDNN: any kernel size, stride, padding and groups, optional bias and
-// fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training.
+// fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training; forward also with
+// our Winograd kernel on request (winograd.h).
 // Activations are NCHW or NHWC buffers (ops.h): NHWC ones are convolved as they are, NCHW ones reordered to and
 // from the blocked layouts the primitives choose, through scratch buffers. Weights are always plain OIHW and
 // reordered per call (they change every training step). The network path (program.cc) keeps blocked layouts.
 #include "../core/ops.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
+#include "winograd.h"
 
 namespace repvgg::cpu {
 
@@ -85,6 +87,19 @@ void to_plain(const dnnl::memory& result, const dnnl::memory& plain, const std::
   reorder.execute(stream(), {{DNNL_ARG_FROM, result}, {DNNL_ARG_TO, plain}});
 }
 
+// conv2d_forward with our Winograd kernel (p.winograd_tile 2 or 4, shapes checked by the caller): weights
+// transformed and scratch allocated per call, as the single-op API gets new weights every training step.
+void winograd_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  const WinogradTile tile = p.winograd_tile == 2 ? WinogradTile::f2x2 : WinogradTile::f4x4;
+  const std::vector<float> bias_values = p.has_bias ? std::vector<float>(bias, bias + p.out_channels) : std::vector<float>();
+  wrap_dnnl("conv2d", [&] {
+    WinogradConv conv({p.batch, p.in_channels, p.out_channels, p.height, p.width, p.pad}, tile,
+                      transform_winograd_weights(tile, w, p.in_channels, p.out_channels), bias_values, p.relu);
+    std::vector<float> transformed_input(conv.transformed_input_bytes() / sizeof(float)), products(conv.products_bytes() / sizeof(float));
+    conv.run(x, y, transformed_input.data(), products.data());
+  });
+}
+
 }  // namespace
 
 // The primitive picks its own layouts (format_tag::any) and the plain buffers are reordered in and out through
@@ -95,6 +110,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
   RV_CHECK(p.groups >= 1 && p.in_channels % p.groups == 0 && p.out_channels % p.groups == 0, "ERR_SHAPE",
            "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
                std::to_string(p.out_channels));
+  if (p.winograd_tile != 0) return winograd_forward(p, x, w, bias, y);
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);
   const int64_t ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input too small for the kernel");

@@ -1,15 +1,16 @@
 // Compiles a ProgramSpec into oneDNN primitives for one input shape and runs it (see program.h).
-// Activation layouts are chosen by the primitives ("any"), so convs run on blocked layouts (nChw16c on AVX-512)
-// with no reorders between layers; weights are reordered once per plan into the layout each primitive wants.
+// Activation layouts are chosen by the primitives ("any": channels-last for oneDNN's brgemm kernels on AVX-512), so
+// convs run with no reorders between layers; weights are reordered once per plan into the layout each primitive
+// wants. A 3x3 stride-1 conv may instead run our Winograd kernel (winograd.h), chosen per layer by measuring.
 #include "program.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <chrono>
 #include <functional>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <unordered_map>
 
 #include "dnnl_common.h"
@@ -21,9 +22,11 @@ namespace {
 using memory = dnnl::memory;
 using md_t = dnnl::memory::desc;
 
-// A primitive bound to activation buffers (by index) and to memories it owns (weights, scratch).
+// A primitive bound to activation buffers (by index) and to memories it owns (weights, scratch); or, for a conv that
+// runs our Winograd kernel, that kernel on the buffers bound to DNNL_ARG_SRC and DNNL_ARG_DST.
 struct Exec {
   dnnl::primitive prim;
+  std::shared_ptr<WinogradConv> winograd;
   struct BufferArg {
     int arg, buffer;
     md_t md;
@@ -36,15 +39,21 @@ struct Exec {
   std::string what;                      // for profiles: "conv", "quantize", "add", ...
 };
 
-struct ConvCandidate {
-  dnnl::convolution_forward::primitive_desc pd;
-  memory weights;
-};
-
 double time_ms(const std::function<void()>& fn) {
   auto start = std::chrono::steady_clock::now();
   fn();
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Whether md is dense float32 channels-last (what the Winograd kernel reads and writes).
+bool is_nhwc_f32(const md_t& md) {
+  return md.data_type() == dt::f32 && md.dims().size() == 4 && md == md_t(md.dims(), dt::f32, tag::nhwc);
+}
+
+std::string layout_name(const md_t& md) {
+  if (md == md_t(md.dims(), md.data_type(), tag::nhwc)) return "NHWC";
+  if (md == md_t(md.dims(), md.data_type(), tag::nchw)) return "NCHW";
+  return "blocked";
 }
 
 dnnl::primitive_attr relu_attr(bool relu, dnnl::algorithm alg = dnnl::algorithm::eltwise_relu) {
@@ -114,7 +123,7 @@ std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& 
 
 class Plan {
  public:
-  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, Layout layout);
+  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights);
   void run(const float* input, float* logits);
   Profile profile(int runs);
   PlanReport& report() { return report_; }
@@ -130,25 +139,33 @@ class Plan {
   void compile_se(const SeStepSpec& s);
   void compile_head();
   void allocate_and_bind();
+  void allocate_winograd_scratch();
   void measure_conv_choices();
+  void execute(Exec& exec);
   const md_t& buffer_md(int buffer, const char* what) const;
 
   const ProgramSpec& spec_;
   int64_t batch_;
-  Layout layout_;
+  WinogradWeightCache& winograd_weights_;
   dt act_type_;
   std::vector<md_t> buffer_mds_;  // current layout of each buffer while compiling; empty md = not yet written
   std::vector<int64_t> buffer_channels_, buffer_height_, buffer_width_;
   std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> buffers_;
   std::vector<size_t> buffer_bytes_;
   std::vector<Exec> execs_;
-  // Alternatives for convs whose algorithm is decided by measuring: exec index -> winograd candidate.
-  std::unordered_map<size_t, ConvCandidate> winograd_candidates_;
+  // The Winograd alternatives of convs whose algorithm 'auto' decides by measuring, by exec index.
+  struct WinogradCandidates {
+    std::shared_ptr<WinogradConv> f2x2, f4x4;
+  };
+  std::unordered_map<size_t, WinogradCandidates> winograd_candidates_;
+  // Scratch of the Winograd convs (run one after the other, so they share it); null when none runs.
+  std::unique_ptr<float, decltype(&std::free)> winograd_input_{nullptr, &std::free}, winograd_products_{nullptr, &std::free};
   md_t input_md_;  // layout of the input in buffer 0, chosen by its first reader
   memory input_user_, logits_user_;
   dnnl::primitive input_reorder_;
   memory input_buffer_mem_;
   PlanReport report_;
+  size_t winograd_bytes_ = 0;  // the scratch's share of report_.activation_bytes
 };
 
 const md_t& Plan::buffer_md(int buffer, const char* what) const {
@@ -159,9 +176,8 @@ const md_t& Plan::buffer_md(int buffer, const char* what) const {
   return buffer_mds_[buffer];
 }
 
-Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, Layout layout)
-    : spec_(spec), batch_(batch), layout_(layout), act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32) {
-  report_.layout = layout == Layout::blocked16 ? "nChw16c" : "any";
+Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights)
+    : spec_(spec), batch_(batch), winograd_weights_(winograd_weights), act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32) {
   buffer_mds_.resize(spec.num_buffers);
   buffer_channels_.assign(spec.num_buffers, 0);
   buffer_height_.assign(spec.num_buffers, 0);
@@ -226,55 +242,62 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   const dims w_dims = conv_weight_dims(c);
   const md_t w_any(w_dims, act_type_, tag::any);
   const md_t bias_md = c.bias.empty() ? md_t() : plain_f32({c.out_channels});
-  const bool blocked = layout_ == Layout::blocked16 && c.out_channels % 16 == 0;
   // bf16: the last conv writes float32 for the head, whose global mean then runs oneDNN's jit pooling (the bf16
   // reduction ran its reference code: 0.9 ms of A0's 6.2 ms at batch 1) and keeps the features unrounded.
   const bool feeds_head = index + 1 == static_cast<int>(spec_.steps.size()) && c.dst == spec_.head_src;
-  const md_t dst_any({batch_, c.out_channels, oh, ow}, feeds_head ? dt::f32 : act_type_, blocked ? tag::aBcd16b : tag::any);
+  const md_t dst_any({batch_, c.out_channels, oh, ow}, feeds_head ? dt::f32 : act_type_, tag::any);
   const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
   const dnnl::primitive_attr attr = relu_attr(c.relu);
 
-  auto make_candidate = [&](dnnl::algorithm alg, const md_t& src) -> std::optional<ConvCandidate> {
-    try {
-      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, alg, src, w_any, bias_md, dst_any, strides, pads, pads);
-      dnnl::convolution_forward::primitive_desc pd(d, attr, engine());
-      // Reorder the plain float32 weights once into the layout (and type) this primitive wants.
-      memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(c.weight.data()));
-      memory weights(pd.weights_desc(), engine());
-      dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
-      stream().wait();
-      return ConvCandidate{pd, weights};
-    } catch (const dnnl::error&) {
-      return std::nullopt;  // this algorithm has no implementation for these shapes/this ISA
-    }
+  const dnnl::convolution_forward::primitive_desc pd(
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, w_any, bias_md,
+                                      dst_any, strides, pads, pads),
+      attr, engine());
+  const md_t chosen_src = pd.src_desc();
+  // Winograd reads neighbouring tiles while writing, so never in place; and not on the network input (3 channels:
+  // the transforms would be most of the work).
+  const bool winograd_shape = c.kernel == 3 && c.stride == 1 && c.groups == 1 && c.pad <= 1 && c.src != c.dst && src_known &&
+                              is_nhwc_f32(chosen_src) && is_nhwc_f32(pd.dst_desc());
+  const ConvAlgorithm algorithm = spec_.conv_algorithm;
+  auto make_winograd = [&](WinogradTile tile) -> std::shared_ptr<WinogradConv> {
+    std::weak_ptr<const std::vector<float>>& cached = winograd_weights_[{index, static_cast<int>(tile)}];
+    WinogradWeights weights = cached.lock();
+    if (!weights) cached = weights = transform_winograd_weights(tile, c.weight.data(), c.in_channels, c.out_channels);
+    return std::make_shared<WinogradConv>(WinogradShape{batch_, c.in_channels, c.out_channels, h, w, c.pad}, tile, weights, c.bias, c.relu);
   };
-
-  std::optional<ConvCandidate> direct = make_candidate(dnnl::algorithm::convolution_direct, src_md);
-  RV_CHECK(direct.has_value(), "ERR_BACKEND", "oneDNN has no direct convolution for step " + std::to_string(index));
-  const md_t chosen_src = direct->pd.src_desc();
-  std::optional<ConvCandidate> winograd;
-  const bool winograd_shape = act_type_ == dt::f32 && c.kernel == 3 && c.stride == 1 && c.groups == 1 && src_known;
-  if (winograd_shape && spec_.conv_algorithm != ConvAlgorithm::direct) {
-    winograd = make_candidate(dnnl::algorithm::convolution_winograd, chosen_src);
-    // Only a drop-in replacement keeps the layouts downstream steps were compiled against.
-    if (winograd && !(winograd->pd.src_desc() == chosen_src && winograd->pd.dst_desc() == direct->pd.dst_desc())) winograd.reset();
-  }
-  const bool use_winograd_now = winograd.has_value() && spec_.conv_algorithm == ConvAlgorithm::winograd;
-  ConvCandidate& chosen = use_winograd_now ? *winograd : *direct;
+  WinogradCandidates candidates;
+  if (winograd_shape && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd2x2))
+    candidates.f2x2 = make_winograd(WinogradTile::f2x2);
+  if (winograd_shape && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd))
+    candidates.f4x4 = make_winograd(WinogradTile::f4x4);
+  const std::shared_ptr<WinogradConv> forced = algorithm == ConvAlgorithm::winograd2x2 ? candidates.f2x2
+                                               : algorithm == ConvAlgorithm::winograd  ? candidates.f4x4
+                                                                                       : nullptr;
 
   Exec exec;
-  exec.prim = dnnl::convolution_forward(chosen.pd);
   exec.conv_step = index;
   exec.buffer_args.push_back({DNNL_ARG_SRC, c.src, chosen_src});
-  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, chosen.pd.dst_desc()});
-  exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, chosen.weights);
-  if (!c.bias.empty()) exec.fixed_args.emplace(DNNL_ARG_BIAS, wrap({c.out_channels}, c.bias));
-  report_.convs.push_back({index, use_winograd_now ? "winograd" : "direct", chosen.pd.impl_info_str(), -1, -1});
-  if (winograd && spec_.conv_algorithm == ConvAlgorithm::auto_measure) winograd_candidates_.emplace(execs_.size(), *winograd);
+  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd.dst_desc()});
+  if (forced) {
+    exec.winograd = forced;
+    report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation()});
+  } else {
+    // Reorder the plain float32 weights once into the layout (and type) the primitive wants.
+    memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(c.weight.data()));
+    memory weights(pd.weights_desc(), engine());
+    dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
+    stream().wait();
+    exec.prim = dnnl::convolution_forward(pd);
+    exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, weights);
+    if (!c.bias.empty()) exec.fixed_args.emplace(DNNL_ARG_BIAS, wrap({c.out_channels}, c.bias));
+    report_.convs.push_back({index, "direct", pd.impl_info_str()});
+    if (algorithm == ConvAlgorithm::auto_measure && winograd_shape) winograd_candidates_.emplace(execs_.size(), candidates);
+  }
   execs_.push_back(std::move(exec));
 
   if (!src_known) buffer_mds_[c.src] = input_md_ = chosen_src;
-  set_buffer(c.dst, direct->pd.dst_desc(), c.out_channels, oh, ow);
+  if (report_.layout.empty()) report_.layout = layout_name(pd.dst_desc());
+  set_buffer(c.dst, pd.dst_desc(), c.out_channels, oh, ow);
 }
 
 // u8 activations (x = input_scale * q) times s8 weights (w = weight_scales[oc] * q) accumulate exactly in s32; oneDNN
@@ -467,57 +490,115 @@ void Plan::allocate_and_bind() {
     for (const auto& a : e.buffer_args) e.args[a.arg] = memory(a.md, engine(), buffers_[a.buffer].get());
     for (const auto& [arg, mem] : e.fixed_args)
       if (arg == DNNL_ARG_WEIGHTS) report_.weight_bytes += static_cast<int64_t>(mem.get_desc().get_size());
+    if (e.winograd) report_.weight_bytes += static_cast<int64_t>(e.winograd->weight_bytes());
   }
+  allocate_winograd_scratch();
   input_user_ = memory(md_t(input_md.dims(), dt::f32, tag::nchw), engine(), nullptr);
   input_buffer_mem_ = memory(input_md, engine(), buffers_[0].get());
   input_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), input_user_.get_desc(), engine(), input_md));
 }
 
+// Sizes the Winograd scratch for every conv that runs or may run the kernel (its weights count as the plan's), or
+// frees it when none does.
+void Plan::allocate_winograd_scratch() {
+  std::vector<const WinogradConv*> convs;
+  for (const Exec& e : execs_)
+    if (e.winograd) convs.push_back(e.winograd.get());
+  for (const auto& [exec_index, candidates] : winograd_candidates_) {
+    convs.push_back(candidates.f2x2.get());
+    convs.push_back(candidates.f4x4.get());
+  }
+  size_t input_bytes = 0, products_bytes = 0;
+  for (const WinogradConv* conv : convs) {
+    input_bytes = std::max(input_bytes, conv->transformed_input_bytes());
+    products_bytes = std::max(products_bytes, conv->products_bytes());
+  }
+  report_.activation_bytes -= static_cast<int64_t>(winograd_bytes_);
+  winograd_bytes_ = input_bytes + products_bytes;
+  report_.activation_bytes += static_cast<int64_t>(winograd_bytes_);
+  winograd_input_.reset();
+  winograd_products_.reset();
+  if (convs.empty()) return;
+  auto allocate = [](size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    auto* data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    RV_CHECK(data != nullptr, "ERR_BACKEND", "out of memory allocating " + std::to_string(bytes) + " bytes of Winograd scratch");
+    return data;
+  };
+  winograd_input_.reset(allocate(input_bytes));
+  winograd_products_.reset(allocate(products_bytes));
+}
+
+void Plan::execute(Exec& exec) {
+  if (!exec.winograd) return exec.prim.execute(stream(), exec.args);
+  exec.winograd->run(static_cast<const float*>(exec.args.at(DNNL_ARG_SRC).get_data_handle()),
+                     static_cast<float*>(exec.args.at(DNNL_ARG_DST).get_data_handle()), winograd_input_.get(), winograd_products_.get());
+}
+
+// Times every conv that may run Winograd three times -- direct, F(2x2) and F(4x4) -- and keeps the fastest for each.
+// Each is timed inside whole-network runs in which every such conv runs the same algorithm, not alone: alone, a
+// layer's weights stay in the caches from one run to the next, while in the network the other layers' weights and
+// activations push them out (A0 at batch 1 streams 31.7 MiB of direct weights per image, F(4x4) 4x as many), which
+// decides the algorithm at small batches.
 void Plan::measure_conv_choices() {
-  // Time each candidate on its real shapes (finite, non-zero data), keep the faster one.
-  for (size_t b = 0; b < buffers_.size(); b++) {
+  for (size_t b = 0; b < buffers_.size(); b++) {  // finite, non-zero data
     auto* values = reinterpret_cast<float*>(buffers_[b].get());
     for (size_t i = 0; i < buffer_bytes_[b] / sizeof(float); i++) values[i] = 0.01f;
   }
-  for (auto& [exec_index, candidate] : winograd_candidates_) {
-    Exec& exec = execs_[exec_index];
-    std::unordered_map<int, memory> wino_args = exec.args;
-    wino_args[DNNL_ARG_WEIGHTS] = candidate.weights;
-    dnnl::primitive wino_prim = dnnl::convolution_forward(candidate.pd);
-    auto best_of = [&](dnnl::primitive& prim, std::unordered_map<int, memory>& args) {
-      prim.execute(stream(), args);
-      stream().wait();
-      double best = 1e30;
-      for (int rep = 0; rep < 3; rep++) best = std::min(best, time_ms([&] { prim.execute(stream(), args); stream().wait(); }));
-      return best;
-    };
-    const double direct_ms = best_of(exec.prim, exec.args);
-    const double winograd_ms = best_of(wino_prim, wino_args);
-    for (ConvChoice& choice : report_.convs) {
-      if (choice.step != exec.conv_step) continue;
-      choice.direct_ms = direct_ms;
-      choice.winograd_ms = winograd_ms;
-      if (winograd_ms < direct_ms) {
-        choice.algorithm = "winograd";
-        choice.implementation = candidate.pd.impl_info_str();
+  std::vector<float> logits(static_cast<size_t>(logits_user_.get_desc().get_size() / sizeof(float)));
+  logits_user_.set_data_handle(logits.data());  // run() binds the caller's
+  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kRuns = 4;  // the first run of each is a warm-up
+  std::unordered_map<size_t, std::array<double, kAlgorithms>> best_ms;
+  for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
+    for (auto& [exec_index, candidates] : winograd_candidates_) {
+      execs_[exec_index].winograd = algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
+      best_ms[exec_index][algorithm] = 1e30;
+    }
+    for (int run = 0; run < kRuns; run++) {
+      for (size_t e = 0; e < execs_.size(); e++) {
+        const double ms = time_ms([&] {
+          execute(execs_[e]);
+          stream().wait();
+        });
+        auto measured = best_ms.find(e);
+        if (run > 0 && measured != best_ms.end()) measured->second[algorithm] = std::min(measured->second[algorithm], ms);
       }
     }
-    if (winograd_ms < direct_ms) {
-      report_.weight_bytes += static_cast<int64_t>(candidate.weights.get_desc().get_size()) -
-                              static_cast<int64_t>(exec.args[DNNL_ARG_WEIGHTS].get_desc().get_size());
-      exec.prim = wino_prim;
-      exec.args = std::move(wino_args);
-      exec.fixed_args[DNNL_ARG_WEIGHTS] = candidate.weights;  // drops the direct weights' last reference
+  }
+  for (auto& [exec_index, candidates] : winograd_candidates_) {
+    Exec& exec = execs_[exec_index];
+    const std::array<double, kAlgorithms>& ms = best_ms[exec_index];
+    const int fastest = static_cast<int>(std::min_element(ms.begin(), ms.end()) - ms.begin());
+    const std::shared_ptr<WinogradConv> chosen = fastest == kDirect ? nullptr : fastest == k2x2 ? candidates.f2x2 : candidates.f4x4;
+    for (ConvChoice& choice : report_.convs) {
+      if (choice.step != exec.conv_step) continue;
+      choice.direct_ms = ms[kDirect];
+      choice.winograd2x2_ms = ms[k2x2];
+      choice.winograd_ms = ms[k4x4];
+      if (chosen) {
+        choice.algorithm = fastest == k2x2 ? "winograd2x2" : "winograd";
+        choice.implementation = chosen->implementation();
+      }
+    }
+    exec.winograd = chosen;
+    if (chosen) {
+      report_.weight_bytes += static_cast<int64_t>(chosen->weight_bytes()) -
+                              static_cast<int64_t>(exec.args.at(DNNL_ARG_WEIGHTS).get_desc().get_size());
+      exec.prim = dnnl::primitive();
+      exec.args.erase(DNNL_ARG_WEIGHTS);
+      exec.args.erase(DNNL_ARG_BIAS);
+      exec.fixed_args.clear();  // drops the direct weights' last reference
     }
   }
-  winograd_candidates_.clear();
+  winograd_candidates_.clear();  // and with it the transformed weights no conv chose
+  allocate_winograd_scratch();   // for the convs that kept Winograd only
 }
 
 void Plan::run(const float* input, float* logits) {
   input_user_.set_data_handle(const_cast<float*>(input));
   logits_user_.set_data_handle(logits);
   input_reorder_.execute(stream(), {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
-  for (Exec& e : execs_) e.prim.execute(stream(), e.args);
+  for (Exec& e : execs_) execute(e);
   stream().wait();
 }
 
@@ -537,7 +618,7 @@ Profile Plan::profile(int runs) {
     });
     for (size_t e = 0; e < execs_.size(); e++) {
       profile.entries[e + 1].ms += time_ms([&] {
-        execs_[e].prim.execute(stream(), execs_[e].args);
+        execute(execs_[e]);
         stream().wait();
       });
     }
@@ -554,28 +635,7 @@ Program::Program(ProgramSpec spec) : spec_(std::move(spec)) { validate_network(s
 Program::~Program() = default;
 
 std::unique_ptr<Plan> Program::build_plan(int64_t batch, int64_t height, int64_t width) {
-  switch (spec_.conv_algorithm) {
-    case ConvAlgorithm::direct: return std::make_unique<Plan>(spec_, batch, height, width, Layout::any);
-    case ConvAlgorithm::winograd: return std::make_unique<Plan>(spec_, batch, height, width, Layout::blocked16);
-    case ConvAlgorithm::auto_measure: break;
-  }
-  // Measure both layouts on the whole network (the blocked one has already chosen Winograd or direct per layer).
-  auto any = std::make_unique<Plan>(spec_, batch, height, width, Layout::any);
-  if (spec_.precision != Precision::fp32) return any;  // Winograd is fp32-only: nothing to compare
-  auto blocked = std::make_unique<Plan>(spec_, batch, height, width, Layout::blocked16);
-  std::vector<float> input(static_cast<size_t>(batch * spec_.in_channels * height * width), 0.01f);
-  std::vector<float> logits(static_cast<size_t>(batch * spec_.classes));
-  auto best_ms = [&](Plan& plan) {
-    plan.run(input.data(), logits.data());  // warm-up
-    double best = 1e30;
-    for (int rep = 0; rep < 2; rep++) best = std::min(best, time_ms([&] { plan.run(input.data(), logits.data()); }));
-    return best;
-  };
-  const double any_ms = best_ms(*any), blocked_ms = best_ms(*blocked);
-  std::unique_ptr<Plan>& chosen = blocked_ms < any_ms ? blocked : any;
-  chosen->report().any_ms = any_ms;
-  chosen->report().blocked_ms = blocked_ms;
-  return std::move(chosen);
+  return std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_);
 }
 
 Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {

@@ -16,14 +16,17 @@
 #include <vector>
 
 #include "../core/network_spec.h"
+#include "winograd.h"
 
 namespace repvgg::cpu {
 
 // int8: the conv steps marked int8 run u8 x s8 -> s32 with fused bias and ReLU (see ConvStepSpec); every other
 // step, the first layer and the head run in float32.
 enum class Precision { fp32, bf16, int8 };
-// How 3x3 stride-1 convolutions pick their algorithm: measure both (auto), or force one.
-enum class ConvAlgorithm { auto_measure, direct, winograd };
+// How 3x3 stride-1 convolutions pick their algorithm: measure direct, Winograd F(2x2, 3x3) and F(4x4, 3x3) per layer
+// (auto), or force one (winograd = F(4x4)). Winograd is our own kernel (winograd.h) and needs float32 channels-last
+// activations, which oneDNN's direct kernels choose on AVX-512; elsewhere every conv runs direct.
+enum class ConvAlgorithm { auto_measure, direct, winograd, winograd2x2 };
 
 struct ProgramSpec : NetworkSpec {
   Precision precision = Precision::fp32;
@@ -33,21 +36,16 @@ struct ProgramSpec : NetworkSpec {
 // What one compiled conv step ended up using, for reports.
 struct ConvChoice {
   int step = 0;
-  std::string algorithm;       // "direct", "winograd" or "int8"
-  std::string implementation;  // oneDNN's implementation name, e.g. "jit:avx512_core"
-  double direct_ms = -1, winograd_ms = -1;  // measured times (-1 = not measured)
+  std::string algorithm;       // "direct", "winograd" (F(4x4, 3x3)), "winograd2x2" or "int8"
+  std::string implementation;  // oneDNN's implementation name, e.g. "brgconv:avx512_core", or the Winograd kernel's
+  double direct_ms = -1, winograd_ms = -1, winograd2x2_ms = -1;  // measured times (-1 = not measured)
 };
-
-// Activation layout of a plan: whatever each primitive prefers ("any": brgemm kernels pick NHWC on AVX-512),
-// or nChw16c blocks everywhere, which oneDNN's Winograd kernel requires.
-enum class Layout { any, blocked16 };
 
 struct PlanReport {
   int64_t batch = 0, height = 0, width = 0;
-  std::string layout;                       // "any" or "nChw16c"
-  double any_ms = -1, blocked_ms = -1;      // whole-network times measured to choose the layout (-1 = not measured)
-  int64_t activation_bytes = 0;  // all activation buffers of the plan together
-  int64_t weight_bytes = 0;      // weights in the layouts the primitives chose
+  std::string layout;            // of the first conv's output, as the primitives chose it: "NHWC", "NCHW" or "blocked"
+  int64_t activation_bytes = 0;  // all activation buffers of the plan together, with the Winograd scratch
+  int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
   std::vector<ConvChoice> convs;
 };
 
@@ -65,6 +63,10 @@ struct Profile {
 };
 
 class Plan;
+
+// Winograd-transformed weights by conv step, shared by the plans (batch sizes) of a Program that use them; weak, so
+// that a layer no plan runs with Winograd holds no transformed copy.
+using WinogradWeightCache = std::map<std::pair<int, int>, std::weak_ptr<const std::vector<float>>>;  // (step, tile side)
 
 class Program {
  public:
@@ -90,6 +92,7 @@ class Program {
   std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;
   std::vector<std::tuple<int64_t, int64_t, int64_t>> plan_order_;
   static constexpr size_t kMaxPlans = 8;
+  WinogradWeightCache winograd_weights_;
 };
 
 }  // namespace repvgg::cpu

@@ -1,0 +1,306 @@
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution on NHWC float32 (see winograd.h): weights transformed once
+// (transform_winograd_weights), then per run an input transform, one batched matmul (oneDNN) and an output
+// transform with bias and ReLU. The two tile sizes differ only in their transform matrices (F2x2, F4x4 below).
+// The transforms work on 16 channels at a time with GCC vector types (one AVX-512 register, or two AVX2 ones:
+// RV_SIMD_CLONES compiles them per instruction set), and on single channels for a remainder of fewer than 16.
+#include "winograd.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../core/check.h"
+#include "dnnl_common.h"
+#include "simd.h"
+
+// The vector helpers below must be compiled inside each RV_SIMD_CLONES caller, for its instruction set: called out
+// of line they would be baseline x86-64 code, passing 16-float vectors in pieces.
+#define RV_INLINE inline __attribute__((always_inline))
+// GCC warns that 16-float vectors would be passed differently without AVX-512; always inlined, they are never passed.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace repvgg::cpu {
+
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
+
+template <class V>
+RV_INLINE V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <class V>
+RV_INLINE void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// F(4x4, 3x3): 6x6 input tiles, 36 positions (4x fewer multiplications than direct, 4x the weights).
+struct F4x4 {
+  static constexpr int64_t kTile = 4, kAlpha = 6;
+  // B^T d for one column of an input tile: rows of
+  //   [4  0 -5  0  1  0]
+  //   [0 -4 -4  1  1  0]
+  //   [0  4 -4 -1  1  0]
+  //   [0 -2 -1  2  1  0]
+  //   [0  2 -1 -2  1  0]
+  //   [0  4  0 -5  0  1]
+  template <class V>
+  static RV_INLINE void input_1d(const V d[kAlpha], V r[kAlpha]) {
+    const V d2_4 = d[4] - 4.f * d[2], d1_3 = d[3] - 4.f * d[1];
+    const V e2_4 = d[4] - d[2], e1_3 = 2.f * (d[3] - d[1]);
+    r[0] = 4.f * d[0] - 5.f * d[2] + d[4];
+    r[1] = d2_4 + d1_3;
+    r[2] = d2_4 - d1_3;
+    r[3] = e2_4 + e1_3;
+    r[4] = e2_4 - e1_3;
+    r[5] = 4.f * d[1] - 5.f * d[3] + d[5];
+  }
+  // A^T m for one column of a tile's products: rows of
+  //   [1  1  1  1  1  0]
+  //   [0  1 -1  2 -2  0]
+  //   [0  1  1  4  4  0]
+  //   [0  1 -1  8 -8  1]
+  template <class V>
+  static RV_INLINE void output_1d(const V m[kAlpha], V o[kTile]) {
+    const V s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = d12 + 2.f * d34;
+    o[2] = s12 + 4.f * s34;
+    o[3] = d12 + 8.f * d34 + m[5];
+  }
+  // G, which takes a 3-tap kernel to its 6 positions.
+  static constexpr double G[kAlpha][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                          {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6},  {0, 0, 1}};
+};
+
+// F(2x2, 3x3): 4x4 input tiles, 16 positions (2.25x fewer multiplications, 1.8x the weights): at batch 1 a whole
+// network's F(4x4) weights no longer fit in the caches and the layers wait on memory instead.
+struct F2x2 {
+  static constexpr int64_t kTile = 2, kAlpha = 4;
+  // B^T rows: [1 0 -1 0], [0 1 1 0], [0 -1 1 0], [0 1 0 -1]
+  template <class V>
+  static RV_INLINE void input_1d(const V d[kAlpha], V r[kAlpha]) {
+    r[0] = d[0] - d[2];
+    r[1] = d[1] + d[2];
+    r[2] = d[2] - d[1];
+    r[3] = d[1] - d[3];
+  }
+  // A^T rows: [1 1 1 0], [0 1 -1 -1]
+  template <class V>
+  static RV_INLINE void output_1d(const V m[kAlpha], V o[kTile]) {
+    o[0] = m[0] + m[1] + m[2];
+    o[1] = m[1] - m[2] - m[3];
+  }
+  static constexpr double G[kAlpha][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+};
+
+struct Geometry {
+  int64_t height, width, pad, in_channels, out_channels, out_h, out_w, tiles_h, tiles_w, tiles;
+  int64_t rows;  // tile rows of each position's matrix: tiles plus the padding of padded_tiles()
+};
+
+// The positions' matrices are written and read together, one vector each. At a distance of a multiple of 4 KiB
+// they would all fall into the same L1 set and alias in the store buffer (a 14x14x192 layer's 16 x 192 floats are
+// exactly 12 KiB), which made the transforms twice as slow. So the matrices get extra (zero) tile rows until one
+// matrix spans a number of cache lines whose greatest common divisor with 64 (the L1 sets) is at most 4: the
+// positions then spread over at least 16 sets. (Strides padded inside the matmul's memory descriptor instead made
+// oneDNN fall back from its brgemm matmul to a slower gemm.)
+int64_t padded_tiles(int64_t tiles, int64_t in, int64_t out) {
+  auto spreads = [](int64_t rows, int64_t channels) {
+    int64_t lines = rows * channels * static_cast<int64_t>(sizeof(float)) / 64, sets = 64;
+    while (lines % 2 == 0 && sets > 4) lines /= 2, sets /= 2;
+    return sets <= 4 || rows * channels * static_cast<int64_t>(sizeof(float)) % 64 != 0;
+  };
+  for (int64_t rows = tiles; rows < tiles + 16; rows++)
+    if (spreads(rows, in) && spreads(rows, out)) return rows;
+  return tiles;
+}
+
+// Transforms channels [c0, c0 + lanes of V) of input tile `tile` into transformed[position][tile][c]: B^T d B, first
+// along each row (rows outside the image are zeros), then down each column.
+template <class F, class V>
+RV_INLINE void input_tile(const Geometry& g, const float* src, float* transformed, int64_t tile, int64_t c0) {
+  const int64_t n = tile / (g.tiles_h * g.tiles_w), t = tile % (g.tiles_h * g.tiles_w);
+  const int64_t y0 = (t / g.tiles_w) * F::kTile - g.pad, x0 = (t % g.tiles_w) * F::kTile - g.pad;
+  const bool columns_inside = x0 >= 0 && x0 + F::kAlpha <= g.width;
+  V rows[F::kAlpha][F::kAlpha];  // rows[i] = (d B)[i], the row transform of input row y0 + i
+  for (int64_t i = 0; i < F::kAlpha; i++) {
+    const int64_t y = y0 + i;
+    if (y < 0 || y >= g.height) {
+      for (int64_t j = 0; j < F::kAlpha; j++) rows[i][j] = V{};
+      continue;
+    }
+    const float* row = src + ((n * g.height + y) * g.width + x0) * g.in_channels + c0;
+    V d[F::kAlpha];
+    if (columns_inside) {
+      for (int64_t j = 0; j < F::kAlpha; j++) d[j] = load<V>(row + j * g.in_channels);
+    } else {
+      for (int64_t j = 0; j < F::kAlpha; j++) d[j] = x0 + j >= 0 && x0 + j < g.width ? load<V>(row + j * g.in_channels) : V{};
+    }
+    F::input_1d(d, rows[i]);
+  }
+  for (int64_t j = 0; j < F::kAlpha; j++) {
+    V column[F::kAlpha], out[F::kAlpha];
+    for (int64_t i = 0; i < F::kAlpha; i++) column[i] = rows[i][j];
+    F::input_1d(column, out);
+    for (int64_t i = 0; i < F::kAlpha; i++) store(transformed + ((i * F::kAlpha + j) * g.rows + tile) * g.in_channels + c0, out[i]);
+  }
+}
+
+// Turns channels [k0, k0 + lanes) of tile `tile`'s products into its outputs (fewer at the edges), with bias and ReLU.
+template <class F, class V>
+RV_INLINE void output_tile(const Geometry& g, const float* products, const float* bias, bool relu, float* dst, int64_t tile, int64_t k0) {
+  const int64_t n = tile / (g.tiles_h * g.tiles_w), t = tile % (g.tiles_h * g.tiles_w);
+  const int64_t y0 = (t / g.tiles_w) * F::kTile, x0 = (t % g.tiles_w) * F::kTile;
+  V rows[F::kTile][F::kAlpha];  // rows[r][j] = (A^T m)[r][j]
+  for (int64_t j = 0; j < F::kAlpha; j++) {
+    V column[F::kAlpha], out[F::kTile];
+    for (int64_t i = 0; i < F::kAlpha; i++) column[i] = load<V>(products + ((i * F::kAlpha + j) * g.rows + tile) * g.out_channels + k0);
+    F::output_1d(column, out);
+    for (int64_t r = 0; r < F::kTile; r++) rows[r][j] = out[r];
+  }
+  const V b = load<V>(bias + k0);
+  for (int64_t r = 0; r < F::kTile && y0 + r < g.out_h; r++) {
+    V out[F::kTile];
+    F::output_1d(rows[r], out);
+    for (int64_t c = 0; c < F::kTile && x0 + c < g.out_w; c++) {
+      V y = out[c] + b;
+      if (relu) y = y > 0.f ? y : V{};
+      store(dst + ((n * g.out_h + y0 + r) * g.out_w + x0 + c) * g.out_channels + k0, y);
+    }
+  }
+}
+
+// Items [first, last) of tiles x channel groups (16 channels, the last group possibly narrower).
+template <class F>
+RV_SIMD_CLONES void input_transform(const Geometry& g, const float* src, float* transformed, int64_t first, int64_t last) {
+  const int64_t groups = (g.in_channels + kLanes - 1) / kLanes;
+  for (int64_t item = first; item < last; item++) {
+    const int64_t tile = item / groups, c0 = (item % groups) * kLanes;
+    if (c0 + kLanes <= g.in_channels) {
+      input_tile<F, v16>(g, src, transformed, tile, c0);
+    } else {
+      for (int64_t c = c0; c < g.in_channels; c++) input_tile<F, float>(g, src, transformed, tile, c);
+    }
+  }
+}
+
+template <class F>
+RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, const float* bias, bool relu, float* dst, int64_t first,
+                                     int64_t last) {
+  const int64_t groups = (g.out_channels + kLanes - 1) / kLanes;
+  for (int64_t item = first; item < last; item++) {
+    const int64_t tile = item / groups, k0 = (item % groups) * kLanes;
+    if (k0 + kLanes <= g.out_channels) {
+      output_tile<F, v16>(g, products, bias, relu, dst, tile, k0);
+    } else {
+      for (int64_t k = k0; k < g.out_channels; k++) output_tile<F, float>(g, products, bias, relu, dst, tile, k);
+    }
+  }
+}
+
+// Splits items [0, count) evenly over the OpenMP team and runs fn(first, last) on each thread's share.
+template <class Fn>
+void parallel_ranges(int64_t count, Fn&& fn) {
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t first = count * id / threads, last = count * (id + 1) / threads;
+    if (first < last) fn(first, last);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// G g G^T for every (out, in) pair of 3x3 kernels, computed in float64, stored as (positions, in, out) float32.
+template <class F>
+WinogradWeights transform_weights(const float* weight, int64_t in, int64_t out) {
+  constexpr int64_t alpha = F::kAlpha;
+  auto u = std::make_shared<std::vector<float>>(static_cast<size_t>(alpha * alpha * in * out));
+  for (int64_t k = 0; k < out; k++) {
+    for (int64_t c = 0; c < in; c++) {
+      const float* g = weight + (k * in + c) * 9;
+      double gt[alpha][3];  // G g
+      for (int64_t i = 0; i < alpha; i++)
+        for (int64_t v = 0; v < 3; v++) gt[i][v] = F::G[i][0] * g[0 * 3 + v] + F::G[i][1] * g[1 * 3 + v] + F::G[i][2] * g[2 * 3 + v];
+      for (int64_t i = 0; i < alpha; i++)
+        for (int64_t j = 0; j < alpha; j++)
+          (*u)[((i * alpha + j) * in + c) * out + k] =
+              static_cast<float>(gt[i][0] * F::G[j][0] + gt[i][1] * F::G[j][1] + gt[i][2] * F::G[j][2]);
+    }
+  }
+  return u;
+}
+
+int64_t alpha_of(WinogradTile tile) { return static_cast<int64_t>(tile) + 2; }
+
+}  // namespace
+
+WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weight, int64_t in, int64_t out) {
+  return tile == WinogradTile::f4x4 ? transform_weights<F4x4>(weight, in, out) : transform_weights<F2x2>(weight, in, out);
+}
+
+WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, WinogradWeights weights, const std::vector<float>& bias, bool relu)
+    : shape_(shape), tile_(tile), relu_(relu), weights_(std::move(weights)) {
+  RV_CHECK(shape.pad == 0 || shape.pad == 1, "ERR_ARG_VALUE", "Winograd conv supports padding 0 or 1, got " + std::to_string(shape.pad));
+  out_h_ = shape.height + 2 * shape.pad - 2;
+  out_w_ = shape.width + 2 * shape.pad - 2;
+  RV_CHECK(out_h_ >= 1 && out_w_ >= 1, "ERR_SHAPE", "Winograd conv input too small");
+  const int64_t side = static_cast<int64_t>(tile), positions = alpha_of(tile) * alpha_of(tile);
+  tiles_h_ = (out_h_ + side - 1) / side;
+  tiles_w_ = (out_w_ + side - 1) / side;
+  tiles_ = shape.batch * tiles_h_ * tiles_w_;
+  const int64_t in = shape.in_channels, out = shape.out_channels;
+  RV_CHECK(static_cast<int64_t>(weights_->size()) == positions * in * out, "ERR_SHAPE", "Winograd conv weights size");
+  RV_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == out, "ERR_SHAPE", "Winograd conv bias size");
+  bias_ = bias.empty() ? std::vector<float>(out, 0.f) : bias;
+  rows_ = padded_tiles(tiles_, in, out);
+
+  using md_t = dnnl::memory::desc;
+  const md_t src_md({positions, rows_, in}, dt::f32, tag::abc), weights_md({positions, in, out}, dt::f32, tag::abc);
+  const md_t dst_md({positions, rows_, out}, dt::f32, tag::abc);
+  matmul_pd_ = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), engine());
+  matmul_ = dnnl::matmul(matmul_pd_);
+  transformed_input_ = dnnl::memory(src_md, engine(), nullptr);
+  weights_memory_ = dnnl::memory(weights_md, engine(), const_cast<float*>(weights_->data()));
+  products_ = dnnl::memory(dst_md, engine(), nullptr);
+}
+
+size_t WinogradConv::transformed_input_bytes() const { return transformed_input_.get_desc().get_size(); }
+size_t WinogradConv::products_bytes() const { return products_.get_desc().get_size(); }
+
+std::string WinogradConv::implementation() const {
+  const std::string side = std::to_string(static_cast<int>(tile_));
+  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + matmul_pd_.impl_info_str();
+}
+
+void WinogradConv::run(const float* src, float* dst, float* transformed, float* products) {
+  const Geometry g{shape_.height, shape_.width, shape_.pad, shape_.in_channels, shape_.out_channels, out_h_,
+                   out_w_,        tiles_h_,     tiles_w_,   tiles_,             rows_};
+  const int64_t positions = alpha_of(tile_) * alpha_of(tile_);
+  // The padding rows of each position's matrix: zeros, whatever another layer left in the shared scratch.
+  for (int64_t position = 0; position < positions && rows_ > tiles_; position++)
+    std::memset(transformed + (position * rows_ + tiles_) * g.in_channels, 0, (rows_ - tiles_) * g.in_channels * sizeof(float));
+  const int64_t in_groups = (g.in_channels + kLanes - 1) / kLanes, out_groups = (g.out_channels + kLanes - 1) / kLanes;
+  const bool f4 = tile_ == WinogradTile::f4x4;
+  parallel_ranges(tiles_ * in_groups, [&](int64_t first, int64_t last) {
+    f4 ? input_transform<F4x4>(g, src, transformed, first, last) : input_transform<F2x2>(g, src, transformed, first, last);
+  });
+  transformed_input_.set_data_handle(transformed);
+  products_.set_data_handle(products);
+  matmul_.execute(stream(), {{DNNL_ARG_SRC, transformed_input_}, {DNNL_ARG_WEIGHTS, weights_memory_}, {DNNL_ARG_DST, products_}});
+  stream().wait();
+  parallel_ranges(tiles_ * out_groups, [&](int64_t first, int64_t last) {
+    f4 ? output_transform<F4x4>(g, products, bias_.data(), relu_, dst, first, last)
+       : output_transform<F2x2>(g, products, bias_.data(), relu_, dst, first, last);
+  });
+}
+
+}  // namespace repvgg::cpu
