@@ -94,7 +94,7 @@ void winograd_forward(const Conv2dParams& p, const float* x, const float* w, con
   const std::vector<float> bias_values = p.has_bias ? std::vector<float>(bias, bias + p.out_channels) : std::vector<float>();
   wrap_dnnl("conv2d", [&] {
     WinogradConv conv({p.batch, p.in_channels, p.out_channels, p.height, p.width, p.pad}, tile,
-                      transform_winograd_weights(tile, w, p.in_channels, p.out_channels), bias_values, p.relu);
+                      transform_winograd_weights(tile, w, p.in_channels, p.out_channels, dt::f32), bias_values, p.relu);
     std::vector<float> transformed_input(conv.transformed_input_bytes() / sizeof(float)), products(conv.products_bytes() / sizeof(float));
     conv.run(x, y, transformed_input.data(), products.data());
   });

@@ -45,9 +45,10 @@ double time_ms(const std::function<void()>& fn) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Whether md is dense float32 channels-last (what the Winograd kernel reads and writes).
-bool is_nhwc_f32(const md_t& md) {
-  return md.data_type() == dt::f32 && md.dims().size() == 4 && md == md_t(md.dims(), dt::f32, tag::nhwc);
+// Whether md is dense channels-last float32 or bfloat16 (what the Winograd kernel reads and writes).
+bool is_nhwc_float(const md_t& md) {
+  const dt type = md.data_type();
+  return (type == dt::f32 || type == dt::bf16) && md.dims().size() == 4 && md == md_t(md.dims(), type, tag::nhwc);
 }
 
 std::string layout_name(const md_t& md) {
@@ -257,18 +258,21 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   // Winograd reads neighbouring tiles while writing, so never in place; and not on the network input (3 channels:
   // the transforms would be most of the work).
   const bool winograd_shape = c.kernel == 3 && c.stride == 1 && c.groups == 1 && c.pad <= 1 && c.src != c.dst && src_known &&
-                              is_nhwc_f32(chosen_src) && is_nhwc_f32(pd.dst_desc());
+                              is_nhwc_float(chosen_src) && is_nhwc_float(pd.dst_desc());
+  // bf16 runs F(2x2) only (winograd.h).
+  const bool f4x4_allowed = act_type_ == dt::f32;
   const ConvAlgorithm algorithm = spec_.conv_algorithm;
   auto make_winograd = [&](WinogradTile tile) -> std::shared_ptr<WinogradConv> {
-    std::weak_ptr<const std::vector<float>>& cached = winograd_weights_[{index, static_cast<int>(tile)}];
+    std::weak_ptr<const dnnl::memory>& cached = winograd_weights_[{index, static_cast<int>(tile)}];
     WinogradWeights weights = cached.lock();
-    if (!weights) cached = weights = transform_winograd_weights(tile, c.weight.data(), c.in_channels, c.out_channels);
-    return std::make_shared<WinogradConv>(WinogradShape{batch_, c.in_channels, c.out_channels, h, w, c.pad}, tile, weights, c.bias, c.relu);
+    if (!weights) cached = weights = transform_winograd_weights(tile, c.weight.data(), c.in_channels, c.out_channels, act_type_);
+    const WinogradShape shape{batch_, c.in_channels, c.out_channels, h, w, c.pad, chosen_src.data_type(), pd.dst_desc().data_type()};
+    return std::make_shared<WinogradConv>(shape, tile, weights, c.bias, c.relu);
   };
   WinogradCandidates candidates;
   if (winograd_shape && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd2x2))
     candidates.f2x2 = make_winograd(WinogradTile::f2x2);
-  if (winograd_shape && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd))
+  if (winograd_shape && f4x4_allowed && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd))
     candidates.f4x4 = make_winograd(WinogradTile::f4x4);
   const std::shared_ptr<WinogradConv> forced = algorithm == ConvAlgorithm::winograd2x2 ? candidates.f2x2
                                                : algorithm == ConvAlgorithm::winograd  ? candidates.f4x4
@@ -505,8 +509,8 @@ void Plan::allocate_winograd_scratch() {
   for (const Exec& e : execs_)
     if (e.winograd) convs.push_back(e.winograd.get());
   for (const auto& [exec_index, candidates] : winograd_candidates_) {
-    convs.push_back(candidates.f2x2.get());
-    convs.push_back(candidates.f4x4.get());
+    for (const WinogradConv* candidate : {candidates.f2x2.get(), candidates.f4x4.get()})
+      if (candidate) convs.push_back(candidate);
   }
   size_t input_bytes = 0, products_bytes = 0;
   for (const WinogradConv* conv : convs) {
@@ -531,8 +535,8 @@ void Plan::allocate_winograd_scratch() {
 
 void Plan::execute(Exec& exec) {
   if (!exec.winograd) return exec.prim.execute(stream(), exec.args);
-  exec.winograd->run(static_cast<const float*>(exec.args.at(DNNL_ARG_SRC).get_data_handle()),
-                     static_cast<float*>(exec.args.at(DNNL_ARG_DST).get_data_handle()), winograd_input_.get(), winograd_products_.get());
+  exec.winograd->run(exec.args.at(DNNL_ARG_SRC).get_data_handle(), exec.args.at(DNNL_ARG_DST).get_data_handle(), winograd_input_.get(),
+                     winograd_products_.get());
 }
 
 // Times every conv that may run Winograd three times -- direct, F(2x2) and F(4x4) -- and keeps the fastest for each.
@@ -549,19 +553,23 @@ void Plan::measure_conv_choices() {
   logits_user_.set_data_handle(logits.data());  // run() binds the caller's
   constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kRuns = 4;  // the first run of each is a warm-up
   std::unordered_map<size_t, std::array<double, kAlgorithms>> best_ms;
-  for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
-    for (auto& [exec_index, candidates] : winograd_candidates_) {
-      execs_[exec_index].winograd = algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
-      best_ms[exec_index][algorithm] = 1e30;
-    }
-    for (int run = 0; run < kRuns; run++) {
+  for (auto& [exec_index, candidates] : winograd_candidates_) best_ms[exec_index].fill(1e30);
+  auto candidate = [&](const WinogradCandidates& candidates, int algorithm) {
+    return algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
+  };
+  // The algorithms take turns run by run, so that a slow moment of the machine does not hit one of them only. A
+  // conv without the algorithm (bf16 has no F(4x4)) runs direct in that turn and keeps no time for it.
+  for (int run = 0; run < kRuns; run++) {
+    for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
+      for (auto& [exec_index, candidates] : winograd_candidates_) execs_[exec_index].winograd = candidate(candidates, algorithm);
       for (size_t e = 0; e < execs_.size(); e++) {
         const double ms = time_ms([&] {
           execute(execs_[e]);
           stream().wait();
         });
         auto measured = best_ms.find(e);
-        if (run > 0 && measured != best_ms.end()) measured->second[algorithm] = std::min(measured->second[algorithm], ms);
+        const bool timed = run > 0 && measured != best_ms.end() && (algorithm == kDirect || execs_[e].winograd);
+        if (timed) measured->second[algorithm] = std::min(measured->second[algorithm], ms);
       }
     }
   }
@@ -569,12 +577,12 @@ void Plan::measure_conv_choices() {
     Exec& exec = execs_[exec_index];
     const std::array<double, kAlgorithms>& ms = best_ms[exec_index];
     const int fastest = static_cast<int>(std::min_element(ms.begin(), ms.end()) - ms.begin());
-    const std::shared_ptr<WinogradConv> chosen = fastest == kDirect ? nullptr : fastest == k2x2 ? candidates.f2x2 : candidates.f4x4;
+    const std::shared_ptr<WinogradConv> chosen = candidate(candidates, fastest);
     for (ConvChoice& choice : report_.convs) {
       if (choice.step != exec.conv_step) continue;
       choice.direct_ms = ms[kDirect];
       choice.winograd2x2_ms = ms[k2x2];
-      choice.winograd_ms = ms[k4x4];
+      if (candidates.f4x4) choice.winograd_ms = ms[k4x4];
       if (chosen) {
         choice.algorithm = fastest == k2x2 ? "winograd2x2" : "winograd";
         choice.implementation = chosen->implementation();

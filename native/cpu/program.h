@@ -66,7 +66,7 @@ class Plan;
 
 // Winograd-transformed weights by conv step, shared by the plans (batch sizes) of a Program that use them; weak, so
 // that a layer no plan runs with Winograd holds no transformed copy.
-using WinogradWeightCache = std::map<std::pair<int, int>, std::weak_ptr<const std::vector<float>>>;  // (step, tile side)
+using WinogradWeightCache = std::map<std::pair<int, int>, std::weak_ptr<const dnnl::memory>>;  // (step, tile side)
 
 class Program {
  public:

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "../core/check.h"
 #include "dnnl_common.h"
@@ -27,16 +28,48 @@ namespace {
 constexpr int64_t kLanes = 16;
 
 typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
+typedef uint32_t u32x16 __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+typedef uint16_t u16x16 __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 
-template <class V>
-RV_INLINE V load(const float* p) {
+// A bfloat16 value as stored: the upper 16 bits of a float32.
+struct bf16 {
+  uint16_t bits;
+};
+
+// Loads one value (float) or 16 (v16) from float32 or bfloat16 storage into float32 registers.
+RV_INLINE void load(float& v, const float* p) { v = *p; }
+RV_INLINE void load(v16& v, const float* p) { std::memcpy(&v, p, sizeof(v)); }
+RV_INLINE void load(float& v, const bf16* p) {
+  const uint32_t bits = static_cast<uint32_t>(p->bits) << 16;
+  std::memcpy(&v, &bits, sizeof(v));
+}
+RV_INLINE void load(v16& v, const bf16* p) {
+  u16x16 half;
+  std::memcpy(&half, p, sizeof(half));
+  const u32x16 bits = __builtin_convertvector(half, u32x16) << 16;
+  std::memcpy(&v, &bits, sizeof(v));
+}
+template <class V, class T>
+RV_INLINE V load(const T* p) {
   V v;
-  std::memcpy(&v, p, sizeof(V));
+  load(v, p);
   return v;
 }
-template <class V>
-RV_INLINE void store(float* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
+
+// Stores float32 registers as float32, or as bfloat16 rounded to nearest even (as oneDNN's conversions round; the
+// values are finite: the network checks its input).
+RV_INLINE void store(float* p, float v) { *p = v; }
+RV_INLINE void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+RV_INLINE void store(bf16* p, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  p->bits = static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+RV_INLINE void store(bf16* p, v16 v) {
+  u32x16 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const u16x16 half = __builtin_convertvector((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16, u16x16);
+  std::memcpy(p, &half, sizeof(half));
 }
 
 // F(4x4, 3x3): 6x6 input tiles, 36 positions (4x fewer multiplications than direct, 4x the weights).
@@ -110,21 +143,22 @@ struct Geometry {
 // matrix spans a number of cache lines whose greatest common divisor with 64 (the L1 sets) is at most 4: the
 // positions then spread over at least 16 sets. (Strides padded inside the matmul's memory descriptor instead made
 // oneDNN fall back from its brgemm matmul to a slower gemm.)
-int64_t padded_tiles(int64_t tiles, int64_t in, int64_t out) {
-  auto spreads = [](int64_t rows, int64_t channels) {
-    int64_t lines = rows * channels * static_cast<int64_t>(sizeof(float)) / 64, sets = 64;
+// in_row_bytes, out_row_bytes: one tile row of the transformed inputs and of the products.
+int64_t padded_tiles(int64_t tiles, int64_t in_row_bytes, int64_t out_row_bytes) {
+  auto spreads = [](int64_t rows, int64_t row_bytes) {
+    int64_t lines = rows * row_bytes / 64, sets = 64;
     while (lines % 2 == 0 && sets > 4) lines /= 2, sets /= 2;
-    return sets <= 4 || rows * channels * static_cast<int64_t>(sizeof(float)) % 64 != 0;
+    return sets <= 4 || rows * row_bytes % 64 != 0;
   };
   for (int64_t rows = tiles; rows < tiles + 16; rows++)
-    if (spreads(rows, in) && spreads(rows, out)) return rows;
+    if (spreads(rows, in_row_bytes) && spreads(rows, out_row_bytes)) return rows;
   return tiles;
 }
 
 // Transforms channels [c0, c0 + lanes of V) of input tile `tile` into transformed[position][tile][c]: B^T d B, first
 // along each row (rows outside the image are zeros), then down each column.
-template <class F, class V>
-RV_INLINE void input_tile(const Geometry& g, const float* src, float* transformed, int64_t tile, int64_t c0) {
+template <class F, class V, class In, class Out>
+RV_INLINE void input_tile(const Geometry& g, const In* src, Out* transformed, int64_t tile, int64_t c0) {
   const int64_t n = tile / (g.tiles_h * g.tiles_w), t = tile % (g.tiles_h * g.tiles_w);
   const int64_t y0 = (t / g.tiles_w) * F::kTile - g.pad, x0 = (t % g.tiles_w) * F::kTile - g.pad;
   const bool columns_inside = x0 >= 0 && x0 + F::kAlpha <= g.width;
@@ -135,7 +169,7 @@ RV_INLINE void input_tile(const Geometry& g, const float* src, float* transforme
       for (int64_t j = 0; j < F::kAlpha; j++) rows[i][j] = V{};
       continue;
     }
-    const float* row = src + ((n * g.height + y) * g.width + x0) * g.in_channels + c0;
+    const In* row = src + ((n * g.height + y) * g.width + x0) * g.in_channels + c0;
     V d[F::kAlpha];
     if (columns_inside) {
       for (int64_t j = 0; j < F::kAlpha; j++) d[j] = load<V>(row + j * g.in_channels);
@@ -153,8 +187,8 @@ RV_INLINE void input_tile(const Geometry& g, const float* src, float* transforme
 }
 
 // Turns channels [k0, k0 + lanes) of tile `tile`'s products into its outputs (fewer at the edges), with bias and ReLU.
-template <class F, class V>
-RV_INLINE void output_tile(const Geometry& g, const float* products, const float* bias, bool relu, float* dst, int64_t tile, int64_t k0) {
+template <class F, class V, class Dst>
+RV_INLINE void output_tile(const Geometry& g, const float* products, const float* bias, bool relu, Dst* dst, int64_t tile, int64_t k0) {
   const int64_t n = tile / (g.tiles_h * g.tiles_w), t = tile % (g.tiles_h * g.tiles_w);
   const int64_t y0 = (t / g.tiles_w) * F::kTile, x0 = (t % g.tiles_w) * F::kTile;
   V rows[F::kTile][F::kAlpha];  // rows[r][j] = (A^T m)[r][j]
@@ -177,8 +211,8 @@ RV_INLINE void output_tile(const Geometry& g, const float* products, const float
 }
 
 // Items [first, last) of tiles x channel groups (16 channels, the last group possibly narrower).
-template <class F>
-RV_SIMD_CLONES void input_transform(const Geometry& g, const float* src, float* transformed, int64_t first, int64_t last) {
+template <class F, class In, class Out>
+RV_SIMD_CLONES void input_transform(const Geometry& g, const In* src, Out* transformed, int64_t first, int64_t last) {
   const int64_t groups = (g.in_channels + kLanes - 1) / kLanes;
   for (int64_t item = first; item < last; item++) {
     const int64_t tile = item / groups, c0 = (item % groups) * kLanes;
@@ -190,8 +224,8 @@ RV_SIMD_CLONES void input_transform(const Geometry& g, const float* src, float* 
   }
 }
 
-template <class F>
-RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, const float* bias, bool relu, float* dst, int64_t first,
+template <class F, class Dst>
+RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, const float* bias, bool relu, Dst* dst, int64_t first,
                                      int64_t last) {
   const int64_t groups = (g.out_channels + kLanes - 1) / kLanes;
   for (int64_t item = first; item < last; item++) {
@@ -215,15 +249,12 @@ void parallel_ranges(int64_t count, Fn&& fn) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // G g G^T for every (out, in) pair of 3x3 kernels, computed in float64, stored as (positions, in, out) float32.
 template <class F>
-WinogradWeights transform_weights(const float* weight, int64_t in, int64_t out) {
+dnnl::memory transform_weights(const float* weight, int64_t in, int64_t out) {
   constexpr int64_t alpha = F::kAlpha;
-  auto u = std::make_shared<std::vector<float>>(static_cast<size_t>(alpha * alpha * in * out));
+  dnnl::memory memory(dnnl::memory::desc({alpha * alpha, in, out}, dt::f32, tag::abc), engine());
+  auto* u = static_cast<float*>(memory.get_data_handle());
   for (int64_t k = 0; k < out; k++) {
     for (int64_t c = 0; c < in; c++) {
       const float* g = weight + (k * in + c) * 9;
@@ -232,24 +263,48 @@ WinogradWeights transform_weights(const float* weight, int64_t in, int64_t out) 
         for (int64_t v = 0; v < 3; v++) gt[i][v] = F::G[i][0] * g[0 * 3 + v] + F::G[i][1] * g[1 * 3 + v] + F::G[i][2] * g[2 * 3 + v];
       for (int64_t i = 0; i < alpha; i++)
         for (int64_t j = 0; j < alpha; j++)
-          (*u)[((i * alpha + j) * in + c) * out + k] =
+          u[((i * alpha + j) * in + c) * out + k] =
               static_cast<float>(gt[i][0] * F::G[j][0] + gt[i][1] * F::G[j][1] + gt[i][2] * F::G[j][2]);
     }
   }
-  return u;
+  return memory;
 }
 
 int64_t alpha_of(WinogradTile tile) { return static_cast<int64_t>(tile) + 2; }
 
+// The transforms for one tile size and one pair of storage types (float or bf16).
+template <class F, class Act, class Out>
+void run_transforms(const Geometry& g, const void* src, void* dst, void* transformed, float* products, const float* bias, bool relu,
+                    const std::function<void()>& matmul) {
+  const int64_t in_groups = (g.in_channels + kLanes - 1) / kLanes, out_groups = (g.out_channels + kLanes - 1) / kLanes;
+  parallel_ranges(g.tiles * in_groups, [&](int64_t first, int64_t last) {
+    input_transform<F>(g, static_cast<const Act*>(src), static_cast<Act*>(transformed), first, last);
+  });
+  matmul();
+  parallel_ranges(g.tiles * out_groups, [&](int64_t first, int64_t last) {
+    output_transform<F>(g, products, bias, relu, static_cast<Out*>(dst), first, last);
+  });
+}
+
 }  // namespace
 
-WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weight, int64_t in, int64_t out) {
-  return tile == WinogradTile::f4x4 ? transform_weights<F4x4>(weight, in, out) : transform_weights<F2x2>(weight, in, out);
+WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weight, int64_t in, int64_t out, dt type) {
+  RV_CHECK(type == dt::f32 || (type == dt::bf16 && tile == WinogradTile::f2x2), "ERR_ARG_VALUE",
+           "Winograd weights are float32, or bfloat16 for F(2x2, 3x3)");
+  dnnl::memory f32 = tile == WinogradTile::f4x4 ? transform_weights<F4x4>(weight, in, out) : transform_weights<F2x2>(weight, in, out);
+  if (type == dt::f32) return std::make_shared<const dnnl::memory>(f32);
+  dnnl::memory rounded(dnnl::memory::desc(f32.get_desc().dims(), dt::bf16, tag::abc), engine());
+  dnnl::reorder(f32, rounded).execute(stream(), f32, rounded);
+  stream().wait();
+  return std::make_shared<const dnnl::memory>(rounded);
 }
 
 WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, WinogradWeights weights, const std::vector<float>& bias, bool relu)
     : shape_(shape), tile_(tile), relu_(relu), weights_(std::move(weights)) {
   RV_CHECK(shape.pad == 0 || shape.pad == 1, "ERR_ARG_VALUE", "Winograd conv supports padding 0 or 1, got " + std::to_string(shape.pad));
+  RV_CHECK((shape.src_type == dt::f32 && shape.dst_type == dt::f32) ||
+               (shape.src_type == dt::bf16 && (shape.dst_type == dt::bf16 || shape.dst_type == dt::f32) && tile == WinogradTile::f2x2),
+           "ERR_ARG_VALUE", "Winograd conv runs float32, or bfloat16 (to bfloat16 or float32) with F(2x2, 3x3)");
   out_h_ = shape.height + 2 * shape.pad - 2;
   out_w_ = shape.width + 2 * shape.pad - 2;
   RV_CHECK(out_h_ >= 1 && out_w_ >= 1, "ERR_SHAPE", "Winograd conv input too small");
@@ -258,18 +313,20 @@ WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, Winogr
   tiles_w_ = (out_w_ + side - 1) / side;
   tiles_ = shape.batch * tiles_h_ * tiles_w_;
   const int64_t in = shape.in_channels, out = shape.out_channels;
-  RV_CHECK(static_cast<int64_t>(weights_->size()) == positions * in * out, "ERR_SHAPE", "Winograd conv weights size");
+  RV_CHECK(weights_->get_desc().dims() == dnnl::memory::dims({positions, in, out}) && weights_->get_desc().data_type() == shape.src_type,
+           "ERR_SHAPE", "Winograd conv weights shape or type");
   RV_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == out, "ERR_SHAPE", "Winograd conv bias size");
   bias_ = bias.empty() ? std::vector<float>(out, 0.f) : bias;
-  rows_ = padded_tiles(tiles_, in, out);
+  const int64_t element = shape.src_type == dt::bf16 ? 2 : 4;
+  rows_ = padded_tiles(tiles_, in * element, out * static_cast<int64_t>(sizeof(float)));
 
+  // (positions, rows, in) x (positions, in, out) in the activations' type -> (positions, rows, out) float32.
   using md_t = dnnl::memory::desc;
-  const md_t src_md({positions, rows_, in}, dt::f32, tag::abc), weights_md({positions, in, out}, dt::f32, tag::abc);
+  const md_t src_md({positions, rows_, in}, shape.src_type, tag::abc), weights_md({positions, in, out}, shape.src_type, tag::abc);
   const md_t dst_md({positions, rows_, out}, dt::f32, tag::abc);
   matmul_pd_ = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), engine());
   matmul_ = dnnl::matmul(matmul_pd_);
   transformed_input_ = dnnl::memory(src_md, engine(), nullptr);
-  weights_memory_ = dnnl::memory(weights_md, engine(), const_cast<float*>(weights_->data()));
   products_ = dnnl::memory(dst_md, engine(), nullptr);
 }
 
@@ -281,26 +338,30 @@ std::string WinogradConv::implementation() const {
   return "winograd F(" + side + "x" + side + ",3x3) + matmul " + matmul_pd_.impl_info_str();
 }
 
-void WinogradConv::run(const float* src, float* dst, float* transformed, float* products) {
+void WinogradConv::run(const void* src, void* dst, void* transformed, float* products) {
   const Geometry g{shape_.height, shape_.width, shape_.pad, shape_.in_channels, shape_.out_channels, out_h_,
                    out_w_,        tiles_h_,     tiles_w_,   tiles_,             rows_};
   const int64_t positions = alpha_of(tile_) * alpha_of(tile_);
+  const size_t row_bytes = transformed_input_.get_desc().get_size() / static_cast<size_t>(positions * rows_);
   // The padding rows of each position's matrix: zeros, whatever another layer left in the shared scratch.
   for (int64_t position = 0; position < positions && rows_ > tiles_; position++)
-    std::memset(transformed + (position * rows_ + tiles_) * g.in_channels, 0, (rows_ - tiles_) * g.in_channels * sizeof(float));
-  const int64_t in_groups = (g.in_channels + kLanes - 1) / kLanes, out_groups = (g.out_channels + kLanes - 1) / kLanes;
-  const bool f4 = tile_ == WinogradTile::f4x4;
-  parallel_ranges(tiles_ * in_groups, [&](int64_t first, int64_t last) {
-    f4 ? input_transform<F4x4>(g, src, transformed, first, last) : input_transform<F2x2>(g, src, transformed, first, last);
-  });
-  transformed_input_.set_data_handle(transformed);
-  products_.set_data_handle(products);
-  matmul_.execute(stream(), {{DNNL_ARG_SRC, transformed_input_}, {DNNL_ARG_WEIGHTS, weights_memory_}, {DNNL_ARG_DST, products_}});
-  stream().wait();
-  parallel_ranges(tiles_ * out_groups, [&](int64_t first, int64_t last) {
-    f4 ? output_transform<F4x4>(g, products, bias_.data(), relu_, dst, first, last)
-       : output_transform<F2x2>(g, products, bias_.data(), relu_, dst, first, last);
-  });
+    std::memset(static_cast<uint8_t*>(transformed) + (position * rows_ + tiles_) * row_bytes, 0, (rows_ - tiles_) * row_bytes);
+  auto matmul = [&] {
+    transformed_input_.set_data_handle(transformed);
+    products_.set_data_handle(products);
+    matmul_.execute(stream(), {{DNNL_ARG_SRC, transformed_input_}, {DNNL_ARG_WEIGHTS, *weights_}, {DNNL_ARG_DST, products_}});
+    stream().wait();
+  };
+  const float* bias = bias_.data();
+  if (shape_.src_type == dt::f32 && tile_ == WinogradTile::f4x4) {
+    run_transforms<F4x4, float, float>(g, src, dst, transformed, products, bias, relu_, matmul);
+  } else if (shape_.src_type == dt::f32) {
+    run_transforms<F2x2, float, float>(g, src, dst, transformed, products, bias, relu_, matmul);
+  } else if (shape_.dst_type == dt::bf16) {
+    run_transforms<F2x2, bf16, bf16>(g, src, dst, transformed, products, bias, relu_, matmul);
+  } else {
+    run_transforms<F2x2, bf16, float>(g, src, dst, transformed, products, bias, relu_, matmul);
+  }
 }
 
 }  // namespace repvgg::cpu

@@ -10,7 +10,7 @@
 // Winograd wants nChw16c and large batches, and lost at every RepVGG shape we measured), and by the single-op
 // conv2d on request. Transforms follow Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016),
 // with interpolation points 0, +-1 (+-2) and infinity.
-// Not for: strided, grouped or non-3x3 convolutions, other layouts, bf16 or int8.
+// Not for: strided, grouped or non-3x3 convolutions, other layouts, int8.
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -24,28 +24,35 @@ namespace repvgg::cpu {
 
 struct WinogradShape {
   int64_t batch, in_channels, out_channels, height, width, pad;  // pad on every side: 0 or 1
+  // float32 in and out; or bfloat16 in (weights and transformed inputs in bfloat16, products in float32) and
+  // bfloat16 or float32 out, with F(2x2, 3x3) only (F(4x4)'s transforms, with coefficients up to 24, would magnify
+  // bfloat16's rounding).
+  dnnl::memory::data_type src_type = dnnl::memory::data_type::f32, dst_type = dnnl::memory::data_type::f32;
 };
 
 // Output tile side: F(2x2, 3x3) on 4x4 input tiles (16 positions) or F(4x4, 3x3) on 6x6 ones (36 positions).
 enum class WinogradTile { f2x2 = 2, f4x4 = 4 };
 
-// The transformed weights of a layer, (positions, in, out) float32: 16/9 or 4x the floats of its 3x3 kernels. They
-// do not depend on the batch, so every plan of a network shares them.
-using WinogradWeights = std::shared_ptr<const std::vector<float>>;
-// weight: (out, in, 3, 3) float32.
-WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weight, int64_t in_channels, int64_t out_channels);
+// The transformed weights of a layer, (positions, in, out) plain float32 in memory oneDNN allocated (64-byte
+// aligned, for the matmul): 16/9 or 4x the bytes of its 3x3 kernels. They do not depend on the batch, so every
+// plan of a network shares them.
+using WinogradWeights = std::shared_ptr<const dnnl::memory>;
+// weight: (out, in, 3, 3) float32; type: the activations' (f32, or bf16 with F(2x2)), transformed in float64 and
+// rounded once.
+WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weight, int64_t in_channels, int64_t out_channels,
+                                           dnnl::memory::data_type type);
 
 class WinogradConv {
  public:
   // bias: out values or empty.
   WinogradConv(const WinogradShape& shape, WinogradTile tile, WinogradWeights weights, const std::vector<float>& bias, bool relu);
-  // src: (batch, height, width, in) float32; dst: (batch, out_height, out_width, out). transformed_input and
-  // products: scratch of at least the sizes below, which the caller may reuse between layers. Runs on the OpenMP
-  // team of the calling thread (the compute thread).
-  void run(const float* src, float* dst, float* transformed_input, float* products);
+  // src: (batch, height, width, in) of src_type; dst: (batch, out_height, out_width, out) of dst_type.
+  // transformed_input and products: scratch of at least the sizes below, which the caller may reuse between layers.
+  // Runs on the OpenMP team of the calling thread (the compute thread).
+  void run(const void* src, void* dst, void* transformed_input, float* products);
   size_t transformed_input_bytes() const;
   size_t products_bytes() const;
-  size_t weight_bytes() const { return weights_->size() * sizeof(float); }
+  size_t weight_bytes() const { return weights_->get_desc().get_size(); }
   // For reports: the algorithm and the matmul's oneDNN implementation.
   std::string implementation() const;
 
@@ -61,7 +68,7 @@ class WinogradConv {
   dnnl::matmul matmul_;
   // The matmul's operands: (positions, rows_, in) x (positions, in, out) -> (positions, rows_, out), plain row-major; the two
   // activation-sized ones point into the caller's scratch at each run.
-  dnnl::memory transformed_input_, weights_memory_, products_;
+  dnnl::memory transformed_input_, products_;
 };
 
 }  // namespace repvgg::cpu
