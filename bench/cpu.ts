@@ -81,6 +81,8 @@ interface Engine {
 interface PlanSummary {
   activationBytes: number;
   weightBytes: number;
+  /** The Winograd transforms' scratch. */
+  workspaceBytes: number;
   /** Conv count per algorithm ('direct', 'winograd', 'winograd2x2', 'int8'). */
   algorithms: Record<string, number>;
   /** Conv count per oneDNN implementation name. */
@@ -246,6 +248,7 @@ function summarizePlan(report: PlanReport): PlanSummary {
   return {
     activationBytes: report.activationBytes,
     weightBytes: report.weightBytes,
+    workspaceBytes: report.workspaceBytes,
     algorithms: countBy(report.convs.map((c) => c.algorithm)),
     implementations: countBy(report.convs.map((c) => c.implementation)),
   };
@@ -373,13 +376,14 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
   const memoryTable = markdownTable(
     ['model', 'batch', 'activations deployed fp32 MiB', 'activations deployed bf16 MiB', 'activations deployed int8 MiB',
       'activations train-form MiB', 'train-form/deployed activations', 'weights deployed fp32 MiB', 'weights deployed bf16 MiB',
-      'weights deployed int8 MiB', 'weights train-form MiB'],
+      'weights deployed int8 MiB', 'weights train-form MiB', 'Winograd workspace deployed fp32 / bf16 MiB'],
     timed.map((r) => [
       r.arch, String(r.batch), mebibytes(r.plans.deployedFp32.activationBytes), mebibytes(r.plans.deployedBf16.activationBytes),
       mebibytes(r.plans.deployedInt8.activationBytes), mebibytes(r.plans.trainFp32.activationBytes),
       `${(r.plans.trainFp32.activationBytes / r.plans.deployedFp32.activationBytes).toFixed(2)}×`,
       mebibytes(r.plans.deployedFp32.weightBytes), mebibytes(r.plans.deployedBf16.weightBytes), mebibytes(r.plans.deployedInt8.weightBytes),
       mebibytes(r.plans.trainFp32.weightBytes),
+      `${mebibytes(r.plans.deployedFp32.workspaceBytes)} / ${mebibytes(r.plans.deployedBf16.workspaceBytes)}`,
     ]),
   );
   const algorithmTable = markdownTable(

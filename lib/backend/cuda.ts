@@ -45,7 +45,6 @@ export interface CudaInfo {
 
 /** Report of one CUDA plan: the CPU report's fields plus the cuDNN choices (implementation = 'cudnn ALGO MATH [fused bias+ReLU]'). */
 export interface CudaPlanReport extends NativePlanReport {
-  workspaceBytes: number;
   precision: 'fp32' | 'fp16';
   inputChannelsStored: number;
   cudaGraph: boolean;

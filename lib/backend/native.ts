@@ -21,6 +21,8 @@ export interface NativePlanReport {
   width: number;
   activationBytes: number;
   weightBytes: number;
+  /** Scratch the kernels use besides activations and weights: the Winograd transforms (CPU), cuDNN's workspace (CUDA). */
+  workspaceBytes: number;
   /** Activation layout the primitives chose for the first conv's output: 'NHWC', 'NCHW' or 'blocked'. */
   layout: string;
   /**

@@ -417,6 +417,7 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("height", Napi::Number::New(env, static_cast<double>(r.height)));
   out.Set("width", Napi::Number::New(env, static_cast<double>(r.width)));
   out.Set("activationBytes", Napi::Number::New(env, static_cast<double>(r.activation_bytes)));
+  out.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(r.workspace_bytes)));
   out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
   out.Set("layout", Napi::String::New(env, r.layout));
   Napi::Array convs = Napi::Array::New(env, r.convs.size());

@@ -166,7 +166,6 @@ class Plan {
   dnnl::primitive input_reorder_;
   memory input_buffer_mem_;
   PlanReport report_;
-  size_t winograd_bytes_ = 0;  // the scratch's share of report_.activation_bytes
 };
 
 const md_t& Plan::buffer_md(int buffer, const char* what) const {
@@ -517,9 +516,7 @@ void Plan::allocate_winograd_scratch() {
     input_bytes = std::max(input_bytes, conv->transformed_input_bytes());
     products_bytes = std::max(products_bytes, conv->products_bytes());
   }
-  report_.activation_bytes -= static_cast<int64_t>(winograd_bytes_);
-  winograd_bytes_ = input_bytes + products_bytes;
-  report_.activation_bytes += static_cast<int64_t>(winograd_bytes_);
+  report_.workspace_bytes = static_cast<int64_t>(input_bytes + products_bytes);
   winograd_input_.reset();
   winograd_products_.reset();
   if (convs.empty()) return;

@@ -44,7 +44,8 @@ struct ConvChoice {
 struct PlanReport {
   int64_t batch = 0, height = 0, width = 0;
   std::string layout;            // of the first conv's output, as the primitives chose it: "NHWC", "NCHW" or "blocked"
-  int64_t activation_bytes = 0;  // all activation buffers of the plan together, with the Winograd scratch
+  int64_t activation_bytes = 0;  // all activation buffers of the plan together
+  int64_t workspace_bytes = 0;   // the Winograd transform scratch, shared by the plan's Winograd convs
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
   std::vector<ConvChoice> convs;
 };
