@@ -621,8 +621,8 @@ test('bf16: deployed A0 (10 classes, 4x3x64x64) is within BF16 of float64 and ag
 
 test('bf16 with Winograd F(2x2): within BF16 of float64, as close as the direct kernels, top-1 as fp32; no bf16 F(4x4)', async (t) => {
   const spec = customSpec({
-    numClasses: 10, stemChannels: 32, stemStride: 1, stageChannels: [32, 64, 96, 128], stageDepths: [2, 3, 2, 1], stageStrides: [1, 2, 2, 1],
-  });  // the last layer has stride 1: its Winograd reads bf16 and writes float32 for the head
+    numClasses: 10, stemChannels: 32, stemStride: 1, stageChannels: [32, 40, 96, 128], stageDepths: [2, 3, 2, 1], stageStrides: [1, 2, 2, 1],
+  });  // 40 channels: 16 at a time and 8 one by one; the last layer has stride 1, so its Winograd writes float32 for the head
   const deployed = reparameterize(spec, randomTrainState(spec, makeRng(125)));
   const x = randomInput([4, 3, 32, 32], 126);
   const ref = modelDeployRef(deployed, x).logits;
@@ -643,8 +643,9 @@ test('bf16 with Winograd F(2x2): within BF16 of float64, as close as the direct 
   const winogradError = checkClose(t, 'bf16 Winograd F(2x2) vs float64', winograd.logits, ref, BF16);
   t.log(`bf16 error vs float64: direct ${directError.toExponential(2)}, Winograd F(2x2) ${winogradError.toExponential(2)}`);
   // Its transforms add and subtract (coefficients 1 and -1) and round once to bf16, like the activations the direct
-  // kernels round: the error stays of the same size (measured 0.71x on A0 at 224, 0.78x here).
-  t.true(winogradError < 2 * directError, `Winograd error ${winogradError.toExponential(2)} within 2x the direct ${directError.toExponential(2)}`);
+  // kernels round: the error stays of the same order (max error 0.9x to 2.5x the direct kernels' over 12 such
+  // networks of 32 to 56 channels and seeds, 0.71x on A0 at 224; 1.56x here).
+  t.true(winogradError < 4 * directError, `Winograd error ${winogradError.toExponential(2)} within 4x the direct ${directError.toExponential(2)}`);
   t.true(winogradError > 10 * MODEL_FP32, 'bf16 rounding is in use');
   const fp32 = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu' }), (net) => net.predict(x));
   const decisive = checkTop1Agreement(t, 'bf16 Winograd vs fp32', winograd.logits, fp32.data, [4, 10], BF16);

@@ -7,7 +7,7 @@
 
 #include <omp.h>
 
-#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 
