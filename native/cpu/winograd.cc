@@ -59,13 +59,13 @@ RV_INLINE V load(const T* p) {
 // Stores float32 registers as float32, or as bfloat16 rounded to nearest even (as oneDNN's conversions round; the
 // values are finite: the network checks its input).
 RV_INLINE void store(float* p, float v) { *p = v; }
-RV_INLINE void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+RV_INLINE void store(float* p, const v16& v) { std::memcpy(p, &v, sizeof(v)); }
 RV_INLINE void store(bf16* p, float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof(bits));
   p->bits = static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
 }
-RV_INLINE void store(bf16* p, v16 v) {
+RV_INLINE void store(bf16* p, const v16& v) {
   u32x16 bits;
   std::memcpy(&bits, &v, sizeof(bits));
   const u16x16 half = __builtin_convertvector((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16, u16x16);
