@@ -14,7 +14,7 @@ export const FLOAT64 = 1e-12;
 
 /**
  * One native float32 op (conv, BN, linear, ...) against the float64 reference. float32 rounds at 6e-8; a conv
- * sums up to C*9 = 4608 products, and blocked, Winograd or split-K algorithms reorder those sums, which leaves
+ * sums up to C*9 = 4608 products, and blocked or split-K algorithms reorder those sums, which leaves
  * about 1e-6 of max|ref|. 1e-5 keeps 10x headroom while any indexing or padding bug shows as O(1) error.
  * Assumes true fp32 math: cuDNN's TF32 tensor-core mode (10-bit mantissa, ~1e-3) must be off for fp32.
  */
