@@ -88,15 +88,15 @@ void to_plain(const dnnl::memory& result, const dnnl::memory& plain, const std::
 }
 
 // conv2d_forward with our Winograd kernel (p.winograd_tile 2 or 4, shapes checked by the caller): weights
-// transformed and scratch allocated per call, as the single-op API gets new weights every training step.
+// transformed per call, as the single-op API gets new weights every training step; the transforms in the ops'
+// scratch slots.
 void winograd_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   const WinogradTile tile = p.winograd_tile == 2 ? WinogradTile::f2x2 : WinogradTile::f4x4;
   const std::vector<float> bias_values = p.has_bias ? std::vector<float>(bias, bias + p.out_channels) : std::vector<float>();
   wrap_dnnl("conv2d", [&] {
     WinogradConv conv({p.batch, p.in_channels, p.out_channels, p.height, p.width, p.pad}, tile,
                       transform_winograd_weights(tile, w, p.in_channels, p.out_channels, dt::f32), bias_values, p.relu);
-    std::vector<float> transformed_input(conv.transformed_input_bytes() / sizeof(float)), products(conv.products_bytes() / sizeof(float));
-    conv.run(x, y, transformed_input.data(), products.data());
+    conv.run(x, y, scratch(Scratch::src, conv.transformed_input_bytes()), static_cast<float*>(scratch(Scratch::dst, conv.products_bytes())));
   });
 }
 

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "dnnl_common.h"
+#include "winograd.h"
 
 namespace repvgg::cpu {
 
@@ -38,6 +39,16 @@ struct Exec {
   int step = -1;                         // the step (or the head, steps.size()) this exec belongs to
   std::string what;                      // for profiles: "conv", "quantize", "add", ...
 };
+
+using AlignedBytes = std::unique_ptr<uint8_t, decltype(&std::free)>;
+
+// bytes (rounded up to whole cache lines) at a 64-byte boundary; what names the buffer if memory runs out.
+AlignedBytes allocate_aligned(size_t bytes, const char* what) {
+  bytes = (bytes + 63) / 64 * 64;
+  AlignedBytes data(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free);
+  RV_CHECK(data != nullptr, "ERR_BACKEND", "out of memory allocating " + std::to_string(bytes) + " bytes of " + what);
+  return data;
+}
 
 double time_ms(const std::function<void()>& fn) {
   auto start = std::chrono::steady_clock::now();
@@ -151,7 +162,7 @@ class Plan {
   dt act_type_;
   std::vector<md_t> buffer_mds_;  // current layout of each buffer while compiling; empty md = not yet written
   std::vector<int64_t> buffer_channels_, buffer_height_, buffer_width_;
-  std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> buffers_;
+  std::vector<AlignedBytes> buffers_;
   std::vector<size_t> buffer_bytes_;
   std::vector<Exec> execs_;
   // The Winograd alternatives of convs whose algorithm 'auto' decides by measuring, by exec index.
@@ -160,7 +171,7 @@ class Plan {
   };
   std::unordered_map<size_t, WinogradCandidates> winograd_candidates_;
   // Scratch of the Winograd convs (run one after the other, so they share it); null when none runs.
-  std::unique_ptr<float, decltype(&std::free)> winograd_input_{nullptr, &std::free}, winograd_products_{nullptr, &std::free};
+  AlignedBytes winograd_input_{nullptr, &std::free}, winograd_products_{nullptr, &std::free};
   md_t input_md_;  // layout of the input in buffer 0, chosen by its first reader
   memory input_user_, logits_user_;
   dnnl::primitive input_reorder_;
@@ -483,9 +494,8 @@ void Plan::allocate_and_bind() {
     for (const auto& a : e.buffer_args) capacity[a.buffer] = std::max(capacity[a.buffer], a.md.get_size());
   for (int b = 0; b < spec_.num_buffers; b++) {
     const size_t bytes = (std::max<size_t>(capacity[b], 64) + 63) / 64 * 64;
-    buffers_.emplace_back(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free);
+    buffers_.push_back(allocate_aligned(bytes, "activations"));
     buffer_bytes_.push_back(bytes);
-    RV_CHECK(buffers_.back() != nullptr, "ERR_BACKEND", "out of memory allocating " + std::to_string(bytes) + " bytes");
     report_.activation_bytes += static_cast<int64_t>(capacity[b]);
   }
   for (Exec& e : execs_) {
@@ -520,20 +530,14 @@ void Plan::allocate_winograd_scratch() {
   winograd_input_.reset();
   winograd_products_.reset();
   if (convs.empty()) return;
-  auto allocate = [](size_t bytes) {
-    bytes = (bytes + 63) / 64 * 64;
-    auto* data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    RV_CHECK(data != nullptr, "ERR_BACKEND", "out of memory allocating " + std::to_string(bytes) + " bytes of Winograd scratch");
-    return data;
-  };
-  winograd_input_.reset(allocate(input_bytes));
-  winograd_products_.reset(allocate(products_bytes));
+  winograd_input_ = allocate_aligned(input_bytes, "Winograd scratch");
+  winograd_products_ = allocate_aligned(products_bytes, "Winograd scratch");
 }
 
 void Plan::execute(Exec& exec) {
   if (!exec.winograd) return exec.prim.execute(stream(), exec.args);
   exec.winograd->run(exec.args.at(DNNL_ARG_SRC).get_data_handle(), exec.args.at(DNNL_ARG_DST).get_data_handle(), winograd_input_.get(),
-                     winograd_products_.get());
+                     reinterpret_cast<float*>(winograd_products_.get()));
 }
 
 // Times every conv that may run Winograd three times -- direct, F(2x2) and F(4x4) -- and keeps the fastest for each.

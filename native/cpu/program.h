@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "../core/network_spec.h"
-#include "winograd.h"
 
 namespace repvgg::cpu {
 
