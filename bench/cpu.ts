@@ -1,8 +1,10 @@
 // CPU throughput benchmark: for each RepVGG variant, times our deployed network (fp32, bf16 and int8), our
 // training-time network (fp32), onnxruntime-node on the same deployed model and onnxruntime-node on our int8 QDQ
 // export, after checking that all of them agree with onnxruntime (the int8 ones with our fp32 and with each other)
-// on one random batch. int8 is calibrated (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on stderr; optionally
-// writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
+// on one random batch. The six engines are timed in turns (6 interleaved rounds per batch size, `--seconds` per
+// engine in all), so that the ratios between them do not depend on when the machine was fast. int8 is calibrated
+// (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on stderr;
+// optionally writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
 // statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
 // With --profile it also prints, per model and batch, where each deployed precision spends its time, layer by layer
 // (RepVGGNetwork.profile: every primitive timed on its own).
@@ -19,7 +21,7 @@ import { loadCpuAddon } from '../lib/backend/native.js';
 import { barChartSvg } from '../lib/bench/chart.js';
 import { markdownTable } from '../lib/bench/report.js';
 import { randomImages } from '../lib/bench/speed.js';
-import { measureThroughput, type Throughput } from '../lib/bench/measure.js';
+import { measureInterleaved, type Throughput } from '../lib/bench/measure.js';
 import { RepVGGNetwork, type NetworkProfile, type PlanReport } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict } from '../lib/models/init.js';
@@ -43,6 +45,8 @@ const PROFILE_RUNS = 10;
 const PROFILED_ENGINES = ['deployedFp32', 'deployedBf16', 'deployedInt8'] as const;
 /** Each engine runs at least this many timed iterations, however long they take. */
 const MIN_TIMED_RUNS = 5;
+/** The engines take turns this many times per batch size (lib/bench/measure.ts measureInterleaved). */
+const TIMING_ROUNDS = 6;
 
 /** Random images the int8 engines are calibrated on (other images than the ones checked and timed). */
 const CALIBRATION_IMAGES = 16;
@@ -258,15 +262,18 @@ async function benchmarkBatch(
   engines: Record<EngineKey, Engine>, arch: string, batch: number, seconds: number, profile: boolean,
 ): Promise<BatchResult> {
   const images = randomImages(batch, IMAGE_SIZE, INPUT_SEED + batch);
-  const throughput = {} as Record<EngineKey, Throughput>;
   const plans = {} as BatchResult['plans'];
   for (const key of ENGINE_KEYS) {
-    progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}...`);
+    progress(`${arch} batch ${batch}: preparing ${ENGINE_LABELS[key]}`);
     const report = await engines[key].prepare(batch);
     if (report && key !== 'onnxruntime' && key !== 'onnxruntimeInt8') plans[key] = summarizePlan(report);
-    throughput[key] = await measureThroughput(() => engines[key].logits(images), batch, { seconds, warmupRuns: WARMUP_RUNS, minRuns: MIN_TIMED_RUNS });
-    progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
   }
+  progress(`${arch} batch ${batch}: timing the ${ENGINE_KEYS.length} engines in ${TIMING_ROUNDS} interleaved rounds, ${seconds} s each in all`);
+  const runs = Object.fromEntries(ENGINE_KEYS.map((key) => [key, () => engines[key].logits(images)])) as Record<EngineKey, () => Promise<unknown>>;
+  const throughput = await measureInterleaved(runs, batch, {
+    seconds: seconds * ENGINE_KEYS.length, rounds: TIMING_ROUNDS, warmupRuns: WARMUP_RUNS, minRuns: MIN_TIMED_RUNS,
+  });
+  for (const key of ENGINE_KEYS) progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
   let profiles: BatchResult['profiles'];
   if (profile) {
     progress(`${arch} batch ${batch}: profiling the deployed precisions`);

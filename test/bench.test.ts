@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import test from 'ava';
 
 import { speedChartSvg } from '../lib/bench/chart.js';
-import { quantile } from '../lib/bench/measure.js';
+import { MAX_ROUNDS, measureInterleaved, measureThroughput, quantile } from '../lib/bench/measure.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
 import { ArgumentValueError } from '../lib/errors.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
@@ -23,6 +23,47 @@ test('quantile interpolates between order statistics', (t) => {
   t.is(quantile([1, 2, 3, 4], 1), 4);
   t.is(quantile([10], 0.9), 10);
   t.true(Math.abs(quantile([0, 10, 20], 0.1) - 2) < 1e-12);
+});
+
+/** A clock that only moves when an engine runs: each engine's run takes its own fixed number of milliseconds. */
+function fakeEngines<K extends string>(msPerRun: Record<K, number>) {
+  let clock = 0;
+  const calls: string[] = [];
+  const runs = Object.fromEntries(Object.entries<number>(msPerRun).map(([key, ms]) => [key, async () => {
+    calls.push(key);
+    clock += ms;
+  }])) as Record<K, () => Promise<void>>;
+  return { runs, calls, now: () => clock };
+}
+
+test('measureInterleaved: warm-ups first, then rounds in alternating order, each engine timed over all its runs', async (t) => {
+  const { runs, calls, now } = fakeEngines({ a: 10, b: 40 });
+  const result = await measureInterleaved(runs, 8, { seconds: 0.4, rounds: 4, warmupRuns: 1, minRuns: 4, now });
+  t.deepEqual(calls.slice(0, 2), ['a', 'b'], 'one warm-up each');
+  // Each round gives each engine 100 ms: a runs 10 times, b 3 times (the third run passes 100 ms).
+  const turns = calls.slice(2).reduce<string[]>((seq, key) => (seq.at(-1) === key ? seq : [...seq, key]), []);
+  t.deepEqual(turns, ['a', 'b', 'a', 'b', 'a'], 'a b | b a | a b | b a: the same order every round would give 8 turns');
+  t.is(result.a.timedRuns, 40);
+  t.is(result.b.timedRuns, 12);
+  t.is(result.a.medianImagesPerSecond, 800, '8 images in 10 ms');
+  t.is(result.b.medianImagesPerSecond, 200);
+  t.is(result.b.p10ImagesPerSecond, 200);
+});
+
+test('measureInterleaved runs each engine at least minRuns times; measureThroughput is one round of one engine', async (t) => {
+  const { runs, calls, now } = fakeEngines({ slow: 1000, fast: 1 });
+  const result = await measureInterleaved(runs, 1, { seconds: 0.002, rounds: 3, warmupRuns: 0, minRuns: 5, now });
+  t.is(result.slow.timedRuns, 6, 'ceil(5 / 3) = 2 runs in each of 3 rounds, though one run spends the budget');
+  t.true(result.fast.timedRuns >= 6);
+  t.is(result.slow.medianImagesPerSecond, 1);
+  calls.length = 0;
+  const single = await measureThroughput(runs.fast, 4, { seconds: 0.01, warmupRuns: 2, minRuns: 3, now });
+  t.is(calls.length, 2 + 10, '2 warm-ups, then 1 ms runs until 10 ms');
+  t.is(single.medianImagesPerSecond, 4000);
+  for (const rounds of [0, 1.5, MAX_ROUNDS + 1]) {
+    await t.throwsAsync(measureInterleaved(runs, 1, { seconds: 0, rounds, now }), { instanceOf: ArgumentValueError, message: new RegExp(`rounds but received ${rounds}`) });
+  }
+  await t.throwsAsync(measureInterleaved({}, 1, { seconds: 0 }), { instanceOf: ArgumentValueError, message: /at least one engine/ });
 });
 
 test('benchmarkSpeed measures every combination once, on the backend asked, with the deployed form leaner than the training-time form', async (t) => {

@@ -1,8 +1,12 @@
-// Timing one inference engine fairly: warm-up runs, then timed runs until a time budget is spent (at least a few),
-// summarized as the median and the 10th/90th percentiles of images per second. Shared by `repvgg bench` and the
-// developer benchmarks in bench/. Not for: what is timed (lib/bench/speed.ts builds the engines).
+// Timing inference engines fairly: warm-up runs, then timed runs until a time budget is spent (at least a few),
+// summarized as the median and the 10th/90th percentiles of images per second. Engines compared with each other are
+// timed in interleaved rounds (measureInterleaved), so that a machine whose speed drifts by 10-20% over a minute
+// (seen on the shared 2-core machines) slows all of them alike instead of whichever ran last. Shared by
+// `repvgg bench` and the developer benchmarks in bench/. Not for: what is timed (lib/bench/speed.ts builds the engines).
 
 import { performance } from 'node:perf_hooks';
+
+import { ArgumentValueError } from '../errors.js';
 
 /** Images per second of one engine at one batch size. */
 export interface Throughput {
@@ -19,6 +23,8 @@ export interface MeasureOptions {
   warmupRuns?: number;
   /** Timed runs at least. Default 5. */
   minRuns?: number;
+  /** Milliseconds clock (tests pass their own). Default performance.now. */
+  now?: () => number;
 }
 
 /** Linear interpolation between order statistics of an ascending array (q in [0, 1]). */
@@ -29,17 +35,60 @@ export function quantile(ascending: readonly number[], q: number): number {
   return ascending[below]! + (ascending[above]! - ascending[below]!) * (position - below);
 }
 
+export interface InterleavedOptions extends MeasureOptions {
+  /** Rounds; in each, every engine runs for seconds / rounds (and at least minRuns / rounds times). Default 5. */
+  rounds?: number;
+}
+
+/** Most rounds accepted: far beyond any useful interleaving, and a bound on the loop. */
+export const MAX_ROUNDS = 1000;
+
 /** Times `run` (one batch of `batch` images per call) as MeasureOptions says. */
 export async function measureThroughput(run: () => Promise<unknown>, batch: number, options: MeasureOptions): Promise<Throughput> {
-  for (let i = 0; i < (options.warmupRuns ?? 2); i++) await run();
-  const minRuns = options.minRuns ?? 5;
-  const runSeconds: number[] = [];
-  const start = performance.now();
-  while (runSeconds.length < minRuns || performance.now() - start < options.seconds * 1000) {
-    const runStart = performance.now();
-    await run();
-    runSeconds.push((performance.now() - runStart) / 1000);
+  return (await measureInterleaved({ run }, batch, { ...options, rounds: 1 })).run;
+}
+
+/**
+ * Times several engines on the same work in turns: each one's warm-up runs, then `rounds` rounds in which every
+ * engine runs for `seconds / rounds`, in the given order in even rounds and in reverse in odd ones (so that neither
+ * the engine run first nor the one run after a given other is favoured). Each engine's statistics come from all
+ * its timed runs.
+ * @throws ArgumentValueError for rounds outside 1..MAX_ROUNDS or no engines.
+ */
+export async function measureInterleaved<K extends string>(
+  runs: Readonly<Record<K, () => Promise<unknown>>>, batch: number, options: InterleavedOptions,
+): Promise<Record<K, Throughput>> {
+  const keys = Object.keys(runs) as K[];
+  const rounds = options.rounds ?? 5;
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > MAX_ROUNDS) {
+    throw new ArgumentValueError(`Expected an integer from 1 to ${MAX_ROUNDS} for rounds but received ${rounds}`);
   }
+  if (keys.length === 0) throw new ArgumentValueError('Expected at least one engine to time but received none');
+  const now = options.now ?? (() => performance.now());
+  for (const key of keys) {
+    for (let i = 0; i < (options.warmupRuns ?? 2); i++) await runs[key]();
+  }
+  const runsPerRound = Math.ceil((options.minRuns ?? 5) / rounds);
+  const roundMs = (options.seconds * 1000) / rounds;
+  const runSeconds = new Map<K, number[]>(keys.map((key) => [key, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const key of round % 2 === 0 ? keys : [...keys].reverse()) {
+      const times = runSeconds.get(key)!;
+      const start = now();
+      for (let count = 0; count < runsPerRound || now() - start < roundMs; count++) {
+        const runStart = now();
+        await runs[key]();
+        times.push((now() - runStart) / 1000);
+      }
+    }
+  }
+  const result = {} as Record<K, Throughput>;
+  for (const key of keys) result[key] = summarize(runSeconds.get(key)!, batch);
+  return result;
+}
+
+/** Median and 10th/90th percentiles of images per second over runs of `batch` images that took `runSeconds`. */
+function summarize(runSeconds: readonly number[], batch: number): Throughput {
   const imagesPerSecond = runSeconds.map((s) => batch / s).sort((a, b) => a - b);
   return {
     medianImagesPerSecond: quantile(imagesPerSecond, 0.5),
