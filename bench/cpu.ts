@@ -1,8 +1,9 @@
 // CPU throughput benchmark: for each RepVGG variant, times our deployed network (fp32, bf16 and int8), our
 // training-time network (fp32), onnxruntime-node on the same deployed model and onnxruntime-node on our int8 QDQ
 // export, after checking that all of them agree with onnxruntime (the int8 ones with our fp32 and with each other)
-// on one random batch. The six engines are timed in turns (6 interleaved rounds per batch size, `--seconds` per
-// engine in all), so that the ratios between them do not depend on when the machine was fast. int8 is calibrated
+// on one random batch. The six engines are timed in turns (12 interleaved rounds per batch size, `--seconds` per
+// engine in all) and the ratios are medians of per-round ratios, so that they do not depend on when the machine was
+// fast. int8 is calibrated
 // (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on stderr;
 // optionally writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
 // statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
@@ -21,7 +22,7 @@ import { loadCpuAddon } from '../lib/backend/native.js';
 import { barChartSvg } from '../lib/bench/chart.js';
 import { markdownTable } from '../lib/bench/report.js';
 import { randomImages } from '../lib/bench/speed.js';
-import { measureInterleaved, type Throughput } from '../lib/bench/measure.js';
+import { measureInterleaved, pairedRatio, type Throughput } from '../lib/bench/measure.js';
 import { RepVGGNetwork, type NetworkProfile, type PlanReport } from '../lib/engine.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js';
 import { randomStateDict } from '../lib/models/init.js';
@@ -46,7 +47,7 @@ const PROFILED_ENGINES = ['deployedFp32', 'deployedBf16', 'deployedInt8'] as con
 /** Each engine runs at least this many timed iterations, however long they take. */
 const MIN_TIMED_RUNS = 5;
 /** The engines take turns this many times per batch size (lib/bench/measure.ts measureInterleaved). */
-const TIMING_ROUNDS = 6;
+const TIMING_ROUNDS = 12;
 
 /** Random images the int8 engines are calibrated on (other images than the ones checked and timed). */
 const CALIBRATION_IMAGES = 16;
@@ -286,12 +287,12 @@ async function benchmarkBatch(
     throughput,
     plans,
     overOnnxruntime: {
-      deployedFp32: throughput.deployedFp32.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
-      deployedBf16: throughput.deployedBf16.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
-      deployedInt8: throughput.deployedInt8.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
-      onnxruntimeInt8: throughput.onnxruntimeInt8.medianImagesPerSecond / throughput.onnxruntime.medianImagesPerSecond,
+      deployedFp32: pairedRatio(throughput.deployedFp32, throughput.onnxruntime),
+      deployedBf16: pairedRatio(throughput.deployedBf16, throughput.onnxruntime),
+      deployedInt8: pairedRatio(throughput.deployedInt8, throughput.onnxruntime),
+      onnxruntimeInt8: pairedRatio(throughput.onnxruntimeInt8, throughput.onnxruntime),
     },
-    deployedOverTrainForm: throughput.deployedFp32.medianImagesPerSecond / throughput.trainFp32.medianImagesPerSecond,
+    deployedOverTrainForm: pairedRatio(throughput.deployedFp32, throughput.trainFp32),
   };
 }
 

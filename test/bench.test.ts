@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import test from 'ava';
 
 import { speedChartSvg } from '../lib/bench/chart.js';
-import { MAX_ROUNDS, measureInterleaved, measureThroughput, quantile } from '../lib/bench/measure.js';
+import { MAX_ROUNDS, measureInterleaved, measureThroughput, pairedRatio, quantile } from '../lib/bench/measure.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
 import { ArgumentValueError } from '../lib/errors.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
@@ -48,6 +48,22 @@ test('measureInterleaved: warm-ups first, then rounds in alternating order, each
   t.is(result.a.medianImagesPerSecond, 800, '8 images in 10 ms');
   t.is(result.b.medianImagesPerSecond, 200);
   t.is(result.b.p10ImagesPerSecond, 200);
+  t.deepEqual(result.a.roundMedians, [800, 800, 800, 800]);
+  t.is(pairedRatio(result.a, result.b), 4);
+});
+
+test('pairedRatio compares round with round: a machine that slows down mid-run does not bias it', (t) => {
+  const throughput = (roundMedians: number[] | undefined, median: number) => ({
+    medianImagesPerSecond: median, p10ImagesPerSecond: median, p90ImagesPerSecond: median, timedRuns: 10, ...(roundMedians && { roundMedians }),
+  });
+  // a is twice as fast as b in every round, the machine twice as fast in the first round as in the others. Overall
+  // medians taken over different mixes of fast and slow moments can say anything (here 1.0); the paired ratio says 2.
+  const a = throughput([200, 100, 100], 100);
+  const b = throughput([100, 50, 50], 100);
+  t.is(pairedRatio(a, b), 2);
+  t.is(pairedRatio(b, a), 0.5);
+  t.is(pairedRatio(throughput(undefined, 30), throughput(undefined, 20)), 1.5, 'one round: the overall medians');
+  t.is(pairedRatio(a, throughput([1, 2], 50)), 2, 'different round counts: the overall medians');
 });
 
 test('measureInterleaved runs each engine at least minRuns times; measureThroughput is one round of one engine', async (t) => {

@@ -1,7 +1,8 @@
 // Timing inference engines fairly: warm-up runs, then timed runs until a time budget is spent (at least a few),
 // summarized as the median and the 10th/90th percentiles of images per second. Engines compared with each other are
-// timed in interleaved rounds (measureInterleaved), so that a machine whose speed drifts by 10-20% over a minute
-// (seen on the shared 2-core machines) slows all of them alike instead of whichever ran last. Shared by
+// timed in interleaved rounds (measureInterleaved) and compared round by round (pairedRatio), so that a machine whose
+// speed drifts by 10-20% within a minute (seen on the shared 2-core machines) slows all of them alike instead of
+// whichever ran during a slow moment. Shared by
 // `repvgg bench` and the developer benchmarks in bench/. Not for: what is timed (lib/bench/speed.ts builds the engines).
 
 import { performance } from 'node:perf_hooks';
@@ -14,6 +15,8 @@ export interface Throughput {
   p10ImagesPerSecond: number;
   p90ImagesPerSecond: number;
   timedRuns: number;
+  /** measureInterleaved: the median images per second of each round, for ratios of paired rounds (pairedRatio). */
+  roundMedians?: number[];
 }
 
 export interface MeasureOptions {
@@ -70,21 +73,38 @@ export async function measureInterleaved<K extends string>(
   }
   const runsPerRound = Math.ceil((options.minRuns ?? 5) / rounds);
   const roundMs = (options.seconds * 1000) / rounds;
-  const runSeconds = new Map<K, number[]>(keys.map((key) => [key, []]));
+  const runSeconds = new Map<K, number[][]>(keys.map((key) => [key, []])); // [round][run]
   for (let round = 0; round < rounds; round++) {
     for (const key of round % 2 === 0 ? keys : [...keys].reverse()) {
-      const times = runSeconds.get(key)!;
+      const times: number[] = [];
       const start = now();
       for (let count = 0; count < runsPerRound || now() - start < roundMs; count++) {
         const runStart = now();
         await runs[key]();
         times.push((now() - runStart) / 1000);
       }
+      runSeconds.get(key)!.push(times);
     }
   }
   const result = {} as Record<K, Throughput>;
-  for (const key of keys) result[key] = summarize(runSeconds.get(key)!, batch);
+  for (const key of keys) {
+    const perRound = runSeconds.get(key)!;
+    result[key] = summarize(perRound.flat(), batch);
+    if (rounds > 1) result[key].roundMedians = perRound.map((times) => summarize(times, batch).medianImagesPerSecond);
+  }
   return result;
+}
+
+/**
+ * How many times faster `a` ran than `b`, from interleaved rounds: the median over rounds of the ratio of their
+ * round medians, so that each ratio compares two turns a few seconds apart. Without round medians (a single round),
+ * the ratio of the overall medians.
+ */
+export function pairedRatio(a: Throughput, b: Throughput): number {
+  const rounds = a.roundMedians?.length ?? 0;
+  if (rounds === 0 || rounds !== b.roundMedians?.length) return a.medianImagesPerSecond / b.medianImagesPerSecond;
+  const ratios = a.roundMedians!.map((value, round) => value / b.roundMedians![round]!).sort((x, y) => x - y);
+  return quantile(ratios, 0.5);
 }
 
 /** Median and 10th/90th percentiles of images per second over runs of `batch` images that took `runSeconds`. */
