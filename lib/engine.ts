@@ -20,7 +20,7 @@ import { checkWeights, detectForm } from './io/weights.js';
  */
 export type Precision = 'fp32' | 'bf16' | 'int8' | 'fp16';
 /**
- * How the CPU runs 3x3 stride-1 float32 convs: 'auto' measures per layer, 'direct' is oneDNN's kernel, 'winograd'
+ * How the CPU runs 3x3 stride-1 float32 convs: 'auto' measures them (one algorithm per conv shape), 'direct' is oneDNN's kernel, 'winograd'
  * our Winograd F(4x4, 3x3) and 'winograd2x2' F(2x2, 3x3) (native/cpu/winograd.h).
  */
 export type ConvAlgorithm = 'auto' | 'direct' | 'winograd' | 'winograd2x2';
@@ -51,7 +51,8 @@ export interface NetworkOptions {
   cudaGraph?: boolean;
   /**
    * 3x3 stride-1 conv algorithm (CPU, float32): 'auto' (default) times direct, Winograd F(2x2) and F(4x4) for every
-   * such layer inside whole-network runs when a plan is built, and keeps the fastest per layer; or force one.
+   * such layer inside whole-network runs when a plan is built, and keeps the fastest summed over the layers of one
+   * shape (a stage's blocks; chosen layer by layer, noise mixed the algorithms within a stage); or force one.
    * Winograd layers keep transformed weights, 16/9x (F(2x2)) or 4x (F(4x4)) the size of their 3x3 kernels.
    */
   convAlgorithm?: ConvAlgorithm;

@@ -701,7 +701,8 @@ const CONV_ALGORITHMS = ['direct', 'winograd', 'winograd2x2', 'auto'] as const;
  * channels-last (its AVX-512 kernels do; elsewhere every conv runs direct); 'auto' keeps, per layer, the fastest of
  * the three times it measured.
  */
-function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layers: readonly DeployedLayer[]): void {
+/** Checks a plan's conv choices; returns how many 'auto' convs were compared with an earlier conv of their shape. */
+function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layers: readonly DeployedLayer[]): number {
   const algorithms = report.convs.map((c) => c.algorithm);
   t.log(`${convAlgorithm}: layout ${report.layout}, convs ${algorithms.join(' ')}`);
   t.is(report.convs.length, layers.length, 'one conv per layer');
@@ -715,14 +716,28 @@ function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGOR
     report.convs.forEach((c, i) => t.is(c.algorithm, winogradShaped[i] ? convAlgorithm : 'direct', `conv ${i} (${layers[i]!.name})`));
   }
   if (convAlgorithm === 'auto' && channelsLast) {
+    // Convs of one shape (input side from the strides before them) share one choice and its whole-forward times.
+    const firstOfShape = new Map<string, number>();
+    let side = report.height;
     for (const [i, c] of report.convs.entries()) {
+      const shape = `${layers[i]!.inChannels}->${layers[i]!.outChannels} at ${side}`;
+      side = Math.floor((side - 1) / layers[i]!.stride) + 1; // 3x3, pad 1
       if (!winogradShaped[i]) continue;
       const times = { direct: c.directMs, winograd2x2: c.winograd2x2Ms, winograd: c.winogradMs };
       t.true(Object.values(times).every((ms) => ms !== undefined && ms > 0), `conv ${i}: all three algorithms were timed`);
       const fastest = Object.entries(times).reduce((a, b) => ((b[1] as number) < (a[1] as number) ? b : a))[0];
       t.is(c.algorithm, fastest, `conv ${i} keeps the fastest of ${JSON.stringify(times)}`);
+      const first = firstOfShape.get(shape);
+      if (first === undefined) {
+        firstOfShape.set(shape, i);
+      } else {
+        const { algorithm, directMs, winogradMs } = report.convs[first]!;
+        t.deepEqual({ algorithm: c.algorithm, directMs: c.directMs, winogradMs: c.winogradMs }, { algorithm, directMs, winogradMs }, `conv ${i} (${shape}) as conv ${first}`);
+      }
     }
+    return winogradShaped.filter(Boolean).length - firstOfShape.size;
   }
+  return 0;
 }
 
 algorithmSpecs.forEach(([label, spec], index) => {
@@ -735,7 +750,8 @@ algorithmSpecs.forEach(([label, spec], index) => {
     const first = { shape: [1, 3, 32, 32], data: x.data.subarray(0, 3 * 32 * 32) };
     for (const convAlgorithm of CONV_ALGORITHMS) {
       await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', convAlgorithm }), async (net) => {
-        checkConvChoices(t, convAlgorithm, await net.prepare(2, 32, 32), deployed.layers);
+        const sharingShape = checkConvChoices(t, convAlgorithm, await net.prepare(2, 32, 32), deployed.layers);
+        if (convAlgorithm === 'auto' && index === 0) t.true(sharingShape >= 2, 'the plain network has three convs of one shape');
         checkClose(t, `${convAlgorithm} predict`, (await net.predict(x)).data, deployedRef, MODEL_FP32);
         checkClose(t, `${convAlgorithm} predictSync`, net.predictSync(x).data, deployedRef, MODEL_FP32);
         // A second plan (batch 1) shares the first one's transformed Winograd weights.

@@ -27,7 +27,8 @@ export interface NativePlanReport {
   layout: string;
   /**
    * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2' or 'int8', the implementation, and with
-   * convAlgorithm 'auto' the times measured for each algorithm inside whole-network runs.
+   * convAlgorithm 'auto' the ms of a whole forward with the conv's shape group (the convs of its shape) on each
+   * algorithm, as measured when the plan was built.
    */
   convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number; winograd2x2Ms?: number }[];
 }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
@@ -168,6 +169,7 @@ class Plan {
   // The Winograd alternatives of convs whose algorithm 'auto' decides by measuring, by exec index.
   struct WinogradCandidates {
     std::shared_ptr<WinogradConv> f2x2, f4x4;
+    std::array<int64_t, 5> shape;  // in and out channels, height, width, pad: convs alike get one algorithm
   };
   std::unordered_map<size_t, WinogradCandidates> winograd_candidates_;
   // Scratch of the Winograd convs (run one after the other, so they share it); null when none runs.
@@ -280,6 +282,7 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
     return std::make_shared<WinogradConv>(shape, tile, weights, c.bias, c.relu);
   };
   WinogradCandidates candidates;
+  candidates.shape = {c.in_channels, c.out_channels, h, w, c.pad};
   if (winograd_shape && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd2x2))
     candidates.f2x2 = make_winograd(WinogradTile::f2x2);
   if (winograd_shape && f4x4_allowed && (algorithm == ConvAlgorithm::auto_measure || algorithm == ConvAlgorithm::winograd))
@@ -540,11 +543,14 @@ void Plan::execute(Exec& exec) {
                      reinterpret_cast<float*>(winograd_products_.get()));
 }
 
-// Times every conv that may run Winograd three times -- direct, F(2x2) and F(4x4) -- and keeps the fastest for each.
-// Each is timed inside whole-network runs in which every such conv runs the same algorithm, not alone: alone, a
-// layer's weights stay in the caches from one run to the next, while in the network the other layers' weights and
-// activations push them out (A0 at batch 1 streams 31.7 MiB of direct weights per image, F(4x4) 4x as many), which
-// decides the algorithm at small batches.
+// Chooses direct, F(2x2) or F(4x4) for the convs that may run Winograd by timing WHOLE forwards: convs of one shape
+// (a stage's blocks) form a group that gets one algorithm, and the groups are decided one after the other, in network
+// order, each by forwards with that group on each algorithm (the groups before it as decided, the ones after it
+// direct), in turns, keeping the fastest. Layer times do not add up: A0 at batch 1 ran at 100 img/s with stage 3 on
+// F(4x4), 92 with everything on F(2x2) and 148 with stages 1-2 on F(4x4) and stage 3 on F(2x2) -- the weights that a
+// choice streams from memory (31.7 MiB direct, 16/9x for F(2x2), 4x for F(4x4)) slow the other layers too. Choosing
+// layer by layer from per-layer times, noise mixed the algorithms within a stage and each process ran a different
+// mix (111-165 img/s).
 void Plan::measure_conv_choices() {
   for (size_t b = 0; b < buffers_.size(); b++) {  // finite, non-zero data
     auto* values = reinterpret_cast<float*>(buffers_[b].get());
@@ -552,46 +558,77 @@ void Plan::measure_conv_choices() {
   }
   std::vector<float> logits(static_cast<size_t>(logits_user_.get_desc().get_size() / sizeof(float)));
   logits_user_.set_data_handle(logits.data());  // run() binds the caller's
-  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kRuns = 4;  // the first run of each is a warm-up
-  std::unordered_map<size_t, std::array<double, kAlgorithms>> best_ms;
-  for (auto& [exec_index, candidates] : winograd_candidates_) best_ms[exec_index].fill(1e30);
+  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kTurns = 2;
   auto candidate = [&](const WinogradCandidates& candidates, int algorithm) {
     return algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
   };
-  // The algorithms take turns run by run, so that a slow moment of the machine does not hit one of them only. A
-  // conv without the algorithm (bf16 has no F(4x4)) runs direct in that turn and keeps no time for it.
-  for (int run = 0; run < kRuns; run++) {
-    for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
-      for (auto& [exec_index, candidates] : winograd_candidates_) execs_[exec_index].winograd = candidate(candidates, algorithm);
-      for (size_t e = 0; e < execs_.size(); e++) {
-        const double ms = time_ms([&] {
-          execute(execs_[e]);
-          stream().wait();
-        });
-        auto measured = best_ms.find(e);
-        const bool timed = run > 0 && measured != best_ms.end() && (algorithm == kDirect || execs_[e].winograd);
-        if (timed) measured->second[algorithm] = std::min(measured->second[algorithm], ms);
+  // Groups in network order: the exec indices of the convs of each shape.
+  std::vector<std::vector<size_t>> groups;
+  {
+    std::map<std::array<int64_t, 5>, size_t> group_of_shape;
+    std::vector<size_t> order;
+    for (const auto& [exec_index, candidates] : winograd_candidates_) order.push_back(exec_index);
+    std::sort(order.begin(), order.end());
+    for (size_t exec_index : order) {
+      const auto [it, added] = group_of_shape.try_emplace(winograd_candidates_.at(exec_index).shape, groups.size());
+      if (added) groups.emplace_back();
+      groups[it->second].push_back(exec_index);
+    }
+  }
+  std::vector<int> chosen(groups.size(), kDirect);
+  auto set_group = [&](size_t group, int algorithm) {
+    for (size_t exec_index : groups[group]) execs_[exec_index].winograd = candidate(winograd_candidates_.at(exec_index), algorithm);
+  };
+  auto forward_ms = [&] {
+    return time_ms([&] {
+      for (Exec& e : execs_) execute(e);
+      stream().wait();
+    });
+  };
+  for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
+  for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {  // warm-up: every candidate's weights touched once
+    for (size_t group = 0; group < groups.size(); group++) set_group(group, algorithm);
+    forward_ms();
+  }
+  for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
+  for (size_t group = 0; group < groups.size(); group++) {
+    const WinogradCandidates& first = winograd_candidates_.at(groups[group].front());
+    std::array<double, kAlgorithms> best_ms;
+    best_ms.fill(-1);
+    for (int turn = 0; turn < kTurns; turn++) {
+      for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
+        if (algorithm != kDirect && !candidate(first, algorithm)) continue;  // bf16 has no F(4x4)
+        set_group(group, algorithm);
+        const double ms = forward_ms();
+        best_ms[algorithm] = best_ms[algorithm] < 0 ? ms : std::min(best_ms[algorithm], ms);
+      }
+    }
+    int fastest = kDirect;
+    for (int algorithm = 0; algorithm < kAlgorithms; algorithm++)
+      if (best_ms[algorithm] >= 0 && best_ms[algorithm] < best_ms[fastest]) fastest = algorithm;
+    chosen[group] = fastest;
+    set_group(group, fastest);
+    for (size_t exec_index : groups[group]) {
+      for (ConvChoice& choice : report_.convs) {
+        if (choice.step != execs_[exec_index].conv_step) continue;
+        choice.direct_ms = best_ms[kDirect];
+        choice.winograd2x2_ms = best_ms[k2x2];
+        choice.winograd_ms = best_ms[k4x4];
       }
     }
   }
-  for (auto& [exec_index, candidates] : winograd_candidates_) {
-    Exec& exec = execs_[exec_index];
-    const std::array<double, kAlgorithms>& ms = best_ms[exec_index];
-    const int fastest = static_cast<int>(std::min_element(ms.begin(), ms.end()) - ms.begin());
-    const std::shared_ptr<WinogradConv> chosen = candidate(candidates, fastest);
-    for (ConvChoice& choice : report_.convs) {
-      if (choice.step != exec.conv_step) continue;
-      choice.direct_ms = ms[kDirect];
-      choice.winograd2x2_ms = ms[k2x2];
-      if (candidates.f4x4) choice.winograd_ms = ms[k4x4];
-      if (chosen) {
-        choice.algorithm = fastest == k2x2 ? "winograd2x2" : "winograd";
-        choice.implementation = chosen->implementation();
+  for (size_t group = 0; group < groups.size(); group++) {
+    for (size_t exec_index : groups[group]) {
+      Exec& exec = execs_[exec_index];
+      const std::shared_ptr<WinogradConv> winograd = candidate(winograd_candidates_.at(exec_index), chosen[group]);
+      exec.winograd = winograd;
+      if (!winograd) continue;
+      for (ConvChoice& choice : report_.convs) {
+        if (choice.step != exec.conv_step) continue;
+        choice.algorithm = chosen[group] == k2x2 ? "winograd2x2" : "winograd";
+        choice.implementation = winograd->implementation();
       }
-    }
-    exec.winograd = chosen;
-    if (chosen) {
-      report_.weight_bytes += static_cast<int64_t>(chosen->weight_bytes()) -
+      report_.weight_bytes += static_cast<int64_t>(winograd->weight_bytes()) -
                               static_cast<int64_t>(exec.args.at(DNNL_ARG_WEIGHTS).get_desc().get_size());
       exec.prim = dnnl::primitive();
       exec.args.erase(DNNL_ARG_WEIGHTS);

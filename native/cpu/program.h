@@ -37,7 +37,8 @@ struct ConvChoice {
   int step = 0;
   std::string algorithm;       // "direct", "winograd" (F(4x4, 3x3)), "winograd2x2" or "int8"
   std::string implementation;  // oneDNN's implementation name, e.g. "brgconv:avx512_core", or the Winograd kernel's
-  double direct_ms = -1, winograd_ms = -1, winograd2x2_ms = -1;  // measured times (-1 = not measured)
+  // 'auto': ms of a whole forward with this conv's shape group on each algorithm (-1 = not measured)
+  double direct_ms = -1, winograd_ms = -1, winograd2x2_ms = -1;
 };
 
 struct PlanReport {
