@@ -546,7 +546,7 @@ void Plan::execute(Exec& exec) {
 // Chooses direct, F(2x2) or F(4x4) for the convs that may run Winograd by timing WHOLE forwards: convs of one shape
 // (a stage's blocks) form a group that gets one algorithm, and the groups are decided one after the other, in network
 // order, each by forwards with that group on each algorithm (the groups before it as decided, the ones after it
-// direct), in turns, keeping the fastest. Layer times do not add up: A0 at batch 1 ran at 100 img/s with stage 3 on
+// direct), in turns (two when a forward is short), keeping the fastest. Layer times do not add up: A0 at batch 1 ran at 100 img/s with stage 3 on
 // F(4x4), 92 with everything on F(2x2) and 148 with stages 1-2 on F(4x4) and stage 3 on F(2x2) -- the weights that a
 // choice streams from memory (31.7 MiB direct, 16/9x for F(2x2), 4x for F(4x4)) slow the other layers too. Choosing
 // layer by layer from per-layer times, noise mixed the algorithms within a stage and each process ran a different
@@ -558,7 +558,10 @@ void Plan::measure_conv_choices() {
   }
   std::vector<float> logits(static_cast<size_t>(logits_user_.get_desc().get_size() / sizeof(float)));
   logits_user_.set_data_handle(logits.data());  // run() binds the caller's
-  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kTurns = 2;
+  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3;
+  // A forward this long or longer is timed once per configuration (noise is small against it, and a server prepares
+  // batches up to 32: A0 at 32 takes ~0.2 s a forward); shorter ones twice, keeping the faster.
+  constexpr double kLongForwardMs = 100;
   auto candidate = [&](const WinogradCandidates& candidates, int algorithm) {
     return algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
   };
@@ -586,16 +589,19 @@ void Plan::measure_conv_choices() {
     });
   };
   for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
-  for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {  // warm-up: every candidate's weights touched once
-    for (size_t group = 0; group < groups.size(); group++) set_group(group, algorithm);
-    forward_ms();
+  const int turns = forward_ms() < kLongForwardMs ? 2 : 1;  // also the warm-up of the direct kernels
+  if (turns > 1) {
+    for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights through the caches once
+      for (size_t group = 0; group < groups.size(); group++) set_group(group, algorithm);
+      forward_ms();
+    }
+    for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
   }
-  for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
   for (size_t group = 0; group < groups.size(); group++) {
     const WinogradCandidates& first = winograd_candidates_.at(groups[group].front());
     std::array<double, kAlgorithms> best_ms;
     best_ms.fill(-1);
-    for (int turn = 0; turn < kTurns; turn++) {
+    for (int turn = 0; turn < turns; turn++) {
       for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
         if (algorithm != kDirect && !candidate(first, algorithm)) continue;  // bf16 has no F(4x4)
         set_group(group, algorithm);
