@@ -50,9 +50,9 @@ export interface NetworkOptions {
   /** CUDA only: capture each input shape's whole forward as a CUDA graph and replay it. */
   cudaGraph?: boolean;
   /**
-   * 3x3 stride-1 conv algorithm (CPU, float32): 'auto' (default) times direct, Winograd F(2x2) and F(4x4) for every
-   * such layer inside whole-network runs when a plan is built, and keeps the fastest summed over the layers of one
-   * shape (a stage's blocks; chosen layer by layer, noise mixed the algorithms within a stage); or force one.
+   * 3x3 stride-1 conv algorithm (CPU, float32 and bf16): 'auto' (default) gives the layers of one shape (a stage's
+   * blocks) one of direct, Winograd F(2x2) and F(4x4) (bf16: no F(4x4)), whichever makes the whole forward fastest
+   * when a plan is built (docs/ARCHITECTURE.md, Winograd); or force one.
    * Winograd layers keep transformed weights, 16/9x (F(2x2)) or 4x (F(4x4)) the size of their 3x3 kernels.
    */
   convAlgorithm?: ConvAlgorithm;
