@@ -1,12 +1,11 @@
 // CPU throughput benchmark: for each RepVGG variant, times our deployed network (fp32, bf16 and int8), our
 // training-time network (fp32), onnxruntime-node on the same deployed model and onnxruntime-node on our int8 QDQ
-// export, after checking that all of them agree with onnxruntime (the int8 ones with our fp32 and with each other)
-// on one random batch. The six engines are timed in turns (12 interleaved rounds per batch size, `--seconds` per
-// engine in all) and the ratios are medians of per-round ratios, so that they do not depend on when the machine was
-// fast. int8 is calibrated
-// (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on stderr;
-// optionally writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random (with random BN
-// statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
+// export, after checking that all of them agree with onnxruntime (the int8 ones with our fp32 and with each other) on
+// one random batch. The six engines are timed in turns (12 interleaved rounds per batch size, `--seconds` per engine in
+// all) and the ratios are medians of per-round ratios, so that they do not depend on when the machine was fast. int8 is
+// calibrated (lib/quant/calibrate.ts) on a few other random images. Prints markdown tables on stdout and progress on
+// stderr; optionally writes every number as JSON (--json) and a grouped bar chart as SVG (--plot). Weights are random
+// (with random BN statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
 // With --profile it also prints, per model and batch, where each deployed precision spends its time, layer by layer
 // (RepVGGNetwork.profile: every primitive timed on its own).
 // Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg] [--profile]

@@ -2,8 +2,8 @@
 // summarized as the median and the 10th/90th percentiles of images per second. Engines compared with each other are
 // timed in interleaved rounds (measureInterleaved) and compared round by round (pairedRatio), so that a machine whose
 // speed drifts by 10-20% within a minute (seen on the shared 2-core machines) slows all of them alike instead of
-// whichever ran during a slow moment. Shared by
-// `repvgg bench` and the developer benchmarks in bench/. Not for: what is timed (lib/bench/speed.ts builds the engines).
+// whichever ran during a slow moment. Shared by `repvgg bench` and the developer benchmarks in bench/. Not for: what is
+// timed (lib/bench/speed.ts builds the engines).
 
 import { performance } from 'node:perf_hooks';
 
