@@ -20,8 +20,8 @@ import { checkWeights, detectForm } from './io/weights.js';
  */
 export type Precision = 'fp32' | 'bf16' | 'int8' | 'fp16';
 /**
- * How the CPU runs 3x3 stride-1 float32 convs: 'auto' measures them (one algorithm per conv shape), 'direct' is oneDNN's kernel, 'winograd'
- * our Winograd F(4x4, 3x3) and 'winograd2x2' F(2x2, 3x3) (native/cpu/winograd.h).
+ * How the CPU runs 3x3 stride-1 float32 and bf16 convs: 'auto' measures (one algorithm per conv shape), 'direct' is
+ * oneDNN's kernel, 'winograd' our Winograd F(4x4, 3x3) and 'winograd2x2' F(2x2, 3x3) (native/cpu/winograd.h).
  */
 export type ConvAlgorithm = 'auto' | 'direct' | 'winograd' | 'winograd2x2';
 const CONV_ALGORITHMS: readonly ConvAlgorithm[] = ['auto', 'direct', 'winograd', 'winograd2x2'];

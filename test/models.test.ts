@@ -698,10 +698,10 @@ const CONV_ALGORITHMS = ['direct', 'winograd', 'winograd2x2', 'auto'] as const;
 /**
  * Checks what prepare() reports for a plan: one conv per layer; 'direct' runs no Winograd; a forced Winograd runs
  * on every ungrouped stride-1 layer but the first (which reads the network input) when oneDNN keeps the activations
- * channels-last (its AVX-512 kernels do; elsewhere every conv runs direct); 'auto' keeps, per layer, the fastest of
- * the three times it measured.
+ * channels-last (its AVX-512 kernels do; elsewhere every conv runs direct); 'auto' gives convs of one shape one
+ * algorithm, the fastest of the three whole-forward times it reports on each of them.
+ * @returns how many 'auto' convs were compared with an earlier conv of their shape.
  */
-/** Checks a plan's conv choices; returns how many 'auto' convs were compared with an earlier conv of their shape. */
 function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layers: readonly DeployedLayer[]): number {
   const algorithms = report.convs.map((c) => c.algorithm);
   t.log(`${convAlgorithm}: layout ${report.layout}, convs ${algorithms.join(' ')}`);

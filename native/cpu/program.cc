@@ -578,9 +578,11 @@ void Plan::measure_conv_choices() {
       groups[it->second].push_back(exec_index);
     }
   }
-  std::vector<int> chosen(groups.size(), kDirect);
   auto set_group = [&](size_t group, int algorithm) {
     for (size_t exec_index : groups[group]) execs_[exec_index].winograd = candidate(winograd_candidates_.at(exec_index), algorithm);
+  };
+  auto set_all = [&](int algorithm) {
+    for (size_t group = 0; group < groups.size(); group++) set_group(group, algorithm);
   };
   auto forward_ms = [&] {
     return time_ms([&] {
@@ -588,18 +590,20 @@ void Plan::measure_conv_choices() {
       stream().wait();
     });
   };
-  for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
+  set_all(kDirect);
   const int turns = forward_ms() < kLongForwardMs ? 2 : 1;  // also the warm-up of the direct kernels
   if (turns > 1) {
     for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights through the caches once
-      for (size_t group = 0; group < groups.size(); group++) set_group(group, algorithm);
+      set_all(algorithm);
       forward_ms();
     }
-    for (size_t group = 0; group < groups.size(); group++) set_group(group, kDirect);
+    set_all(kDirect);
   }
+  std::vector<int> chosen(groups.size(), kDirect);
+  std::vector<std::array<double, kAlgorithms>> group_ms(groups.size());  // best forward ms per algorithm, -1 = none
   for (size_t group = 0; group < groups.size(); group++) {
     const WinogradCandidates& first = winograd_candidates_.at(groups[group].front());
-    std::array<double, kAlgorithms> best_ms;
+    std::array<double, kAlgorithms>& best_ms = group_ms[group];
     best_ms.fill(-1);
     for (int turn = 0; turn < turns; turn++) {
       for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
@@ -609,31 +613,24 @@ void Plan::measure_conv_choices() {
         best_ms[algorithm] = best_ms[algorithm] < 0 ? ms : std::min(best_ms[algorithm], ms);
       }
     }
-    int fastest = kDirect;
     for (int algorithm = 0; algorithm < kAlgorithms; algorithm++)
-      if (best_ms[algorithm] >= 0 && best_ms[algorithm] < best_ms[fastest]) fastest = algorithm;
-    chosen[group] = fastest;
-    set_group(group, fastest);
-    for (size_t exec_index : groups[group]) {
-      for (ConvChoice& choice : report_.convs) {
-        if (choice.step != execs_[exec_index].conv_step) continue;
-        choice.direct_ms = best_ms[kDirect];
-        choice.winograd2x2_ms = best_ms[k2x2];
-        choice.winograd_ms = best_ms[k4x4];
-      }
-    }
+      if (best_ms[algorithm] >= 0 && best_ms[algorithm] < best_ms[chosen[group]]) chosen[group] = algorithm;
+    set_group(group, chosen[group]);
   }
   for (size_t group = 0; group < groups.size(); group++) {
     for (size_t exec_index : groups[group]) {
       Exec& exec = execs_[exec_index];
-      const std::shared_ptr<WinogradConv> winograd = candidate(winograd_candidates_.at(exec_index), chosen[group]);
-      exec.winograd = winograd;
-      if (!winograd) continue;
+      const std::shared_ptr<WinogradConv>& winograd = exec.winograd;  // set_group left the chosen one
       for (ConvChoice& choice : report_.convs) {
         if (choice.step != exec.conv_step) continue;
+        choice.direct_ms = group_ms[group][kDirect];
+        choice.winograd2x2_ms = group_ms[group][k2x2];
+        choice.winograd_ms = group_ms[group][k4x4];
+        if (!winograd) continue;
         choice.algorithm = chosen[group] == k2x2 ? "winograd2x2" : "winograd";
         choice.implementation = winograd->implementation();
       }
+      if (!winograd) continue;
       report_.weight_bytes += static_cast<int64_t>(winograd->weight_bytes()) -
                               static_cast<int64_t>(exec.args.at(DNNL_ARG_WEIGHTS).get_desc().get_size());
       exec.prim = dnnl::primitive();
