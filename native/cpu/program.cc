@@ -546,11 +546,11 @@ void Plan::execute(Exec& exec) {
 // Chooses direct, F(2x2) or F(4x4) for the convs that may run Winograd by timing WHOLE forwards: convs of one shape
 // (a stage's blocks) form a group that gets one algorithm, and the groups are decided one after the other, in
 // network order, each by forwards with that group on each algorithm (the groups before it as decided, the ones after
-// it direct), in turns (two when a forward is short), keeping the fastest. Layer times do not add up: A0 at batch 1
-// ran at 100 img/s with stage 3 on F(4x4), 92 with everything on F(2x2) and 148 with stages 1-2 on F(4x4) and stage 3
-// on F(2x2) -- the weights that a choice streams from memory (31.7 MiB direct, 16/9x for F(2x2), 4x for F(4x4)) slow
-// the other layers too. Choosing layer by layer from per-layer times, noise mixed the algorithms within a stage and
-// each process ran a different mix (111-165 img/s).
+// it direct), in turns (two when a forward is short), keeping the fastest. Layer times do not add up: the weights
+// that a choice streams from memory (31.7 MiB direct, 16/9x for F(2x2), 4x for F(4x4)) slow the other layers too.
+// Choosing layer by layer from per-layer times, noise mixed the algorithms within a stage and each process ran a
+// different mix. (Timed in one process, every mix of F(2x2) and F(4x4) over A0's three groups ran within 3% of the
+// others at batch 1 in fp32, so a close call either way costs little; docs/ARCHITECTURE.md has the numbers.)
 void Plan::measure_conv_choices() {
   for (size_t b = 0; b < buffers_.size(); b++) {  // finite, non-zero data
     auto* values = reinterpret_cast<float*>(buffers_[b].get());

@@ -34,7 +34,8 @@ struct WinogradShape {
 enum class WinogradTile { f2x2 = 2, f4x4 = 4 };
 
 // The transformed weights of a layer, (positions, in, out) plain float32 in memory oneDNN allocated (64-byte
-// aligned, for the matmul): 16/9 or 4x the bytes of its 3x3 kernels. They do not depend on the batch, so every
+// aligned, for the matmul): 16/9 or 4x the bytes of its 3x3 kernels. bfloat16 ones that bf16_gemm.cc multiplies
+// are packed in pairs of input channels instead: (positions, in / 2, out, 2). They do not depend on the batch, so every
 // plan of a network shares them.
 using WinogradWeights = std::shared_ptr<const dnnl::memory>;
 // weight: (out, in, 3, 3) float32; type: the activations' (f32, or bf16 with F(2x2)), transformed in float64 and
@@ -57,6 +58,10 @@ class WinogradConv {
   std::string implementation() const;
 
  private:
+  // The products by bf16_gemm.cc (own_matmul_) instead of matmul_: transformed (positions, rows_, in) bf16 ->
+  // products (positions, rows_, out) float32, tile rows only.
+  void own_matmul(const uint16_t* transformed, float* products, int64_t positions) const;
+
   WinogradShape shape_;
   WinogradTile tile_;
   int64_t out_h_, out_w_, tiles_h_, tiles_w_, tiles_;
@@ -64,6 +69,7 @@ class WinogradConv {
   bool relu_;
   std::vector<float> bias_;  // out values (zeros when the layer has none)
   WinogradWeights weights_;
+  bool own_matmul_ = false;  // bf16 on AVX512-BF16 with suitable channels: bf16_pair_gemm, weights packed in pairs
   dnnl::matmul::primitive_desc matmul_pd_;
   dnnl::matmul matmul_;
   // The matmul's operands: (positions, rows_, in) x (positions, in, out) -> (positions, rows_, out), plain row-major; the two

@@ -1,0 +1,33 @@
+// Our bfloat16 matrix product for the Winograd kernel's batched matmul (winograd.cc): float32 C = bf16 A x bf16 B
+// with float32 accumulation, on AVX512-BF16 (vdpbf16ps, two products per lane and instruction). Why not oneDNN's:
+// oneDNN 2.6's batched bf16 matmul ran A0's stage-3 Winograd products (16 x (49 x 192) x (192 x 192)) at 360 GFLOP/s,
+// barely faster than its float32 one (316), because it repacks plain B into bf16 pairs on every call and its
+// 3-D form does not accept pre-packed B. These kernels read B packed once (pack_bf16_pairs) and ran the same products
+// at 670 GFLOP/s with the weights coming from L3, as in a network (2-core Zen 5, one process, medians of 350 runs).
+// Not for: other instruction sets (bf16_pair_gemm_available() says; winograd.cc then keeps oneDNN's matmul),
+// n not a multiple of 16, odd k.
+#pragma once
+
+#include <cstdint>
+
+namespace repvgg::cpu {
+
+// Whether this CPU has AVX512-BF16 and oneDNN may use it (DNNL_MAX_CPU_ISA below avx512_core_bf16 turns ours off too).
+bool bf16_pair_gemm_available();
+
+// Whether a product with k rows of B and n columns suits bf16_pair_gemm (n a multiple of 16, k even).
+bool bf16_pair_gemm_fits(int64_t k, int64_t n);
+
+// b: (k, n) bf16 row-major -> packed: (k / 2, n, 2), the pairs vdpbf16ps multiplies. k even.
+void pack_bf16_pairs(const uint16_t* b, int64_t k, int64_t n, uint16_t* packed);
+
+// Columns of B processed together by one call (three AVX-512 registers of float32 sums per row).
+constexpr int64_t kBf16GemmColumns = 48;
+
+// c[m0:m1, n0:n1] = a[m0:m1, :] x b[:, n0:n1] in float32 (c overwritten).
+// a: (m, k) bf16 row-major with row stride lda; packed: pack_bf16_pairs of (k, n); c: (m, n) float32, row stride ldc.
+// n1 - n0 <= kBf16GemmColumns and a multiple of 16; k even. Single-threaded: callers split rows and columns.
+void bf16_pair_gemm(const uint16_t* a, int64_t lda, const uint16_t* packed, int64_t k, int64_t n, float* c, int64_t ldc,
+                    int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+}  // namespace repvgg::cpu
