@@ -15,7 +15,8 @@
         "native/cpu/optim.cc",
         "native/cpu/program.cc",
         "native/cpu/winograd.cc",
-        "native/cpu/bf16_gemm.cc"
+        "native/cpu/bf16_gemm.cc",
+        "native/cpu/resample.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { ArgumentTypeError, ArgumentValueError, FormatError } from '../lib/errors.js';
+import { callNativeSync, loadCpuAddon } from '../lib/backend/native.js';
+import { ArgumentTypeError, ArgumentValueError, FormatError, ShapeError } from '../lib/errors.js';
 import { readNpy } from '../lib/io/npy.js';
 import {
   DEFAULT_MAX_PIXELS,
@@ -236,6 +237,34 @@ test('resampleBilinear: any window equals that part of the whole resized image, 
   const image = randomImage(23, 19, 99);
   const full = { left: 0, top: 0, width: 23, height: 19 };
   t.deepEqual(resampleBilinear(image, full, 23, 19, full), image.data);
+});
+
+test('native resampling refuses taps, rows and outputs outside its buffers with typed errors (no out-of-bounds read)', (t) => {
+  // A valid 2x2 -> 2x2 call (one tap of weight 1.0 each), then one field at a time made wrong.
+  const one = 1 << 22;
+  const valid = {
+    src: new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), srcOffset: 0, srcStride: 6, regionWidth: 2, rowFirst: 0, rowEnd: 2,
+    hFirst: new Int32Array([0, 1]), hCount: new Int32Array([1, 1]), hWeights: new Int32Array([one, one]), hMaxTaps: 1,
+    vFirst: new Int32Array([0, 1]), vCount: new Int32Array([1, 1]), vWeights: new Int32Array([one, one]), vMaxTaps: 1,
+    out: new Uint8Array(12), outOffset: 0, outStride: 6,
+  };
+  const resample = (options: typeof valid) => callNativeSync(() => loadCpuAddon().resampleBilinearRgb(options));
+  resample(valid);
+  t.deepEqual([...valid.out], [...valid.src], 'one tap of 1.0 passes the bytes through');
+  const wrong: [string, Partial<Record<keyof typeof valid, unknown>>, RegExp][] = [
+    ['a tap past the region', { hFirst: new Int32Array([0, 2]) }, /taps read outside/],
+    ['a negative first tap', { vFirst: new Int32Array([-1, 1]) }, /taps read outside/],
+    ['more taps than maxTaps', { hCount: new Int32Array([1, 2]) }, /taps read outside/],
+    ['rows past the source', { rowEnd: 3, vFirst: new Int32Array([0, 2]) }, /source rows \[0, 3\) of 2 pixels do not lie in 12 bytes/],
+    ['a source offset past the end', { srcOffset: 4 }, /do not lie in 12 bytes/],
+    ['an output too small', { out: new Uint8Array(11) }, /2 x 2 pixels does not fit 11 bytes/],
+    ['too few weights', { hWeights: new Int32Array([one]) }, /h taps: 2 positions, 2 counts, 1 weights/],
+  ];
+  for (const [what, change, message] of wrong) {
+    t.throws(() => resample({ ...valid, ...change } as typeof valid), { instanceOf: ShapeError, message }, what);
+  }
+  t.throws(() => resample({ ...valid, src: new Float32Array(12) } as unknown as typeof valid), { instanceOf: ArgumentTypeError, message: /Uint8Array for src/ });
+  t.throws(() => resample({ ...valid, hFirst: [0, 1] } as unknown as typeof valid), { instanceOf: ArgumentTypeError, message: /Int32Array for hFirst/ });
 });
 
 test('torchvision size rules: int() for the long side, round-half-even crop offsets, zero padding', (t) => {

@@ -110,6 +110,17 @@ export interface CpuTrainingOptions {
 export interface CpuAddon {
   info(): { backend: string; library: string; libraryVersion: string; isa: string; nativeBf16: boolean };
   setComputeNice(nice: number): void;
+  /**
+   * PIL's bilinear resampling passes (native/cpu/resample.h) on RGB bytes, on the calling thread: the source region
+   * starts at src[srcOffset] (rows srcStride bytes apart, regionWidth pixels), the taps (from lib/data/images.ts)
+   * read its rows [rowFirst, rowEnd), and the result goes to out[outOffset] with rows outStride bytes apart.
+   */
+  resampleBilinearRgb(options: {
+    src: Uint8Array; srcOffset: number; srcStride: number; regionWidth: number; rowFirst: number; rowEnd: number;
+    hFirst: Int32Array; hCount: Int32Array; hWeights: Int32Array; hMaxTaps: number;
+    vFirst: Int32Array; vCount: Int32Array; vWeights: Int32Array; vMaxTaps: number;
+    out: Uint8Array; outOffset: number; outStride: number;
+  }): void;
   Program: new (spec: object) => NativeProgram;
   conv2d: OpFn;
   conv2dSync: OpSyncFn;
