@@ -177,6 +177,28 @@ test('while the engine is busy, queued requests coalesce into batches of at most
   t.is(h.batcher.inFlightImages, 0);
 });
 
+test('batches of any size reuse the largest input buffer so far; every request still gets exactly its own rows', async (t) => {
+  const buffers: ArrayBufferLike[] = [];
+  const batcher = new Batcher({
+    maxBatch: 4,
+    run: async (batch) => {
+      buffers.push(batch.data.buffer);
+      return fakeForward({ shape: [...batch.shape], data: batch.data.slice() });
+    },
+  });
+  // Two requests per batch, so the batcher gathers them into its own buffer: 3, 2, 4, then 2 images.
+  for (const [a, b] of [[2, 1], [1, 1], [2, 2], [1, 1]] as const) {
+    const requests = [images([a, 2, 3, 3]), images([b, 2, 3, 3])];
+    const results = await Promise.all(requests.map((x) => batcher.submit({ shape: x.shape, data: x.data })));
+    requests.forEach((x, i) => assertRowsAlone(t, results[i], x, `${a}+${b} images, request ${i}`));
+  }
+  t.is(buffers.length, 4);
+  t.is(buffers[1], buffers[0], 'the 2-image batch used the 3-image buffer');
+  t.not(buffers[2], buffers[0], 'the 4-image batch needed a larger one');
+  t.is(buffers[3], buffers[2], 'the next 2-image batch used the 4-image buffer');
+  await batcher.close();
+});
+
 test('a request that does not fit the batch is not overtaken by a later smaller one', async (t) => {
   const h = harness({ maxBatch: 3 });
   await occupy(h);

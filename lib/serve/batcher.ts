@@ -185,7 +185,7 @@ export class Batcher {
   #nextId = 0;
   readonly #recentComputeMs: number[] = [];
   readonly #drainWaiters: Array<() => void> = [];
-  /** The input buffer of the last finished batch, reused by the next batch of the same length (no 10+ MB allocation per batch). */
+  /** The largest batch input buffer so far, free while no batch runs: every later batch uses a view of it. */
   #spareInput: Float32Array | undefined;
 
   /** @throws ArgumentTypeError when run is not a function; ArgumentValueError for a bad count or duration. */
@@ -506,7 +506,7 @@ export class Batcher {
       },
     ).finally(() => {
       this.#running = undefined;
-      if (ownsInput) this.#spareInput = input; // run() has settled: the engine no longer reads it
+      if (ownsInput) this.#spareInput = new Float32Array(input.buffer); // run() has settled: the engine no longer reads it
       if (this.#state === 'closed') this.#resolveDrainIfIdle();
       else this.#schedulePump();
     });
@@ -514,11 +514,16 @@ export class Batcher {
     this.#running = running;
   }
 
-  /** A zero-filled-or-reused buffer of `length` values for a batch's input (the caller overwrites every value). */
+  /**
+   * `length` values for a batch's input (the caller overwrites every value): a view of the spare buffer when it is
+   * large enough, else a new one. A new buffer costs the event loop its first-touch page faults (measured 57-97 ms
+   * for 32 A0 images, 19 MB, on a 2-core VM), and batch sizes vary with the load: at 8 clients a buffer kept for
+   * one size only was allocated anew for 55 of 330 batches, up to 20 ms each.
+   */
   #takeInput(length: number): Float32Array {
     const spare = this.#spareInput;
     this.#spareInput = undefined;
-    return spare?.length === length ? spare : new Float32Array(length);
+    return spare !== undefined && spare.length >= length ? spare.subarray(0, length) : new Float32Array(length);
   }
 
   #failBatch(entries: Pending[], error: Error): void {
