@@ -772,7 +772,8 @@ interface WorkerSlot {
  * Worker threads that run sample tasks, each several at once (sharp decodes on libuv's pool meanwhile). The
  * resampling, augmentation and normalization cost a few milliseconds per image (before the resampling passes
  * went native): on the main thread they capped the whole pipeline (measured main thread 93% busy at 8 decodes in
- * flight); here they spread over the cores. Workers start on first use and keep the process alive only while they have work.
+ * flight); here they spread over the cores. Workers start on first use and keep the process alive only while they
+ * have work.
  */
 export class DecodeWorkerPool {
   readonly size: number;
