@@ -741,8 +741,12 @@ function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGOR
       if (first === undefined) {
         firstOfShape.set(shape, i);
       } else {
-        const { algorithm, directMs, winogradMs } = report.convs[first]!;
-        t.deepEqual({ algorithm: c.algorithm, directMs: c.directMs, winogradMs: c.winogradMs }, { algorithm, directMs, winogradMs }, `conv ${i} (${shape}) as conv ${first}`);
+        const { algorithm, directMs, winograd2x2Ms, winogradMs } = report.convs[first]!;
+        t.deepEqual(
+          { algorithm: c.algorithm, directMs: c.directMs, winograd2x2Ms: c.winograd2x2Ms, winogradMs: c.winogradMs },
+          { algorithm, directMs, winograd2x2Ms, winogradMs },
+          `conv ${i} (${shape}) as conv ${first}`,
+        );
       }
     }
     return winogradShaped.filter(Boolean).length - firstOfShape.size;

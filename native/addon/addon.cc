@@ -280,10 +280,7 @@ Work parse_linear_backward(const Napi::Object& o) {
 Work parse_softmax_cross_entropy(const Napi::Object& o) {
   SoftmaxCrossEntropyParams p{get_int(o, "batch"), get_int(o, "classes"), get_number(o, "labelSmoothing", 0)};
   F32View logits = get_f32(o, "logits"), dlogits = get_f32(o, "dlogits");
-  Napi::Value labels_value = o.Get("labels");
-  RV_CHECK(labels_value.IsTypedArray() && labels_value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
-           "ERR_ARG_TYPE", "Expected an Int32Array for labels");
-  auto labels = labels_value.As<Napi::Int32Array>();
+  auto labels = get_typed_array<int32_t>(o, "labels", napi_int32_array, "an Int32Array");
   RV_CHECK(static_cast<int64_t>(labels.ElementLength()) >= p.batch, "ERR_SHAPE",
            "labels holds " + std::to_string(labels.ElementLength()) + " values but the op needs " + std::to_string(p.batch));
   require_length(logits, p.batch * p.classes, "logits");
@@ -569,21 +566,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// A typed array option of element type T (Int32Array or Uint8Array), named in the error.
-template <class T>
-Napi::TypedArrayOf<T> get_typed(const Napi::Object& o, const char* name, napi_typedarray_type type, const char* type_name) {
-  Napi::Value v = o.Get(name);
-  RV_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type, "ERR_ARG_TYPE",
-           std::string("Expected a ") + type_name + " for " + name);
-  return v.As<Napi::TypedArrayOf<T>>();
-}
-
 // The filter taps of one axis from {prefix}First, {prefix}Count (Int32Array, one per output position),
 // {prefix}Weights (Int32Array, maxTaps per position) and {prefix}MaxTaps.
 cpu::ResampleTaps get_taps(const Napi::Object& o, const std::string& prefix) {
-  auto first = get_typed<int32_t>(o, (prefix + "First").c_str(), napi_int32_array, "Int32Array");
-  auto count = get_typed<int32_t>(o, (prefix + "Count").c_str(), napi_int32_array, "Int32Array");
-  auto weights = get_typed<int32_t>(o, (prefix + "Weights").c_str(), napi_int32_array, "Int32Array");
+  auto first = get_typed_array<int32_t>(o, (prefix + "First").c_str(), napi_int32_array, "an Int32Array");
+  auto count = get_typed_array<int32_t>(o, (prefix + "Count").c_str(), napi_int32_array, "an Int32Array");
+  auto weights = get_typed_array<int32_t>(o, (prefix + "Weights").c_str(), napi_int32_array, "an Int32Array");
   const int64_t n = static_cast<int64_t>(first.ElementLength()), max_taps = get_int(o, (prefix + "MaxTaps").c_str());
   RV_CHECK(n >= 1 && static_cast<int64_t>(count.ElementLength()) == n && max_taps >= 1 &&
                static_cast<int64_t>(weights.ElementLength()) >= n * max_taps,
@@ -594,14 +582,14 @@ cpu::ResampleTaps get_taps(const Napi::Object& o, const std::string& prefix) {
 
 // resampleBilinearRgb({ src, srcOffset, srcStride, regionWidth, rowFirst, rowEnd, h*, v*, out, outOffset, outStride }):
 // PIL's bilinear passes (native/cpu/resample.h) from the RGB region at src[srcOffset] into out[outOffset], on the
-// calling thread (~0.2 ms for a 224x224 crop: images.ts calls it on its decoding workers). Every index is checked
-// here, so wrong taps are an error rather than a read outside the buffers.
+// calling thread (images.ts calls it on its decoding workers: 0.73 ms per 500x375 photo, taps included). Every index
+// is checked here, so wrong taps are an error rather than a read outside the buffers.
 Napi::Value ResampleBilinearRgb(const Napi::CallbackInfo& info) {
   try {
     RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
     const Napi::Object o = info[0].As<Napi::Object>();
-    auto src = get_typed<uint8_t>(o, "src", napi_uint8_array, "Uint8Array");
-    auto out = get_typed<uint8_t>(o, "out", napi_uint8_array, "Uint8Array");
+    auto src = get_typed_array<uint8_t>(o, "src", napi_uint8_array, "a Uint8Array");
+    auto out = get_typed_array<uint8_t>(o, "out", napi_uint8_array, "a Uint8Array");
     const cpu::ResampleTaps horizontal = get_taps(o, "h"), vertical = get_taps(o, "v");
     const int64_t src_offset = get_int(o, "srcOffset"), src_stride = get_int(o, "srcStride"), region_width = get_int(o, "regionWidth");
     const int64_t row_first = get_int(o, "rowFirst"), row_end = get_int(o, "rowEnd");

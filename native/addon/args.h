@@ -31,6 +31,15 @@ inline F32View as_f32(const Napi::Value& v, const std::string& name) {
 
 inline F32View get_f32(const Napi::Object& obj, const char* name) { return as_f32(get_field(obj, name), name); }
 
+// A typed-array option of element type T, named in the error; what: its type with the article ("an Int32Array").
+template <class T>
+Napi::TypedArrayOf<T> get_typed_array(const Napi::Object& obj, const char* name, napi_typedarray_type type, const char* what) {
+  Napi::Value v = get_field(obj, name);
+  RV_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type, "ERR_ARG_TYPE",
+           std::string("Expected ") + what + " for " + name);
+  return v.As<Napi::TypedArrayOf<T>>();
+}
+
 // The first value of a Float64Array option into which an op writes one double result (a loss).
 inline double* get_f64_result(const Napi::Object& obj, const char* name) {
   Napi::Value v = get_field(obj, name);
