@@ -25,13 +25,16 @@ export type Precision = 'fp32' | 'bf16' | 'int8' | 'fp16';
  */
 export type ConvAlgorithm = 'auto' | 'direct' | 'winograd' | 'winograd2x2';
 const CONV_ALGORITHMS: readonly ConvAlgorithm[] = ['auto', 'direct', 'winograd', 'winograd2x2'];
+export type AutoTiming = 'forward' | 'convs';
+const AUTO_TIMINGS: readonly AutoTiming[] = ['forward', 'convs'];
+
 export type BackendName = 'cpu' | 'cuda' | 'auto';
 
 export interface NetworkOptions {
   /**
    * 'cpu' (oneDNN), 'cuda' (cuDNN) or 'auto' (default): CUDA when it can run here and supports the other options
-   * (precision 'fp32' or 'fp16', convAlgorithm 'auto'), else the CPU, so 'auto' with precision 'bf16' or 'int8'
-   * or a forced convAlgorithm runs on the CPU everywhere. `network.backend` says which one runs. An explicit backend
+   * (precision 'fp32' or 'fp16', convAlgorithm 'auto', no autoTiming), else the CPU, so 'auto' with precision 'bf16'
+   * or 'int8', a forced convAlgorithm or an autoTiming runs on the CPU everywhere. `network.backend` says which one runs. An explicit backend
    * refuses an option it does not support (ArgumentValueError) instead of switching. `await probeCuda()` first keeps
    * the one-time CUDA probe off the event loop.
    */
@@ -51,11 +54,18 @@ export interface NetworkOptions {
   cudaGraph?: boolean;
   /**
    * 3x3 stride-1 conv algorithm (CPU, float32 and bf16): 'auto' (default) gives the layers of one shape (a stage's
-   * blocks) one of direct, Winograd F(2x2) and F(4x4) (bf16: no F(4x4)), whichever makes the whole forward fastest
-   * when a plan is built (docs/ARCHITECTURE.md, Winograd); or force one.
+   * blocks) one of direct, Winograd F(2x2) and F(4x4) (bf16: no F(4x4)), whichever makes the forward fastest
+   * when a plan is built (see autoTiming) (docs/ARCHITECTURE.md, Winograd); or force one.
    * Winograd layers keep transformed weights, 16/9x (F(2x2)) or 4x (F(4x4)) the size of their 3x3 kernels.
    */
   convAlgorithm?: ConvAlgorithm;
+  /**
+   * How convAlgorithm 'auto' times the algorithms of a group of convs: 'forward', whole forwards, one group after
+   * the other (best at small batches, where the weights a choice streams from memory slow the other layers too), or
+   * 'convs', the group's own convs inside forwards that run every group on one algorithm (less noise when a forward
+   * is long). Default: 'convs' when a forward takes 100 ms or more, else 'forward'. `prepare()` reports which ran.
+   */
+  autoTiming?: AutoTiming;
   /** Inputs larger than this are run in chunks of this many images. Default 32. */
   maxBatch?: number;
 }
@@ -203,7 +213,11 @@ export function trainProgram(spec: RepVGGSpec, state: StateDict): StepProgram {
 /** What only the CPU backend has: with these, 'auto' means the CPU. */
 function needsCpu(options: NetworkOptions): boolean {
   const precision = options.precision ?? 'fp32';
-  return (precision !== 'fp32' && precision !== 'fp16') || (options.convAlgorithm !== undefined && options.convAlgorithm !== 'auto');
+  return (
+    (precision !== 'fp32' && precision !== 'fp16') ||
+    (options.convAlgorithm !== undefined && options.convAlgorithm !== 'auto') ||
+    options.autoTiming !== undefined
+  );
 }
 
 /** Picks the backend: 'auto' prefers CUDA when it can run here and fits the options; an explicit 'cuda' fails with the reason. */
@@ -255,8 +269,15 @@ export class RepVGGNetwork {
     if (this.backend === 'cuda' && convAlgorithm !== 'auto') {
       throw new ArgumentValueError(`Expected 'auto' for convAlgorithm on the cuda backend (cuDNN measures its own) but received '${convAlgorithm}'`);
     }
+    const autoTiming = options.autoTiming;
+    if (autoTiming !== undefined && !AUTO_TIMINGS.includes(autoTiming)) {
+      throw new ArgumentValueError(`Expected 'forward' or 'convs' for autoTiming but received ${describeValue(autoTiming)}`);
+    }
+    if (this.backend === 'cuda' && autoTiming !== undefined) {
+      throw new ArgumentValueError(`Expected no autoTiming on the cuda backend (cuDNN measures its own) but received '${autoTiming}'`);
+    }
     const nativeSpec = {
-      precision, convAlgorithm, inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
+      precision, convAlgorithm, ...(autoTiming !== undefined && { autoTiming }), inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
       head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
       ...(this.backend === 'cuda' && { cudaGraph: options.cudaGraph === true }),
     };

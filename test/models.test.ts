@@ -709,7 +709,7 @@ const CONV_ALGORITHMS = ['direct', 'winograd', 'winograd2x2', 'auto'] as const;
  * Checks what prepare() reports for a plan: one conv per layer; 'direct' runs no Winograd; a forced Winograd runs
  * on every ungrouped stride-1 layer but the first (which reads the network input) when oneDNN keeps the activations
  * channels-last (its AVX-512 kernels do; elsewhere every conv runs direct); 'auto' gives convs of one shape one
- * algorithm, the fastest of the three whole-forward times it reports on each of them.
+ * algorithm, the fastest of the three times (whole forwards or the group's convs) it reports on each of them.
  * @returns how many 'auto' convs were compared with an earlier conv of their shape.
  */
 function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layers: readonly DeployedLayer[]): number {
@@ -726,7 +726,8 @@ function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGOR
     report.convs.forEach((c, i) => t.is(c.algorithm, winogradShaped[i] ? convAlgorithm : 'direct', `conv ${i} (${layers[i]!.name})`));
   }
   if (convAlgorithm === 'auto' && channelsLast) {
-    // Convs of one shape (input side from the strides before them) share one choice and its whole-forward times.
+    // Convs of one shape (input side from the strides before them) share one choice and its times.
+    t.true(report.autoTiming === 'forward' || report.autoTiming === 'convs', `autoTiming reported: ${report.autoTiming}`);
     const firstOfShape = new Map<string, number>();
     let side = report.height;
     for (const [i, c] of report.convs.entries()) {
@@ -776,6 +777,26 @@ algorithmSpecs.forEach(([label, spec], index) => {
         checkClose(t, `${convAlgorithm} training-time form`, (await net.predict(x)).data, trainRef, MODEL_FP32);
       });
     }
+  });
+});
+
+test("convAlgorithm 'auto' times groups by whole forwards or by their own convs, as autoTiming says, and both match float64", async (t) => {
+  const spec = algorithmSpecs[0]![1];
+  const state = randomTrainState(spec, makeRng(145));
+  const deployed = reparameterize(spec, state);
+  const x = randomInput([2, 3, 32, 32], 146);
+  const ref = modelDeployRef(deployed, x).logits;
+  for (const autoTiming of [undefined, 'forward', 'convs'] as const) {
+    await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', ...(autoTiming && { autoTiming }) }), async (net) => {
+      const report = await net.prepare(2, 32, 32);
+      checkConvChoices(t, 'auto', report, deployed.layers);
+      // A forward of this small network takes milliseconds, far under the 100 ms from which the default times convs.
+      if (report.layout === 'NHWC') t.is(report.autoTiming, autoTiming ?? 'forward');
+      checkClose(t, `auto (autoTiming ${autoTiming ?? 'default'})`, (await net.predict(x)).data, ref, MODEL_FP32);
+    });
+  }
+  t.throws(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', autoTiming: 'layers' as never }), {
+    instanceOf: ArgumentValueError, message: /autoTiming but received string 'layers'/,
   });
 });
 

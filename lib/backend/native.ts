@@ -27,10 +27,12 @@ export interface NativePlanReport {
   layout: string;
   /**
    * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2' or 'int8', the implementation, and with
-   * convAlgorithm 'auto' the ms of a whole forward with the conv's shape group (the convs of its shape) on each
-   * algorithm, as measured when the plan was built.
+   * convAlgorithm 'auto' the ms measured when the plan was built with the conv's shape group (the convs of its
+   * shape) on each algorithm: of a whole forward, or of the group's convs (see autoTiming).
    */
   convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number; winograd2x2Ms?: number }[];
+  /** How 'auto' timed the algorithms ('forward': whole forwards, 'convs': each group's convs); absent when it timed none. */
+  autoTiming?: 'forward' | 'convs';
 }
 
 /** Where a plan's time goes (CPU): each primitive timed on its own, mean ms per run. */

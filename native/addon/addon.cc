@@ -393,6 +393,9 @@ cpu::ProgramSpec parse_program(const Napi::Object& o) {
                         : algorithm == "winograd" ? cpu::ConvAlgorithm::winograd
                         : algorithm == "winograd2x2" ? cpu::ConvAlgorithm::winograd2x2
                                                   : cpu::ConvAlgorithm::auto_measure;
+  const std::string timing = get_string(o, "autoTiming", "");
+  RV_CHECK(timing.empty() || timing == "forward" || timing == "convs", "ERR_ARG_VALUE", "autoTiming must be forward or convs, got " + timing);
+  spec.auto_timing = timing == "forward" ? cpu::AutoTiming::forward : timing == "convs" ? cpu::AutoTiming::convs : cpu::AutoTiming::by_length;
   parse_network(o, spec);
   for (size_t i = 0; i < spec.steps.size(); i++)
     RV_CHECK(!spec.steps[i].conv.int8 || spec.precision == cpu::Precision::int8, "ERR_ARG_VALUE",
@@ -418,6 +421,7 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(r.workspace_bytes)));
   out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
   out.Set("layout", Napi::String::New(env, r.layout));
+  if (!r.auto_timing.empty()) out.Set("autoTiming", Napi::String::New(env, r.auto_timing));
   Napi::Array convs = Napi::Array::New(env, r.convs.size());
   for (size_t i = 0; i < r.convs.size(); i++) {
     const auto& c = r.convs[i];

@@ -543,14 +543,21 @@ void Plan::execute(Exec& exec) {
                      reinterpret_cast<float*>(winograd_products_.get()));
 }
 
-// Chooses direct, F(2x2) or F(4x4) for the convs that may run Winograd by timing WHOLE forwards: convs of one shape
-// (a stage's blocks) form a group that gets one algorithm, and the groups are decided one after the other, in
-// network order, each by forwards with that group on each algorithm (the groups before it as decided, the ones after
-// it direct), in turns (two when a forward is short), keeping the fastest. Layer times do not add up: the weights
-// that a choice streams from memory (31.7 MiB direct, 16/9x for F(2x2), 4x for F(4x4)) slow the other layers too.
-// Choosing layer by layer from per-layer times, noise mixed the algorithms within a stage and each process ran a
-// different mix. (Timed in one process, every mix of F(2x2) and F(4x4) over A0's three groups ran within 3% of the
-// others at batch 1 in fp32, so a close call either way costs little; docs/ARCHITECTURE.md has the numbers.)
+// Chooses direct, F(2x2) or F(4x4) for the convs that may run Winograd. Convs of one shape (a stage's blocks) form
+// a group that gets one algorithm, and every algorithm's time for a group is measured in real forwards, in one of two
+// ways (AutoTiming):
+// - forward: the groups are decided one after the other, in network order, each by WHOLE forwards with that group on
+//   each algorithm (the groups before it as decided, the ones after it direct), two turns, keeping the fastest. Layer
+//   times do not add up at small batches: the weights that a choice streams from memory (31.7 MiB direct, 16/9x for
+//   F(2x2), 4x for F(4x4)) slow the other layers too. Choosing layer by layer from per-layer times, noise mixed the
+//   algorithms within a stage and each process ran a different mix. (Timed in one process, every mix of F(2x2) and
+//   F(4x4) over A0's three groups ran within 3% of the others at batch 1 in fp32, so a close call costs little.)
+// - convs: forwards with every group on one algorithm, timing each group's own convs inside them, two turns of the
+//   three forwards. A long forward's noise is larger than what one group's choice changes (A0 fp32 at batch 32: a
+//   ~150 ms forward, where stage 2 on F(4x4) saves ~6 ms over F(2x2) and single whole forwards picked either), while
+//   the weights a choice streams matter little against a large batch's activations.
+// By default a forward of kConvsTimingForwardMs or more is timed by convs, a shorter one by forwards.
+// docs/ARCHITECTURE.md has the numbers.
 void Plan::measure_conv_choices() {
   for (size_t b = 0; b < buffers_.size(); b++) {  // finite, non-zero data
     auto* values = reinterpret_cast<float*>(buffers_[b].get());
@@ -558,15 +565,14 @@ void Plan::measure_conv_choices() {
   }
   std::vector<float> logits(static_cast<size_t>(logits_user_.get_desc().get_size() / sizeof(float)));
   logits_user_.set_data_handle(logits.data());  // run() binds the caller's
-  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3;
-  // A forward this long or longer is timed once per configuration (noise is small against it, and a server prepares
-  // batches up to 32: A0 at 32 takes ~0.2 s a forward); shorter ones twice, keeping the faster.
-  constexpr double kLongForwardMs = 100;
+  constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kTurns = 2;
+  constexpr double kConvsTimingForwardMs = 100;  // A0 fp32 on 2 cores: ~6 ms at batch 1, ~45 at 8, ~150 at 32
   auto candidate = [&](const WinogradCandidates& candidates, int algorithm) {
     return algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
   };
   // Groups in network order: the exec indices of the convs of each shape.
   std::vector<std::vector<size_t>> groups;
+  std::vector<int> group_of_exec(execs_.size(), -1);
   {
     std::map<std::array<int64_t, 5>, size_t> group_of_shape;
     std::vector<size_t> order;
@@ -576,8 +582,12 @@ void Plan::measure_conv_choices() {
       const auto [it, added] = group_of_shape.try_emplace(winograd_candidates_.at(exec_index).shape, groups.size());
       if (added) groups.emplace_back();
       groups[it->second].push_back(exec_index);
+      group_of_exec[exec_index] = static_cast<int>(it->second);
     }
   }
+  auto has_candidate = [&](size_t group, int algorithm) {
+    return algorithm == kDirect || candidate(winograd_candidates_.at(groups[group].front()), algorithm) != nullptr;  // bf16: no F(4x4)
+  };
   auto set_group = [&](size_t group, int algorithm) {
     for (size_t exec_index : groups[group]) execs_[exec_index].winograd = candidate(winograd_candidates_.at(exec_index), algorithm);
   };
@@ -590,32 +600,71 @@ void Plan::measure_conv_choices() {
       stream().wait();
     });
   };
+  // Each group's convs' ms in one forward.
+  auto group_conv_ms = [&] {
+    std::vector<double> ms(groups.size(), 0);
+    for (size_t exec_index = 0; exec_index < execs_.size(); exec_index++) {
+      if (group_of_exec[exec_index] < 0) {
+        execute(execs_[exec_index]);
+        continue;
+      }
+      stream().wait();
+      ms[group_of_exec[exec_index]] += time_ms([&] {
+        execute(execs_[exec_index]);
+        stream().wait();
+      });
+    }
+    stream().wait();
+    return ms;
+  };
+  std::vector<std::array<double, kAlgorithms>> group_ms(groups.size());  // best ms per algorithm, -1 = none
+  for (auto& best_ms : group_ms) best_ms.fill(-1);
+  auto keep_best = [&](size_t group, int algorithm, double ms) {
+    double& best = group_ms[group][algorithm];
+    best = best < 0 ? ms : std::min(best, ms);
+  };
+  std::vector<int> chosen(groups.size(), kDirect);
+  auto choose = [&](size_t group) {
+    for (int algorithm = 0; algorithm < kAlgorithms; algorithm++)
+      if (group_ms[group][algorithm] >= 0 && group_ms[group][algorithm] < group_ms[group][chosen[group]]) chosen[group] = algorithm;
+    set_group(group, chosen[group]);
+  };
+
   set_all(kDirect);
-  const int turns = forward_ms() < kLongForwardMs ? 2 : 1;  // also the warm-up of the direct kernels
-  if (turns > 1) {
-    for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights through the caches once
+  const double direct_forward_ms = forward_ms();  // also the warm-up of the direct kernels
+  const bool time_convs = spec_.auto_timing == AutoTiming::convs ||
+                          (spec_.auto_timing == AutoTiming::by_length && direct_forward_ms >= kConvsTimingForwardMs);
+  report_.auto_timing = time_convs ? "convs" : "forward";
+  if (time_convs) {
+    for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights and scratch touched once
+      set_all(algorithm);
+      forward_ms();
+    }
+    for (int turn = 0; turn < kTurns; turn++) {
+      for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
+        set_all(algorithm);  // a group without this candidate runs direct and is not timed for it
+        const std::vector<double> ms = group_conv_ms();
+        for (size_t group = 0; group < groups.size(); group++)
+          if (has_candidate(group, algorithm)) keep_best(group, algorithm, ms[group]);
+      }
+    }
+    for (size_t group = 0; group < groups.size(); group++) choose(group);
+  } else {
+    for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights and scratch touched once
       set_all(algorithm);
       forward_ms();
     }
     set_all(kDirect);
-  }
-  std::vector<int> chosen(groups.size(), kDirect);
-  std::vector<std::array<double, kAlgorithms>> group_ms(groups.size());  // best forward ms per algorithm, -1 = none
-  for (size_t group = 0; group < groups.size(); group++) {
-    const WinogradCandidates& first = winograd_candidates_.at(groups[group].front());
-    std::array<double, kAlgorithms>& best_ms = group_ms[group];
-    best_ms.fill(-1);
-    for (int turn = 0; turn < turns; turn++) {
-      for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
-        if (algorithm != kDirect && !candidate(first, algorithm)) continue;  // bf16 has no F(4x4)
-        set_group(group, algorithm);
-        const double ms = forward_ms();
-        best_ms[algorithm] = best_ms[algorithm] < 0 ? ms : std::min(best_ms[algorithm], ms);
+    for (size_t group = 0; group < groups.size(); group++) {
+      for (int turn = 0; turn < kTurns; turn++) {
+        for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
+          if (!has_candidate(group, algorithm)) continue;
+          set_group(group, algorithm);
+          keep_best(group, algorithm, forward_ms());
+        }
       }
+      choose(group);
     }
-    for (int algorithm = 0; algorithm < kAlgorithms; algorithm++)
-      if (best_ms[algorithm] >= 0 && best_ms[algorithm] < best_ms[chosen[group]]) chosen[group] = algorithm;
-    set_group(group, chosen[group]);
   }
   for (size_t group = 0; group < groups.size(); group++) {
     for (size_t exec_index : groups[group]) {

@@ -27,9 +27,14 @@ enum class Precision { fp32, bf16, int8 };
 // activations, which oneDNN's direct kernels choose on AVX-512; elsewhere every conv runs direct.
 enum class ConvAlgorithm { auto_measure, direct, winograd, winograd2x2 };
 
+// How auto_measure times each algorithm for a group of convs (program.cc measure_conv_choices): by whole forwards,
+// by the group's own convs inside forwards, or (by_length) by convs when a forward takes 100 ms or more.
+enum class AutoTiming { by_length, forward, convs };
+
 struct ProgramSpec : NetworkSpec {
   Precision precision = Precision::fp32;
   ConvAlgorithm conv_algorithm = ConvAlgorithm::auto_measure;
+  AutoTiming auto_timing = AutoTiming::by_length;
 };
 
 // What one compiled conv step ended up using, for reports.
@@ -37,7 +42,8 @@ struct ConvChoice {
   int step = 0;
   std::string algorithm;       // "direct", "winograd" (F(4x4, 3x3)), "winograd2x2" or "int8"
   std::string implementation;  // oneDNN's implementation name, e.g. "brgconv:avx512_core", or the Winograd kernel's
-  // 'auto': ms of a whole forward with this conv's shape group on each algorithm (-1 = not measured)
+  // 'auto': with this conv's shape group on each algorithm, the ms of a whole forward or of the group's convs
+  // (PlanReport::auto_timing); -1 = not measured
   double direct_ms = -1, winograd_ms = -1, winograd2x2_ms = -1;
 };
 
@@ -48,6 +54,7 @@ struct PlanReport {
   int64_t workspace_bytes = 0;   // the Winograd transform scratch, shared by the plan's Winograd convs
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
   std::vector<ConvChoice> convs;
+  std::string auto_timing;  // how 'auto' timed the algorithms: "forward" or "convs"; empty when nothing was measured
 };
 
 // Where a plan's time goes: each primitive timed on its own (the stream waited after each), over several runs.
