@@ -55,7 +55,7 @@ export interface NetworkOptions {
   /**
    * 3x3 stride-1 conv algorithm (CPU, float32 and bf16): 'auto' (default) gives the layers of one shape (a stage's
    * blocks) one of direct, Winograd F(2x2) and F(4x4) (bf16: no F(4x4)), whichever makes the forward fastest
-   * when a plan is built (see autoTiming) (docs/ARCHITECTURE.md, Winograd); or force one.
+   * when a plan is built (see autoTiming and docs/ARCHITECTURE.md, Winograd); or force one.
    * Winograd layers keep transformed weights, 16/9x (F(2x2)) or 4x (F(4x4)) the size of their 3x3 kernels.
    */
   convAlgorithm?: ConvAlgorithm;
