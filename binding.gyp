@@ -1,5 +1,5 @@
 {
-  # Builds the CPU backend (oneDNN) as build/Release/repvgg_cpu.node. Needs Debian's libdnnl-dev.
+  # Builds the CPU backend (oneDNN) as build/Release/repvgg_cpu.node. Needs Debian's libdnnl-dev and libjpeg62-turbo-dev.
   "targets": [
     {
       "target_name": "repvgg_cpu",
@@ -16,7 +16,8 @@
         "native/cpu/program.cc",
         "native/cpu/winograd.cc",
         "native/cpu/bf16_gemm.cc",
-        "native/cpu/resample.cc"
+        "native/cpu/resample.cc",
+        "native/cpu/jpeg.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
@@ -24,7 +25,7 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "ldflags": ["-fopenmp"],
-      "libraries": ["-ldnnl"]
+      "libraries": ["-ldnnl", "-ljpeg"]
     }
   ]
 }

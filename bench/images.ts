@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     console.log(`\n${count} JPEGs (~500x375) -> float32 (N, 3, 224, 224); ${cpus().length} cores, load average ${loadavg()[0]?.toFixed(2)}\n`);
     console.log('| pipeline | img/s | ours / peer |');
     console.log('|---|---|---|');
-    console.log(`| ours: sharp decode + PIL-exact resize (native passes)/crop/normalize, worker threads, ${concurrency} in flight | ${oursRate.toFixed(1)} | |`);
+    console.log(`| ours: libjpeg-turbo decode (native) + PIL-exact resize (native passes)/crop/normalize, worker threads, ${concurrency} in flight | ${oursRate.toFixed(1)} | |`);
     console.log(`| torchvision + PIL, one process | ${torch.single.toFixed(1)} | ${(oursRate / torch.single).toFixed(2)}x |`);
     console.log(`| torchvision + PIL, DataLoader num_workers=${torch.workers_count} | ${torch.workers.toFixed(1)} | ${(oursRate / torch.workers).toFixed(2)}x |`);
   } finally {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `npm run setup`: everything a fresh Debian 12 checkout needs, in order: system packages when missing
-# (oneDNN, compiler), npm packages from the lockfile, the native CPU addon, the TypeScript build.
+# (oneDNN, libjpeg-turbo, compiler), npm packages from the lockfile, the native CPU addon, the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in libdnnl-dev g++ make python3 dataset-fashion-mnist; do
+for pkg in libdnnl-dev libjpeg62-turbo-dev g++ make python3 dataset-fashion-mnist; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

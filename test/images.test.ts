@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import sharp from 'sharp';
 
 import { callNativeSync, loadCpuAddon } from '../lib/backend/native.js';
 import { ArgumentTypeError, ArgumentValueError, FormatError, ShapeError } from '../lib/errors.js';
@@ -154,6 +155,92 @@ test('decodeImage: a decompression bomb, images over maxPixels and files over ma
   await rejectsNaming(t, decodeImage(small, { maxFileBytes: size - 1 }), small, new RegExp(`at most ${size - 1} bytes`));
   t.is((await decodeImage(small, { maxFileBytes: size })).height, 28);
   await t.throwsAsync(decodeImage(42 as unknown as string), { instanceOf: ArgumentTypeError, message: /number 42/ });
+});
+
+/** A copy of a JPEG with the width and height of its frame header (SOF0/SOF2) replaced. */
+function withFrameSize(jpeg: Uint8Array, width: number, height: number): Uint8Array {
+  const out = Uint8Array.from(jpeg);
+  for (let i = 2; i + 9 < out.length; ) {
+    if (out[i] !== 0xff) throw new Error(`no marker at ${i}`);
+    const marker = out[i + 1] as number;
+    if (marker === 0xc0 || marker === 0xc2) {
+      new DataView(out.buffer).setUint16(i + 5, height);
+      new DataView(out.buffer).setUint16(i + 7, width);
+      return out;
+    }
+    i += 2 + new DataView(out.buffer).getUint16(i + 2);
+  }
+  throw new Error('no frame header');
+}
+
+/** A copy of a JPEG with one more APP1 segment (payload as given) right after SOI. */
+function withApp1(jpeg: Uint8Array, payload: Uint8Array): Uint8Array {
+  const segment = new Uint8Array(4 + payload.length);
+  segment.set([0xff, 0xe1, (payload.length + 2) >> 8, (payload.length + 2) & 255]);
+  segment.set(payload, 4);
+  return Buffer.concat([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
+}
+
+/** EXIF (little-endian TIFF) whose IFD0 holds one orientation entry, or whose IFD0 offset points past the payload. */
+function exifPayload(orientation: number, brokenOffset = false): Uint8Array {
+  const tiff = new Uint8Array(8 + 2 + 12 + 4);
+  const view = new DataView(tiff.buffer);
+  tiff.set([0x49, 0x49]); // "II"
+  view.setUint16(2, 42, true);
+  view.setUint32(4, brokenOffset ? 4096 : 8, true);
+  view.setUint16(8, 1, true); // one entry
+  view.setUint16(10, 0x0112, true); // orientation
+  view.setUint16(12, 3, true); // SHORT
+  view.setUint32(14, 1, true);
+  view.setUint16(18, orientation, true);
+  return Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff]);
+}
+
+test('decodeJpeg (libjpeg-turbo) gives sharp\'s exact pixels for plain JPEGs and declines the rest with the reason', async (t) => {
+  const addon = loadCpuAddon();
+  const sharpRgb = (bytes: Uint8Array): Promise<Uint8Array> =>
+    sharp(bytes, { failOn: 'warning', autoOrient: true, ignoreIcc: true }).removeAlpha().toColourspace('srgb').raw().toBuffer();
+  const plain = [
+    ...['down_1000x300.jpg', 'down_333x500.jpg', 'down_500x375.jpg', 'down_900x1200.jpg', 'up_50x160.jpg'].map((f) => join(COMPARE, f)),
+    ...['gray.jpg', 'rgb.jpg', 'orient_1.jpg'].map((f) => join(VARIANTS, f)),
+  ];
+  const photo = await readFile(join(COMPARE, 'down_500x375.jpg'));
+  const cases: [string, Uint8Array][] = [
+    ...(await Promise.all(plain.map(async (path) => [path, await readFile(path)] as [string, Uint8Array]))),
+    ['progressive', await sharp(photo).jpeg({ progressive: true, quality: 90 }).toBuffer()],
+    ['4:4:4 chroma', await sharp(photo).jpeg({ chromaSubsampling: '4:4:4', quality: 95 }).toBuffer()],
+    ['EXIF orientation 1 (hand-made)', withApp1(photo, exifPayload(1))],
+  ];
+  for (const [name, bytes] of cases) {
+    const decoded = await addon.decodeJpeg({ bytes, maxPixels: DEFAULT_MAX_PIXELS });
+    if (!('data' in decoded)) {
+      t.fail(`${name} declined: ${decoded.declined}`);
+      continue;
+    }
+    t.deepEqual(Buffer.from(decoded.data), Buffer.from(await sharpRgb(bytes)), `${name}: sharp's pixels`);
+    t.is(decoded.data.length, decoded.width * decoded.height * 3);
+  }
+  const declined: [string, Uint8Array, RegExp][] = [
+    ['orient_6.jpg', await readFile(join(VARIANTS, 'orient_6.jpg')), /^EXIF orientation 6$/],
+    ['cmyk.jpg', await readFile(join(VARIANTS, 'cmyk.jpg')), /^colour space 4$/],
+    ['truncated', photo.subarray(0, photo.length >> 1), /^libjpeg warning: Premature end of JPEG file/],
+    ['no frame', photo.subarray(0, 200), /^libjpeg (error|warning)/],
+    ['60000 x 60000 frame', withFrameSize(photo, 60000, 60000), /^60000x60000 pixels \(at most 67108864\)$/],
+    ['EXIF IFD offset past the segment', withApp1(photo, exifPayload(1, true)), /^malformed EXIF$/],
+    ['two EXIF segments', withApp1(withApp1(photo, exifPayload(1)), exifPayload(1)), /^more than one EXIF segment$/],
+    ['EXIF orientation 3 (hand-made)', withApp1(photo, exifPayload(3)), /^EXIF orientation 3$/],
+  ];
+  for (const [name, bytes, reason] of declined) {
+    const result = await addon.decodeJpeg({ bytes, maxPixels: DEFAULT_MAX_PIXELS });
+    t.true('declined' in result && reason.test(result.declined), `${name}: ${JSON.stringify('declined' in result ? result.declined : 'decoded')}`);
+  }
+  const over = await addon.decodeJpeg({ bytes: photo, maxPixels: 500 * 375 - 1 });
+  t.true('declined' in over && /500x375 pixels/.test(over.declined));
+  t.throws(() => addon.decodeJpeg({ bytes: new TextEncoder().encode('GIF89a'), maxPixels: 10 }), { message: /JPEG SOI/ });
+  t.throws(() => addon.decodeJpeg({ bytes: [0xff, 0xd8, 0xff] as unknown as Uint8Array, maxPixels: 10 }), { message: /Uint8Array for bytes/ });
+  // Declined files keep sharp's behaviour through decodeImage: rotated, or the canonical errors.
+  t.is((await decodeImage(join(VARIANTS, 'orient_6.jpg'))).width, 28);
+  await rejectsNaming(t, decodeImage(withFrameSize(photo, 60000, 60000), { name: 'tall upload' }), 'tall upload', /at most 67108864 pixels/);
 });
 
 // ---------------------------------------------------------------------------------------------------------------

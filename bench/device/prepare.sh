@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HERE, on a machine without a GPU: builds everything the GPU run needs (CPU addon, CUDA addon, TypeScript) and
 # packs what the lent GPU machine lacks into .device/ (git-ignored): Node itself, the CPU addon's shared
-# libraries (oneDNN), and the node_modules the tests import (ava, Node-API headers for a rebuild there). Prints the
+# libraries (oneDNN, libjpeg-turbo), and the node_modules the tests import (ava, Node-API headers for a rebuild there). Prints the
 # `carry` list for the device tool's run (<= 8 paths, <= 64 MiB together) and the command to give it.
 # Not for: running anything on a GPU (bench/device/run.sh does that, on the GPU machine).
 set -euo pipefail

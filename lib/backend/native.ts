@@ -123,6 +123,11 @@ export interface CpuAddon {
     vFirst: Int32Array; vCount: Int32Array; vWeights: Int32Array; vMaxTaps: number;
     out: Uint8Array; outOffset: number; outStride: number;
   }): void;
+  /**
+   * libjpeg-turbo's RGB decode of a plain JPEG (native/cpu/jpeg.h) on the libuv pool: the (height, width, 3) pixels,
+   * or why it declined the file (lib/data/images.ts then decodes it with sharp). bytes start with a JPEG SOI marker.
+   */
+  decodeJpeg(options: { bytes: Uint8Array; maxPixels: number }): Promise<{ data: Uint8Array; width: number; height: number } | { declined: string }>;
   Program: new (spec: object) => NativeProgram;
   conv2d: OpFn;
   conv2dSync: OpSyncFn;

@@ -14,6 +14,7 @@
 
 #include "../core/ops.h"
 #include "../cpu/dnnl_common.h"
+#include "../cpu/jpeg.h"
 #include "../cpu/program.h"
 #include "../cpu/resample.h"
 #include "args.h"
@@ -616,6 +617,40 @@ Napi::Value ResampleBilinearRgb(const Napi::CallbackInfo& info) {
   }
 }
 
+// decodeJpeg({ bytes, maxPixels }): libjpeg-turbo's RGB decode of a plain JPEG (native/cpu/jpeg.h) on the libuv
+// pool; resolves with { data: Buffer (height, width, 3), width, height }, or { declined: why } for a file that
+// images.ts should hand to sharp instead. bytes must start with a JPEG SOI marker.
+Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
+  try {
+    RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
+    const Napi::Object o = info[0].As<Napi::Object>();
+    auto bytes = get_typed_array<uint8_t>(o, "bytes", napi_uint8_array, "a Uint8Array");
+    const int64_t max_pixels = get_int(o, "maxPixels");
+    RV_CHECK(max_pixels >= 1, "ERR_ARG_VALUE", "maxPixels must be positive, got " + std::to_string(max_pixels));
+    const uint8_t* data = bytes.Data();
+    const size_t size = bytes.ElementLength();
+    RV_CHECK(size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF, "ERR_ARG_VALUE", "bytes do not start with a JPEG SOI marker");
+    auto decoded = std::make_shared<cpu::JpegDecode>();
+    return queue(
+        info.Env(), [=] { *decoded = cpu::decode_jpeg_rgb(data, size, max_pixels); }, o,
+        [decoded](Napi::Env env) -> Napi::Value {
+          Napi::Object result = Napi::Object::New(env);
+          if (!decoded->decoded) {
+            result.Set("declined", Napi::String::New(env, decoded->declined));
+            return result;
+          }
+          auto* pixels = new std::vector<uint8_t>(std::move(decoded->rgb));
+          result.Set("data", Napi::Buffer<uint8_t>::New(env, pixels->data(), pixels->size(),
+                                                        [](Napi::Env, uint8_t*, std::vector<uint8_t>* owned) { delete owned; }, pixels));
+          result.Set("width", Napi::Number::New(env, static_cast<double>(decoded->width)));
+          result.Set("height", Napi::Number::New(env, static_cast<double>(decoded->height)));
+          return result;
+        });
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
+
 // setComputeNice(nice): the nice value of the compute thread and its OpenMP team (the TypeScript side checks nice).
 Napi::Value SetComputeNice(const Napi::CallbackInfo& info) {
   cpu::set_compute_nice(info[0].As<Napi::Number>().Int32Value());
@@ -661,6 +696,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setComputeNice", Napi::Function::New(env, SetComputeNice));
   exports.Set("resampleBilinearRgb", Napi::Function::New(env, ResampleBilinearRgb));
+  exports.Set("decodeJpeg", Napi::Function::New(env, DecodeJpeg));
   exports.Set("Program", ProgramWrap::Define(env));
   return exports;
 }
