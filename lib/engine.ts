@@ -5,7 +5,7 @@
 
 import { cudaStatus, requireCudaAddon } from './backend/cuda.js';
 import { callNative, callNativeSync, loadCpuAddon, type NativePlanReport, type NativeProgram } from './backend/native.js';
-import { ArgumentValueError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
+import { ArgumentTypeError, ArgumentValueError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
 import { blocksOf, featureChannels, totalStride, type RepVGGSpec, type WeightForm } from './models/repvgg.js';
 import { checkFinite, checkPositiveInt, checkTensor } from './ops/check.js';
 import { BN_EPS, batchNormOf, deployedModelFromState } from './reparam/reparam.js';
@@ -349,6 +349,45 @@ export class RepVGGNetwork {
       await callNative(() => program.run(chunk));
       options.onProgress?.(index + 1, chunks.length);
     }
+    return logits;
+  }
+
+  /**
+   * predict() for one batch given in parts: consecutive groups of whole images, each (k, C, H, W) float32, and
+   * after them zeros up to `batch` images (padding to a prepared batch size); at most maxBatch images in all. On the
+   * CPU each part goes straight into the network's input on the compute thread, so no batch-sized buffer is
+   * assembled on the event loop (the server's batcher runs its requests this way); on CUDA the parts are joined first.
+   * @returns logits (batch, numClasses), the padding images' rows included.
+   * @throws ShapeError / ArgumentTypeError / ArgumentValueError for bad parts; DisposedError after dispose().
+   */
+  async predictParts(parts: readonly HostTensor[], batch: number): Promise<HostTensor> {
+    const program = this.#live();
+    checkPositiveInt(batch, 'batch');
+    if (batch > this.maxBatch) throw new ArgumentValueError(`Expected batch of at most maxBatch ${this.maxBatch} but received ${batch}`);
+    if (!Array.isArray(parts) || parts.length === 0) {
+      throw new ArgumentTypeError(`Expected a non-empty array of tensors for parts but received ${describeValue(parts)}`);
+    }
+    const shapes = parts.map((part, i) => this.#checkInputShape(part, `parts[${i}]`));
+    const [, c, h, w] = shapes[0]!;
+    let images = 0;
+    for (const [i, [k, ci, hi, wi]] of shapes.entries()) {
+      if (ci !== c || hi !== h || wi !== w) {
+        throw new ShapeError(`Expected parts[${i}] of images ${c}x${h}x${w} like parts[0] but received shape ${formatShape(parts[i]!.shape)}`);
+      }
+      images += k;
+    }
+    if (images > batch) throw new ShapeError(`Expected at most batch ${batch} images in parts but received ${images}`);
+    const logits: HostTensor = { shape: [batch, this.spec.numClasses], data: new Float32Array(batch * this.spec.numClasses) };
+    if (this.backend === 'cuda') {
+      const joined = new Float32Array(batch * c * h * w);
+      let offset = 0;
+      for (const part of parts) {
+        joined.set(part.data, offset);
+        offset += part.data.length;
+      }
+      return this.predict({ shape: [batch, c, h, w], data: joined });
+    }
+    await callNative(() => program.run({ inputParts: parts.map((part) => part.data), output: logits.data, batch, height: h, width: w }));
     return logits;
   }
 

@@ -38,4 +38,4 @@ export { miniSpec } from './train/presets.js';
 export { Batcher } from './serve/batcher.js';
 export { createServer } from './serve/server.js';
 export type { LoadedModel, RepvggServer, ServerOptions } from './serve/server.js';
-export type { BatchEvent, BatchRequest, BatcherClock, BatcherOptions, RejectEvent, RejectReason, RunBatch } from './serve/batcher.js';
+export type { BatchEvent, BatchRequest, BatcherClock, BatcherOptions, RejectEvent, RejectReason, RunBatch, RunBatchParts } from './serve/batcher.js';

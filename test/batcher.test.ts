@@ -199,6 +199,41 @@ test('batches of any size reuse the largest input buffer so far; every request s
   await batcher.close();
 });
 
+test('with runParts, a batch of several requests (or a padded one) is handed over as the requests\' own tensors', async (t) => {
+  const calls: { parts: HostTensor[]; rows: number }[] = [];
+  let runs = 0;
+  const batcher = new Batcher({
+    maxBatch: 4,
+    paddedSize: (size) => (size === 3 ? 4 : size),
+    run: async (batch) => {
+      runs++;
+      return fakeForward(batch);
+    },
+    runParts: async (parts, rows) => {
+      calls.push({ parts, rows });
+      const joined = new Float32Array(rows * 2 * 3 * 3);
+      let offset = 0;
+      for (const part of parts) {
+        joined.set(part.data, offset);
+        offset += part.data.length;
+      }
+      return fakeForward({ shape: [rows, 2, 3, 3], data: joined });
+    },
+  });
+  const requests = [images([2, 2, 3, 3]), images([1, 2, 3, 3])];
+  const results = await Promise.all(requests.map((x) => batcher.submit({ shape: x.shape, data: x.data })));
+  requests.forEach((x, i) => assertRowsAlone(t, results[i], x, `request ${i}`));
+  t.is(calls.length, 1);
+  t.is(calls[0]!.rows, 4, 'three images padded to the 4 rows paddedSize asks for');
+  t.deepEqual(calls[0]!.parts.map((p) => p.shape), [[2, 2, 3, 3], [1, 2, 3, 3]]);
+  t.true(calls[0]!.parts.every((p, i) => p.data === requests[i]!.data), 'the requests\' own arrays, not copies');
+  const alone = images([2, 2, 3, 3]);
+  assertRowsAlone(t, await batcher.submit({ shape: alone.shape, data: alone.data }), alone, 'one request, no padding');
+  t.is(runs, 1, 'a lone unpadded request still goes to run() as it is');
+  t.throws(() => new Batcher({ run: fakeForward as never, runParts: 42 as never }), { instanceOf: ArgumentTypeError, message: /runParts but received number 42/ });
+  await batcher.close();
+});
+
 test('a request that does not fit the batch is not overtaken by a later smaller one', async (t) => {
   const h = harness({ maxBatch: 3 });
   await occupy(h);

@@ -506,6 +506,41 @@ test('maxBatch splits a batch into chunks without changing the logits', async (t
   checkClose(t, 'chunks of 3', chunked.data, ref, MODEL_FP32);
 });
 
+test('predictParts equals predict() on the joined batch with zero padding rows, bit for bit; bad parts are typed errors', async (t) => {
+  const state = randomStateDict(a0Spec, 'deploy', 92);
+  const x = randomInput([4, 3, 32, 32], 93);
+  const imageSize = 3 * 32 * 32;
+  const part = (first: number, count: number): HostTensor => ({ shape: [count, 3, 32, 32], data: x.data.slice(first * imageSize, (first + count) * imageSize) });
+  await withNetwork(() => RepVGGNetwork.fromStateDict(a0Spec, state, { backend: 'cpu', maxBatch: 6 }), async (net) => {
+    for (const [sizes, batch] of [[[1, 2, 1], 6], [[4], 4], [[1, 1, 1, 1], 5], [[3], 6]] as const) {
+      const parts: HostTensor[] = [];
+      let first = 0;
+      for (const count of sizes) {
+        parts.push(part(first, count));
+        first += count;
+      }
+      const joined = new Float32Array(batch * imageSize);
+      joined.set(x.data.subarray(0, first * imageSize));
+      const expected = await net.predict({ shape: [batch, 3, 32, 32], data: joined });
+      const logits = await net.predictParts(parts, batch);
+      t.deepEqual(logits.shape, [batch, a0Spec.numClasses]);
+      t.deepEqual(logits.data, expected.data, `parts ${sizes.join('+')} in a batch of ${batch}`);
+    }
+    const ref = modelDeployRef(deployedModelOf(a0Spec, state), x).logits;
+    checkClose(t, 'predictParts vs float64', (await net.predictParts([part(0, 3), part(3, 1)], 4)).data, ref, MODEL_FP32);
+    await t.throwsAsync(net.predictParts([part(0, 4), part(0, 3)], 6), { instanceOf: ShapeError, message: /at most batch 6 images in parts but received 7/ });
+    await t.throwsAsync(net.predictParts([part(0, 1)], 7), { instanceOf: ArgumentValueError, message: /at most maxBatch 6 but received 7/ });
+    await t.throwsAsync(net.predictParts([], 2), { instanceOf: ArgumentTypeError, message: /non-empty array/ });
+    const other = { shape: [1, 3, 32, 40], data: new Float32Array(3 * 32 * 40).fill(0.5) };
+    await t.throwsAsync(net.predictParts([part(0, 1), other], 2), { instanceOf: ShapeError, message: /parts\[1\] of images 3x32x32/ });
+    const poisoned = part(1, 2);
+    poisoned.data[imageSize + 7] = Number.NaN; // second image of the second part: image 2 of the batch
+    await t.throwsAsync(net.predictParts([part(0, 1), poisoned], 4), {
+      instanceOf: ArgumentValueError, message: new RegExp(`NaN at flat index ${2 * imageSize + 7}\\b`),
+    });
+  });
+});
+
 /** The DeployedModel of a deploy-form state dict (what RepVGGNetwork.fromStateDict builds internally). */
 function deployedModelOf(spec: RepVGGSpec, state: StateDict) {
   return {

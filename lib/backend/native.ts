@@ -45,7 +45,9 @@ export interface NativeProfile {
 }
 
 export interface NativeProgram {
-  run(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number }): Promise<void>;
+  /** CPU: inputParts (whole images, in order, at most batch of them; the rest zeros) instead of input. */
+  run(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number } |
+    { inputParts: Float32Array[]; output: Float32Array; batch: number; height: number; width: number }): Promise<void>;
   runSync(options: { input: Float32Array; output: Float32Array; batch: number; height: number; width: number }): void;
   prepare(options: { batch: number; height: number; width: number }): Promise<NativePlanReport>;
   /** CPU only. */

@@ -17,6 +17,8 @@ import type { HostTensor } from '../tensor.js';
 
 /** Runs one batch (B, C, H, W) and returns its outputs (B, K); the server passes RepVGGNetwork.predict. */
 export type RunBatch = (batch: HostTensor) => Promise<HostTensor>;
+/** Computes one batch given as its requests' tensors, in order, plus zero rows up to `rows` images in all. */
+export type RunBatchParts = (parts: HostTensor[], rows: number) => Promise<HostTensor>;
 
 /** The time source and timers the batcher uses; injectable so that tests control time. */
 export interface BatcherClock {
@@ -62,6 +64,12 @@ export interface RejectEvent {
 export interface BatcherOptions {
   /** Computes one batch; at most one call runs at a time. */
   run: RunBatch;
+  /**
+   * Computes a batch of several requests (or one padded to more rows) from the requests' own tensors, instead of
+   * run() on a copy of them in one buffer (RepVGGNetwork.predictParts: the copy then happens natively, off the
+   * event loop). Optional; at most one call of run and runParts runs at a time.
+   */
+  runParts?: RunBatchParts;
   /** Most images in one batch (default 8). A request of more images is rejected at submit (as Triton does). */
   maxBatch?: number;
   /**
@@ -171,6 +179,7 @@ export class Batcher {
   readonly timeoutMs: number;
   readonly maxConcurrentPrepares: number;
   readonly #run: RunBatch;
+  readonly #runParts: RunBatchParts | undefined;
   readonly #clock: BatcherClock;
   readonly #paddedSize: ((images: number, imageShape: readonly [number, number, number]) => number) | undefined;
   readonly #onBatch: ((event: BatchEvent) => void) | undefined;
@@ -188,12 +197,16 @@ export class Batcher {
   /** The largest batch input buffer so far, free while no batch runs: every later batch uses a view of it. */
   #spareInput: Float32Array | undefined;
 
-  /** @throws ArgumentTypeError when run is not a function; ArgumentValueError for a bad count or duration. */
+  /** @throws ArgumentTypeError when run (or a given runParts) is not a function; ArgumentValueError for a bad count or duration. */
   constructor(options: BatcherOptions) {
     if (typeof options.run !== 'function') {
       throw new ArgumentTypeError(`Expected a function for run but received ${describeValue(options.run)}`);
     }
     this.#run = options.run;
+    if (options.runParts !== undefined && typeof options.runParts !== 'function') {
+      throw new ArgumentTypeError(`Expected a function for runParts but received ${describeValue(options.runParts)}`);
+    }
+    this.#runParts = options.runParts;
     this.maxBatch = checkCount(options.maxBatch ?? 8, 'maxBatch', 1);
     this.maxQueue = checkCount(options.maxQueue ?? Math.min(8 * this.maxBatch, MAX_BATCHER_COUNT), 'maxQueue', this.maxBatch);
     this.maxConcurrentPrepares = checkCount(options.maxConcurrentPrepares ?? 4, 'maxConcurrentPrepares', 1);
@@ -472,7 +485,9 @@ export class Batcher {
       this.#schedulePump();
       return;
     }
-    const ownsInput = entries.length > 1 || rows > size;
+    const joined = entries.length > 1 || rows > size;
+    const runParts = this.#runParts;
+    const ownsInput = joined && runParts === undefined;
     const input = ownsInput ? this.#takeInput(rows * imageSize) : entries[0]!.data!; // (rows, C, H, W)
     if (ownsInput) {
       let offset = 0;
@@ -485,7 +500,11 @@ export class Batcher {
     const queueMs = entries.map((entry) => startedAt - entry.arrivedAt);
     const shape = [rows, c, h, w] as const;
     const computeStart = this.#clock.now();
-    const settled = new Promise<HostTensor>((resolve) => resolve(this.#run({ shape: [...shape], data: input }))).then(
+    const compute = (): Promise<HostTensor> =>
+      joined && runParts !== undefined
+        ? runParts(entries.map((entry) => ({ shape: [entry.images, c, h, w], data: entry.data! })), rows)
+        : this.#run({ shape: [...shape], data: input });
+    const settled = new Promise<HostTensor>((resolve) => resolve(compute())).then(
       (output) => {
         const computeMs = this.#clock.now() - computeStart;
         if (running.abandoned) return;

@@ -253,6 +253,7 @@ export function createServer(options: ServerOptions): RepvggServer {
   let state: 'loading' | 'ready' | 'failed' | 'draining' = 'loading';
   const batcher = new Batcher({
     run: (batch) => model!.network.predict(batch),
+    runParts: (parts, rows) => model!.network.predictParts(parts, rows),
     paddedSize: (images, imageShape) => preparedBatchSize(images, imageShape, preparedSizes, model!.preprocess.crop),
     maxBatch,
     maxDelayMs: options.maxDelayMs ?? 0,

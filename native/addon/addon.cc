@@ -468,18 +468,48 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
   }
 
   // options: { input: Float32Array (batch, C, H, W), output: Float32Array (batch, classes), batch, height, width }
+  // options: { batch, height, width, output, and input: Float32Array (batch, C, H, W), or inputParts: Float32Array[]
+  // of whole images, in order, at most batch of them (the rest of the batch zeros) }.
   Work parse_run(const Napi::Object& o, std::shared_ptr<cpu::Program> program) {
     const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
-    F32View input = get_f32(o, "input"), output = get_f32(o, "output");
-    const int64_t input_count = batch * program->spec().in_channels * height * width;
-    require_length(input, input_count, "input");
+    F32View output = get_f32(o, "output");
+    const int64_t image_count = program->spec().in_channels * height * width, input_count = batch * image_count;
     require_length(output, batch * program->spec().classes, "output");
     // Checked here, on the compute thread, rather than in JavaScript: a batch's scan would otherwise block the loop.
     // indexOffset: where this chunk starts in the caller's input, so the error names the index the caller sees.
     const auto index_offset = static_cast<int64_t>(get_number(o, "indexOffset", 0));
+    if (get_field(o, "inputParts").IsUndefined()) {
+      F32View input = get_f32(o, "input");
+      require_length(input, input_count, "input");
+      return [=] {
+        require_finite(input.data, input_count, "input", index_offset);
+        program->run(batch, height, width, input.data, output.data);
+      };
+    }
+    Napi::Value parts_value = get_field(o, "inputParts");
+    RV_CHECK(parts_value.IsArray(), "ERR_ARG_TYPE", "Expected an array of Float32Array for inputParts");
+    auto parts_array = parts_value.As<Napi::Array>();
+    RV_CHECK(parts_array.Length() >= 1 && parts_array.Length() <= static_cast<uint32_t>(batch), "ERR_SHAPE",
+             "Expected 1 to " + std::to_string(batch) + " input parts but received " + std::to_string(parts_array.Length()));
+    std::vector<cpu::InputPart> parts;
+    int64_t images = 0;
+    for (uint32_t i = 0; i < parts_array.Length(); i++) {
+      const std::string name = "inputParts[" + std::to_string(i) + "]";
+      F32View part = as_f32(parts_array.Get(i), name);
+      const auto length = static_cast<int64_t>(part.length);
+      RV_CHECK(length >= image_count && length % image_count == 0, "ERR_SHAPE",
+               "Expected whole images of " + std::to_string(image_count) + " values in " + name + " but received " + std::to_string(length));
+      parts.push_back({part.data, length / image_count});
+      images += length / image_count;
+    }
+    RV_CHECK(images <= batch, "ERR_SHAPE", "inputParts hold " + std::to_string(images) + " images for a batch of " + std::to_string(batch));
     return [=] {
-      require_finite(input.data, input_count, "input", index_offset);
-      program->run(batch, height, width, input.data, output.data);
+      int64_t offset = index_offset;
+      for (const cpu::InputPart& part : parts) {
+        require_finite(part.data, part.images * image_count, "input", offset);
+        offset += part.images * image_count;
+      }
+      program->run_parts(batch, height, width, parts, output.data);
     };
   }
 

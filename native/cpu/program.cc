@@ -138,6 +138,7 @@ class Plan {
  public:
   Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights);
   void run(const float* input, float* logits);
+  void run_parts(const std::vector<InputPart>& parts, float* logits);
   Profile profile(int runs);
   PlanReport& report() { return report_; }
 
@@ -178,6 +179,13 @@ class Plan {
   memory input_user_, logits_user_;
   dnnl::primitive input_reorder_;
   memory input_buffer_mem_;
+  // run_parts(): per part size (images), a reorder from NCHW float32 into that many images of the input buffer, and
+  // its two memories (the destination's handle set to the part's first image at each run).
+  struct PartReorder {
+    dnnl::reorder reorder;
+    memory from, to;
+  };
+  std::map<int64_t, PartReorder> part_reorders_;
   PlanReport report_;
 };
 
@@ -700,6 +708,42 @@ void Plan::run(const float* input, float* logits) {
   stream().wait();
 }
 
+// Image i of the input buffer starts i * image_bytes into it: the batch is the outermost, unblocked dimension of
+// every layout oneDNN's CPU convolutions take (plain or channel-blocked), which this checks rather than assumes.
+void Plan::run_parts(const std::vector<InputPart>& parts, float* logits) {
+  const md_t& input_md = input_buffer_mem_.get_desc();
+  const dnnl_memory_desc_t& c_md = input_md.data;
+  const auto element = static_cast<int64_t>(dnnl::memory::data_type_size(input_md.data_type()));
+  bool batch_blocked = false;
+  for (int i = 0; i < c_md.format_desc.blocking.inner_nblks; i++) batch_blocked |= c_md.format_desc.blocking.inner_idxs[i] == 0;
+  const int64_t image_bytes = c_md.format_desc.blocking.strides[0] * element;
+  RV_CHECK(c_md.format_kind == dnnl_blocked && !batch_blocked && image_bytes * batch_ == static_cast<int64_t>(input_md.get_size()),
+           "ERR_BACKEND", "the network's input layout does not hold its images one after the other");
+  auto* base = static_cast<uint8_t*>(input_buffer_mem_.get_data_handle());
+  const dnnl::memory::dims dims = input_md.dims();
+  int64_t image = 0;
+  for (const InputPart& part : parts) {
+    auto found = part_reorders_.find(part.images);
+    if (found == part_reorders_.end()) {
+      const md_t from_md({part.images, dims[1], dims[2], dims[3]}, dt::f32, tag::nchw);
+      const md_t to_md = input_md.submemory_desc({part.images, dims[1], dims[2], dims[3]}, {0, 0, 0, 0});
+      found = part_reorders_
+                  .emplace(part.images, PartReorder{dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from_md, engine(), to_md)),
+                                                    memory(from_md, engine(), nullptr), memory(to_md, engine(), nullptr)})
+                  .first;
+    }
+    PartReorder& r = found->second;
+    r.from.set_data_handle(const_cast<float*>(part.data));
+    r.to.set_data_handle(base + image * image_bytes);
+    r.reorder.execute(stream(), {{DNNL_ARG_FROM, r.from}, {DNNL_ARG_TO, r.to}});
+    image += part.images;
+  }
+  std::memset(base + image * image_bytes, 0, static_cast<size_t>((batch_ - image) * image_bytes));  // padding images
+  logits_user_.set_data_handle(logits);
+  for (Exec& e : execs_) execute(e);
+  stream().wait();
+}
+
 Profile Plan::profile(int runs) {
   std::vector<float> input(static_cast<size_t>(input_user_.get_desc().get_size() / sizeof(float)), 0.01f);
   std::vector<float> logits(static_cast<size_t>(logits_user_.get_desc().get_size() / sizeof(float)));
@@ -757,6 +801,19 @@ void Program::run(int64_t batch, int64_t height, int64_t width, const float* inp
   on_compute_thread([&] {
     Plan& plan = plan_for(batch, height, width);
     wrap_dnnl("running network", [&] { plan.run(input, logits); });
+  });
+}
+
+void Program::run_parts(int64_t batch, int64_t height, int64_t width, const std::vector<InputPart>& parts, float* logits) {
+  int64_t images = 0;
+  for (const InputPart& part : parts) {
+    RV_CHECK(part.images >= 1, "ERR_SHAPE", "an input part holds no image");
+    images += part.images;
+  }
+  RV_CHECK(images <= batch, "ERR_SHAPE", "input parts hold " + std::to_string(images) + " images for a batch of " + std::to_string(batch));
+  on_compute_thread([&] {
+    Plan& plan = plan_for(batch, height, width);
+    wrap_dnnl("running network", [&] { plan.run_parts(parts, logits); });
   });
 }
 

@@ -76,12 +76,22 @@ class Plan;
 // that a layer no plan runs with Winograd holds no transformed copy.
 using WinogradWeightCache = std::map<std::pair<int, int>, std::weak_ptr<const dnnl::memory>>;  // (step, tile side)
 
+// One consecutive piece of a run's input: `images` images of (in_channels, height, width) float32 NCHW.
+struct InputPart {
+  const float* data;
+  int64_t images;
+};
+
 class Program {
  public:
   explicit Program(ProgramSpec spec);
   ~Program();
   // input: (batch, in_channels, height, width) float32 NCHW; logits: (batch, classes) float32.
   void run(int64_t batch, int64_t height, int64_t width, const float* input, float* logits);
+  // As run(), with the input's images in consecutive parts, each reordered straight into the network's input (a
+  // server's batch of requests, without first copying them into one buffer); the images after the parts' total, up
+  // to batch, are zeros.
+  void run_parts(int64_t batch, int64_t height, int64_t width, const std::vector<InputPart>& parts, float* logits);
   // Compiles (and measures) the plan for this input shape now, so that the first run() is not slow.
   PlanReport prepare(int64_t batch, int64_t height, int64_t width);
   // Times every primitive of this input shape's plan on its own, runs times (see Profile).
