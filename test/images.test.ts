@@ -234,6 +234,12 @@ test('decodeJpeg (libjpeg-turbo) gives sharp\'s exact pixels for plain JPEGs and
     const result = await addon.decodeJpeg({ bytes, maxPixels: DEFAULT_MAX_PIXELS });
     t.true('declined' in result && reason.test(result.declined), `${name}: ${JSON.stringify('declined' in result ? result.declined : 'decoded')}`);
   }
+  // Scans: sharp's progressive encoding writes several; a lower bound than the default 500 declines such a file.
+  const progressive = cases.find(([name]) => name === 'progressive')![1];
+  const fewScans = await addon.decodeJpeg({ bytes: progressive, maxPixels: DEFAULT_MAX_PIXELS, maxScans: 2 });
+  t.true('declined' in fewScans && fewScans.declined === 'more than 2 scans', JSON.stringify(fewScans));
+  t.true('data' in (await addon.decodeJpeg({ bytes: photo, maxPixels: DEFAULT_MAX_PIXELS, maxScans: 1 })), 'a baseline JPEG has one scan');
+  t.throws(() => addon.decodeJpeg({ bytes: photo, maxPixels: 10, maxScans: 501 }), { message: /maxScans must be from 1 to 500, got 501/ });
   const over = await addon.decodeJpeg({ bytes: photo, maxPixels: 500 * 375 - 1 });
   t.true('declined' in over && /500x375 pixels/.test(over.declined));
   t.throws(() => addon.decodeJpeg({ bytes: new TextEncoder().encode('GIF89a'), maxPixels: 10 }), { message: /JPEG SOI/ });

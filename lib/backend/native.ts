@@ -127,9 +127,10 @@ export interface CpuAddon {
   }): void;
   /**
    * libjpeg-turbo's RGB decode of a plain JPEG (native/cpu/jpeg.h) on the libuv pool: the (height, width, 3) pixels,
-   * or why it declined the file (lib/data/images.ts then decodes it with sharp). bytes start with a JPEG SOI marker.
+   * or why it declined the file (lib/data/images.ts then decodes it with sharp). bytes start with a JPEG SOI marker;
+   * maxScans (1-500, default 500) bounds the scans read.
    */
-  decodeJpeg(options: { bytes: Uint8Array; maxPixels: number }): Promise<{ data: Uint8Array; width: number; height: number } | { declined: string }>;
+  decodeJpeg(options: { bytes: Uint8Array; maxPixels: number; maxScans?: number }): Promise<{ data: Uint8Array; width: number; height: number } | { declined: string }>;
   Program: new (spec: object) => NativeProgram;
   conv2d: OpFn;
   conv2dSync: OpSyncFn;

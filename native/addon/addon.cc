@@ -647,9 +647,9 @@ Napi::Value ResampleBilinearRgb(const Napi::CallbackInfo& info) {
   }
 }
 
-// decodeJpeg({ bytes, maxPixels }): libjpeg-turbo's RGB decode of a plain JPEG (native/cpu/jpeg.h) on the libuv
-// pool; resolves with { data: Buffer (height, width, 3), width, height }, or { declined: why } for a file that
-// images.ts should hand to sharp instead. bytes must start with a JPEG SOI marker.
+// decodeJpeg({ bytes, maxPixels, maxScans? }): libjpeg-turbo's RGB decode of a plain JPEG (native/cpu/jpeg.h) on the
+// libuv pool; resolves with { data: Buffer (height, width, 3), width, height }, or { declined: why } for a file that
+// images.ts should hand to sharp instead. bytes must start with a JPEG SOI marker; maxScans defaults to 500.
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
   try {
     RV_CHECK(info.Length() >= 1 && info[0].IsObject(), "ERR_ARG_TYPE", "Expected an options object");
@@ -657,12 +657,15 @@ Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
     auto bytes = get_typed_array<uint8_t>(o, "bytes", napi_uint8_array, "a Uint8Array");
     const int64_t max_pixels = get_int(o, "maxPixels");
     RV_CHECK(max_pixels >= 1, "ERR_ARG_VALUE", "maxPixels must be positive, got " + std::to_string(max_pixels));
+    const int64_t max_scans = get_field(o, "maxScans").IsUndefined() ? cpu::kMaxJpegScans : get_int(o, "maxScans");
+    RV_CHECK(max_scans >= 1 && max_scans <= cpu::kMaxJpegScans, "ERR_ARG_VALUE",
+             "maxScans must be from 1 to " + std::to_string(cpu::kMaxJpegScans) + ", got " + std::to_string(max_scans));
     const uint8_t* data = bytes.Data();
     const size_t size = bytes.ElementLength();
     RV_CHECK(size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF, "ERR_ARG_VALUE", "bytes do not start with a JPEG SOI marker");
     auto decoded = std::make_shared<cpu::JpegDecode>();
     return queue(
-        info.Env(), [=] { *decoded = cpu::decode_jpeg_rgb(data, size, max_pixels); }, o,
+        info.Env(), [=] { *decoded = cpu::decode_jpeg_rgb(data, size, max_pixels, static_cast<int>(max_scans)); }, o,
         [decoded](Napi::Env env) -> Napi::Value {
           Napi::Object result = Napi::Object::New(env);
           if (!decoded->decoded) {

@@ -39,13 +39,14 @@ void on_message(j_common_ptr cinfo, int msg_level) {
 struct ScanLimit {
   jpeg_progress_mgr progress;
   ErrorJump* jump;
+  int max_scans;
 };
 
 void on_progress(j_common_ptr cinfo) {
   auto* limit = reinterpret_cast<ScanLimit*>(cinfo->progress);
   const auto* dinfo = reinterpret_cast<j_decompress_ptr>(cinfo);
-  if (dinfo->input_scan_number <= kMaxJpegScans) return;
-  std::snprintf(limit->jump->reason, sizeof(limit->jump->reason), "more than %d progressive scans", kMaxJpegScans);
+  if (dinfo->input_scan_number <= limit->max_scans) return;
+  std::snprintf(limit->jump->reason, sizeof(limit->jump->reason), "more than %d scans", limit->max_scans);
   std::longjmp(limit->jump->back, 1);
 }
 
@@ -133,7 +134,7 @@ bool decode_into(const uint8_t* data, size_t size, int64_t max_pixels, jpeg_deco
 
 }  // namespace
 
-JpegDecode decode_jpeg_rgb(const uint8_t* data, size_t size, int64_t max_pixels) {
+JpegDecode decode_jpeg_rgb(const uint8_t* data, size_t size, int64_t max_pixels, int max_scans) {
   JpegDecode result;
   jpeg_decompress_struct cinfo;
   ErrorJump jump;
@@ -143,6 +144,7 @@ JpegDecode decode_jpeg_rgb(const uint8_t* data, size_t size, int64_t max_pixels)
   ScanLimit limit;
   limit.progress.progress_monitor = on_progress;
   limit.jump = &jump;
+  limit.max_scans = max_scans;
   result.decoded = decode_into(data, size, max_pixels, &cinfo, &jump, &limit.progress, &result);
   return result;
 }

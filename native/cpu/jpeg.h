@@ -21,12 +21,12 @@ struct JpegDecode {
   std::vector<uint8_t> rgb;  // (height, width, 3) when decoded
 };
 
-// Progressive scans allowed before declining (libjpeg-turbo's own tools cap them too: a few bytes per scan can make
-// a decoder loop for minutes).
+// Scans allowed before declining by default (libjpeg-turbo's own tools cap them too: a few bytes per progressive scan
+// can make a decoder loop for minutes).
 constexpr int kMaxJpegScans = 500;
 
 // data: the file's bytes (the caller has checked they start with a JPEG SOI marker). max_pixels: the decoded
-// buffer's bound, checked on the header before anything is allocated.
-JpegDecode decode_jpeg_rgb(const uint8_t* data, size_t size, int64_t max_pixels);
+// buffer's bound, checked on the header before anything is allocated. max_scans: see kMaxJpegScans.
+JpegDecode decode_jpeg_rgb(const uint8_t* data, size_t size, int64_t max_pixels, int max_scans = kMaxJpegScans);
 
 }  // namespace repvgg::cpu
