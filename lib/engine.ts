@@ -34,9 +34,9 @@ export interface NetworkOptions {
   /**
    * 'cpu' (oneDNN), 'cuda' (cuDNN) or 'auto' (default): CUDA when it can run here and supports the other options
    * (precision 'fp32' or 'fp16', convAlgorithm 'auto', no autoTiming), else the CPU, so 'auto' with precision 'bf16'
-   * or 'int8', a forced convAlgorithm or an autoTiming runs on the CPU everywhere. `network.backend` says which one runs. An explicit backend
-   * refuses an option it does not support (ArgumentValueError) instead of switching. `await probeCuda()` first keeps
-   * the one-time CUDA probe off the event loop.
+   * or 'int8', a forced convAlgorithm or an autoTiming runs on the CPU everywhere. `network.backend` says which one
+   * runs. An explicit backend refuses an option it does not support (ArgumentValueError) instead of switching.
+   * `await probeCuda()` first keeps the one-time CUDA probe off the event loop.
    */
   backend?: BackendName;
   /**
@@ -277,7 +277,8 @@ export class RepVGGNetwork {
       throw new ArgumentValueError(`Expected no autoTiming on the cuda backend (cuDNN measures its own) but received '${autoTiming}'`);
     }
     const nativeSpec = {
-      precision, convAlgorithm, ...(autoTiming !== undefined && { autoTiming }), inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
+      precision, convAlgorithm, ...(autoTiming !== undefined && { autoTiming }),
+      inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
       head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
       ...(this.backend === 'cuda' && { cudaGraph: options.cudaGraph === true }),
     };

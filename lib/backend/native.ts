@@ -130,7 +130,8 @@ export interface CpuAddon {
    * or why it declined the file (lib/data/images.ts then decodes it with sharp). bytes start with a JPEG SOI marker;
    * maxScans (1-500, default 500) bounds the scans read.
    */
-  decodeJpeg(options: { bytes: Uint8Array; maxPixels: number; maxScans?: number }): Promise<{ data: Uint8Array; width: number; height: number } | { declined: string }>;
+  decodeJpeg(options: { bytes: Uint8Array; maxPixels: number; maxScans?: number }):
+    Promise<{ data: Uint8Array; width: number; height: number } | { declined: string }>;
   Program: new (spec: object) => NativeProgram;
   conv2d: OpFn;
   conv2dSync: OpSyncFn;

@@ -197,7 +197,10 @@ export class Batcher {
   /** The largest batch input buffer so far, free while no batch runs: every later batch uses a view of it. */
   #spareInput: Float32Array | undefined;
 
-  /** @throws ArgumentTypeError when run (or a given runParts) is not a function; ArgumentValueError for a bad count or duration. */
+  /**
+   * @throws ArgumentTypeError when run (or a given runParts) is not a function; ArgumentValueError for a bad count or
+   *   duration.
+   */
   constructor(options: BatcherOptions) {
     if (typeof options.run !== 'function') {
       throw new ArgumentTypeError(`Expected a function for run but received ${describeValue(options.run)}`);
