@@ -378,7 +378,6 @@ export class RepVGGNetwork {
       images += k;
     }
     if (images > batch) throw new ShapeError(`Expected at most batch ${batch} images in parts but received ${images}`);
-    const logits: HostTensor = { shape: [batch, this.spec.numClasses], data: new Float32Array(batch * this.spec.numClasses) };
     if (this.backend === 'cuda') {
       const joined = new Float32Array(batch * c * h * w);
       let offset = 0;
@@ -388,6 +387,7 @@ export class RepVGGNetwork {
       }
       return this.predict({ shape: [batch, c, h, w], data: joined });
     }
+    const logits: HostTensor = { shape: [batch, this.spec.numClasses], data: new Float32Array(batch * this.spec.numClasses) };
     await callNative(() => program.run({ inputParts: parts.map((part) => part.data), output: logits.data, batch, height: h, width: w }));
     return logits;
   }

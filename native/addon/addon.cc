@@ -467,9 +467,8 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
     return program_;
   }
 
-  // options: { input: Float32Array (batch, C, H, W), output: Float32Array (batch, classes), batch, height, width }
-  // options: { batch, height, width, output, and input: Float32Array (batch, C, H, W), or inputParts: Float32Array[]
-  // of whole images, in order, at most batch of them (the rest of the batch zeros) }.
+  // options: { batch, height, width, output: Float32Array (batch, classes), and input: Float32Array (batch, C, H, W)
+  // or inputParts: Float32Array[] of whole images, in order, at most batch of them (the rest of the batch zeros) }.
   Work parse_run(const Napi::Object& o, std::shared_ptr<cpu::Program> program) {
     const int64_t batch = get_int(o, "batch"), height = get_int(o, "height"), width = get_int(o, "width");
     F32View output = get_f32(o, "output");

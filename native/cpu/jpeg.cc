@@ -59,7 +59,7 @@ uint32_t read_u32(const uint8_t* p, bool big_endian) {
 // orientation, the tag's value otherwise, -1 when the EXIF structure points outside the payload.
 int exif_orientation(const uint8_t* payload, size_t size) {
   static const uint8_t kExif[6] = {'E', 'x', 'i', 'f', 0, 0};
-  if (size < 6 || std::equal(kExif, kExif + 6, payload) == false) return 0;
+  if (size < 6 || !std::equal(kExif, kExif + 6, payload)) return 0;
   const uint8_t* tiff = payload + 6;
   const size_t tiff_size = size - 6;
   if (tiff_size < 8) return -1;

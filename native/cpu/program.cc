@@ -643,11 +643,11 @@ void Plan::measure_conv_choices() {
   const bool time_convs = spec_.auto_timing == AutoTiming::convs ||
                           (spec_.auto_timing == AutoTiming::by_length && direct_forward_ms >= kConvsTimingForwardMs);
   report_.auto_timing = time_convs ? "convs" : "forward";
+  for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights and scratch touched once
+    set_all(algorithm);
+    forward_ms();
+  }
   if (time_convs) {
-    for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights and scratch touched once
-      set_all(algorithm);
-      forward_ms();
-    }
     for (int turn = 0; turn < kTurns; turn++) {
       for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
         set_all(algorithm);  // a group without this candidate runs direct and is not timed for it
@@ -658,10 +658,6 @@ void Plan::measure_conv_choices() {
     }
     for (size_t group = 0; group < groups.size(); group++) choose(group);
   } else {
-    for (int algorithm : {k2x2, k4x4}) {  // warm-up: every candidate's weights and scratch touched once
-      set_all(algorithm);
-      forward_ms();
-    }
     set_all(kDirect);
     for (size_t group = 0; group < groups.size(); group++) {
       for (int turn = 0; turn < kTurns; turn++) {
