@@ -4,6 +4,7 @@
 // Not for: single ops (test/ops.test.ts), the float64 reference itself (test/reference.test.ts) or file-format
 // details (test/io.test.ts).
 
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -833,6 +834,49 @@ test("convAlgorithm 'auto' times groups by whole forwards or by their own convs,
   t.throws(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', autoTiming: 'layers' as never }), {
     instanceOf: ArgumentValueError, message: /autoTiming but received string 'layers'/,
   });
+});
+
+const ENGINE_MODULE = JSON.stringify(new URL('../lib/engine.js', import.meta.url).href);
+const REPARAM_MODULE = JSON.stringify(new URL('../lib/reparam/reparam.js', import.meta.url).href);
+const REFERENCE_MODULE = JSON.stringify(new URL('./helpers/reference.js', import.meta.url).href);
+
+test('Winograd splits its tiles into one part per OpenMP thread: teams of 1, 3 and 5 match float64 (fp32 F(2x2) and F(4x4), bf16 F(2x2))', async (t) => {
+  // 32 -> 16x16 maps at batch 3: 192 F(2x2) tiles (64 F(4x4)) split unevenly over 3 or 5 parts, and 4x4 maps with fewer tiles
+  // than 5 threads at F(4x4). Channels 40 run bf16 through oneDNN's matmul, the others through bf16_gemm.cc.
+  const spec = customSpec({
+    numClasses: 10, stemChannels: 32, stemStride: 2, stageChannels: [32, 40, 64, 96], stageDepths: [2, 2, 2, 2], stageStrides: [1, 2, 2, 1],
+  });
+  const state = randomTrainState(spec, makeRng(150));
+  const x = randomInput([3, 3, 32, 32], 151);
+  const ref = modelDeployRef(reparameterize(spec, state), x).logits;
+  const script = `
+    import { RepVGGNetwork } from ${ENGINE_MODULE};
+    import { reparameterize } from ${REPARAM_MODULE};
+    import { makeRng, randomArray, randomTrainState } from ${REFERENCE_MODULE};
+    const spec = ${JSON.stringify(spec)};
+    const deployed = reparameterize(spec, randomTrainState(spec, makeRng(150)));
+    const x = { shape: [3, 3, 32, 32], data: randomArray(3 * 3 * 32 * 32, makeRng(151), 1) };
+    const results = [];
+    for (const [precision, convAlgorithm] of [['fp32', 'winograd2x2'], ['fp32', 'winograd'], ['bf16', 'winograd2x2']]) {
+      const net = RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', precision, convAlgorithm });
+      const report = await net.prepare(3, 32, 32);
+      results.push({ precision, convAlgorithm, layout: report.layout, algorithms: report.convs.map((c) => c.algorithm),
+                     logits: Array.from((await net.predict(x)).data) });
+      net.dispose();
+    }
+    console.log(JSON.stringify(results));`;
+  for (const threads of [1, 3, 5]) {
+    const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+    });
+    const results = JSON.parse(stdout) as { precision: string; convAlgorithm: string; layout: string; algorithms: string[]; logits: number[] }[];
+    for (const result of results) {
+      const label = `${threads} threads, ${result.precision} ${result.convAlgorithm}`;
+      t.log(`${label}: layout ${result.layout}, convs ${result.algorithms.join(' ')}`);
+      if (result.layout === 'NHWC') t.true(result.algorithms.includes(result.convAlgorithm), `${label} runs Winograd`);
+      checkClose(t, label, Float32Array.from(result.logits), ref, result.precision === 'bf16' ? BF16 : MODEL_FP32);
+    }
+  }
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -575,6 +575,9 @@ void Plan::measure_conv_choices() {
   logits_user_.set_data_handle(logits.data());  // run() binds the caller's
   constexpr int kDirect = 0, k2x2 = 1, k4x4 = 2, kAlgorithms = 3, kTurns = 2;
   constexpr double kConvsTimingForwardMs = 100;  // A0 fp32 on 2 cores: ~6 ms at batch 1, ~45 at 8, ~150 at 32
+  // Whole-forward timing: about this many ms of forwards per configuration, in kTurns to kMaxForwardTurns turns.
+  constexpr double kForwardTimingBudgetMs = 40;
+  constexpr int kMaxForwardTurns = 8;
   auto candidate = [&](const WinogradCandidates& candidates, int algorithm) {
     return algorithm == kDirect ? nullptr : algorithm == k2x2 ? candidates.f2x2 : candidates.f4x4;
   };
@@ -658,9 +661,12 @@ void Plan::measure_conv_choices() {
     }
     for (size_t group = 0; group < groups.size(); group++) choose(group);
   } else {
+    // Short forwards get more turns, so that a hiccup in every timed forward of the faster algorithm is unlikely:
+    // one forward at batch 1 varies by more than a group's choice changes it.
+    const int forward_turns = std::clamp(static_cast<int>(kForwardTimingBudgetMs / std::max(direct_forward_ms, 1e-3)), kTurns, kMaxForwardTurns);
     set_all(kDirect);
     for (size_t group = 0; group < groups.size(); group++) {
-      for (int turn = 0; turn < kTurns; turn++) {
+      for (int turn = 0; turn < forward_turns; turn++) {
         for (int algorithm = 0; algorithm < kAlgorithms; algorithm++) {
           if (!has_candidate(group, algorithm)) continue;
           set_group(group, algorithm);

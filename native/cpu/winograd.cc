@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <functional>
+#include <exception>
 
 #include "../core/check.h"
 #include "bf16_gemm.h"
@@ -135,9 +135,12 @@ struct F2x2 {
   static constexpr double G[kAlpha][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 };
 
+// A layer's shape, seen from one of its parts (winograd.h, WinogradConv::Part): the part's tiles, from first_tile
+// on, have (positions, rows, channels) matrices of their own.
 struct Geometry {
-  int64_t height, width, pad, in_channels, out_channels, out_h, out_w, tiles_h, tiles_w, tiles;
-  int64_t rows;  // tile rows of each position's matrix: tiles plus the padding of padded_tiles()
+  int64_t height, width, pad, in_channels, out_channels, out_h, out_w, tiles_h, tiles_w;
+  int64_t first_tile;
+  int64_t rows;  // tile rows of each position's matrix: the part's tiles plus the padding of padded_tiles()
 };
 
 // The positions' matrices are written and read together, one vector each. At a distance of a multiple of 4 KiB
@@ -185,7 +188,7 @@ RV_INLINE void input_tile(const Geometry& g, const In* src, Out* transformed, in
     V column[F::kAlpha], out[F::kAlpha];
     for (int64_t i = 0; i < F::kAlpha; i++) column[i] = rows[i][j];
     F::input_1d(column, out);
-    for (int64_t i = 0; i < F::kAlpha; i++) store(transformed + ((i * F::kAlpha + j) * g.rows + tile) * g.in_channels + c0, out[i]);
+    for (int64_t i = 0; i < F::kAlpha; i++) store(transformed + ((i * F::kAlpha + j) * g.rows + tile - g.first_tile) * g.in_channels + c0, out[i]);
   }
 }
 
@@ -197,7 +200,7 @@ RV_INLINE void output_tile(const Geometry& g, const float* products, const float
   V rows[F::kTile][F::kAlpha];  // rows[r][j] = (A^T m)[r][j]
   for (int64_t j = 0; j < F::kAlpha; j++) {
     V column[F::kAlpha], out[F::kTile];
-    for (int64_t i = 0; i < F::kAlpha; i++) column[i] = load<V>(products + ((i * F::kAlpha + j) * g.rows + tile) * g.out_channels + k0);
+    for (int64_t i = 0; i < F::kAlpha; i++) column[i] = load<V>(products + ((i * F::kAlpha + j) * g.rows + tile - g.first_tile) * g.out_channels + k0);
     F::output_1d(column, out);
     for (int64_t r = 0; r < F::kTile; r++) rows[r][j] = out[r];
   }
@@ -241,17 +244,6 @@ RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, c
   }
 }
 
-// Splits items [0, count) evenly over the OpenMP team and runs fn(first, last) on each thread's share.
-template <class Fn>
-void parallel_ranges(int64_t count, Fn&& fn) {
-#pragma omp parallel
-  {
-    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t first = count * id / threads, last = count * (id + 1) / threads;
-    if (first < last) fn(first, last);
-  }
-}
-
 // G g G^T for every (out, in) pair of 3x3 kernels, computed in float64, stored as (positions, in, out) float32.
 template <class F>
 dnnl::memory transform_weights(const float* weight, int64_t in, int64_t out) {
@@ -280,18 +272,15 @@ bool own_bf16_matmul(dt type, int64_t in, int64_t out) {
   return type == dt::bf16 && bf16_pair_gemm_available() && bf16_pair_gemm_fits(in, out);
 }
 
-// The transforms for one tile size and one pair of storage types (float or bf16).
-template <class F, class Act, class Out>
-void run_transforms(const Geometry& g, const void* src, void* dst, void* transformed, float* products, const float* bias, bool relu,
-                    const std::function<void()>& matmul) {
+// One part's input transform, products (matmul) and output transform, on the calling thread: tiles
+// [g.first_tile, g.first_tile + tiles).
+template <class F, class Act, class Out, class Matmul>
+void run_transforms(const Geometry& g, int64_t tiles, const void* src, void* dst, void* transformed, const float* products, const float* bias,
+                    bool relu, Matmul&& matmul) {
   const int64_t in_groups = (g.in_channels + kLanes - 1) / kLanes, out_groups = (g.out_channels + kLanes - 1) / kLanes;
-  parallel_ranges(g.tiles * in_groups, [&](int64_t first, int64_t last) {
-    input_transform<F>(g, static_cast<const Act*>(src), static_cast<Act*>(transformed), first, last);
-  });
+  input_transform<F>(g, static_cast<const Act*>(src), static_cast<Act*>(transformed), g.first_tile * in_groups, (g.first_tile + tiles) * in_groups);
   matmul();
-  parallel_ranges(g.tiles * out_groups, [&](int64_t first, int64_t last) {
-    output_transform<F>(g, products, bias, relu, static_cast<Out*>(dst), first, last);
-  });
+  output_transform<F>(g, products, bias, relu, static_cast<Out*>(dst), g.first_tile * out_groups, (g.first_tile + tiles) * out_groups);
 }
 
 }  // namespace
@@ -334,72 +323,110 @@ WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, Winogr
            "Winograd conv weights shape or type");
   RV_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == out, "ERR_SHAPE", "Winograd conv bias size");
   bias_ = bias.empty() ? std::vector<float>(out, 0.f) : bias;
+  // One part per thread of the calling thread's OpenMP team, each with tiles, at most as many parts as tiles.
   const int64_t element = shape.src_type == dt::bf16 ? 2 : 4;
-  rows_ = padded_tiles(tiles_, in * element, out * static_cast<int64_t>(sizeof(float)));
-
-  // (positions, rows, in) x (positions, in, out) in the activations' type -> (positions, rows, out) float32.
+  const int64_t part_count = std::clamp<int64_t>(omp_get_max_threads(), 1, tiles_);
   using md_t = dnnl::memory::desc;
-  const md_t src_md({positions, rows_, in}, shape.src_type, tag::abc), weights_md({positions, in, out}, shape.src_type, tag::abc);
-  const md_t dst_md({positions, rows_, out}, dt::f32, tag::abc);
-  if (!own_matmul_) {
-    matmul_pd_ = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), engine());
-    matmul_ = dnnl::matmul(matmul_pd_);
+  const md_t weights_md({positions, in, out}, shape.src_type, tag::abc);
+  for (int64_t index = 0; index < part_count; index++) {
+    Part part;
+    part.first_tile = tiles_ * index / part_count;
+    part.tiles = tiles_ * (index + 1) / part_count - part.first_tile;
+    part.rows = padded_tiles(part.tiles, in * element, out * static_cast<int64_t>(sizeof(float)));
+    part.transformed_offset = transformed_bytes_;
+    part.products_offset = products_bytes_;
+    // Each part's matrices start on their own cache line, so that no line is written by two threads.
+    transformed_bytes_ += (static_cast<size_t>(positions * part.rows * in * element) + 63) / 64 * 64;
+    products_bytes_ += (static_cast<size_t>(positions * part.rows * out) * sizeof(float) + 63) / 64 * 64;
+    if (!own_matmul_) {
+      // (positions, rows, in) x (positions, in, out) in the activations' type -> (positions, rows, out) float32. Its
+      // own scratchpad and stream: the parts' matmuls run at the same time, one on each thread.
+      const md_t src_md({positions, part.rows, in}, shape.src_type, tag::abc), dst_md({positions, part.rows, out}, dt::f32, tag::abc);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_md, dst_md), attr, engine());
+      if (index == 0) matmul_implementation_ = pd.impl_info_str();
+      part.matmul = dnnl::matmul(pd);
+      part.transformed = dnnl::memory(src_md, engine(), nullptr);
+      part.products = dnnl::memory(dst_md, engine(), nullptr);
+      part.scratchpad = dnnl::memory(pd.scratchpad_desc(), engine());
+      part.stream = dnnl::stream(engine());
+    }
+    parts_.push_back(std::move(part));
   }
-  transformed_input_ = dnnl::memory(src_md, engine(), nullptr);
-  products_ = dnnl::memory(dst_md, engine(), nullptr);
 }
-
-size_t WinogradConv::transformed_input_bytes() const { return transformed_input_.get_desc().get_size(); }
-size_t WinogradConv::products_bytes() const { return products_.get_desc().get_size(); }
 
 std::string WinogradConv::implementation() const {
   const std::string side = std::to_string(static_cast<int>(tile_));
-  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + (own_matmul_ ? std::string("own:avx512_bf16") : matmul_pd_.impl_info_str());
+  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + (own_matmul_ ? std::string("own:avx512_bf16") : matmul_implementation_);
 }
 
 void WinogradConv::run(const void* src, void* dst, void* transformed, float* products) {
-  const Geometry g{shape_.height, shape_.width, shape_.pad, shape_.in_channels, shape_.out_channels, out_h_,
-                   out_w_,        tiles_h_,     tiles_w_,   tiles_,             rows_};
+  const int64_t part_count = static_cast<int64_t>(parts_.size());
+  if (part_count == 1) return run_part(parts_[0], src, dst, transformed, products);
+  std::exception_ptr error;  // an exception must not leave an OpenMP region: the first one is rethrown after it
+#pragma omp parallel num_threads(part_count)
+  {
+    // Fewer threads than parts (a team cut short by the OpenMP runtime) take several parts each.
+    const int64_t threads = omp_get_num_threads();
+    try {
+      for (int64_t index = omp_get_thread_num(); index < part_count; index += threads)
+        run_part(parts_[index], src, dst, transformed, products);
+    } catch (...) {
+#pragma omp critical(repvgg_winograd_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+void WinogradConv::run_part(Part& part, const void* src, void* dst, void* transformed_scratch, float* products_scratch) {
+  const Geometry g{shape_.height, shape_.width, shape_.pad, shape_.in_channels, shape_.out_channels, out_h_, out_w_, tiles_h_, tiles_w_,
+                   part.first_tile, part.rows};
   const int64_t positions = alpha_of(tile_) * alpha_of(tile_);
-  const size_t row_bytes = transformed_input_.get_desc().get_size() / static_cast<size_t>(positions * rows_);
+  void* transformed = static_cast<uint8_t*>(transformed_scratch) + part.transformed_offset;
+  float* products = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(products_scratch) + part.products_offset);
   // The padding rows of each position's matrix: zeros, whatever another layer left in the shared scratch (oneDNN's
   // matmul multiplies them; ours reads tile rows only).
-  for (int64_t position = 0; position < positions && rows_ > tiles_ && !own_matmul_; position++)
-    std::memset(static_cast<uint8_t*>(transformed) + (position * rows_ + tiles_) * row_bytes, 0, (rows_ - tiles_) * row_bytes);
+  const size_t row_bytes = static_cast<size_t>(shape_.in_channels * (shape_.src_type == dt::bf16 ? 2 : 4));
+  for (int64_t position = 0; position < positions && part.rows > part.tiles && !own_matmul_; position++)
+    std::memset(static_cast<uint8_t*>(transformed) + (position * part.rows + part.tiles) * row_bytes, 0, (part.rows - part.tiles) * row_bytes);
   auto matmul = [&] {
-    if (own_matmul_) return own_matmul(static_cast<const uint16_t*>(transformed), products, positions);
-    transformed_input_.set_data_handle(transformed);
-    products_.set_data_handle(products);
-    matmul_.execute(stream(), {{DNNL_ARG_SRC, transformed_input_}, {DNNL_ARG_WEIGHTS, *weights_}, {DNNL_ARG_DST, products_}});
-    stream().wait();
+    if (own_matmul_) return own_matmul(part, static_cast<const uint16_t*>(transformed), products, positions);
+    part.transformed.set_data_handle(transformed);
+    part.products.set_data_handle(products);
+    part.matmul.execute(part.stream, {{DNNL_ARG_SRC, part.transformed},
+                                      {DNNL_ARG_WEIGHTS, *weights_},
+                                      {DNNL_ARG_DST, part.products},
+                                      {DNNL_ARG_SCRATCHPAD, part.scratchpad}});
+    part.stream.wait();
   };
   const float* bias = bias_.data();
   if (shape_.src_type == dt::f32 && tile_ == WinogradTile::f4x4) {
-    run_transforms<F4x4, float, float>(g, src, dst, transformed, products, bias, relu_, matmul);
+    run_transforms<F4x4, float, float>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
   } else if (shape_.src_type == dt::f32) {
-    run_transforms<F2x2, float, float>(g, src, dst, transformed, products, bias, relu_, matmul);
+    run_transforms<F2x2, float, float>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
   } else if (shape_.dst_type == dt::bf16) {
-    run_transforms<F2x2, bf16, bf16>(g, src, dst, transformed, products, bias, relu_, matmul);
+    run_transforms<F2x2, bf16, bf16>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
   } else {
-    run_transforms<F2x2, bf16, float>(g, src, dst, transformed, products, bias, relu_, matmul);
+    run_transforms<F2x2, bf16, float>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
   }
 }
 
-// The products with bf16_pair_gemm, split over the OpenMP team as (position, 48 columns, 112 rows) items in that
-// order, so that a thread's consecutive items share a position's weights.
-void WinogradConv::own_matmul(const uint16_t* transformed, float* products, int64_t positions) const {
+// A part's products with bf16_pair_gemm, as (position, 48 columns, 112 rows) blocks in that order, so that
+// consecutive blocks share a position's weights.
+void WinogradConv::own_matmul(const Part& part, const uint16_t* transformed, float* products, int64_t positions) const {
   const int64_t in = shape_.in_channels, out = shape_.out_channels;
   constexpr int64_t kChunkRows = 112;
-  const int64_t column_blocks = (out + kBf16GemmColumns - 1) / kBf16GemmColumns, row_chunks = (tiles_ + kChunkRows - 1) / kChunkRows;
   const auto* weights = static_cast<const uint16_t*>(weights_->get_data_handle());
-  parallel_ranges(positions * column_blocks * row_chunks, [&](int64_t first, int64_t last) {
-    for (int64_t item = first; item < last; item++) {
-      const int64_t position = item / (column_blocks * row_chunks), column_block = item / row_chunks % column_blocks;
-      const int64_t m0 = item % row_chunks * kChunkRows, n0 = column_block * kBf16GemmColumns;
-      bf16_pair_gemm(transformed + position * rows_ * in, in, weights + position * in * out, in, out, products + position * rows_ * out, out,
-                     m0, std::min(m0 + kChunkRows, tiles_), n0, std::min(n0 + kBf16GemmColumns, out));
+  for (int64_t position = 0; position < positions; position++) {
+    for (int64_t n0 = 0; n0 < out; n0 += kBf16GemmColumns) {
+      for (int64_t m0 = 0; m0 < part.tiles; m0 += kChunkRows) {
+        bf16_pair_gemm(transformed + position * part.rows * in, in, weights + position * in * out, in, out, products + position * part.rows * out,
+                       out, m0, std::min(m0 + kChunkRows, part.tiles), n0, std::min(n0 + kBf16GemmColumns, out));
+      }
     }
-  });
+  }
 }
 
 }  // namespace repvgg::cpu

@@ -1,9 +1,9 @@
 // Our own Winograd convolution, F(2x2, 3x3) or F(4x4, 3x3), for 3x3 stride-1 layers on channels-last (NHWC)
 // float32 activations, the deployed RepVGG's layer. Each m x m output tile (m = 2 or 4) needs an (m+2) x (m+2)
 // input tile; the input tiles and the weights are transformed into (m+2)^2 "positions", where the convolution
-// becomes that many independent matrix products (tiles x in_channels) x (in_channels x out_channels), done by one
-// batched oneDNN matmul; an output transform then turns each tile's products into its outputs, adding the bias and
-// the ReLU. Per output, F(4x4) needs 36/16 multiply-adds per channel pair instead of 9 (4x fewer), F(2x2) 16/4
+// becomes that many independent matrix products (tiles x in_channels) x (in_channels x out_channels), done by a
+// batched matmul; an output transform then turns each tile's products into its outputs, adding the bias and the
+// ReLU. Each thread runs all three steps for its own part of the tiles (see run()). Per output, F(4x4) needs 36/16 multiply-adds per channel pair instead of 9 (4x fewer), F(2x2) 16/4
 // (2.25x fewer), paid for with the two transforms, 4x or 16/9x the weights, and a few more rounding errors (tested
 // against the float64 reference).
 // Used by program.cc for the layers where measuring shows it beats oneDNN's direct kernel (oneDNN 2.6's own
@@ -49,32 +49,45 @@ class WinogradConv {
   WinogradConv(const WinogradShape& shape, WinogradTile tile, WinogradWeights weights, const std::vector<float>& bias, bool relu);
   // src: (batch, height, width, in) of src_type; dst: (batch, out_height, out_width, out) of dst_type.
   // transformed_input and products: scratch of at least the sizes below, which the caller may reuse between layers.
-  // Runs on the OpenMP team of the calling thread (the compute thread).
+  // Runs on the OpenMP team of the calling thread (the compute thread): each thread one part of the tiles, from its
+  // input transform through its own matmul to its outputs, with no barrier in between; only the rows at a part's
+  // edge were written by another thread (the previous layer's outputs).
   void run(const void* src, void* dst, void* transformed_input, float* products);
-  size_t transformed_input_bytes() const;
-  size_t products_bytes() const;
+  size_t transformed_input_bytes() const { return transformed_bytes_; }
+  size_t products_bytes() const { return products_bytes_; }
   size_t weight_bytes() const { return weights_->get_desc().get_size(); }
   // For reports: the algorithm and the matmul's oneDNN implementation.
   std::string implementation() const;
 
  private:
-  // The products by bf16_gemm.cc (own_matmul_) instead of matmul_: transformed (positions, rows_, in) bf16 ->
-  // products (positions, rows_, out) float32, tile rows only.
-  void own_matmul(const uint16_t* transformed, float* products, int64_t positions) const;
+  // One thread's share of a run: tiles [first_tile, first_tile + tiles), whose transformed inputs and products are
+  // (positions, rows, in) and (positions, rows, out) matrices of their own at the byte offsets in the scratch. So
+  // the matmul of a part reads only what its own thread wrote, and the parts' matrices share no cache line.
+  struct Part {
+    int64_t first_tile = 0, tiles = 0;
+    int64_t rows = 0;  // tiles plus zero rows that keep the positions' matrices off a 4 KiB distance (winograd.cc)
+    size_t transformed_offset = 0, products_offset = 0;
+    // The part's oneDNN matmul (none with own_matmul_), its operands (pointed into the caller's scratch at each
+    // run), scratchpad and stream: the parts' matmuls run at the same time, each on one thread.
+    dnnl::matmul matmul;
+    dnnl::memory transformed, products, scratchpad;
+    dnnl::stream stream;
+  };
+  void run_part(Part& part, const void* src, void* dst, void* transformed_scratch, float* products_scratch);
+  // The products by bf16_gemm.cc (own_matmul_) instead of a oneDNN matmul: a part's transformed (positions, rows,
+  // in) bf16 -> products (positions, rows, out) float32, tile rows only.
+  void own_matmul(const Part& part, const uint16_t* transformed, float* products, int64_t positions) const;
 
   WinogradShape shape_;
   WinogradTile tile_;
   int64_t out_h_, out_w_, tiles_h_, tiles_w_, tiles_;
-  int64_t rows_;  // tiles plus zero rows that keep the positions' matrices off a 4 KiB distance (winograd.cc)
   bool relu_;
   std::vector<float> bias_;  // out values (zeros when the layer has none)
   WinogradWeights weights_;
   bool own_matmul_ = false;  // bf16 on AVX512-BF16 with suitable channels: bf16_pair_gemm, weights packed in pairs
-  dnnl::matmul::primitive_desc matmul_pd_;
-  dnnl::matmul matmul_;
-  // The matmul's operands: (positions, rows_, in) x (positions, in, out) -> (positions, rows_, out), plain row-major; the two
-  // activation-sized ones point into the caller's scratch at each run.
-  dnnl::memory transformed_input_, products_;
+  std::vector<Part> parts_;
+  size_t transformed_bytes_ = 0, products_bytes_ = 0;  // all parts' matrices
+  std::string matmul_implementation_;                 // oneDNN's, for reports
 };
 
 }  // namespace repvgg::cpu
