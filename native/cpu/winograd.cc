@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <numeric>
 
 #include "../core/check.h"
 #include "bf16_gemm.h"
@@ -152,9 +153,7 @@ struct Geometry {
 // in_row_bytes, out_row_bytes: one tile row of the transformed inputs and of the products.
 int64_t padded_tiles(int64_t tiles, int64_t in_row_bytes, int64_t out_row_bytes) {
   auto spreads = [](int64_t rows, int64_t row_bytes) {
-    int64_t lines = rows * row_bytes / 64, sets = 64;
-    while (lines % 2 == 0 && sets > 4) lines /= 2, sets /= 2;
-    return sets <= 4 || rows * row_bytes % 64 != 0;
+    return rows * row_bytes % 64 != 0 || std::gcd<int64_t>(rows * row_bytes / 64, 64) <= 4;
   };
   for (int64_t rows = tiles; rows < tiles + 16; rows++)
     if (spreads(rows, in_row_bytes) && spreads(rows, out_row_bytes)) return rows;
