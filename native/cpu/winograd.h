@@ -3,9 +3,9 @@
 // input tile; the input tiles and the weights are transformed into (m+2)^2 "positions", where the convolution
 // becomes that many independent matrix products (tiles x in_channels) x (in_channels x out_channels), done by a
 // batched matmul; an output transform then turns each tile's products into its outputs, adding the bias and the
-// ReLU. Each thread runs all three steps for its own part of the tiles (see run()). Per output, F(4x4) needs 36/16 multiply-adds per channel pair instead of 9 (4x fewer), F(2x2) 16/4
-// (2.25x fewer), paid for with the two transforms, 4x or 16/9x the weights, and a few more rounding errors (tested
-// against the float64 reference).
+// ReLU. Each thread runs all three steps for its own part of the tiles (see run()). Per output, F(4x4) needs 36/16
+// multiply-adds per channel pair instead of 9 (4x fewer), F(2x2) 16/4 (2.25x fewer), paid for with the two
+// transforms, 4x or 16/9x the weights, and a few more rounding errors (tested against the float64 reference).
 // Used by program.cc for the layers where measuring shows it beats oneDNN's direct kernel (oneDNN 2.6's own
 // Winograd wants nChw16c and large batches, and lost at every RepVGG shape we measured), and by the single-op
 // conv2d on request. Transforms follow Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016),
