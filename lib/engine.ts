@@ -27,6 +27,8 @@ export type ConvAlgorithm = 'auto' | 'direct' | 'winograd' | 'winograd2x2';
 const CONV_ALGORITHMS: readonly ConvAlgorithm[] = ['auto', 'direct', 'winograd', 'winograd2x2'];
 export type AutoTiming = 'forward' | 'convs';
 const AUTO_TIMINGS: readonly AutoTiming[] = ['forward', 'convs'];
+export type BatchThreading = 'images' | 'layers';
+const BATCH_THREADINGS: readonly BatchThreading[] = ['images', 'layers'];
 
 export type BackendName = 'cpu' | 'cuda' | 'auto';
 
@@ -66,6 +68,15 @@ export interface NetworkOptions {
    * is long). Default: 'convs' when a forward takes 100 ms or more, else 'forward'. `prepare()` reports which ran.
    */
   autoTiming?: AutoTiming;
+  /**
+   * How a batch of several images uses the CPU's threads: 'images' (default), each thread computes whole images
+   * through single-threaded plans of 4 (and of 1) images and takes the next chunk when done, with no waiting
+   * between threads inside the batch; or 'layers', every layer of one batch-sized plan split over all threads, as
+   * for a single image (which always runs so). 'images' falls back to 'layers' for batches that would leave a thread
+   * idle (3 images on 2 threads). Results differ from 'layers' by rounding only (other kernels), and are the same
+   * from run to run. `prepare()` reports which ran (docs/ARCHITECTURE.md has the measurements).
+   */
+  batchThreading?: BatchThreading;
   /** Inputs larger than this are run in chunks of this many images. Default 32. */
   maxBatch?: number;
 }
@@ -86,6 +97,13 @@ export interface NetworkProfile {
   /** The entries summed. */
   sumMs: number;
   runs: number;
+  /**
+   * The plan timed: 'layers', the batch's own plan on `threads` threads; 'images' (batchThreading 'images'), one
+   * thread's plan for a chunk of `images` images, run alone (the batch runs such chunks on every thread at once).
+   */
+  threading: 'layers' | 'images';
+  images: number;
+  threads: number;
 }
 
 function seStep(buf: number, channels: number, se: SEWeights, relu: boolean): object {
@@ -216,7 +234,8 @@ function needsCpu(options: NetworkOptions): boolean {
   return (
     (precision !== 'fp32' && precision !== 'fp16') ||
     (options.convAlgorithm !== undefined && options.convAlgorithm !== 'auto') ||
-    options.autoTiming !== undefined
+    options.autoTiming !== undefined ||
+    options.batchThreading !== undefined
   );
 }
 
@@ -276,8 +295,15 @@ export class RepVGGNetwork {
     if (this.backend === 'cuda' && autoTiming !== undefined) {
       throw new ArgumentValueError(`Expected no autoTiming on the cuda backend (cuDNN measures its own) but received '${autoTiming}'`);
     }
+    const batchThreading = options.batchThreading;
+    if (batchThreading !== undefined && !BATCH_THREADINGS.includes(batchThreading)) {
+      throw new ArgumentValueError(`Expected 'images' or 'layers' for batchThreading but received ${describeValue(batchThreading)}`);
+    }
+    if (this.backend === 'cuda' && batchThreading !== undefined) {
+      throw new ArgumentValueError(`Expected no batchThreading on the cuda backend (one GPU stream runs the batch) but received '${batchThreading}'`);
+    }
     const nativeSpec = {
-      precision, convAlgorithm, ...(autoTiming !== undefined && { autoTiming }),
+      precision, convAlgorithm, ...(autoTiming !== undefined && { autoTiming }), ...(batchThreading !== undefined && { batchThreading }),
       inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
       head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
       ...(this.backend === 'cuda' && { cudaGraph: options.cudaGraph === true }),
@@ -424,6 +450,17 @@ export class RepVGGNetwork {
     return { chunks, logits };
   }
 
+  /**
+   * How a batch of this size uses the threads: 'images' when the CPU backend splits it by images
+   * (batchThreading 'images'; such batches share their plans, so one prepare() readies them all), else 'layers'
+   * (its own plan; always on CUDA).
+   */
+  batchThreadingFor(batch: number): 'images' | 'layers' {
+    checkPositiveInt(batch, 'batch');
+    const program = this.#live();
+    return program.threading === undefined ? 'layers' : callNativeSync(() => program.threading!({ batch }));
+  }
+
   /** Builds (and, with convAlgorithm 'auto', measures) the plan for this input shape ahead of the first predict. */
   async prepare(batch: number, height: number, width: number): Promise<PlanReport> {
     checkPositiveInt(batch, 'batch');
@@ -453,7 +490,10 @@ export class RepVGGNetwork {
     const entries = raw.entries.map((e) => ({
       ...e, layer: e.step < 0 ? 'input' : e.step >= names.length ? 'head' : (names[e.step] ?? `step ${e.step}`),
     }));
-    return { entries, networkMs: raw.networkMs, sumMs: entries.reduce((s, e) => s + e.ms, 0), runs: raw.runs };
+    return {
+      entries, networkMs: raw.networkMs, sumMs: entries.reduce((s, e) => s + e.ms, 0), runs: raw.runs,
+      threading: raw.threading, images: raw.images, threads: raw.threads,
+    };
   }
 
   /** Frees native memory now; later calls throw DisposedError. Safe to call twice. */

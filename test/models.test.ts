@@ -879,6 +879,106 @@ test('Winograd splits its tiles into one part per OpenMP thread: teams of 1, 3 a
   }
 });
 
+/** What Program::splits_images decides (native/cpu/program.cc): whether a batch runs image-parallel on this many threads. */
+function expectedThreading(batch: number, threads: number): 'images' | 'layers' {
+  return threads >= 2 && batch >= 2 && (batch % threads === 0 || batch >= 4 * threads) ? 'images' : 'layers';
+}
+
+test("batchThreading 'images' on teams of 1, 2, 3 and 5 threads: every batch matches float64, repeats bit for bit, and predictParts equals predict", async (t) => {
+  // Batches that cut differently into chunks: single images only (2, 9 on 3 threads), chunks of 4 and single images
+  // (13, 40), the last chunk of each thread also one image at a time (32 and 40 on 2, 40 on 3), and sizes that stay
+  // on one plan for all threads (3 on 2, 7 on 3 or 5, every batch on 1).
+  const spec = customSpec({
+    numClasses: 10, stemChannels: 32, stemStride: 2, stageChannels: [32, 40, 64, 96], stageDepths: [2, 2, 2, 2], stageStrides: [1, 2, 2, 1],
+  });
+  const state = randomTrainState(spec, makeRng(160));
+  const batches = [2, 3, 7, 9, 13, 32, 40];
+  const maxBatch = Math.max(...batches);
+  const x = randomInput([maxBatch, 3, 32, 32], 161);
+  const deployRef = modelDeployRef(reparameterize(spec, state), x).logits;
+  const trainRef = modelTrainRef(spec, state, x).logits;
+  const script = `
+    import { RepVGGNetwork } from ${ENGINE_MODULE};
+    import { reparameterize } from ${REPARAM_MODULE};
+    import { makeRng, randomArray, randomTrainState } from ${REFERENCE_MODULE};
+    const spec = ${JSON.stringify(spec)};
+    const state = randomTrainState(spec, makeRng(160));
+    const image = 3 * 32 * 32;
+    const all = randomArray(${maxBatch} * image, makeRng(161), 1);
+    const same = (a, b) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+    const results = [];
+    for (const [form, precision] of [['deploy', 'fp32'], ['train', 'fp32'], ['deploy', 'bf16']]) {
+      const options = { backend: 'cpu', precision, maxBatch: ${maxBatch} };
+      const net = form === 'deploy' ? RepVGGNetwork.fromDeployed(reparameterize(spec, state), options) : RepVGGNetwork.fromStateDict(spec, state, options);
+      for (const batch of ${JSON.stringify(batches)}) {
+        const report = await net.prepare(batch, 32, 32);
+        const x = { shape: [batch, 3, 32, 32], data: all.subarray(0, batch * image) };
+        const logits = (await net.predict(x)).data;
+        const repeated = (await net.predict(x)).data;
+        // Parts of 3 images and a last one of 1 cross the chunks' edges; one image short of the batch pads a zero image.
+        const parts = [];
+        for (let first = 0; first < batch - 1; first += 3) {
+          const count = Math.min(3, batch - 1 - first);
+          parts.push({ shape: [count, 3, 32, 32], data: all.slice(first * image, (first + count) * image) });
+        }
+        const padded = (await net.predictParts(parts, batch)).data;
+        const joined = new Float32Array(batch * image);
+        joined.set(all.subarray(0, (batch - 1) * image));
+        const joinedLogits = (await net.predict({ shape: [batch, 3, 32, 32], data: joined })).data;
+        results.push({ form, precision, batch, threading: report.threading, imagesPerPlan: report.imagesPerPlan, threads: report.threads,
+                       logits: Array.from(logits), repeatsExactly: same(logits, repeated), partsExactly: same(padded, joinedLogits) });
+      }
+      net.dispose();
+    }
+    console.log(JSON.stringify(results));`;
+  for (const threads of [1, 2, 3, 5]) {
+    const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) }, maxBuffer: 64 * 1024 * 1024,
+    });
+    const results = JSON.parse(stdout) as {
+      form: string; precision: string; batch: number; threading: string; imagesPerPlan: number; threads: number; logits: number[];
+      repeatsExactly: boolean; partsExactly: boolean;
+    }[];
+    t.is(results.length, 3 * batches.length);
+    for (const r of results) {
+      const label = `${threads} threads, ${r.form} ${r.precision}, batch ${r.batch}`;
+      const expected = expectedThreading(r.batch, threads);
+      t.is(r.threading, expected, `${label}: threading`);
+      t.is(r.threads, threads, `${label}: threads`);
+      t.is(r.imagesPerPlan, expected === 'layers' ? r.batch : r.batch >= 4 * threads ? 4 : 1, `${label}: images per plan`);
+      const ref = (r.form === 'deploy' ? deployRef : trainRef).subarray(0, r.batch * spec.numClasses);
+      checkClose(t, label, Float32Array.from(r.logits), ref, r.precision === 'bf16' ? BF16 : MODEL_FP32);
+      t.true(r.repeatsExactly, `${label}: a second predict() gives the same bits`);
+      t.true(r.partsExactly, `${label}: predictParts with a padding image equals predict() on the joined batch`);
+    }
+  }
+});
+
+test("batchThreading: 'layers' keeps one plan for the batch, bad values are ArgumentValueErrors, and profile() says which plan it timed", async (t) => {
+  const spec = officialSpec('A0', { numClasses: 10 });
+  const deployed = reparameterize(spec, randomTrainState(spec, makeRng(162)));
+  const threads = (await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu' }), (net) => net.prepare(1, 32, 32))).threads!;
+  await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', batchThreading: 'layers' }), async (net) => {
+    for (let batch = 1; batch <= 12; batch++) t.is(net.batchThreadingFor(batch), 'layers');
+    const report = await net.prepare(8, 32, 32);
+    t.is(report.threading, 'layers');
+    t.is(report.imagesPerPlan, 8);
+    const profile = await net.profile(8, 32, 32, { runs: 2 });
+    t.deepEqual([profile.threading, profile.images, profile.threads], ['layers', 8, threads]);
+  });
+  await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', batchThreading: 'images' }), async (net) => {
+    for (let batch = 1; batch <= 12; batch++) t.is(net.batchThreadingFor(batch), expectedThreading(batch, threads), `batch ${batch}`);
+    t.throws(() => net.batchThreadingFor(0), { instanceOf: ArgumentValueError });
+    const report = await net.prepare(8, 32, 32);
+    t.is(report.threading, expectedThreading(8, threads));
+    const profile = await net.profile(8, 32, 32, { runs: 2 });
+    t.deepEqual([profile.threading, profile.images, profile.threads], threads >= 2 ? ['images', 4, 1] : ['layers', 8, 1]);
+  });
+  t.throws(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', batchThreading: 'threads' as never }), {
+    instanceOf: ArgumentValueError, message: /batchThreading but received string 'threads'/,
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // (h) Profiles
 

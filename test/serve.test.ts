@@ -429,6 +429,12 @@ test('batches run at a prepared batch size: padded with zero images, their own r
   t.is(preparedBatchSize(3, [3, 32, 32], [1, 4, 8], 32), 4, 'the smallest prepared size holding 3');
   t.is(preparedBatchSize(3, [3, 48, 48], [1, 4, 8], 32), 3, 'other image sizes run as they are');
   t.is(preparedBatchSize(9, [3, 32, 32], [1, 4, 8, 16], 32), 16);
+  // Batches split by images on 2 threads (even sizes, or 8 and more) run on the prepared plans without padding.
+  const splitOnTwo = (size: number): boolean => size % 2 === 0 || size >= 8;
+  t.is(preparedBatchSize(19, [3, 32, 32], [1, 2, 4, 8, 16, 32], 32, splitOnTwo), 19);
+  t.is(preparedBatchSize(5, [3, 32, 32], [1, 2, 4, 8, 16, 32], 32, splitOnTwo), 6, '5 stays on one plan: the next size that splits');
+  t.is(preparedBatchSize(3, [3, 32, 32], [1, 2, 4, 8, 16, 32], 32, splitOnTwo), 4);
+  t.is(preparedBatchSize(40, [3, 32, 32], [1, 2, 4, 8, 16, 32], 32, splitOnTwo), 40, 'above every prepared size: as it is');
   const x = randomInput([3, 3, 32, 32]);
   const alone = await reference.predict(x);
   const seen: HostTensor[] = [];

@@ -33,6 +33,16 @@ export interface NativePlanReport {
   convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number; winograd2x2Ms?: number }[];
   /** How 'auto' timed the algorithms ('forward': whole forwards, 'convs': each group's convs); absent when it timed none. */
   autoTiming?: 'forward' | 'convs';
+  /**
+   * CPU: 'layers', one plan for the batch whose primitives use all `threads`; or 'images', the batch's images
+   * split over `threads` threads, each running single-threaded copies of plans for chunks of `imagesPerPlan` (and
+   * of 1) images (see NetworkOptions.batchThreading). convs, layout and autoTiming are then those of the
+   * imagesPerPlan plan, activationBytes and workspaceBytes those of all the copies (of both chunk sizes: preparing
+   * one batch that splits by images prepares every such batch), weightBytes those of one copy (they share weights).
+   */
+  threading?: 'layers' | 'images';
+  imagesPerPlan?: number;
+  threads?: number;
 }
 
 /** Where a plan's time goes (CPU): each primitive timed on its own, mean ms per run. */
@@ -42,6 +52,10 @@ export interface NativeProfile {
   /** Median ms of a whole run (primitives back to back, one wait at the end). */
   networkMs: number;
   runs: number;
+  /** The plan profiled: the batch's own on `threads` threads ('layers'), or one thread's plan for `images` images ('images'). */
+  threading: 'layers' | 'images';
+  images: number;
+  threads: number;
 }
 
 export interface NativeProgram {
@@ -52,6 +66,8 @@ export interface NativeProgram {
   prepare(options: { batch: number; height: number; width: number }): Promise<NativePlanReport>;
   /** CPU only. */
   profile?(options: { batch: number; height: number; width: number; runs: number }): Promise<NativeProfile>;
+  /** CPU only: how run() uses the threads for a batch of this size (see NativePlanReport.threading). */
+  threading?(options: { batch: number }): 'layers' | 'images';
   dispose(): void;
 }
 

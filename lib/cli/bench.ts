@@ -58,10 +58,13 @@ function profileTables(rows: readonly SpeedRow[]): string[] {
   const out: string[] = [];
   for (const r of rows) {
     if (!r.profile) continue;
-    const { entries, networkMs, sumMs } = r.profile;
+    const { entries, networkMs, sumMs, threading, images, threads } = r.profile;
     const slowest = [...entries].sort((a, b) => b.ms - a.ms).slice(0, 10);
+    const plan = threading === 'images'
+      ? `batch ${r.batch} split by images: one thread's plan for ${images} image${images === 1 ? '' : 's'}, run alone`
+      : `batch ${r.batch} on ${threads} thread${threads === 1 ? '' : 's'}`;
     out.push(
-      `Profile, ${r.model} ${r.precision} deployed, batch ${r.batch}: whole run ${networkMs.toFixed(2)} ms, primitives alone ${sumMs.toFixed(2)} ms; the 10 slowest:`,
+      `Profile, ${r.model} ${r.precision} deployed, ${plan}: whole run ${networkMs.toFixed(2)} ms, primitives alone ${sumMs.toFixed(2)} ms; the 10 slowest:`,
       '',
       markdownTable(['layer', 'primitive', 'ms', 'share'], slowest.map((e) => [e.layer, e.what, e.ms.toFixed(3), `${((e.ms / sumMs) * 100).toFixed(1)}%`])),
       '',

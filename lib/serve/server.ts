@@ -102,6 +102,8 @@ interface Model {
   readonly labels: readonly string[] | undefined;
   readonly preprocess: EvalPreprocess;
   readonly limits: ModelLimits;
+  /** Whether a batch of this size at the crop size runs on prepared plans though not prepared itself (see preparedBatchSize). */
+  readonly runsPrepared: (batch: number) => boolean;
 }
 
 /** An HTTP error with its status (and Retry-After seconds for 503). */
@@ -162,6 +164,9 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
     const normalization = recordedNormalization({ metadata }, 'weights');
     const preprocess = preprocessWithNormalization(normalization, options.resize ?? 256, options.crop ?? 224, 'resize/crop');
     for (const batch of prepareBatches) await network.prepare(batch, preprocess.crop, preprocess.crop);
+    // On the CPU, batches that split by images share their plans: when one of them was prepared, all of them were.
+    const imagePlansPrepared = prepareBatches.some((batch) => network.batchThreadingFor(batch) === 'images');
+    const runsPrepared = (batch: number): boolean => imagePlansPrepared && network.batchThreadingFor(batch) === 'images';
     if (spec.inChannels === 3) await decodeWorkerPool().start(); // image inputs are decoded there: no start-up on the first ones
     const limits: ModelLimits = {
       inChannels: spec.inChannels,
@@ -170,7 +175,7 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
       maxImageValues: Math.floor(MAX_BATCH_ELEMENTS / maxBatch),
       numClasses: spec.numClasses,
     };
-    return { spec, network, labels, preprocess, limits };
+    return { spec, network, labels, preprocess, limits, runsPrepared };
   } catch (error) {
     network.dispose();
     throw error;
@@ -207,14 +212,20 @@ export function defaultPreparedBatches(max: number): number[] {
 }
 
 /**
- * The batch size the engine runs for `images` images of (C, H, W): the smallest prepared size that holds them. The
- * engine compiles (and with convAlgorithm 'auto' measures) one plan per batch size, so running whatever size the
- * batcher assembled would compile in the middle of requests; padding costs at most the unused rows of one batch.
- * Batches of other image sizes (FP32 tensors) and batches above every prepared size run as they are.
+ * The batch size the engine runs for `images` images of (C, H, W): the smallest size from `images` up that runs on
+ * prepared plans, a prepared size or one that `runsPrepared` says shares them (on the CPU, every batch split by
+ * images: then mostly `images` itself). A plan is compiled (and with convAlgorithm 'auto' measured) per batch size
+ * otherwise, so running whatever size the batcher assembled would compile in the middle of requests; padding costs
+ * at most the unused rows of one batch. Batches of other image sizes (FP32 tensors) and batches above every
+ * prepared size run as they are.
  */
-export function preparedBatchSize(images: number, imageShape: readonly [number, number, number], preparedSizes: readonly number[], side: number): number {
+export function preparedBatchSize(images: number, imageShape: readonly [number, number, number], preparedSizes: readonly number[], side: number,
+  runsPrepared: (size: number) => boolean = () => false): number {
   const [, h, w] = imageShape;
-  return (h === side && w === side ? preparedSizes.find((size) => size >= images) : undefined) ?? images;
+  if (h !== side || w !== side) return images;
+  const largest = Math.max(...preparedSizes);
+  for (let size = images; size <= largest; size++) if (preparedSizes.includes(size) || runsPrepared(size)) return size;
+  return images;
 }
 
 /** An AbortSignal that fires when the client disconnects before the response was written. */
@@ -254,7 +265,7 @@ export function createServer(options: ServerOptions): RepvggServer {
   const batcher = new Batcher({
     run: (batch) => model!.network.predict(batch),
     runParts: (parts, rows) => model!.network.predictParts(parts, rows),
-    paddedSize: (images, imageShape) => preparedBatchSize(images, imageShape, preparedSizes, model!.preprocess.crop),
+    paddedSize: (images, imageShape) => preparedBatchSize(images, imageShape, preparedSizes, model!.preprocess.crop, model!.runsPrepared),
     maxBatch,
     maxDelayMs: options.maxDelayMs ?? 0,
     maxQueue: options.maxQueue ?? 256,

@@ -397,6 +397,9 @@ cpu::ProgramSpec parse_program(const Napi::Object& o) {
   const std::string timing = get_string(o, "autoTiming", "");
   RV_CHECK(timing.empty() || timing == "forward" || timing == "convs", "ERR_ARG_VALUE", "autoTiming must be forward or convs, got " + timing);
   spec.auto_timing = timing == "forward" ? cpu::AutoTiming::forward : timing == "convs" ? cpu::AutoTiming::convs : cpu::AutoTiming::by_length;
+  const std::string threading = get_string(o, "batchThreading", "images");
+  RV_CHECK(threading == "images" || threading == "layers", "ERR_ARG_VALUE", "batchThreading must be images or layers, got " + threading);
+  spec.batch_threading = threading == "layers" ? cpu::BatchThreading::layers : cpu::BatchThreading::images;
   parse_network(o, spec);
   for (size_t i = 0; i < spec.steps.size(); i++)
     RV_CHECK(!spec.steps[i].conv.int8 || spec.precision == cpu::Precision::int8, "ERR_ARG_VALUE",
@@ -423,6 +426,9 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
   out.Set("layout", Napi::String::New(env, r.layout));
   if (!r.auto_timing.empty()) out.Set("autoTiming", Napi::String::New(env, r.auto_timing));
+  out.Set("threading", Napi::String::New(env, r.threading));
+  out.Set("imagesPerPlan", Napi::Number::New(env, static_cast<double>(r.images_per_plan)));
+  out.Set("threads", Napi::Number::New(env, static_cast<double>(r.threads)));
   Napi::Array convs = Napi::Array::New(env, r.convs.size());
   for (size_t i = 0; i < r.convs.size(); i++) {
     const auto& c = r.convs[i];
@@ -445,7 +451,7 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
     return DefineClass(env, "Program",
                        {InstanceMethod("run", &ProgramWrap::Run), InstanceMethod("runSync", &ProgramWrap::RunSync),
                         InstanceMethod("prepare", &ProgramWrap::Prepare), InstanceMethod("profile", &ProgramWrap::ProfilePlan),
-                        InstanceMethod("dispose", &ProgramWrap::Dispose)});
+                        InstanceMethod("threading", &ProgramWrap::Threading), InstanceMethod("dispose", &ProgramWrap::Dispose)});
   }
 
   explicit ProgramWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProgramWrap>(info) {
@@ -532,6 +538,17 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
     }
   }
 
+  // options: { batch } -> "images" or "layers": how run() would use the threads for a batch of this size.
+  Napi::Value Threading(const Napi::CallbackInfo& info) {
+    auto program = live(info.Env());
+    try {
+      const int64_t batch = get_int(options_arg(info), "batch");
+      return Napi::String::New(info.Env(), program->splits_images(batch) ? "images" : "layers");
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
   // options: { batch, height, width } -> Promise<report>
   Napi::Value Prepare(const Napi::CallbackInfo& info) {
     auto program = live(info.Env());
@@ -568,6 +585,9 @@ class ProgramWrap : public Napi::ObjectWrap<ProgramWrap> {
                             out.Set("entries", entries);
                             out.Set("networkMs", Napi::Number::New(env, profile->network_ms));
                             out.Set("runs", Napi::Number::New(env, profile->runs));
+                            out.Set("threading", Napi::String::New(env, profile->threading));
+                            out.Set("images", Napi::Number::New(env, static_cast<double>(profile->images)));
+                            out.Set("threads", Napi::Number::New(env, static_cast<double>(profile->threads)));
                             return out;
                           });
     } catch (const std::exception& e) {

@@ -4,10 +4,14 @@
 // wants. A 3x3 stride-1 conv may instead run our Winograd kernel (winograd.h), chosen per layer by measuring.
 #include "program.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <map>
 #include <cstdlib>
@@ -24,11 +28,33 @@ namespace {
 using memory = dnnl::memory;
 using md_t = dnnl::memory::desc;
 
+// Every primitive of a plan is created in user scratchpad mode and takes its scratch from its plan: the per-thread
+// copies of an image-parallel plan run at the same time, and oneDNN's library-managed scratchpad may be shared by
+// primitives (when it was built without DNNL_ENABLE_CONCURRENT_EXEC).
+dnnl::primitive_attr user_scratchpad(dnnl::primitive_attr attr = dnnl::primitive_attr()) {
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// The scratchpad a primitive created with user_scratchpad needs; a zero md when it needs none.
+md_t scratchpad_md(const dnnl::primitive& prim) {
+  const dnnl_memory_desc_t* md = dnnl_primitive_desc_query_md(prim.get_primitive_desc(), dnnl_query_scratchpad_md, 0);
+  return md == nullptr ? md_t() : md_t(*md);
+}
+
+// A primitive's arguments plus a scratchpad of its own (for the rarely run reorders outside a plan's step list).
+std::unordered_map<int, memory> with_own_scratchpad(const dnnl::primitive& prim, std::unordered_map<int, memory> args) {
+  const md_t md = scratchpad_md(prim);
+  if (md.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(md, engine()));
+  return args;
+}
+
 // A primitive bound to activation buffers (by index) and to memories it owns (weights, scratch); or, for a conv that
 // runs our Winograd kernel, that kernel on the buffers bound to DNNL_ARG_SRC and DNNL_ARG_DST.
 struct Exec {
   dnnl::primitive prim;
   std::shared_ptr<WinogradConv> winograd;
+  std::shared_ptr<const memory> shared_weights;  // weights from the ReorderedWeightCache, also in fixed_args
   struct BufferArg {
     int arg, buffer;
     md_t md;
@@ -90,6 +116,29 @@ memory wrap(const dims& shape, const std::vector<float>& data) {
   return memory(plain_f32(shape), engine(), const_cast<float*>(data.data()));
 }
 
+// Conv step `step`'s plain float32 weights (w_dims) in layout md: from the cache when a plan already reordered them
+// so, else reordered now and cached.
+std::shared_ptr<const memory> reordered_weights(ReorderedWeightCache& cache, int step, const dims& w_dims, const std::vector<float>& weight,
+                                                const md_t& md) {
+  std::vector<ReorderedWeights>& entries = cache[step];
+  for (auto it = entries.begin(); it != entries.end();) {
+    std::shared_ptr<const memory> cached = it->weights.lock();
+    if (!cached) {
+      it = entries.erase(it);
+      continue;
+    }
+    if (it->md == md) return cached;
+    ++it;
+  }
+  memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(weight.data()));
+  memory weights(md, engine());
+  dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
+  stream().wait();
+  auto shared = std::make_shared<const memory>(weights);
+  entries.push_back({md, shared});
+  return shared;
+}
+
 // Mean over H and W of buffer (layout x_md) into pooled (n, c, 1, 1) plain float32. fp32: an average pooling whose
 // window is the whole map (oneDNN's jit kernels; its reduction primitive ran the reference implementation on these
 // layouts, 0.48 ms of RepVGG-A0's ~9 ms at batch 1), then a reorder into the plain layout when the pooling keeps a
@@ -99,7 +148,7 @@ std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& 
   const dims& d = x_md.dims();
   if (d[2] * d[3] == 1) {
     Exec copy;
-    copy.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), x_md, engine(), pooled.get_desc()));
+    copy.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), x_md, engine(), pooled.get_desc(), user_scratchpad()));
     copy.buffer_args.push_back({DNNL_ARG_FROM, buffer, x_md});
     copy.fixed_args.emplace(DNNL_ARG_TO, pooled);
     return {copy};
@@ -107,7 +156,7 @@ std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& 
   if (x_md.data_type() != dt::f32) {
     Exec mean;
     mean.prim = dnnl::reduction(dnnl::reduction::primitive_desc(
-        dnnl::reduction::desc(dnnl::algorithm::reduction_mean, x_md, pooled.get_desc(), 0.f, 0.f), engine()));
+        dnnl::reduction::desc(dnnl::algorithm::reduction_mean, x_md, pooled.get_desc(), 0.f, 0.f), user_scratchpad(), engine()));
     mean.buffer_args.push_back({DNNL_ARG_SRC, buffer, x_md});
     mean.fixed_args.emplace(DNNL_ARG_DST, pooled);
     return {mean};
@@ -116,7 +165,7 @@ std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& 
   const dnnl::pooling_forward::primitive_desc pd(
       dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_avg_exclude_padding, x_md, any_dst,
                                   {d[2], d[3]} /* strides */, {d[2], d[3]} /* kernel */, {0, 0}, {0, 0}),
-      engine());
+      user_scratchpad(), engine());
   Exec pool;
   pool.prim = dnnl::pooling_forward(pd);
   pool.buffer_args.push_back({DNNL_ARG_SRC, buffer, x_md});
@@ -127,7 +176,7 @@ std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& 
   memory staged(pd.dst_desc(), engine());  // (n, c, 1, 1) in the pooling's layout
   pool.fixed_args.emplace(DNNL_ARG_DST, staged);
   Exec to_plain;
-  to_plain.prim = dnnl::reorder(staged, pooled);
+  to_plain.prim = dnnl::reorder(dnnl::reorder::primitive_desc(staged, pooled, user_scratchpad()));
   to_plain.fixed_args = {{DNNL_ARG_FROM, staged}, {DNNL_ARG_TO, pooled}};
   return {pool, to_plain};
 }
@@ -136,7 +185,10 @@ std::vector<Exec> global_mean_execs(const md_t& x_md, int buffer, const memory& 
 
 class Plan {
  public:
-  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights);
+  // follow: another plan's report whose conv algorithms this plan takes instead of choosing its own (the per-thread
+  // copies of an image-parallel plan compute alike), or null.
+  Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights,
+       ReorderedWeightCache& reordered_weights, const PlanReport* follow);
   void run(const float* input, float* logits);
   void run_parts(const std::vector<InputPart>& parts, float* logits);
   Profile profile(int runs);
@@ -161,7 +213,13 @@ class Plan {
   const ProgramSpec& spec_;
   int64_t batch_;
   WinogradWeightCache& winograd_weights_;
+  ReorderedWeightCache& reordered_weights_;
+  const PlanReport* follow_;  // only while compiling
   dt act_type_;
+  dnnl::stream stream_;  // its own: the copies of an image-parallel plan run at the same time
+  // The user scratchpad of every primitive in execs_, one at a time (oneDNN's are small: 32 KiB for RepVGG-A0; not in
+  // the report's workspace_bytes).
+  AlignedBytes scratchpad_{nullptr, &std::free};
   std::vector<md_t> buffer_mds_;  // current layout of each buffer while compiling; empty md = not yet written
   std::vector<int64_t> buffer_channels_, buffer_height_, buffer_width_;
   std::vector<AlignedBytes> buffers_;
@@ -178,12 +236,14 @@ class Plan {
   md_t input_md_;  // layout of the input in buffer 0, chosen by its first reader
   memory input_user_, logits_user_;
   dnnl::primitive input_reorder_;
+  std::unordered_map<int, memory> input_reorder_args_;  // input_user_ -> input_buffer_mem_, and a scratchpad if needed
   memory input_buffer_mem_;
   // run_parts(): per part size (images), a reorder from NCHW float32 into that many images of the input buffer, and
   // its two memories (the destination's handle set to the part's first image at each run).
   struct PartReorder {
     dnnl::reorder reorder;
     memory from, to;
+    std::unordered_map<int, memory> args;  // from, to and the reorder's own scratchpad, if any
   };
   std::map<int64_t, PartReorder> part_reorders_;
   PlanReport report_;
@@ -197,8 +257,15 @@ const md_t& Plan::buffer_md(int buffer, const char* what) const {
   return buffer_mds_[buffer];
 }
 
-Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights)
-    : spec_(spec), batch_(batch), winograd_weights_(winograd_weights), act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32) {
+Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width, WinogradWeightCache& winograd_weights,
+           ReorderedWeightCache& reordered_weights, const PlanReport* follow)
+    : spec_(spec),
+      batch_(batch),
+      winograd_weights_(winograd_weights),
+      reordered_weights_(reordered_weights),
+      follow_(follow),
+      act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32),
+      stream_(engine()) {
   buffer_mds_.resize(spec.num_buffers);
   buffer_channels_.assign(spec.num_buffers, 0);
   buffer_height_.assign(spec.num_buffers, 0);
@@ -234,6 +301,7 @@ Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width
     allocate_and_bind();
     if (!winograd_candidates_.empty()) measure_conv_choices();
   });
+  follow_ = nullptr;
 }
 
 void Plan::set_buffer(int buffer, const md_t& md, int64_t channels, int64_t height, int64_t width) {
@@ -268,7 +336,7 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   const bool feeds_head = index + 1 == static_cast<int>(spec_.steps.size()) && c.dst == spec_.head_src;
   const md_t dst_any({batch_, c.out_channels, oh, ow}, feeds_head ? dt::f32 : act_type_, tag::any);
   const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
-  const dnnl::primitive_attr attr = relu_attr(c.relu);
+  const dnnl::primitive_attr attr = user_scratchpad(relu_attr(c.relu));
 
   const dnnl::convolution_forward::primitive_desc pd(
       dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, w_any, bias_md,
@@ -281,7 +349,14 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
                               is_nhwc_float(chosen_src) && is_nhwc_float(pd.dst_desc());
   // bf16 runs F(2x2) only (winograd.h).
   const bool f4x4_allowed = act_type_ == dt::f32;
-  const ConvAlgorithm algorithm = spec_.conv_algorithm;
+  ConvAlgorithm algorithm = spec_.conv_algorithm;
+  if (follow_ != nullptr) {
+    const auto followed = std::find_if(follow_->convs.begin(), follow_->convs.end(), [&](const ConvChoice& choice) { return choice.step == index; });
+    RV_CHECK(followed != follow_->convs.end(), "ERR_BACKEND", "conv step " + std::to_string(index) + " is missing from the plan to follow");
+    algorithm = followed->algorithm == "winograd"      ? ConvAlgorithm::winograd
+                : followed->algorithm == "winograd2x2" ? ConvAlgorithm::winograd2x2
+                                                       : ConvAlgorithm::direct;
+  }
   auto make_winograd = [&](WinogradTile tile) -> std::shared_ptr<WinogradConv> {
     std::weak_ptr<const dnnl::memory>& cached = winograd_weights_[{index, static_cast<int>(tile)}];
     WinogradWeights weights = cached.lock();
@@ -307,13 +382,10 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
     exec.winograd = forced;
     report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation()});
   } else {
-    // Reorder the plain float32 weights once into the layout (and type) the primitive wants.
-    memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(c.weight.data()));
-    memory weights(pd.weights_desc(), engine());
-    dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
-    stream().wait();
+    // The plain float32 weights in the layout (and type) the primitive wants, reordered once per layout.
+    exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd.weights_desc());
     exec.prim = dnnl::convolution_forward(pd);
-    exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, weights);
+    exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, *exec.shared_weights);
     if (!c.bias.empty()) exec.fixed_args.emplace(DNNL_ARG_BIAS, wrap({c.out_channels}, c.bias));
     report_.convs.push_back({index, "direct", pd.impl_info_str()});
     if (algorithm == ConvAlgorithm::auto_measure && winograd_shape) winograd_candidates_.emplace(execs_.size(), candidates);
@@ -353,24 +425,21 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
                  " put its requantization or bias outside float32 (input " + std::to_string(c.input_scale) + ", weight " +
                  std::to_string(c.weight_scales[oc]) + ", output " + std::to_string(c.output_scale) + ")");
   }
-  dnnl::primitive_attr attr = relu_attr(c.relu);
+  dnnl::primitive_attr attr = user_scratchpad(relu_attr(c.relu));
   attr.set_output_scales(1 << 1 /* per output channel of (n, oc, h, w) */, output_scales);
   const dims strides{c.stride, c.stride}, pads{c.pad, c.pad};
   dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
                                     md_t(w_dims, dt::s8, tag::any), plain_f32({c.out_channels}), dst_any, strides, pads, pads);
   dnnl::convolution_forward::primitive_desc pd(d, attr, engine());
-  memory user_w(plain_f32(w_dims), engine(), const_cast<float*>(c.weight.data()));  // integer values: exact in s8
-  memory weights(pd.weights_desc(), engine());
-  dnnl::reorder(user_w, weights).execute(stream(), user_w, weights);
-  stream().wait();
 
   Exec exec;
   exec.what = "int8 conv";
+  exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd.weights_desc());  // integers: exact in s8
   exec.prim = dnnl::convolution_forward(pd);
   exec.conv_step = index;
   if (quantize_input) {
     memory quantized(pd.src_desc(), engine());
-    dnnl::primitive_attr scale_attr;
+    dnnl::primitive_attr scale_attr = user_scratchpad();
     scale_attr.set_output_scales(0, {1.f / c.input_scale});
     Exec quantize;
     quantize.what = "quantize";
@@ -384,7 +453,7 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
     exec.buffer_args.push_back({DNNL_ARG_SRC, c.src, held});
   }
   exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd.dst_desc()});
-  exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, weights);
+  exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, *exec.shared_weights);
   exec.fixed_args.emplace(DNNL_ARG_BIAS, bias);
   report_.convs.push_back({index, "int8", pd.impl_info_str(), -1, -1});
   execs_.push_back(std::move(exec));
@@ -397,7 +466,7 @@ void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
   RV_CHECK(buffer_channels_[b.src] == b.channels, "ERR_SHAPE", "batch norm over " + std::to_string(b.channels) + " channels reads a buffer of " + std::to_string(buffer_channels_[b.src]));
   auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
   dnnl::batch_normalization_forward::desc d(dnnl::prop_kind::forward_inference, src_md, b.eps, flags);
-  dnnl::batch_normalization_forward::primitive_desc pd(d, engine());
+  dnnl::batch_normalization_forward::primitive_desc pd(d, user_scratchpad(), engine());
   Exec exec;
   exec.prim = dnnl::batch_normalization_forward(pd);
   exec.buffer_args.push_back({DNNL_ARG_SRC, b.src, src_md});
@@ -421,13 +490,13 @@ void Plan::compile_add(const AddStepSpec& a) {
     b_reordered = memory(a_md, engine());
     Exec reorder;
     reorder.what = "reorder";
-    reorder.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), b_md, engine(), a_md));
+    reorder.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), b_md, engine(), a_md, user_scratchpad()));
     reorder.buffer_args.push_back({DNNL_ARG_FROM, a.b, b_md});
     reorder.fixed_args.emplace(DNNL_ARG_TO, b_reordered);
     execs_.push_back(std::move(reorder));
   }
   dnnl::binary::desc d(dnnl::algorithm::binary_add, a_md, a_md, a_md);
-  dnnl::binary::primitive_desc pd(d, relu_attr(a.relu), engine());
+  dnnl::binary::primitive_desc pd(d, user_scratchpad(relu_attr(a.relu)), engine());
   Exec exec;
   exec.prim = dnnl::binary(pd);
   exec.buffer_args.push_back({DNNL_ARG_SRC_0, a.a, a_md});
@@ -457,7 +526,7 @@ void Plan::compile_se(const SeStepSpec& s) {
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, plain_f32({n, in}), plain_f32({out, in}),
                                         plain_f32({out}), plain_f32({n, out}));
     Exec exec;
-    exec.prim = dnnl::inner_product_forward(dnnl::inner_product_forward::primitive_desc(d, relu_attr(true, act), engine()));
+    exec.prim = dnnl::inner_product_forward(dnnl::inner_product_forward::primitive_desc(d, user_scratchpad(relu_attr(true, act)), engine()));
     exec.fixed_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wrap({out, in}, w)}, {DNNL_ARG_BIAS, wrap({out}, b)}, {DNNL_ARG_DST, dst}};
     execs_.push_back(std::move(exec));
   };
@@ -466,7 +535,7 @@ void Plan::compile_se(const SeStepSpec& s) {
 
   dnnl::binary::desc d(dnnl::algorithm::binary_mul, x_md, plain_f32({n, c, 1, 1}), x_md);
   Exec scale;
-  scale.prim = dnnl::binary(dnnl::binary::primitive_desc(d, relu_attr(s.relu), engine()));
+  scale.prim = dnnl::binary(dnnl::binary::primitive_desc(d, user_scratchpad(relu_attr(s.relu)), engine()));
   scale.buffer_args.push_back({DNNL_ARG_SRC_0, s.buf, x_md});
   scale.buffer_args.push_back({DNNL_ARG_DST, s.buf, x_md});
   scale.fixed_args.emplace(DNNL_ARG_SRC_1, gates_4d);
@@ -488,7 +557,7 @@ void Plan::compile_head() {
   dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, plain_f32({n, c}), plain_f32({k, c}),
                                       plain_f32({k}), plain_f32({n, k}));
   Exec fc;
-  fc.prim = dnnl::inner_product_forward(dnnl::inner_product_forward::primitive_desc(d, engine()));
+  fc.prim = dnnl::inner_product_forward(dnnl::inner_product_forward::primitive_desc(d, user_scratchpad(), engine()));
   fc.fixed_args = {{DNNL_ARG_SRC, memory(plain_f32({n, c}), engine(), pooled.get_data_handle())},
                    {DNNL_ARG_WEIGHTS, wrap({k, c}, spec_.head_weight)},
                    {DNNL_ARG_BIAS, wrap({k}, spec_.head_bias)},
@@ -509,9 +578,15 @@ void Plan::allocate_and_bind() {
     buffer_bytes_.push_back(bytes);
     report_.activation_bytes += static_cast<int64_t>(capacity[b]);
   }
+  size_t scratchpad_bytes = 0;
+  for (const Exec& e : execs_)
+    if (e.prim) scratchpad_bytes = std::max(scratchpad_bytes, scratchpad_md(e.prim).get_size());
+  if (scratchpad_bytes > 0) scratchpad_ = allocate_aligned(scratchpad_bytes, "primitive scratchpads");
   for (Exec& e : execs_) {
     e.args = e.fixed_args;
     for (const auto& a : e.buffer_args) e.args[a.arg] = memory(a.md, engine(), buffers_[a.buffer].get());
+    const md_t scratchpad = e.prim ? scratchpad_md(e.prim) : md_t();
+    if (scratchpad.get_size() > 0) e.args[DNNL_ARG_SCRATCHPAD] = memory(scratchpad, engine(), scratchpad_.get());
     for (const auto& [arg, mem] : e.fixed_args)
       if (arg == DNNL_ARG_WEIGHTS) report_.weight_bytes += static_cast<int64_t>(mem.get_desc().get_size());
     if (e.winograd) report_.weight_bytes += static_cast<int64_t>(e.winograd->weight_bytes());
@@ -519,7 +594,8 @@ void Plan::allocate_and_bind() {
   allocate_winograd_scratch();
   input_user_ = memory(md_t(input_md.dims(), dt::f32, tag::nchw), engine(), nullptr);
   input_buffer_mem_ = memory(input_md, engine(), buffers_[0].get());
-  input_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), input_user_.get_desc(), engine(), input_md));
+  input_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), input_user_.get_desc(), engine(), input_md, user_scratchpad()));
+  input_reorder_args_ = with_own_scratchpad(input_reorder_, {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
 }
 
 // Sizes the Winograd scratch for every conv that runs or may run the kernel (its weights count as the plan's), or
@@ -546,7 +622,7 @@ void Plan::allocate_winograd_scratch() {
 }
 
 void Plan::execute(Exec& exec) {
-  if (!exec.winograd) return exec.prim.execute(stream(), exec.args);
+  if (!exec.winograd) return exec.prim.execute(stream_, exec.args);
   exec.winograd->run(exec.args.at(DNNL_ARG_SRC).get_data_handle(), exec.args.at(DNNL_ARG_DST).get_data_handle(), winograd_input_.get(),
                      reinterpret_cast<float*>(winograd_products_.get()));
 }
@@ -608,7 +684,7 @@ void Plan::measure_conv_choices() {
   auto forward_ms = [&] {
     return time_ms([&] {
       for (Exec& e : execs_) execute(e);
-      stream().wait();
+      stream_.wait();
     });
   };
   // Each group's convs' ms in one forward.
@@ -619,13 +695,13 @@ void Plan::measure_conv_choices() {
         execute(execs_[exec_index]);
         continue;
       }
-      stream().wait();
+      stream_.wait();
       ms[group_of_exec[exec_index]] += time_ms([&] {
         execute(execs_[exec_index]);
-        stream().wait();
+        stream_.wait();
       });
     }
-    stream().wait();
+    stream_.wait();
     return ms;
   };
   std::vector<std::array<double, kAlgorithms>> group_ms(groups.size());  // best ms per algorithm, -1 = none
@@ -695,7 +771,8 @@ void Plan::measure_conv_choices() {
       exec.prim = dnnl::primitive();
       exec.args.erase(DNNL_ARG_WEIGHTS);
       exec.args.erase(DNNL_ARG_BIAS);
-      exec.fixed_args.clear();  // drops the direct weights' last reference
+      exec.fixed_args.clear();
+      exec.shared_weights.reset();  // the direct weights' last references (other plans may still hold them)
     }
   }
   winograd_candidates_.clear();  // and with it the transformed weights no conv chose
@@ -705,9 +782,9 @@ void Plan::measure_conv_choices() {
 void Plan::run(const float* input, float* logits) {
   input_user_.set_data_handle(const_cast<float*>(input));
   logits_user_.set_data_handle(logits);
-  input_reorder_.execute(stream(), {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
+  input_reorder_.execute(stream_, input_reorder_args_);
   for (Exec& e : execs_) execute(e);
-  stream().wait();
+  stream_.wait();
 }
 
 // Image i of the input buffer starts i * image_bytes into it: the batch is the outermost, unblocked dimension of
@@ -729,21 +806,21 @@ void Plan::run_parts(const std::vector<InputPart>& parts, float* logits) {
     if (found == part_reorders_.end()) {
       const md_t from_md({part.images, dims[1], dims[2], dims[3]}, dt::f32, tag::nchw);
       const md_t to_md = input_md.submemory_desc({part.images, dims[1], dims[2], dims[3]}, {0, 0, 0, 0});
-      found = part_reorders_
-                  .emplace(part.images, PartReorder{dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from_md, engine(), to_md)),
-                                                    memory(from_md, engine(), nullptr), memory(to_md, engine(), nullptr)})
-                  .first;
+      PartReorder created{dnnl::reorder(dnnl::reorder::primitive_desc(engine(), from_md, engine(), to_md, user_scratchpad())),
+                          memory(from_md, engine(), nullptr), memory(to_md, engine(), nullptr), {}};
+      created.args = with_own_scratchpad(created.reorder, {{DNNL_ARG_FROM, created.from}, {DNNL_ARG_TO, created.to}});
+      found = part_reorders_.emplace(part.images, std::move(created)).first;
     }
     PartReorder& r = found->second;
     r.from.set_data_handle(const_cast<float*>(part.data));
     r.to.set_data_handle(base + image * image_bytes);
-    r.reorder.execute(stream(), {{DNNL_ARG_FROM, r.from}, {DNNL_ARG_TO, r.to}});
+    r.reorder.execute(stream_, r.args);
     image += part.images;
   }
   std::memset(base + image * image_bytes, 0, static_cast<size_t>((batch_ - image) * image_bytes));  // padding images
   logits_user_.set_data_handle(logits);
   for (Exec& e : execs_) execute(e);
-  stream().wait();
+  stream_.wait();
 }
 
 Profile Plan::profile(int runs) {
@@ -757,13 +834,13 @@ Profile Plan::profile(int runs) {
   std::vector<double> whole;
   for (int r = 0; r < runs; r++) {
     profile.entries[0].ms += time_ms([&] {
-      input_reorder_.execute(stream(), {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
-      stream().wait();
+      input_reorder_.execute(stream_, input_reorder_args_);
+      stream_.wait();
     });
     for (size_t e = 0; e < execs_.size(); e++) {
       profile.entries[e + 1].ms += time_ms([&] {
         execute(execs_[e]);
-        stream().wait();
+        stream_.wait();
       });
     }
     whole.push_back(time_ms([&] { run(input.data(), logits.data()); }));
@@ -778,29 +855,108 @@ Program::Program(ProgramSpec spec) : spec_(std::move(spec)) { validate_network(s
 
 Program::~Program() = default;
 
-std::unique_ptr<Plan> Program::build_plan(int64_t batch, int64_t height, int64_t width) {
-  return std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_);
+// A batch runs image-parallel when every thread gets the same number of single images, or when there are enough
+// images that chunks of kImagesPerChunk keep every thread busy; else (three images on two threads: one thread alone
+// on the third) the batch's own plan on the whole team finishes sooner.
+bool Program::splits_images(int64_t batch, int64_t threads) const {
+  return spec_.batch_threading == BatchThreading::images && threads >= 2 && batch >= 2 &&
+         (batch % threads == 0 || batch >= kImagesPerChunk * threads);
 }
 
-Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
+// Chunks of kImagesPerChunk images, as many as make a multiple of the thread count, then single images. With more
+// than two chunks per thread, each thread's last chunk goes one image at a time too, so that when one thread was
+// held up (the event loop took its core) the other takes over its share in small pieces and the threads end
+// together. Fixed by (batch, threads), so a batch's images always run through the same plans, whichever thread runs
+// them: results do not depend on the timing.
+std::vector<std::pair<int64_t, int64_t>> Program::image_chunks(int64_t batch, int64_t threads) {
+  int64_t chunks = batch / (kImagesPerChunk * threads) * threads;
+  if (chunks > 2 * threads) chunks -= threads;
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int64_t chunk = 0; chunk < chunks; chunk++) out.emplace_back(chunk * kImagesPerChunk, kImagesPerChunk);
+  for (int64_t image = chunks * kImagesPerChunk; image < batch; image++) out.emplace_back(image, 1);
+  return out;
+}
+
+std::vector<std::unique_ptr<Plan>>& Program::plans_for(const PlanKey& key) {
+  const auto [batch, height, width, copies] = key;
   RV_CHECK(batch >= 1 && height >= 1 && width >= 1, "ERR_SHAPE", "input must have a positive batch and spatial size");
-  const auto key = std::make_tuple(batch, height, width);
   auto it = plans_.find(key);
-  if (it == plans_.end()) {
-    if (plans_.size() >= kMaxPlans) {  // drop the least recently used plan
-      plans_.erase(plan_order_.front());
-      plan_order_.erase(plan_order_.begin());
-    }
-    it = plans_.emplace(key, wrap_dnnl("compiling network", [&] { return build_plan(batch, height, width); })).first;
-  } else {
+  if (it != plans_.end()) {
     plan_order_.erase(std::find(plan_order_.begin(), plan_order_.end(), key));
+    plan_order_.push_back(key);
+    return it->second;
   }
+  if (plans_.size() >= kMaxPlans) {  // drop the least recently used plans
+    plans_.erase(plan_order_.front());
+    plan_order_.erase(plan_order_.begin());
+  }
+  std::vector<std::unique_ptr<Plan>> built;
+  wrap_dnnl("compiling network", [&] {
+    if (copies == 0) {
+      built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, nullptr));
+      return;
+    }
+    // Compiled for one thread (oneDNN sizes its kernels' work for the threads it may use, the Winograd kernel
+    // makes one part), and run inside our parallel region, where each primitive runs on the calling thread alone.
+    const int team = omp_get_max_threads();
+    omp_set_num_threads(1);
+    try {
+      built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, nullptr));
+      for (int64_t copy = 1; copy < copies; copy++)
+        built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, &built.front()->report()));
+    } catch (...) {
+      omp_set_num_threads(team);
+      throw;
+    }
+    omp_set_num_threads(team);
+  });
   plan_order_.push_back(key);
-  return *it->second;
+  return plans_.emplace(key, std::move(built)).first->second;
+}
+
+Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) { return *plans_for({batch, height, width, 0}).front(); }
+
+void Program::run_images(int64_t batch, int64_t height, int64_t width, const std::vector<InputPart>& parts, float* logits) {
+  const int64_t threads = omp_get_max_threads();
+  const std::vector<std::pair<int64_t, int64_t>> chunks = image_chunks(batch, threads);
+  std::vector<std::unique_ptr<Plan>>& singles = plans_for({1, height, width, threads});
+  std::vector<std::unique_ptr<Plan>>& fours =
+      chunks.front().second == kImagesPerChunk ? plans_for({kImagesPerChunk, height, width, threads}) : singles;
+  const int64_t image_floats = spec_.in_channels * height * width;
+  std::atomic<size_t> next_chunk{0};
+  std::exception_ptr error;  // an exception must not leave an OpenMP region: the first one is rethrown after it
+#pragma omp parallel num_threads(static_cast<int>(threads))
+  {
+    const int thread = omp_get_thread_num();  // a team cut short by the runtime has fewer threads, never more
+    std::vector<InputPart> chunk_parts;
+    try {
+      for (size_t chunk = next_chunk++; chunk < chunks.size(); chunk = next_chunk++) {
+        const auto [first, images] = chunks[chunk];
+        chunk_parts.clear();  // the parts' images first .. first + images (those past the parts: zeros)
+        int64_t part_first = 0;
+        for (const InputPart& part : parts) {
+          const int64_t from = std::max(first, part_first), to = std::min(first + images, part_first + part.images);
+          if (from < to) chunk_parts.push_back({part.data + (from - part_first) * image_floats, to - from});
+          part_first += part.images;
+        }
+        Plan& plan = *(images == 1 ? singles : fours)[thread];
+        plan.run_parts(chunk_parts, logits + first * spec_.classes);
+      }
+    } catch (...) {
+      next_chunk = chunks.size();  // the other threads stop after their current chunk
+#pragma omp critical(repvgg_program_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 void Program::run(int64_t batch, int64_t height, int64_t width, const float* input, float* logits) {
   on_compute_thread([&] {
+    if (splits_images(batch, omp_get_max_threads())) {
+      wrap_dnnl("running network", [&] { run_images(batch, height, width, {{input, batch}}, logits); });
+      return;
+    }
     Plan& plan = plan_for(batch, height, width);
     wrap_dnnl("running network", [&] { plan.run(input, logits); });
   });
@@ -814,6 +970,10 @@ void Program::run_parts(int64_t batch, int64_t height, int64_t width, const std:
   }
   RV_CHECK(images <= batch, "ERR_SHAPE", "input parts hold " + std::to_string(images) + " images for a batch of " + std::to_string(batch));
   on_compute_thread([&] {
+    if (splits_images(batch, omp_get_max_threads())) {
+      wrap_dnnl("running network", [&] { run_images(batch, height, width, parts, logits); });
+      return;
+    }
     Plan& plan = plan_for(batch, height, width);
     wrap_dnnl("running network", [&] { plan.run_parts(parts, logits); });
   });
@@ -823,15 +983,52 @@ Profile Program::profile(int64_t batch, int64_t height, int64_t width, int runs)
   RV_CHECK(runs >= 1 && runs <= 10000, "ERR_ARG_VALUE", "profile runs must be between 1 and 10000, got " + std::to_string(runs));
   Profile profile;
   on_compute_thread([&] {
+    const int64_t threads = omp_get_max_threads();
+    if (splits_images(batch, threads)) {  // one thread's plan for the batch's first (largest) chunk, run alone
+      const int64_t images = image_chunks(batch, threads).front().second;
+      Plan& plan = *plans_for({images, height, width, threads}).front();
+      profile = wrap_dnnl("profiling network", [&] { return plan.profile(runs); });
+      profile.threading = "images";
+      profile.images = images;
+      profile.threads = 1;
+      return;
+    }
     Plan& plan = plan_for(batch, height, width);
     profile = wrap_dnnl("profiling network", [&] { return plan.profile(runs); });
+    profile.images = batch;
+    profile.threads = threads;
   });
   return profile;
 }
 
 PlanReport Program::prepare(int64_t batch, int64_t height, int64_t width) {
   PlanReport report;
-  on_compute_thread([&] { report = plan_for(batch, height, width).report(); });
+  on_compute_thread([&] {
+    const int64_t threads = omp_get_max_threads();
+    if (!splits_images(batch, threads)) {
+      report = plan_for(batch, height, width).report();
+      report.images_per_plan = batch;
+      report.threads = threads;
+      return;
+    }
+    // Both chunk sizes, whichever this batch uses, so that every batch that splits by images finds its plans.
+    const int64_t largest = image_chunks(batch, threads).front().second;
+    int64_t activation_bytes = 0, workspace_bytes = 0;
+    for (int64_t images : {kImagesPerChunk, int64_t{1}}) {
+      std::vector<std::unique_ptr<Plan>>& copies = plans_for({images, height, width, threads});
+      if (images == largest) report = copies.front()->report();
+      for (const std::unique_ptr<Plan>& copy : copies) {
+        activation_bytes += copy->report().activation_bytes;
+        workspace_bytes += copy->report().workspace_bytes;
+      }
+    }
+    report.batch = batch;
+    report.activation_bytes = activation_bytes;
+    report.workspace_bytes = workspace_bytes;
+    report.threading = "images";
+    report.images_per_plan = largest;
+    report.threads = threads;
+  });
   return report;
 }
 
