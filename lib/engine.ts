@@ -327,8 +327,18 @@ export class RepVGGNetwork {
     return new RepVGGNetwork(spec, 'train', trainProgram(spec, state), linear, options);
   }
 
-  /** A network running the deployed (re-parameterized) form. */
+  /**
+   * A network running the deployed (re-parameterized) form.
+   * @throws ArgumentTypeError when model is not a DeployedModel (a state dict goes to fromStateDict).
+   */
   static fromDeployed(model: DeployedModel, options: NetworkOptions = {}): RepVGGNetwork {
+    const candidate = model as Partial<DeployedModel> | null;
+    if (candidate === null || typeof candidate !== 'object' || typeof candidate.spec !== 'object' || !Array.isArray(candidate.layers) ||
+      !(candidate.linearWeight instanceof Float32Array) || !(candidate.linearBias instanceof Float32Array)) {
+      throw new ArgumentTypeError(
+        `Expected a deployed model ({ spec, layers, linearWeight, linearBias } from reparameterize or deployedModelFromState) for model but received ${describeValue(model)}`,
+      );
+    }
     const int8 = options.precision === 'int8';
     if (int8 && (options.quantization === undefined || options.quantization.size === 0)) {
       throw new ArgumentValueError(

@@ -24,6 +24,7 @@ import {
   RepvggError,
   ShapeError,
   WeightsMismatchError,
+  describeValue,
 } from '../lib/errors.js';
 import { readNpy } from '../lib/io/npy.js';
 import { writeSafetensors } from '../lib/io/safetensors.js';
@@ -416,6 +417,15 @@ test('weights of another architecture are rejected with the shape mismatches lis
   });
   t.regex(deployError?.message ?? '', /deploy form/);
   t.regex(deployError?.message ?? '', /stage0\.rbr_reparam\.weight expected \[64, 3, 3, 3\] but received \[48, 3, 3, 3\]/);
+});
+
+test('fromDeployed refuses what is not a deployed model with an ArgumentTypeError naming it', (t) => {
+  const state = randomStateDict(a0Spec, 'deploy', 63);
+  for (const notModel of [state, null, { spec: a0Spec, layers: [] }, 'RepVGG-A0-deploy.safetensors']) {
+    t.throws(() => RepVGGNetwork.fromDeployed(notModel as never, { backend: 'cpu' }), {
+      instanceOf: ArgumentTypeError, message: /Expected a deployed model .* for model but received/,
+    }, describeValue(notModel));
+  }
 });
 
 test('a state dict missing keys lists the first missing keys; extra keys are listed as unexpected', (t) => {
