@@ -63,9 +63,10 @@ struct PlanReport {
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
   std::vector<ConvChoice> convs;
   std::string auto_timing;  // how 'auto' timed the algorithms: "forward" or "convs"; empty when nothing was measured
-  // "layers": one plan for the batch on all threads; "images": threads single-threaded copies of plans for
+  // "layers": one plan for the batch on all threads; "images": `threads` single-threaded copies of plans for
   // chunks of images_per_plan (and of 1) images. convs, layout and auto_timing are then those of the
-  // images_per_plan plan, the bytes those of all the copies together.
+  // images_per_plan plan, activation_bytes and workspace_bytes those of all the copies of both chunk sizes,
+  // weight_bytes those of one copy (the copies share their weights).
   std::string threading = "layers";
   int64_t images_per_plan = 0, threads = 0;
 };
