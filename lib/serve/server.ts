@@ -165,8 +165,10 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
     const preprocess = preprocessWithNormalization(normalization, options.resize ?? 256, options.crop ?? 224, 'resize/crop');
     for (const batch of prepareBatches) await network.prepare(batch, preprocess.crop, preprocess.crop);
     // On the CPU, batches that split by images share their plans: when one of them was prepared, all of them were.
-    const imagePlansPrepared = prepareBatches.some((batch) => network.batchThreadingFor(batch) === 'images');
-    const runsPrepared = (batch: number): boolean => imagePlansPrepared && network.batchThreadingFor(batch) === 'images';
+    // Asked once here for every size up to maxBatch, not per batch on the event loop.
+    const splitSizes = new Set(Array.from({ length: maxBatch }, (_, i) => i + 1).filter((batch) => network.batchThreadingFor(batch) === 'images'));
+    const imagePlansPrepared = prepareBatches.some((batch) => splitSizes.has(batch));
+    const runsPrepared = (batch: number): boolean => imagePlansPrepared && splitSizes.has(batch);
     if (spec.inChannels === 3) await decodeWorkerPool().start(); // image inputs are decoded there: no start-up on the first ones
     const limits: ModelLimits = {
       inChannels: spec.inChannels,

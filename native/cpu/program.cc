@@ -898,17 +898,15 @@ std::vector<std::unique_ptr<Plan>>& Program::plans_for(const PlanKey& key) {
     }
     // Compiled for one thread (oneDNN sizes its kernels' work for the threads it may use, the Winograd kernel
     // makes one part), and run inside our parallel region, where each primitive runs on the calling thread alone.
-    const int team = omp_get_max_threads();
-    omp_set_num_threads(1);
-    try {
-      built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, nullptr));
-      for (int64_t copy = 1; copy < copies; copy++)
-        built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, &built.front()->report()));
-    } catch (...) {
-      omp_set_num_threads(team);
-      throw;
-    }
-    omp_set_num_threads(team);
+    // The compute thread's team size comes back however the compiling ends.
+    struct SingleThreaded {
+      const int team = omp_get_max_threads();
+      SingleThreaded() { omp_set_num_threads(1); }
+      ~SingleThreaded() { omp_set_num_threads(team); }
+    } single_threaded;
+    built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, nullptr));
+    for (int64_t copy = 1; copy < copies; copy++)
+      built.push_back(std::make_unique<Plan>(spec_, batch, height, width, winograd_weights_, reordered_weights_, &built.front()->report()));
   });
   plan_order_.push_back(key);
   return plans_.emplace(key, std::move(built)).first->second;
