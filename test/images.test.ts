@@ -21,6 +21,7 @@ import {
   centerCropBox,
   createLimiter,
   decodeImage,
+  decodeWorkerPool,
   imagenetClassNames,
   imagenetPreprocess,
   preprocessBatch,
@@ -30,6 +31,7 @@ import {
   resizeCenterCrop,
   resizedSize,
   roundHalfEven,
+  type SampleTask,
 } from '../lib/data/images.js';
 import type { RgbImage } from '../lib/data/images.js';
 import { IMAGE_CMYK_MEAN, IMAGE_DECODE_MAX, IMAGE_DOWNSCALE_MAX, IMAGE_UPSCALE_MAX } from './helpers/tolerances.js';
@@ -306,6 +308,28 @@ test('preprocessBatch stacks preprocessImage results in input order as (N, 3, cr
   const bad = join(VARIANTS, 'bomb.png');
   await rejectsNaming(t, preprocessBatch([paths[0] as string, bad]), bad);
   t.throws(() => imagenetPreprocess(256, 0), { instanceOf: ArgumentValueError, message: /preprocess.crop.*number 0/ });
+});
+
+test('preprocessBatch into a given array: written in place on a SharedArrayBuffer, copied into a plain one; bad ones are typed errors', async (t) => {
+  const paths = ['up_50x160.jpg', 'down_640x427.webp'].map((n) => join(COMPARE, n));
+  const expected = await preprocessBatch(paths);
+  const sample = 3 * 224 * 224;
+  const shared = new Float32Array(new SharedArrayBuffer(2 * sample * 4)).fill(Number.NaN);
+  const intoShared = await preprocessBatch(paths, { into: shared });
+  t.is(intoShared.data, shared, 'the given array is the batch');
+  t.deepEqual(intoShared.data, expected.data);
+  const single = new Float32Array(new SharedArrayBuffer(sample * 4)).fill(Number.NaN);
+  t.deepEqual((await preprocessBatch([paths[1]!], { into: single })).data, expected.data.subarray(sample), 'one image');
+  const plain = new Float32Array(2 * sample).fill(Number.NaN);
+  t.is((await preprocessBatch(paths, { into: plain })).data, plain);
+  t.deepEqual(plain, expected.data);
+
+  await t.throwsAsync(preprocessBatch(paths, { into: new Float32Array(sample) }), { instanceOf: ArgumentValueError, message: /options\.into.*\(2, 3, 224, 224\) = 301056 values but it holds 150528/ });
+  await t.throwsAsync(preprocessBatch(paths, { into: [] as unknown as Float32Array }), { instanceOf: ArgumentTypeError, message: /Float32Array for options\.into but received/ });
+  const task: SampleTask = { input: paths[0]!, transform: { kind: 'center-crop', resize: 256, crop: 224 }, key: 0, mean: [0, 0, 0], std: [1, 1, 1] };
+  await t.throwsAsync(decodeWorkerPool().run({ ...task, output: new Float32Array(sample) }), { instanceOf: ArgumentValueError, message: /SharedArrayBuffer for the task's output/ });
+  const short = new Float32Array(new SharedArrayBuffer(8 * 4));
+  await t.throwsAsync(decodeWorkerPool().run({ ...task, output: short }), { instanceOf: ArgumentValueError, message: /\(3, 224, 224\) = 150528 values in the task's output but it holds 8/ });
 });
 
 test('resampleBilinear: any window equals that part of the whole resized image, on random images and sizes', (t) => {

@@ -289,6 +289,34 @@ test('concurrent requests share a batch (batch-size histogram in /metrics)', asy
   t.true(metrics.includes('repvgg_compute_duration_seconds_count 1'));
 });
 
+// The server decodes images into arrays it reuses (lib/serve/sample-pool.ts): one handed out again too early would
+// be overwritten by another request's image before its own batch ran.
+test('concurrent image requests, some failing or expiring, each get their own image\'s result round after round', async (t) => {
+  const server = await startServer(t, { maxBatch: 4, maxDelayMs: 5 });
+  const infer = (image: Buffer, timeoutMicroseconds?: number) => server.inject({
+    method: 'POST', url: '/v2/models/repvgg/infer', headers: { 'content-type': 'application/json' },
+    payload: JSON.stringify({
+      inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [image.toString('base64')] }],
+      ...(timeoutMicroseconds !== undefined && { parameters: { timeout: timeoutMicroseconds } }),
+    }),
+  });
+  for (let round = 0; round < 3; round++) {
+    const images = await Promise.all(Array.from({ length: 6 }, (_, i) => randomPng(30 + 7 * i + round, 50 - 3 * i)));
+    const expected = await referenceLogits(images);
+    const [responses, broken, expired] = await Promise.all([
+      Promise.all(images.map((image) => infer(image))),
+      infer(Buffer.from('not an image at all')),
+      infer(images[0]!, 1), // 1 microsecond: expired before its batch
+    ]);
+    for (const [i, response] of responses.entries()) {
+      t.is(response.statusCode, 200, response.body);
+      checkClose(t, `round ${round} image ${i}`, response.json().outputs[0].data as number[], expected.subarray(10 * i, 10 * i + 10), MODEL_FP32);
+    }
+    t.is(broken.statusCode, 400, broken.body);
+    t.is(expired.statusCode, 504, expired.body);
+  }
+});
+
 test('queue overflow answers 503 with Retry-After; close() drains the accepted request', async (t) => {
   const server = createServer({ backend: 'cpu', weights: { spec, state }, labels, prepareBatches: [1], logLevel: 'silent', maxBatch: 4, maxQueue: 4, maxDelayMs: 60_000 });
   t.teardown(() => server.close());

@@ -1,5 +1,6 @@
 // A decoding worker thread of images.ts's DecodeWorkerPool: runs sample tasks (decode, transform, normalize) and
-// sends each (3, S, S) float32 sample back, its buffer transferred, or the error's class and message.
+// sends each (3, S, S) float32 sample back, its buffer transferred (or writes it to the task's shared output and
+// says so), or the error's class and message.
 // Not for: import from anywhere but `new Worker(...)` in images.ts (it starts listening on import).
 
 import { setPriority } from 'node:os';
@@ -24,6 +25,10 @@ port.on('message', (request: SampleRequest | WorkerNice) => {
   }
   runSampleTask(request.task).then(
     (data) => {
+      if (request.task.output !== undefined) {
+        port.postMessage({ id: request.id, written: true } satisfies SampleReply);
+        return;
+      }
       const buffer = data.buffer as ArrayBuffer;
       port.postMessage({ id: request.id, data: buffer } satisfies SampleReply, [buffer]);
     },

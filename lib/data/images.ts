@@ -465,14 +465,20 @@ export interface PreprocessBatchOptions extends PreprocessOptions {
   readonly concurrency?: number;
   /** How errors name each in-memory input, by index (default `${name} ${index}`). */
   readonly names?: readonly string[];
+  /**
+   * The (N, 3, crop, crop) array to fill, instead of a new one. On a SharedArrayBuffer the workers write each image
+   * into it directly: no array per image (the server reuses these, see lib/serve/sample-pool.ts).
+   */
+  readonly into?: Float32Array;
 }
 
 /**
  * Decode and preprocess several images into one batch, `concurrency` at a time, on the decoding worker threads
  * (decodeWorkerPool): the same bytes as preprocessImage, without the main thread's time. Buffer inputs are
  * named `options.names[index]`, else `${options.name} ${index}`, in errors.
- * @returns (N, 3, crop, crop) float32 HostTensor, images in the order given.
- * @throws FormatError naming the first file (in input order) that failed.
+ * @returns (N, 3, crop, crop) float32 HostTensor, images in the order given (its data is options.into when given).
+ * @throws FormatError naming the first file (in input order) that failed; ArgumentTypeError / ArgumentValueError
+ *   for an options.into that is not a Float32Array of N * 3 * crop * crop values.
  * @example const batch = await preprocessBatch(['a.jpg', 'b.png']);
  */
 export async function preprocessBatch(inputs: readonly ImageInput[], options: PreprocessBatchOptions = {}): Promise<HostTensor> {
@@ -482,9 +488,19 @@ export async function preprocessBatch(inputs: readonly ImageInput[], options: Pr
   const { crop } = preprocess;
   const sample = 3 * crop * crop;
   const transform = resolveTransform(centerCropTransform(preprocess.resize, crop), 'options.preprocess');
+  const { into } = options;
+  if (into !== undefined && !(into instanceof Float32Array)) {
+    throw new ArgumentTypeError(`Expected a Float32Array for options.into but received ${describeValue(into)}`);
+  }
+  if (into !== undefined && into.length !== inputs.length * sample) {
+    throw new ArgumentValueError(
+      `Expected options.into to hold (${inputs.length}, 3, ${crop}, ${crop}) = ${inputs.length * sample} values but it holds ${into.length}`,
+    );
+  }
+  const shared = into !== undefined && into.buffer instanceof SharedArrayBuffer;
   const pool = decodeWorkerPool();
-  // One image: the worker's own (transferred) array is the batch, with no copy on this thread.
-  let out: Float32Array | undefined = inputs.length === 1 ? undefined : new Float32Array(inputs.length * sample); // (N, 3, crop, crop)
+  // One image and no destination: the worker's own (transferred) array is the batch, with no copy on this thread.
+  let out: Float32Array | undefined = into ?? (inputs.length === 1 ? undefined : new Float32Array(inputs.length * sample)); // (N, 3, crop, crop)
   const settled = await Promise.allSettled(
     inputs.map((input, i) =>
       limit(async () => {
@@ -497,10 +513,11 @@ export async function preprocessBatch(inputs: readonly ImageInput[], options: Pr
           ...(typeof input === 'string' ? {} : { name: options.names?.[i] ?? `${options.name ?? 'image buffer'} ${i}` }),
           ...(options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels }),
           ...(options.maxFileBytes === undefined ? {} : { maxFileBytes: options.maxFileBytes }),
+          ...(shared && { output: into.subarray(i * sample, (i + 1) * sample) }),
         };
         const chw = await pool.run(task); // (3, crop, crop)
         if (out === undefined) out = chw;
-        else out.set(chw, i * sample);
+        else if (!shared) out.set(chw, i * sample);
       }),
     ),
   );
@@ -724,6 +741,11 @@ export interface SampleTask {
   readonly std: readonly number[];
   readonly maxPixels?: number;
   readonly maxFileBytes?: number;
+  /**
+   * Where the (3, S, S) sample goes: a view of a SharedArrayBuffer, which the worker writes in place of sending a new
+   * array back. Without it, each sample is an array of its own (transferred).
+   */
+  readonly output?: Float32Array;
 }
 
 /** Main thread -> worker. */
@@ -737,14 +759,19 @@ export interface WorkerNice {
   readonly nice: number;
 }
 
-/** Worker -> main thread: the (3, S, S) float32 sample's buffer (transferred), or the error's class and text. */
+/**
+ * Worker -> main thread: the (3, S, S) float32 sample's buffer (transferred), that it was written to the task's
+ * output, or the error's class and text.
+ */
 export type SampleReply =
   | { readonly id: number; readonly data: ArrayBuffer }
+  | { readonly id: number; readonly written: true }
   | { readonly id: number; readonly error: { readonly name: string; readonly message: string } };
 
 /**
  * Run one sample task on the calling thread (what each worker runs).
- * @returns (3, S, S) float32, normalized.
+ * @returns (3, S, S) float32, normalized: task.output when given.
+ * @throws ArgumentValueError when task.output does not hold 3 * S * S values.
  */
 export async function runSampleTask(task: SampleTask): Promise<Float32Array> {
   const image = await decodeImage(task.input, {
@@ -753,7 +780,11 @@ export async function runSampleTask(task: SampleTask): Promise<Float32Array> {
     ...(task.maxFileBytes === undefined ? {} : { maxFileBytes: task.maxFileBytes }),
   });
   const size = outputSize(task.transform);
-  const out = new Float32Array(3 * size * size); // (3, S, S)
+  const length = 3 * size * size;
+  if (task.output !== undefined && task.output.length !== length) {
+    throw new ArgumentValueError(`Expected room for (3, ${size}, ${size}) = ${length} values in the task's output but it holds ${task.output.length}`);
+  }
+  const out = task.output ?? new Float32Array(length); // (3, S, S)
   writeTransformed(image, task.transform, new Rng(task.key), normalizationTable(task.mean, task.std), out, 0);
   return out;
 }
@@ -774,7 +805,7 @@ function errorFromWorker(error: { readonly name: string; readonly message: strin
 
 interface WorkerSlot {
   readonly worker: Worker;
-  readonly pending: Map<number, { resolve: (data: Float32Array) => void; reject: (error: Error) => void }>;
+  readonly pending: Map<number, { output: Float32Array | undefined; resolve: (data: Float32Array) => void; reject: (error: Error) => void }>;
 }
 
 /**
@@ -795,17 +826,22 @@ export class DecodeWorkerPool {
   }
 
   /**
-   * @returns the task's (3, S, S) float32 sample.
-   * @throws the worker's FormatError / ArgumentValueError / ArgumentTypeError, or RepvggError 'ERR_IMAGE_WORKER'.
+   * @returns the task's (3, S, S) float32 sample: task.output when given.
+   * @throws the worker's FormatError / ArgumentValueError / ArgumentTypeError, or RepvggError 'ERR_IMAGE_WORKER';
+   *   ArgumentValueError at once for a task.output that is not on a SharedArrayBuffer (the worker would write a copy).
    */
   run(task: SampleTask): Promise<Float32Array> {
+    const { output } = task;
+    if (output !== undefined && !(output instanceof Float32Array && output.buffer instanceof SharedArrayBuffer)) {
+      return Promise.reject(new ArgumentValueError(`Expected a Float32Array on a SharedArrayBuffer for the task's output but received ${describeValue(output)}`));
+    }
     const slot = this.pick();
     const id = this.nextId++;
     // postMessage clones a byte view's whole ArrayBuffer (a request body, a pooled Buffer): send the view's bytes only.
     const { input } = task;
     const sent = typeof input !== 'string' && input.byteLength !== input.buffer.byteLength ? { ...task, input: new Uint8Array(input) } : task;
     return new Promise<Float32Array>((resolve, reject) => {
-      slot.pending.set(id, { resolve, reject });
+      slot.pending.set(id, { output, resolve, reject });
       if (slot.pending.size === 1) slot.worker.ref();
       slot.worker.postMessage({ id, task: sent } satisfies SampleRequest);
     });
@@ -853,7 +889,9 @@ export class DecodeWorkerPool {
       slot.pending.delete(reply.id);
       if (slot.pending.size === 0) worker.unref();
       if ('data' in reply) waiter.resolve(new Float32Array(reply.data));
-      else waiter.reject(errorFromWorker(reply.error));
+      else if ('written' in reply && waiter.output !== undefined) waiter.resolve(waiter.output);
+      else if ('error' in reply) waiter.reject(errorFromWorker(reply.error));
+      else waiter.reject(new RepvggError('ERR_IMAGE_WORKER', 'An image decoding worker said it wrote a sample that had no output'));
     });
     const fail = (error: Error): void => {
       const index = this.slots.indexOf(slot);

@@ -28,6 +28,7 @@ import { readBody } from './body.js';
 import { Batcher, MAX_BATCH_ELEMENTS } from './batcher.js';
 import { createServerMetrics, type RequestOutcome, type ServerMetrics } from './metrics.js';
 import { HEADER_LENGTH_HEADER, OUTPUT_NAME, encodeInferResponse, parseInferRequest, splitBody, type ModelLimits } from './protocol.js';
+import { SharedSamplePool } from './sample-pool.js';
 
 export interface ServerOptions {
   /** A weights file (safetensors or .pth, either form) or weights already in memory. */
@@ -104,6 +105,8 @@ interface Model {
   readonly limits: ModelLimits;
   /** Whether a batch of this size at the crop size runs on prepared plans though not prepared itself (see preparedBatchSize). */
   readonly runsPrepared: (batch: number) => boolean;
+  /** The arrays encoded images are decoded into, reused from request to request. */
+  readonly samples: SharedSamplePool;
 }
 
 /** An HTTP error with its status (and Retry-After seconds for 503). */
@@ -177,7 +180,9 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
       maxImageValues: Math.floor(MAX_BATCH_ELEMENTS / maxBatch),
       numClasses: spec.numClasses,
     };
-    return { spec, network, labels, preprocess, limits, runsPrepared };
+    // Enough free arrays for a batch computing and the next one decoding; beyond that, requests allocate as before.
+    const samples = new SharedSamplePool(2 * maxBatch * 3 * preprocess.crop * preprocess.crop);
+    return { spec, network, labels, preprocess, limits, runsPrepared, samples };
   } catch (error) {
     network.dispose();
     throw error;
@@ -376,14 +381,25 @@ export function createServer(options: ServerOptions): RepvggServer {
   const submitImages = (current: Model, images: readonly Uint8Array[], names: readonly string[], signal: AbortSignal, timeoutMs: number | undefined) => {
     const crop = current.preprocess.crop;
     if (current.spec.inChannels !== 3) throw new HttpError(400, `Expected FP32 input: the model takes ${current.spec.inChannels}-channel images, not RGB`);
-    return batcher.submit({
+    const into = current.samples.acquire(images.length * 3 * crop * crop); // (N, 3, crop, crop)
+    let decoding: Promise<unknown> = Promise.resolve();
+    const logits = batcher.submit({
       shape: [images.length, 3, crop, crop],
       // Decoded, resized and normalized on the decoding worker threads: on the event loop, the resampling of a
       // batch of JPEGs held it for tens of milliseconds.
-      prepare: async () => (await preprocessBatch(images, { preprocess: current.preprocess, maxPixels, names, name: 'image' })).data, // (N, 3, crop, crop)
+      prepare: async () => {
+        const decoded = preprocessBatch(images, { preprocess: current.preprocess, maxPixels, names, name: 'image', into });
+        decoding = decoded;
+        return (await decoded).data;
+      },
       signal,
       ...(timeoutMs !== undefined && { timeoutMs }),
     });
+    // The array is reused once nothing reads it (the request answered: its batch, if any, is done) and nothing writes
+    // it (its decoding, if started, settled: a request rejected while decoding must not hand it out half written).
+    const release = (): void => void decoding.finally(() => current.samples.release(into)).catch(() => undefined);
+    logits.then(release, release);
+    return logits;
   };
 
   const infer = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
