@@ -470,6 +470,37 @@ test('a forgotten loader does not keep the process alive', async (t) => {
   t.is(stdout.trim(), 'got step 0');
 });
 
+// V8 flags such as --max-old-space-size are common in production; a worker given them explicitly (execArgv) throws
+// ERR_WORKER_INVALID_EXEC_ARGV. Both worker kinds (the loader's, the image decoders') must start under them, also
+// alongside --input-type (the one flag that makes us pass the parent's flags explicitly).
+test('the loader and image decoding workers start when node runs with V8 flags, with and without --input-type', async (t) => {
+  const loaderUrl = new URL('../lib/data/loader.js', import.meta.url).href;
+  const imagesUrl = new URL('../lib/data/images.js', import.meta.url).href;
+  const image = fileURLToPath(new URL('../../test/fixtures/images/compare/up_50x160.jpg', import.meta.url));
+  const script = `
+    import { DataLoader } from ${JSON.stringify(loaderUrl)};
+    import { preprocessBatch } from ${JSON.stringify(imagesUrl)};
+    const loader = new DataLoader(
+      { images: new Float32Array(10 * 4), labels: new Int32Array(10), count: 10, channels: 1, height: 2, width: 2, numClasses: 1, name: 'tiny' },
+      { batchSize: 5, shuffle: false, augment: false, seed: 0 },
+    );
+    const batches = loader.epoch(0);
+    const first = await batches.next();
+    await batches.return(undefined);
+    const decoded = await preprocessBatch([${JSON.stringify(image)}, ${JSON.stringify(image)}]);
+    console.log('step', first.value.step, 'shape', decoded.shape.join('x'));
+  `;
+  const dir = await mkdtemp(join(tmpdir(), 'repvgg-flags-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'script.mjs');
+  await writeFile(file, script);
+  const v8Flags = ['--max-old-space-size=4096', '--stack-trace-limit=50'];
+  for (const args of [[...v8Flags, file], ['--input-type=module', ...v8Flags, '-e', script]]) {
+    const { stdout } = await promisify(execFile)(process.execPath, args, { timeout: 60_000 });
+    t.is(stdout.trim(), 'step 0 shape 2x3x224x224', args.slice(0, -1).join(' '));
+  }
+});
+
 test('close() ends the loader; one epoch at a time; bad options fail before any work', async (t) => {
   const dataset = countingDataset(10, { channels: 1, height: 2, width: 2 });
   const loader = new DataLoader(dataset, { batchSize: 4, ...ORDERED });

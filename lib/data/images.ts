@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 
 import sharp from 'sharp';
 
@@ -17,7 +17,7 @@ import { ArgumentTypeError, ArgumentValueError, FormatError, RepvggError, descri
 import { checkNice } from '../nice.js';
 import { hostTensor } from '../tensor.js';
 import type { HostTensor } from '../tensor.js';
-import { workerExecArgv } from './loader.js';
+import { startWorker } from './loader.js';
 import { Rng } from './random.js';
 import type { Normalization } from './transforms.js';
 
@@ -879,7 +879,7 @@ export class DecodeWorkerPool {
     let best: WorkerSlot | undefined;
     for (const slot of this.slots) if (best === undefined || slot.pending.size < best.pending.size) best = slot;
     if (best !== undefined && (best.pending.size === 0 || this.slots.length >= this.size)) return best;
-    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { execArgv: workerExecArgv() });
+    const worker = startWorker(new URL('./image-worker.js', import.meta.url));
     worker.unref();
     if (this.nice !== 0) worker.postMessage({ nice: this.nice } satisfies WorkerNice);
     const slot: WorkerSlot = { worker, pending: new Map() };

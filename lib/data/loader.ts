@@ -3,7 +3,7 @@
 // Not for: the per-sample transforms (transforms.ts) or reading datasets (datasets.ts).
 
 import { MessageChannel, Worker, receiveMessageOnPort } from 'node:worker_threads';
-import type { MessagePort } from 'node:worker_threads';
+import type { MessagePort, WorkerOptions } from 'node:worker_threads';
 
 import { ArgumentTypeError, ArgumentValueError, DisposedError, RepvggError, describeValue } from '../errors.js';
 import { hostTensor } from '../tensor.js';
@@ -68,17 +68,29 @@ function sharedCopy<T extends Uint8Array | Float32Array | Int32Array>(array: T):
 }
 
 /**
- * The parent's Node flags minus those that describe the main script's input (`node --input-type=module -e ...`):
- * a worker started from a file refuses them.
+ * Starts a worker thread from one of our files, with the parent's Node flags. By default a worker inherits them, V8
+ * flags included (`node --max-old-space-size=4096 app.js`), whereas an explicit execArgv holding a V8 flag throws
+ * ERR_WORKER_INVALID_EXEC_ARGV. Only flags that describe the parent's own script (`node --input-type=module -e ...`),
+ * which an ES module worker refuses, make us pass them explicitly without those; and should the worker then refuse
+ * some (V8 flags: they apply to every thread anyway), with none.
  */
-export function workerExecArgv(): string[] {
-  const argv: string[] = [];
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const arg = process.execArgv[i] as string;
+export function startWorker(file: URL, options: WorkerOptions = {}): Worker {
+  const inherited = process.execArgv;
+  const isInputType = (arg: string): boolean => arg === '--input-type' || arg.startsWith('--input-type=');
+  if (!inherited.some(isInputType)) return new Worker(file, options);
+  const execArgv: string[] = [];
+  for (let i = 0; i < inherited.length; i++) {
+    const arg = inherited[i] as string;
     if (arg === '--input-type') i++; // its value is the next argument
-    else if (!arg.startsWith('--input-type=')) argv.push(arg);
+    else if (!isInputType(arg)) execArgv.push(arg);
   }
-  return argv;
+  try {
+    return new Worker(file, { ...options, execArgv });
+  } catch (error) {
+    // Thrown before the worker starts or anything in options.transferList moves.
+    if ((error as { code?: unknown }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
+    return new Worker(file, { ...options, execArgv: [] });
+  }
 }
 
 function resolveAugment(augment: boolean | AugmentOptions): AugmentOptions | null {
@@ -343,11 +355,7 @@ export class DataLoader {
     if (this.port !== undefined) return this.port;
     const { port1, port2 } = new MessageChannel();
     const workerData: WorkerData = { ...this.init, port: port2 };
-    const worker = new Worker(new URL('./loader-worker.js', import.meta.url), {
-      workerData,
-      transferList: [port2],
-      execArgv: workerExecArgv(),
-    });
+    const worker = startWorker(new URL('./loader-worker.js', import.meta.url), { workerData, transferList: [port2] });
     worker.unref();
     port1.on('message', (message: FromWorker) => this.onMessage(message));
     port1.unref();
