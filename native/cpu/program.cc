@@ -116,8 +116,8 @@ memory wrap(const dims& shape, const std::vector<float>& data) {
   return memory(plain_f32(shape), engine(), const_cast<float*>(data.data()));
 }
 
-// Conv step `step`'s plain float32 weights (w_dims) in layout md: from the cache when a plan already reordered them
-// so, else reordered now and cached.
+// Step `step`'s plain float32 weights (w_dims; a conv's, or the classifier's as the step after the last) in layout md:
+// from the cache when a plan already reordered them so, else reordered now and cached.
 std::shared_ptr<const memory> reordered_weights(ReorderedWeightCache& cache, int step, const dims& w_dims, const std::vector<float>& weight,
                                                 const md_t& md) {
   std::vector<ReorderedWeights>& entries = cache[step];
@@ -564,14 +564,11 @@ void Plan::compile_head() {
   const dnnl::inner_product_forward::primitive_desc pd(d, user_scratchpad(), engine());
   Exec fc;
   fc.prim = dnnl::inner_product_forward(pd);
-  memory weights = wrap({k, c}, spec_.head_weight);
-  if (head_type != dt::f32) {
-    // Converted once and shared by every plan of the network (cached as the step after the last).
+  // float32 reads the spec's weights in place; bf16 ones are converted once and shared by every plan of the network.
+  if (head_type != dt::f32)
     fc.shared_weights = reordered_weights(reordered_weights_, static_cast<int>(spec_.steps.size()), {k, c}, spec_.head_weight, pd.weights_desc());
-    weights = *fc.shared_weights;
-  }
   fc.fixed_args = {{DNNL_ARG_SRC, memory(features_md, engine(), pooled.get_data_handle())},
-                   {DNNL_ARG_WEIGHTS, weights},
+                   {DNNL_ARG_WEIGHTS, fc.shared_weights ? *fc.shared_weights : wrap({k, c}, spec_.head_weight)},
                    {DNNL_ARG_BIAS, wrap({k}, spec_.head_bias)},
                    {DNNL_ARG_DST, logits_user_}};
   execs_.push_back(std::move(fc));
