@@ -26,7 +26,7 @@ import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../lib/io/onnx.js
 import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
-import { DEFAULT_COMPUTE_NICE, createServer, lowerServingThreads } from '../lib/serve/server.js';
+import { DEFAULT_COMPUTE_NICE, SERVING_NODE_FLAGS, createServer, lowerServingThreads } from '../lib/serve/server.js';
 import { median } from './process.js';
 import { metricValue } from '../test/helpers/metrics.js';
 import { maxRelativeError } from '../test/helpers/reference.js';
@@ -187,7 +187,9 @@ export interface Child {
 }
 
 export async function startChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<Child> {
-  const child = fork(fileURLToPath(import.meta.url), ['--role', kind, '--max-batch', String(maxBatch), '--compute-nice', String(computeNice)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // Ours runs with the V8 flags `repvgg serve` runs with; the baseline with node's defaults, as its user would.
+  const execArgv = kind === 'ours' ? [...process.execArgv, ...SERVING_NODE_FLAGS] : process.execArgv;
+  const child = fork(fileURLToPath(import.meta.url), ['--role', kind, '--max-batch', String(maxBatch), '--compute-nice', String(computeNice)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const next = (): Promise<FromChild> => new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`The ${kind} server did not answer within ${CHILD_READY_TIMEOUT_MS} ms`)), CHILD_READY_TIMEOUT_MS);
     const onExit = (code: number | null) => reject(new Error(`The ${kind} server exited with ${code}`));

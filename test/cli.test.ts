@@ -3,9 +3,11 @@
 // fails with exit 2 (usage) or 1 (other), one stderr line naming the argument, and no output or temp file left.
 // Not for: the numerics of the engine or reparam against a reference (reference.test.ts, onnx.test.ts).
 
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
@@ -16,10 +18,12 @@ import { writeSafetensors } from '../lib/io/safetensors.js';
 import { saveWeights } from '../lib/io/weights.js';
 import { randomStateDict } from '../lib/models/init.js';
 import { customSpec, officialSpec } from '../lib/models/repvgg.js';
-import { cli as runCli, describeResult as describe, type CliResult } from './helpers/cli-runner.js';
+import { SERVING_NODE_FLAGS } from '../lib/serve/server.js';
+import { CLI_PATH, cli as runCli, describeResult as describe, type CliResult } from './helpers/cli-runner.js';
 import { argmaxRows, makeRng, maxRelativeError, randomArray } from './helpers/reference.js';
 import { MODEL_FP32, ONNX } from './helpers/tolerances.js';
 
+const execFileAsync = promisify(execFile);
 const CLASSES = 5;
 const BATCH = 5;
 const SIDE = 32; // A0's total stride: the smallest input it accepts
@@ -125,6 +129,19 @@ test('info names oneDNN with the cpu ISA and says why cuda is unavailable', asyn
   t.regex(r.stdout, /cpu: available\n\s+library: oneDNN \d+\.\d+/);
   t.regex(r.stdout, /isa: \w+/);
   t.regex(r.stdout, /cuda: (available\n[^]*cudnn|unavailable\n\s+reason: \S.{10,})/);
+});
+
+test('run as a program, the repvgg file starts node with the server\'s V8 flags', async (t) => {
+  const firstLine = (await readFile(CLI_PATH, 'utf8')).split('\n', 1)[0];
+  t.is(firstLine, `#!/usr/bin/env -S node ${SERVING_NODE_FLAGS.join(' ')}`);
+  // Through its launcher line (as npx and the manifests run it), with a preload that reports node's own flags.
+  const preload = join(await freshDir('launcher'), 'report-exec-argv.cjs');
+  await writeFile(preload, 'process.stderr.write("execArgv " + JSON.stringify(process.execArgv) + "\\n");\n');
+  const { stdout, stderr } = await execFileAsync(CLI_PATH, ['--help'], { env: { ...process.env, NODE_OPTIONS: `--require ${preload}` } });
+  t.true(stdout.includes('Usage: repvgg'), stdout);
+  const reported = /^execArgv (.*)$/m.exec(stderr);
+  t.truthy(reported, stderr);
+  t.deepEqual(JSON.parse(reported![1]!), [...SERVING_NODE_FLAGS]);
 });
 
 test('--help prints the usage and exits 0', async (t) => {

@@ -1,11 +1,12 @@
 // Tests of the inference server's body reader (lib/serve/body.ts): bytes kept exactly, the binary part of a KServe
-// binary-extension body 4-byte aligned, and the 400/413 refusals. Not for: parsing the bodies (serve.test.ts).
+// binary-extension body 4-byte aligned, the 400/413 refusals, and the pool of body buffers. Not for: parsing the
+// bodies, or the server releasing a body only once its batch is done (serve.test.ts).
 
 import { PassThrough } from 'node:stream';
 
 import test from 'ava';
 
-import { BodyError, MAX_BODY_PREALLOCATION, readBody } from '../lib/serve/body.js';
+import { BODY_POOL_GRANULE, BodyError, BodyPool, MAX_BODY_PREALLOCATION, readBody } from '../lib/serve/body.js';
 import { makeRng } from './helpers/reference.js';
 
 /** A stream that emits `bytes` in chunks of the given sizes (the last chunk takes the rest), then ends. */
@@ -69,4 +70,62 @@ test('bodies past the limit get 413, bodies shorter than Content-Length 400, str
   setImmediate(() => broken.destroy(new Error('socket hang up')));
   const aborted = await t.throwsAsync(readBody({ 'content-length': '5000' }, broken, 1 << 20), { message: 'socket hang up' });
   t.is((aborted as Error & { statusCode?: number }).statusCode, 400);
+});
+
+test('the body pool hands out whole buffers in granules, reuses released ones and keeps at most its bound', (t) => {
+  const pool = new BodyPool(3 * BODY_POOL_GRANULE);
+  const first = pool.acquire(BODY_POOL_GRANULE + 1);
+  t.is(first.byteOffset, 0);
+  t.is(first.length, 2 * BODY_POOL_GRANULE, 'rounded up to a whole number of granules');
+  t.is(first.buffer.byteLength, first.length, 'the whole ArrayBuffer');
+  t.is(pool.acquire(0).length, BODY_POOL_GRANULE);
+  pool.release(first.subarray(5, 10)); // any view of it gives it back
+  t.is(pool.retainedBytes, 2 * BODY_POOL_GRANULE);
+  pool.release(first);
+  t.is(pool.retainedBytes, 2 * BODY_POOL_GRANULE, 'a second release of a free buffer is ignored');
+  t.not(pool.acquire(10).buffer, first.buffer, 'another size class gets another buffer');
+  const again = pool.acquire(2 * BODY_POOL_GRANULE - 100);
+  t.is(again.buffer, first.buffer, 'the same size class reuses the released buffer');
+  t.is(pool.retainedBytes, 0);
+
+  pool.release(Buffer.alloc(BODY_POOL_GRANULE));
+  pool.release(new Uint8Array(BODY_POOL_GRANULE));
+  t.is(pool.retainedBytes, 0, 'buffers the pool did not make are not taken');
+  const [a, b] = [pool.acquire(2 * BODY_POOL_GRANULE), pool.acquire(2 * BODY_POOL_GRANULE)];
+  pool.release(a);
+  pool.release(b);
+  t.is(pool.retainedBytes, 2 * BODY_POOL_GRANULE, 'the second buffer would pass the bound: left to the GC');
+  t.is(pool.acquire(2 * BODY_POOL_GRANULE).buffer, a.buffer);
+  t.not(pool.acquire(2 * BODY_POOL_GRANULE).buffer, b.buffer);
+});
+
+test('with a pool, a body with Content-Length is read into a pooled buffer, and a failed read gives it back', async (t) => {
+  const pool = new BodyPool(16 * BODY_POOL_GRANULE);
+  const bytes = randomBytes(100_000, 5);
+  const headers = { 'content-length': String(bytes.length), 'inference-header-content-length': '7' };
+  const body = await readBody(headers, streamOf(bytes, [10, 70_000]), 1 << 20, pool);
+  t.true(body.equals(bytes));
+  t.is((body.byteOffset + 7) % 4, 0, 'aligned as without a pool');
+  t.is(pool.retainedBytes, 0);
+  pool.release(body);
+  t.is(pool.retainedBytes, 2 * BODY_POOL_GRANULE, 'the body was in a pooled buffer');
+  const next = await readBody(headers, streamOf(randomBytes(100_000, 6), [50_000]), 1 << 20, pool);
+  t.is(next.buffer, body.buffer, 'the next body of that size reuses it');
+
+  const chunked = await readBody({}, streamOf(bytes, [1000]), 1 << 20, pool);
+  pool.release(chunked);
+  t.is(pool.retainedBytes, 0, 'a body without Content-Length is not pooled');
+  const large = randomBytes(MAX_BODY_PREALLOCATION + 1, 7);
+  const unpooled = await readBody({ 'content-length': String(large.length) }, streamOf(large, [1 << 20]), 1 << 30, pool);
+  t.true(unpooled.equals(large));
+  pool.release(unpooled);
+  t.is(pool.retainedBytes, 0, 'nor one above MAX_BODY_PREALLOCATION');
+
+  await t.throwsAsync(readBody({ 'content-length': '5000' }, streamOf(bytes.subarray(0, 4000), []), 1 << 20, pool), { instanceOf: BodyError });
+  t.is(pool.retainedBytes, BODY_POOL_GRANULE, 'a short body\'s buffer is back in the pool');
+  const broken = new PassThrough();
+  broken.write(bytes.subarray(0, 100));
+  setImmediate(() => broken.destroy(new Error('socket hang up')));
+  await t.throwsAsync(readBody({ 'content-length': '70000' }, broken, 1 << 20, pool), { message: 'socket hang up' });
+  t.is(pool.retainedBytes, 3 * BODY_POOL_GRANULE, 'so is an aborted one\'s');
 });

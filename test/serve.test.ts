@@ -317,6 +317,47 @@ test('concurrent image requests, some failing or expiring, each get their own im
   }
 });
 
+// Binary tensors are read in place from request bodies in reused buffers (lib/serve/body.ts BodyPool): one handed out
+// again before its batch ran would carry another request's tensor into that batch.
+test('concurrent binary FP32 requests, some refused or expiring, each get their own tensor\'s result round after round', async (t) => {
+  const server = await startServer(t, { maxBatch: 4, maxDelayMs: 20 });
+  const infer = (input: HostTensor, timeoutMicroseconds?: number) => {
+    const { body, length } = binaryBody({
+      inputs: [{ name: 'input', datatype: 'FP32', shape: input.shape, parameters: { binary_data_size: input.data.byteLength } }],
+      parameters: { binary_data_output: true, ...(timeoutMicroseconds !== undefined && { timeout: timeoutMicroseconds }) },
+    }, new Uint8Array(input.data.buffer, input.data.byteOffset, input.data.byteLength));
+    return server.inject({
+      method: 'POST', url: '/v2/models/repvgg/infer', payload: body,
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(length) },
+    });
+  };
+  const logitsOf = (raw: Buffer, headerLength: number): Float32Array => {
+    const tail = raw.subarray(headerLength);
+    return new Float32Array(tail.buffer.slice(tail.byteOffset, tail.byteOffset + tail.length));
+  };
+  for (let round = 0; round < 3; round++) {
+    const inputs = Array.from({ length: 6 }, () => randomInput([1, 3, 32, 32]));
+    // One after another, so that later bodies are read while earlier requests wait for their batch (maxDelayMs).
+    const answers = [];
+    for (const input of inputs) {
+      answers.push(infer(input));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const [responses, refused, expired] = await Promise.all([
+      Promise.all(answers),
+      infer({ shape: [1, 2, 32, 32], data: randomInput([1, 2, 32, 32]).data }), // 400: two channels, not three
+      infer(inputs[0]!, 1), // 1 microsecond: expired before its batch
+    ]);
+    for (const [i, response] of responses.entries()) {
+      t.is(response.statusCode, 200, response.body);
+      const expected = (await reference.predict(inputs[i]!)).data;
+      checkClose(t, `round ${round} tensor ${i}`, logitsOf(response.rawPayload, Number(response.headers['inference-header-content-length'])), expected, MODEL_FP32);
+    }
+    t.is(refused.statusCode, 400, refused.body);
+    t.is(expired.statusCode, 504, expired.body);
+  }
+});
+
 test('queue overflow answers 503 with Retry-After; close() drains the accepted request', async (t) => {
   const server = createServer({ backend: 'cpu', weights: { spec, state }, labels, prepareBatches: [1], logLevel: 'silent', maxBatch: 4, maxQueue: 4, maxDelayMs: 60_000 });
   t.teardown(() => server.close());

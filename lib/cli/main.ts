@@ -1,6 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 // The `repvgg` command: info | convert | infer | export-onnx | quantize | demo | train | eval | serve | bench. Parses flags, calls the library, prints
 // results; every failure is one line on stderr naming the argument, with exit status 2 (usage) or 1 (other).
+// The launcher line gives node the server's V8 flags (SERVING_NODE_FLAGS in lib/serve/server.ts; a test keeps them equal).
 // Not for: library logic — each command is a thin layer over lib/.
 
 import { readFileSync } from 'node:fs';

@@ -1,5 +1,6 @@
 // Reads an HTTP request body into one buffer for the inference server, laid out so that the binary part of a KServe
-// binary-extension body starts 4-byte aligned: FP32 tensors are then read in place instead of copied again.
+// binary-extension body starts 4-byte aligned: FP32 tensors are then read in place instead of copied again. The
+// buffers of bodies with a Content-Length come from a BodyPool and go back to it once their request is done.
 // Not for: parsing the body (protocol.ts) or multipart uploads (@fastify/multipart reads those itself).
 
 import type { Readable } from 'node:stream';
@@ -21,6 +22,60 @@ export const MAX_BODY_PREALLOCATION = 4 * 1024 * 1024;
 /** The first allocation for a body of unknown length (chunked transfer encoding). */
 const CHUNKED_FIRST_ALLOCATION = 64 * 1024;
 
+/** Pooled buffers come in multiples of this many bytes, so that bodies of nearly the same length share them. */
+export const BODY_POOL_GRANULE = 64 * 1024;
+
+/**
+ * Reusable body buffers. A server under load reads one 600 KB body per 224x224 FP32 image; a new buffer each time is
+ * external memory to V8, which then runs full mark-compacts much more often (see docs/SERVING.md, "Node flags").
+ * A buffer is taken for a body (acquire) and given back (release) once nothing reads the request's data any more.
+ */
+export class BodyPool {
+  /** Free buffers by byte length (a multiple of BODY_POOL_GRANULE). */
+  readonly #free = new Map<number, ArrayBuffer[]>();
+  /** Buffers this pool made: release() takes back only these, and each once. */
+  readonly #made = new WeakSet<ArrayBuffer>();
+  readonly #isFree = new WeakSet<ArrayBuffer>();
+  #retainedBytes = 0;
+
+  /** maxRetainedBytes: most bytes the free buffers may hold; a buffer released beyond it is left to the GC. */
+  constructor(readonly maxRetainedBytes: number) {}
+
+  /** A Buffer over a whole ArrayBuffer (byteOffset 0) of at least `bytes` bytes: a free one, or a new one. */
+  acquire(bytes: number): Buffer {
+    const length = Math.max(1, Math.ceil(bytes / BODY_POOL_GRANULE)) * BODY_POOL_GRANULE;
+    let buffer = this.#free.get(length)?.pop();
+    if (buffer === undefined) {
+      buffer = new ArrayBuffer(length);
+      this.#made.add(buffer);
+    } else {
+      this.#isFree.delete(buffer);
+      this.#retainedBytes -= length;
+    }
+    return Buffer.from(buffer);
+  }
+
+  /**
+   * Takes back the buffer under `view` (any view of a buffer from acquire()) once nothing reads or writes it; views
+   * of other buffers, and buffers already free, are ignored.
+   */
+  release(view: ArrayBufferView): void {
+    const buffer = view.buffer;
+    if (!(buffer instanceof ArrayBuffer) || !this.#made.has(buffer) || this.#isFree.has(buffer)) return;
+    if (this.#retainedBytes + buffer.byteLength > this.maxRetainedBytes) return;
+    const list = this.#free.get(buffer.byteLength);
+    if (list === undefined) this.#free.set(buffer.byteLength, [buffer]);
+    else list.push(buffer);
+    this.#isFree.add(buffer);
+    this.#retainedBytes += buffer.byteLength;
+  }
+
+  /** Bytes held by free buffers now. */
+  get retainedBytes(): number {
+    return this.#retainedBytes;
+  }
+}
+
 /** The request headers readBody looks at (node's IncomingHttpHeaders: lower-case names). */
 export interface BodyHeaders {
   readonly 'content-length'?: string | undefined;
@@ -31,11 +86,13 @@ export interface BodyHeaders {
  * Reads `payload` to its end and resolves with the body. Every byte is copied once, from the socket's chunks into a
  * buffer of this body's own (chunks may share the socket's read buffer with the next request). When the request
  * declares Inference-Header-Content-Length, the body is placed 0-3 bytes into that buffer so that the bytes after the
- * JSON header start at a multiple of 4 in its ArrayBuffer.
+ * JSON header start at a multiple of 4 in its ArrayBuffer. With a `pool`, a body whose Content-Length is at most
+ * MAX_BODY_PREALLOCATION is read into a buffer from it: the caller releases the body's buffer to the pool when done
+ * (a failed read gives it back itself).
  * @throws (rejects) BodyError 413 past bodyLimit (declared or received), 400 when the bytes received differ from
  *   Content-Length, or the stream's own error (a client that went away).
  */
-export function readBody(headers: BodyHeaders, payload: Readable, bodyLimit: number): Promise<Buffer> {
+export function readBody(headers: BodyHeaders, payload: Readable, bodyLimit: number, pool?: BodyPool): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     const declared = byteCount(headers['content-length']);
     if (declared !== undefined && declared > bodyLimit) {
@@ -44,16 +101,21 @@ export function readBody(headers: BodyHeaders, payload: Readable, bodyLimit: num
     }
     const jsonLength = byteCount(headers['inference-header-content-length']);
     const shift = jsonLength === undefined ? 0 : (4 - (jsonLength % 4)) % 4;
-    // allocUnsafeSlow: an ArrayBuffer of our own at byteOffset 0, so that `shift` decides the alignment.
-    let storage = Buffer.allocUnsafeSlow(shift + Math.min(declared ?? CHUNKED_FIRST_ALLOCATION, MAX_BODY_PREALLOCATION));
+    // An ArrayBuffer of our own at byteOffset 0 (allocUnsafeSlow or the pool's), so that `shift` decides the alignment.
+    const pooled = pool !== undefined && declared !== undefined && declared <= MAX_BODY_PREALLOCATION ? pool.acquire(shift + declared) : undefined;
+    let storage = pooled ?? Buffer.allocUnsafeSlow(shift + Math.min(declared ?? CHUNKED_FIRST_ALLOCATION, MAX_BODY_PREALLOCATION));
     let received = 0;
 
     const finish = (error: Error | undefined): void => {
       payload.off('data', onData);
       payload.off('end', onEnd);
       payload.off('error', onError);
-      if (error) reject(error);
-      else resolve(storage.subarray(shift, shift + received));
+      if (error) {
+        if (pooled !== undefined) pool!.release(pooled);
+        reject(error);
+      } else {
+        resolve(storage.subarray(shift, shift + received));
+      }
     };
     const onData = (chunk: Buffer | string): void => {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;

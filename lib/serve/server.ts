@@ -24,7 +24,7 @@ import { totalStride, type RepVGGSpec } from '../models/repvgg.js';
 import { reparameterize } from '../reparam/reparam.js';
 import type { ModelQuantization } from '../quant/params.js';
 import type { HostTensor, StateDict } from '../tensor.js';
-import { readBody } from './body.js';
+import { BODY_POOL_GRANULE, BodyPool, readBody } from './body.js';
 import { Batcher, MAX_BATCH_ELEMENTS } from './batcher.js';
 import { createServerMetrics, type RequestOutcome, type ServerMetrics } from './metrics.js';
 import { HEADER_LENGTH_HEADER, OUTPUT_NAME, encodeInferResponse, parseInferRequest, splitBody, type ModelLimits } from './protocol.js';
@@ -107,6 +107,8 @@ interface Model {
   readonly runsPrepared: (batch: number) => boolean;
   /** The arrays encoded images are decoded into, reused from request to request. */
   readonly samples: SharedSamplePool;
+  /** The buffers request bodies are read into, reused likewise. */
+  readonly bodies: BodyPool;
 }
 
 /** An HTTP error with its status (and Retry-After seconds for 503). */
@@ -182,12 +184,25 @@ async function loadModel(options: ServerOptions, maxBatch: number, prepareBatche
     };
     // Enough free arrays for a batch computing and the next one decoding; beyond that, requests allocate as before.
     const samples = new SharedSamplePool(2 * maxBatch * 3 * preprocess.crop * preprocess.crop);
-    return { spec, network, labels, preprocess, limits, runsPrepared, samples };
+    // As many bodies as FP32 images of the crop size (plus their JSON headers) in two batches.
+    const bodies = new BodyPool(2 * maxBatch * (Float32Array.BYTES_PER_ELEMENT * 3 * preprocess.crop * preprocess.crop + BODY_POOL_GRANULE));
+    return { spec, network, labels, preprocess, limits, runsPrepared, samples, bodies };
   } catch (error) {
     network.dispose();
     throw error;
   }
 }
+
+/**
+ * V8 flags the `repvgg` command runs node with (its launcher line, lib/cli/main.ts), for the server's sake; run a
+ * process that calls createServer() with them too (`node --initial-old-space-size=128 app.js`). Every request body
+ * is external memory to V8 (node's copy of each body chunk, then the body's own buffer), and V8 counts external
+ * memory allocated since the last full GC against an old-generation limit that a server's small heap (~17 MB) keeps
+ * near 40 MB: at 180 FP32 images/s it ran a full mark-compact every ~180 ms, ~2.4 s of CPU per 10 s between the
+ * main thread and V8's helpers. With the floor of the old-generation limit at 128 MB, and bodies read into reused
+ * buffers (BodyPool), 5-7 in a whole benchmark run instead of ~85, at the same RSS (measured on 2 cores, 64 clients).
+ */
+export const SERVING_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
 
 /**
  * The nice value `repvgg serve` gives the compute threads (setComputeNice): the event loop then takes a core from
@@ -304,8 +319,15 @@ export function createServer(options: ServerOptions): RepvggServer {
   // Bodies stay raw bytes: the handlers parse them (JSON with a binary tail, images) with their own errors.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (request, payload, done) => {
-    readBody(request.headers, payload, bodyLimit).then((body) => done(null, body), (error: Error) => done(error, undefined));
+    readBody(request.headers, payload, bodyLimit, model?.bodies).then((body) => done(null, body), (error: Error) => done(error, undefined));
   });
+  /**
+   * Gives a request's body buffer back to the pool once `inUse` (what still reads the body: the request's batch or
+   * its decoding) settles. Bodies not from the pool are left to the GC.
+   */
+  const releaseBody = (body: unknown, inUse: Promise<unknown>): void => {
+    if (body instanceof Buffer) void inUse.then(() => model?.bodies.release(body));
+  };
   void app.register(multipart, { limits: { fileSize: bodyLimit, files: maxBatch, fields: 0, parts: maxBatch } });
 
   const record = (outcome: RequestOutcome, seconds: number, images: number): void => {
@@ -377,7 +399,10 @@ export function createServer(options: ServerOptions): RepvggServer {
     });
   }
 
-  /** Queues a request's images: float32 data as is, encoded images decoded by the batcher's prepare(). */
+  /**
+   * Queues a request's encoded images, decoded by the batcher's prepare(): `logits` is the request's answer, `settled`
+   * resolves once nothing reads the images' bytes or writes their decoded array any more.
+   */
   const submitImages = (current: Model, images: readonly Uint8Array[], names: readonly string[], signal: AbortSignal, timeoutMs: number | undefined) => {
     const crop = current.preprocess.crop;
     if (current.spec.inChannels !== 3) throw new HttpError(400, `Expected FP32 input: the model takes ${current.spec.inChannels}-channel images, not RGB`);
@@ -397,70 +422,91 @@ export function createServer(options: ServerOptions): RepvggServer {
     });
     // The array is reused once nothing reads it (the request answered: its batch, if any, is done) and nothing writes
     // it (its decoding, if started, settled: a request rejected while decoding must not hand it out half written).
-    const release = (): void => void decoding.finally(() => current.samples.release(into)).catch(() => undefined);
-    logits.then(release, release);
-    return logits;
+    const ignore = (): void => undefined;
+    const settled = logits.then(ignore, ignore).then(() => decoding).then(ignore, ignore);
+    void settled.then(() => current.samples.release(into));
+    return { logits, settled };
   };
 
   const infer = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
-    const current = readyModel(request.params);
-    const contentType = (headerValue(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-    if (contentType !== '' && contentType !== 'application/json' && contentType !== 'application/octet-stream') {
-      throw new HttpError(415, `Expected content-type application/json or application/octet-stream but received '${contentType.slice(0, 100)}'`);
-    }
     const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
-    const { header, binary } = splitBody(body, headerValue(request, HEADER_LENGTH_HEADER));
-    const parsed = parseInferRequest(header, binary, current.limits);
-    const signal = disconnectSignal(reply);
-    const timeout = parsed.timeoutMs !== undefined ? { timeoutMs: Math.min(parsed.timeoutMs, batcher.timeoutMs) } : {};
-    const logits = parsed.input.kind === 'tensor'
-      ? await batcher.submit({ shape: parsed.input.shape, data: parsed.input.data, signal, ...timeout })
-      : await submitImages(current, parsed.input.images, parsed.input.images.map((_, i) => `${parsed.inputName}[${i}]`), signal, timeout.timeoutMs);
-    const images = logits.shape[0]!;
-    const encoded = encodeInferResponse(modelName, parsed, logits.data, images, current.labels);
-    record('success', reply.elapsedTime / 1000, images);
-    if (encoded.headerLength !== undefined) {
-      void reply.header(HEADER_LENGTH_HEADER, String(encoded.headerLength)).type('application/octet-stream');
-    } else {
-      void reply.type('application/json');
+    // What still reads the body (a binary tensor is a view of it) when the handler ends: the decoding of its images
+    // (a request answered before its decoding settled). Its batch, if any, has finished by then.
+    let bodyInUse: Promise<unknown> = Promise.resolve();
+    try {
+      const current = readyModel(request.params);
+      const contentType = (headerValue(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+      if (contentType !== '' && contentType !== 'application/json' && contentType !== 'application/octet-stream') {
+        throw new HttpError(415, `Expected content-type application/json or application/octet-stream but received '${contentType.slice(0, 100)}'`);
+      }
+      const { header, binary } = splitBody(body, headerValue(request, HEADER_LENGTH_HEADER));
+      const parsed = parseInferRequest(header, binary, current.limits);
+      const signal = disconnectSignal(reply);
+      const timeout = parsed.timeoutMs !== undefined ? { timeoutMs: Math.min(parsed.timeoutMs, batcher.timeoutMs) } : {};
+      let logits: HostTensor;
+      if (parsed.input.kind === 'tensor') {
+        logits = await batcher.submit({ shape: parsed.input.shape, data: parsed.input.data, signal, ...timeout });
+      } else {
+        const submitted = submitImages(current, parsed.input.images, parsed.input.images.map((_, i) => `${parsed.inputName}[${i}]`), signal, timeout.timeoutMs);
+        bodyInUse = submitted.settled;
+        logits = await submitted.logits;
+      }
+      const images = logits.shape[0]!;
+      const encoded = encodeInferResponse(modelName, parsed, logits.data, images, current.labels);
+      record('success', reply.elapsedTime / 1000, images);
+      if (encoded.headerLength !== undefined) {
+        void reply.header(HEADER_LENGTH_HEADER, String(encoded.headerLength)).type('application/octet-stream');
+      } else {
+        void reply.type('application/json');
+      }
+      return reply.send(encoded.body);
+    } finally {
+      releaseBody(body, bodyInUse);
     }
-    return reply.send(encoded.body);
   };
   for (const prefix of MODEL_PREFIXES) app.post<{ Params: ModelParams }>(`${prefix}/infer`, infer);
 
   app.post<{ Querystring: { top?: string; timeout_ms?: string } }>('/v1/classify', async (request, reply) => {
-    const current = readyModel(undefined);
-    const top = queryInt(request.query.top, 'top', Math.min(5, current.spec.numClasses), current.spec.numClasses);
-    const timeoutMs = request.query.timeout_ms === undefined ? undefined : queryInt(request.query.timeout_ms, 'timeout_ms', 0, batcher.timeoutMs);
-    const contentType = (headerValue(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-    const signal = disconnectSignal(reply);
-    const rowsOf = (data: Float32Array, count: number) => {
-      const classes = current.spec.numClasses;
-      return Array.from({ length: count }, (_, i) => topClasses(data.subarray(i * classes, (i + 1) * classes), top, current.labels));
-    };
-    if (request.isMultipart()) {
-      const images: Buffer[] = [];
-      const files: string[] = [];
-      let total = 0;
-      for await (const part of request.files()) {
-        const bytes = await part.toBuffer();
-        total += bytes.length;
-        if (total > bodyLimit) throw new HttpError(413, `Expected at most ${bodyLimit} bytes of images but received more`);
-        images.push(bytes);
-        files.push(part.filename);
+    const body = request.body instanceof Buffer ? request.body : undefined; // a raw image (multipart: the parts)
+    // What still reads the body when the handler ends: the decoding of its image.
+    let bodyInUse: Promise<unknown> = Promise.resolve();
+    try {
+      const current = readyModel(undefined);
+      const top = queryInt(request.query.top, 'top', Math.min(5, current.spec.numClasses), current.spec.numClasses);
+      const timeoutMs = request.query.timeout_ms === undefined ? undefined : queryInt(request.query.timeout_ms, 'timeout_ms', 0, batcher.timeoutMs);
+      const contentType = (headerValue(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+      const signal = disconnectSignal(reply);
+      const rowsOf = (data: Float32Array, count: number) => {
+        const classes = current.spec.numClasses;
+        return Array.from({ length: count }, (_, i) => topClasses(data.subarray(i * classes, (i + 1) * classes), top, current.labels));
+      };
+      if (request.isMultipart()) {
+        const images: Buffer[] = [];
+        const files: string[] = [];
+        let total = 0;
+        for await (const part of request.files()) {
+          const bytes = await part.toBuffer();
+          total += bytes.length;
+          if (total > bodyLimit) throw new HttpError(413, `Expected at most ${bodyLimit} bytes of images but received more`);
+          images.push(bytes);
+          files.push(part.filename);
+        }
+        if (images.length === 0) throw new HttpError(400, 'Expected at least one file in the multipart body but received none');
+        const logits = await submitImages(current, images, files, signal, timeoutMs).logits;
+        record('success', reply.elapsedTime / 1000, images.length);
+        return rowsOf(logits.data, images.length).map((rows, i) => ({ file: files[i], top: rows }));
       }
-      if (images.length === 0) throw new HttpError(400, 'Expected at least one file in the multipart body but received none');
-      const logits = await submitImages(current, images, files, signal, timeoutMs);
-      record('success', reply.elapsedTime / 1000, images.length);
-      return rowsOf(logits.data, images.length).map((rows, i) => ({ file: files[i], top: rows }));
+      if (!contentType.startsWith('image/')) {
+        throw new HttpError(415, `Expected content-type image/* or multipart/form-data but received '${contentType.slice(0, 100)}'`);
+      }
+      const submitted = submitImages(current, [body ?? Buffer.alloc(0)], ['request body'], signal, timeoutMs);
+      bodyInUse = submitted.settled;
+      const logits = await submitted.logits;
+      record('success', reply.elapsedTime / 1000, 1);
+      return { top: rowsOf(logits.data, 1)[0] };
+    } finally {
+      releaseBody(body, bodyInUse);
     }
-    if (!contentType.startsWith('image/')) {
-      throw new HttpError(415, `Expected content-type image/* or multipart/form-data but received '${contentType.slice(0, 100)}'`);
-    }
-    const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
-    const logits = await submitImages(current, [body], ['request body'], signal, timeoutMs);
-    record('success', reply.elapsedTime / 1000, 1);
-    return { top: rowsOf(logits.data, 1)[0] };
   });
 
   app.get('/metrics', async (_request, reply) => {
