@@ -115,6 +115,9 @@ test('with a pool, a body with Content-Length is read into a pooled buffer, and 
   const chunked = await readBody({}, streamOf(bytes, [1000]), 1 << 20, pool);
   pool.release(chunked);
   t.is(pool.retainedBytes, 0, 'a body without Content-Length is not pooled');
+  const empty = await readBody({ 'content-length': '0' }, streamOf(Buffer.alloc(0), []), 1 << 20, pool);
+  pool.release(empty);
+  t.is(pool.retainedBytes, 0, 'nor an empty one');
   const large = randomBytes(MAX_BODY_PREALLOCATION + 1, 7);
   const unpooled = await readBody({ 'content-length': String(large.length) }, streamOf(large, [1 << 20]), 1 << 30, pool);
   t.true(unpooled.equals(large));

@@ -86,7 +86,7 @@ export interface BodyHeaders {
  * Reads `payload` to its end and resolves with the body. Every byte is copied once, from the socket's chunks into a
  * buffer of this body's own (chunks may share the socket's read buffer with the next request). When the request
  * declares Inference-Header-Content-Length, the body is placed 0-3 bytes into that buffer so that the bytes after the
- * JSON header start at a multiple of 4 in its ArrayBuffer. With a `pool`, a body whose Content-Length is at most
+ * JSON header start at a multiple of 4 in its ArrayBuffer. With a `pool`, a body whose Content-Length is from 1 to
  * MAX_BODY_PREALLOCATION is read into a buffer from it: the caller releases the body's buffer to the pool when done
  * (a failed read gives it back itself).
  * @throws (rejects) BodyError 413 past bodyLimit (declared or received), 400 when the bytes received differ from
@@ -102,7 +102,7 @@ export function readBody(headers: BodyHeaders, payload: Readable, bodyLimit: num
     const jsonLength = byteCount(headers['inference-header-content-length']);
     const shift = jsonLength === undefined ? 0 : (4 - (jsonLength % 4)) % 4;
     // An ArrayBuffer of our own at byteOffset 0 (allocUnsafeSlow or the pool's), so that `shift` decides the alignment.
-    const pooled = pool !== undefined && declared !== undefined && declared <= MAX_BODY_PREALLOCATION ? pool.acquire(shift + declared) : undefined;
+    const pooled = pool !== undefined && declared !== undefined && declared > 0 && declared <= MAX_BODY_PREALLOCATION ? pool.acquire(shift + declared) : undefined;
     let storage = pooled ?? Buffer.allocUnsafeSlow(shift + Math.min(declared ?? CHUNKED_FIRST_ALLOCATION, MAX_BODY_PREALLOCATION));
     let received = 0;
 
