@@ -27,7 +27,8 @@ export const BODY_POOL_GRANULE = 64 * 1024;
 
 /**
  * Reusable body buffers. A server under load reads one 600 KB body per 224x224 FP32 image; a new buffer each time is
- * external memory to V8, which then runs full mark-compacts much more often (see docs/SERVING.md, "Node flags").
+ * external memory to V8, which then runs full mark-compacts much more often (docs/SERVING.md, "Request bodies and
+ * V8's garbage collector").
  * A buffer is taken for a body (acquire) and given back (release) once nothing reads the request's data any more.
  */
 export class BodyPool {
