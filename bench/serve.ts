@@ -10,7 +10,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg } from 'node:os';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -75,7 +75,7 @@ const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
 /** Messages between the bench and a server child. */
 type ToChild = { type: 'resetLag' } | { type: 'readLag' };
-type FromChild = { type: 'listening'; port: number } | { type: 'lag'; p99Ms: number; maxMs: number };
+type FromChild = { type: 'listening'; port: number } | { type: 'lag'; p99Ms: number; maxMs: number; fullGcs: number };
 
 interface LoadResult {
   server: ServerKind;
@@ -94,6 +94,8 @@ interface LoadResult {
   /** predict() images/s on the same batch size, one batch after another (ours, FP32 only). */
   offlineImagesPerSecond?: number;
   eventLoopLagP99Ms: number;
+  /** Full (mark-compact) garbage collections in the server process during the run. */
+  fullGcs: number;
   loadAverage1m: number;
 }
 
@@ -124,7 +126,10 @@ export function randomImages(batch: number, seed: number): Float32Array {
 
 // ---- the server children -------------------------------------------------------------------------------------------
 
-/** Runs one server in this (child) process on 127.0.0.1, reports its port, and answers event-loop lag queries. */
+/**
+ * Runs one server in this (child) process on 127.0.0.1, reports its port, and answers queries for its event-loop lag
+ * and the number of full garbage collections since the last reset.
+ */
 async function runChild(kind: ServerKind, maxBatch: number, computeNice: number): Promise<void> {
   if (kind === 'ours') lowerServingThreads(computeNice, 'cpu'); // as `repvgg serve --compute-nice` does
   const lag = monitorEventLoopDelay({ resolution: 1 });
@@ -136,9 +141,20 @@ async function runChild(kind: ServerKind, maxBatch: number, computeNice: number)
   const address = app.server.address();
   if (address === null || typeof address === 'string') throw new Error('Expected a TCP address from listen()');
   lag.enable();
+  let fullGcs = 0;
+  new PerformanceObserver((list) => {
+    // A gc entry's detail.kind says which collection it was (node >= 16; not in this @types/node's PerformanceEntry).
+    for (const entry of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+      if (entry.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) fullGcs++;
+    }
+  }).observe({ entryTypes: ['gc'] });
   process.on('message', (message: ToChild) => {
-    if (message.type === 'resetLag') lag.reset();
-    else process.send!({ type: 'lag', p99Ms: lag.percentile(99) / 1e6, maxMs: lag.max / 1e6 } satisfies FromChild);
+    if (message.type === 'resetLag') {
+      lag.reset();
+      fullGcs = 0;
+    } else {
+      process.send!({ type: 'lag', p99Ms: lag.percentile(99) / 1e6, maxMs: lag.max / 1e6, fullGcs } satisfies FromChild);
+    }
   });
   process.on('disconnect', () => void app.close().then(() => process.exit(0)));
   process.send!({ type: 'listening', port: address.port } satisfies FromChild);
@@ -182,7 +198,7 @@ export interface Child {
   kind: ServerKind;
   process: ChildProcess;
   base: string;
-  lag(): Promise<{ p99Ms: number; maxMs: number }>;
+  lag(): Promise<{ p99Ms: number; maxMs: number; fullGcs: number }>;
   resetLag(): void;
 }
 
@@ -352,7 +368,7 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
   const before = child.kind === 'ours' ? await batchHistogram(child.base) : undefined;
   child.resetLag();
   const result = await hammer(child, request, concurrency, seconds);
-  const { p99Ms } = await child.lag();
+  const { p99Ms, fullGcs } = await child.lag();
   const loadResult: LoadResult = {
     server: child.kind,
     input,
@@ -363,6 +379,7 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
     p99Ms: result.latency.p99,
     failed: result.non2xx + result.errors + result.timeouts,
     eventLoopLagP99Ms: p99Ms,
+    fullGcs,
     loadAverage1m: loadavg()[0]!,
   };
   if (before !== undefined) {
@@ -377,12 +394,12 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
 function markdown(results: LoadResult[]): string {
   const format = (value: number | undefined, digits: number) => (value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits));
   const lines = [
-    '| server | input | concurrency | img/s | p50 ms | p99 ms | failed | mean batch | engine busy | img/s of compute time | offline predict() img/s at that batch | served/offline | event-loop lag p99 ms | load avg 1m |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| server | input | concurrency | img/s | p50 ms | p99 ms | failed | mean batch | engine busy | img/s of compute time | offline predict() img/s at that batch | served/offline | event-loop lag p99 ms | full GCs | load avg 1m |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of results) {
     const ratio = r.offlineImagesPerSecond === undefined ? undefined : r.imagesPerSecond / r.offlineImagesPerSecond;
-    lines.push(`| ${r.server === 'ours' ? 'repvgg createServer' : 'fastify + onnxruntime-node'} | ${r.input === 'fp32' ? 'FP32 binary' : 'JPEG'} | ${r.concurrency} | ${format(r.imagesPerSecond, 1)} | ${format(r.p50Ms, 1)} | ${format(r.p99Ms, 1)} | ${r.failed} | ${format(r.meanBatch, 2)} | ${format(r.engineBusy, 2)} | ${format(r.computeImagesPerSecond, 1)} | ${format(r.offlineImagesPerSecond, 1)} | ${format(ratio, 2)} | ${format(r.eventLoopLagP99Ms, 1)} | ${format(r.loadAverage1m, 2)} |`);
+    lines.push(`| ${r.server === 'ours' ? 'repvgg createServer' : 'fastify + onnxruntime-node'} | ${r.input === 'fp32' ? 'FP32 binary' : 'JPEG'} | ${r.concurrency} | ${format(r.imagesPerSecond, 1)} | ${format(r.p50Ms, 1)} | ${format(r.p99Ms, 1)} | ${r.failed} | ${format(r.meanBatch, 2)} | ${format(r.engineBusy, 2)} | ${format(r.computeImagesPerSecond, 1)} | ${format(r.offlineImagesPerSecond, 1)} | ${format(ratio, 2)} | ${format(r.eventLoopLagP99Ms, 1)} | ${r.fullGcs} | ${format(r.loadAverage1m, 2)} |`);
   }
   return lines.join('\n');
 }
