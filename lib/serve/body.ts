@@ -5,6 +5,8 @@
 
 import type { Readable } from 'node:stream';
 
+import { SizedFreeList } from './free-list.js';
+
 /** A body the server refuses before parsing it; statusCode is the HTTP status (400 or 413). */
 export class BodyError extends Error {
   constructor(readonly statusCode: number, message: string) {
@@ -33,25 +35,25 @@ export const BODY_POOL_GRANULE = 64 * 1024;
  */
 export class BodyPool {
   /** Free buffers by byte length (a multiple of BODY_POOL_GRANULE). */
-  readonly #free = new Map<number, ArrayBuffer[]>();
+  readonly #free: SizedFreeList<ArrayBuffer>;
   /** Buffers this pool made: release() takes back only these, and each once. */
   readonly #made = new WeakSet<ArrayBuffer>();
   readonly #isFree = new WeakSet<ArrayBuffer>();
-  #retainedBytes = 0;
 
   /** maxRetainedBytes: most bytes the free buffers may hold; a buffer released beyond it is left to the GC. */
-  constructor(readonly maxRetainedBytes: number) {}
+  constructor(readonly maxRetainedBytes: number) {
+    this.#free = new SizedFreeList(maxRetainedBytes);
+  }
 
   /** A Buffer over a whole ArrayBuffer (byteOffset 0) of at least `bytes` bytes: a free one, or a new one. */
   acquire(bytes: number): Buffer {
     const length = Math.max(1, Math.ceil(bytes / BODY_POOL_GRANULE)) * BODY_POOL_GRANULE;
-    let buffer = this.#free.get(length)?.pop();
+    let buffer = this.#free.take(length);
     if (buffer === undefined) {
       buffer = new ArrayBuffer(length);
       this.#made.add(buffer);
     } else {
       this.#isFree.delete(buffer);
-      this.#retainedBytes -= length;
     }
     return Buffer.from(buffer);
   }
@@ -63,17 +65,12 @@ export class BodyPool {
   release(view: ArrayBufferView): void {
     const buffer = view.buffer;
     if (!(buffer instanceof ArrayBuffer) || !this.#made.has(buffer) || this.#isFree.has(buffer)) return;
-    if (this.#retainedBytes + buffer.byteLength > this.maxRetainedBytes) return;
-    const list = this.#free.get(buffer.byteLength);
-    if (list === undefined) this.#free.set(buffer.byteLength, [buffer]);
-    else list.push(buffer);
-    this.#isFree.add(buffer);
-    this.#retainedBytes += buffer.byteLength;
+    if (this.#free.give(buffer.byteLength, buffer)) this.#isFree.add(buffer);
   }
 
   /** Bytes held by free buffers now. */
   get retainedBytes(): number {
-    return this.#retainedBytes;
+    return this.#free.retained;
   }
 }
 
