@@ -30,6 +30,7 @@ import {
   softmaxCrossEntropySync,
   updateRunningStats,
 } from '../lib/ops/index.js';
+import { toLayout } from '../lib/ops/layout.js';
 import type { HostTensor } from '../lib/tensor.js';
 import {
   conv2dRef,
@@ -267,6 +268,39 @@ convCases.forEach((c, index) => {
       checkTensorResult(t, `${c.name} dweight (${form})`, grads.dweight, ref.dweight);
     }
     t.deepEqual([x.data, w.data, dy.data], before, 'inputs are not modified');
+  });
+});
+
+// NHWC x and dy, as the training tape keeps activations. The strided 1x1 cases with few input channels are the stem's
+// 1x1 branch, which oneDNN 2.6's AVX2 1x1 weight-gradient kernel got wrong on NHWC (a crash, a hang or wrong values;
+// native/cpu/conv.cc); 64x64 and batch 8 are the sizes where it crashed.
+const nhwcConvCases: ConvCase[] = [
+  { name: '1x1 s2 p0, 3 -> 48, 64x64 (the stem 1x1 branch)', x: [8, 3, 64, 64], out: 48, kernel: 1, stride: 2, pad: 0, groups: 1 },
+  { name: '1x1 s2 p0, 4 -> 8, 32x32', x: [8, 4, 32, 32], out: 8, kernel: 1, stride: 2, pad: 0, groups: 1 },
+  { name: '1x1 s2 p0, 24 -> 16, 18x14', x: [2, 24, 18, 14], out: 16, kernel: 1, stride: 2, pad: 0, groups: 1 },
+  { name: '3x3 s2 p1, 3 -> 48, 64x64 (the stem 3x3 branch)', x: [8, 3, 64, 64], out: 48, kernel: 3, stride: 2, pad: 1, groups: 1 },
+];
+
+nhwcConvCases.forEach((c, index) => {
+  test(`conv2dBackward on NHWC ${c.name}: matches the float64 reference`, async (t) => {
+    const seed = 1700 + 10 * index;
+    const options: ConvOptions = { stride: c.stride, pad: c.pad, groups: c.groups };
+    const cg = c.x[1] / c.groups;
+    const x = randomTensor(c.x, seed);
+    const w = randomTensor([c.out, cg, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (cg * c.kernel * c.kernel)));
+    const dy = randomTensor(conv2dRef(x, w, undefined, options).shape, seed + 2);
+    const ref = conv2dBackwardRef(x, w, dy, options);
+    const xNhwc = toLayout(x, 'nhwc');
+    const dyNhwc = toLayout(dy, 'nhwc');
+    for (const needInputGrad of [true, false]) {
+      for (const [form, grads] of await bothForms(
+        () => conv2dBackward(xNhwc, w, dyNhwc, { ...options, needInputGrad }),
+        () => conv2dBackwardSync(xNhwc, w, dyNhwc, { ...options, needInputGrad }),
+      )) {
+        checkTensorResult(t, `${c.name} dweight (${form}, needInputGrad ${needInputGrad})`, grads.dweight, ref.dweight);
+        if (needInputGrad) checkTensorResult(t, `${c.name} dx (${form})`, grads.dx && toLayout(grads.dx, 'nchw'), ref.dx);
+      }
+    }
   });
 });
 
