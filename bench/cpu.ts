@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
+import { cpuCapabilities } from '../lib/backends.js';
 import { loadCpuAddon } from '../lib/backend/native.js';
 import { barChartSvg } from '../lib/bench/chart.js';
 import { markdownTable } from '../lib/bench/report.js';
@@ -42,7 +43,9 @@ const MAX_FP32_RELATIVE_ERROR = 1e-4;
 const WARMUP_RUNS = 2;
 /** Runs each primitive is timed over for --profile. */
 const PROFILE_RUNS = 10;
-const PROFILED_ENGINES = ['deployedFp32', 'deployedBf16', 'deployedInt8'] as const;
+/** bf16 only where oneDNN has bfloat16 convolutions for this CPU (AVX-512 on); elsewhere its columns read '–'. */
+const CPU = cpuCapabilities();
+const PROFILED_ENGINES = (['deployedFp32', 'deployedBf16', 'deployedInt8'] as const).filter((k) => k !== 'deployedBf16' || CPU.bf16);
 /** Each engine runs at least this many timed iterations, however long they take. */
 const MIN_TIMED_RUNS = 5;
 /** The engines take turns this many times per batch size (lib/bench/measure.ts measureInterleaved). */
@@ -63,7 +66,7 @@ const ENGINE_LABELS: Record<EngineKey, string> = {
   onnxruntime: 'onnxruntime deployed fp32',
   onnxruntimeInt8: 'onnxruntime int8 (our QDQ)',
 };
-const ENGINE_KEYS = Object.keys(ENGINE_LABELS) as EngineKey[];
+const ENGINE_KEYS = (Object.keys(ENGINE_LABELS) as EngineKey[]).filter((k) => k !== 'deployedBf16' || CPU.bf16);
 const ENGINE_COLORS: Record<EngineKey, string> = {
   deployedFp32: '#1f77b4',
   deployedBf16: '#2ca02c',
@@ -95,21 +98,22 @@ interface PlanSummary {
 
 interface BatchResult {
   batch: number;
-  throughput: Record<EngineKey, Throughput>;
-  plans: Record<OurEngineKey, PlanSummary>;
+  /** Every engine of ENGINE_KEYS (no bf16 where the CPU has none). */
+  throughput: Partial<Record<EngineKey, Throughput>>;
+  plans: Partial<Record<OurEngineKey, PlanSummary>>;
   /** Median img/s over onnxruntime fp32's: ours fp32, bf16, int8 and onnxruntime's own int8. */
-  overOnnxruntime: Record<'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'onnxruntimeInt8', number>;
+  overOnnxruntime: Partial<Record<'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'onnxruntimeInt8', number>>;
   deployedOverTrainForm: number;
   /** --profile: per deployed precision, ms per layer and role ('stage1.0 int8 conv'), and the whole run. */
-  profiles?: Record<(typeof PROFILED_ENGINES)[number], NetworkProfile>;
+  profiles?: Partial<Record<(typeof PROFILED_ENGINES)[number], NetworkProfile>>;
 }
 
 interface Agreement {
   /** max|ours - onnxruntime| / max|onnxruntime| over the logits of the check batch. */
-  relativeErrorVsOnnxruntime: Record<'deployedFp32' | 'deployedBf16' | 'trainFp32', number>;
-  /** bf16 vs deployed fp32: max relative error and the fraction of images with the same top-1 class. */
-  bf16RelativeErrorVsFp32: number;
-  bf16Top1AgreementWithFp32: number;
+  relativeErrorVsOnnxruntime: { deployedFp32: number; deployedBf16?: number; trainFp32: number };
+  /** bf16 vs deployed fp32 (where the CPU has bf16): max relative error and the fraction of images with the same top-1 class. */
+  bf16RelativeErrorVsFp32?: number;
+  bf16Top1AgreementWithFp32?: number;
   /** int8 vs deployed fp32, likewise. */
   int8RelativeErrorVsFp32: number;
   int8Top1AgreementWithFp32: number;
@@ -181,7 +185,7 @@ function onnxruntimeEngine(session: InferenceSession): Engine {
   };
 }
 
-async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<{ engines: Record<EngineKey, Engine>; calibration: CalibrationResult }> {
+async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<{ engines: Partial<Record<EngineKey, Engine>>; calibration: CalibrationResult }> {
   const trainState = randomStateDict(spec, 'train', WEIGHT_SEED);
   const deployed = reparameterize(spec, trainState);
   const sessionOptions = { intraOpNumThreads: availableParallelism(), graphOptimizationLevel: 'all' } as const;
@@ -191,7 +195,7 @@ async function createEngines(spec: RepVGGSpec, maxBatch: number): Promise<{ engi
   const int8Session = await InferenceSession.create(encodeOnnx(calibration.model, { quantization: calibration.quantization }), sessionOptions);
   const engines = {
     deployedFp32: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'fp32', convAlgorithm: 'auto', maxBatch })),
-    deployedBf16: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'bf16', maxBatch })),
+    ...(CPU.bf16 && { deployedBf16: ourEngine(RepVGGNetwork.fromDeployed(deployed, { precision: 'bf16', maxBatch })) }),
     deployedInt8: ourEngine(RepVGGNetwork.fromDeployed(calibration.model, { precision: 'int8', quantization: calibration.quantization, maxBatch })),
     trainFp32: ourEngine(RepVGGNetwork.fromStateDict(spec, trainState, { precision: 'fp32', maxBatch })),
     onnxruntime: onnxruntimeEngine(session),
@@ -218,14 +222,14 @@ function top1Agreement(a: Float32Array, b: Float32Array): number {
   return classesA.filter((c, i) => c === classesB[i]).length / classesA.length;
 }
 
-async function checkAgreement(engines: Record<EngineKey, Engine>, calibration: CalibrationResult): Promise<Agreement> {
+async function checkAgreement(engines: Partial<Record<EngineKey, Engine>>, calibration: CalibrationResult): Promise<Agreement> {
   const images = randomImages(CHECK_BATCH, IMAGE_SIZE, INPUT_SEED);
-  const reference = await engines.onnxruntime.logits(images);
-  const deployedFp32 = await engines.deployedFp32.logits(images);
-  const deployedBf16 = await engines.deployedBf16.logits(images);
-  const deployedInt8 = await engines.deployedInt8.logits(images);
-  const onnxruntimeInt8 = await engines.onnxruntimeInt8.logits(images);
-  const trainFp32 = await engines.trainFp32.logits(images);
+  const reference = await engines.onnxruntime!.logits(images);
+  const deployedFp32 = await engines.deployedFp32!.logits(images);
+  const deployedBf16 = await engines.deployedBf16?.logits(images);
+  const deployedInt8 = await engines.deployedInt8!.logits(images);
+  const onnxruntimeInt8 = await engines.onnxruntimeInt8!.logits(images);
+  const trainFp32 = await engines.trainFp32!.logits(images);
   return {
     int8RelativeErrorVsFp32: maxRelativeError(deployedInt8, deployedFp32),
     int8Top1AgreementWithFp32: top1Agreement(deployedInt8, deployedFp32),
@@ -234,11 +238,13 @@ async function checkAgreement(engines: Record<EngineKey, Engine>, calibration: C
     calibrationLogitsSqnrDb: calibration.logitsSqnrDb,
     relativeErrorVsOnnxruntime: {
       deployedFp32: maxRelativeError(deployedFp32, reference),
-      deployedBf16: maxRelativeError(deployedBf16, reference),
+      ...(deployedBf16 && { deployedBf16: maxRelativeError(deployedBf16, reference) }),
       trainFp32: maxRelativeError(trainFp32, reference),
     },
-    bf16RelativeErrorVsFp32: maxRelativeError(deployedBf16, deployedFp32),
-    bf16Top1AgreementWithFp32: top1Agreement(deployedBf16, deployedFp32),
+    ...(deployedBf16 && {
+      bf16RelativeErrorVsFp32: maxRelativeError(deployedBf16, deployedFp32),
+      bf16Top1AgreementWithFp32: top1Agreement(deployedBf16, deployedFp32),
+    }),
   };
 }
 
@@ -259,26 +265,28 @@ function summarizePlan(report: PlanReport): PlanSummary {
 }
 
 async function benchmarkBatch(
-  engines: Record<EngineKey, Engine>, arch: string, batch: number, seconds: number, profile: boolean,
+  engines: Partial<Record<EngineKey, Engine>>, arch: string, batch: number, seconds: number, profile: boolean,
 ): Promise<BatchResult> {
   const images = randomImages(batch, IMAGE_SIZE, INPUT_SEED + batch);
   const plans = {} as BatchResult['plans'];
   for (const key of ENGINE_KEYS) {
     progress(`${arch} batch ${batch}: preparing ${ENGINE_LABELS[key]}`);
-    const report = await engines[key].prepare(batch);
+    const report = await engines[key]!.prepare(batch);
     if (report && key !== 'onnxruntime' && key !== 'onnxruntimeInt8') plans[key] = summarizePlan(report);
   }
   progress(`${arch} batch ${batch}: timing the ${ENGINE_KEYS.length} engines in ${TIMING_ROUNDS} interleaved rounds, ${seconds} s each in all`);
-  const runs = Object.fromEntries(ENGINE_KEYS.map((key) => [key, () => engines[key].logits(images)])) as Record<EngineKey, () => Promise<unknown>>;
+  const runs = Object.fromEntries(ENGINE_KEYS.map((key) => [key, () => engines[key]!.logits(images)])) as Record<EngineKey, () => Promise<unknown>>; // the keys of ENGINE_KEYS
   const throughput = await measureInterleaved(runs, batch, {
     seconds: seconds * ENGINE_KEYS.length, rounds: TIMING_ROUNDS, warmupRuns: WARMUP_RUNS, minRuns: MIN_TIMED_RUNS,
   });
   for (const key of ENGINE_KEYS) progress(`${arch} batch ${batch}: ${ENGINE_LABELS[key]}: ${formatThroughput(throughput[key])} img/s`);
+  const overOnnxruntime = (key: 'deployedFp32' | 'deployedBf16' | 'deployedInt8' | 'onnxruntimeInt8') =>
+    throughput[key] && pairedRatio(throughput[key], throughput.onnxruntime!);
   let profiles: BatchResult['profiles'];
   if (profile) {
     progress(`${arch} batch ${batch}: profiling the deployed precisions`);
-    profiles = {} as NonNullable<BatchResult['profiles']>;
-    for (const key of PROFILED_ENGINES) profiles[key] = await engines[key].profile!(batch);
+    profiles = {};
+    for (const key of PROFILED_ENGINES) profiles[key] = await engines[key]!.profile!(batch);
   }
   return {
     ...(profiles && { profiles }),
@@ -286,12 +294,12 @@ async function benchmarkBatch(
     throughput,
     plans,
     overOnnxruntime: {
-      deployedFp32: pairedRatio(throughput.deployedFp32, throughput.onnxruntime),
-      deployedBf16: pairedRatio(throughput.deployedBf16, throughput.onnxruntime),
-      deployedInt8: pairedRatio(throughput.deployedInt8, throughput.onnxruntime),
-      onnxruntimeInt8: pairedRatio(throughput.onnxruntimeInt8, throughput.onnxruntime),
+      deployedFp32: overOnnxruntime('deployedFp32'),
+      deployedBf16: overOnnxruntime('deployedBf16'),
+      deployedInt8: overOnnxruntime('deployedInt8'),
+      onnxruntimeInt8: overOnnxruntime('onnxruntimeInt8'),
     },
-    deployedOverTrainForm: pairedRatio(throughput.deployedFp32, throughput.trainFp32),
+    deployedOverTrainForm: pairedRatio(throughput.deployedFp32!, throughput.trainFp32!),
   };
 }
 
@@ -317,12 +325,22 @@ async function benchmarkModel(name: string, options: BenchOptions): Promise<Mode
   }
 }
 
-function mebibytes(bytes: number): string {
-  return (bytes / 2 ** 20).toFixed(1);
+function mebibytes(bytes: number | undefined): string {
+  return bytes === undefined ? '–' : (bytes / 2 ** 20).toFixed(1);
 }
 
-function formatThroughput(t: Throughput): string {
+function formatThroughput(t: Throughput | undefined): string {
+  if (t === undefined) return '–';
   return `${t.medianImagesPerSecond.toFixed(1)} (${t.p10ImagesPerSecond.toFixed(1)}–${t.p90ImagesPerSecond.toFixed(1)})`;
+}
+
+/** A value with `digits` digits, '–' where it was not measured (bf16 on a CPU without it). */
+function fixed(value: number | undefined, digits: number, suffix = ''): string {
+  return value === undefined ? '–' : `${value.toFixed(digits)}${suffix}`;
+}
+
+function exponential(value: number | undefined): string {
+  return value === undefined ? '–' : value.toExponential(2);
 }
 
 function formatCounts(counts: Record<string, number>): string {
@@ -338,7 +356,7 @@ function profileTables(results: ModelResult[]): string[] {
       const profiles = b.profiles;
       const rows = new Map<string, { step: number; order: number; cells: Partial<Record<(typeof PROFILED_ENGINES)[number], number>> }>();
       for (const key of PROFILED_ENGINES) {
-        profiles[key].entries.forEach((e, order) => {
+        profiles[key]!.entries.forEach((e, order) => {
           // int8 convs and float convs of the same layer share a row; the role names the precision's primitive.
           const what = e.what === 'int8 conv' ? 'conv' : e.what;
           const row = what.startsWith(e.layer) ? what : `${e.layer} ${what}`;
@@ -358,8 +376,8 @@ function profileTables(results: ModelResult[]): string[] {
           ['layer', ...PROFILED_ENGINES.map((k) => ENGINE_LABELS[k])],
           [
             ...ordered.map(([row, { cells }]) => [row, ...PROFILED_ENGINES.map((k) => ms(cells[k]))]),
-            ['sum of primitives', ...PROFILED_ENGINES.map((k) => ms(profiles[k].sumMs))],
-            ['whole run (median)', ...PROFILED_ENGINES.map((k) => ms(profiles[k].networkMs))],
+            ['sum of primitives', ...PROFILED_ENGINES.map((k) => ms(profiles[k]!.sumMs))],
+            ['whole run (median)', ...PROFILED_ENGINES.map((k) => ms(profiles[k]!.networkMs))],
           ],
         ),
         '',
@@ -376,7 +394,7 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
       'ours int8/ORT fp32', 'ORT int8/ORT fp32', 'deployed/train-form'],
     timed.map((r) => [
       r.arch, String(r.batch), ...ENGINE_KEYS.map((k) => formatThroughput(r.throughput[k])),
-      ...(['deployedFp32', 'deployedBf16', 'deployedInt8', 'onnxruntimeInt8'] as const).map((k) => `${r.overOnnxruntime[k].toFixed(2)}×`),
+      ...(['deployedFp32', 'deployedBf16', 'deployedInt8', 'onnxruntimeInt8'] as const).map((k) => fixed(r.overOnnxruntime[k], 2, '×')),
       `${r.deployedOverTrainForm.toFixed(2)}×`,
     ]),
   );
@@ -385,19 +403,19 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
       'activations train-form MiB', 'train-form/deployed activations', 'weights deployed fp32 MiB', 'weights deployed bf16 MiB',
       'weights deployed int8 MiB', 'weights train-form MiB', 'Winograd workspace deployed fp32 / bf16 MiB'],
     timed.map((r) => [
-      r.arch, String(r.batch), mebibytes(r.plans.deployedFp32.activationBytes), mebibytes(r.plans.deployedBf16.activationBytes),
-      mebibytes(r.plans.deployedInt8.activationBytes), mebibytes(r.plans.trainFp32.activationBytes),
-      `${(r.plans.trainFp32.activationBytes / r.plans.deployedFp32.activationBytes).toFixed(2)}×`,
-      mebibytes(r.plans.deployedFp32.weightBytes), mebibytes(r.plans.deployedBf16.weightBytes), mebibytes(r.plans.deployedInt8.weightBytes),
-      mebibytes(r.plans.trainFp32.weightBytes),
-      `${mebibytes(r.plans.deployedFp32.workspaceBytes)} / ${mebibytes(r.plans.deployedBf16.workspaceBytes)}`,
+      r.arch, String(r.batch), mebibytes(r.plans.deployedFp32?.activationBytes), mebibytes(r.plans.deployedBf16?.activationBytes),
+      mebibytes(r.plans.deployedInt8?.activationBytes), mebibytes(r.plans.trainFp32?.activationBytes),
+      `${(r.plans.trainFp32!.activationBytes / r.plans.deployedFp32!.activationBytes).toFixed(2)}×`,
+      mebibytes(r.plans.deployedFp32?.weightBytes), mebibytes(r.plans.deployedBf16?.weightBytes), mebibytes(r.plans.deployedInt8?.weightBytes),
+      mebibytes(r.plans.trainFp32?.weightBytes),
+      `${mebibytes(r.plans.deployedFp32?.workspaceBytes)} / ${mebibytes(r.plans.deployedBf16?.workspaceBytes)}`,
     ]),
   );
   const algorithmTable = markdownTable(
     ['model', 'batch', 'engine', 'conv algorithms', 'oneDNN implementations'],
     timed.flatMap((r) =>
-      (['deployedFp32', 'deployedBf16', 'deployedInt8'] as const).map((k) => [
-        r.arch, String(r.batch), ENGINE_LABELS[k], formatCounts(r.plans[k].algorithms), formatCounts(r.plans[k].implementations),
+      PROFILED_ENGINES.map((k) => [
+        r.arch, String(r.batch), ENGINE_LABELS[k], formatCounts(r.plans[k]!.algorithms), formatCounts(r.plans[k]!.implementations),
       ]),
     ),
   );
@@ -408,8 +426,8 @@ function markdownReport(results: ModelResult[], machine: Record<string, unknown>
       const e = m.agreement.relativeErrorVsOnnxruntime;
       const a = m.agreement;
       return [
-        m.arch, e.deployedFp32.toExponential(2), e.trainFp32.toExponential(2), e.deployedBf16.toExponential(2),
-        a.bf16RelativeErrorVsFp32.toExponential(2), `${(100 * a.bf16Top1AgreementWithFp32).toFixed(0)}%`,
+        m.arch, e.deployedFp32.toExponential(2), e.trainFp32.toExponential(2), exponential(e.deployedBf16),
+        exponential(a.bf16RelativeErrorVsFp32), fixed(a.bf16Top1AgreementWithFp32 === undefined ? undefined : 100 * a.bf16Top1AgreementWithFp32, 0, '%'),
         a.int8RelativeErrorVsFp32.toExponential(2), `${(100 * a.int8Top1AgreementWithFp32).toFixed(0)}%`,
         `${a.calibrationLogitsSqnrDb.toFixed(1)} dB`, a.onnxruntimeInt8RelativeErrorVsOurs.toExponential(2),
         `${(100 * a.onnxruntimeInt8Top1AgreementWithOurs).toFixed(0)}%`,
@@ -452,7 +470,7 @@ function svgChart(results: ModelResult[], subtitle: string): string {
     panels: results.map((model) => ({
       title: model.arch,
       ...(model.skipped && { message: `timings skipped: ${model.skipped}` }),
-      groups: model.batches.map((b) => ({ label: `batch ${b.batch}`, bars: ENGINE_KEYS.map((key) => b.throughput[key]) })),
+      groups: model.batches.map((b) => ({ label: `batch ${b.batch}`, bars: ENGINE_KEYS.map((key) => b.throughput[key]!) })),
     })),
   });
 }
@@ -464,7 +482,8 @@ async function main(): Promise<void> {
     cpu: cpus()[0]?.model ?? 'unknown',
     cores: availableParallelism(),
     node: process.version,
-    library: `${native.library} ${native.libraryVersion} (${native.isa}, native bf16 ${native.nativeBf16 ? 'yes' : 'no'})`,
+    library: `${native.library} ${native.libraryVersion} (${native.isa}, bf16 ${native.bf16 ? (native.nativeBf16 ? 'native' : 'emulated') : 'none: its columns are empty'}, ` +
+      `int8 ${native.int8Vnni ? 'VNNI, 8-bit weights' : 'without VNNI, 7-bit weights'})`,
   };
   const results: ModelResult[] = [];
   for (const name of options.models) results.push(await benchmarkModel(name, options));

@@ -18,7 +18,7 @@ export function listBackends(): BackendStatus[] {
     backends.push({
       name: 'cpu',
       available: true,
-      details: { library: `${info.library} ${info.libraryVersion}`, isa: info.isa, nativeBf16: info.nativeBf16 },
+      details: { library: `${info.library} ${info.libraryVersion}`, isa: info.isa, bf16: info.bf16, nativeBf16: info.nativeBf16, int8Vnni: info.int8Vnni },
     });
   } catch (err) {
     backends.push({ name: 'cpu', available: false, details: { reason: err instanceof Error ? err.message : String(err) } });
@@ -26,6 +26,25 @@ export function listBackends(): BackendStatus[] {
   const cuda = cudaStatus();
   backends.push({ name: 'cuda', available: cuda.available, details: { ...(cuda.reason !== undefined && { reason: cuda.reason }), ...cuda.details } });
   return backends;
+}
+
+/** What the CPU backend can run on this machine's CPU (oneDNN's instruction set and the precisions that depend on it). */
+export interface CpuCapabilities {
+  /** oneDNN's instruction set here, e.g. 'avx2', 'avx512_core_bf16'. */
+  isa: string;
+  /** Whether precision 'bf16' can run: oneDNN has bfloat16 convolutions for this CPU (AVX-512 or newer). */
+  bf16: boolean;
+  /**
+   * Whether u8 x s8 products are summed exactly (VNNI). Without it oneDNN adds pairs of products in int16 with
+   * saturation, so int8 weights must stay within +-63 (calibrate() then quantizes them to 7 bits; see lib/quant).
+   */
+  int8Vnni: boolean;
+}
+
+/** @throws BackendError when the CPU addon cannot be loaded. */
+export function cpuCapabilities(): CpuCapabilities {
+  const info = callNativeSync(() => loadCpuAddon().info());
+  return { isa: info.isa, bf16: info.bf16, int8Vnni: info.int8Vnni };
 }
 
 /**

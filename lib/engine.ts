@@ -4,6 +4,7 @@
 // Not for: weight files (lib/io/weights.ts) or the fusion math (lib/reparam/).
 
 import { cudaStatus, requireCudaAddon } from './backend/cuda.js';
+import { cpuCapabilities } from './backends.js';
 import { callNative, callNativeSync, loadCpuAddon, type NativePlanReport, type NativeProgram } from './backend/native.js';
 import { ArgumentTypeError, ArgumentValueError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
 import { blocksOf, featureChannels, totalStride, type RepVGGSpec, type WeightForm } from './models/repvgg.js';
@@ -11,14 +12,18 @@ import { checkFinite, checkPositiveInt, checkTensor } from './ops/check.js';
 import { BN_EPS, batchNormOf, deployedModelFromState } from './reparam/reparam.js';
 import type { DeployedModel, SEWeights } from './reparam/types.js';
 import type { HostTensor, StateDict } from './tensor.js';
-import { checkQuantizationFits, integerWeights, type ModelQuantization } from './quant/params.js';
+import { checkQuantizationFits, integerWeights, quantizationForCpu, type ModelQuantization } from './quant/params.js';
 import { checkWeights, detectForm } from './io/weights.js';
 
 /**
- * fp32 everywhere; bf16 on the CPU (AVX512-BF16/AMX); int8 on the CPU (calibrated layers, see lib/quant); fp16 on
+ * fp32 everywhere; bf16 on the CPU (AVX-512 or newer: oneDNN has no bf16 convolutions for AVX2 CPUs; native bf16
+ * dot products with AVX512-BF16/AMX); int8 on the CPU (calibrated layers, see lib/quant); fp16 on
  * CUDA (NHWC, tensor cores).
  */
 export type Precision = 'fp32' | 'bf16' | 'int8' | 'fp16';
+
+/** process.emitWarning code of an int8 network whose 8-bit weights run as 7-bit ones on a CPU without VNNI. */
+export const INT8_WEIGHT_BITS_WARNING = 'REPVGG_INT8_WEIGHT_BITS';
 /**
  * How the CPU runs 3x3 stride-1 float32 and bf16 convs: 'auto' measures (one algorithm per conv shape), 'direct' is
  * oneDNN's kernel, 'winograd' our Winograd F(4x4, 3x3) and 'winograd2x2' F(2x2, 3x3) (native/cpu/winograd.h).
@@ -42,7 +47,8 @@ export interface NetworkOptions {
    */
   backend?: BackendName;
   /**
-   * 'fp32' (default); 'bf16' on the CPU (bfloat16 activations and weights, float32 accumulation); 'int8' on the
+   * 'fp32' (default); 'bf16' on a CPU with AVX-512 or newer (bfloat16 activations and weights, float32
+   * accumulation; elsewhere an ArgumentValueError naming the CPU's instruction set); 'int8' on the
    * CPU (needs `quantization`); 'fp16' on CUDA (half NHWC activations and weights on tensor cores, float32
    * accumulation).
    */
@@ -277,6 +283,14 @@ export class RepVGGNetwork {
         `Expected ${precisions[this.backend].map((p) => `'${p}'`).join(' or ')} for precision on the ${this.backend} backend but received ${describeValue(precision)}`,
       );
     }
+    if (this.backend === 'cpu' && precision === 'bf16') {
+      const cpu = cpuCapabilities();
+      if (!cpu.bf16) {
+        throw new ArgumentValueError(
+          `Expected 'fp32' or 'int8' for precision on this CPU (oneDNN's instruction set here is ${cpu.isa}; it has bfloat16 convolutions from AVX-512 on) but received 'bf16'`,
+        );
+      }
+    }
     const convAlgorithm = options.convAlgorithm ?? 'auto';
     if (!CONV_ALGORITHMS.includes(convAlgorithm)) {
       throw new ArgumentValueError(
@@ -344,6 +358,21 @@ export class RepVGGNetwork {
       throw new ArgumentValueError(
         "Expected calibrated weights for precision 'int8' (run repvgg quantize, or pass quantization) but the weights carry no int8 scales",
       );
+    }
+    if (int8 && resolveBackend(options) === 'cpu') {
+      // Without VNNI only 7-bit weights compute exactly (lib/quant/params.ts WeightBits): such layers move to 7 bits.
+      const cpu = cpuCapabilities();
+      checkQuantizationFits(model, options.quantization!);
+      const fitted = quantizationForCpu(model, options.quantization!, cpu.int8Vnni);
+      if (fitted.requantized.length > 0) {
+        process.emitWarning(
+          `this CPU (${cpu.isa}) has no VNNI: int8 weights above 63 would saturate, so ${fitted.requantized.length} layer${fitted.requantized.length === 1 ? '' : 's'} (${fitted.requantized.slice(0, 3).join(', ')}${fitted.requantized.length > 3 ? ', ...' : ''}) ` +
+            'run with 7-bit weights; calibrate with 7 bits (repvgg quantize --weight-bits 7) to choose those weights yourself',
+          { code: INT8_WEIGHT_BITS_WARNING },
+        );
+        model = fitted.model;
+        options = { ...options, quantization: fitted.quantization };
+      }
     }
     const program = deployedProgram(model, int8 ? options.quantization : undefined);
     return new RepVGGNetwork(model.spec, 'deploy', program, { weight: model.linearWeight, bias: model.linearBias }, options);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 
 import test from 'ava';
 
+import { cpuCapabilities } from '../lib/backends.js';
 import { speedChartSvg } from '../lib/bench/chart.js';
 import { MAX_ROUNDS, measureInterleaved, measureThroughput, pairedRatio, quantile } from '../lib/bench/measure.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
@@ -84,14 +85,16 @@ test('measureInterleaved runs each engine at least minRuns times; measureThrough
 
 test('benchmarkSpeed measures every combination once, on the backend asked, with the deployed form leaner than the training-time form', async (t) => {
   const progress: string[] = [];
+  const { bf16 } = cpuCapabilities(); // bf16 where oneDNN has it for this CPU (AVX-512 on), else the refusal below
+  const precisions = bf16 ? ['fp32', 'bf16', 'int8'] as const : ['fp32', 'int8'] as const;
   const rows = await benchmarkSpeed({
-    models: ['A0'], backend: 'cpu', precisions: ['fp32', 'bf16', 'int8'], batches: [1, 2], peer: true, ...TINY,
+    models: ['A0'], backend: 'cpu', precisions: [...precisions], batches: [1, 2], peer: true, ...TINY,
     onProgress: (line) => progress.push(line),
   });
   const key = (r: SpeedRow): string => `${r.engine} ${r.precision} ${r.form} ${r.batch}`;
   t.deepEqual(rows.map(key).sort(), [
     'onnxruntime-node fp32 deploy 1', 'onnxruntime-node fp32 deploy 2',
-    'ours bf16 deploy 1', 'ours bf16 deploy 2', 'ours bf16 train 1', 'ours bf16 train 2',
+    ...(bf16 ? ['ours bf16 deploy 1', 'ours bf16 deploy 2', 'ours bf16 train 1', 'ours bf16 train 2'] : []),
     'ours fp32 deploy 1', 'ours fp32 deploy 2', 'ours fp32 train 1', 'ours fp32 train 2',
     'ours int8 deploy 1', 'ours int8 deploy 2', // int8 needs deployed, calibrated weights: no training-time row
   ]);
@@ -104,7 +107,7 @@ test('benchmarkSpeed measures every combination once, on the backend asked, with
     t.is(r.model, 'A0');
     if (r.engine === 'ours') t.true((r.activationBytes ?? 0) > 0 && (r.weightBytes ?? 0) > 0, key(r));
   }
-  for (const precision of ['fp32', 'bf16'] as const) {
+  for (const precision of precisions.filter((p) => p !== 'int8')) {
     for (const batch of [1, 2]) {
       const find = (form: string): SpeedRow => rows.find((r) => r.engine === 'ours' && r.precision === precision && r.form === form && r.batch === batch)!;
       t.true(find('deploy').activationBytes! < find('train').activationBytes!, `${precision} batch ${batch}: deployed activations below the training-time form's`);
@@ -122,6 +125,8 @@ test('benchmarkSpeed refuses bad options before measuring anything, naming the o
   await refuse({ models: ['Z9'] }, /Z9/);
   await refuse({ precisions: ['fp16'] }, /precisions on the cpu backend.*'fp16'/);
   await refuse({ backend: 'cuda', precisions: ['bf16'] }, /precisions on the cuda backend.*'bf16'/);
+  const cpu = cpuCapabilities();
+  if (!cpu.bf16) await refuse({ precisions: ['fp32', 'bf16'] }, new RegExp(`on this CPU \\(${cpu.isa}.*received bf16`));
   await refuse({ batches: [0] }, /batches.*0/);
   await refuse({ batches: [] }, /batch size/);
   await refuse({ batches: [4096], size: 4096 }, /1 GiB of input/);

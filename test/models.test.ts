@@ -13,6 +13,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
 import { cudaStatus } from '../lib/backend/cuda.js';
+import { cpuCapabilities } from '../lib/backends.js';
 import { loadCpuAddon } from '../lib/backend/native.js';
 import { RepVGGNetwork } from '../lib/engine.js';
 import type { NetworkOptions, PlanReport } from '../lib/engine.js';
@@ -52,6 +53,9 @@ import {
 } from './helpers/fixture-weights.js';
 import { makeRng, maxRelativeError, modelDeployRef, modelTrainRef, randomArray, randomTrainState } from './helpers/reference.js';
 import { BF16, MODEL_FP32, REPARAM, REPARAM_FP32_WEIGHTS, checkClose, checkTop1Agreement } from './helpers/tolerances.js';
+
+/** What this machine's CPU runs (bf16 only with AVX-512 and newer). */
+const CPU = cpuCapabilities();
 
 function randomInput(shape: readonly [number, number, number, number], seed: number): HostTensor {
   return { shape: [...shape], data: randomArray(shape.reduce((p, d) => p * d, 1), makeRng(seed), 1) };
@@ -498,7 +502,7 @@ test("the cpu backend refuses 'fp16', unknown backends and algorithms; 'auto' pi
   t.is(backendOf({ backend: 'cpu' }), 'cpu');
   for (const options of [{ backend: 'auto' }, {}] as NetworkOptions[]) t.is(backendOf(options), cudaAvailable ? 'cuda' : 'cpu');
   // Options only the CPU backend has keep 'auto' on the CPU (documented), wherever CUDA exists.
-  t.is(backendOf({ backend: 'auto', precision: 'bf16' }), 'cpu');
+  if (CPU.bf16) t.is(backendOf({ backend: 'auto', precision: 'bf16' }), 'cpu');
   t.is(backendOf({ convAlgorithm: 'direct' }), 'cpu');
 });
 
@@ -643,9 +647,28 @@ test('a custom spec survives a round trip through the repvgg_spec metadata, and 
 });
 
 // ---------------------------------------------------------------------------------------------------------------
-// (f) bf16
+// (f) bf16, where oneDNN has bfloat16 convolutions for this CPU (AVX-512 and newer; not AVX2)
 
-test('bf16: deployed A0 (10 classes, 4x3x64x64) is within BF16 of float64 and agrees with fp32 on top-1', async (t) => {
+const bf16Test = CPU.bf16 ? test : test.skip;
+const needsBf16 = (title: string): string => (CPU.bf16 ? title : `${title} [needs a CPU with bf16 convolutions: this one is ${CPU.isa}]`);
+
+test("precision 'bf16' runs where oneDNN has bf16 convolutions (AVX-512 on) and is an ArgumentValueError naming the CPU elsewhere", async (t) => {
+  t.is(CPU.bf16, CPU.isa.startsWith('avx512'), `oneDNN 2.6 has bf16 convolutions from avx512_core on; this CPU: ${CPU.isa}`);
+  const spec = customSpec({ numClasses: 10, stemChannels: 16, stemStride: 2, stageChannels: [16, 16, 32, 32], stageDepths: [1, 1, 1, 1], stageStrides: [1, 2, 2, 1] });
+  const deployed = reparameterize(spec, randomTrainState(spec, makeRng(119)));
+  if (CPU.bf16) {
+    const report = await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', precision: 'bf16' }), (net) => net.prepare(1, 32, 32));
+    t.true(report.convs.length === deployed.layers.length, 'every conv has a bf16 plan');
+  } else {
+    for (const backend of ['cpu', 'auto'] as const) {
+      t.throws(() => RepVGGNetwork.fromDeployed(deployed, { backend, precision: 'bf16' }), {
+        instanceOf: ArgumentValueError, message: new RegExp(`for precision on this CPU \\(oneDNN's instruction set here is ${CPU.isa};.*received 'bf16'`),
+      }, `backend ${backend}`);
+    }
+  }
+});
+
+bf16Test(needsBf16('bf16: deployed A0 (10 classes, 4x3x64x64) is within BF16 of float64 and agrees with fp32 on top-1'), async (t) => {
   const spec = officialSpec('A0', { numClasses: 10 });
   const deployed = reparameterize(spec, randomTrainState(spec, makeRng(120)));
   const x = randomInput([4, 3, 64, 64], 121);
@@ -665,7 +688,7 @@ test('bf16: deployed A0 (10 classes, 4x3x64x64) is within BF16 of float64 and ag
   t.true(decisiveFp32 >= 1, 'at least one sample is decisive enough for the top-1 check to mean something');
 });
 
-test('bf16 with Winograd F(2x2): within BF16 of float64, as close as the direct kernels, top-1 as fp32; no bf16 F(4x4)', async (t) => {
+bf16Test(needsBf16('bf16 with Winograd F(2x2): within BF16 of float64, as close as the direct kernels, top-1 as fp32; no bf16 F(4x4)'), async (t) => {
   const spec = customSpec({
     numClasses: 10, stemChannels: 32, stemStride: 1, stageChannels: [32, 40, 96, 112], stageDepths: [2, 3, 2, 1], stageStrides: [1, 2, 2, 1],
   });  // 40 channels: 16 at a time and 8 one by one; the last layer has stride 1, so its Winograd writes float32 for the head
@@ -753,8 +776,8 @@ const CONV_ALGORITHMS = ['direct', 'winograd', 'winograd2x2', 'auto'] as const;
 
 /**
  * Checks what prepare() reports for a plan: one conv per layer; 'direct' runs no Winograd; a forced Winograd runs
- * on every ungrouped stride-1 layer but the first (which reads the network input) when oneDNN keeps the activations
- * channels-last (its AVX-512 kernels do; elsewhere every conv runs direct); 'auto' gives convs of one shape one
+ * on every ungrouped stride-1 layer but the first (which reads the network input), on channels-last activations
+ * (which such plans ask for; 'direct' ones get them on AVX-512 only); 'auto' gives convs of one shape one
  * algorithm, the fastest of the three times (whole forwards or the group's convs) it reports on each of them.
  * @returns how many 'auto' convs were compared with an earlier conv of their shape.
  */
@@ -772,7 +795,8 @@ function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGOR
     t.is(report.workspaceBytes > 0, usesWinograd, `workspace ${report.workspaceBytes} bytes exactly when a Winograd conv runs`);
   }
   const channelsLast = report.layout === 'NHWC';
-  if (loadCpuAddon().info().isa.startsWith('avx512')) t.true(channelsLast, 'oneDNN keeps AVX-512 activations channels-last');
+  // fp32 plans that may run Winograd ask for NHWC everywhere; oneDNN's AVX-512 kernels choose it themselves.
+  if (convAlgorithm !== 'direct' || loadCpuAddon().info().isa.startsWith('avx512')) t.true(channelsLast, `activations channels-last (${report.layout})`);
   if ((convAlgorithm === 'winograd' || convAlgorithm === 'winograd2x2') && channelsLast) {
     report.convs.forEach((c, i) => t.is(c.algorithm, winogradShaped[i] ? convAlgorithm : 'direct', `conv ${i} (${layers[i]!.name})`));
   }
@@ -816,8 +840,10 @@ algorithmSpecs.forEach(([label, spec], index) => {
     const first = { shape: [1, 3, 32, 32], data: x.data.subarray(0, 3 * 32 * 32) };
     for (const convAlgorithm of CONV_ALGORITHMS) {
       await withNetwork(() => RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', convAlgorithm }), async (net) => {
-        const sharingShape = checkConvChoices(t, convAlgorithm, await net.prepare(2, 32, 32), deployed.layers);
-        if (convAlgorithm === 'auto' && index === 0) t.true(sharingShape >= 2, 'the plain network has three convs of one shape');
+        const report = await net.prepare(2, 32, 32);
+        const sharingShape = checkConvChoices(t, convAlgorithm, report, deployed.layers);
+        // Only NHWC plans have Winograd candidates to choose from (all but 'direct' ones ask for NHWC, also on AVX2).
+        if (convAlgorithm === 'auto' && index === 0 && report.layout === 'NHWC') t.true(sharingShape >= 2, 'the plain network has three convs of one shape');
         checkClose(t, `${convAlgorithm} predict`, (await net.predict(x)).data, deployedRef, MODEL_FP32);
         checkClose(t, `${convAlgorithm} predictSync`, net.predictSync(x).data, deployedRef, MODEL_FP32);
         // A second plan (batch 1) shares the first one's transformed Winograd weights.
@@ -855,7 +881,7 @@ const ENGINE_MODULE = JSON.stringify(new URL('../lib/engine.js', import.meta.url
 const REPARAM_MODULE = JSON.stringify(new URL('../lib/reparam/reparam.js', import.meta.url).href);
 const REFERENCE_MODULE = JSON.stringify(new URL('./helpers/reference.js', import.meta.url).href);
 
-test('Winograd splits its tiles into one part per OpenMP thread: teams of 1, 3 and 5 match float64 (fp32 F(2x2) and F(4x4), bf16 F(2x2))', async (t) => {
+test('Winograd splits its tiles into one part per OpenMP thread: teams of 1, 3 and 5 match float64 (fp32 F(2x2) and F(4x4), bf16 F(2x2) where the CPU has bf16)', async (t) => {
   // 32 -> 16x16 maps at batch 3: 192 F(2x2) tiles (64 F(4x4)) split unevenly over 3 or 5 parts, and 4x4 maps with fewer tiles
   // than 5 threads at F(4x4). Channels 40 run bf16 through oneDNN's matmul, the others through bf16_gemm.cc.
   const spec = customSpec({
@@ -872,7 +898,7 @@ test('Winograd splits its tiles into one part per OpenMP thread: teams of 1, 3 a
     const deployed = reparameterize(spec, randomTrainState(spec, makeRng(150)));
     const x = { shape: [3, 3, 32, 32], data: randomArray(3 * 3 * 32 * 32, makeRng(151), 1) };
     const results = [];
-    for (const [precision, convAlgorithm] of [['fp32', 'winograd2x2'], ['fp32', 'winograd'], ['bf16', 'winograd2x2']]) {
+    for (const [precision, convAlgorithm] of ${JSON.stringify([['fp32', 'winograd2x2'], ['fp32', 'winograd'], ...(CPU.bf16 ? [['bf16', 'winograd2x2']] : [])])}) {
       const net = RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', precision, convAlgorithm });
       const report = await net.prepare(3, 32, 32);
       results.push({ precision, convAlgorithm, layout: report.layout, algorithms: report.convs.map((c) => c.algorithm),
@@ -922,7 +948,7 @@ test("batchThreading 'images' on teams of 1, 2, 3 and 5 threads: every batch mat
     const all = randomArray(${maxBatch} * image, makeRng(161), 1);
     const same = (a, b) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
     const results = [];
-    for (const [form, precision] of [['deploy', 'fp32'], ['train', 'fp32'], ['deploy', 'bf16']]) {
+    for (const [form, precision] of ${JSON.stringify([['deploy', 'fp32'], ['train', 'fp32'], ...(CPU.bf16 ? [['deploy', 'bf16']] : [])])}) {
       const options = { backend: 'cpu', precision, maxBatch: ${maxBatch} };
       const net = form === 'deploy' ? RepVGGNetwork.fromDeployed(reparameterize(spec, state), options) : RepVGGNetwork.fromStateDict(spec, state, options);
       for (const batch of ${JSON.stringify(batches)}) {
@@ -954,7 +980,7 @@ test("batchThreading 'images' on teams of 1, 2, 3 and 5 threads: every batch mat
       form: string; precision: string; batch: number; threading: string; imagesPerPlan: number; threads: number; logits: number[];
       repeatsExactly: boolean; partsExactly: boolean;
     }[];
-    t.is(results.length, 3 * batches.length);
+    t.is(results.length, (CPU.bf16 ? 3 : 2) * batches.length);
     for (const r of results) {
       const label = `${threads} threads, ${r.form} ${r.precision}, batch ${r.batch}`;
       const expected = expectedThreading(r.batch, threads);

@@ -14,7 +14,8 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
-import { RepVGGNetwork } from '../lib/engine.js';
+import { cpuCapabilities } from '../lib/backends.js';
+import { INT8_WEIGHT_BITS_WARNING, RepVGGNetwork } from '../lib/engine.js';
 import { ArgumentValueError, FormatError, WeightsMismatchError } from '../lib/errors.js';
 import { encodeOnnx } from '../lib/io/onnx.js';
 import { readNpy, writeNpy } from '../lib/io/npy.js';
@@ -28,10 +29,19 @@ import {
   calibrate,
   chooseActivationScale,
   chooseWeightScale,
+  defaultWeightBits,
   sqnrDb,
   weightQuantizationError,
 } from '../lib/quant/calibrate.js';
-import { putQuantization, type ModelQuantization } from '../lib/quant/params.js';
+import {
+  integerWeights,
+  maxIntegerWeight,
+  putQuantization,
+  quantizationForCpu,
+  sevenBitWeights,
+  weightQmax,
+  type ModelQuantization,
+} from '../lib/quant/params.js';
 import { deployedStateDict, reparameterize } from '../lib/reparam/reparam.js';
 import { createServer } from '../lib/serve/server.js';
 import type { DeployedModel } from '../lib/reparam/types.js';
@@ -75,6 +85,63 @@ test('chooseWeightScale is the least-error clip ratio of its grid, and clips a h
   const chosen = chooseWeightScale(values);
   t.true(Math.abs(chosen - best.ratio / 127) < 1e-15, `chosen ${chosen} vs grid minimum ${best.ratio / 127}`);
   t.true(weightQuantizationError(values, chosen) <= weightQuantizationError(values, 1 / 127));
+});
+
+test('7-bit weights: the grid of 63, and 8-bit weights halved onto twice the scale (odd q to the even neighbour)', (t) => {
+  t.is(weightQmax(8), 127);
+  t.is(weightQmax(7), 63);
+  t.is(chooseWeightScale([1, 0.3], 63), 1 / 63, 'the max scale of the 7-bit grid');
+  // scale 0.5: q = 127, -127, 3, -3, 5, 2, 0, -64 -> q / 2 = 63.5, -63.5, 1.5, -1.5, 2.5, 1, 0, -32
+  const scales = Float32Array.of(0.5, 0.25);
+  const weight = Float32Array.of(63.5, -63.5, 1.5, -1.5, 1.25, 0.5, 0, -16); // two channels of four (the second at 0.25)
+  t.is(maxIntegerWeight(weight, scales), 127);
+  const seven = sevenBitWeights(weight, scales);
+  t.deepEqual([...seven.weightScales], [1, 0.5]);
+  // 63.5 -> 64 (even) -> 63 (clamped); 1.5 -> 2; 2.5 -> 2; 1 and -32 stay.
+  t.deepEqual([...integerWeights(seven.weight, seven.weightScales)], [63, -63, 2, -2, 2, 1, 0, -32]);
+  t.deepEqual([...seven.weight], [63, -63, 2, -2, 1, 0.5, 0, -16]);
+  t.is(maxIntegerWeight(seven.weight, seven.weightScales), 63);
+});
+
+test('quantizationForCpu: unchanged with VNNI or 7-bit layers; without VNNI only the layers above 63 move to 7 bits', async (t) => {
+  const spec = plainSpec;
+  const model = reparameterize(spec, randomTrainState(spec, makeRng(41)));
+  const images = randomImages([4, 3, 32, 32], makeRng(42));
+  const eight = await calibrate(model, images, { weightBits: 8 });
+  const seven = await calibrate(model, images, { weightBits: 7 });
+  t.is(eight.weightBits, 8);
+  t.is(seven.weightBits, 7);
+  for (const [name, q] of seven.quantization) {
+    t.true(maxIntegerWeight(seven.model.layers.find((l) => l.name === name)!.weight, q.weightScales) <= 63, `${name} fits 7 bits`);
+  }
+  const withVnni = quantizationForCpu(eight.model, eight.quantization, true);
+  t.is(withVnni.model, eight.model);
+  t.deepEqual(withVnni.requantized, []);
+  const alreadySeven = quantizationForCpu(seven.model, seven.quantization, false);
+  t.is(alreadySeven.model, seven.model);
+  t.deepEqual(alreadySeven.requantized, []);
+  // Mixed: one layer with 7-bit weights, the others 8-bit.
+  const [first, ...rest] = [...eight.quantization.keys()];
+  const mixedModel = { ...eight.model, layers: eight.model.layers.map((l) => (l.name === first ? seven.model.layers.find((s) => s.name === first)! : l)) };
+  const mixedQuantization = new Map(eight.quantization).set(first!, seven.quantization.get(first!)!);
+  const fitted = quantizationForCpu(mixedModel, mixedQuantization, false);
+  t.deepEqual(fitted.requantized, rest, 'every 8-bit layer (random weights always reach 127 somewhere), not the 7-bit one');
+  for (const [index, layer] of fitted.model.layers.entries()) {
+    const q = fitted.quantization.get(layer.name);
+    if (!q) {
+      t.is(layer, mixedModel.layers[index]!, `${layer.name} (float32) untouched`);
+      continue;
+    }
+    t.true(maxIntegerWeight(layer.weight, q.weightScales) <= 63, `${layer.name} fits 7 bits`);
+    if (rest.includes(layer.name)) {
+      const expected = sevenBitWeights(mixedModel.layers[index]!.weight, mixedQuantization.get(layer.name)!.weightScales);
+      t.deepEqual([...layer.weight], [...expected.weight], `${layer.name} weights`);
+      t.deepEqual([...q.weightScales], [...expected.weightScales], `${layer.name} scales`);
+      t.is(q.inputScale, mixedQuantization.get(layer.name)!.inputScale);
+    } else {
+      t.is(layer, mixedModel.layers[index]!, `${layer.name} kept`);
+    }
+  }
 });
 
 test('activationHistogram and activationClipError on a hand-computed histogram', (t) => {
@@ -154,6 +221,33 @@ for (const [title, spec, keep] of [
   });
 }
 
+test("8-bit weights run exactly as this CPU can: the engine equals the float64 reference of quantizationForCpu's model", async (t) => {
+  const cpu = cpuCapabilities();
+  const rng = makeRng(43);
+  const model = reparameterize(plainSpec, randomTrainState(plainSpec, rng));
+  const result = await calibrate(model, randomImages([8, 3, 32, 32], rng), { weightBits: 8 });
+  t.is(defaultWeightBits(), cpu.int8Vnni ? 8 : 7, `the default for this CPU (${cpu.isa})`);
+  const fitted = quantizationForCpu(result.model, result.quantization, cpu.int8Vnni);
+  t.deepEqual(fitted.requantized, cpu.int8Vnni ? [] : [...result.quantization.keys()], 'without VNNI every (8-bit) int8 layer moves to 7 bits');
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error) => {
+    if ((warning as Error & { code?: string }).code === INT8_WEIGHT_BITS_WARNING) warnings.push(warning);
+  };
+  process.on('warning', onWarning);
+  const network = int8Network(result.model, result.quantization);
+  try {
+    const x = randomImages([3, 3, 32, 32], rng);
+    const reference = modelInt8Ref(fitted.model, fitted.quantization, x);
+    checkClose(t, `int8 on ${cpu.isa}`, (await network.predict(x)).data, reference.logits, INT8_REFERENCE);
+    await new Promise((resolve) => setImmediate(resolve)); // process warnings are emitted on the next tick
+    t.is(warnings.length, cpu.int8Vnni ? 0 : 1, 'one warning when layers moved to 7 bits, none otherwise');
+    if (!cpu.int8Vnni) t.regex(warnings[0]!.message, new RegExp(`${cpu.isa}.*no VNNI.*${fitted.requantized.length} layers \\(stage1\\.0, `));
+  } finally {
+    process.off('warning', onWarning);
+    network.dispose();
+  }
+});
+
 test('the calibration simulates what the engine computes: same logits SQNR and top-1 agreement', async (t) => {
   const spec = plainSpec;
   const rng = makeRng(7);
@@ -187,7 +281,7 @@ test("method 'max' without bias correction is the standard recipe: max-abs scale
     const perChannel = layer.weight.length / layer.outChannels;
     q.weightScales.forEach((scale, oc) => {
       const channel = model.layers[index]!.weight.subarray(oc * perChannel, (oc + 1) * perChannel);
-      t.is(scale, Math.fround(channel.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 127), `${layer.name}[${oc}] weight scale`);
+      t.is(scale, Math.fround(channel.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / weightQmax(result.weightBits)), `${layer.name}[${oc}] weight scale`);
     });
   }
   for (const report of result.layers.slice(1)) t.is(report.clippedFraction, 0, `${report.name}: the max scale clips nothing`);
@@ -337,8 +431,9 @@ test('repvgg quantize, then infer/eval --precision int8 and export-onnx --int8, 
   const quantized = expectOk(t, await cli(['quantize', '--weights', train, '--calib', calib, '--calib-count', '8', '--out', out]));
   t.regex(quantized.stdout, /\| stage1\.0 +\| int8 +\| +\d+\.\d \| +\d+\.\d \|/);
   t.regex(quantized.stdout, /logits SQNR \d+\.\d dB/);
-  t.regex(quantized.stdout, /quantized RepVGG-A0: 21 of 22 layers int8, calibrated on 8 images/);
+  t.regex(quantized.stdout, new RegExp(`quantized RepVGG-A0: 21 of 22 layers int8 \\(${defaultWeightBits()}-bit weights\\), calibrated on 8 images`));
   const loaded = await loadWeights(out);
+  t.is(loaded.metadata.quantization_weight_bits, String(defaultWeightBits()), "this CPU's default");
   t.is(loaded.metadata.quantization, 'int8');
   t.is(loaded.metadata.calibration_images, '8');
   t.regex(loaded.metadata.quantization_method ?? '', /bias correction/);
@@ -351,6 +446,20 @@ test('repvgg quantize, then infer/eval --precision int8 and export-onnx --int8, 
   const network = RepVGGNetwork.fromStateDict(loaded.spec, loaded.state, { backend: 'cpu', precision: 'int8', quantization: loaded.quantization! });
   t.deepEqual((await readNpy(logitsPath, 'logits')).data, (await network.predict(images)).data);
   network.dispose();
+
+  // --weight-bits 8 writes 8-bit weights; where the CPU lacks VNNI, infer runs them as 7-bit ones and says so.
+  const out8 = join(scratch, 'a0-int8-8bit.safetensors');
+  expectOk(t, await cli(['quantize', '--weights', train, '--calib', calib, '--calib-count', '8', '--weight-bits', '8', '--out', out8]));
+  const loaded8 = await loadWeights(out8);
+  t.is(loaded8.metadata.quantization_weight_bits, '8');
+  const stage1 = loaded8.state.get('stage1.0.rbr_reparam.weight')!.data as Float32Array;
+  t.true(maxIntegerWeight(stage1, loaded8.quantization!.get('stage1.0')!.weightScales) > 63, 'stage1.0 uses the 8-bit range');
+  const inferred8 = expectOk(t, await cli(['infer', '--weights', out8, '--input', calib, '--output', join(scratch, 'int8-8bit.npy'), '--precision', 'int8', '--backend', 'cpu']));
+  if (cpuCapabilities().int8Vnni) t.notRegex(inferred8.stderr, /REPVGG_INT8_WEIGHT_BITS/);
+  else t.regex(inferred8.stderr, /\[REPVGG_INT8_WEIGHT_BITS\] Warning: this CPU \(\w+\) has no VNNI: .* 21 layers \(stage1\.0,/);
+  const badBits = await cli(['quantize', '--weights', train, '--calib', calib, '--weight-bits', '6', '--out', join(scratch, 'never.safetensors')]);
+  t.is(badBits.code, 2, describe(badBits));
+  t.regex(badBits.stderr, /--weight-bits.*'6'/);
 
   // eval --precision int8 and fp32 of the same file; labels are arbitrary, only the run is checked.
   const labels = join(scratch, 'labels.npy');
@@ -375,7 +484,7 @@ test('repvgg quantize, then infer/eval --precision int8 and export-onnx --int8, 
   const fromPth = join(scratch, 'pth-int8.safetensors');
   const pthRun = expectOk(t, await cli(['quantize', '--weights', pth, '--calib-dir', folder, '--crop', '32', '--keep', 'stage4.0', '--out', fromPth]));
   t.regex(pthRun.stdout, /\| stage4\.0 +\| fp32 /);
-  t.regex(pthRun.stdout, /20 of 22 layers int8, calibrated on 4 images/);
+  t.regex(pthRun.stdout, /20 of 22 layers int8 \([78]-bit weights\), calibrated on 4 images/);
   expectOk(t, await cli(['infer', '--weights', fromPth, '--images', folder, '--precision', 'int8', '--backend', 'cpu', '--resize', '36', '--crop', '32']));
 });
 

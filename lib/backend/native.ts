@@ -128,7 +128,7 @@ export interface CpuTrainingOptions {
 
 /** The CPU addon's exports (native/addon/addon.cc). */
 export interface CpuAddon {
-  info(): { backend: string; library: string; libraryVersion: string; isa: string; nativeBf16: boolean };
+  info(): { backend: string; library: string; libraryVersion: string; isa: string; nativeBf16: boolean; bf16: boolean; int8Vnni: boolean };
   setComputeNice(nice: number): void;
   /**
    * PIL's bilinear resampling passes (native/cpu/resample.h) on RGB bytes, on the calling thread: the source region

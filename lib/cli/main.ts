@@ -32,7 +32,7 @@ Commands:
                                          the deployed model as ONNX (--int8: QDQ from repvgg quantize weights)
   quantize --weights W [--arch A0] (--calib x.npy | --calib-dir DIR | --calib-dataset fashion-mnist)
            --out W-int8.safetensors [--calib-count 256] [--keep stage4.0,...] [--resize 256] [--crop 224]
-           [--method mse|max] [--no-bias-correction]
+           [--method mse|max] [--no-bias-correction] [--weight-bits 7|8 (default: 8 on CPUs with VNNI, else 7)]
                                          INT8 calibration: per-layer SQNR report, scales stored in the file
   demo [--arch A0] [--batch 8] [--size 224] [--backend cpu|cuda|auto]
                                          random A0: convert, check agreement, compare speed and memory

@@ -8,8 +8,8 @@ import { evalBatches, loadFashionMnist } from '../data/index.js';
 import { ArgumentValueError, UsageError } from '../errors.js';
 import { readNpyFloat32 } from '../io/npy.js';
 import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
-import { calibrate, calibrationMethod, type CalibrationResult } from '../quant/calibrate.js';
-import { putQuantization } from '../quant/params.js';
+import { calibrate, calibrationMethod, defaultWeightBits, type CalibrationResult } from '../quant/calibrate.js';
+import { putQuantization, type WeightBits } from '../quant/params.js';
 import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
 import type { HostTensor } from '../tensor.js';
 import { collectImageFiles } from './classify.js';
@@ -20,7 +20,7 @@ export const QUANTIZE_FLAGS = {
   arch: { type: 'string' }, weights: { type: 'string' }, out: { type: 'string' }, calib: { type: 'string' },
   'calib-dir': { type: 'string' }, 'calib-dataset': { type: 'string' }, 'calib-count': { type: 'string' },
   keep: { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' }, method: { type: 'string' },
-  'no-bias-correction': { type: 'boolean' },
+  'no-bias-correction': { type: 'boolean' }, 'weight-bits': { type: 'string' },
 } as const;
 
 /** Default number of calibration images: enough for stable statistics, while every layer's activations fit in memory. */
@@ -124,8 +124,9 @@ export async function runQuantize(flags: Flags): Promise<void> {
   const started = performance.now();
   const method = choiceFlag(flags, 'method', ['mse', 'max'] as const, 'mse');
   const biasCorrection = flags['no-bias-correction'] !== true;
+  const weightBits = Number(choiceFlag(flags, 'weight-bits', ['7', '8'] as const, String(defaultWeightBits()) as '7' | '8')) as WeightBits;
   const result = await calibrate(model, images, {
-    keep, method, biasCorrection,
+    keep, method, biasCorrection, weightBits,
     onProgress: (done, total) => process.stderr.write(`\rquantize: calibrated ${done}/${total} layers${done === total ? '\n' : ''}`),
   });
   const state = deployedStateDict(result.model);
@@ -135,7 +136,8 @@ export async function runQuantize(flags: Flags): Promise<void> {
     normalization: recordedNormalization(weights, weightsPath), ...(classNames !== undefined && { classNames }),
     extraMetadata: {
       quantization: 'int8',
-      quantization_method: calibrationMethod({ method, biasCorrection }),
+      quantization_method: calibrationMethod({ method, biasCorrection, weightBits }),
+      quantization_weight_bits: String(weightBits),
       calibration_images: String(result.images),
       calibration_source: source,
       quantization_report: JSON.stringify({ logitsSqnrDb: result.logitsSqnrDb, top1Agreement: result.top1Agreement, layers: result.layers }),
@@ -143,7 +145,7 @@ export async function runQuantize(flags: Flags): Promise<void> {
   });
   process.stdout.write(
     `${calibrationTable(result)}\n` +
-      `quantized ${weights.spec.arch}: ${result.quantization.size} of ${model.layers.length} layers int8, calibrated on ${result.images} images ` +
+      `quantized ${weights.spec.arch}: ${result.quantization.size} of ${model.layers.length} layers int8 (${weightBits}-bit weights), calibrated on ${result.images} images ` +
       `in ${((performance.now() - started) / 1000).toFixed(1)} s -> ${outPath}\n`,
   );
 }

@@ -11,7 +11,8 @@
 // and of the network so far (int8 path vs float path at this layer's output), and at the logits.
 // Not for: the file layout or the shared rounding rules (params.ts), running int8 (lib/engine.ts, native).
 
-import { ArgumentValueError, ShapeError, formatShape } from '../errors.js';
+import { cpuCapabilities } from '../backends.js';
+import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import { conv2d } from '../ops/conv.js';
 import { channelScale, relu, sigmoid } from '../ops/eltwise.js';
 import { linear } from '../ops/linear.js';
@@ -24,7 +25,9 @@ import {
   dequantizedWeights,
   integerWeights,
   quantizeValue,
+  weightQmax,
   type LayerQuantization,
+  type WeightBits,
 } from './params.js';
 
 export interface CalibrationOptions {
@@ -37,6 +40,12 @@ export interface CalibrationOptions {
   method?: 'mse' | 'max';
   /** Empirical bias correction (default true). */
   biasCorrection?: boolean;
+  /**
+   * Bits of the weights' grid (params.ts WeightBits): 8, or 7 for CPUs without VNNI, where only 7-bit weights
+   * compute exactly. Default: what this machine's CPU runs exactly (cpuCapabilities().int8Vnni ? 8 : 7); calibrate
+   * with 7 for files that must run exactly on any x86 CPU (the engine moves 8-bit layers to 7 bits where needed).
+   */
+  weightBits?: WeightBits;
   /** Called after each layer with (layers done, layers in all). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -57,6 +66,8 @@ export interface CalibrationResult {
   /** The model with int8 layers' weights on their grid (dequantized) and bias-corrected biases. */
   readonly model: DeployedModel;
   readonly quantization: Map<string, LayerQuantization>;
+  /** Bits of the int8 weights' grid chosen (options.weightBits or this CPU's default). */
+  readonly weightBits: WeightBits;
   readonly layers: readonly LayerCalibration[];
   /** SQNR in dB of the int8 logits against the float logits on the calibration images. */
   readonly logitsSqnrDb: number;
@@ -66,9 +77,9 @@ export interface CalibrationResult {
 }
 
 /** The method recorded in the file's metadata, for the options used. */
-export function calibrationMethod(options: Pick<CalibrationOptions, 'method' | 'biasCorrection'> = {}): string {
+export function calibrationMethod(options: Pick<CalibrationOptions, 'method' | 'biasCorrection' | 'weightBits'> = {}): string {
   const mse = (options.method ?? 'mse') === 'mse';
-  return `per-output-channel symmetric s8 weights (${mse ? 'MSE clip search' : 'max'}), u8 activations (${mse ? 'histogram MSE clip' : 'max'})` +
+  return `per-output-channel symmetric s8 weights (${options.weightBits ?? defaultWeightBits()} bits, ${mse ? 'MSE clip search' : 'max'}), u8 activations (${mse ? 'histogram MSE clip' : 'max'})` +
     `${options.biasCorrection === false ? '' : ', empirical bias correction'}`;
 }
 
@@ -85,29 +96,29 @@ export function sqnrDb(ref: ArrayLike<number>, test: ArrayLike<number>): number 
   return noise === 0 ? Number.POSITIVE_INFINITY : 10 * Math.log10(signal / noise);
 }
 
-/** Squared error of representing values on the symmetric grid scale * [-127, 127]. */
-export function weightQuantizationError(values: ArrayLike<number>, scale: number): number {
+/** Squared error of representing values on the symmetric grid scale * [-qmax, qmax]. */
+export function weightQuantizationError(values: ArrayLike<number>, scale: number, qmax = WEIGHT_QMAX): number {
   let error = 0;
   for (let i = 0; i < values.length; i++) {
     const v = values[i] as number;
-    const d = v - scale * quantizeValue(v, scale, -WEIGHT_QMAX, WEIGHT_QMAX);
+    const d = v - scale * quantizeValue(v, scale, -qmax, qmax);
     error += d * d;
   }
   return error;
 }
 
-/** Clip ratios tried per weight channel: max|w| * r / 127 for r = 0.50, 0.51, ..., 1.00. */
+/** Clip ratios tried per weight channel: max|w| * r / qmax for r = 0.50, 0.51, ..., 1.00. */
 const WEIGHT_CLIP_RATIOS = Array.from({ length: 51 }, (_, i) => 0.5 + i / 100);
 
-/** The scale among max|w| * r / 127 (r in WEIGHT_CLIP_RATIOS) with the least weightQuantizationError. */
-export function chooseWeightScale(values: ArrayLike<number>): number {
+/** The scale among max|w| * r / qmax (r in WEIGHT_CLIP_RATIOS) with the least weightQuantizationError. */
+export function chooseWeightScale(values: ArrayLike<number>, qmax = WEIGHT_QMAX): number {
   let maxAbs = 0;
   for (let i = 0; i < values.length; i++) maxAbs = Math.max(maxAbs, Math.abs(values[i] as number));
   if (maxAbs === 0) return 1; // an all-zero channel: any scale represents it exactly
-  let best = { scale: maxAbs / WEIGHT_QMAX, error: Number.POSITIVE_INFINITY };
+  let best = { scale: maxAbs / qmax, error: Number.POSITIVE_INFINITY };
   for (const ratio of WEIGHT_CLIP_RATIOS) {
-    const scale = (maxAbs * ratio) / WEIGHT_QMAX;
-    const error = weightQuantizationError(values, scale);
+    const scale = (maxAbs * ratio) / qmax;
+    const error = weightQuantizationError(values, scale, qmax);
     if (error < best.error) best = { scale, error };
   }
   return best.scale;
@@ -259,6 +270,11 @@ function checkCalibrationMemory(model: DeployedModel, images: HostTensor): void 
   }
 }
 
+/** The weight bits that this machine's CPU computes exactly: 8 with VNNI, else 7 (see params.ts WeightBits). */
+export function defaultWeightBits(): WeightBits {
+  return cpuCapabilities().int8Vnni ? 8 : 7;
+}
+
 /**
  * Calibrates int8 for every layer of model but the first (and those in options.keep) on images, float32 NCHW
  * [N, C, H, W] normalized as the model expects (several hundred images is plenty; memory grows with N).
@@ -278,6 +294,9 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
       throw new ArgumentValueError(`Expected layer names of ${model.spec.arch} (${[...names].slice(0, 4).join(', ')}, ...) for keep but received '${name}'`);
     }
   }
+  const weightBits = options.weightBits ?? defaultWeightBits();
+  if (weightBits !== 7 && weightBits !== 8) throw new ArgumentValueError(`Expected 7 or 8 for weightBits but received ${describeValue(weightBits)}`);
+  const qmax = weightQmax(weightBits);
   const mse = (options.method ?? 'mse') === 'mse';
   const correctBias = options.biasCorrection !== false;
   const quantization = new Map<string, LayerQuantization>();
@@ -301,9 +320,9 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
       const weightScales = new Float32Array(layer.outChannels);
       for (let oc = 0; oc < layer.outChannels; oc++) {
         const channel = layer.weight.subarray(oc * perChannel, (oc + 1) * perChannel);
-        weightScales[oc] = mse ? chooseWeightScale(channel) : maxAbsScale(channel, WEIGHT_QMAX);
+        weightScales[oc] = mse ? chooseWeightScale(channel, qmax) : maxAbsScale(channel, qmax);
       }
-      const weight = dequantizedWeights(integerWeights(layer.weight, weightScales), weightScales);
+      const weight = dequantizedWeights(integerWeights(layer.weight, weightScales, qmax), weightScales);
       const inputScale = mse ? chooseActivationScale(activationHistogram(xInt8.data)) : maxAbsScale(xInt8.data, ACTIVATION_QMAX);
       const quantizedInput = fakeQuantize(xInt8, inputScale);
       const yInt8 = await conv(quantizedInput.tensor, weight, layer.bias);
@@ -331,7 +350,7 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
   let agree = 0;
   for (let row = 0; row < n; row++) if (argmaxRow(floatLogits, row, k) === argmaxRow(int8Logits, row, k)) agree++;
   return {
-    model: quantized, quantization, layers: reports, images: n,
+    model: quantized, quantization, weightBits, layers: reports, images: n,
     logitsSqnrDb: sqnrDb(floatLogits, int8Logits), top1Agreement: agree / n,
   };
 }

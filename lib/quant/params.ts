@@ -1,6 +1,7 @@
 // INT8 quantization parameters of a deployed RepVGG, as `repvgg quantize` calibrates them and a weights file
 // stores them, and the arithmetic that every part of the library shares: symmetric per-output-channel s8 weights
-// (w = weightScale[oc] * q, q in [-127, 127]) and u8 activations after a ReLU (x = inputScale * q, q in [0, 255]).
+// (w = weightScale[oc] * q, q in [-127, 127], or [-63, 63] for CPUs without VNNI: see WeightBits) and u8
+// activations after a ReLU (x = inputScale * q, q in [0, 255]).
 //
 // File layout (a deployed safetensors file plus two tensors per int8 layer, official key names otherwise):
 //   stageN[.M].rbr_reparam.weight        F32 [O, C/g, 3, 3]  the quantized weights dequantized (weightScale[oc] * q),
@@ -15,8 +16,22 @@ import { FormatError, WeightsMismatchError } from '../errors.js';
 import type { DeployedModel } from '../reparam/types.js';
 import type { StateDict } from '../tensor.js';
 
+/** Largest |q| a file's int8 weights may have (8 bits). */
 export const WEIGHT_QMAX = 127;
 export const ACTIVATION_QMAX = 255;
+
+/**
+ * Bits of the weights' grid: 8 (q in [-127, 127]) or 7 (q in [-63, 63]). Without VNNI (AVX2, AVX-512 before
+ * Cascade Lake) oneDNN sums pairs of u8 x s8 products in int16 with saturation (vpmaddubsw): 255 * 127 * 2
+ * overflows 32767, 255 * 63 * 2 = 32130 does not, so 7-bit weights keep every sum exact there (oneDNN's own advice
+ * for such CPUs, and onnxruntime's reduce_range).
+ */
+export type WeightBits = 7 | 8;
+
+/** Largest |q| of a weights grid of `bits` bits. */
+export function weightQmax(bits: WeightBits): number {
+  return bits === 8 ? WEIGHT_QMAX : 63;
+}
 
 /** The int8 parameters of one deployed layer. */
 export interface LayerQuantization {
@@ -43,12 +58,15 @@ export function quantizeValue(v: number, scale: number, lo: number, hi: number):
   return Math.min(hi, Math.max(lo, Math.round(v / scale)));
 }
 
-/** The integer weights q [O, C/g, 3, 3] of a layer whose float weights are already on its grid (or are to be put on it). */
-export function integerWeights(weight: Float32Array, weightScales: Float32Array): Float32Array {
+/**
+ * The integer weights q [O, C/g, 3, 3], within [-qmax, qmax], of a layer whose float weights are already on its grid
+ * (or are to be put on it).
+ */
+export function integerWeights(weight: Float32Array, weightScales: Float32Array, qmax = WEIGHT_QMAX): Float32Array {
   const perChannel = weight.length / weightScales.length;
   const q = new Float32Array(weight.length);
   for (let i = 0; i < weight.length; i++) {
-    q[i] = quantizeValue(weight[i] as number, weightScales[Math.floor(i / perChannel)] as number, -WEIGHT_QMAX, WEIGHT_QMAX);
+    q[i] = quantizeValue(weight[i] as number, weightScales[Math.floor(i / perChannel)] as number, -qmax, qmax);
   }
   return q;
 }
@@ -108,6 +126,54 @@ export function takeQuantization(state: StateDict, source: string): ModelQuantiz
     state.delete(`${name}${WEIGHT_SCALE_SUFFIX}`);
   }
   return layers;
+}
+
+/** The largest |q| among a layer's integer weights (round(w / scale) per output channel). */
+export function maxIntegerWeight(weight: Float32Array, weightScales: Float32Array): number {
+  const perChannel = weight.length / weightScales.length;
+  let max = 0;
+  for (let i = 0; i < weight.length; i++) {
+    max = Math.max(max, Math.abs(Math.round((weight[i] as number) / (weightScales[Math.floor(i / perChannel)] as number))));
+  }
+  return max;
+}
+
+/**
+ * A layer's 8-bit weights on the 7-bit grid of twice the scale: q7 = q / 2 rounded half to even, within [-63, 63]
+ * (the doubled scale is exact in float32). For weights calibrated with 8 bits that must run where only 7 are exact.
+ */
+export function sevenBitWeights(weight: Float32Array, weightScales: Float32Array): { weight: Float32Array; weightScales: Float32Array } {
+  const q = integerWeights(weight, weightScales);
+  const qmax = weightQmax(7);
+  const halved = q.map((v) => {
+    const half = v / 2;
+    const rounded = Number.isInteger(half) ? half : 2 * Math.round(half / 2); // odd q: the even neighbour of q / 2
+    return Math.min(qmax, Math.max(-qmax, rounded));
+  });
+  const doubled = weightScales.map((s) => 2 * s);
+  return { weight: dequantizedWeights(halved, doubled), weightScales: doubled };
+}
+
+/**
+ * model and quantization as this CPU runs them exactly: unchanged with VNNI (int8Vnni true) or when every int8
+ * layer's weights already fit 7 bits; otherwise the layers needing 8 bits move to 7 (sevenBitWeights), named in
+ * `requantized`. The engine runs what this returns; a reference must compute with it too.
+ */
+export function quantizationForCpu(model: DeployedModel, quantization: ModelQuantization, int8Vnni: boolean): {
+  model: DeployedModel; quantization: ModelQuantization; requantized: string[];
+} {
+  if (int8Vnni) return { model, quantization, requantized: [] };
+  const requantized: string[] = [];
+  const fitted = new Map(quantization);
+  const layers = model.layers.map((layer) => {
+    const q = quantization.get(layer.name);
+    if (!q || maxIntegerWeight(layer.weight, q.weightScales) <= weightQmax(7)) return layer;
+    const seven = sevenBitWeights(layer.weight, q.weightScales);
+    requantized.push(layer.name);
+    fitted.set(layer.name, { inputScale: q.inputScale, weightScales: seven.weightScales });
+    return { ...layer, weight: seven.weight };
+  });
+  return requantized.length === 0 ? { model, quantization, requantized } : { model: { ...model, layers }, quantization: fitted, requantized };
 }
 
 /** Adds the quantization tensors of model's int8 layers to its deployed state dict (see the file layout above). */

@@ -617,6 +617,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("libraryVersion", cpu::dnnl_version());
   out.Set("isa", cpu::effective_isa());
   out.Set("nativeBf16", cpu::has_native_bf16());
+  out.Set("bf16", cpu::supports_bf16_convolutions());
+  out.Set("int8Vnni", cpu::has_int8_vnni());
   return out;
 }
 

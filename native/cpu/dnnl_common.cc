@@ -164,6 +164,33 @@ bool has_native_bf16() {
   return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
 }
 
+bool supports_bf16_convolutions() {
+  static const bool supported = [] {
+    try {
+      const dims src{1, 16, 8, 8}, wei{16, 16, 3, 3}, bias{16}, strides{1, 1}, padding{1, 1};
+      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                           dnnl::memory::desc(src, dt::bf16, tag::nhwc), dnnl::memory::desc(wei, dt::bf16, tag::any),
+                                           dnnl::memory::desc(bias, dt::f32, tag::a), dnnl::memory::desc(src, dt::bf16, tag::nhwc),
+                                           strides, padding, padding);
+      dnnl::post_ops relu;
+      relu.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+      dnnl::primitive_attr attr;
+      attr.set_post_ops(relu);
+      dnnl::convolution_forward::primitive_desc pd(desc, attr, engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return supported;
+}
+
+bool has_int8_vnni() {
+  const unsigned isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  auto has = [isa](dnnl::cpu_isa want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
+  return has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
+}
+
 std::string dnnl_version() {
   const dnnl_version_t* v = ::dnnl_version();
   return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);

@@ -41,6 +41,12 @@ auto wrap_dnnl(const char* what, Fn&& fn) -> decltype(fn());
 std::string effective_isa();
 // True when the CPU has native bf16 dot-product instructions (AVX512-BF16 or AMX).
 bool has_native_bf16();
+// True when oneDNN has a bfloat16 convolution for this CPU (oneDNN 2.6: AVX-512 or newer; none on AVX2), found by
+// asking it for one (a small NHWC bf16 conv with bias and ReLU, as the deployed plan builds), once.
+bool supports_bf16_convolutions();
+// True when the CPU multiplies u8 x s8 with VNNI (AVX512-VNNI or AVX-VNNI): exact int32 sums. Without it oneDNN
+// adds pairs of products in int16 with saturation (vpmaddubsw), exact only while |weight| <= 63 (lib/quant/params.ts).
+bool has_int8_vnni();
 std::string dnnl_version();
 
 }  // namespace repvgg::cpu
