@@ -252,15 +252,19 @@ const convCases: ConvCase[] = [
   { name: '1x1 s1 p0, 1 input channel (first layer), 28x28', x: [8, 1, 28, 28], out: 16, kernel: 1, stride: 1, pad: 0, groups: 1 },
 ];
 
+/** A case's random x, weights (scaled to keep outputs of order 1) and dy, and their float64 gradients. */
+function convBackwardCase(c: ConvCase, seed: number) {
+  const options: ConvOptions = { stride: c.stride, pad: c.pad, groups: c.groups };
+  const cg = c.x[1] / c.groups;
+  const x = randomTensor(c.x, seed);
+  const w = randomTensor([c.out, cg, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (cg * c.kernel * c.kernel)));
+  const dy = randomTensor(conv2dRef(x, w, undefined, options).shape, seed + 2);
+  return { options, x, w, dy, ref: conv2dBackwardRef(x, w, dy, options) };
+}
+
 convCases.forEach((c, index) => {
   test(`conv2dBackward ${c.name}: async and sync match the float64 reference`, async (t) => {
-    const seed = 1000 + 10 * index;
-    const options: ConvOptions = { stride: c.stride, pad: c.pad, groups: c.groups };
-    const cg = c.x[1] / c.groups;
-    const x = randomTensor(c.x, seed);
-    const w = randomTensor([c.out, cg, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (cg * c.kernel * c.kernel)));
-    const dy = randomTensor(conv2dRef(x, w, undefined, options).shape, seed + 2);
-    const ref = conv2dBackwardRef(x, w, dy, options);
+    const { options, x, w, dy, ref } = convBackwardCase(c, 1000 + 10 * index);
     assertNonTrivial(t, 'dx', ref.dx.data);
     const before = [x.data.slice(), w.data.slice(), dy.data.slice()];
     for (const [form, grads] of await bothForms(() => conv2dBackward(x, w, dy, options), () => conv2dBackwardSync(x, w, dy, options))) {
@@ -283,13 +287,7 @@ const nhwcConvCases: ConvCase[] = [
 
 nhwcConvCases.forEach((c, index) => {
   test(`conv2dBackward on NHWC ${c.name}: matches the float64 reference`, async (t) => {
-    const seed = 1700 + 10 * index;
-    const options: ConvOptions = { stride: c.stride, pad: c.pad, groups: c.groups };
-    const cg = c.x[1] / c.groups;
-    const x = randomTensor(c.x, seed);
-    const w = randomTensor([c.out, cg, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (cg * c.kernel * c.kernel)));
-    const dy = randomTensor(conv2dRef(x, w, undefined, options).shape, seed + 2);
-    const ref = conv2dBackwardRef(x, w, dy, options);
+    const { options, x, w, dy, ref } = convBackwardCase(c, 1700 + 10 * index);
     const xNhwc = toLayout(x, 'nhwc');
     const dyNhwc = toLayout(dy, 'nhwc');
     for (const needInputGrad of [true, false]) {
