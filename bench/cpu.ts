@@ -45,7 +45,8 @@ const WARMUP_RUNS = 2;
 const PROFILE_RUNS = 10;
 /** bf16 only where oneDNN has bfloat16 convolutions for this CPU (AVX-512 on); elsewhere its columns read '–'. */
 const CPU = cpuCapabilities();
-const PROFILED_ENGINES = (['deployedFp32', 'deployedBf16', 'deployedInt8'] as const).filter((k) => k !== 'deployedBf16' || CPU.bf16);
+const runsHere = (key: string): boolean => key !== 'deployedBf16' || CPU.bf16;
+const PROFILED_ENGINES = (['deployedFp32', 'deployedBf16', 'deployedInt8'] as const).filter(runsHere);
 /** Each engine runs at least this many timed iterations, however long they take. */
 const MIN_TIMED_RUNS = 5;
 /** The engines take turns this many times per batch size (lib/bench/measure.ts measureInterleaved). */
@@ -66,7 +67,7 @@ const ENGINE_LABELS: Record<EngineKey, string> = {
   onnxruntime: 'onnxruntime deployed fp32',
   onnxruntimeInt8: 'onnxruntime int8 (our QDQ)',
 };
-const ENGINE_KEYS = (Object.keys(ENGINE_LABELS) as EngineKey[]).filter((k) => k !== 'deployedBf16' || CPU.bf16);
+const ENGINE_KEYS = (Object.keys(ENGINE_LABELS) as EngineKey[]).filter(runsHere);
 const ENGINE_COLORS: Record<EngineKey, string> = {
   deployedFp32: '#1f77b4',
   deployedBf16: '#2ca02c',

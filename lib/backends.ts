@@ -2,6 +2,7 @@
 
 import { cudaStatus } from './backend/cuda.js';
 import { callNativeSync, loadCpuAddon } from './backend/native.js';
+import { ArgumentValueError } from './errors.js';
 import { checkNice } from './nice.js';
 
 export interface BackendStatus {
@@ -45,6 +46,19 @@ export interface CpuCapabilities {
 export function cpuCapabilities(): CpuCapabilities {
   const info = callNativeSync(() => loadCpuAddon().info());
   return { isa: info.isa, bf16: info.bf16, int8Vnni: info.int8Vnni };
+}
+
+/**
+ * @throws ArgumentValueError naming `option` and the CPU's instruction set when oneDNN has no bfloat16 convolutions
+ * for this CPU (AVX2), so that precision 'bf16' cannot run on the CPU backend.
+ */
+export function requireBf16Convolutions(option: string): void {
+  const cpu = cpuCapabilities();
+  if (!cpu.bf16) {
+    throw new ArgumentValueError(
+      `Expected 'fp32' or 'int8' for ${option} on this CPU (oneDNN's instruction set here is ${cpu.isa}; it has bfloat16 convolutions from AVX-512 on) but received 'bf16'`,
+    );
+  }
 }
 
 /**

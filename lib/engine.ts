@@ -4,7 +4,7 @@
 // Not for: weight files (lib/io/weights.ts) or the fusion math (lib/reparam/).
 
 import { cudaStatus, requireCudaAddon } from './backend/cuda.js';
-import { cpuCapabilities } from './backends.js';
+import { cpuCapabilities, requireBf16Convolutions } from './backends.js';
 import { callNative, callNativeSync, loadCpuAddon, type NativePlanReport, type NativeProgram } from './backend/native.js';
 import { ArgumentTypeError, ArgumentValueError, DisposedError, ShapeError, describeValue, formatShape } from './errors.js';
 import { blocksOf, featureChannels, totalStride, type RepVGGSpec, type WeightForm } from './models/repvgg.js';
@@ -283,14 +283,7 @@ export class RepVGGNetwork {
         `Expected ${precisions[this.backend].map((p) => `'${p}'`).join(' or ')} for precision on the ${this.backend} backend but received ${describeValue(precision)}`,
       );
     }
-    if (this.backend === 'cpu' && precision === 'bf16') {
-      const cpu = cpuCapabilities();
-      if (!cpu.bf16) {
-        throw new ArgumentValueError(
-          `Expected 'fp32' or 'int8' for precision on this CPU (oneDNN's instruction set here is ${cpu.isa}; it has bfloat16 convolutions from AVX-512 on) but received 'bf16'`,
-        );
-      }
-    }
+    if (this.backend === 'cpu' && precision === 'bf16') requireBf16Convolutions('precision');
     const convAlgorithm = options.convAlgorithm ?? 'auto';
     if (!CONV_ALGORITHMS.includes(convAlgorithm)) {
       throw new ArgumentValueError(

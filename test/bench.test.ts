@@ -126,7 +126,7 @@ test('benchmarkSpeed refuses bad options before measuring anything, naming the o
   await refuse({ precisions: ['fp16'] }, /precisions on the cpu backend.*'fp16'/);
   await refuse({ backend: 'cuda', precisions: ['bf16'] }, /precisions on the cuda backend.*'bf16'/);
   const cpu = cpuCapabilities();
-  if (!cpu.bf16) await refuse({ precisions: ['fp32', 'bf16'] }, new RegExp(`on this CPU \\(${cpu.isa}.*received bf16`));
+  if (!cpu.bf16) await refuse({ precisions: ['fp32', 'bf16'] }, new RegExp(`for precisions on this CPU \\(oneDNN's instruction set here is ${cpu.isa};.*received 'bf16'`));
   await refuse({ batches: [0] }, /batches.*0/);
   await refuse({ batches: [] }, /batch size/);
   await refuse({ batches: [4096], size: 4096 }, /1 GiB of input/);

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 
 import { RepVGGNetwork, type NetworkProfile, type Precision } from '../engine.js';
-import { cpuCapabilities } from '../backends.js';
+import { requireBf16Convolutions } from '../backends.js';
 import { ArgumentValueError, BackendError, describeValue } from '../errors.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../io/onnx.js';
 import { randomStateDict, seededUniform } from '../models/init.js';
@@ -99,10 +99,7 @@ function checkOptions(options: SpeedOptions): void {
       throw new ArgumentValueError(`Expected ${BACKEND_PRECISIONS[options.backend].join(', ')} for precisions on the ${options.backend} backend but received ${describeValue(precision)}`);
     }
   }
-  if (options.backend === 'cpu' && options.precisions.includes('bf16')) {
-    const cpu = cpuCapabilities();
-    if (!cpu.bf16) throw new ArgumentValueError(`Expected fp32 or int8 for precisions on this CPU (${cpu.isa}: oneDNN has no bfloat16 convolutions for it) but received bf16`);
-  }
+  if (options.backend === 'cpu' && options.precisions.includes('bf16')) requireBf16Convolutions('precisions');
   if (options.profile === true && options.backend !== 'cpu') throw new ArgumentValueError(`Expected the cpu backend for profile but received ${options.backend}`);
   for (const model of options.models) officialSpec(model); // an unknown name throws here, before anything runs
 }

@@ -130,12 +130,7 @@ export function takeQuantization(state: StateDict, source: string): ModelQuantiz
 
 /** The largest |q| among a layer's integer weights (round(w / scale) per output channel). */
 export function maxIntegerWeight(weight: Float32Array, weightScales: Float32Array): number {
-  const perChannel = weight.length / weightScales.length;
-  let max = 0;
-  for (let i = 0; i < weight.length; i++) {
-    max = Math.max(max, Math.abs(Math.round((weight[i] as number) / (weightScales[Math.floor(i / perChannel)] as number))));
-  }
-  return max;
+  return integerWeights(weight, weightScales, Number.POSITIVE_INFINITY).reduce((max, q) => Math.max(max, Math.abs(q)), 0);
 }
 
 /**

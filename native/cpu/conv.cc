@@ -202,7 +202,8 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
     // oneDNN 2.6's AVX2 1x1 weight-gradient kernel (jit_1x1:avx2) writes past its strided-input copy when the input
     // is NHWC, the stride above 1 and the input channels not a multiple of its channel block (oneDNN issue 6035):
     // a segfault, a hang or wrong gradients. RepVGG's stem 1x1 branch (3 channels, stride 2) is that case. Such
-    // convs take the blocked layouts, which that kernel handles; 16 covers the AVX-512 block as well.
+    // convs take the blocked layouts (for_layouts without channels-last), which that kernel handles; 16 covers the
+    // AVX-512 block as well.
     const bool strided_1x1_few_channels = p.kernel == 1 && p.stride > 1 && (p.in_channels / p.groups) % 16 != 0;
     auto prim = cached_primitive("conv_bwd_weights:" + key, [&] {
       auto make = [&](const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md) {
@@ -210,8 +211,8 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
                                                       padding, padding);
         return dnnl::convolution_backward_weights::primitive_desc(desc, engine(), forward_hint(src_md, dst_md));
       };
-      if (strided_1x1_few_channels) return dnnl::primitive(make(dnnl::memory::desc(src_dims, dt::f32, tag::any), dnnl::memory::desc(dst_dims, dt::f32, tag::any)));
-      return dnnl::primitive(for_layouts(make, src_dims, p.src_channels_last, dst_dims, p.dst_channels_last));
+      return dnnl::primitive(for_layouts(make, src_dims, p.src_channels_last && !strided_1x1_few_channels, dst_dims,
+                                         p.dst_channels_last && !strided_1x1_few_channels));
     });
     const auto dy_md = chosen_md(prim, dnnl::query::diff_dst_md);
     if (!dy_reordered || dy_reordered.get_desc() != dy_md) {
