@@ -302,6 +302,38 @@ nhwcConvCases.forEach((c, index) => {
   });
 });
 
+// The plane-GEMM algorithm (one matrix product when every output sees the whole input plane; native/cpu/plane_gemm.h):
+// RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1, which 'auto' (the default) gives it,
+// a 1x1 plane with pad 1 and a 1x2 plane. x and dy NHWC, as the training tape keeps them.
+const planeGemmConvCases: ConvCase[] = [
+  { name: '3x3 s1 p1 on 2x2, 24 -> 40', x: [6, 24, 2, 2], out: 40, kernel: 3, stride: 1, pad: 1, groups: 1 },
+  { name: '3x3 s2 p1 from 2x2 to 1x1, 32 -> 72', x: [5, 32, 2, 2], out: 72, kernel: 3, stride: 2, pad: 1, groups: 1 },
+  { name: '3x3 s1 p1 on 1x1, 16 -> 8', x: [3, 16, 1, 1], out: 8, kernel: 3, stride: 1, pad: 1, groups: 1 },
+  { name: '3x3 s1 p1 on 1x2, 12 -> 20', x: [4, 12, 1, 2], out: 20, kernel: 3, stride: 1, pad: 1, groups: 1 },
+];
+
+planeGemmConvCases.forEach((c, index) => {
+  test(`conv2dBackward plane GEMM ${c.name}: matches the float64 reference; 'auto' runs it`, async (t) => {
+    const { options, x, w, dy, ref } = convBackwardCase(c, 1800 + 10 * index);
+    const xNhwc = toLayout(x, 'nhwc');
+    const dyNhwc = toLayout(dy, 'nhwc');
+    for (const needInputGrad of [true, false]) {
+      const gemmOptions = { ...options, needInputGrad, algorithm: 'gemm' } as const;
+      for (const [form, grads] of await bothForms(
+        () => conv2dBackward(xNhwc, w, dyNhwc, gemmOptions),
+        () => conv2dBackwardSync(xNhwc, w, dyNhwc, gemmOptions),
+      )) {
+        checkTensorResult(t, `${c.name} dweight (${form}, needInputGrad ${needInputGrad})`, grads.dweight, ref.dweight);
+        if (needInputGrad) checkTensorResult(t, `${c.name} dx (${form})`, grads.dx && toLayout(grads.dx, 'nchw'), ref.dx);
+        t.is(grads.dx === undefined, !needInputGrad, `dx only when asked (${form})`);
+      }
+    }
+    const gemm = conv2dBackwardSync(xNhwc, w, dyNhwc, { ...options, algorithm: 'gemm' });
+    const auto = conv2dBackwardSync(xNhwc, w, dyNhwc, options);
+    t.deepEqual([auto.dx?.data, auto.dweight.data], [gemm.dx?.data, gemm.dweight.data], "the default ('auto') runs the plane GEMM, bit for bit");
+  });
+});
+
 test('conv2dBackward with needInputGrad false computes only dweight', async (t) => {
   const options = { stride: 2, pad: 1, groups: 2 };
   const x = randomTensor([2, 4, 9, 7], 1500);
@@ -549,6 +581,8 @@ const float64 = (t: HostTensor): HostTensor => ({ shape: t.shape, data: Float64A
 const X = randomTensor([2, 4, 8, 8], 8000);
 const W = randomTensor([6, 4, 3, 3], 8001);
 const DY = randomTensor([2, 6, 6, 6], 8002);
+const X2 = randomTensor([2, 4, 2, 2], 8006); // a 2x2 plane, where pad 1 lets the plane GEMM run
+const DY2 = randomTensor([2, 6, 2, 2], 8007);
 
 interface Rejection {
   readonly label: string;
@@ -593,6 +627,24 @@ const rejections: Rejection[] = [
     run: () => conv2dBackward(X, W, float64(DY)),
     runSync: () => conv2dBackwardSync(X, W, float64(DY)),
     expected: typeError(/\bdy\b/, /Float64Array\(432\)/),
+  },
+  {
+    label: "conv2dBackward: 'gemm' with an NCHW dy",
+    run: () => conv2dBackward(toLayout(X2, 'nhwc'), W, DY2, { pad: 1, algorithm: 'gemm' }),
+    runSync: () => conv2dBackwardSync(toLayout(X2, 'nhwc'), W, DY2, { pad: 1, algorithm: 'gemm' }),
+    expected: valueError(/'gemm'/, /output nchw/),
+  },
+  {
+    label: "conv2dBackward: 'gemm' where outputs see only part of the plane",
+    run: () => conv2dBackward(toLayout(X, 'nhwc'), W, toLayout(randomTensor([2, 6, 8, 8], 8011), 'nhwc'), { pad: 1, algorithm: 'gemm' }),
+    runSync: () => conv2dBackwardSync(toLayout(X, 'nhwc'), W, toLayout(randomTensor([2, 6, 8, 8], 8011), 'nhwc'), { pad: 1, algorithm: 'gemm' }),
+    expected: valueError(/'gemm'/, /only part of the 8x8 input/),
+  },
+  {
+    label: 'conv2dBackward: an unknown algorithm',
+    run: () => conv2dBackward(X, W, DY, { algorithm: 'winograd' as 'direct' }),
+    runSync: () => conv2dBackwardSync(X, W, DY, { algorithm: 'winograd' as 'direct' }),
+    expected: valueError(/\balgorithm\b/, /'winograd'/),
   },
   {
     label: 'batchNormTrain: gamma of 3 values for 4 channels',

@@ -156,6 +156,55 @@ winogradCases.forEach((c, index) => {
   });
 });
 
+// The plane-GEMM algorithm (the conv as one matrix product where every output sees the whole input plane): RepVGG's
+// 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1 (its last stages on 32x32 images), a 1x1 plane with
+// pad 1 (the centre tap alone), 1x2 and 2x1 planes, a 2x2 kernel at stride 2 and a 1x1 kernel on a 1x1 plane.
+const planeGemmCases: {
+  name: string; x: [number, number, number, number]; out: number; kernel: number; stride: number; pad: number; bias: boolean; relu: boolean;
+}[] = [
+  { name: '3x3 s1 p1 on 2x2, 24 -> 40, bias + relu', x: [6, 24, 2, 2], out: 40, kernel: 3, stride: 1, pad: 1, bias: true, relu: true },
+  { name: '3x3 s2 p1 from 2x2 to 1x1, 32 -> 72', x: [5, 32, 2, 2], out: 72, kernel: 3, stride: 2, pad: 1, bias: false, relu: false },
+  { name: '3x3 s1 p1 on 1x1, 16 -> 8, bias', x: [3, 16, 1, 1], out: 8, kernel: 3, stride: 1, pad: 1, bias: true, relu: false },
+  { name: '3x3 s1 p1 on 1x2, 12 -> 20, relu', x: [4, 12, 1, 2], out: 20, kernel: 3, stride: 1, pad: 1, bias: false, relu: true },
+  { name: '3x3 s2 p1 on 2x1, 12 -> 9', x: [4, 12, 2, 1], out: 9, kernel: 3, stride: 2, pad: 1, bias: false, relu: false },
+  { name: '2x2 s2 p0 on 2x2, 10 -> 6, bias', x: [3, 10, 2, 2], out: 6, kernel: 2, stride: 2, pad: 0, bias: true, relu: false },
+  { name: '1x1 on 1x1, 30 -> 14', x: [7, 30, 1, 1], out: 14, kernel: 1, stride: 1, pad: 0, bias: false, relu: false },
+];
+
+planeGemmCases.forEach((c, index) => {
+  test(`conv2d plane GEMM ${c.name}: async and sync match the float64 reference; 'auto' runs it`, async (t) => {
+    const seed = 1600 + 10 * index;
+    const [n, ch, h, w] = c.x;
+    const x = nhwc(randomTensor([n, ch, h, w], seed));
+    const weight = randomTensor([c.out, ch, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (ch * c.kernel * c.kernel)));
+    const bias = c.bias ? randomTensor([c.out], seed + 2, 0.5) : undefined;
+    const base: Conv2dOptions = { stride: c.stride, pad: c.pad, relu: c.relu, ...(bias && { bias }) };
+    let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: c.stride, pad: c.pad, groups: 1 });
+    if (c.relu) ref = reluRef(ref);
+    const options: Conv2dOptions = { ...base, algorithm: 'gemm' };
+    const results = await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options));
+    for (const [form, y] of results) {
+      t.is(layoutOf(y), 'nhwc', `gemm (${form}) keeps x's layout`);
+      checkResult(t, `${c.name} gemm (${form})`, toLayout(y, 'nchw'), ref);
+    }
+    const gemm = results[0]![1];
+    t.deepEqual(conv2dSync(x, weight, base).data, gemm.data, "the default ('auto') runs the plane GEMM, bit for bit");
+    if (ch * c.kernel * c.kernel >= 200) {
+      // Sums of hundreds of products in another order: the direct kernel rounds differently somewhere.
+      t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, gemm.data, 'gemm is not the direct kernel');
+    }
+  });
+});
+
+test("conv2d 'auto' keeps the direct kernel where outputs see only part of the plane", async (t) => {
+  const x = nhwc(randomTensor([4, 24, 3, 3], 1690));
+  const weight = randomTensor([40, 24, 3, 3], 1691, Math.sqrt(3 / 216));
+  const ref = conv2dRef(toLayout(x, 'nchw'), weight, undefined, { stride: 1, pad: 1, groups: 1 });
+  const auto = conv2dSync(x, weight, { pad: 1 });
+  checkResult(t, '3x3 plane, auto', toLayout(auto, 'nchw'), ref);
+  t.deepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: 'direct' }).data, 'auto is the direct kernel here');
+});
+
 test('conv2d defaults to stride 1, pad 0, groups 1, no bias and no ReLU', async (t) => {
   const x = randomTensor([2, 3, 6, 5], 1201);
   const weight = randomTensor([4, 3, 3, 3], 1202);
@@ -432,6 +481,26 @@ const convRejections: [string, () => [HostTensor, HostTensor, Conv2dOptions], Ex
     'Winograd with pad 2',
     () => [nhwc(X), W, { pad: 2, algorithm: 'winograd' }],
     { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/pad 2/] },
+  ],
+  [
+    "'gemm' on an NCHW x",
+    () => [randomTensor([2, 4, 2, 2], 8030), W, { pad: 1, algorithm: 'gemm' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'gemm'/, /x nchw/] },
+  ],
+  [
+    "'gemm' where outputs see only part of the plane",
+    () => [nhwc(X), W, { pad: 1, algorithm: 'gemm' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'gemm'/, /only part of the 8x8 input/] },
+  ],
+  [
+    "'gemm' with groups 2",
+    () => [nhwc(randomTensor([2, 4, 2, 2], 8031)), randomTensor([6, 2, 3, 3], 8032), { pad: 1, groups: 2, algorithm: 'gemm' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'gemm'/, /groups 2/] },
+  ],
+  [
+    "'gemm' with a matrix over 2^24 elements (2x2 plane, 1025 -> 1025 channels)",
+    () => [nhwc({ shape: [1, 1025, 2, 2], data: new Float32Array(4100).fill(0.5) }), { shape: [1025, 1025, 3, 3], data: new Float32Array(1025 * 1025 * 9).fill(0.5) }, { pad: 1, algorithm: 'gemm' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'gemm'/, /16810000 elements/] },
   ],
   [
     'x data shorter than its shape',

@@ -1,4 +1,5 @@
-// conv2d of the single-op API and its backward pass: shape checks in TypeScript, then oneDNN (native/cpu/conv.cc).
+// conv2d of the single-op API and its backward pass: shape checks and the choice of algorithm in TypeScript, then
+// oneDNN (native/cpu/conv.cc), our Winograd kernel or one GEMM over a tiny plane (native/cpu/plane_gemm.h).
 // NaN/Inf in inputs propagate as in PyTorch; only the model-level API rejects them.
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
@@ -20,30 +21,68 @@ export interface Conv2dOptions {
   /** Data layout of the output (default: the layout of x); see layout.ts. */
   layout?: Layout;
   /**
-   * 'direct' (default): oneDNN's kernel. 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3)
-   * (native/cpu/winograd.h), for 3x3 kernels with stride 1, groups 1 and pad 0 or 1 on NHWC x and output.
+   * 'auto' (default): 'gemm' where it can run, else 'direct'. 'direct': oneDNN's kernel. 'gemm': the conv as one
+   * matrix product (native/cpu/plane_gemm.h), for groups 1 on NHWC x and output when every output sees the whole
+   * input plane (RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1, where oneDNN is slow).
+   * 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3) (native/cpu/winograd.h), for 3x3 kernels
+   * with stride 1, groups 1 and pad 0 or 1 on NHWC x and output.
    */
-  algorithm?: 'direct' | 'winograd' | 'winograd2x2';
+  algorithm?: 'auto' | 'direct' | 'gemm' | 'winograd' | 'winograd2x2';
 }
 
-const WINOGRAD_TILES = { direct: 0, winograd: 4, winograd2x2: 2 } as const;
+const WINOGRAD_TILES = { winograd: 4, winograd2x2: 2 } as const;
 
-/** The native winogradTile of options.algorithm, after checking that the conv can run it. */
-function winogradTile(options: Conv2dOptions, geometry: { k: number; stride: number; pad: number; groups: number }, xLayout: Layout, yLayout: Layout): number {
-  const algorithm = options.algorithm ?? 'direct';
-  if (!Object.hasOwn(WINOGRAD_TILES, algorithm)) {
-    throw new ArgumentValueError(`Expected 'direct', 'winograd' or 'winograd2x2' for algorithm but received ${describeValue(algorithm)}`);
+/** The plane-GEMM algorithm's matrix (input values x output values of one image) has at most this many elements. */
+const MAX_PLANE_GEMM_ELEMENTS = 2 ** 24; // kMaxPlaneGemmElements in native/core/ops.h
+
+type ConvGeometry = ReturnType<typeof checkConvGeometry>;
+
+/** True when every output sees every input along a dimension of this size (conv_links_every_position in ops.h). */
+function linksEveryPosition(size: number, k: number, stride: number, pad: number): boolean {
+  const out = Math.floor((size + 2 * pad - k) / stride) + 1;
+  return out >= 1 && (out - 1) * stride <= pad && size <= k - pad;
+}
+
+/** What keeps the 'gemm' algorithm from running this conv (as text for an error), or undefined when it can. */
+function planeGemmObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): string | undefined {
+  if (g.groups !== 1) return `groups ${g.groups}`;
+  if (xLayout !== 'nhwc' || yLayout !== 'nhwc') return `x ${xLayout} and output ${yLayout}`;
+  if (!linksEveryPosition(g.h, g.k, g.stride, g.pad) || !linksEveryPosition(g.w, g.k, g.stride, g.pad)) {
+    return `a ${g.k}x${g.k} kernel at stride ${g.stride} and pad ${g.pad} whose outputs see only part of the ${g.h}x${g.w} input`;
   }
-  const tile = WINOGRAD_TILES[algorithm];
-  if (tile === 0) return 0;
-  const { k, stride, pad, groups } = geometry;
+  const elements = g.h * g.w * g.c * g.oh * g.ow * g.o;
+  if (elements > MAX_PLANE_GEMM_ELEMENTS) return `a matrix of ${elements} elements`;
+  return undefined;
+}
+
+/** The native algorithm fields of a requested algorithm, after checking that the conv can run it. */
+function chooseAlgorithm(
+  requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout,
+): { winogradTile: number; planeGemm: boolean } {
+  const algorithm = requested ?? 'auto';
+  if (typeof algorithm !== 'string' || !allowed.includes(algorithm)) {
+    throw new ArgumentValueError(`Expected one of ${allowed.map((a) => `'${a}'`).join(', ')} for algorithm but received ${describeValue(algorithm)}`);
+  }
+  if (algorithm === 'auto') return { winogradTile: 0, planeGemm: planeGemmObstacle(g, xLayout, yLayout) === undefined };
+  if (algorithm === 'direct') return { winogradTile: 0, planeGemm: false };
+  if (algorithm === 'gemm') {
+    const obstacle = planeGemmObstacle(g, xLayout, yLayout);
+    if (obstacle !== undefined) {
+      throw new ArgumentValueError(
+        `Expected groups 1, NHWC tensors, outputs that each see the whole input plane and at most ${MAX_PLANE_GEMM_ELEMENTS} ` +
+          `matrix elements for algorithm 'gemm' but received ${obstacle}`,
+      );
+    }
+    return { winogradTile: 0, planeGemm: true };
+  }
+  const { k, stride, pad, groups } = g;
   if (k !== 3 || stride !== 1 || groups !== 1 || pad > 1 || xLayout !== 'nhwc' || yLayout !== 'nhwc') {
     throw new ArgumentValueError(
       `Expected a 3x3 kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and output for algorithm '${algorithm}' but received ` +
         `a ${k}x${k} kernel, stride ${stride}, groups ${groups}, pad ${pad}, x ${xLayout}, output ${yLayout}`,
     );
   }
-  return tile;
+  return { winogradTile: WINOGRAD_TILES[algorithm as keyof typeof WINOGRAD_TILES], planeGemm: false };
 }
 
 /** Checks x, weight and the geometry options shared by conv2d and conv2dBackward; returns every size. */
@@ -83,7 +122,8 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
   const native = {
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
-    xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc', winogradTile: winogradTile(options, geometry, xLayout, yLayout),
+    xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc',
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout),
   };
   return { native, y };
 }
@@ -119,6 +159,8 @@ export interface Conv2dBackwardOptions {
   groups?: number;
   /** Compute dx (default true); false skips that half of the work, e.g. for the first layer. */
   needInputGrad?: boolean;
+  /** 'auto' (default), 'direct' or 'gemm', as Conv2dOptions.algorithm describes; 'gemm' needs dy NHWC as well. */
+  algorithm?: 'auto' | 'direct' | 'gemm';
 }
 
 /** Gradients of a bias-free conv2d. */
@@ -130,16 +172,19 @@ export interface Conv2dGrads {
 }
 
 function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor, options: Conv2dBackwardOptions) {
-  const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = checkConvGeometry(x, weight, options);
+  const geometry = checkConvGeometry(x, weight, options);
+  const { n, c, h, w, o, k, stride, pad, groups, oh, ow } = geometry;
   checkShape(dy, 'dy', [n, o, oh, ow], `the output of x ${formatShape(x.shape)} and weight ${formatShape(weight.shape)}`);
   const needInputGrad = options.needInputGrad ?? true;
   const xLayout = layoutOf(x, 'x');
+  const dyLayout = layoutOf(dy, 'dy');
   const dx: HostTensor | undefined = needInputGrad ? withLayout([n, c, h, w], outputArray(x.data.length), xLayout) : undefined;
   const dweight: HostTensor = { shape: [...weight.shape], data: outputArray(weight.data.length) };
   const native = {
     x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,
-    xChannelsLast: xLayout === 'nhwc', dyChannelsLast: layoutOf(dy, 'dy') === 'nhwc',
+    xChannelsLast: xLayout === 'nhwc', dyChannelsLast: dyLayout === 'nhwc',
+    planeGemm: chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm'], geometry, xLayout, dyLayout).planeGemm,
   };
   const grads: Conv2dGrads = dx === undefined ? { dweight } : { dx, dweight };
   return { native, grads };

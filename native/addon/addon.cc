@@ -55,6 +55,8 @@ Work parse_conv2d(const Napi::Object& o) {
   RV_CHECK(p.winograd_tile == 0 || ((p.winograd_tile == 2 || p.winograd_tile == 4) && p.kernel == 3 && p.stride == 1 && p.groups == 1 &&
                                     p.pad <= 1 && p.src_channels_last && p.dst_channels_last),
            "ERR_ARG_VALUE", "conv2d: Winograd needs tile 2 or 4, a 3x3 kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and y");
+  p.plane_gemm = get_bool(o, "planeGemm");
+  RV_CHECK(!(p.plane_gemm && p.winograd_tile != 0), "ERR_ARG_VALUE", "conv2d: planeGemm and winogradTile exclude each other");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   require_length(x, p.batch * p.in_channels * p.height * p.width, "x");
   require_length(w, p.out_channels * (p.in_channels / p.groups) * p.kernel * p.kernel, "weight");
@@ -134,6 +136,7 @@ Work parse_conv2d_backward(const Napi::Object& o) {
   p.need_input_grad = dx.data != nullptr;
   p.src_channels_last = get_bool(o, "xChannelsLast");
   p.dst_channels_last = get_bool(o, "dyChannelsLast");
+  p.plane_gemm = get_bool(o, "planeGemm");
   RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE",
            "conv2d_backward: bad stride/kernel/pad/groups");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);

@@ -15,6 +15,19 @@ inline int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t
   return (in + 2 * pad - kernel) / stride + 1;
 }
 
+// True when every output of a convolution sees every input of its image along one dimension (in: the input side):
+// each output's kernel window, at its stride, covers the whole padded input. When both dimensions do, the conv is a
+// dense linear map from an image's H*W*C inputs to its OH*OW*O outputs, which the plane-GEMM algorithm runs as one
+// matrix product (cpu/plane_gemm.h): RepVGG's 3x3 convs on 2x2 planes (its last stages on 32x32 images) and its
+// stride-2 conv from 2x2 to 1x1.
+inline bool conv_links_every_position(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
+  const int64_t out = conv_out_size(in, kernel, stride, pad);
+  return out >= 1 && (out - 1) * stride <= pad && in <= kernel - pad;
+}
+
+// The plane-GEMM algorithm's matrix has (H*W*C) x (OH*OW*O) elements: at most this many (64 MiB of float32).
+constexpr int64_t kMaxPlaneGemmElements = int64_t{1} << 24;
+
 struct Conv2dParams {
   int64_t batch, in_channels, height, width;  // x: (batch, in_channels, height, width)
   int64_t out_channels, kernel, stride, pad, groups;  // w: (out_channels, in_channels/groups, kernel, kernel)
@@ -25,6 +38,10 @@ struct Conv2dParams {
   // 0: oneDNN's direct kernel. 2 or 4: our Winograd F(2x2, 3x3) or F(4x4, 3x3) (cpu/winograd.h), which needs a 3x3
   // kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and y.
   int winograd_tile = 0;
+  // true: the plane-GEMM algorithm (cpu/plane_gemm.h), which needs groups 1, NHWC x and y, a conv that links every
+  // input position to every output position (conv_links_every_position in both dimensions) and a matrix of at most
+  // kMaxPlaneGemmElements. Not with winograd_tile.
+  bool plane_gemm = false;
 };
 
 struct BatchNormParams {
@@ -49,6 +66,7 @@ struct Conv2dBackwardParams {
   bool need_input_grad;                               // false: dx is not computed (first layer)
   bool src_channels_last = false;                     // x and dx are NHWC
   bool dst_channels_last = false;                     // dy is NHWC
+  bool plane_gemm = false;                            // as in Conv2dParams (then dy is NHWC as well)
 };
 
 struct LinearBackwardParams {
