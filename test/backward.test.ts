@@ -58,7 +58,7 @@ import {
   softmaxCrossEntropyRef,
   updateRunningStatsRef,
 } from './helpers/reference-backward.js';
-import { FINITE_DIFF, FLOAT64, OP_FP32, checkClose } from './helpers/tolerances.js';
+import { FINITE_DIFF, FLOAT64, OP_FP32, WINOGRAD_OP_FP32, checkClose } from './helpers/tolerances.js';
 
 /** Random float32 tensor with values in [offset - scale, offset + scale] (never exactly offset), seeded. */
 function randomTensor(shape: readonly number[], seed: number, scale = 1, offset = 0): HostTensor {
@@ -331,6 +331,32 @@ planeGemmConvCases.forEach((c, index) => {
     const gemm = conv2dBackwardSync(xNhwc, w, dyNhwc, { ...options, algorithm: 'gemm' });
     const auto = conv2dBackwardSync(xNhwc, w, dyNhwc, options);
     t.deepEqual([auto.dx?.data, auto.dweight.data], [gemm.dx?.data, gemm.dweight.data], "the default ('auto') runs the plane GEMM, bit for bit");
+  });
+});
+
+// dx with Winograd F(2x2, 3x3): the conv of dy with the flipped, transposed weights. 'auto' picks it from 64 channels
+// on; dweight stays oneDNN's, bit for bit.
+const winogradBackwardCases: ConvCase[] = [
+  { name: '3x3 s1 p1, 64 -> 80, 9x7', x: [3, 64, 9, 7], out: 80, kernel: 3, stride: 1, pad: 1, groups: 1 },
+  { name: '3x3 s1 p1, 72 -> 64, 5x13 (partial tiles)', x: [2, 72, 5, 13], out: 64, kernel: 3, stride: 1, pad: 1, groups: 1 },
+];
+
+winogradBackwardCases.forEach((c, index) => {
+  test(`conv2dBackward Winograd dx ${c.name}: matches the float64 reference; 'auto' runs it`, async (t) => {
+    const { options, x, w, dy, ref } = convBackwardCase(c, 1900 + 10 * index);
+    const xNhwc = toLayout(x, 'nhwc');
+    const dyNhwc = toLayout(dy, 'nhwc');
+    const winograd = { ...options, algorithm: 'winograd2x2' } as const;
+    for (const [form, grads] of await bothForms(() => conv2dBackward(xNhwc, w, dyNhwc, winograd), () => conv2dBackwardSync(xNhwc, w, dyNhwc, winograd))) {
+      checkTensorResult(t, `${c.name} dx (${form})`, grads.dx && toLayout(grads.dx, 'nchw'), ref.dx, WINOGRAD_OP_FP32);
+      checkTensorResult(t, `${c.name} dweight (${form})`, grads.dweight, ref.dweight);
+    }
+    const ours = conv2dBackwardSync(xNhwc, w, dyNhwc, winograd);
+    const direct = conv2dBackwardSync(xNhwc, w, dyNhwc, { ...options, algorithm: 'direct' });
+    const auto = conv2dBackwardSync(xNhwc, w, dyNhwc, options);
+    t.deepEqual(ours.dweight.data, direct.dweight.data, 'dweight is the direct kernel, bit for bit');
+    t.notDeepEqual(ours.dx?.data, direct.dx?.data, 'dx is not the direct kernel');
+    t.deepEqual([auto.dx?.data, auto.dweight.data], [ours.dx?.data, ours.dweight.data], "the default ('auto') runs it, bit for bit");
   });
 });
 
@@ -639,6 +665,12 @@ const rejections: Rejection[] = [
     run: () => conv2dBackward(toLayout(X, 'nhwc'), W, toLayout(randomTensor([2, 6, 8, 8], 8011), 'nhwc'), { pad: 1, algorithm: 'gemm' }),
     runSync: () => conv2dBackwardSync(toLayout(X, 'nhwc'), W, toLayout(randomTensor([2, 6, 8, 8], 8011), 'nhwc'), { pad: 1, algorithm: 'gemm' }),
     expected: valueError(/'gemm'/, /only part of the 8x8 input/),
+  },
+  {
+    label: "conv2dBackward: 'winograd2x2' with pad 0",
+    run: () => conv2dBackward(toLayout(X, 'nhwc'), W, toLayout(DY, 'nhwc'), { algorithm: 'winograd2x2' }),
+    runSync: () => conv2dBackwardSync(toLayout(X, 'nhwc'), W, toLayout(DY, 'nhwc'), { algorithm: 'winograd2x2' }),
+    expected: valueError(/'winograd2x2'/, /pad 1\b/, /pad 0/),
   },
   {
     label: 'conv2dBackward: an unknown algorithm',

@@ -143,7 +143,7 @@ winogradCases.forEach((c, index) => {
     const base: Conv2dOptions = { pad: c.pad, relu: c.relu, ...(bias && { bias }) };
     let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: 1, pad: c.pad, groups: 1 });
     if (c.relu) ref = reluRef(ref);
-    const direct = conv2dSync(x, weight, base);
+    const direct = conv2dSync(x, weight, { ...base, algorithm: 'direct' });
     for (const algorithm of ['winograd', 'winograd2x2'] as const) {
       const options: Conv2dOptions = { ...base, algorithm };
       for (const [form, y] of await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options))) {
@@ -203,6 +203,20 @@ test("conv2d 'auto' keeps the direct kernel where outputs see only part of the p
   const auto = conv2dSync(x, weight, { pad: 1 });
   checkResult(t, '3x3 plane, auto', toLayout(auto, 'nchw'), ref);
   t.deepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: 'direct' }).data, 'auto is the direct kernel here');
+});
+
+test("conv2d 'auto' runs Winograd F(2x2) on NHWC 3x3 stride-1 pad-1 convs from 64 channels on, the direct kernel below", async (t) => {
+  for (const [channels, out, expected] of [[64, 72, 'winograd2x2'], [72, 64, 'winograd2x2'], [48, 96, 'direct'], [96, 48, 'direct']] as const) {
+    const label = `${channels} -> ${out}`;
+    const x = nhwc(randomTensor([2, channels, 9, 7], 1700 + channels));
+    const weight = randomTensor([out, channels, 3, 3], 1701 + out, Math.sqrt(3 / (channels * 9)));
+    const ref = conv2dRef(toLayout(x, 'nchw'), weight, undefined, { stride: 1, pad: 1, groups: 1 });
+    const auto = conv2dSync(x, weight, { pad: 1 });
+    checkResult(t, `${label} auto`, toLayout(auto, 'nchw'), ref, WINOGRAD_OP_FP32);
+    t.deepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: expected }).data, `${label}: auto is ${expected}, bit for bit`);
+    const other = expected === 'direct' ? 'winograd2x2' : 'direct';
+    t.notDeepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: other }).data, `${label}: auto is not ${other}`);
+  }
 });
 
 test('conv2d defaults to stride 1, pad 0, groups 1, no bias and no ReLU', async (t) => {

@@ -21,7 +21,8 @@ export interface Conv2dOptions {
   /** Data layout of the output (default: the layout of x); see layout.ts. */
   layout?: Layout;
   /**
-   * 'auto' (default): 'gemm' where it can run, else 'direct'. 'direct': oneDNN's kernel. 'gemm': the conv as one
+   * 'auto' (default): 'gemm' where it can run, else 'winograd2x2' for 3x3 stride-1 pad-1 convs with groups 1 and at
+   * least 64 input and output channels on NHWC x and output, else 'direct'. 'direct': oneDNN's kernel. 'gemm': the conv as one
    * matrix product (native/cpu/plane_gemm.h), for groups 1 on NHWC x and output when every output sees the whole
    * input plane (RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1, where oneDNN is slow).
    * 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3) (native/cpu/winograd.h), for 3x3 kernels
@@ -55,15 +56,32 @@ function planeGemmObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): s
   return undefined;
 }
 
+/**
+ * 'auto' runs Winograd F(2x2, 3x3) on 3x3 stride-1 pad-1 convs (and their input gradient) with at least this many
+ * input and output channels. Single convs at training sizes on a 2-core Zen 3 (ms, direct / F(2x2)): batch 32
+ * 192ch 14x14 50 / 24, 96ch 28x28 57 / 37, 64ch 56x56 80 / 52, 512ch 14x14 310 / 136; batch 128 192ch 4x4 17 / 10,
+ * 64ch 16x16 31 / 27; with 32 or 48 channels it was as slow or slower.
+ */
+const AUTO_WINOGRAD_MIN_CHANNELS = 64;
+
+/** True when 'auto' runs this conv with Winograd F(2x2, 3x3) (where the plane GEMM does not apply). */
+function autoWinograd(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolean {
+  return g.k === 3 && g.stride === 1 && g.pad === 1 && g.groups === 1 && xLayout === 'nhwc' && yLayout === 'nhwc' &&
+    Math.min(g.c, g.o) >= AUTO_WINOGRAD_MIN_CHANNELS;
+}
+
 /** The native algorithm fields of a requested algorithm, after checking that the conv can run it. */
 function chooseAlgorithm(
-  requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout,
+  requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout, winogradPads: readonly number[],
 ): { winogradTile: number; planeGemm: boolean } {
   const algorithm = requested ?? 'auto';
   if (typeof algorithm !== 'string' || !allowed.includes(algorithm)) {
     throw new ArgumentValueError(`Expected one of ${allowed.map((a) => `'${a}'`).join(', ')} for algorithm but received ${describeValue(algorithm)}`);
   }
-  if (algorithm === 'auto') return { winogradTile: 0, planeGemm: planeGemmObstacle(g, xLayout, yLayout) === undefined };
+  if (algorithm === 'auto') {
+    if (planeGemmObstacle(g, xLayout, yLayout) === undefined) return { winogradTile: 0, planeGemm: true };
+    return { winogradTile: autoWinograd(g, xLayout, yLayout) ? 2 : 0, planeGemm: false };
+  }
   if (algorithm === 'direct') return { winogradTile: 0, planeGemm: false };
   if (algorithm === 'gemm') {
     const obstacle = planeGemmObstacle(g, xLayout, yLayout);
@@ -76,9 +94,9 @@ function chooseAlgorithm(
     return { winogradTile: 0, planeGemm: true };
   }
   const { k, stride, pad, groups } = g;
-  if (k !== 3 || stride !== 1 || groups !== 1 || pad > 1 || xLayout !== 'nhwc' || yLayout !== 'nhwc') {
+  if (k !== 3 || stride !== 1 || groups !== 1 || !winogradPads.includes(pad) || xLayout !== 'nhwc' || yLayout !== 'nhwc') {
     throw new ArgumentValueError(
-      `Expected a 3x3 kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and output for algorithm '${algorithm}' but received ` +
+      `Expected a 3x3 kernel, stride 1, groups 1, pad ${winogradPads.join(' or ')} and NHWC x and output for algorithm '${algorithm}' but received ` +
         `a ${k}x${k} kernel, stride ${stride}, groups ${groups}, pad ${pad}, x ${xLayout}, output ${yLayout}`,
     );
   }
@@ -123,7 +141,7 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
     xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc',
-    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout),
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout, [0, 1]),
   };
   return { native, y };
 }
@@ -159,8 +177,12 @@ export interface Conv2dBackwardOptions {
   groups?: number;
   /** Compute dx (default true); false skips that half of the work, e.g. for the first layer. */
   needInputGrad?: boolean;
-  /** 'auto' (default), 'direct' or 'gemm', as Conv2dOptions.algorithm describes; 'gemm' needs dy NHWC as well. */
-  algorithm?: 'auto' | 'direct' | 'gemm';
+  /**
+   * 'auto' (default), 'direct' or 'gemm', as Conv2dOptions.algorithm describes ('gemm' needs dy NHWC as well), or
+   * 'winograd2x2': dx (itself a 3x3 stride-1 conv of dy) with Winograd F(2x2, 3x3), for 3x3 stride-1 pad-1 convs with
+   * groups 1 on NHWC x and dy; dweight is oneDNN's either way. 'auto' picks it where conv2d's 'auto' picks Winograd.
+   */
+  algorithm?: 'auto' | 'direct' | 'gemm' | 'winograd2x2';
 }
 
 /** Gradients of a bias-free conv2d. */
@@ -184,7 +206,8 @@ function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor
     x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,
     xChannelsLast: xLayout === 'nhwc', dyChannelsLast: dyLayout === 'nhwc',
-    planeGemm: chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm'], geometry, xLayout, dyLayout).planeGemm,
+    // Winograd for dx, the conv of dy with the flipped weights at pad 2 - pad: only pad 1 keeps that within 0 and 1.
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'winograd2x2'], geometry, xLayout, dyLayout, [1]),
   };
   const grads: Conv2dGrads = dx === undefined ? { dweight } : { dx, dweight };
   return { native, grads };

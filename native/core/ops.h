@@ -67,6 +67,9 @@ struct Conv2dBackwardParams {
   bool src_channels_last = false;                     // x and dx are NHWC
   bool dst_channels_last = false;                     // dy is NHWC
   bool plane_gemm = false;                            // as in Conv2dParams (then dy is NHWC as well)
+  // 0: dx with oneDNN's kernel. 2 or 4: dx, itself a 3x3 stride-1 pad-1 conv of dy, with our Winograd F(2x2, 3x3)
+  // or F(4x4, 3x3); needs a 3x3 kernel, stride 1, pad 1, groups 1 and NHWC x and dy. dw is oneDNN's either way.
+  int winograd_tile = 0;
 };
 
 struct LinearBackwardParams {

@@ -1,6 +1,7 @@
 // Convolution of the single-op API on oneDNN: any kernel size, stride, padding and groups, optional bias and
 // fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training; forward also with
-// our Winograd kernel on request (winograd.h), both passes as one GEMM over tiny planes on request (plane_gemm.h).
+// our Winograd kernel on request (winograd.h), as is the input gradient; both passes as one GEMM over tiny planes on
+// request (plane_gemm.h).
 // Activations are NCHW or NHWC buffers (ops.h): NHWC ones are convolved as they are, NCHW ones reordered to and
 // from the blocked layouts the primitives choose, through scratch buffers. Weights are always plain OIHW and
 // reordered per call (they change every training step). The network path (program.cc) keeps blocked layouts.
@@ -101,6 +102,21 @@ void winograd_forward(const Conv2dParams& p, const float* x, const float* w, con
   });
 }
 
+// dx of a 3x3 stride-1 pad-1 conv with Winograd (p.winograd_tile): the conv of dy (O channels) with the weights
+// flipped in space and transposed, wt[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw], at pad 1, into dx (C channels).
+void winograd_input_grad(const Conv2dBackwardParams& p, const float* w, const float* dy, float* dx) {
+  std::vector<float> flipped(static_cast<size_t>(p.out_channels * p.in_channels * 9));
+  for (int64_t o = 0; o < p.out_channels; o++) {
+    for (int64_t c = 0; c < p.in_channels; c++) {
+      for (int64_t tap = 0; tap < 9; tap++) flipped[(c * p.out_channels + o) * 9 + tap] = w[(o * p.in_channels + c) * 9 + 8 - tap];
+    }
+  }
+  Conv2dParams transposed{p.batch, p.out_channels, p.height, p.width, p.in_channels, 3, 1, 1, 1, false, false};
+  transposed.src_channels_last = transposed.dst_channels_last = true;
+  transposed.winograd_tile = p.winograd_tile;
+  winograd_forward(transposed, dy, flipped.data(), nullptr, dx);
+}
+
 }  // namespace
 
 // The primitive picks its own layouts (format_tag::any) and the plain buffers are reordered in and out through
@@ -183,7 +199,9 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
   wrap_dnnl("conv2d_backward", [&] {
     const dnnl::memory dy_plain(activation_md(dst_dims, p.dst_channels_last), engine(), const_cast<float*>(dy));
     dnnl::memory dy_reordered;  // dy in the data primitive's layout, reused by the weights primitive when it agrees
-    if (p.need_input_grad) {
+    if (p.need_input_grad && p.winograd_tile != 0) {
+      winograd_input_grad(p, w, dy, dx);
+    } else if (p.need_input_grad) {
       auto prim = cached_primitive("conv_bwd_data:" + key, [&] {
         auto make = [&](const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md) {
           dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, src_md, w_any, dst_md, strides,
