@@ -3,9 +3,13 @@
 train.ts wrote and prints one JSON line with the timings. The model is defined here (module names as in the
 official RepVGG repository: stage0, stage1..4, rbr_dense.conv/bn, rbr_1x1.conv/bn, rbr_identity, gap, linear), with
 PyTorch's default initialization, so weights and the per-step work match ours; the initial weights differ.
+The network comes from train.ts as --spec, our RepVGGSpec as JSON (stemChannels, stemStride, stageChannels,
+stageDepths, stageStrides, blockGroups, inChannels, numClasses), and the parameter count goes back in the output
+for train.ts to compare with ours: the two cannot drift apart (until Dec 2026 this file defined RepVGG-mini itself
+with narrower stages than lib/train/presets.ts had since Nov 2026, and PyTorch's side did less work).
 
 Usage (normally spawned by dist/bench/train.js):
-  /usr/bin/python3 bench/torch_train.py --arch mini --batch 128 --size 28 --in-channels 1 --classes 10 \
+  /usr/bin/python3 bench/torch_train.py --arch RepVGG-mini --spec '{"stemChannels": 32, ...}' --batch 128 --size 28 \
       --data DIR --steps 20 --warmup 3 --threads 2
 DIR holds x.f32 (batch*C*H*W float32, little-endian) and y.i32 (batch int32). Without --data a random batch is used.
 Not for: fixtures for tests (test/fixtures/make_fixtures.py).
@@ -72,12 +76,12 @@ class RepVGG(nn.Module):
         return self.linear(torch.flatten(self.gap(x), 1))
 
 
-def make_model(arch, in_channels, classes):
-    if arch == 'mini':  # lib/train/presets.ts miniSpec
-        return RepVGG(in_channels, classes, 32, 1, [32, 64, 128, 256], [1, 2, 2, 1], [1, 2, 2, 2], [1] * 6)
-    if arch == 'A0':  # official RepVGG-A0: widths 0.75, 0.75, 0.75, 2.5; depths 2, 4, 14, 1; no groups
-        return RepVGG(in_channels, classes, 48, 2, [48, 96, 192, 1280], [2, 4, 14, 1], [2, 2, 2, 2], [1] * 21)
-    raise SystemExit(f'unknown arch {arch}')
+def make_model(spec):
+    """The training-time RepVGG of a RepVGGSpec (lib/models/repvgg.ts); SE and QARepVGG blocks are not modelled."""
+    if spec.get('seReduction', 0) or spec.get('block') is not None:
+        raise SystemExit('torch_train.py models plain RepVGG blocks only (no SE, no QARepVGG)')
+    return RepVGG(spec['inChannels'], spec['numClasses'], spec['stemChannels'], spec['stemStride'], spec['stageChannels'],
+                  spec['stageDepths'], spec['stageStrides'], spec['blockGroups'])
 
 
 def param_groups(model, weight_decay):
@@ -90,11 +94,10 @@ def param_groups(model, weight_decay):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--arch', default='mini')
+    ap.add_argument('--arch', default='custom', help='display name only')
+    ap.add_argument('--spec', required=True, help='the network: our RepVGGSpec as JSON')
     ap.add_argument('--batch', type=int, default=128)
     ap.add_argument('--size', type=int, default=28)
-    ap.add_argument('--in-channels', type=int, default=1)
-    ap.add_argument('--classes', type=int, default=10)
     ap.add_argument('--data', default=None)
     ap.add_argument('--steps', type=int, default=20)
     ap.add_argument('--warmup', type=int, default=3)
@@ -105,15 +108,16 @@ def main():
     ap.add_argument('--amp', action='store_true', help='CUDA only: autocast fp16 with a GradScaler (PyTorch AMP)')
     args = ap.parse_args()
 
+    spec = json.loads(args.spec)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    shape = (args.batch, args.in_channels, args.size, args.size)
+    shape = (args.batch, spec['inChannels'], args.size, args.size)
     if args.data:
         x = torch.from_numpy(np.fromfile(os.path.join(args.data, 'x.f32'), dtype='<f4').reshape(shape).copy())
         y = torch.from_numpy(np.fromfile(os.path.join(args.data, 'y.i32'), dtype='<i4').astype(np.int64))
     else:
         x = torch.randn(shape)
-        y = torch.randint(0, args.classes, (args.batch,))
+        y = torch.randint(0, spec['numClasses'], (args.batch,))
     device = torch.device(args.device)
     cuda = args.device == 'cuda'
     if cuda:
@@ -121,7 +125,7 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False  # ours trains in true fp32
         torch.backends.cudnn.allow_tf32 = False
     x, y = x.to(device), y.to(device)
-    model = make_model(args.arch, args.in_channels, args.classes).to(device).train()
+    model = make_model(spec).to(device).train()
     opt = torch.optim.SGD(param_groups(model, 5e-4), lr=args.lr, momentum=0.9, nesterov=True)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     scaler = torch.cuda.amp.GradScaler(enabled=True) if cuda and args.amp else None
@@ -155,6 +159,7 @@ def main():
         'device': args.device,
         'amp': bool(cuda and args.amp),
         'arch': args.arch,
+        'parameters': sum(p.numel() for p in model.parameters()),
         'batch': args.batch,
         'steps': args.steps,
         'seconds': total,

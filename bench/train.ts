@@ -3,8 +3,9 @@
 // steps on one random batch give a finite, decreasing loss, then times our steps, then spawns
 // bench/torch_train.py (--python: Debian python3-torch on the CPU with torch.set_num_threads(--threads); on a GPU
 // machine the pip torch, on the GPU, eager fp32 or --torch-amp for autocast fp16) on the very same batch and
-// prints one markdown table of both.
-// Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--models mini,A0,B0] [--size N]
+// network (our spec as JSON; both sides' parameter counts must agree), --rounds times in turn, and prints one
+// markdown table of the medians.
+// Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--rounds 3] [--models mini,A0,B0] [--size N]
 //          [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16|bf16] [--torch-amp] [--python /usr/bin/python3]
 //          [--json out.json]
 // --precision fp16 (CUDA): ours in mixed precision (fp16 convolutions, dynamic loss scale), to compare with
@@ -43,7 +44,7 @@ const SGD_OPTIONS = { momentum: 0.9, nesterov: true, weightDecay: 5e-4, customL2
 const TORCH_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'torch_train.py');
 
 interface BenchModel {
-  /** Name passed to torch_train.py --arch. */
+  /** The --models name (mini, A0, B0). */
   name: string;
   spec: RepVGGSpec;
   size: number;
@@ -58,6 +59,8 @@ const MODELS: Record<string, () => BenchModel> = {
 type Shaped = { readonly shape: readonly number[] };
 
 interface RunResult {
+  /** Trainable parameters (weights, BN's gamma and beta), to check that both sides train the same network. */
+  parameters: number;
   imagesPerSecond: number;
   medianStepMs: number;
   stepMs: number[];
@@ -115,7 +118,12 @@ async function runOurs<V extends Shaped, G>(
   await backend.download(net.params.values().next().value!.value);
   const total = performance.now() - started;
   if (!losses.every(Number.isFinite)) throw new Error(`${model.name}: non-finite loss while timing`);
-  return { imagesPerSecond: (images.shape[0] as number) * steps * 1000 / total, medianStepMs: median(stepMs), stepMs, losses, load: loadavg()[0] as number };
+  let parameters = 0;
+  for (const p of net.params.values()) parameters += p.value.shape.reduce((a, b) => a * b, 1);
+  return {
+    parameters, imagesPerSecond: (images.shape[0] as number) * steps * 1000 / total, medianStepMs: median(stepMs), stepMs, losses,
+    load: loadavg()[0] as number,
+  };
 }
 
 async function runTorch(
@@ -128,14 +136,17 @@ async function runTorch(
     await writeFile(join(dir, 'x.f32'), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     await writeFile(join(dir, 'y.i32'), new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength));
     const out = await runProcess(python, [
-      TORCH_SCRIPT, '--arch', model.name, '--batch', String(images.shape[0]), '--size', String(model.size),
-      '--in-channels', String(model.spec.inChannels), '--classes', String(model.spec.numClasses), '--data', dir,
+      TORCH_SCRIPT, '--arch', model.spec.arch, '--spec', JSON.stringify(model.spec), '--batch', String(images.shape[0]),
+      '--size', String(model.size), '--data', dir,
       '--steps', String(steps), '--warmup', String(warmup), '--threads', String(threads), '--lr', String(LR),
       '--device', device, ...(amp ? ['--amp'] : []),
     ]);
     const line = out.trim().split('\n').at(-1) ?? '';
-    const r = JSON.parse(line) as { images_per_second: number; step_ms: number[]; losses: number[] };
-    return { imagesPerSecond: r.images_per_second, medianStepMs: median(r.step_ms), stepMs: r.step_ms, losses: r.losses, load: loadavg()[0] as number };
+    const r = JSON.parse(line) as { parameters: number; images_per_second: number; step_ms: number[]; losses: number[] };
+    return {
+      parameters: r.parameters, imagesPerSecond: r.images_per_second, medianStepMs: median(r.step_ms), stepMs: r.step_ms, losses: r.losses,
+      load: loadavg()[0] as number,
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -146,6 +157,7 @@ async function main(): Promise<void> {
     options: {
       batch: { type: 'string', default: '128' },
       steps: { type: 'string', default: '20' },
+      rounds: { type: 'string', default: '3' },
       warmup: { type: 'string', default: '5' },
       models: { type: 'string', default: 'mini,A0' },
       threads: { type: 'string', default: '2' },
@@ -162,7 +174,8 @@ async function main(): Promise<void> {
   const steps = Number(values.steps);
   const warmup = Number(values.warmup);
   const threads = Number(values.threads);
-  for (const [name, v] of [['batch', batch], ['steps', steps], ['threads', threads]] as const) {
+  const rounds = Number(values.rounds);
+  for (const [name, v] of [['batch', batch], ['steps', steps], ['rounds', rounds], ['threads', threads]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
   }
   if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
@@ -183,27 +196,40 @@ async function main(): Promise<void> {
     const model = { ...make(), ...(size !== undefined && { size }) };
     const { images, labels } = randomBatch(model, batch, 7);
     const loadBefore = loadavg()[0] as number;
-    process.stderr.write(`${name}: ours (${warmup} check steps + ${steps} timed), load ${loadBefore.toFixed(2)}\n`);
-    const ours = device === 'cuda'
-      ? await runOurs(cudaBackend({ precision }), model, images, labels, warmup, steps)
-      : await runOurs(cpuBackend, model, images, labels, warmup, steps);
-    process.stderr.write(`${name}: ours ${ours.imagesPerSecond.toFixed(1)} img/s, losses ${ours.losses.slice(0, warmup).map((l) => l.toFixed(3)).join(' ')} ...\n`);
-    let torch: RunResult | undefined;
-    if (!values['no-torch']) {
+    // Rounds alternate ours and PyTorch, so that a machine whose speed drifts (a shared host) moves both sides of a
+    // round's ratio alike; the table gives medians over the rounds.
+    const ours: RunResult[] = [];
+    const torch: RunResult[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      process.stderr.write(`${name}, round ${round}/${rounds}: ours (${warmup} check steps + ${steps} timed), load ${(loadavg()[0] as number).toFixed(2)}\n`);
+      const run = device === 'cuda'
+        ? await runOurs(cudaBackend({ precision }), model, images, labels, warmup, steps)
+        : await runOurs(cpuBackend, model, images, labels, warmup, steps);
+      ours.push(run);
+      process.stderr.write(`${name}: ours ${run.imagesPerSecond.toFixed(1)} img/s, losses ${run.losses.slice(0, warmup).map((l) => l.toFixed(3)).join(' ')} ...\n`);
+      if (values['no-torch']) continue;
       process.stderr.write(`${name}: PyTorch (${device === 'cuda' ? `GPU${values['torch-amp'] ? ', AMP' : ', fp32'}` : `${threads} threads`})\n`);
-      torch = await runTorch(values.python, model, images, labels, warmup, steps, threads, device, values['torch-amp']);
+      const peer = await runTorch(values.python, model, images, labels, warmup, steps, threads, device, values['torch-amp']);
+      if (peer.parameters !== run.parameters) {
+        throw new Error(`${name}: PyTorch built a network of ${peer.parameters} parameters, ours has ${run.parameters}: not the same network`);
+      }
+      torch.push(peer);
+      process.stderr.write(`${name}: PyTorch ${peer.imagesPerSecond.toFixed(1)} img/s\n`);
     }
-    const ratio = torch ? (ours.imagesPerSecond / torch.imagesPerSecond).toFixed(2) : '-';
+    const ratios = torch.map((peer, i) => (ours[i] as RunResult).imagesPerSecond / peer.imagesPerSecond);
+    const imagesPerSecond = (runs: RunResult[]) => median(runs.map((r) => r.imagesPerSecond)).toFixed(1);
+    const stepMs = (runs: RunResult[]) => median(runs.map((r) => r.medianStepMs)).toFixed(0);
+    const ratio = ratios.length === 0 ? '-' : `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
     rows.push(
-      `| ${model.spec.arch} | ${model.size}x${model.size}x${model.spec.inChannels} | ${batch} | ${ours.imagesPerSecond.toFixed(1)} | ${ours.medianStepMs.toFixed(0)} | ` +
-        `${torch ? torch.imagesPerSecond.toFixed(1) : '-'} | ${torch ? torch.medianStepMs.toFixed(0) : '-'} | ${ratio} | ` +
-        `${loadBefore.toFixed(2)} / ${ours.load.toFixed(2)} / ${torch ? torch.load.toFixed(2) : '-'} |`,
+      `| ${model.spec.arch} | ${model.size}x${model.size}x${model.spec.inChannels} | ${batch} | ${imagesPerSecond(ours)} | ${stepMs(ours)} | ` +
+        `${torch.length > 0 ? imagesPerSecond(torch) : '-'} | ${torch.length > 0 ? stepMs(torch) : '-'} | ${ratio} | ` +
+        `${loadBefore.toFixed(2)} / ${(loadavg()[0] as number).toFixed(2)} |`,
     );
-    json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, ours, torch });
+    json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, rounds, ours, torch });
   }
-  console.log(`Training throughput on ${device === 'cuda' ? `the GPU (ours ${precision === 'fp32' ? 'fp32' : `mixed precision, ${precision} convolutions`})` : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}`);
+  console.log(`Training throughput on ${device === 'cuda' ? `the GPU (ours ${precision === 'fp32' ? 'fp32' : `mixed precision, ${precision} convolutions`})` : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}; medians of ${rounds} rounds, each ours then PyTorch`);
   console.log('');
-  console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch | load avg (start / after ours / after PyTorch) |');
+  console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch (rounds min–max) | load avg (start / end) |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
   if (values.json) await writeFile(values.json, JSON.stringify(json, null, 2));
