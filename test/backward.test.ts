@@ -30,6 +30,7 @@ import {
   softmaxCrossEntropySync,
   updateRunningStats,
 } from '../lib/ops/index.js';
+import type { Conv2dBackwardOptions } from '../lib/ops/index.js';
 import { toLayout } from '../lib/ops/layout.js';
 import type { HostTensor } from '../lib/tensor.js';
 import {
@@ -285,20 +286,28 @@ const nhwcConvCases: ConvCase[] = [
   { name: '3x3 s2 p1, 3 -> 48, 64x64 (the stem 3x3 branch)', x: [8, 3, 64, 64], out: 48, kernel: 3, stride: 2, pad: 1, groups: 1 },
 ];
 
+/**
+ * conv2dBackward of case c on NHWC x and dy, with and without dx, async and sync, against the float64 reference;
+ * returns x, w and dy in those layouts and the options for more checks.
+ */
+async function checkNhwcBackward(t: ExecutionContext, c: ConvCase, seed: number, options: Conv2dBackwardOptions = {}) {
+  const { options: geometry, x, w, dy, ref } = convBackwardCase(c, seed);
+  const xNhwc = toLayout(x, 'nhwc');
+  const dyNhwc = toLayout(dy, 'nhwc');
+  for (const needInputGrad of [true, false]) {
+    const all = { ...geometry, ...options, needInputGrad };
+    for (const [form, grads] of await bothForms(() => conv2dBackward(xNhwc, w, dyNhwc, all), () => conv2dBackwardSync(xNhwc, w, dyNhwc, all))) {
+      checkTensorResult(t, `${c.name} dweight (${form}, needInputGrad ${needInputGrad})`, grads.dweight, ref.dweight);
+      if (needInputGrad) checkTensorResult(t, `${c.name} dx (${form})`, grads.dx && toLayout(grads.dx, 'nchw'), ref.dx);
+      t.is(grads.dx === undefined, !needInputGrad, `${c.name}: dx only when asked (${form})`);
+    }
+  }
+  return { x: xNhwc, w, dy: dyNhwc, geometry };
+}
+
 nhwcConvCases.forEach((c, index) => {
   test(`conv2dBackward on NHWC ${c.name}: matches the float64 reference`, async (t) => {
-    const { options, x, w, dy, ref } = convBackwardCase(c, 1700 + 10 * index);
-    const xNhwc = toLayout(x, 'nhwc');
-    const dyNhwc = toLayout(dy, 'nhwc');
-    for (const needInputGrad of [true, false]) {
-      for (const [form, grads] of await bothForms(
-        () => conv2dBackward(xNhwc, w, dyNhwc, { ...options, needInputGrad }),
-        () => conv2dBackwardSync(xNhwc, w, dyNhwc, { ...options, needInputGrad }),
-      )) {
-        checkTensorResult(t, `${c.name} dweight (${form}, needInputGrad ${needInputGrad})`, grads.dweight, ref.dweight);
-        if (needInputGrad) checkTensorResult(t, `${c.name} dx (${form})`, grads.dx && toLayout(grads.dx, 'nchw'), ref.dx);
-      }
-    }
+    await checkNhwcBackward(t, c, 1700 + 10 * index);
   });
 });
 
@@ -314,22 +323,9 @@ const planeGemmConvCases: ConvCase[] = [
 
 planeGemmConvCases.forEach((c, index) => {
   test(`conv2dBackward plane GEMM ${c.name}: matches the float64 reference; 'auto' runs it`, async (t) => {
-    const { options, x, w, dy, ref } = convBackwardCase(c, 1800 + 10 * index);
-    const xNhwc = toLayout(x, 'nhwc');
-    const dyNhwc = toLayout(dy, 'nhwc');
-    for (const needInputGrad of [true, false]) {
-      const gemmOptions = { ...options, needInputGrad, algorithm: 'gemm' } as const;
-      for (const [form, grads] of await bothForms(
-        () => conv2dBackward(xNhwc, w, dyNhwc, gemmOptions),
-        () => conv2dBackwardSync(xNhwc, w, dyNhwc, gemmOptions),
-      )) {
-        checkTensorResult(t, `${c.name} dweight (${form}, needInputGrad ${needInputGrad})`, grads.dweight, ref.dweight);
-        if (needInputGrad) checkTensorResult(t, `${c.name} dx (${form})`, grads.dx && toLayout(grads.dx, 'nchw'), ref.dx);
-        t.is(grads.dx === undefined, !needInputGrad, `dx only when asked (${form})`);
-      }
-    }
-    const gemm = conv2dBackwardSync(xNhwc, w, dyNhwc, { ...options, algorithm: 'gemm' });
-    const auto = conv2dBackwardSync(xNhwc, w, dyNhwc, options);
+    const { x, w, dy, geometry } = await checkNhwcBackward(t, c, 1800 + 10 * index, { algorithm: 'gemm' });
+    const gemm = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'gemm' });
+    const auto = conv2dBackwardSync(x, w, dy, geometry);
     t.deepEqual([auto.dx?.data, auto.dweight.data], [gemm.dx?.data, gemm.dweight.data], "the default ('auto') runs the plane GEMM, bit for bit");
   });
 });
