@@ -34,7 +34,7 @@ import { DynamicLossScale } from '../lib/train/loss-scale.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { SGD } from '../lib/train/optimizer.js';
 import { miniSpec } from '../lib/train/presets.js';
-import type { HostTensor } from '../lib/tensor.js';
+import { numel, type HostTensor } from '../lib/tensor.js';
 import { median, runProcess } from './process.js';
 
 // Small enough that a few steps on one fixed batch lower the loss of every model (A0 overshoots at 0.05).
@@ -118,8 +118,7 @@ async function runOurs<V extends Shaped, G>(
   await backend.download(net.params.values().next().value!.value);
   const total = performance.now() - started;
   if (!losses.every(Number.isFinite)) throw new Error(`${model.name}: non-finite loss while timing`);
-  let parameters = 0;
-  for (const p of net.params.values()) parameters += p.value.shape.reduce((a, b) => a * b, 1);
+  const parameters = [...net.params.values()].reduce((sum, p) => sum + numel(p.value.shape), 0);
   return {
     parameters, imagesPerSecond: (images.shape[0] as number) * steps * 1000 / total, medianStepMs: median(stepMs), stepMs, losses,
     load: loadavg()[0] as number,
