@@ -53,6 +53,8 @@ export interface CudaPlanReport extends NativePlanReport {
     step: number;
     algorithm: string;
     implementation: string;
+    /** The network's one layout (report.layout). */
+    layout: string;
     mathType: string;
     fused: boolean;
     /** When fused: max |fused output - (conv, then bias, then ReLU)| of one check run at prepare time. */

@@ -26,11 +26,13 @@ export interface NativePlanReport {
   /** Activation layout the primitives chose for the first conv's output: 'NHWC', 'NCHW' or 'blocked'. */
   layout: string;
   /**
-   * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2' or 'int8', the implementation, and with
-   * convAlgorithm 'auto' the ms measured when the plan was built with the conv's shape group (the convs of its
-   * shape) on each algorithm: of a whole forward, or of the group's convs (see autoTiming).
+   * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2' or 'int8', the implementation, the layout of
+   * the activations it reads and writes (on AVX2 CPUs float32 plans run the convs that may use Winograd on 'NHWC'
+   * and the others on oneDNN's 'blocked' one, reordering between them), and with convAlgorithm 'auto' the ms
+   * measured when the plan was built with the conv's shape group (the convs of its shape) on each algorithm: of a
+   * whole forward, or of the group's convs (see autoTiming).
    */
-  convs: { step: number; algorithm: string; implementation: string; directMs?: number; winogradMs?: number; winograd2x2Ms?: number }[];
+  convs: { step: number; algorithm: string; implementation: string; layout: string; directMs?: number; winogradMs?: number; winograd2x2Ms?: number }[];
   /** How 'auto' timed the algorithms ('forward': whole forwards, 'convs': each group's convs); absent when it timed none. */
   autoTiming?: 'forward' | 'convs';
   /**

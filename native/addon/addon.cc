@@ -443,6 +443,7 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
     o.Set("step", Napi::Number::New(env, c.step));
     o.Set("algorithm", Napi::String::New(env, c.algorithm));
     o.Set("implementation", Napi::String::New(env, c.implementation));
+    o.Set("layout", Napi::String::New(env, c.layout));
     if (c.direct_ms >= 0) o.Set("directMs", Napi::Number::New(env, c.direct_ms));
     if (c.winograd_ms >= 0) o.Set("winogradMs", Napi::Number::New(env, c.winograd_ms));
     if (c.winograd2x2_ms >= 0) o.Set("winograd2x2Ms", Napi::Number::New(env, c.winograd2x2_ms));

@@ -61,6 +61,7 @@ Napi::Object report_to_js(Napi::Env env, const cuda::PlanReport& r) {
     o.Set("algorithm", Napi::String::New(env, c.algorithm));
     o.Set("implementation",
           Napi::String::New(env, "cudnn " + c.algorithm + " " + c.math + (c.fused ? " fused bias+ReLU" : "")));
+    o.Set("layout", Napi::String::New(env, r.layout));  // one layout for the whole network
     o.Set("mathType", Napi::String::New(env, c.math));
     o.Set("fused", Napi::Boolean::New(env, c.fused));
     if (c.fused_max_diff >= 0) o.Set("fusedMaxDiff", Napi::Number::New(env, c.fused_max_diff));

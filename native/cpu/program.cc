@@ -1,7 +1,9 @@
 // Compiles a ProgramSpec into oneDNN primitives for one input shape and runs it (see program.h).
 // Activation layouts are chosen by the primitives ("any": channels-last for oneDNN's brgemm kernels on AVX-512), so
-// convs run with no reorders between layers; weights are reordered once per plan into the layout each primitive
-// wants. A 3x3 stride-1 conv may instead run our Winograd kernel (winograd.h), chosen per layer by measuring.
+// convs run with no reorders between layers, except on CPUs where oneDNN blocks channels (AVX2): there the convs
+// our Winograd kernel may run take NHWC and the others the blocked layout, with a reorder where they meet
+// (compile_conv). Weights are reordered once per plan into the layout each primitive wants. A 3x3 stride-1 conv may
+// instead run our Winograd kernel (winograd.h), chosen per layer by measuring.
 #include "program.h"
 
 #include <omp.h>
@@ -235,7 +237,12 @@ class Plan {
   // Scratch of the Winograd convs (run one after the other, so they share it); null when none runs.
   AlignedBytes winograd_input_{nullptr, &std::free}, winograd_products_{nullptr, &std::free};
   md_t input_md_;  // layout of the input in buffer 0, chosen by its first reader
-  bool nhwc_activations_ = false;  // float convs write NHWC, where oneDNN would block them (see compile_conv)
+  // Float32 convs choose their layout one by one: Winograd's on NHWC, the rest on oneDNN's blocked layout, with a
+  // reorder between them (see compile_conv); set at the first conv on CPUs where oneDNN blocks activations (AVX2).
+  bool mixed_layouts_ = false;
+  // One buffer past the spec's, into which a reorder puts a conv's input when the conv reads another layout than
+  // its input buffer holds; sized for the largest such input (empty when none).
+  int relayout_buffer_;
   memory input_user_, logits_user_;
   dnnl::primitive input_reorder_;
   std::unordered_map<int, memory> input_reorder_args_;  // input_user_ -> input_buffer_mem_, and a scratchpad if needed
@@ -267,7 +274,8 @@ Plan::Plan(const ProgramSpec& spec, int64_t batch, int64_t height, int64_t width
       reordered_weights_(reordered_weights),
       follow_(follow),
       act_type_(spec.precision == Precision::bf16 ? dt::bf16 : dt::f32),
-      stream_(engine()) {
+      stream_(engine()),
+      relayout_buffer_(spec.num_buffers) {
   buffer_mds_.resize(spec.num_buffers);
   buffer_channels_.assign(spec.num_buffers, 0);
   buffer_height_.assign(spec.num_buffers, 0);
@@ -347,24 +355,51 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
         attr, engine());
   };
   // Where oneDNN keeps activations channel-blocked (AVX2: nChw8c; AVX-512 chooses NHWC itself), our Winograd
-  // kernels, NHWC only, could never run: float32 plans that may choose them ask for NHWC activations instead, from
-  // the first conv on (left to "any", oneDNN then runs the stride-2 convs that read NHWC with its reference code).
-  // Measured on a 2-core Zen 3 (avx2), 'auto' at 224x224: A0 batch 1 45.4 -> 62.2 img/s, batch 8 46.5 -> 61.2,
-  // B0 batch 1 24.7 -> 35.1; oneDNN's direct kernel alone is about as fast on NHWC as on nChw8c (43.9 vs 45.4).
+  // kernels, NHWC only, could never run on them. There float32 plans that may choose Winograd mix layouts: the convs
+  // that may run it read and write NHWC, every other conv oneDNN's blocked layout, and a reorder brings a conv's input
+  // into its layout where the previous conv wrote the other one (src, dst in one layout each: oneDNN runs its
+  // reference code on a mix). oneDNN's AVX2 direct kernels are much slower on NHWC at stride 2 (A0 at 224 on a Zen 3,
+  // one thread, 4 images: 48 -> 48 from 112x112 17.8 vs 7.6 ms; 192 -> 1280 from 14x14, 1 image, 4.9 vs 3.5 ms),
+  // while a reorder of such an activation costs ~0.1 ms. A conv with fewer than kWinogradLayoutMinChannels input or
+  // output channels keeps the blocked layout unless Winograd is forced: the direct kernel on it beats our Winograd
+  // there (A0's 48 channels at 56x56: 1.8 vs 2.6 ms at batch 1 on one thread, 8.2 vs 9.5 ms for 4 images).
+  // A 1x1 conv keeps the layout it finds (the training-time form's branches, added to the 3x3 conv's output).
+  constexpr int64_t kWinogradLayoutMinChannels = 64;
   const bool may_run_winograd = spec_.precision == Precision::fp32 && spec_.conv_algorithm != ConvAlgorithm::direct;
   std::optional<dnnl::convolution_forward::primitive_desc> any_pd;
-  if (!nhwc_activations_) {
+  if (!mixed_layouts_) {
     any_pd = make_pd(src_md, dst_any);
-    nhwc_activations_ = may_run_winograd && !src_known && !is_nhwc_float(any_pd->dst_desc());
+    mixed_layouts_ = may_run_winograd && !src_known && !is_nhwc_float(any_pd->dst_desc());
   }
-  const dnnl::convolution_forward::primitive_desc pd = nhwc_activations_
-      ? make_pd(src_known ? src_md : md_t(src_md.dims(), act_type_, tag::nhwc), md_t(dst_any.dims(), dst_any.data_type(), tag::nhwc))
-      : *any_pd;
-  const md_t chosen_src = pd.src_desc();
   // Winograd reads neighbouring tiles while writing, so never in place; and not on the network input (3 channels:
   // the transforms would be most of the work).
-  const bool winograd_shape = c.kernel == 3 && c.stride == 1 && c.groups == 1 && c.pad <= 1 && c.src != c.dst && src_known &&
-                              is_nhwc_float(chosen_src) && is_nhwc_float(pd.dst_desc());
+  const bool winograd_geometry = c.kernel == 3 && c.stride == 1 && c.groups == 1 && c.pad <= 1 && c.src != c.dst && src_known;
+  const bool forced_winograd = spec_.conv_algorithm == ConvAlgorithm::winograd || spec_.conv_algorithm == ConvAlgorithm::winograd2x2;
+  const md_t held = src_md;
+  std::optional<dnnl::convolution_forward::primitive_desc> pd;
+  if (!mixed_layouts_) {
+    pd = *any_pd;
+  } else {
+    const bool nhwc = (winograd_geometry && (forced_winograd || std::min(c.in_channels, c.out_channels) >= kWinogradLayoutMinChannels)) ||
+                      (c.kernel == 1 && src_known && is_nhwc_float(held));
+    const md_t any_src(src_md.dims(), act_type_, tag::any);
+    pd = nhwc ? make_pd(md_t(src_md.dims(), act_type_, tag::nhwc), md_t(dst_any.dims(), dst_any.data_type(), tag::nhwc))
+         : src_known ? make_pd(any_src, dst_any)
+                     : *any_pd;
+  }
+  const md_t chosen_src = pd->src_desc();
+  // The buffer the conv reads: its input's, or the relayout buffer after a reorder into the conv's layout.
+  int read_buffer = c.src;
+  if (src_known && chosen_src != held) {
+    Exec reorder;
+    reorder.what = "reorder";
+    reorder.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), held, engine(), chosen_src, user_scratchpad()));
+    reorder.buffer_args.push_back({DNNL_ARG_FROM, c.src, held});
+    reorder.buffer_args.push_back({DNNL_ARG_TO, relayout_buffer_, chosen_src});
+    execs_.push_back(std::move(reorder));
+    read_buffer = relayout_buffer_;
+  }
+  const bool winograd_shape = winograd_geometry && is_nhwc_float(chosen_src) && is_nhwc_float(pd->dst_desc());
   // bf16 runs F(2x2) only (winograd.h).
   const bool f4x4_allowed = act_type_ == dt::f32;
   ConvAlgorithm algorithm = spec_.conv_algorithm;
@@ -379,7 +414,7 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
     std::weak_ptr<const dnnl::memory>& cached = winograd_weights_[{index, static_cast<int>(tile)}];
     WinogradWeights weights = cached.lock();
     if (!weights) cached = weights = transform_winograd_weights(tile, c.weight.data(), c.in_channels, c.out_channels, act_type_);
-    const WinogradShape shape{batch_, c.in_channels, c.out_channels, h, w, c.pad, chosen_src.data_type(), pd.dst_desc().data_type()};
+    const WinogradShape shape{batch_, c.in_channels, c.out_channels, h, w, c.pad, chosen_src.data_type(), pd->dst_desc().data_type()};
     return std::make_shared<WinogradConv>(shape, tile, weights, c.bias, c.relu);
   };
   WinogradCandidates candidates;
@@ -394,25 +429,26 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
 
   Exec exec;
   exec.conv_step = index;
-  exec.buffer_args.push_back({DNNL_ARG_SRC, c.src, chosen_src});
-  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd.dst_desc()});
+  exec.buffer_args.push_back({DNNL_ARG_SRC, read_buffer, chosen_src});
+  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd->dst_desc()});
   if (forced) {
     exec.winograd = forced;
-    report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation()});
+    report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation(), -1, -1, -1, {}});
   } else {
     // The plain float32 weights in the layout (and type) the primitive wants, reordered once per layout.
-    exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd.weights_desc());
-    exec.prim = dnnl::convolution_forward(pd);
+    exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd->weights_desc());
+    exec.prim = dnnl::convolution_forward(*pd);
     exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, *exec.shared_weights);
     if (!c.bias.empty()) exec.fixed_args.emplace(DNNL_ARG_BIAS, wrap({c.out_channels}, c.bias));
-    report_.convs.push_back({index, "direct", pd.impl_info_str()});
+    report_.convs.push_back({index, "direct", pd->impl_info_str(), -1, -1, -1, {}});
     if (algorithm == ConvAlgorithm::auto_measure && winograd_shape) winograd_candidates_.emplace(execs_.size(), candidates);
   }
+  report_.convs.back().layout = layout_name(pd->dst_desc());
   execs_.push_back(std::move(exec));
 
   if (!src_known) buffer_mds_[c.src] = input_md_ = chosen_src;
-  if (report_.layout.empty()) report_.layout = layout_name(pd.dst_desc());
-  set_buffer(c.dst, pd.dst_desc(), c.out_channels, oh, ow);
+  if (report_.layout.empty()) report_.layout = layout_name(pd->dst_desc());
+  set_buffer(c.dst, pd->dst_desc(), c.out_channels, oh, ow);
 }
 
 // u8 activations (x = input_scale * q) times s8 weights (w = weight_scales[oc] * q) accumulate exactly in s32; oneDNN
@@ -473,7 +509,7 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
   exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd.dst_desc()});
   exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, *exec.shared_weights);
   exec.fixed_args.emplace(DNNL_ARG_BIAS, bias);
-  report_.convs.push_back({index, "int8", pd.impl_info_str(), -1, -1});
+  report_.convs.push_back({index, "int8", pd.impl_info_str(), -1, -1, -1, layout_name(pd.dst_desc())});
   execs_.push_back(std::move(exec));
   set_buffer(c.dst, pd.dst_desc(), c.out_channels, oh, ow);
 }
@@ -595,11 +631,11 @@ void Plan::compile_head() {
 void Plan::allocate_and_bind() {
   RV_CHECK(!input_md_.is_zero(), "ERR_ARG_VALUE", "no step reads the input buffer 0");
   const md_t& input_md = input_md_;
-  std::vector<size_t> capacity(spec_.num_buffers, 0);
+  std::vector<size_t> capacity(spec_.num_buffers + 1, 0);  // the spec's buffers and the relayout buffer
   capacity[0] = input_md.get_size();
   for (const Exec& e : execs_)
     for (const auto& a : e.buffer_args) capacity[a.buffer] = std::max(capacity[a.buffer], a.md.get_size());
-  for (int b = 0; b < spec_.num_buffers; b++) {
+  for (size_t b = 0; b < capacity.size(); b++) {
     const size_t bytes = (std::max<size_t>(capacity[b], 64) + 63) / 64 * 64;
     buffers_.push_back(allocate_aligned(bytes, "activations"));
     buffer_bytes_.push_back(bytes);

@@ -53,11 +53,13 @@ struct ConvChoice {
   // 'auto': with this conv's shape group on each algorithm, the ms of a whole forward or of the group's convs
   // (PlanReport::auto_timing); -1 = not measured
   double direct_ms = -1, winograd_ms = -1, winograd2x2_ms = -1;
+  std::string layout;  // of the activations it read and wrote: "NHWC", "NCHW" or "blocked"
 };
 
 struct PlanReport {
   int64_t batch = 0, height = 0, width = 0;
   std::string layout;            // of the first conv's output, as the primitives chose it: "NHWC", "NCHW" or "blocked"
+                                 // (later convs may run on another: ConvChoice::layout)
   int64_t activation_bytes = 0;  // all activation buffers of the plan together
   int64_t workspace_bytes = 0;   // the Winograd transform scratch, shared by the plan's Winograd convs
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
