@@ -229,16 +229,19 @@ RV_SIMD_CLONES void input_transform(const Geometry& g, const In* src, Out* trans
   }
 }
 
+// Tiles [first_tile, last_tile) x output channel groups [first_group, last_group) (16 channels, the last group of the
+// layer possibly narrower).
 template <class F, class Dst>
-RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, const float* bias, bool relu, Dst* dst, int64_t first,
-                                     int64_t last) {
-  const int64_t groups = (g.out_channels + kLanes - 1) / kLanes;
-  for (int64_t item = first; item < last; item++) {
-    const int64_t tile = item / groups, k0 = (item % groups) * kLanes;
-    if (k0 + kLanes <= g.out_channels) {
-      output_tile<F, v16>(g, products, bias, relu, dst, tile, k0);
-    } else {
-      for (int64_t k = k0; k < g.out_channels; k++) output_tile<F, float>(g, products, bias, relu, dst, tile, k);
+RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, const float* bias, bool relu, Dst* dst, int64_t first_tile,
+                                     int64_t last_tile, int64_t first_group, int64_t last_group) {
+  for (int64_t tile = first_tile; tile < last_tile; tile++) {
+    for (int64_t group = first_group; group < last_group; group++) {
+      const int64_t k0 = group * kLanes;
+      if (k0 + kLanes <= g.out_channels) {
+        output_tile<F, v16>(g, products, bias, relu, dst, tile, k0);
+      } else {
+        for (int64_t k = k0; k < g.out_channels; k++) output_tile<F, float>(g, products, bias, relu, dst, tile, k);
+      }
     }
   }
 }
@@ -271,15 +274,30 @@ bool own_bf16_matmul(dt type, int64_t in, int64_t out) {
   return type == dt::bf16 && bf16_pair_gemm_available() && bf16_pair_gemm_fits(in, out);
 }
 
-// One part's input transform, products (matmul) and output transform, on the calling thread: tiles
-// [g.first_tile, g.first_tile + tiles).
-template <class F, class Act, class Out, class Matmul>
-void run_transforms(const Geometry& g, int64_t tiles, const void* src, void* dst, void* transformed, const float* products, const float* bias,
-                    bool relu, Matmul&& matmul) {
-  const int64_t in_groups = (g.in_channels + kLanes - 1) / kLanes, out_groups = (g.out_channels + kLanes - 1) / kLanes;
-  input_transform<F>(g, static_cast<const Act*>(src), static_cast<Act*>(transformed), g.first_tile * in_groups, (g.first_tile + tiles) * in_groups);
-  matmul();
-  output_transform<F>(g, products, bias, relu, static_cast<Out*>(dst), g.first_tile * out_groups, (g.first_tile + tiles) * out_groups);
+// Calls fn(F, Act, Out) with the tile (F4x4 or F2x2), activation and output types of a layer, as values.
+template <class Fn>
+void with_types(const WinogradShape& shape, WinogradTile tile, Fn&& fn) {
+  if (shape.src_type == dt::f32 && tile == WinogradTile::f4x4) return fn(F4x4{}, float{}, float{});
+  if (shape.src_type == dt::f32) return fn(F2x2{}, float{}, float{});
+  if (shape.dst_type == dt::bf16) return fn(F2x2{}, bf16{}, bf16{});
+  fn(F2x2{}, bf16{}, float{});
+}
+
+// Whether a layer's parts split its output channels rather than its tiles (WinogradConv::run): when each part would
+// get at most kColumnSplitMaxTilesPerPart tiles and the columns divide into whole groups of kLanes per part. With
+// few tiles per part, every part reading all the weights costs more than the barrier: oneDNN's matmul alone, two
+// threads, on a 2-core Zen 3 (avx2), A0 at batch 1: 16 x (49 x 192) x (192 x 192) 0.50 -> 0.47 ms split by columns,
+// 36 x (49 x 96) x (96 x 96) 0.36 -> 0.28, 36 x (16 x 192) x (192 x 192) 1.09 -> 0.77; but 16 x (196 x 96) x (96 x 96)
+// 0.42 -> 0.44. Whole layers (profile, both ways in one process): stage 2 0.80 -> 0.72 ms, stage 3 0.99 -> 0.89.
+// Below AVX-512 only: on a Zen 5 (oneDNN's brgemm matmul) an earlier column split, each thread transforming all
+// tiles itself, was slower than the tile split (docs/ARCHITECTURE.md), and this one was not measured there.
+constexpr int64_t kColumnSplitMaxTilesPerPart = 64;
+bool split_by_columns(int64_t tiles, int64_t parts, int64_t out) {
+  static const bool below_avx512 = [] {  // the ISA values are bit sets: AVX-512 ones contain avx512_core's bits
+    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & avx512) != avx512;
+  }();
+  return below_avx512 && parts >= 2 && out % (kLanes * parts) == 0 && tiles <= kColumnSplitMaxTilesPerPart * parts;
 }
 
 }  // namespace
@@ -325,91 +343,152 @@ WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, Winogr
   // One part per thread of the calling thread's OpenMP team, each with tiles, at most as many parts as tiles.
   const int64_t element = shape.src_type == dt::bf16 ? 2 : 4;
   const int64_t part_count = std::clamp<int64_t>(omp_get_max_threads(), 1, tiles_);
+  by_columns_ = !own_matmul_ && split_by_columns(tiles_, part_count, out);
   using md_t = dnnl::memory::desc;
   const md_t weights_md({positions, in, out}, shape.src_type, tag::abc);
+  const int64_t shared_rows = padded_tiles(tiles_, in * element, out * static_cast<int64_t>(sizeof(float)));
   for (int64_t index = 0; index < part_count; index++) {
     Part part;
-    part.first_tile = tiles_ * index / part_count;
-    part.tiles = tiles_ * (index + 1) / part_count - part.first_tile;
-    part.rows = padded_tiles(part.tiles, in * element, out * static_cast<int64_t>(sizeof(float)));
-    part.transformed_offset = transformed_bytes_;
-    part.products_offset = products_bytes_;
-    // Each part's matrices start on their own cache line, so that no line is written by two threads.
-    transformed_bytes_ += (static_cast<size_t>(positions * part.rows * in * element) + 63) / 64 * 64;
-    products_bytes_ += (static_cast<size_t>(positions * part.rows * out) * sizeof(float) + 63) / 64 * 64;
+    part.transform_first_tile = tiles_ * index / part_count;
+    part.transform_tiles = tiles_ * (index + 1) / part_count - part.transform_first_tile;
+    if (by_columns_) {
+      // All tiles in one shared pair of matrices; columns in whole groups of kLanes (split_by_columns checked).
+      part.first_tile = 0;
+      part.tiles = tiles_;
+      part.rows = shared_rows;
+      part.first_column = out * index / part_count;
+      part.columns = out * (index + 1) / part_count - part.first_column;
+    } else {
+      part.first_tile = part.transform_first_tile;
+      part.tiles = part.transform_tiles;
+      part.rows = padded_tiles(part.tiles, in * element, out * static_cast<int64_t>(sizeof(float)));
+      part.first_column = 0;
+      part.columns = out;
+      part.transformed_offset = transformed_bytes_;
+      part.products_offset = products_bytes_;
+      // Each part's matrices start on their own cache line, so that no line is written by two threads.
+      transformed_bytes_ += (static_cast<size_t>(positions * part.rows * in * element) + 63) / 64 * 64;
+      products_bytes_ += (static_cast<size_t>(positions * part.rows * out) * sizeof(float) + 63) / 64 * 64;
+    }
     if (!own_matmul_) {
-      // (positions, rows, in) x (positions, in, out) in the activations' type -> (positions, rows, out) float32. Its
-      // own scratchpad and stream: the parts' matmuls run at the same time, one on each thread.
-      const md_t src_md({positions, part.rows, in}, shape.src_type, tag::abc), dst_md({positions, part.rows, out}, dt::f32, tag::abc);
+      // (positions, rows, in) x (positions, in, columns) in the activations' type -> (positions, rows, columns)
+      // float32, inside matrices of `out` columns. Its own scratchpad and stream: the parts' matmuls run at the same
+      // time, one on each thread.
+      const md_t src_md({positions, part.rows, in}, shape.src_type, tag::abc);
+      const md_t dst_md({positions, part.rows, part.columns}, dt::f32, dnnl::memory::dims{part.rows * out, out, 1});
+      const md_t part_weights_md = by_columns_ ? md_t({positions, in, part.columns}, shape.src_type, dnnl::memory::dims{in * out, out, 1}) : weights_md;
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_md, dst_md), attr, engine());
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, part_weights_md, dst_md), attr, engine());
       if (index == 0) matmul_implementation_ = pd.impl_info_str();
       part.matmul = dnnl::matmul(pd);
       part.transformed = dnnl::memory(src_md, engine(), nullptr);
       part.products = dnnl::memory(dst_md, engine(), nullptr);
+      part.weight_columns = dnnl::memory(part_weights_md, engine(), static_cast<uint8_t*>(weights_->get_data_handle()) + part.first_column * element);
       part.scratchpad = dnnl::memory(pd.scratchpad_desc(), engine());
       part.stream = dnnl::stream(engine());
     }
     parts_.push_back(std::move(part));
   }
+  if (by_columns_) {
+    transformed_bytes_ = static_cast<size_t>(positions * shared_rows * in * element);
+    products_bytes_ = static_cast<size_t>(positions * shared_rows * out) * sizeof(float);
+  }
 }
 
 std::string WinogradConv::implementation() const {
   const std::string side = std::to_string(static_cast<int>(tile_));
-  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + (own_matmul_ ? std::string("own:avx512_bf16") : matmul_implementation_);
+  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + (own_matmul_ ? std::string("own:avx512_bf16") : matmul_implementation_) +
+         (by_columns_ ? ", " + std::to_string(parts_.size()) + " parts by output channels" : "");
 }
 
 void WinogradConv::run(const void* src, void* dst, void* transformed, float* products) {
   const int64_t part_count = static_cast<int64_t>(parts_.size());
-  if (part_count == 1) return run_part(parts_[0], src, dst, transformed, products);
+  if (part_count == 1) {
+    transform_part_input(parts_[0], src, transformed);
+    return finish_part(parts_[0], dst, transformed, products);
+  }
   std::exception_ptr error;  // an exception must not leave an OpenMP region: the first one is rethrown after it
+  auto keep_first_error = [&] {
+#pragma omp critical(repvgg_winograd_error)
+    if (!error) error = std::current_exception();
+  };
 #pragma omp parallel num_threads(part_count)
   {
     // Fewer threads than parts (a team cut short by the OpenMP runtime) take several parts each.
     const int64_t threads = omp_get_num_threads();
-    try {
-      for (int64_t index = omp_get_thread_num(); index < part_count; index += threads)
-        run_part(parts_[index], src, dst, transformed, products);
-    } catch (...) {
-#pragma omp critical(repvgg_winograd_error)
-      if (!error) error = std::current_exception();
+    const int64_t thread = omp_get_thread_num();
+    if (!by_columns_) {
+      try {
+        for (int64_t index = thread; index < part_count; index += threads) {
+          transform_part_input(parts_[index], src, transformed);
+          finish_part(parts_[index], dst, transformed, products);
+        }
+      } catch (...) {
+        keep_first_error();
+      }
+    } else {
+      try {
+        for (int64_t index = thread; index < part_count; index += threads) transform_part_input(parts_[index], src, transformed);
+      } catch (...) {
+        keep_first_error();
+      }
+#pragma omp barrier  // every tile's transformed input is written (the barrier also makes `error` visible)
+      if (!error) {
+        try {
+          for (int64_t index = thread; index < part_count; index += threads) finish_part(parts_[index], dst, transformed, products);
+        } catch (...) {
+          keep_first_error();
+        }
+      }
     }
   }
   if (error) std::rethrow_exception(error);
 }
 
-void WinogradConv::run_part(Part& part, const void* src, void* dst, void* transformed_scratch, float* products_scratch) {
+void WinogradConv::transform_part_input(const Part& part, const void* src, void* transformed_scratch) const {
+  const Geometry g{shape_.height, shape_.width, shape_.pad, shape_.in_channels, shape_.out_channels, out_h_, out_w_, tiles_h_, tiles_w_,
+                   part.first_tile, part.rows};
+  const int64_t positions = alpha_of(tile_) * alpha_of(tile_);
+  void* transformed = static_cast<uint8_t*>(transformed_scratch) + part.transformed_offset;
+  // The padding rows of each position's matrix: zeros, whatever another layer left in the shared scratch (oneDNN's
+  // matmul multiplies them; ours reads tile rows only). Split by output channels, the part with the last tiles.
+  const size_t row_bytes = static_cast<size_t>(shape_.in_channels * (shape_.src_type == dt::bf16 ? 2 : 4));
+  const bool pads = !own_matmul_ && part.rows > part.tiles && part.transform_first_tile + part.transform_tiles == part.first_tile + part.tiles;
+  for (int64_t position = 0; position < positions && pads; position++)
+    std::memset(static_cast<uint8_t*>(transformed) + (position * part.rows + part.tiles) * row_bytes, 0, (part.rows - part.tiles) * row_bytes);
+  const int64_t in_groups = (shape_.in_channels + kLanes - 1) / kLanes;
+  with_types(shape_, tile_, [&](auto f, auto act, auto) {
+    using F = decltype(f);
+    using Act = decltype(act);
+    input_transform<F>(g, static_cast<const Act*>(src), static_cast<Act*>(transformed), part.transform_first_tile * in_groups,
+                       (part.transform_first_tile + part.transform_tiles) * in_groups);
+  });
+}
+
+void WinogradConv::finish_part(Part& part, void* dst, void* transformed_scratch, float* products_scratch) {
   const Geometry g{shape_.height, shape_.width, shape_.pad, shape_.in_channels, shape_.out_channels, out_h_, out_w_, tiles_h_, tiles_w_,
                    part.first_tile, part.rows};
   const int64_t positions = alpha_of(tile_) * alpha_of(tile_);
   void* transformed = static_cast<uint8_t*>(transformed_scratch) + part.transformed_offset;
   float* products = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(products_scratch) + part.products_offset);
-  // The padding rows of each position's matrix: zeros, whatever another layer left in the shared scratch (oneDNN's
-  // matmul multiplies them; ours reads tile rows only).
-  const size_t row_bytes = static_cast<size_t>(shape_.in_channels * (shape_.src_type == dt::bf16 ? 2 : 4));
-  for (int64_t position = 0; position < positions && part.rows > part.tiles && !own_matmul_; position++)
-    std::memset(static_cast<uint8_t*>(transformed) + (position * part.rows + part.tiles) * row_bytes, 0, (part.rows - part.tiles) * row_bytes);
-  auto matmul = [&] {
-    if (own_matmul_) return own_matmul(part, static_cast<const uint16_t*>(transformed), products, positions);
+  if (own_matmul_) {
+    own_matmul(part, static_cast<const uint16_t*>(transformed), products, positions);
+  } else {
     part.transformed.set_data_handle(transformed);
-    part.products.set_data_handle(products);
+    part.products.set_data_handle(products + part.first_column);
     part.matmul.execute(part.stream, {{DNNL_ARG_SRC, part.transformed},
-                                      {DNNL_ARG_WEIGHTS, *weights_},
+                                      {DNNL_ARG_WEIGHTS, part.weight_columns},
                                       {DNNL_ARG_DST, part.products},
                                       {DNNL_ARG_SCRATCHPAD, part.scratchpad}});
     part.stream.wait();
-  };
-  const float* bias = bias_.data();
-  if (shape_.src_type == dt::f32 && tile_ == WinogradTile::f4x4) {
-    run_transforms<F4x4, float, float>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
-  } else if (shape_.src_type == dt::f32) {
-    run_transforms<F2x2, float, float>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
-  } else if (shape_.dst_type == dt::bf16) {
-    run_transforms<F2x2, bf16, bf16>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
-  } else {
-    run_transforms<F2x2, bf16, float>(g, part.tiles, src, dst, transformed, products, bias, relu_, matmul);
   }
+  with_types(shape_, tile_, [&](auto f, auto, auto out) {
+    using F = decltype(f);
+    using Out = decltype(out);
+    output_transform<F>(g, products, bias_.data(), relu_, static_cast<Out*>(dst), part.first_tile, part.first_tile + part.tiles,
+                        part.first_column / kLanes, (part.first_column + part.columns + kLanes - 1) / kLanes);
+  });
 }
 
 // A part's products with bf16_pair_gemm, as (position, 48 columns, 112 rows) blocks in that order, so that

@@ -49,9 +49,13 @@ class WinogradConv {
   WinogradConv(const WinogradShape& shape, WinogradTile tile, WinogradWeights weights, const std::vector<float>& bias, bool relu);
   // src: (batch, height, width, in) of src_type; dst: (batch, out_height, out_width, out) of dst_type.
   // transformed_input and products: scratch of at least the sizes below, which the caller may reuse between layers.
-  // Runs on the OpenMP team of the calling thread (the compute thread): each thread one part of the tiles, from its
-  // input transform through its own matmul to its outputs, with no barrier in between; only the rows at a part's
-  // edge were written by another thread (the previous layer's outputs).
+  // Runs on the OpenMP team of the calling thread (the compute thread), one part per thread, split in one of two
+  // ways. By tiles: each thread one part of the tiles, from its input transform through its own matmul to its
+  // outputs, with no barrier in between; only the rows at a part's edge were written by another thread (the previous
+  // layer's outputs). By output channels, where a layer has few tiles for its weights (batch 1, small maps): each
+  // thread transforms a part of the tiles into one shared matrix, and after a barrier multiplies all tiles by its
+  // share of the weights' columns and writes those output channels, so each thread reads only its share of the
+  // weights and multiplies taller matrices (see split_by_columns in winograd.cc).
   void run(const void* src, void* dst, void* transformed_input, float* products);
   size_t transformed_input_bytes() const { return transformed_bytes_; }
   size_t products_bytes() const { return products_bytes_; }
@@ -60,20 +64,27 @@ class WinogradConv {
   std::string implementation() const;
 
  private:
-  // One thread's share of a run: tiles [first_tile, first_tile + tiles), whose transformed inputs and products are
-  // (positions, rows, in) and (positions, rows, out) matrices of their own at the byte offsets in the scratch. So
-  // the matmul of a part reads only what its own thread wrote, and the parts' matrices share no cache line.
+  // One thread's share of a run. Split by tiles: tiles [first_tile, first_tile + tiles), whose transformed inputs
+  // and products are (positions, rows, in) and (positions, rows, out) matrices of their own at the byte offsets in
+  // the scratch, so the matmul of a part reads only what its own thread wrote, and the parts' matrices share no cache
+  // line; all output channels. Split by output channels: the matrices of all tiles, shared (offsets 0), the input
+  // transform of tiles [transform_first_tile, + transform_tiles), and output channels [first_column, + columns).
   struct Part {
     int64_t first_tile = 0, tiles = 0;
     int64_t rows = 0;  // tiles plus zero rows that keep the positions' matrices off a 4 KiB distance (winograd.cc)
+    int64_t transform_first_tile = 0, transform_tiles = 0;
+    int64_t first_column = 0, columns = 0;
     size_t transformed_offset = 0, products_offset = 0;
     // The part's oneDNN matmul (none with own_matmul_), its operands (pointed into the caller's scratch at each
     // run), scratchpad and stream: the parts' matmuls run at the same time, each on one thread.
     dnnl::matmul matmul;
     dnnl::memory transformed, products, scratchpad;
+    dnnl::memory weight_columns;  // split by output channels: the part's columns of the weights (strided)
     dnnl::stream stream;
   };
-  void run_part(Part& part, const void* src, void* dst, void* transformed_scratch, float* products_scratch);
+  // A part's input transform (and the zero padding rows of its matrices), and its matmul and output transform.
+  void transform_part_input(const Part& part, const void* src, void* transformed_scratch) const;
+  void finish_part(Part& part, void* dst, void* transformed_scratch, float* products_scratch);
   // The products by bf16_gemm.cc (own_matmul_) instead of a oneDNN matmul: a part's transformed (positions, rows,
   // in) bf16 -> products (positions, rows, out) float32, tile rows only.
   void own_matmul(const Part& part, const uint16_t* transformed, float* products, int64_t positions) const;
@@ -85,6 +96,7 @@ class WinogradConv {
   std::vector<float> bias_;  // out values (zeros when the layer has none)
   WinogradWeights weights_;
   bool own_matmul_ = false;  // bf16 on AVX512-BF16 with suitable channels: bf16_pair_gemm, weights packed in pairs
+  bool by_columns_ = false;  // parts split the output channels (run())
   std::vector<Part> parts_;
   size_t transformed_bytes_ = 0, products_bytes_ = 0;  // all parts' matrices
   std::string matmul_implementation_;                 // oneDNN's, for reports
