@@ -433,17 +433,16 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, pd->dst_desc()});
   if (forced) {
     exec.winograd = forced;
-    report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation(), -1, -1, -1, {}});
+    report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation(), -1, -1, -1, layout_name(pd->dst_desc())});
   } else {
     // The plain float32 weights in the layout (and type) the primitive wants, reordered once per layout.
     exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd->weights_desc());
     exec.prim = dnnl::convolution_forward(*pd);
     exec.fixed_args.emplace(DNNL_ARG_WEIGHTS, *exec.shared_weights);
     if (!c.bias.empty()) exec.fixed_args.emplace(DNNL_ARG_BIAS, wrap({c.out_channels}, c.bias));
-    report_.convs.push_back({index, "direct", pd->impl_info_str(), -1, -1, -1, {}});
+    report_.convs.push_back({index, "direct", pd->impl_info_str(), -1, -1, -1, layout_name(pd->dst_desc())});
     if (algorithm == ConvAlgorithm::auto_measure && winograd_shape) winograd_candidates_.emplace(execs_.size(), candidates);
   }
-  report_.convs.back().layout = layout_name(pd->dst_desc());
   execs_.push_back(std::move(exec));
 
   if (!src_known) buffer_mds_[c.src] = input_md_ = chosen_src;
