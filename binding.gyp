@@ -15,7 +15,7 @@
         "native/cpu/optim.cc",
         "native/cpu/program.cc",
         "native/cpu/winograd.cc",
-        "native/cpu/plane_gemm.cc",
+        "native/cpu/gemm_conv.cc",
         "native/cpu/bf16_gemm.cc",
         "native/cpu/resample.cc",
         "native/cpu/jpeg.cc"

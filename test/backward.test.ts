@@ -6,6 +6,7 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
+import { cpuCapabilities } from '../lib/backends.js';
 import { ArgumentTypeError, ArgumentValueError, RepvggError, ShapeError } from '../lib/errors.js';
 import {
   batchNormBackward,
@@ -311,7 +312,7 @@ nhwcConvCases.forEach((c, index) => {
   });
 });
 
-// The plane-GEMM algorithm (one matrix product when every output sees the whole input plane; native/cpu/plane_gemm.h):
+// The plane-GEMM algorithm (one matrix product when every output sees the whole input plane; native/cpu/gemm_conv.h):
 // RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1, which 'auto' (the default) gives it,
 // a 1x1 plane with pad 1 and a 1x2 plane. x and dy NHWC, as the training tape keeps them.
 const planeGemmConvCases: ConvCase[] = [
@@ -327,6 +328,35 @@ planeGemmConvCases.forEach((c, index) => {
     const gemm = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'gemm' });
     const auto = conv2dBackwardSync(x, w, dy, geometry);
     t.deepEqual([auto.dx?.data, auto.dweight.data], [gemm.dx?.data, gemm.dweight.data], "the default ('auto') runs the plane GEMM, bit for bit");
+  });
+});
+
+// im2col + GEMM (native/cpu/gemm_conv.h): strided, padded, non-square and 1x1 kernels, a batch in chunks of 4 and 2
+// images and an image over the chunk budget alone (as in ops.test.ts). 'auto' runs it below AVX-512 for kernels over
+// 1x1 where neither the plane GEMM nor Winograd applies, oneDNN's direct kernel elsewhere.
+const AUTO_ELSEWHERE = ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa) ? 'im2col' : 'direct';
+const im2colConvCases: ConvCase[] = [
+  { name: '3x3 s2 p1 from 9x9, 24 -> 40', x: [3, 24, 9, 9], out: 40, kernel: 3, stride: 2, pad: 1, groups: 1 },
+  { name: '3x3 s1 p1 on 7x5, 16 -> 8', x: [2, 16, 7, 5], out: 8, kernel: 3, stride: 1, pad: 1, groups: 1 },
+  { name: '5x5 s3 p2 from 11x11, 6 -> 10', x: [2, 6, 11, 11], out: 10, kernel: 5, stride: 3, pad: 2, groups: 1 },
+  { name: '1x1 s2 p0 from 8x8, 12 -> 20', x: [3, 12, 8, 8], out: 20, kernel: 1, stride: 2, pad: 0, groups: 1 },
+  { name: '3x3 s1 p1 on 28x28, 64 -> 16, chunks of 4 and 2 images', x: [6, 64, 28, 28], out: 16, kernel: 3, stride: 1, pad: 1, groups: 1 },
+  { name: '3x3 s2 p1 from 56x56, 320 -> 8, one image per chunk', x: [2, 320, 56, 56], out: 8, kernel: 3, stride: 2, pad: 1, groups: 1 },
+];
+
+im2colConvCases.forEach((c, index) => {
+  test(`conv2dBackward im2col ${c.name}: matches the float64 reference; 'auto' runs ${c.kernel > 1 ? AUTO_ELSEWHERE : 'direct'}`, async (t) => {
+    const { x, w, dy, geometry } = await checkNhwcBackward(t, c, 1950 + 10 * index, { algorithm: 'im2col' });
+    const im2col = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'im2col' });
+    const direct = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'direct' });
+    const [n, , oh, ow] = dy.shape as [number, number, number, number];
+    if (n * oh * ow >= 200) {
+      // dweight sums n * oh * ow products per weight: in another order, the direct kernel rounds differently somewhere.
+      t.notDeepEqual(im2col.dweight.data, direct.dweight.data, 'dweight is not the direct kernel');
+    }
+    const expected = c.kernel > 1 && AUTO_ELSEWHERE === 'im2col' ? im2col : direct;
+    const auto = conv2dBackwardSync(x, w, dy, geometry);
+    t.deepEqual([auto.dx?.data, auto.dweight.data], [expected.dx?.data, expected.dweight.data], "the default ('auto'), bit for bit");
   });
 });
 
@@ -654,6 +684,12 @@ const rejections: Rejection[] = [
     run: () => conv2dBackward(toLayout(X, 'nhwc'), W, toLayout(randomTensor([2, 6, 8, 8], 8011), 'nhwc'), { pad: 1, algorithm: 'gemm' }),
     runSync: () => conv2dBackwardSync(toLayout(X, 'nhwc'), W, toLayout(randomTensor([2, 6, 8, 8], 8011), 'nhwc'), { pad: 1, algorithm: 'gemm' }),
     expected: valueError(/'gemm'/, /only part of the 8x8 input/),
+  },
+  {
+    label: "conv2dBackward: 'im2col' with an NCHW dy",
+    run: () => conv2dBackward(toLayout(X, 'nhwc'), W, DY, { algorithm: 'im2col' }),
+    runSync: () => conv2dBackwardSync(toLayout(X, 'nhwc'), W, DY, { algorithm: 'im2col' }),
+    expected: valueError(/'im2col'/, /output nchw/),
   },
   {
     label: "conv2dBackward: 'winograd2x2' with pad 0",

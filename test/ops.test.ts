@@ -6,6 +6,7 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
+import { cpuCapabilities } from '../lib/backends.js';
 import { ArgumentTypeError, ArgumentValueError, RepvggError, ShapeError } from '../lib/errors.js';
 import {
   add,
@@ -196,17 +197,22 @@ planeGemmCases.forEach((c, index) => {
   });
 });
 
-test("conv2d 'auto' keeps the direct kernel where outputs see only part of the plane", async (t) => {
+/** What conv2d's 'auto' runs where neither the plane GEMM nor Winograd applies (a kernel over 1x1, NHWC, groups 1). */
+const AUTO_ELSEWHERE = ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa) ? 'im2col' : 'direct';
+
+test(`conv2d 'auto' runs ${AUTO_ELSEWHERE} where outputs see only part of the plane (${cpuCapabilities().isa})`, async (t) => {
   const x = nhwc(randomTensor([4, 24, 3, 3], 1690));
   const weight = randomTensor([40, 24, 3, 3], 1691, Math.sqrt(3 / 216));
   const ref = conv2dRef(toLayout(x, 'nchw'), weight, undefined, { stride: 1, pad: 1, groups: 1 });
   const auto = conv2dSync(x, weight, { pad: 1 });
   checkResult(t, '3x3 plane, auto', toLayout(auto, 'nchw'), ref);
-  t.deepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: 'direct' }).data, 'auto is the direct kernel here');
+  t.deepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: AUTO_ELSEWHERE }).data, `auto is ${AUTO_ELSEWHERE} here`);
+  const other = AUTO_ELSEWHERE === 'direct' ? 'im2col' : 'direct';
+  t.notDeepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: other }).data, `auto is not ${other}`);
 });
 
-test("conv2d 'auto' runs Winograd F(2x2) on NHWC 3x3 stride-1 pad-1 convs from 64 channels on, the direct kernel below", async (t) => {
-  for (const [channels, out, expected] of [[64, 72, 'winograd2x2'], [72, 64, 'winograd2x2'], [48, 96, 'direct'], [96, 48, 'direct']] as const) {
+test(`conv2d 'auto' runs Winograd F(2x2) on NHWC 3x3 stride-1 pad-1 convs from 64 channels on, ${AUTO_ELSEWHERE} below`, async (t) => {
+  for (const [channels, out, expected] of [[64, 72, 'winograd2x2'], [72, 64, 'winograd2x2'], [48, 96, AUTO_ELSEWHERE], [96, 48, AUTO_ELSEWHERE]] as const) {
     const label = `${channels} -> ${out}`;
     const x = nhwc(randomTensor([2, channels, 9, 7], 1700 + channels));
     const weight = randomTensor([out, channels, 3, 3], 1701 + out, Math.sqrt(3 / (channels * 9)));
@@ -214,9 +220,48 @@ test("conv2d 'auto' runs Winograd F(2x2) on NHWC 3x3 stride-1 pad-1 convs from 6
     const auto = conv2dSync(x, weight, { pad: 1 });
     checkResult(t, `${label} auto`, toLayout(auto, 'nchw'), ref, WINOGRAD_OP_FP32);
     t.deepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: expected }).data, `${label}: auto is ${expected}, bit for bit`);
-    const other = expected === 'direct' ? 'winograd2x2' : 'direct';
+    const other = expected === 'winograd2x2' ? 'direct' : 'winograd2x2';
     t.notDeepEqual(auto.data, conv2dSync(x, weight, { pad: 1, algorithm: other }).data, `${label}: auto is not ${other}`);
   }
+});
+
+// im2col + GEMM (native/cpu/gemm_conv.h): strided, padded, non-square and 1x1 kernels; a batch cut into chunks of 4
+// images and a last chunk of 2 (64 channels at 28x28: 1.8 MB of column matrix per image, 8 MiB per chunk); a single
+// image whose column matrix (9 MB) is over the chunk budget alone.
+const im2colCases: {
+  name: string; x: [number, number, number, number]; out: number; kernel: number; stride: number; pad: number; bias: boolean; relu: boolean;
+}[] = [
+  { name: '3x3 s2 p1 from 9x9, 24 -> 40, bias + relu', x: [3, 24, 9, 9], out: 40, kernel: 3, stride: 2, pad: 1, bias: true, relu: true },
+  { name: '3x3 s1 p1 on 7x5, 16 -> 8', x: [2, 16, 7, 5], out: 8, kernel: 3, stride: 1, pad: 1, bias: false, relu: false },
+  { name: '5x5 s3 p2 from 11x11, 6 -> 10, bias', x: [2, 6, 11, 11], out: 10, kernel: 5, stride: 3, pad: 2, bias: true, relu: false },
+  { name: '1x1 s2 p0 from 8x8, 12 -> 20, relu', x: [3, 12, 8, 8], out: 20, kernel: 1, stride: 2, pad: 0, bias: false, relu: true },
+  { name: '3x3 s1 p1 on 28x28, 64 -> 16, 6 images in chunks of 4 and 2', x: [6, 64, 28, 28], out: 16, kernel: 3, stride: 1, pad: 1, bias: true, relu: false },
+  { name: '3x3 s2 p1 from 56x56, 320 -> 8, one image per chunk', x: [2, 320, 56, 56], out: 8, kernel: 3, stride: 2, pad: 1, bias: false, relu: true },
+];
+
+im2colCases.forEach((c, index) => {
+  test(`conv2d im2col ${c.name}: async and sync match the float64 reference`, async (t) => {
+    const seed = 1750 + 10 * index;
+    const [n, ch, h, w] = c.x;
+    const x = nhwc(randomTensor([n, ch, h, w], seed));
+    const weight = randomTensor([c.out, ch, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (ch * c.kernel * c.kernel)));
+    const bias = c.bias ? randomTensor([c.out], seed + 2, 0.5) : undefined;
+    const base: Conv2dOptions = { stride: c.stride, pad: c.pad, relu: c.relu, ...(bias && { bias }) };
+    let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: c.stride, pad: c.pad, groups: 1 });
+    if (c.relu) ref = reluRef(ref);
+    const options: Conv2dOptions = { ...base, algorithm: 'im2col' };
+    const results = await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options));
+    for (const [form, y] of results) {
+      t.is(layoutOf(y), 'nhwc', `im2col (${form}) keeps x's layout`);
+      checkResult(t, `${c.name} im2col (${form})`, toLayout(y, 'nchw'), ref);
+    }
+    const im2col = results[0]![1];
+    const autoRuns = c.kernel > 1 ? AUTO_ELSEWHERE : 'direct'; // 'auto' leaves 1x1 convs to oneDNN
+    t.deepEqual(conv2dSync(x, weight, base).data, conv2dSync(x, weight, { ...base, algorithm: autoRuns }).data, `'auto' runs ${autoRuns}, bit for bit`);
+    if (ch * c.kernel * c.kernel >= 200) {
+      t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, im2col.data, 'im2col is not the direct kernel');
+    }
+  });
 });
 
 test('conv2d defaults to stride 1, pad 0, groups 1, no bias and no ReLU', async (t) => {
@@ -515,6 +560,21 @@ const convRejections: [string, () => [HostTensor, HostTensor, Conv2dOptions], Ex
     "'gemm' with a matrix over 2^24 elements (2x2 plane, 1025 -> 1025 channels)",
     () => [nhwc({ shape: [1, 1025, 2, 2], data: new Float32Array(4100).fill(0.5) }), { shape: [1025, 1025, 3, 3], data: new Float32Array(1025 * 1025 * 9).fill(0.5) }, { pad: 1, algorithm: 'gemm' }],
     { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'gemm'/, /16810000 elements/] },
+  ],
+  [
+    "'im2col' on an NCHW x",
+    () => [X, W, { pad: 1, algorithm: 'im2col' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'im2col'/, /x nchw/] },
+  ],
+  [
+    "'im2col' with groups 2",
+    () => [nhwc(randomTensor([2, 4, 5, 5], 8033)), randomTensor([6, 2, 3, 3], 8034), { pad: 1, groups: 2, algorithm: 'im2col' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'im2col'/, /groups 2/] },
+  ],
+  [
+    "'im2col' with a column matrix over 2^24 elements per image (64x64 output, 3x3 kernel, 456 channels)",
+    () => [nhwc({ shape: [1, 456, 64, 64], data: new Float32Array(456 * 4096).fill(0.5) }), { shape: [1, 456, 3, 3], data: new Float32Array(456 * 9).fill(0.5) }, { pad: 1, algorithm: 'im2col' }],
+    { instanceOf: ArgumentValueError, code: 'ERR_ARG_VALUE', mentions: [/'im2col'/, /16809984 elements per image/] },
   ],
   [
     'x data shorter than its shape',

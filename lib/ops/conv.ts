@@ -1,5 +1,5 @@
 // conv2d of the single-op API and its backward pass: shape checks and the choice of algorithm in TypeScript, then
-// oneDNN (native/cpu/conv.cc), our Winograd kernel or one GEMM over a tiny plane (native/cpu/plane_gemm.h).
+// oneDNN (native/cpu/conv.cc), our Winograd kernel, one GEMM over a tiny plane or im2col + GEMM (native/cpu/gemm_conv.h).
 // NaN/Inf in inputs propagate as in PyTorch; only the model-level API rejects them.
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
@@ -22,19 +22,23 @@ export interface Conv2dOptions {
   layout?: Layout;
   /**
    * 'auto' (default): 'gemm' where it can run, else 'winograd2x2' for 3x3 stride-1 pad-1 convs with groups 1 and at
-   * least 64 input and output channels on NHWC x and output, else 'direct'. 'direct': oneDNN's kernel. 'gemm': the conv as one
-   * matrix product (native/cpu/plane_gemm.h), for groups 1 on NHWC x and output when every output sees the whole
+   * least 64 input and output channels on NHWC x and output, else (below AVX-512) 'im2col' for kernels larger than
+   * 1x1 with groups 1 on NHWC x and output, else 'direct'. 'direct': oneDNN's kernel. 'gemm': the conv as one
+   * matrix product (native/cpu/gemm_conv.h), for groups 1 on NHWC x and output when every output sees the whole
    * input plane (RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1, where oneDNN is slow).
-   * 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3) (native/cpu/winograd.h), for 3x3 kernels
-   * with stride 1, groups 1 and pad 0 or 1 on NHWC x and output.
+   * 'im2col': the kernel windows gathered into a matrix and one GEMM per chunk of images (native/cpu/gemm_conv.h), for
+   * groups 1 on NHWC x and output. 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3)
+   * (native/cpu/winograd.h), for 3x3 kernels with stride 1, groups 1 and pad 0 or 1 on NHWC x and output.
    */
-  algorithm?: 'auto' | 'direct' | 'gemm' | 'winograd' | 'winograd2x2';
+  algorithm?: 'auto' | 'direct' | 'gemm' | 'im2col' | 'winograd' | 'winograd2x2';
 }
 
 const WINOGRAD_TILES = { winograd: 4, winograd2x2: 2 } as const;
 
 /** The plane-GEMM algorithm's matrix (input values x output values of one image) has at most this many elements. */
 const MAX_PLANE_GEMM_ELEMENTS = 2 ** 24; // kMaxPlaneGemmElements in native/core/ops.h
+/** The im2col algorithm's column matrix of one image (output positions x kernel-window values) has at most this many elements. */
+const MAX_IM2COL_IMAGE_ELEMENTS = 2 ** 24; // kMaxIm2colImageElements in native/core/ops.h
 
 type ConvGeometry = ReturnType<typeof checkConvGeometry>;
 
@@ -56,6 +60,35 @@ function planeGemmObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): s
   return undefined;
 }
 
+/** What keeps the 'im2col' algorithm from running this conv (as text for an error), or undefined when it can. */
+function im2colObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): string | undefined {
+  if (g.groups !== 1) return `groups ${g.groups}`;
+  if (xLayout !== 'nhwc' || yLayout !== 'nhwc') return `x ${xLayout} and output ${yLayout}`;
+  const elements = g.oh * g.ow * g.k * g.k * g.c;
+  if (elements > MAX_IM2COL_IMAGE_ELEMENTS) return `a column matrix of ${elements} elements per image`;
+  return undefined;
+}
+
+/**
+ * Whether 'auto' runs im2col + GEMM on this CPU: below AVX-512, where it was measured. Each conv's forward, input and
+ * weight gradients together, through these ops, against oneDNN's direct kernel, interleaved, on a 2-core Zen 3
+ * (avx2), 3x3 pad 1: batch 128 192 -> 384 from 4x4 to 2x2 2.3x faster, 96 -> 192 from 7x7 to 4x4 1.44x, 48 -> 96
+ * from 14x14 1.07-1.10x, 32 -> 48 from 28x28 1.14-1.17x; batch 32 48 -> 96 from 56x56 1.42x, batch 16 48 -> 48 from
+ * 112x112 1.76x; stride 1, 48 -> 48, batch 16 at 56x56 1.40x, batch 64 at 28x28 1.20x. Where 'auto' runs Winograd
+ * F(2x2) (stride 1 from 64 channels on) im2col was as fast (192 at 4x4 1.03x, 96 at 7x7 1.02x), so Winograd stays.
+ * AVX-512 CPUs keep oneDNN's direct kernels, which are much faster there and were not compared.
+ */
+let im2colAutoOnThisCpu: boolean | undefined;
+function autoIm2colOnThisCpu(): boolean {
+  im2colAutoOnThisCpu ??= ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(callNativeSync(() => loadCpuAddon().info()).isa);
+  return im2colAutoOnThisCpu;
+}
+
+/** True when 'auto' runs this conv with im2col + GEMM (where neither the plane GEMM nor Winograd applies). */
+function autoIm2col(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolean {
+  return g.k > 1 && im2colObstacle(g, xLayout, yLayout) === undefined && autoIm2colOnThisCpu();
+}
+
 /**
  * 'auto' runs Winograd F(2x2, 3x3) on 3x3 stride-1 pad-1 convs (and their input gradient) with at least this many
  * input and output channels. Single convs at training sizes on a 2-core Zen 3 (ms, direct / F(2x2)): batch 32
@@ -73,16 +106,18 @@ function autoWinograd(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolea
 /** The native algorithm fields of a requested algorithm, after checking that the conv can run it. */
 function chooseAlgorithm(
   requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout, winogradPads: readonly number[],
-): { winogradTile: number; planeGemm: boolean } {
+): { winogradTile: number; planeGemm: boolean; im2colGemm: boolean } {
   const algorithm = requested ?? 'auto';
   if (typeof algorithm !== 'string' || !allowed.includes(algorithm)) {
     throw new ArgumentValueError(`Expected one of ${allowed.map((a) => `'${a}'`).join(', ')} for algorithm but received ${describeValue(algorithm)}`);
   }
+  const direct = { winogradTile: 0, planeGemm: false, im2colGemm: false };
   if (algorithm === 'auto') {
-    if (planeGemmObstacle(g, xLayout, yLayout) === undefined) return { winogradTile: 0, planeGemm: true };
-    return { winogradTile: autoWinograd(g, xLayout, yLayout) ? 2 : 0, planeGemm: false };
+    if (planeGemmObstacle(g, xLayout, yLayout) === undefined) return { ...direct, planeGemm: true };
+    if (autoWinograd(g, xLayout, yLayout)) return { ...direct, winogradTile: 2 };
+    return { ...direct, im2colGemm: autoIm2col(g, xLayout, yLayout) };
   }
-  if (algorithm === 'direct') return { winogradTile: 0, planeGemm: false };
+  if (algorithm === 'direct') return direct;
   if (algorithm === 'gemm') {
     const obstacle = planeGemmObstacle(g, xLayout, yLayout);
     if (obstacle !== undefined) {
@@ -91,7 +126,17 @@ function chooseAlgorithm(
           `matrix elements for algorithm 'gemm' but received ${obstacle}`,
       );
     }
-    return { winogradTile: 0, planeGemm: true };
+    return { ...direct, planeGemm: true };
+  }
+  if (algorithm === 'im2col') {
+    const obstacle = im2colObstacle(g, xLayout, yLayout);
+    if (obstacle !== undefined) {
+      throw new ArgumentValueError(
+        `Expected groups 1, NHWC tensors and at most ${MAX_IM2COL_IMAGE_ELEMENTS} column-matrix elements per image for algorithm ` +
+          `'im2col' but received ${obstacle}`,
+      );
+    }
+    return { ...direct, im2colGemm: true };
   }
   const { k, stride, pad, groups } = g;
   if (k !== 3 || stride !== 1 || groups !== 1 || !winogradPads.includes(pad) || xLayout !== 'nhwc' || yLayout !== 'nhwc') {
@@ -100,7 +145,7 @@ function chooseAlgorithm(
         `a ${k}x${k} kernel, stride ${stride}, groups ${groups}, pad ${pad}, x ${xLayout}, output ${yLayout}`,
     );
   }
-  return { winogradTile: WINOGRAD_TILES[algorithm as keyof typeof WINOGRAD_TILES], planeGemm: false };
+  return { ...direct, winogradTile: WINOGRAD_TILES[algorithm as keyof typeof WINOGRAD_TILES] };
 }
 
 /** Checks x, weight and the geometry options shared by conv2d and conv2dBackward; returns every size. */
@@ -141,7 +186,7 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
     xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc',
-    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout, [0, 1]),
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'im2col', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout, [0, 1]),
   };
   return { native, y };
 }
@@ -178,11 +223,12 @@ export interface Conv2dBackwardOptions {
   /** Compute dx (default true); false skips that half of the work, e.g. for the first layer. */
   needInputGrad?: boolean;
   /**
-   * 'auto' (default), 'direct' or 'gemm', as Conv2dOptions.algorithm describes ('gemm' needs dy NHWC as well), or
-   * 'winograd2x2': dx (itself a 3x3 stride-1 conv of dy) with Winograd F(2x2, 3x3), for 3x3 stride-1 pad-1 convs with
-   * groups 1 on NHWC x and dy; dweight is oneDNN's either way. 'auto' picks it where conv2d's 'auto' picks Winograd.
+   * 'auto' (default), 'direct', 'gemm' or 'im2col', as Conv2dOptions.algorithm describes (those two need dy NHWC as
+   * well; 'auto' picks each where conv2d's 'auto' does), or 'winograd2x2': dx (itself a 3x3 stride-1 conv of dy) with
+   * Winograd F(2x2, 3x3), for 3x3 stride-1 pad-1 convs with groups 1 on NHWC x and dy; dweight is oneDNN's either
+   * way. 'auto' picks it where conv2d's 'auto' picks Winograd.
    */
-  algorithm?: 'auto' | 'direct' | 'gemm' | 'winograd2x2';
+  algorithm?: 'auto' | 'direct' | 'gemm' | 'im2col' | 'winograd2x2';
 }
 
 /** Gradients of a bias-free conv2d. */
@@ -207,7 +253,7 @@ function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,
     xChannelsLast: xLayout === 'nhwc', dyChannelsLast: dyLayout === 'nhwc',
     // Winograd for dx, the conv of dy with the flipped weights at pad 2 - pad: only pad 1 keeps that within 0 and 1.
-    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'winograd2x2'], geometry, xLayout, dyLayout, [1]),
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'im2col', 'winograd2x2'], geometry, xLayout, dyLayout, [1]),
   };
   const grads: Conv2dGrads = dx === undefined ? { dweight } : { dx, dweight };
   return { native, grads };

@@ -56,7 +56,9 @@ Work parse_conv2d(const Napi::Object& o) {
                                     p.pad <= 1 && p.src_channels_last && p.dst_channels_last),
            "ERR_ARG_VALUE", "conv2d: Winograd needs tile 2 or 4, a 3x3 kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and y");
   p.plane_gemm = get_bool(o, "planeGemm");
-  RV_CHECK(!(p.plane_gemm && p.winograd_tile != 0), "ERR_ARG_VALUE", "conv2d: planeGemm and winogradTile exclude each other");
+  p.im2col_gemm = get_bool(o, "im2colGemm");
+  RV_CHECK((p.winograd_tile != 0) + p.plane_gemm + p.im2col_gemm <= 1, "ERR_ARG_VALUE",
+           "conv2d: winogradTile, planeGemm and im2colGemm exclude each other");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   require_length(x, p.batch * p.in_channels * p.height * p.width, "x");
   require_length(w, p.out_channels * (p.in_channels / p.groups) * p.kernel * p.kernel, "weight");
@@ -137,9 +139,11 @@ Work parse_conv2d_backward(const Napi::Object& o) {
   p.src_channels_last = get_bool(o, "xChannelsLast");
   p.dst_channels_last = get_bool(o, "dyChannelsLast");
   p.plane_gemm = get_bool(o, "planeGemm");
+  p.im2col_gemm = get_bool(o, "im2colGemm");
+  RV_CHECK(!(p.plane_gemm && p.im2col_gemm), "ERR_ARG_VALUE", "conv2d_backward: planeGemm and im2colGemm exclude each other");
   p.winograd_tile = static_cast<int>(get_number(o, "winogradTile", 0));
   RV_CHECK(p.winograd_tile == 0 || ((p.winograd_tile == 2 || p.winograd_tile == 4) && p.kernel == 3 && p.stride == 1 && p.pad == 1 &&
-                                    p.groups == 1 && p.src_channels_last && p.dst_channels_last && !p.plane_gemm),
+                                    p.groups == 1 && p.src_channels_last && p.dst_channels_last && !p.plane_gemm && !p.im2col_gemm),
            "ERR_ARG_VALUE", "conv2d_backward: Winograd needs tile 2 or 4, a 3x3 kernel, stride 1, pad 1, groups 1 and NHWC x and dy");
   RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE",
            "conv2d_backward: bad stride/kernel/pad/groups");

@@ -18,7 +18,7 @@ inline int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t
 // True when every output of a convolution sees every input of its image along one dimension (in: the input side):
 // each output's kernel window, at its stride, covers the whole padded input. When both dimensions do, the conv is a
 // dense linear map from an image's H*W*C inputs to its OH*OW*O outputs, which the plane-GEMM algorithm runs as one
-// matrix product (cpu/plane_gemm.h): RepVGG's 3x3 convs on 2x2 planes (its last stages on 32x32 images) and its
+// matrix product (cpu/gemm_conv.h): RepVGG's 3x3 convs on 2x2 planes (its last stages on 32x32 images) and its
 // stride-2 conv from 2x2 to 1x1.
 inline bool conv_links_every_position(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
   const int64_t out = conv_out_size(in, kernel, stride, pad);
@@ -27,6 +27,8 @@ inline bool conv_links_every_position(int64_t in, int64_t kernel, int64_t stride
 
 // The plane-GEMM algorithm's matrix has (H*W*C) x (OH*OW*O) elements: at most this many (64 MiB of float32).
 constexpr int64_t kMaxPlaneGemmElements = int64_t{1} << 24;
+// The im2col algorithm's column matrix has (OH*OW) x (K*K*C) elements per image: at most this many (cpu/gemm_conv.h).
+constexpr int64_t kMaxIm2colImageElements = int64_t{1} << 24;
 
 struct Conv2dParams {
   int64_t batch, in_channels, height, width;  // x: (batch, in_channels, height, width)
@@ -38,10 +40,13 @@ struct Conv2dParams {
   // 0: oneDNN's direct kernel. 2 or 4: our Winograd F(2x2, 3x3) or F(4x4, 3x3) (cpu/winograd.h), which needs a 3x3
   // kernel, stride 1, groups 1, pad 0 or 1 and NHWC x and y.
   int winograd_tile = 0;
-  // true: the plane-GEMM algorithm (cpu/plane_gemm.h), which needs groups 1, NHWC x and y, a conv that links every
+  // true: the plane-GEMM algorithm (cpu/gemm_conv.h), which needs groups 1, NHWC x and y, a conv that links every
   // input position to every output position (conv_links_every_position in both dimensions) and a matrix of at most
   // kMaxPlaneGemmElements. Not with winograd_tile.
   bool plane_gemm = false;
+  // true: im2col + GEMM (cpu/gemm_conv.h), which needs groups 1, NHWC x and y and at most kMaxIm2colImageElements per
+  // image. Not with winograd_tile or plane_gemm.
+  bool im2col_gemm = false;
 };
 
 struct BatchNormParams {
@@ -67,6 +72,7 @@ struct Conv2dBackwardParams {
   bool src_channels_last = false;                     // x and dx are NHWC
   bool dst_channels_last = false;                     // dy is NHWC
   bool plane_gemm = false;                            // as in Conv2dParams (then dy is NHWC as well)
+  bool im2col_gemm = false;                           // likewise
   // 0: dx with oneDNN's kernel. 2 or 4: dx, itself a 3x3 stride-1 pad-1 conv of dy, with our Winograd F(2x2, 3x3)
   // or F(4x4, 3x3); needs a 3x3 kernel, stride 1, pad 1, groups 1 and NHWC x and dy. dw is oneDNN's either way.
   int winograd_tile = 0;

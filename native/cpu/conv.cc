@@ -1,13 +1,13 @@
 // Convolution of the single-op API on oneDNN: any kernel size, stride, padding and groups, optional bias and
 // fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training; forward also with
-// our Winograd kernel on request (winograd.h), as is the input gradient; both passes as one GEMM over tiny planes on
-// request (plane_gemm.h).
+// our Winograd kernel on request (winograd.h), as is the input gradient; both passes as matrix products on request
+// (gemm_conv.h: one GEMM over a tiny plane, or im2col + GEMM).
 // Activations are NCHW or NHWC buffers (ops.h): NHWC ones are convolved as they are, NCHW ones reordered to and
 // from the blocked layouts the primitives choose, through scratch buffers. Weights are always plain OIHW and
 // reordered per call (they change every training step). The network path (program.cc) keeps blocked layouts.
 #include "../core/ops.h"
 #include "dnnl_common.h"
-#include "plane_gemm.h"
+#include "gemm_conv.h"
 #include "primitive_cache.h"
 #include "winograd.h"
 
@@ -129,6 +129,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
                std::to_string(p.out_channels));
   if (p.winograd_tile != 0) return winograd_forward(p, x, w, bias, y);
   if (p.plane_gemm) return plane_gemm_forward(p, x, w, bias, y);
+  if (p.im2col_gemm) return im2col_gemm_forward(p, x, w, bias, y);
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);
   const int64_t ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input too small for the kernel");
@@ -181,6 +182,7 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
            "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
                std::to_string(p.out_channels));
   if (p.plane_gemm) return plane_gemm_backward(p, x, w, dy, dx, dw);
+  if (p.im2col_gemm) return im2col_gemm_backward(p, x, w, dy, dx, dw);
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);
   const int64_t ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);
   RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input too small for the kernel");
