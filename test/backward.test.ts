@@ -360,8 +360,8 @@ im2colConvCases.forEach((c, index) => {
   });
 });
 
-// dx with Winograd F(2x2, 3x3): the conv of dy with the flipped, transposed weights. 'auto' picks it from 64 channels
-// on; dweight stays oneDNN's, bit for bit.
+// dx with Winograd F(2x2, 3x3): the conv of dy with the flipped, transposed weights; dweight stays oneDNN's, bit for
+// bit. 'auto' picks it from 64 channels on, with dweight by im2col below AVX-512 (AUTO_ELSEWHERE).
 const winogradBackwardCases: ConvCase[] = [
   { name: '3x3 s1 p1, 64 -> 80, 9x7', x: [3, 64, 9, 7], out: 80, kernel: 3, stride: 1, pad: 1, groups: 1 },
   { name: '3x3 s1 p1, 72 -> 64, 5x13 (partial tiles)', x: [2, 72, 5, 13], out: 64, kernel: 3, stride: 1, pad: 1, groups: 1 },
@@ -370,12 +370,15 @@ const winogradBackwardCases: ConvCase[] = [
 winogradBackwardCases.forEach((c, index) => {
   test(`conv2dBackward Winograd dx ${c.name}: matches the float64 reference; 'auto' runs it`, async (t) => {
     const { x, w, dy, geometry } = await checkNhwcBackward(t, c, 1900 + 10 * index, { algorithm: 'winograd2x2' }, WINOGRAD_OP_FP32);
+    await checkNhwcBackward(t, c, 1900 + 10 * index, {}, WINOGRAD_OP_FP32); // 'auto' against float64 as well
     const ours = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'winograd2x2' });
     const direct = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'direct' });
     const auto = conv2dBackwardSync(x, w, dy, geometry);
     t.deepEqual(ours.dweight.data, direct.dweight.data, 'dweight is the direct kernel, bit for bit');
     t.notDeepEqual(ours.dx?.data, direct.dx?.data, 'dx is not the direct kernel');
-    t.deepEqual([auto.dx?.data, auto.dweight.data], [ours.dx?.data, ours.dweight.data], "the default ('auto') runs it, bit for bit");
+    t.deepEqual(auto.dx?.data, ours.dx?.data, "the default ('auto') runs Winograd for dx, bit for bit");
+    const dweightBy = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: AUTO_ELSEWHERE, needInputGrad: false });
+    t.deepEqual(auto.dweight.data, dweightBy.dweight.data, `the default ('auto') runs ${AUTO_ELSEWHERE} for dweight, bit for bit`);
   });
 });
 

@@ -75,8 +75,10 @@ function im2colObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): stri
  * (avx2), 3x3 pad 1: batch 128 192 -> 384 from 4x4 to 2x2 2.3x faster, 96 -> 192 from 7x7 to 4x4 1.44x, 48 -> 96
  * from 14x14 1.07-1.10x, 32 -> 48 from 28x28 1.14-1.17x; batch 32 48 -> 96 from 56x56 1.42x, batch 16 48 -> 48 from
  * 112x112 1.76x; stride 1, 48 -> 48, batch 16 at 56x56 1.40x, batch 64 at 28x28 1.20x. Where 'auto' runs Winograd
- * F(2x2) (stride 1 from 64 channels on) im2col was as fast (192 at 4x4 1.03x, 96 at 7x7 1.02x), so Winograd stays.
- * AVX-512 CPUs keep oneDNN's direct kernels, which are much faster there and were not compared.
+ * F(2x2) (stride 1 from 64 channels on) im2col was as fast (192 at 4x4 1.03x, 96 at 7x7 1.02x), so Winograd stays,
+ * but the backward pass takes dweight from im2col instead of oneDNN (dx stays Winograd's): 1.13x for batch 128 192
+ * at 4x4 and 96 at 7x7, batch 32 96 at 28x28 1.13x, 192 at 14x14 1.20x. AVX-512 CPUs keep oneDNN's direct kernels,
+ * which are much faster there and were not compared.
  */
 let im2colAutoOnThisCpu: boolean | undefined;
 function autoIm2colOnThisCpu(): boolean {
@@ -103,10 +105,15 @@ function autoWinograd(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolea
     Math.min(g.c, g.o) >= AUTO_WINOGRAD_MIN_CHANNELS;
 }
 
-/** The native algorithm fields of a requested algorithm, after checking that the conv can run it. */
+/**
+ * The native algorithm fields of a requested algorithm for a conv's forward or backward pass, after checking that the
+ * conv can run it. The backward pass's Winograd computes dx alone (pad 1 only: dx is the conv of dy at pad 2 - pad),
+ * so 'auto' adds im2col for dw there where it runs im2col elsewhere.
+ */
 function chooseAlgorithm(
-  requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout, winogradPads: readonly number[],
+  requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout, pass: 'forward' | 'backward',
 ): { winogradTile: number; planeGemm: boolean; im2colGemm: boolean } {
+  const winogradPads = pass === 'forward' ? [0, 1] : [1];
   const algorithm = requested ?? 'auto';
   if (typeof algorithm !== 'string' || !allowed.includes(algorithm)) {
     throw new ArgumentValueError(`Expected one of ${allowed.map((a) => `'${a}'`).join(', ')} for algorithm but received ${describeValue(algorithm)}`);
@@ -114,7 +121,7 @@ function chooseAlgorithm(
   const direct = { winogradTile: 0, planeGemm: false, im2colGemm: false };
   if (algorithm === 'auto') {
     if (planeGemmObstacle(g, xLayout, yLayout) === undefined) return { ...direct, planeGemm: true };
-    if (autoWinograd(g, xLayout, yLayout)) return { ...direct, winogradTile: 2 };
+    if (autoWinograd(g, xLayout, yLayout)) return { ...direct, winogradTile: 2, im2colGemm: pass === 'backward' && autoIm2col(g, xLayout, yLayout) };
     return { ...direct, im2colGemm: autoIm2col(g, xLayout, yLayout) };
   }
   if (algorithm === 'direct') return direct;
@@ -186,7 +193,7 @@ function prepareConv2d(x: HostTensor, weight: HostTensor, options: Conv2dOptions
     x: x.data, weight: weight.data, bias: options.bias?.data, y: y.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups, relu: options.relu === true,
     xChannelsLast: xLayout === 'nhwc', yChannelsLast: yLayout === 'nhwc',
-    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'im2col', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout, [0, 1]),
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'im2col', 'winograd', 'winograd2x2'], geometry, xLayout, yLayout, 'forward'),
   };
   return { native, y };
 }
@@ -225,8 +232,8 @@ export interface Conv2dBackwardOptions {
   /**
    * 'auto' (default), 'direct', 'gemm' or 'im2col', as Conv2dOptions.algorithm describes (those two need dy NHWC as
    * well; 'auto' picks each where conv2d's 'auto' does), or 'winograd2x2': dx (itself a 3x3 stride-1 conv of dy) with
-   * Winograd F(2x2, 3x3), for 3x3 stride-1 pad-1 convs with groups 1 on NHWC x and dy; dweight is oneDNN's either
-   * way. 'auto' picks it where conv2d's 'auto' picks Winograd.
+   * Winograd F(2x2, 3x3), for 3x3 stride-1 pad-1 convs with groups 1 on NHWC x and dy, and dweight oneDNN's. 'auto'
+   * picks Winograd for dx where conv2d's 'auto' picks Winograd, with dweight by im2col where it would pick im2col.
    */
   algorithm?: 'auto' | 'direct' | 'gemm' | 'im2col' | 'winograd2x2';
 }
@@ -252,8 +259,7 @@ function prepareConv2dBackward(x: HostTensor, weight: HostTensor, dy: HostTensor
     x: x.data, weight: weight.data, dy: dy.data, dx: dx?.data, dweight: dweight.data,
     batch: n, inChannels: c, height: h, width: w, outChannels: o, kernel: k, stride, pad, groups,
     xChannelsLast: xLayout === 'nhwc', dyChannelsLast: dyLayout === 'nhwc',
-    // Winograd for dx, the conv of dy with the flipped weights at pad 2 - pad: only pad 1 keeps that within 0 and 1.
-    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'im2col', 'winograd2x2'], geometry, xLayout, dyLayout, [1]),
+    ...chooseAlgorithm(options.algorithm, ['auto', 'direct', 'gemm', 'im2col', 'winograd2x2'], geometry, xLayout, dyLayout, 'backward'),
   };
   const grads: Conv2dGrads = dx === undefined ? { dweight } : { dx, dweight };
   return { native, grads };

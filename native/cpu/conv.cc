@@ -182,6 +182,12 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
            "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
                std::to_string(p.out_channels));
   if (p.plane_gemm) return plane_gemm_backward(p, x, w, dy, dx, dw);
+  if (p.im2col_gemm && p.need_input_grad && p.winograd_tile != 0) {  // dx with Winograd, dw with im2col + GEMM
+    winograd_input_grad(p, w, dy, dx);
+    Conv2dBackwardParams weights_only = p;
+    weights_only.need_input_grad = false;
+    return im2col_gemm_backward(weights_only, x, w, dy, nullptr, dw);
+  }
   if (p.im2col_gemm) return im2col_gemm_backward(p, x, w, dy, dx, dw);
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);
   const int64_t ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);

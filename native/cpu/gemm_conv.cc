@@ -1,5 +1,5 @@
 // Convolutions as matrix products (oneDNN's sgemm) on NHWC activations, for the single ops (training), where
-// oneDNN 2.6's direct kernels are slow: on tiny planes everywhere, and through these ops on AVX2 generally.
+// oneDNN 2.6's direct kernels are slow: on tiny planes everywhere, and through these ops on AVX2 in general.
 //
 // The plane GEMM. When every output position of a convolution sees every input position
 // (conv_links_every_position: RepVGG's 3x3 convs on 2x2 planes, which its last two stages are on 32x32 images, and
@@ -24,9 +24,9 @@
 //   forward       Y rows  = col @ Wt (+ bias, ReLU)        (Y's NHWC rows are its output positions)
 //   input grad    dcol    = dY rows @ Wt^T, then each input position gathers the dcol entries of its windows
 //   weight grad   dWt    += col^T @ dY rows, chunk after chunk
-// Chunks of images keep the column matrix within kIm2colChunkBytes. Through the single ops on AVX2, where oneDNN's
-// direct kernels are slow on NHWC, this beat them on every 3x3 conv measured (1.07x to 2.3x for a conv's three passes;
-// lib/ops/conv.ts, autoIm2colOnThisCpu, has the numbers and the rule for 'auto').
+// Chunks of images keep the column matrix within kIm2colChunkBytes. Through the single ops on AVX2 this beat oneDNN's
+// direct kernels on every 3x3 conv measured (1.07x to 2.3x for a conv's three passes; lib/ops/conv.ts,
+// autoIm2colOnThisCpu, has the numbers and the rule for 'auto').
 #include "gemm_conv.h"
 
 #include <algorithm>
