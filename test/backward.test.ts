@@ -6,7 +6,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { cpuCapabilities } from '../lib/backends.js';
 import { ArgumentTypeError, ArgumentValueError, RepvggError, ShapeError } from '../lib/errors.js';
 import {
   batchNormBackward,
@@ -34,6 +33,7 @@ import {
 import type { Conv2dBackwardOptions } from '../lib/ops/index.js';
 import { toLayout } from '../lib/ops/layout.js';
 import type { HostTensor } from '../lib/tensor.js';
+import { AUTO_ELSEWHERE, autoRunsIm2colShape } from './helpers/auto-conv.js';
 import {
   conv2dRef,
   globalAvgPoolRef,
@@ -332,20 +332,21 @@ planeGemmConvCases.forEach((c, index) => {
 });
 
 // im2col + GEMM (native/cpu/gemm_conv.h): strided, padded, non-square and 1x1 kernels, a batch in chunks of 4 and 2
-// images and an image over the chunk budget alone (as in ops.test.ts). 'auto' runs it below AVX-512 for kernels over
-// 1x1 where neither the plane GEMM nor Winograd applies, oneDNN's direct kernel elsewhere.
-const AUTO_ELSEWHERE = ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa) ? 'im2col' : 'direct';
+// images and an image over the chunk budget alone (as in ops.test.ts). 'auto' runs it below AVX-512, where neither the
+// plane GEMM nor Winograd applies, for kernels over 1x1 or onto at most 16 output positions (helpers/auto-conv.ts).
 const im2colConvCases: ConvCase[] = [
   { name: '3x3 s2 p1 from 9x9, 24 -> 40', x: [3, 24, 9, 9], out: 40, kernel: 3, stride: 2, pad: 1, groups: 1 },
   { name: '3x3 s1 p1 on 7x5, 16 -> 8', x: [2, 16, 7, 5], out: 8, kernel: 3, stride: 1, pad: 1, groups: 1 },
   { name: '5x5 s3 p2 from 11x11, 6 -> 10', x: [2, 6, 11, 11], out: 10, kernel: 5, stride: 3, pad: 2, groups: 1 },
   { name: '1x1 s2 p0 from 8x8, 12 -> 20', x: [3, 12, 8, 8], out: 20, kernel: 1, stride: 2, pad: 0, groups: 1 },
+  { name: '1x1 s1 p0 on 8x8, 12 -> 20', x: [3, 12, 8, 8], out: 20, kernel: 1, stride: 1, pad: 0, groups: 1 },
   { name: '3x3 s1 p1 on 28x28, 64 -> 16, chunks of 4 and 2 images', x: [6, 64, 28, 28], out: 16, kernel: 3, stride: 1, pad: 1, groups: 1 },
   { name: '3x3 s2 p1 from 56x56, 320 -> 8, one image per chunk', x: [2, 320, 56, 56], out: 8, kernel: 3, stride: 2, pad: 1, groups: 1 },
 ];
 
 im2colConvCases.forEach((c, index) => {
-  test(`conv2dBackward im2col ${c.name}: matches the float64 reference; 'auto' runs ${c.kernel > 1 ? AUTO_ELSEWHERE : 'direct'}`, async (t) => {
+  const autoRunsIm2col = autoRunsIm2colShape(c);
+  test(`conv2dBackward im2col ${c.name}: matches the float64 reference; 'auto' runs ${autoRunsIm2col ? AUTO_ELSEWHERE : 'direct'}`, async (t) => {
     const { x, w, dy, geometry } = await checkNhwcBackward(t, c, 1950 + 10 * index, { algorithm: 'im2col' });
     const im2col = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'im2col' });
     const direct = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'direct' });
@@ -354,7 +355,7 @@ im2colConvCases.forEach((c, index) => {
       // dweight sums n * oh * ow products per weight: in another order, the direct kernel rounds differently somewhere.
       t.notDeepEqual(im2col.dweight.data, direct.dweight.data, 'dweight is not the direct kernel');
     }
-    const expected = c.kernel > 1 && AUTO_ELSEWHERE === 'im2col' ? im2col : direct;
+    const expected = autoRunsIm2col && AUTO_ELSEWHERE === 'im2col' ? im2col : direct;
     const auto = conv2dBackwardSync(x, w, dy, geometry);
     t.deepEqual([auto.dx?.data, auto.dweight.data], [expected.dx?.data, expected.dweight.data], "the default ('auto'), bit for bit");
   });

@@ -6,7 +6,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 
-import { cpuCapabilities } from '../lib/backends.js';
 import { ArgumentTypeError, ArgumentValueError, RepvggError, ShapeError } from '../lib/errors.js';
 import {
   add,
@@ -29,6 +28,7 @@ import {
 import type { BatchNormParams, Conv2dOptions } from '../lib/ops/index.js';
 import { layoutOf, toLayout } from '../lib/ops/layout.js';
 import type { HostTensor } from '../lib/tensor.js';
+import { AUTO_ELSEWHERE, autoRunsIm2colShape } from './helpers/auto-conv.js';
 import {
   addRef,
   batchNormRef,
@@ -197,10 +197,7 @@ planeGemmCases.forEach((c, index) => {
   });
 });
 
-/** What conv2d's 'auto' runs where neither the plane GEMM nor Winograd applies (a kernel over 1x1, NHWC, groups 1). */
-const AUTO_ELSEWHERE = ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa) ? 'im2col' : 'direct';
-
-test(`conv2d 'auto' runs ${AUTO_ELSEWHERE} where outputs see only part of the plane (${cpuCapabilities().isa})`, async (t) => {
+test(`conv2d 'auto' runs ${AUTO_ELSEWHERE} where outputs see only part of the plane`, async (t) => {
   const x = nhwc(randomTensor([4, 24, 3, 3], 1690));
   const weight = randomTensor([40, 24, 3, 3], 1691, Math.sqrt(3 / 216));
   const ref = conv2dRef(toLayout(x, 'nchw'), weight, undefined, { stride: 1, pad: 1, groups: 1 });
@@ -235,6 +232,7 @@ const im2colCases: {
   { name: '3x3 s1 p1 on 7x5, 16 -> 8', x: [2, 16, 7, 5], out: 8, kernel: 3, stride: 1, pad: 1, bias: false, relu: false },
   { name: '5x5 s3 p2 from 11x11, 6 -> 10, bias', x: [2, 6, 11, 11], out: 10, kernel: 5, stride: 3, pad: 2, bias: true, relu: false },
   { name: '1x1 s2 p0 from 8x8, 12 -> 20, relu', x: [3, 12, 8, 8], out: 20, kernel: 1, stride: 2, pad: 0, bias: false, relu: true },
+  { name: '1x1 s1 p0 on 8x8, 12 -> 20', x: [3, 12, 8, 8], out: 20, kernel: 1, stride: 1, pad: 0, bias: false, relu: false },
   { name: '3x3 s1 p1 on 28x28, 64 -> 16, 6 images in chunks of 4 and 2', x: [6, 64, 28, 28], out: 16, kernel: 3, stride: 1, pad: 1, bias: true, relu: false },
   { name: '3x3 s2 p1 from 56x56, 320 -> 8, one image per chunk', x: [2, 320, 56, 56], out: 8, kernel: 3, stride: 2, pad: 1, bias: false, relu: true },
 ];
@@ -256,7 +254,7 @@ im2colCases.forEach((c, index) => {
       checkResult(t, `${c.name} im2col (${form})`, toLayout(y, 'nchw'), ref);
     }
     const im2col = results[0]![1];
-    const autoRuns = c.kernel > 1 ? AUTO_ELSEWHERE : 'direct'; // 'auto' leaves 1x1 convs to oneDNN
+    const autoRuns = autoRunsIm2colShape(c) ? AUTO_ELSEWHERE : 'direct';
     t.deepEqual(conv2dSync(x, weight, base).data, conv2dSync(x, weight, { ...base, algorithm: autoRuns }).data, `'auto' runs ${autoRuns}, bit for bit`);
     if (ch * c.kernel * c.kernel >= 200) {
       t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, im2col.data, 'im2col is not the direct kernel');

@@ -22,13 +22,14 @@ export interface Conv2dOptions {
   layout?: Layout;
   /**
    * 'auto' (default): 'gemm' where it can run, else 'winograd2x2' for 3x3 stride-1 pad-1 convs with groups 1 and at
-   * least 64 input and output channels on NHWC x and output, else (below AVX-512) 'im2col' for kernels larger than
-   * 1x1 with groups 1 on NHWC x and output, else 'direct'. 'direct': oneDNN's kernel. 'gemm': the conv as one
-   * matrix product (native/cpu/gemm_conv.h), for groups 1 on NHWC x and output when every output sees the whole
-   * input plane (RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1, where oneDNN is slow).
-   * 'im2col': the kernel windows gathered into a matrix and one GEMM per chunk of images (native/cpu/gemm_conv.h), for
-   * groups 1 on NHWC x and output. 'winograd' / 'winograd2x2': our Winograd F(4x4, 3x3) / F(2x2, 3x3)
-   * (native/cpu/winograd.h), for 3x3 kernels with stride 1, groups 1 and pad 0 or 1 on NHWC x and output.
+   * least 64 input and output channels on NHWC x and output, else (below AVX-512) 'im2col' for groups 1 on NHWC x and
+   * output with a kernel over 1x1 or onto at most 16 output positions, else 'direct'.
+   * 'direct': oneDNN's kernel. 'gemm': the conv as one matrix product (native/cpu/gemm_conv.h), for groups 1 on NHWC x
+   * and output when every output sees the whole input plane (RepVGG's 3x3 convs on 2x2 planes and its stride-2 conv
+   * from 2x2 to 1x1, where oneDNN is slow). 'im2col': the kernel windows gathered into a matrix and one GEMM per chunk
+   * of images (native/cpu/gemm_conv.h), for groups 1 on NHWC x and output. 'winograd' / 'winograd2x2': our Winograd
+   * F(4x4, 3x3) / F(2x2, 3x3) (native/cpu/winograd.h), for 3x3 kernels with stride 1, groups 1 and pad 0 or 1 on NHWC
+   * x and output.
    */
   algorithm?: 'auto' | 'direct' | 'gemm' | 'im2col' | 'winograd' | 'winograd2x2';
 }
@@ -77,8 +78,10 @@ function im2colObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): stri
  * 112x112 1.76x; stride 1, 48 -> 48, batch 16 at 56x56 1.40x, batch 64 at 28x28 1.20x. Where 'auto' runs Winograd
  * F(2x2) (stride 1 from 64 channels on) im2col was as fast (192 at 4x4 1.03x, 96 at 7x7 1.02x), so Winograd stays,
  * but the backward pass takes dweight from im2col instead of oneDNN (dx stays Winograd's): 1.13x for batch 128 192
- * at 4x4 and 96 at 7x7, batch 32 96 at 28x28 1.13x, 192 at 14x14 1.20x. AVX-512 CPUs keep oneDNN's direct kernels,
- * which are much faster there and were not compared.
+ * at 4x4 and 96 at 7x7, batch 32 96 at 28x28 1.13x, 192 at 14x14 1.20x. 1x1 kernels only onto small planes
+ * (AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS): batch 128 192 -> 192 at 4x4 1.46x, 96 -> 192 from 7x7 to 4x4 3.18x,
+ * 192 -> 384 from 4x4 to 2x2 1.29x, but onto 7x7 0.86-0.97x and larger planes 0.77-0.98x. AVX-512 CPUs keep oneDNN's
+ * direct kernels, which are much faster there and were not compared.
  */
 let im2colAutoOnThisCpu: boolean | undefined;
 function autoIm2colOnThisCpu(): boolean {
@@ -86,9 +89,13 @@ function autoIm2colOnThisCpu(): boolean {
   return im2colAutoOnThisCpu;
 }
 
+/** 'auto' runs a 1x1 conv with im2col only onto at most this many output positions (autoIm2colOnThisCpu has the numbers). */
+const AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS = 16;
+
 /** True when 'auto' runs this conv with im2col + GEMM (where neither the plane GEMM nor Winograd applies). */
 function autoIm2col(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolean {
-  return g.k > 1 && im2colObstacle(g, xLayout, yLayout) === undefined && autoIm2colOnThisCpu();
+  return (g.k > 1 || g.oh * g.ow <= AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS) && im2colObstacle(g, xLayout, yLayout) === undefined &&
+    autoIm2colOnThisCpu();
 }
 
 /**
