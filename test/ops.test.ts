@@ -160,9 +160,34 @@ winogradCases.forEach((c, index) => {
 // The plane-GEMM algorithm (the conv as one matrix product where every output sees the whole input plane): RepVGG's
 // 3x3 convs on 2x2 planes and its stride-2 conv from 2x2 to 1x1 (its last stages on 32x32 images), a 1x1 plane with
 // pad 1 (the centre tap alone), 1x2 and 2x1 planes, a 2x2 kernel at stride 2 and a 1x1 kernel on a 1x1 plane.
-const planeGemmCases: {
+interface ConvAlgorithmCase {
   name: string; x: [number, number, number, number]; out: number; kernel: number; stride: number; pad: number; bias: boolean; relu: boolean;
-}[] = [
+}
+
+/**
+ * Runs case c with `algorithm` on NHWC x, async and sync, against the float64 reference (bias and ReLU as the case
+ * says); returns the inputs, the options without the algorithm and the result, for checks of 'auto'.
+ */
+async function checkConvAlgorithm(t: ExecutionContext, c: ConvAlgorithmCase, seed: number, algorithm: 'gemm' | 'im2col') {
+  const [n, ch, h, w] = c.x;
+  const x = nhwc(randomTensor([n, ch, h, w], seed));
+  const weight = randomTensor([c.out, ch, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (ch * c.kernel * c.kernel)));
+  const bias = c.bias ? randomTensor([c.out], seed + 2, 0.5) : undefined;
+  const base: Conv2dOptions = { stride: c.stride, pad: c.pad, relu: c.relu, ...(bias && { bias }) };
+  let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: c.stride, pad: c.pad, groups: 1 });
+  if (c.relu) ref = reluRef(ref);
+  const options: Conv2dOptions = { ...base, algorithm };
+  const results = await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options));
+  for (const [form, y] of results) {
+    t.is(layoutOf(y), 'nhwc', `${algorithm} (${form}) keeps x's layout`);
+    checkResult(t, `${c.name} ${algorithm} (${form})`, toLayout(y, 'nchw'), ref);
+  }
+  // Sums of hundreds of products in another order: the direct kernel rounds differently somewhere.
+  const longSums = ch * c.kernel * c.kernel >= 200;
+  return { x, weight, base, y: results[0]![1], longSums };
+}
+
+const planeGemmCases: ConvAlgorithmCase[] = [
   { name: '3x3 s1 p1 on 2x2, 24 -> 40, bias + relu', x: [6, 24, 2, 2], out: 40, kernel: 3, stride: 1, pad: 1, bias: true, relu: true },
   { name: '3x3 s2 p1 from 2x2 to 1x1, 32 -> 72', x: [5, 32, 2, 2], out: 72, kernel: 3, stride: 2, pad: 1, bias: false, relu: false },
   { name: '3x3 s1 p1 on 1x1, 16 -> 8, bias', x: [3, 16, 1, 1], out: 8, kernel: 3, stride: 1, pad: 1, bias: true, relu: false },
@@ -174,26 +199,9 @@ const planeGemmCases: {
 
 planeGemmCases.forEach((c, index) => {
   test(`conv2d plane GEMM ${c.name}: async and sync match the float64 reference; 'auto' runs it`, async (t) => {
-    const seed = 1600 + 10 * index;
-    const [n, ch, h, w] = c.x;
-    const x = nhwc(randomTensor([n, ch, h, w], seed));
-    const weight = randomTensor([c.out, ch, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (ch * c.kernel * c.kernel)));
-    const bias = c.bias ? randomTensor([c.out], seed + 2, 0.5) : undefined;
-    const base: Conv2dOptions = { stride: c.stride, pad: c.pad, relu: c.relu, ...(bias && { bias }) };
-    let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: c.stride, pad: c.pad, groups: 1 });
-    if (c.relu) ref = reluRef(ref);
-    const options: Conv2dOptions = { ...base, algorithm: 'gemm' };
-    const results = await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options));
-    for (const [form, y] of results) {
-      t.is(layoutOf(y), 'nhwc', `gemm (${form}) keeps x's layout`);
-      checkResult(t, `${c.name} gemm (${form})`, toLayout(y, 'nchw'), ref);
-    }
-    const gemm = results[0]![1];
+    const { x, weight, base, y: gemm, longSums } = await checkConvAlgorithm(t, c, 1600 + 10 * index, 'gemm');
     t.deepEqual(conv2dSync(x, weight, base).data, gemm.data, "the default ('auto') runs the plane GEMM, bit for bit");
-    if (ch * c.kernel * c.kernel >= 200) {
-      // Sums of hundreds of products in another order: the direct kernel rounds differently somewhere.
-      t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, gemm.data, 'gemm is not the direct kernel');
-    }
+    if (longSums) t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, gemm.data, 'gemm is not the direct kernel');
   });
 });
 
@@ -225,9 +233,7 @@ test(`conv2d 'auto' runs Winograd F(2x2) on NHWC 3x3 stride-1 pad-1 convs from 6
 // im2col + GEMM (native/cpu/gemm_conv.h): strided, padded, non-square and 1x1 kernels; a batch cut into chunks of 4
 // images and a last chunk of 2 (64 channels at 28x28: 1.8 MB of column matrix per image, 8 MiB per chunk); a single
 // image whose column matrix (9 MB) is over the chunk budget alone.
-const im2colCases: {
-  name: string; x: [number, number, number, number]; out: number; kernel: number; stride: number; pad: number; bias: boolean; relu: boolean;
-}[] = [
+const im2colCases: ConvAlgorithmCase[] = [
   { name: '3x3 s2 p1 from 9x9, 24 -> 40, bias + relu', x: [3, 24, 9, 9], out: 40, kernel: 3, stride: 2, pad: 1, bias: true, relu: true },
   { name: '3x3 s1 p1 on 7x5, 16 -> 8', x: [2, 16, 7, 5], out: 8, kernel: 3, stride: 1, pad: 1, bias: false, relu: false },
   { name: '5x5 s3 p2 from 11x11, 6 -> 10, bias', x: [2, 6, 11, 11], out: 10, kernel: 5, stride: 3, pad: 2, bias: true, relu: false },
@@ -239,26 +245,10 @@ const im2colCases: {
 
 im2colCases.forEach((c, index) => {
   test(`conv2d im2col ${c.name}: async and sync match the float64 reference`, async (t) => {
-    const seed = 1750 + 10 * index;
-    const [n, ch, h, w] = c.x;
-    const x = nhwc(randomTensor([n, ch, h, w], seed));
-    const weight = randomTensor([c.out, ch, c.kernel, c.kernel], seed + 1, Math.sqrt(3 / (ch * c.kernel * c.kernel)));
-    const bias = c.bias ? randomTensor([c.out], seed + 2, 0.5) : undefined;
-    const base: Conv2dOptions = { stride: c.stride, pad: c.pad, relu: c.relu, ...(bias && { bias }) };
-    let ref = conv2dRef(toLayout(x, 'nchw'), weight, bias?.data, { stride: c.stride, pad: c.pad, groups: 1 });
-    if (c.relu) ref = reluRef(ref);
-    const options: Conv2dOptions = { ...base, algorithm: 'im2col' };
-    const results = await bothForms(() => conv2d(x, weight, options), () => conv2dSync(x, weight, options));
-    for (const [form, y] of results) {
-      t.is(layoutOf(y), 'nhwc', `im2col (${form}) keeps x's layout`);
-      checkResult(t, `${c.name} im2col (${form})`, toLayout(y, 'nchw'), ref);
-    }
-    const im2col = results[0]![1];
+    const { x, weight, base, y: im2col, longSums } = await checkConvAlgorithm(t, c, 1750 + 10 * index, 'im2col');
     const autoRuns = autoRunsIm2colShape(c) ? AUTO_ELSEWHERE : 'direct';
     t.deepEqual(conv2dSync(x, weight, base).data, conv2dSync(x, weight, { ...base, algorithm: autoRuns }).data, `'auto' runs ${autoRuns}, bit for bit`);
-    if (ch * c.kernel * c.kernel >= 200) {
-      t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, im2col.data, 'im2col is not the direct kernel');
-    }
+    if (longSums) t.notDeepEqual(conv2dSync(x, weight, { ...base, algorithm: 'direct' }).data, im2col.data, 'im2col is not the direct kernel');
   });
 });
 
