@@ -3,6 +3,7 @@
 // NaN/Inf in inputs propagate as in PyTorch; only the model-level API rejects them.
 
 import { callNative, callNativeSync, loadCpuAddon } from '../backend/native.js';
+import { cpuCapabilities } from '../backends.js';
 import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import type { HostTensor } from '../tensor.js';
 import { outputArray } from './alloc.js';
@@ -85,7 +86,7 @@ function im2colObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): stri
  */
 let im2colAutoOnThisCpu: boolean | undefined;
 function autoIm2colOnThisCpu(): boolean {
-  im2colAutoOnThisCpu ??= ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(callNativeSync(() => loadCpuAddon().info()).isa);
+  im2colAutoOnThisCpu ??= ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa);
   return im2colAutoOnThisCpu;
 }
 

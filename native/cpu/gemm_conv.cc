@@ -54,6 +54,12 @@ struct GemmConv {
   }
 };
 
+// The geometry of a single op's conv (Conv2dParams or Conv2dBackwardParams).
+template <class Params>
+GemmConv geometry_of(const Params& p) {
+  return {p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad};
+}
+
 // An input position p linked to an output position q by kernel tap (kh, kw) = tap / kernel, tap % kernel.
 struct Link {
   int64_t p, q, tap;
@@ -204,7 +210,7 @@ void col2im(const GemmConv& c, const float* dcol, int64_t first, int64_t images,
 }  // namespace
 
 void plane_gemm_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
-  const GemmConv c{p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad};
+  const GemmConv c = geometry_of(p);
   check_plane_geometry(c, p.groups, p.src_channels_last, p.dst_channels_last);
   wrap_dnnl("conv2d", [&] {
     const float* t = transfer_matrix(c, links_of(c), w);
@@ -214,7 +220,7 @@ void plane_gemm_forward(const Conv2dParams& p, const float* x, const float* w, c
 }
 
 void plane_gemm_backward(const Conv2dBackwardParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw) {
-  const GemmConv c{p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad};
+  const GemmConv c = geometry_of(p);
   check_plane_geometry(c, p.groups, p.src_channels_last, p.dst_channels_last);
   const std::vector<Link> links = links_of(c);
   const int64_t in_row = c.in_row(), out_row = c.out_row(), channels_out = c.out_channels;
@@ -242,7 +248,7 @@ void plane_gemm_backward(const Conv2dBackwardParams& p, const float* x, const fl
 }
 
 void im2col_gemm_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
-  const GemmConv c{p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad};
+  const GemmConv c = geometry_of(p);
   check_im2col_geometry(c, p.groups, p.src_channels_last, p.dst_channels_last);
   const int64_t chunk = im2col_chunk_images(c), positions = c.out_height() * c.out_width(), width = c.col_width();
   wrap_dnnl("conv2d", [&] {
@@ -259,7 +265,7 @@ void im2col_gemm_forward(const Conv2dParams& p, const float* x, const float* w, 
 }
 
 void im2col_gemm_backward(const Conv2dBackwardParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw) {
-  const GemmConv c{p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad};
+  const GemmConv c = geometry_of(p);
   check_im2col_geometry(c, p.groups, p.src_channels_last, p.dst_channels_last);
   const int64_t chunk = im2col_chunk_images(c), positions = c.out_height() * c.out_width(), width = c.col_width();
   const int64_t channels_out = c.out_channels;
