@@ -116,6 +116,32 @@ cases.forEach((c, index) => {
   });
 });
 
+test('batchNormSum statistics of a branch far from zero (mean 1000, spread 0.01, many row blocks) match the float64 reference', async (t) => {
+  const shape = [16, 24, 14, 14] as const;
+  const plain = randomTensor(shape, 7800, 0.01, 1000);
+  const gamma = randomTensor([24], 7801, 0.5, 1);
+  const beta = randomTensor([24], 7802, 0.5);
+  const ref = batchNormTrainRef(plain, gamma.data, beta.data);
+  // The case is a hard one: E[x^2] - E[x]^2 summed in float32 (channel 0 here) is far off the variance.
+  let sum = 0;
+  let sumSquares = 0;
+  for (let i = 0; i < plain.data.length; i += 24 * 14 * 14) {
+    for (let s = 0; s < 14 * 14; s++) {
+      const v = plain.data[i + s] as number;
+      sum = Math.fround(sum + v);
+      sumSquares = Math.fround(sumSquares + Math.fround(v * v));
+    }
+  }
+  const count = 16 * 14 * 14;
+  const naiveVar = sumSquares / count - (sum / count) ** 2;
+  t.true(Math.abs(naiveVar - (ref.var[0] as number)) > (ref.var[0] as number), `float32 E[x^2] - E[x]^2: ${naiveVar} vs ${ref.var[0]}`);
+
+  // Only the statistics: y = scale * x + shift itself cancels here (scale * x ~ 1.7e5 in float32).
+  const { stats } = await batchNormSum([{ x: toLayout(plain, 'nhwc'), gamma, beta }], { relu: false });
+  checkClose(t, 'mean', stats[0]!.mean.data, ref.mean, OP_FP32);
+  checkClose(t, 'var', stats[0]!.var.data, ref.var, OP_FP32);
+});
+
 test('batchNormSum refuses bad branches by name, with what it received', async (t) => {
   const { branches } = randomBranches([2, 4, 3, 3], 3, 7900);
   const nchw = { ...branches[1]!, x: randomTensor([2, 4, 3, 3], 7950) };
