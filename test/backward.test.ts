@@ -361,25 +361,30 @@ im2colConvCases.forEach((c, index) => {
   });
 });
 
-// dx with Winograd F(2x2, 3x3): the conv of dy with the flipped, transposed weights; dweight stays oneDNN's, bit for
-// bit. 'auto' picks it from 64 channels on, with dweight by im2col below AVX-512 (AUTO_ELSEWHERE).
+// Winograd: dx with F(2x2, 3x3), the conv of dy with the flipped, transposed weights, and dweight with its transpose
+// F(3x3, 2x2) (winograd.h), in chunks of tiles (the last case has two). 'auto' picks it from 64 channels on, for
+// dweight only below AVX-512 (AUTO_ELSEWHERE 'im2col'); AVX-512 CPUs keep oneDNN's dweight.
 const winogradBackwardCases: ConvCase[] = [
   { name: '3x3 s1 p1, 64 -> 80, 9x7', x: [3, 64, 9, 7], out: 80, kernel: 3, stride: 1, pad: 1, groups: 1 },
   { name: '3x3 s1 p1, 72 -> 64, 5x13 (partial tiles)', x: [2, 72, 5, 13], out: 64, kernel: 3, stride: 1, pad: 1, groups: 1 },
+  { name: '3x3 s1 p1, 72 -> 72, 60x60 (two chunks of tiles)', x: [2, 72, 60, 60], out: 72, kernel: 3, stride: 1, pad: 1, groups: 1 },
 ];
 
 winogradBackwardCases.forEach((c, index) => {
-  test(`conv2dBackward Winograd dx ${c.name}: matches the float64 reference; 'auto' runs it`, async (t) => {
+  const autoDweight = AUTO_ELSEWHERE === 'im2col' ? 'winograd2x2' : 'direct';
+  test(`conv2dBackward Winograd ${c.name}: dx and dweight match the float64 reference; 'auto' runs it (dweight: ${autoDweight})`, async (t) => {
     const { x, w, dy, geometry } = await checkNhwcBackward(t, c, 1900 + 10 * index, { algorithm: 'winograd2x2' }, WINOGRAD_OP_FP32);
     await checkNhwcBackward(t, c, 1900 + 10 * index, {}, WINOGRAD_OP_FP32); // 'auto' against float64 as well
     const ours = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'winograd2x2' });
     const direct = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'direct' });
     const auto = conv2dBackwardSync(x, w, dy, geometry);
-    t.deepEqual(ours.dweight.data, direct.dweight.data, 'dweight is the direct kernel, bit for bit');
     t.notDeepEqual(ours.dx?.data, direct.dx?.data, 'dx is not the direct kernel');
+    t.notDeepEqual(ours.dweight.data, direct.dweight.data, 'dweight is not the direct kernel');
+    const alone = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: 'winograd2x2', needInputGrad: false });
+    t.deepEqual(alone.dweight.data, ours.dweight.data, 'dweight without dx: the same bits');
     t.deepEqual(auto.dx?.data, ours.dx?.data, "the default ('auto') runs Winograd for dx, bit for bit");
-    const dweightBy = conv2dBackwardSync(x, w, dy, { ...geometry, algorithm: AUTO_ELSEWHERE, needInputGrad: false });
-    t.deepEqual(auto.dweight.data, dweightBy.dweight.data, `the default ('auto') runs ${AUTO_ELSEWHERE} for dweight, bit for bit`);
+    const expected = autoDweight === 'winograd2x2' ? ours : direct;
+    t.deepEqual(auto.dweight.data, expected.dweight.data, `the default ('auto') runs ${autoDweight} for dweight, bit for bit`);
   });
 });
 

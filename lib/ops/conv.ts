@@ -72,31 +72,33 @@ function im2colObstacle(g: ConvGeometry, xLayout: Layout, yLayout: Layout): stri
 }
 
 /**
- * Whether 'auto' runs im2col + GEMM on this CPU: below AVX-512, where it was measured. Each conv's forward, input and
- * weight gradients together, through these ops, against oneDNN's direct kernel, interleaved, on a 2-core Zen 3
- * (avx2), 3x3 pad 1: batch 128 192 -> 384 from 4x4 to 2x2 2.3x faster, 96 -> 192 from 7x7 to 4x4 1.44x, 48 -> 96
- * from 14x14 1.07-1.10x, 32 -> 48 from 28x28 1.14-1.17x; batch 32 48 -> 96 from 56x56 1.42x, batch 16 48 -> 48 from
- * 112x112 1.76x; stride 1, 48 -> 48, batch 16 at 56x56 1.40x, batch 64 at 28x28 1.20x. Where 'auto' runs Winograd
- * F(2x2) (stride 1 from 64 channels on) im2col was as fast (192 at 4x4 1.03x, 96 at 7x7 1.02x), so Winograd stays,
- * but the backward pass takes dweight from im2col instead of oneDNN (dx stays Winograd's): 1.13x for batch 128 192
- * at 4x4 and 96 at 7x7, batch 32 96 at 28x28 1.13x, 192 at 14x14 1.20x. 1x1 kernels only onto small planes
- * (AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS): batch 128 192 -> 192 at 4x4 1.46x, 96 -> 192 from 7x7 to 4x4 3.18x,
+ * Whether 'auto' replaces oneDNN's direct kernels on this CPU, with im2col + GEMM (autoIm2col) and with Winograd's
+ * weight gradient (autoWinograd): below AVX-512, where they were measured. Each conv's forward, input and weight
+ * gradients together, through these ops, against oneDNN's direct kernel, interleaved, on a 2-core Zen 3 (avx2), 3x3
+ * pad 1: batch 128 192 -> 384 from 4x4 to 2x2 2.3x faster, 96 -> 192 from 7x7 to 4x4 1.44x, 48 -> 96 from 14x14
+ * 1.07-1.10x, 32 -> 48 from 28x28 1.14-1.17x; batch 32 48 -> 96 from 56x56 1.42x, batch 16 48 -> 48 from 112x112
+ * 1.76x; stride 1, 48 -> 48, batch 16 at 56x56 1.40x, batch 64 at 28x28 1.20x. Where 'auto' runs Winograd F(2x2)
+ * (stride 1 from 64 channels on) im2col was as fast (192 at 4x4 1.03x, 96 at 7x7 1.02x), so Winograd stays, and the
+ * backward pass takes dweight from Winograd F(3x3, 2x2) as well: the whole backward pass against Winograd's dx with
+ * im2col's dweight (itself 1.13-1.20x oneDNN's dweight), batch 128 192 at 4x4 1.20-1.23x, 96 at 7x7 1.02-1.08x, 64
+ * at 8x8 1.06x, at 16x16 1.04x; batch 32 96 at 28x28 1.24-1.27x, 192 at 14x14 1.31x. 1x1 kernels only onto small
+ * planes (AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS): batch 128 192 -> 192 at 4x4 1.46x, 96 -> 192 from 7x7 to 4x4 3.18x,
  * 192 -> 384 from 4x4 to 2x2 1.29x, but onto 7x7 0.86-0.97x and larger planes 0.77-0.98x. AVX-512 CPUs keep oneDNN's
  * direct kernels, which are much faster there and were not compared.
  */
-let im2colAutoOnThisCpu: boolean | undefined;
-function autoIm2colOnThisCpu(): boolean {
-  im2colAutoOnThisCpu ??= ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa);
-  return im2colAutoOnThisCpu;
+let directKernelsReplaced: boolean | undefined;
+function autoReplacesDirectKernelsOnThisCpu(): boolean {
+  directKernelsReplaced ??= ['sse41', 'avx', 'avx2', 'avx2_vnni'].includes(cpuCapabilities().isa);
+  return directKernelsReplaced;
 }
 
-/** 'auto' runs a 1x1 conv with im2col only onto at most this many output positions (autoIm2colOnThisCpu has the numbers). */
+/** 'auto' runs a 1x1 conv with im2col only onto at most this many output positions (autoReplacesDirectKernelsOnThisCpu has the numbers). */
 const AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS = 16;
 
 /** True when 'auto' runs this conv with im2col + GEMM (where neither the plane GEMM nor Winograd applies). */
 function autoIm2col(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolean {
   return (g.k > 1 || g.oh * g.ow <= AUTO_IM2COL_1X1_MAX_OUTPUT_POSITIONS) && im2colObstacle(g, xLayout, yLayout) === undefined &&
-    autoIm2colOnThisCpu();
+    autoReplacesDirectKernelsOnThisCpu();
 }
 
 /**
@@ -115,12 +117,12 @@ function autoWinograd(g: ConvGeometry, xLayout: Layout, yLayout: Layout): boolea
 
 /**
  * The native algorithm fields of a requested algorithm for a conv's forward or backward pass, after checking that the
- * conv can run it. The backward pass's Winograd computes dx alone (pad 1 only: dx is the conv of dy at pad 2 - pad),
- * so 'auto' adds im2col for dw there where it runs im2col elsewhere.
+ * conv can run it. The backward pass's Winograd computes dx (pad 1 only: dx is the conv of dy at pad 2 - pad) and
+ * dweight (winogradWeightGrad), which 'auto' leaves to oneDNN on AVX-512 CPUs (autoReplacesDirectKernelsOnThisCpu).
  */
 function chooseAlgorithm(
   requested: unknown, allowed: readonly string[], g: ConvGeometry, xLayout: Layout, yLayout: Layout, pass: 'forward' | 'backward',
-): { winogradTile: number; planeGemm: boolean; im2colGemm: boolean } {
+): { winogradTile: number; planeGemm: boolean; im2colGemm: boolean; winogradWeightGrad?: boolean } {
   const winogradPads = pass === 'forward' ? [0, 1] : [1];
   const algorithm = requested ?? 'auto';
   if (typeof algorithm !== 'string' || !allowed.includes(algorithm)) {
@@ -129,7 +131,9 @@ function chooseAlgorithm(
   const direct = { winogradTile: 0, planeGemm: false, im2colGemm: false };
   if (algorithm === 'auto') {
     if (planeGemmObstacle(g, xLayout, yLayout) === undefined) return { ...direct, planeGemm: true };
-    if (autoWinograd(g, xLayout, yLayout)) return { ...direct, winogradTile: 2, im2colGemm: pass === 'backward' && autoIm2col(g, xLayout, yLayout) };
+    if (autoWinograd(g, xLayout, yLayout)) {
+      return { ...direct, winogradTile: 2, ...(pass === 'backward' && { winogradWeightGrad: autoReplacesDirectKernelsOnThisCpu() }) };
+    }
     return { ...direct, im2colGemm: autoIm2col(g, xLayout, yLayout) };
   }
   if (algorithm === 'direct') return direct;
@@ -160,7 +164,7 @@ function chooseAlgorithm(
         `a ${k}x${k} kernel, stride ${stride}, groups ${groups}, pad ${pad}, x ${xLayout}, output ${yLayout}`,
     );
   }
-  return { ...direct, winogradTile: WINOGRAD_TILES[algorithm as keyof typeof WINOGRAD_TILES] };
+  return { ...direct, winogradTile: WINOGRAD_TILES[algorithm as keyof typeof WINOGRAD_TILES], ...(pass === 'backward' && { winogradWeightGrad: true }) };
 }
 
 /** Checks x, weight and the geometry options shared by conv2d and conv2dBackward; returns every size. */
@@ -240,8 +244,9 @@ export interface Conv2dBackwardOptions {
   /**
    * 'auto' (default), 'direct', 'gemm' or 'im2col', as Conv2dOptions.algorithm describes (those two need dy NHWC as
    * well; 'auto' picks each where conv2d's 'auto' does), or 'winograd2x2': dx (itself a 3x3 stride-1 conv of dy) with
-   * Winograd F(2x2, 3x3), for 3x3 stride-1 pad-1 convs with groups 1 on NHWC x and dy, and dweight oneDNN's. 'auto'
-   * picks Winograd for dx where conv2d's 'auto' picks Winograd, with dweight by im2col where it would pick im2col.
+   * Winograd F(2x2, 3x3) and dweight with its transpose F(3x3, 2x2), for 3x3 stride-1 pad-1 convs with groups 1 on
+   * NHWC x and dy. 'auto' picks Winograd where conv2d's 'auto' picks Winograd, for dweight as well below AVX-512
+   * (oneDNN's on AVX-512 CPUs).
    */
   algorithm?: 'auto' | 'direct' | 'gemm' | 'im2col' | 'winograd2x2';
 }

@@ -142,9 +142,12 @@ Work parse_conv2d_backward(const Napi::Object& o) {
   p.im2col_gemm = get_bool(o, "im2colGemm");
   RV_CHECK(!(p.plane_gemm && p.im2col_gemm), "ERR_ARG_VALUE", "conv2d_backward: planeGemm and im2colGemm exclude each other");
   p.winograd_tile = static_cast<int>(get_number(o, "winogradTile", 0));
+  p.winograd_weight_grad = get_bool(o, "winogradWeightGrad");
   RV_CHECK(p.winograd_tile == 0 || ((p.winograd_tile == 2 || p.winograd_tile == 4) && p.kernel == 3 && p.stride == 1 && p.pad == 1 &&
-                                    p.groups == 1 && p.src_channels_last && p.dst_channels_last && !p.plane_gemm),
-           "ERR_ARG_VALUE", "conv2d_backward: Winograd needs tile 2 or 4, a 3x3 kernel, stride 1, pad 1, groups 1 and NHWC x and dy");
+                                    p.groups == 1 && p.src_channels_last && p.dst_channels_last && !p.plane_gemm && !p.im2col_gemm),
+           "ERR_ARG_VALUE",
+           "conv2d_backward: Winograd needs tile 2 or 4, a 3x3 kernel, stride 1, pad 1, groups 1, NHWC x and dy, and no other algorithm");
+  RV_CHECK(!p.winograd_weight_grad || p.winograd_tile != 0, "ERR_ARG_VALUE", "conv2d_backward: winogradWeightGrad needs winogradTile");
   RV_CHECK(p.groups >= 1 && p.stride >= 1 && p.kernel >= 1 && p.pad >= 0, "ERR_ARG_VALUE",
            "conv2d_backward: bad stride/kernel/pad/groups");
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad), ow = conv_out_size(p.width, p.kernel, p.stride, p.pad);

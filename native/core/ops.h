@@ -72,11 +72,12 @@ struct Conv2dBackwardParams {
   bool src_channels_last = false;                     // x and dx are NHWC
   bool dst_channels_last = false;                     // dy is NHWC
   bool plane_gemm = false;                            // as in Conv2dParams (then dy is NHWC as well)
-  bool im2col_gemm = false;                           // likewise: dw, and dx unless winograd_tile computes it
+  bool im2col_gemm = false;                           // likewise
   // 0: dx with oneDNN's kernel. 2 or 4: dx, itself a 3x3 stride-1 pad-1 conv of dy, with our Winograd F(2x2, 3x3)
-  // or F(4x4, 3x3); needs a 3x3 kernel, stride 1, pad 1, groups 1 and NHWC x and dy. dw is oneDNN's, or im2col's
-  // with im2col_gemm.
+  // or F(4x4, 3x3); needs a 3x3 kernel, stride 1, pad 1, groups 1 and NHWC x and dy. dw is oneDNN's unless
+  // winograd_weight_grad (which needs winograd_tile): then Winograd F(3x3, 2x2)'s (winograd.h).
   int winograd_tile = 0;
+  bool winograd_weight_grad = false;
 };
 
 struct LinearBackwardParams {

@@ -1,7 +1,7 @@
 // Convolution of the single-op API on oneDNN: any kernel size, stride, padding and groups, optional bias and
 // fused ReLU (a oneDNN post-op), and its backward pass (input and weight gradients) for training; forward also with
-// our Winograd kernel on request (winograd.h), as is the input gradient; both passes as matrix products on request
-// (gemm_conv.h: one GEMM over a tiny plane, or im2col + GEMM).
+// our Winograd kernel on request (winograd.h), as are the input and weight gradients; both passes as matrix
+// products on request (gemm_conv.h: one GEMM over a tiny plane, or im2col + GEMM).
 // Activations are NCHW or NHWC buffers (ops.h): NHWC ones are convolved as they are, NCHW ones reordered to and
 // from the blocked layouts the primitives choose, through scratch buffers. Weights are always plain OIHW and
 // reordered per call (they change every training step). The network path (program.cc) keeps blocked layouts.
@@ -182,11 +182,12 @@ void conv2d_backward(const Conv2dBackwardParams& p, const float* x, const float*
            "groups " + std::to_string(p.groups) + " must divide channels " + std::to_string(p.in_channels) + " -> " +
                std::to_string(p.out_channels));
   if (p.plane_gemm) return plane_gemm_backward(p, x, w, dy, dx, dw);
-  if (p.im2col_gemm && p.need_input_grad && p.winograd_tile != 0) {  // dx with Winograd, dw with im2col + GEMM
-    winograd_input_grad(p, w, dy, dx);
-    Conv2dBackwardParams weights_only = p;
-    weights_only.need_input_grad = false;
-    return im2col_gemm_backward(weights_only, x, w, dy, nullptr, dw);
+  if (p.winograd_weight_grad) {  // dx with Winograd as well (the caller checked), or not computed
+    wrap_dnnl("conv2d_backward", [&] {
+      if (p.need_input_grad) winograd_input_grad(p, w, dy, dx);
+      winograd_weight_grad(WinogradShape{p.batch, p.in_channels, p.out_channels, p.height, p.width, p.pad}, x, dy, dw);
+    });
+    return;
   }
   if (p.im2col_gemm) return im2col_gemm_backward(p, x, w, dy, dx, dw);
   const int64_t oh = conv_out_size(p.height, p.kernel, p.stride, p.pad);

@@ -26,7 +26,7 @@
 //   weight grad   dWt    += col^T @ dY rows, chunk after chunk
 // Chunks of images keep the column matrix within kIm2colChunkBytes. Through the single ops on AVX2 this beat oneDNN's
 // direct kernels on every 3x3 conv measured (1.07x to 2.3x for a conv's three passes; lib/ops/conv.ts,
-// autoIm2colOnThisCpu, has the numbers and the rule for 'auto').
+// autoReplacesDirectKernelsOnThisCpu, has the numbers and the rule for 'auto').
 #include "gemm_conv.h"
 
 #include <algorithm>

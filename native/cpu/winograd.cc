@@ -17,6 +17,7 @@
 #include "../core/check.h"
 #include "bf16_gemm.h"
 #include "dnnl_common.h"
+#include "primitive_cache.h"
 #include "simd.h"
 
 // The vector helpers below must be compiled inside each RV_SIMD_CLONES caller, for its instruction set: called out
@@ -133,6 +134,14 @@ struct F2x2 {
     o[0] = m[0] + m[1] + m[2];
     o[1] = m[1] - m[2] - m[3];
   }
+  // A, the transpose of A^T: takes one column of a tile's 2 output gradients to its 4 positions (weight gradient).
+  template <class V>
+  static RV_INLINE void output_grad_1d(const V dy[kTile], V u[kAlpha]) {
+    u[0] = dy[0];
+    u[1] = dy[0] + dy[1];
+    u[2] = dy[0] - dy[1];
+    u[3] = -dy[1];
+  }
   static constexpr double G[kAlpha][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 };
 
@@ -242,6 +251,43 @@ RV_SIMD_CLONES void output_transform(const Geometry& g, const float* products, c
       } else {
         for (int64_t k = k0; k < g.out_channels; k++) output_tile<F, float>(g, products, bias, relu, dst, tile, k);
       }
+    }
+  }
+}
+
+// Transforms channels [k0, k0 + lanes of V) of output-gradient tile `tile` into transformed[position][tile][k]:
+// A dY A^T (F2x2::output_grad_1d), first along each row, then down each column; outputs outside the map are zeros.
+template <class V>
+RV_INLINE void output_grad_tile(const Geometry& g, const float* dy, float* transformed, int64_t tile, int64_t k0) {
+  using F = F2x2;
+  const int64_t n = tile / (g.tiles_h * g.tiles_w), t = tile % (g.tiles_h * g.tiles_w);
+  const int64_t y0 = (t / g.tiles_w) * F::kTile, x0 = (t % g.tiles_w) * F::kTile;
+  V rows[F::kTile][F::kAlpha];  // rows[r] = the row transform of output-gradient row y0 + r
+  for (int64_t r = 0; r < F::kTile; r++) {
+    V d[F::kTile];
+    for (int64_t c = 0; c < F::kTile; c++) {
+      const bool inside = y0 + r < g.out_h && x0 + c < g.out_w;
+      d[c] = inside ? load<V>(dy + ((n * g.out_h + y0 + r) * g.out_w + x0 + c) * g.out_channels + k0) : V{};
+    }
+    F::output_grad_1d(d, rows[r]);
+  }
+  for (int64_t j = 0; j < F::kAlpha; j++) {
+    const V column[F::kTile] = {rows[0][j], rows[1][j]};
+    V out[F::kAlpha];
+    F::output_grad_1d(column, out);
+    for (int64_t i = 0; i < F::kAlpha; i++) store(transformed + ((i * F::kAlpha + j) * g.rows + tile - g.first_tile) * g.out_channels + k0, out[i]);
+  }
+}
+
+// Items [first, last) of tiles x output channel groups (16 channels, the last group possibly narrower).
+RV_SIMD_CLONES void output_grad_transform(const Geometry& g, const float* dy, float* transformed, int64_t first, int64_t last) {
+  const int64_t groups = (g.out_channels + kLanes - 1) / kLanes;
+  for (int64_t item = first; item < last; item++) {
+    const int64_t tile = item / groups, k0 = (item % groups) * kLanes;
+    if (k0 + kLanes <= g.out_channels) {
+      output_grad_tile<v16>(g, dy, transformed, tile, k0);
+    } else {
+      for (int64_t k = k0; k < g.out_channels; k++) output_grad_tile<float>(g, dy, transformed, tile, k);
     }
   }
 }
@@ -502,6 +548,75 @@ void WinogradConv::own_matmul(const Part& part, const uint16_t* transformed, flo
       for (int64_t m0 = 0; m0 < part.tiles; m0 += kChunkRows) {
         bf16_pair_gemm(transformed + position * part.rows * in, in, weights + position * in * out, in, out, products + position * part.rows * out,
                        out, m0, std::min(m0 + kChunkRows, part.tiles), n0, std::min(n0 + kBf16GemmColumns, out));
+      }
+    }
+  }
+}
+
+// The weight gradient's chunks of tiles keep the transformed inputs and output gradients within this.
+constexpr int64_t kWeightGradChunkBytes = int64_t{8} << 20;
+
+void winograd_weight_grad(const WinogradShape& shape, const float* x, const float* dy, float* dw) {
+  using F = F2x2;
+  constexpr int64_t positions = F::kAlpha * F::kAlpha;
+  RV_CHECK(shape.pad == 1, "ERR_ARG_VALUE", "Winograd weight gradient: needs pad 1");
+  const int64_t in = shape.in_channels, out = shape.out_channels;
+  const int64_t out_h = shape.height + 2 * shape.pad - 2, out_w = shape.width + 2 * shape.pad - 2;
+  RV_CHECK(out_h >= 1 && out_w >= 1, "ERR_SHAPE", "Winograd weight gradient: input smaller than the kernel");
+  const int64_t tiles_h = (out_h + F::kTile - 1) / F::kTile, tiles_w = (out_w + F::kTile - 1) / F::kTile;
+  const int64_t tiles = shape.batch * tiles_h * tiles_w;
+  const int64_t chunk = std::clamp<int64_t>(kWeightGradChunkBytes / (positions * (in + out) * int64_t{sizeof(float)}), 1, tiles);
+  Geometry g{shape.height, shape.width, shape.pad, in, out, out_h, out_w, tiles_h, tiles_w, 0,
+             padded_tiles(chunk, in * int64_t{sizeof(float)}, out * int64_t{sizeof(float)})};
+  auto* v = static_cast<float*>(scratch(Scratch::src, sizeof(float) * positions * g.rows * in));        // (positions, rows, in)
+  auto* u = static_cast<float*>(scratch(Scratch::diff_dst, sizeof(float) * positions * g.rows * out));  // (positions, rows, out)
+  auto* m = static_cast<float*>(scratch(Scratch::diff_weights, sizeof(float) * positions * in * out));  // (positions, in, out)
+  const int64_t in_groups = (in + kLanes - 1) / kLanes, out_groups = (out + kLanes - 1) / kLanes;
+  constexpr int64_t kTilesPerTask = 8;
+  for (int64_t first = 0; first < tiles; first += chunk) {
+    const int64_t count = std::min(chunk, tiles - first);
+    g.first_tile = first;
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < (count + kTilesPerTask - 1) / kTilesPerTask; task++) {
+      const int64_t t0 = first + task * kTilesPerTask, t1 = std::min(first + count, t0 + kTilesPerTask);
+      input_transform<F, float, float>(g, x, v, t0 * in_groups, t1 * in_groups);
+      output_grad_transform(g, dy, u, t0 * out_groups, t1 * out_groups);
+    }
+    // Each position: M += V^T U, (in x count) @ (count x out).
+    for (int64_t e = 0; e < positions; e++) {
+      const dnnl::status status = dnnl::sgemm('T', 'N', in, out, count, 1.f, v + e * g.rows * in, in, u + e * g.rows * out, out,
+                                              first == 0 ? 0.f : 1.f, m + e * in * out, out);
+      RV_CHECK(status == dnnl::status::success, "ERR_BACKEND", "Winograd weight gradient: oneDNN sgemm failed");
+    }
+  }
+  // dw[o, c] = G^T M[., c, o] G, the 4x4 positions back to the 3x3 taps: G's entries (0, +-1/2, 1) and sums of four
+  // terms keep float32 within a rounding or two of the products.
+#pragma omp parallel
+  {
+    std::vector<float> half(F::kAlpha * 3 * out);  // (i, kw, o): (M G)[i][kw] for one input channel
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < in; c++) {
+      for (int64_t i = 0; i < F::kAlpha; i++) {
+        for (int64_t kw = 0; kw < 3; kw++) {
+          float* h = half.data() + (i * 3 + kw) * out;
+          std::fill(h, h + out, 0.f);
+          for (int64_t j = 0; j < F::kAlpha; j++) {
+            const float gj = static_cast<float>(F::G[j][kw]);
+            if (gj == 0.f) continue;
+            const float* mij = m + ((i * F::kAlpha + j) * in + c) * out;
+#pragma omp simd
+            for (int64_t o = 0; o < out; o++) h[o] += gj * mij[o];
+          }
+        }
+      }
+      for (int64_t o = 0; o < out; o++) {
+        for (int64_t kh = 0; kh < 3; kh++) {
+          for (int64_t kw = 0; kw < 3; kw++) {
+            float sum = 0.f;
+            for (int64_t i = 0; i < F::kAlpha; i++) sum += static_cast<float>(F::G[i][kh]) * half[(i * 3 + kw) * out + o];
+            dw[((o * in + c) * 3 + kh) * 3 + kw] = sum;
+          }
+        }
       }
     }
   }
