@@ -770,24 +770,46 @@ const algorithmSpecs: [string, RepVGGSpec][] = [
       seReduction: 8,
     }),
   ],
+  [
+    'a stride-2 conv to 512 channels (im2col below AVX-512)',
+    customSpec({
+      numClasses: 10,
+      stemChannels: 16,
+      stemStride: 2,
+      stageChannels: [16, 32, 64, 512],
+      stageDepths: [1, 1, 2, 1],
+      stageStrides: [1, 2, 1, 2],
+    }),
+  ],
 ];
 
 const CONV_ALGORITHMS = ['direct', 'winograd', 'winograd2x2', 'auto'] as const;
+
+const AVX512 = loadCpuAddon().info().isa.startsWith('avx512');
+
+/**
+ * Whether 'auto' runs a conv with im2col + GEMM: in plans on all threads (not the single-threaded ones of
+ * image-parallel batches) on AVX2 (where oneDNN blocks channels), the ungrouped stride-2 convs after the first onto at
+ * least 512 channels (native/cpu/program.cc, compile_conv: kIm2colMinOutChannels).
+ */
+function im2colShaped(convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layer: DeployedLayer, i: number): boolean {
+  return !AVX512 && convAlgorithm === 'auto' && report.threading !== 'images' && i > 0 && layer.stride === 2 && layer.groups === 1 &&
+    layer.outChannels >= 512;
+}
 
 /**
  * The layout each conv of a float32 plan should run on, or undefined where this CPU leaves it to oneDNN. oneDNN's
  * AVX-512 kernels take NHWC themselves, so every conv that may run Winograd does. On AVX2 oneDNN blocks channels
  * (nChw8c), and plans that may run Winograd (all but 'direct') mix layouts (native/cpu/program.cc, compile_conv):
  * NHWC for the ungrouped 3x3 stride-1 convs after the first that Winograd may run (with 'auto', those with at least
- * 64 input and output channels, kWinogradLayoutMinChannels there), blocked for every other conv.
+ * 64 input and output channels, kWinogradLayoutMinChannels there) and for the im2col convs, blocked for every other.
  */
-function winogradLayout(convAlgorithm: (typeof CONV_ALGORITHMS)[number], layers: readonly DeployedLayer[]): ('NHWC' | 'blocked' | undefined)[] {
-  const avx512 = loadCpuAddon().info().isa.startsWith('avx512');
+function winogradLayout(convAlgorithm: (typeof CONV_ALGORITHMS)[number], report: PlanReport, layers: readonly DeployedLayer[]): ('NHWC' | 'blocked' | undefined)[] {
   return layers.map((layer, i) => {
     const winogradShaped = i > 0 && layer.stride === 1 && layer.groups === 1;
-    if (avx512) return winogradShaped && convAlgorithm !== 'direct' ? 'NHWC' : undefined;
+    if (AVX512) return winogradShaped && convAlgorithm !== 'direct' ? 'NHWC' : undefined;
     const nhwc = convAlgorithm !== 'direct' && winogradShaped && (convAlgorithm !== 'auto' || Math.min(layer.inChannels, layer.outChannels) >= 64);
-    return nhwc ? 'NHWC' : 'blocked';
+    return nhwc || im2colShaped(convAlgorithm, report, layer, i) ? 'NHWC' : 'blocked';
   });
 }
 
@@ -804,14 +826,18 @@ function checkConvChoices(t: ExecutionContext, convAlgorithm: (typeof CONV_ALGOR
   t.is(report.convs.length, layers.length, 'one conv per layer');
   const winogradShaped = layers.map((layer, i) => i > 0 && layer.stride === 1 && layer.groups === 1);
   if (convAlgorithm === 'direct') t.true(algorithms.every((a) => a === 'direct'), 'direct uses no Winograd');
-  const usesWinograd = algorithms.some((a) => a.startsWith('winograd'));
+  const usesScratch = algorithms.some((a) => a.startsWith('winograd') || a === 'im2col');
   if (report.threading === 'images') {
     // The bytes cover both chunk sizes' plans (each chooses its own algorithms), the convs the imagesPerPlan one's.
-    if (usesWinograd) t.true(report.workspaceBytes > 0, `workspace ${report.workspaceBytes} bytes when a Winograd conv runs`);
+    if (usesScratch) t.true(report.workspaceBytes > 0, `workspace ${report.workspaceBytes} bytes when a Winograd or im2col conv runs`);
   } else {
-    t.is(report.workspaceBytes > 0, usesWinograd, `workspace ${report.workspaceBytes} bytes exactly when a Winograd conv runs`);
+    t.is(report.workspaceBytes > 0, usesScratch, `workspace ${report.workspaceBytes} bytes exactly when a Winograd or im2col conv runs`);
   }
-  const expected = winogradLayout(convAlgorithm, layers);
+  report.convs.forEach((c, i) => {
+    if (im2colShaped(convAlgorithm, report, layers[i]!, i)) t.is(c.algorithm, 'im2col', `conv ${i} (${layers[i]!.name}) runs im2col`);
+    else t.not(c.algorithm, 'im2col', `conv ${i} (${layers[i]!.name}) runs no im2col`);
+  });
+  const expected = winogradLayout(convAlgorithm, report, layers);
   report.convs.forEach((c, i) => {
     if (expected[i] !== undefined) t.is(c.layout, expected[i], `conv ${i} (${layers[i]!.name}) activations`);
   });
@@ -872,7 +898,9 @@ algorithmSpecs.forEach(([label, spec], index) => {
         if (convAlgorithm === 'auto' && index === 0) t.true(sharingShape >= 2, 'the plain network has three 64-channel convs of one shape');
         checkClose(t, `${convAlgorithm} predict`, (await net.predict(x)).data, deployedRef, MODEL_FP32);
         checkClose(t, `${convAlgorithm} predictSync`, net.predictSync(x).data, deployedRef, MODEL_FP32);
-        // A second plan (batch 1) shares the first one's transformed Winograd weights.
+        // A second plan (batch 1, on all threads: 'auto' may run im2col there) shares the first one's transformed
+        // Winograd weights.
+        checkConvChoices(t, convAlgorithm, await net.prepare(1, 32, 32), deployed.layers);
         checkClose(t, `${convAlgorithm} batch 1`, (await net.predict(first)).data, deployedRef.subarray(0, spec.numClasses), MODEL_FP32);
       });
       // The training-time form: 3x3 convs without bias or ReLU (the BN steps follow).

@@ -21,14 +21,15 @@ export interface NativePlanReport {
   width: number;
   activationBytes: number;
   weightBytes: number;
-  /** Scratch the kernels use besides activations and weights: the Winograd transforms (CPU), cuDNN's workspace (CUDA). */
+  /** Scratch the kernels use besides activations and weights: the Winograd transforms and im2col's column matrix (CPU), cuDNN's workspace (CUDA). */
   workspaceBytes: number;
   /** Activation layout the primitives chose for the first conv's output: 'NHWC', 'NCHW' or 'blocked'. */
   layout: string;
   /**
-   * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2' or 'int8', the implementation, the layout of
-   * the activations it reads and writes (on AVX2 CPUs float32 plans run the convs that may use Winograd on 'NHWC'
-   * and the others on oneDNN's 'blocked' one, reordering between them), and with convAlgorithm 'auto' the ms
+   * Per conv step: 'direct', 'winograd' (F(4x4,3x3)), 'winograd2x2', 'im2col' (im2col + GEMM: the wide stride-2
+   * convs of 'auto' float32 plans on AVX2 CPUs) or 'int8', the implementation, the layout of the activations it
+   * reads and writes (on AVX2 CPUs float32 plans run the convs that may use Winograd or im2col on 'NHWC' and the
+   * others on oneDNN's 'blocked' one, reordering between them), and with convAlgorithm 'auto' the ms
    * measured when the plan was built with the conv's shape group (the convs of its shape) on each algorithm: of a
    * whole forward, or of the group's convs (see autoTiming).
    */

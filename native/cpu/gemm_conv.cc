@@ -54,7 +54,7 @@ struct GemmConv {
   }
 };
 
-// The geometry of a single op's conv (Conv2dParams or Conv2dBackwardParams).
+// The geometry of a single op's conv (Conv2dParams or Conv2dBackwardParams) or of an Im2colConv::Shape.
 template <class Params>
 GemmConv geometry_of(const Params& p) {
   return {p.batch, p.in_channels, p.height, p.width, p.out_channels, p.kernel, p.stride, p.pad};
@@ -126,18 +126,22 @@ const float* transfer_matrix(const GemmConv& c, const std::vector<Link>& links, 
   return t;
 }
 
-// y (NHWC) += bias, then ReLU, as p asks.
-void add_bias_relu(const Conv2dParams& p, const GemmConv& c, const float* bias, float* y) {
-  if (!p.has_bias && !p.relu) return;
-  const int64_t pixels = c.batch * c.out_height() * c.out_width(), channels = c.out_channels;
+// y (pixels x channels) += bias (when not null), then ReLU (when relu).
+void add_bias_relu(float* y, int64_t pixels, int64_t channels, const float* bias, bool relu) {
+  if (bias == nullptr && !relu) return;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < pixels; i++) {
     float* out = y + i * channels;
     for (int64_t o = 0; o < channels; o++) {
-      const float v = p.has_bias ? out[o] + bias[o] : out[o];
-      out[o] = !p.relu || v > 0.f ? v : v * 0.f;  // as oneDNN's ReLU post-op: NaN stays NaN
+      const float v = bias != nullptr ? out[o] + bias[o] : out[o];
+      out[o] = !relu || v > 0.f ? v : v * 0.f;  // as oneDNN's ReLU post-op: NaN stays NaN
     }
   }
+}
+
+// y (NHWC) += bias, then ReLU, as p asks.
+void add_bias_relu(const Conv2dParams& p, const GemmConv& c, const float* bias, float* y) {
+  add_bias_relu(y, c.batch * c.out_height() * c.out_width(), c.out_channels, p.has_bias ? bias : nullptr, p.relu);
 }
 
 // ---- im2col + GEMM ----
@@ -289,6 +293,30 @@ void im2col_gemm_backward(const Conv2dBackwardParams& p, const float* x, const f
     }
     reorder_weights(c, dw_hwio, false, dw);
   });
+}
+
+Im2colConv::Im2colConv(const Shape& shape, const float* hwio, const std::vector<float>& bias, bool relu)
+    : shape_(shape), hwio_(hwio), bias_(bias), relu_(relu) {
+  const GemmConv c = geometry_of(shape);
+  check_im2col_geometry(c, 1, true, true);
+  RV_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == shape.out_channels, "ERR_SHAPE", "im2col GEMM conv: bias size");
+  chunk_images_ = im2col_chunk_images(c);
+}
+
+size_t Im2colConv::col_bytes() const {
+  const GemmConv c = geometry_of(shape_);
+  return sizeof(float) * static_cast<size_t>(chunk_images_ * c.out_height() * c.out_width() * c.col_width());
+}
+
+void Im2colConv::run(const float* src, float* dst, float* col) const {
+  const GemmConv c = geometry_of(shape_);
+  const int64_t positions = c.out_height() * c.out_width(), width = c.col_width();
+  for (int64_t first = 0; first < c.batch; first += chunk_images_) {
+    const int64_t images = std::min(chunk_images_, c.batch - first);
+    im2col(c, src, first, images, col);
+    gemm('N', 'N', images * positions, c.out_channels, width, col, width, hwio_, c.out_channels, dst + first * c.out_row(), c.out_channels);
+  }
+  add_bias_relu(dst, c.batch * positions, c.out_channels, bias_.empty() ? nullptr : bias_.data(), relu_);
 }
 
 }  // namespace repvgg::cpu

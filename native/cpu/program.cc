@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "dnnl_common.h"
+#include "gemm_conv.h"
 #include "winograd.h"
 
 namespace repvgg::cpu {
@@ -57,6 +58,7 @@ std::unordered_map<int, memory> with_own_scratchpad(const dnnl::primitive& prim,
 struct Exec {
   dnnl::primitive prim;
   std::shared_ptr<WinogradConv> winograd;
+  std::shared_ptr<Im2colConv> im2col;            // im2col + GEMM on shared_weights (HWIO) instead of prim
   std::shared_ptr<const memory> shared_weights;  // weights from the ReorderedWeightCache, also in fixed_args
   struct BufferArg {
     int arg, buffer;
@@ -375,13 +377,27 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   // the transforms would be most of the work).
   const bool winograd_geometry = c.kernel == 3 && c.stride == 1 && c.groups == 1 && c.pad <= 1 && c.src != c.dst && src_known;
   const bool forced_winograd = spec_.conv_algorithm == ConvAlgorithm::winograd || spec_.conv_algorithm == ConvAlgorithm::winograd2x2;
+  // im2col + GEMM (gemm_conv.h) for the wide stride-2 convs of plans that run on all threads, where oneDNN keeps
+  // activations blocked (AVX2 and below: mixed_layouts_) and the conv algorithm is not forced. On a 2-core Zen 3,
+  // two threads, oneDNN 2.6's AVX2 direct kernel ran RepVGG-A0's last-stage conv (192 -> 1280 channels from 14x14
+  // to 7x7) at ~70 GFLOP/s, one sgemm at ~120: 3.1 -> 2.4 ms at batch 1 with the head, 12.4 -> 10.2 for 4 images;
+  // whole forwards (interleaved, medians of 15 rounds, within this machine's noise): A0 1.01-1.08x at batch 1,
+  // 0.97-1.07x at 4, B0 1.09x at 1, 0.95-1.04x at 4. The single-threaded plans of image-parallel batches (run two at
+  // a time) gained nothing there (0.94-1.03x at batch 2, 8 and 32), so they stay direct, as do
+  // narrower stride-2 convs: A0's 48 -> 48 from 112x112 and 48 -> 96 from 56x56 were slower as im2col (8.8 vs 6.2
+  // ms, 3.7 vs 3.2 ms for 4 images), 96 -> 192 from 28x28 tied.
+  constexpr int64_t kIm2colMinOutChannels = 512;
+  const bool im2col_geometry = mixed_layouts_ && spec_.precision == Precision::fp32 && spec_.conv_algorithm == ConvAlgorithm::auto_measure &&
+                               omp_get_max_threads() > 1 && c.kernel == 3 && c.stride == 2 && c.groups == 1 &&
+                               c.out_channels >= kIm2colMinOutChannels && c.src != c.dst && src_known &&
+                               oh * ow * c.kernel * c.kernel * c.in_channels <= kMaxIm2colImageElements;
   const md_t held = src_md;
   std::optional<dnnl::convolution_forward::primitive_desc> pd;
   if (!mixed_layouts_) {
     pd = *any_pd;
   } else {
     const bool nhwc = (winograd_geometry && (forced_winograd || std::min(c.in_channels, c.out_channels) >= kWinogradLayoutMinChannels)) ||
-                      (c.kernel == 1 && src_known && is_nhwc_float(held));
+                      (c.kernel == 1 && src_known && is_nhwc_float(held)) || im2col_geometry;
     const md_t any_src(src_md.dims(), act_type_, tag::any);
     pd = nhwc ? make_pd(md_t(src_md.dims(), act_type_, tag::nhwc), md_t(dst_any.dims(), dst_any.data_type(), tag::nhwc))
          : src_known ? make_pd(any_src, dst_any)
@@ -434,6 +450,11 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   if (forced) {
     exec.winograd = forced;
     report_.convs.push_back({index, algorithm == ConvAlgorithm::winograd ? "winograd" : "winograd2x2", forced->implementation(), -1, -1, -1, layout_name(pd->dst_desc())});
+  } else if (im2col_geometry) {
+    exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, md_t(w_dims, dt::f32, tag::hwio));
+    exec.im2col = std::make_shared<Im2colConv>(Im2colConv::Shape{batch_, c.in_channels, h, w, c.out_channels, c.kernel, c.stride, c.pad},
+                                               static_cast<const float*>(exec.shared_weights->get_data_handle()), c.bias, c.relu);
+    report_.convs.push_back({index, "im2col", "im2col + sgemm", -1, -1, -1, layout_name(pd->dst_desc())});
   } else {
     // The plain float32 weights in the layout (and type) the primitive wants, reordered once per layout.
     exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd->weights_desc());
@@ -652,6 +673,7 @@ void Plan::allocate_and_bind() {
     for (const auto& [arg, mem] : e.fixed_args)
       if (arg == DNNL_ARG_WEIGHTS) report_.weight_bytes += static_cast<int64_t>(mem.get_desc().get_size());
     if (e.winograd) report_.weight_bytes += static_cast<int64_t>(e.winograd->weight_bytes());
+    if (e.im2col) report_.weight_bytes += static_cast<int64_t>(e.shared_weights->get_desc().get_size());
   }
   allocate_winograd_scratch();
   input_user_ = memory(md_t(input_md.dims(), dt::f32, tag::nchw), engine(), nullptr);
@@ -660,8 +682,8 @@ void Plan::allocate_and_bind() {
   input_reorder_args_ = with_own_scratchpad(input_reorder_, {{DNNL_ARG_FROM, input_user_}, {DNNL_ARG_TO, input_buffer_mem_}});
 }
 
-// Sizes the Winograd scratch for every conv that runs or may run the kernel (its weights count as the plan's), or
-// frees it when none does.
+// Sizes the Winograd scratch for every conv that runs or may run the kernel (its weights count as the plan's) and
+// for the im2col convs' column matrices (in the transformed inputs' buffer), or frees it when none needs it.
 void Plan::allocate_winograd_scratch() {
   std::vector<const WinogradConv*> convs;
   for (const Exec& e : execs_)
@@ -675,15 +697,25 @@ void Plan::allocate_winograd_scratch() {
     input_bytes = std::max(input_bytes, conv->transformed_input_bytes());
     products_bytes = std::max(products_bytes, conv->products_bytes());
   }
+  bool im2col = false;
+  for (const Exec& e : execs_) {
+    if (!e.im2col) continue;
+    im2col = true;
+    input_bytes = std::max(input_bytes, e.im2col->col_bytes());  // the column matrix takes the transformed inputs' buffer
+  }
   report_.workspace_bytes = static_cast<int64_t>(input_bytes + products_bytes);
   winograd_input_.reset();
   winograd_products_.reset();
-  if (convs.empty()) return;
+  if (convs.empty() && !im2col) return;
   winograd_input_ = allocate_aligned(input_bytes, "Winograd scratch");
   winograd_products_ = allocate_aligned(products_bytes, "Winograd scratch");
 }
 
 void Plan::execute(Exec& exec) {
+  if (exec.im2col) {
+    return exec.im2col->run(static_cast<const float*>(exec.args.at(DNNL_ARG_SRC).get_data_handle()),
+                            static_cast<float*>(exec.args.at(DNNL_ARG_DST).get_data_handle()), reinterpret_cast<float*>(winograd_input_.get()));
+  }
   if (!exec.winograd) return exec.prim.execute(stream_, exec.args);
   exec.winograd->run(exec.args.at(DNNL_ARG_SRC).get_data_handle(), exec.args.at(DNNL_ARG_DST).get_data_handle(), winograd_input_.get(),
                      reinterpret_cast<float*>(winograd_products_.get()));

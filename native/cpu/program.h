@@ -48,7 +48,7 @@ struct ProgramSpec : NetworkSpec {
 // What one compiled conv step ended up using, for reports.
 struct ConvChoice {
   int step = 0;
-  std::string algorithm;       // "direct", "winograd" (F(4x4, 3x3)), "winograd2x2" or "int8"
+  std::string algorithm;       // "direct", "winograd" (F(4x4, 3x3)), "winograd2x2", "im2col" or "int8"
   std::string implementation;  // oneDNN's implementation name, e.g. "brgconv:avx512_core", or the Winograd kernel's
   // 'auto': with this conv's shape group on each algorithm, the ms of a whole forward or of the group's convs
   // (PlanReport::auto_timing); -1 = not measured
@@ -61,7 +61,7 @@ struct PlanReport {
   std::string layout;            // of the first conv's output, as the primitives chose it: "NHWC", "NCHW" or "blocked"
                                  // (later convs may run on another: ConvChoice::layout)
   int64_t activation_bytes = 0;  // all activation buffers of the plan together
-  int64_t workspace_bytes = 0;   // the Winograd transform scratch, shared by the plan's Winograd convs
+  int64_t workspace_bytes = 0;   // the Winograd transform scratch, shared by the plan's Winograd and im2col convs
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
   std::vector<ConvChoice> convs;
   std::string auto_timing;  // how 'auto' timed the algorithms: "forward" or "convs"; empty when nothing was measured
