@@ -372,8 +372,9 @@ void batchnorm_forward_inference(const BatchNormParams& p, const float* x, const
   for (int64_t c = 0; c < p.channels; c++) channel_affine(x + c * spatial, y + c * spatial, planes, scale[c], shift[c], p.relu);
 }
 
-// Two passes for the statistics (mean, then the mean squared deviation: no cancellation as in E[x^2] - E[x]^2),
-// one for the output.
+// The statistics without E[x^2] - E[x]^2's cancellation: on the column view in one read of x (column_statistics),
+// per NCHW channel in two passes over the channel (mean, then the mean squared deviation); then one pass for the
+// output.
 void batchnorm_forward_training(const BatchNormParams& p, const float* x, const float* gamma, const float* beta, float* y,
                                 float* mean, float* var) {
   RV_CHECK(!p.relu, "ERR_ARG_VALUE", "batchnorm training: fused ReLU is not supported");
