@@ -28,7 +28,7 @@ import { randomStateDict, seededUniform } from '../lib/models/init.js';
 import { officialSpec } from '../lib/models/repvgg.js';
 import { reparameterize } from '../lib/reparam/reparam.js';
 import { DEFAULT_COMPUTE_NICE, SERVING_NODE_FLAGS, createServer, lowerServingThreads } from '../lib/serve/server.js';
-import { median } from './process.js';
+import { cpuSecondsBetween, median, threadCpuTimes } from './process.js';
 import { metricValue } from '../test/helpers/metrics.js';
 import { maxRelativeError } from '../test/helpers/reference.js';
 
@@ -78,7 +78,21 @@ const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
 /** Messages between the bench and a server child. */
 type ToChild = { type: 'resetLag' } | { type: 'readLag' };
-type FromChild = { type: 'listening'; port: number } | { type: 'lag'; p99Ms: number; maxMs: number; fullGcs: number };
+type FromChild = { type: 'listening'; port: number } | ({ type: 'lag' } & ChildStats);
+
+/** What a server child measured of itself since the last reset. */
+interface ChildStats {
+  p99Ms: number;
+  maxMs: number;
+  fullGcs: number;
+  /**
+   * CPU seconds of its threads at the compute nice (ours with --compute-nice above 0: the network's compute team, and
+   * the image decoding workers) and of all its other threads (event loop, V8's helpers, libuv); undefined without
+   * /proc. The baseline's threads all count as other.
+   */
+  computeNiceCpuSeconds?: number | undefined;
+  otherCpuSeconds?: number | undefined;
+}
 
 interface LoadResult {
   server: ServerKind;
@@ -94,8 +108,12 @@ interface LoadResult {
   /** Fraction of the run the network was computing, and images per second of compute time (ours only, /metrics). */
   engineBusy?: number;
   computeImagesPerSecond?: number;
-  /** predict() images/s on the same batch size, one batch after another (ours, FP32 only). */
+  /** Cores' worth of CPU the server's threads used during the run: at the compute nice, and the rest (ChildStats). */
+  computeNiceCores?: number;
+  otherServerCores?: number;
+  /** predict() images/s on the same batch size, one batch after another (ours, FP32 only), and the cores it used. */
   offlineImagesPerSecond?: number;
+  offlineCores?: number;
   eventLoopLagP99Ms: number;
   /** Full (mark-compact) garbage collections in the server process during the run. */
   fullGcs: number;
@@ -151,12 +169,21 @@ async function runChild(kind: ServerKind, maxBatch: number, computeNice: number)
       if (entry.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) fullGcs++;
     }
   }).observe({ entryTypes: ['gc'] });
+  // Ours: its compute team (and image decoding workers) run at computeNice, every other thread at 0.
+  const threadsNice = kind === 'ours' && computeNice > 0 ? computeNice : Number.NaN;
+  let cpuAtReset = threadCpuTimes();
   process.on('message', (message: ToChild) => {
     if (message.type === 'resetLag') {
       lag.reset();
       fullGcs = 0;
+      cpuAtReset = threadCpuTimes();
     } else {
-      process.send!({ type: 'lag', p99Ms: lag.percentile(99) / 1e6, maxMs: lag.max / 1e6, fullGcs } satisfies FromChild);
+      const cpuNow = threadCpuTimes();
+      const cpu = cpuAtReset === undefined || cpuNow === undefined ? undefined : cpuSecondsBetween(cpuAtReset, cpuNow, threadsNice);
+      process.send!({
+        type: 'lag', p99Ms: lag.percentile(99) / 1e6, maxMs: lag.max / 1e6, fullGcs,
+        computeNiceCpuSeconds: kind === 'ours' && computeNice > 0 ? cpu?.atNice : undefined, otherCpuSeconds: cpu?.others,
+      } satisfies FromChild);
     }
   });
   process.on('disconnect', () => void app.close().then(() => process.exit(0)));
@@ -201,7 +228,7 @@ export interface Child {
   kind: ServerKind;
   process: ChildProcess;
   base: string;
-  lag(): Promise<{ p99Ms: number; maxMs: number; fullGcs: number }>;
+  lag(): Promise<ChildStats>;
   resetLag(): void;
 }
 
@@ -315,19 +342,25 @@ async function batchHistogram(base: string): Promise<{ sum: number; count: numbe
   };
 }
 
-/** predict() throughput at one batch size, batch after batch: what the server's batches would cost offline. */
-async function offlineImagesPerSecond(network: RepVGGNetwork, batch: number, seconds: number): Promise<number> {
+/**
+ * predict() throughput at one batch size, batch after batch (median img/s of the runs): what the server's batches
+ * would cost offline; and the cores' worth of CPU this process used meanwhile (the servers have exited by then).
+ */
+async function offlineImagesPerSecond(network: RepVGGNetwork, batch: number, seconds: number): Promise<{ imagesPerSecond: number; cores: number }> {
   const images = { shape: [batch, 3, IMAGE_SIZE, IMAGE_SIZE], data: randomImages(batch, 1000 + batch) };
   await network.prepare(batch, IMAGE_SIZE, IMAGE_SIZE);
   for (let i = 0; i < OFFLINE_WARMUP_RUNS; i++) await network.predict(images);
   const rates: number[] = [];
-  const end = performance.now() + seconds * 1000;
+  const cpuBefore = process.cpuUsage();
+  const loopStart = performance.now();
+  const end = loopStart + seconds * 1000;
   while (rates.length < OFFLINE_MIN_RUNS || performance.now() < end) {
     const start = performance.now();
     await network.predict(images);
     rates.push(batch / ((performance.now() - start) / 1000));
   }
-  return median(rates);
+  const cpu = process.cpuUsage(cpuBefore); // microseconds
+  return { imagesPerSecond: median(rates), cores: (cpu.user + cpu.system) / 1000 / (performance.now() - loopStart) };
 }
 
 /**
@@ -371,7 +404,7 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
   const before = child.kind === 'ours' ? await batchHistogram(child.base) : undefined;
   child.resetLag();
   const result = await hammer(child, request, concurrency, seconds);
-  const { p99Ms, fullGcs } = await child.lag();
+  const { p99Ms, fullGcs, computeNiceCpuSeconds, otherCpuSeconds } = await child.lag();
   const loadResult: LoadResult = {
     server: child.kind,
     input,
@@ -385,6 +418,9 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
     fullGcs,
     loadAverage1m: loadavg()[0]!,
   };
+  // The run's wall time as the child saw it is within a few ms of autocannon's (the reset and the read bracket it).
+  if (computeNiceCpuSeconds !== undefined) loadResult.computeNiceCores = computeNiceCpuSeconds / result.duration;
+  if (otherCpuSeconds !== undefined) loadResult.otherServerCores = otherCpuSeconds / result.duration;
   if (before !== undefined) {
     const after = await batchHistogram(child.base);
     loadResult.meanBatch = (after.sum - before.sum) / (after.count - before.count);
@@ -397,12 +433,18 @@ async function load(child: Child, input: InputKind, concurrency: number, seconds
 function markdown(results: LoadResult[]): string {
   const format = (value: number | undefined, digits: number) => (value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits));
   const lines = [
-    '| server | input | concurrency | img/s | p50 ms | p99 ms | failed | mean batch | engine busy | img/s of compute time | offline predict() img/s at that batch | served/offline | event-loop lag p99 ms | full GCs | load avg 1m |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| server | input | concurrency | img/s | p50 ms | p99 ms | failed | mean batch | engine busy | img/s of compute time | offline predict() img/s at that batch | served/offline | server CPU cores: compute threads / rest | offline CPU cores | served/offline per CPU-second of compute | event-loop lag p99 ms | full GCs | load avg 1m |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of results) {
     const ratio = r.offlineImagesPerSecond === undefined ? undefined : r.imagesPerSecond / r.offlineImagesPerSecond;
-    lines.push(`| ${r.server === 'ours' ? 'repvgg createServer' : 'fastify + onnxruntime-node'} | ${r.input === 'fp32' ? 'FP32 binary' : 'JPEG'} | ${r.concurrency} | ${format(r.imagesPerSecond, 1)} | ${format(r.p50Ms, 1)} | ${format(r.p99Ms, 1)} | ${r.failed} | ${format(r.meanBatch, 2)} | ${format(r.engineBusy, 2)} | ${format(r.computeImagesPerSecond, 1)} | ${format(r.offlineImagesPerSecond, 1)} | ${format(ratio, 2)} | ${format(r.eventLoopLagP99Ms, 1)} | ${r.fullGcs} | ${format(r.loadAverage1m, 2)} |`);
+    // Images per CPU-second of the compute threads while serving over images per CPU-second offline: what batching and
+    // serving cost the network itself, apart from the cores the event loop and the load generator took from it.
+    const perCpuRatio = r.offlineImagesPerSecond === undefined || r.offlineCores === undefined || r.computeNiceCores === undefined
+      ? undefined
+      : (r.imagesPerSecond / r.computeNiceCores) / (r.offlineImagesPerSecond / r.offlineCores);
+    const cores = `${format(r.computeNiceCores, 2)} / ${format(r.otherServerCores, 2)}`;
+    lines.push(`| ${r.server === 'ours' ? 'repvgg createServer' : 'fastify + onnxruntime-node'} | ${r.input === 'fp32' ? 'FP32 binary' : 'JPEG'} | ${r.concurrency} | ${format(r.imagesPerSecond, 1)} | ${format(r.p50Ms, 1)} | ${format(r.p99Ms, 1)} | ${r.failed} | ${format(r.meanBatch, 2)} | ${format(r.engineBusy, 2)} | ${format(r.computeImagesPerSecond, 1)} | ${format(r.offlineImagesPerSecond, 1)} | ${format(ratio, 2)} | ${cores} | ${format(r.offlineCores, 2)} | ${format(perCpuRatio, 2)} | ${format(r.eventLoopLagP99Ms, 1)} | ${r.fullGcs} | ${format(r.loadAverage1m, 2)} |`);
   }
   return lines.join('\n');
 }
@@ -470,7 +512,9 @@ async function main(): Promise<void> {
     if (result.server !== 'ours' || result.input !== 'fp32' || result.meanBatch === undefined || !Number.isFinite(result.meanBatch)) continue;
     const batch = Math.min(maxBatch, Math.max(1, Math.round(result.meanBatch)));
     progress(`offline predict() at batch ${batch}`);
-    result.offlineImagesPerSecond = await offlineImagesPerSecond(reference, batch, Math.min(seconds, 5));
+    const offline = await offlineImagesPerSecond(reference, batch, Math.min(seconds, 5));
+    result.offlineImagesPerSecond = offline.imagesPerSecond;
+    result.offlineCores = offline.cores;
   }
   reference.dispose();
 

@@ -1,7 +1,8 @@
 // `repvgg bench` and its library (lib/bench/): every requested combination measured once with sane statistics, the
 // deployed form's activation memory below the training-time form's (the paper's memory claim, on our plans), the
 // onnxruntime-node peer, the paper's figures labelled as another card, JSON and SVG outputs, and bad options as
-// typed errors. Speeds themselves are never asserted (machines differ; bench/ holds the speed goals).
+// typed errors; and the per-thread CPU accounting bench/serve.ts reports. Speeds themselves are never asserted
+// (machines differ; bench/ holds the speed goals).
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,7 @@ import { speedChartSvg } from '../lib/bench/chart.js';
 import { MAX_ROUNDS, measureInterleaved, measureThroughput, pairedRatio, quantile } from '../lib/bench/measure.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
 import { ArgumentValueError } from '../lib/errors.js';
+import { cpuSecondsBetween, threadCpuTimes, type ThreadCpu } from '../bench/process.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
 
 const TINY = { size: 32, seconds: 0.01 } as const;
@@ -192,4 +194,36 @@ test('repvgg bench with bad flags exits 2 (usage) or 1 (a value the backend refu
     t.regex(lines[0] ?? '', pattern);
     t.notRegex(r.stderr, /\n\s+at /);
   }
+});
+
+test('cpuSecondsBetween splits the CPU used between two snapshots by nice value, counting new threads from zero', (t) => {
+  const snapshot = (entries: Array<[string, number, number]>) => new Map<string, ThreadCpu>(entries.map(([task, nice, seconds]) => [task, { nice, seconds }]));
+  const before = snapshot([['100', 0, 1.5], ['101', 10, 2], ['102', 10, 4], ['103', 0, 7]]);
+  // 101 used 0.75 s and 102 nothing at nice 10, 104 started (0.25 s); 100 used 0.5 s at nice 0, 103 exited.
+  const after = snapshot([['100', 0, 2], ['101', 10, 2.75], ['102', 10, 4], ['104', 10, 0.25]]);
+  t.deepEqual(cpuSecondsBetween(before, after, 10), { atNice: 1, others: 0.5 });
+  t.deepEqual(cpuSecondsBetween(before, after, 0), { atNice: 0.5, others: 1 });
+  t.deepEqual(cpuSecondsBetween(before, after, Number.NaN), { atNice: 0, others: 1.5 }, 'NaN matches no thread');
+});
+
+test('threadCpuTimes agrees with process.cpuUsage and sees the main thread burn its CPU (Linux /proc)', (t) => {
+  const cpuStart = process.cpuUsage();
+  const before = threadCpuTimes();
+  if (before === undefined) {
+    t.not(process.platform, 'linux', '/proc/self/task is readable on Linux');
+    return;
+  }
+  const mainThread = String(process.pid); // the main thread's id is the process id (ava runs test files in processes)
+  t.true(before.has(mainThread), `main thread ${mainThread} among ${[...before.keys()].join(', ')}`);
+  let spin = 0;
+  while (process.cpuUsage(cpuStart).user < 300_000) spin += Math.sqrt(spin + 1); // at least 300 ms of CPU
+  const after = threadCpuTimes()!;
+  const cpu = process.cpuUsage(cpuStart);
+  t.true(spin > 0);
+  const mainUsed = after.get(mainThread)!.seconds - before.get(mainThread)!.seconds;
+  t.true(mainUsed >= 0.2, `main thread used ${mainUsed} s of CPU`);
+  // /proc counts in 10 ms ticks per thread: the totals agree to about a tick per thread.
+  const procTotal = cpuSecondsBetween(before, after, Number.NaN).others;
+  const cpuTotal = (cpu.user + cpu.system) / 1e6;
+  t.true(Math.abs(procTotal - cpuTotal) <= 0.01 * after.size + 0.02, `/proc ${procTotal} s vs process.cpuUsage ${cpuTotal} s over ${after.size} threads`);
 });
