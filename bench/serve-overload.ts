@@ -43,6 +43,12 @@ interface OverloadResult {
   /** Connection errors and client-side timeouts (no HTTP status at all). */
   errors: number;
   liveAfter: boolean;
+  /**
+   * The server's own view of its 503s during the run (repvgg_request_duration_seconds{outcome="rejected"}, arrival to
+   * response): how many, and the share answered within each histogram bound. The client's latencies above also hold
+   * the time its own event loop (sending 2x capacity of 600 KB bodies) took to send and read them.
+   */
+  serverRejected: { count: number; withinSeconds: Record<string, number> };
   rssBeforeMiB: number;
   rssAfterMiB: number;
 }
@@ -97,6 +103,22 @@ async function openLoop(child: Child, request: RequestSpec, rate: number, second
   return { sent, offeredPerSecond: sent / elapsed, seconds: elapsed, times, errors };
 }
 
+/** Bounds (seconds) of the server's latency histogram read for rejected requests; a subset of its buckets. */
+const REJECTED_BOUNDS = ['0.005', '0.01', '0.025', '0.05', '0.1', '0.25'];
+
+/** Cumulative counts of the server's rejected-request latency histogram at REJECTED_BOUNDS, and the total. */
+async function rejectedHistogram(child: Child): Promise<{ count: number; buckets: number[] }> {
+  const text = await (await fetch(`${child.base}/metrics`)).text();
+  const value = (sample: string) => {
+    const found = metricValue(text, sample);
+    return Number.isNaN(found) ? 0 : found; // no line until the first rejection
+  };
+  return {
+    count: value('repvgg_request_duration_seconds_count{outcome="rejected"}'),
+    buckets: REJECTED_BOUNDS.map((bound) => value(`repvgg_request_duration_seconds_bucket{le="${bound}",outcome="rejected"}`)),
+  };
+}
+
 /** The server's resident set size in MiB, from its own /metrics (prom-client's process metrics). */
 async function rssMiB(child: Child): Promise<number> {
   const text = await (await fetch(`${child.base}/metrics`)).text();
@@ -137,13 +159,20 @@ async function main(): Promise<void> {
     const rate = 2 * capacityPerSecond;
     progress(`overload: ${rate.toFixed(0)} req/s offered (2x capacity, open loop) for ${overloadSeconds} s`);
     const rssBefore = await rssMiB(child);
+    const rejectedBefore = await rejectedHistogram(child);
     const overload = await openLoop(child, request, rate, overloadSeconds);
+    const rejectedAfter = await rejectedHistogram(child);
+    const rejectedCount = rejectedAfter.count - rejectedBefore.count;
     const overloadResult: OverloadResult = {
       offeredPerSecond: overload.offeredPerSecond,
       seconds: overload.seconds,
       byStatus: Object.fromEntries([...overload.times].map(([status, list]) => [String(status), percentiles(list)])),
       errors: overload.errors,
       liveAfter: await isLive(child),
+      serverRejected: {
+        count: rejectedCount,
+        withinSeconds: Object.fromEntries(REJECTED_BOUNDS.map((bound, i) => [bound, (rejectedAfter.buckets[i]! - rejectedBefore.buckets[i]!) / rejectedCount])),
+      },
       rssBeforeMiB: rssBefore,
       rssAfterMiB: await rssMiB(child),
     };
@@ -178,6 +207,8 @@ async function main(): Promise<void> {
       '| status | responses | p50 ms | p99 ms | max ms |',
       '| --- | ---: | ---: | ---: | ---: |',
       ...Object.entries(overloadResult.byStatus).map(([status, l]) => `| ${status} | ${l.count} | ${l.p50Ms.toFixed(1)} | ${l.p99Ms.toFixed(1)} | ${l.maxMs.toFixed(1)} |`),
+      '',
+      `The server's own latency of its ${rejectedCount} rejections (arrival to response, /metrics): ${Object.entries(overloadResult.serverRejected.withinSeconds).map(([bound, share]) => `${(share * 100).toFixed(1)}% within ${Number(bound) * 1000} ms`).join(', ')}.`,
       '',
       `Soak at capacity for ${soakSeconds} s: RSS ${drift.fromMiB.toFixed(1)} MiB after the first ${SOAK_SLICE_SECONDS} s, ${drift.lastMiB.toFixed(1)} MiB at the end (${percent(drift.lastMiB)}), range ${drift.minMiB.toFixed(1)}-${drift.maxMiB.toFixed(1)} MiB (${percent(drift.minMiB)} to ${percent(drift.maxMiB)}); ${soak.reduce((sum, p) => sum + p.non2xx, 0)} failed requests; ${(soak.reduce((sum, p) => sum + p.requestsPerSecond, 0) / soak.length).toFixed(1)} req/s on average.`,
     ];
