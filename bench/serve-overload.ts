@@ -171,7 +171,8 @@ async function main(): Promise<void> {
       liveAfter: await isLive(child),
       serverRejected: {
         count: rejectedCount,
-        withinSeconds: Object.fromEntries(REJECTED_BOUNDS.map((bound, i) => [bound, (rejectedAfter.buckets[i]! - rejectedBefore.buckets[i]!) / rejectedCount])),
+        // Shares of the rejections; none when there were none (the JSON then holds an empty record, not NaNs).
+        withinSeconds: rejectedCount === 0 ? {} : Object.fromEntries(REJECTED_BOUNDS.map((bound, i) => [bound, (rejectedAfter.buckets[i]! - rejectedBefore.buckets[i]!) / rejectedCount])),
       },
       rssBeforeMiB: rssBefore,
       rssAfterMiB: await rssMiB(child),
@@ -208,7 +209,9 @@ async function main(): Promise<void> {
       '| --- | ---: | ---: | ---: | ---: |',
       ...Object.entries(overloadResult.byStatus).map(([status, l]) => `| ${status} | ${l.count} | ${l.p50Ms.toFixed(1)} | ${l.p99Ms.toFixed(1)} | ${l.maxMs.toFixed(1)} |`),
       '',
-      `The server's own latency of its ${rejectedCount} rejections (arrival to response, /metrics): ${Object.entries(overloadResult.serverRejected.withinSeconds).map(([bound, share]) => `${(share * 100).toFixed(1)}% within ${Number(bound) * 1000} ms`).join(', ')}.`,
+      rejectedCount === 0
+        ? "The server rejected nothing (its /metrics)."
+        : `The server's own latency of its ${rejectedCount} rejections (arrival to response, /metrics): ${Object.entries(overloadResult.serverRejected.withinSeconds).map(([bound, share]) => `${(share * 100).toFixed(1)}% within ${Number(bound) * 1000} ms`).join(', ')}.`,
       '',
       `Soak at capacity for ${soakSeconds} s: RSS ${drift.fromMiB.toFixed(1)} MiB after the first ${SOAK_SLICE_SECONDS} s, ${drift.lastMiB.toFixed(1)} MiB at the end (${percent(drift.lastMiB)}), range ${drift.minMiB.toFixed(1)}-${drift.maxMiB.toFixed(1)} MiB (${percent(drift.minMiB)} to ${percent(drift.maxMiB)}); ${soak.reduce((sum, p) => sum + p.non2xx, 0)} failed requests; ${(soak.reduce((sum, p) => sum + p.requestsPerSecond, 0) / soak.length).toFixed(1)} req/s on average.`,
     ];

@@ -182,7 +182,7 @@ async function runChild(kind: ServerKind, maxBatch: number, computeNice: number)
       const cpu = cpuAtReset === undefined || cpuNow === undefined ? undefined : cpuSecondsBetween(cpuAtReset, cpuNow, threadsNice);
       process.send!({
         type: 'lag', p99Ms: lag.percentile(99) / 1e6, maxMs: lag.max / 1e6, fullGcs,
-        computeNiceCpuSeconds: kind === 'ours' && computeNice > 0 ? cpu?.atNice : undefined, otherCpuSeconds: cpu?.others,
+        computeNiceCpuSeconds: Number.isNaN(threadsNice) ? undefined : cpu?.atNice, otherCpuSeconds: cpu?.others,
       } satisfies FromChild);
     }
   });
