@@ -8,17 +8,17 @@
 // (with random BN statistics), so only speed, memory and agreement are meaningful, not the predicted classes.
 // With --profile it also prints, per model and batch, where each deployed precision spends its time, layer by layer
 // (RepVGGNetwork.profile: every primitive timed on its own).
-// Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg] [--profile]
+// Usage: USAGE below (`node dist/bench/cpu.js --help`).
 // Not for: accuracy against PyTorch (test/reference.test.ts) or the GPU backend.
 
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
-import { parseArgs } from 'node:util';
 
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { cpuCapabilities } from '../lib/backends.js';
 import { loadCpuAddon } from '../lib/backend/native.js';
+import { archList, integerList, parseBenchArgs, positiveNumber, runBench } from '../lib/bench/args.js';
 import { barChartSvg } from '../lib/bench/chart.js';
 import { markdownTable } from '../lib/bench/report.js';
 import { randomImages } from '../lib/bench/speed.js';
@@ -41,6 +41,9 @@ const CHECK_BATCH = 8;
 /** Timings of a model are skipped when an fp32 engine differs from onnxruntime by more than this. */
 const MAX_FP32_RELATIVE_ERROR = 1e-4;
 const WARMUP_RUNS = 2;
+/** Bounds of the command line: a batch of 256 224x224 images is 154 MB of input alone. */
+const MAX_BATCH = 256;
+const MAX_SECONDS = 3600;
 /** Runs each primitive is timed over for --profile. */
 const PROFILE_RUNS = 10;
 /** bf16 only where oneDNN has bfloat16 convolutions for this CPU (AVX-512 on); elsewhere its columns read '–'. */
@@ -146,24 +149,31 @@ function progress(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
 }
 
+const USAGE = `Usage: node dist/bench/cpu.js [--models A0,B0] [--batches 1,8,32] [--seconds 3] [--json out.json] [--plot out.svg] [--profile]
+  --models    official variants to time (default A0,B0)
+  --batches   batch sizes (default 1,8,32; at most ${MAX_BATCH})
+  --seconds   seconds of timed runs per engine and batch size, over all rounds (default 3)
+  --json      also write every number as JSON to this file
+  --plot      also write a grouped bar chart (SVG) to this file
+  --profile   also print each deployed precision's time per layer`;
+
 function parseOptions(): BenchOptions {
-  const { values } = parseArgs({
-    options: {
-      models: { type: 'string', default: 'A0,B0' },
-      batches: { type: 'string', default: '1,8,32' },
-      seconds: { type: 'string', default: '3' },
-      json: { type: 'string' },
-      plot: { type: 'string' },
-      profile: { type: 'boolean', default: false },
-    },
+  const values = parseBenchArgs(USAGE, {
+    models: { type: 'string', default: 'A0,B0' },
+    batches: { type: 'string', default: '1,8,32' },
+    seconds: { type: 'string', default: '3' },
+    json: { type: 'string' },
+    plot: { type: 'string' },
+    profile: { type: 'boolean', default: false },
   });
-  const batches = values.batches.split(',').map(Number);
-  if (!batches.every((b) => Number.isInteger(b) && b > 0)) {
-    throw new Error(`Expected comma-separated positive integers for --batches but received '${values.batches}'`);
-  }
-  const seconds = Number(values.seconds);
-  if (!(seconds > 0)) throw new Error(`Expected a positive number for --seconds but received '${values.seconds}'`);
-  return { models: values.models.split(','), batches, seconds, jsonPath: values.json, plotPath: values.plot, profile: values.profile };
+  return {
+    models: archList(values.models, '--models'),
+    batches: integerList(values.batches, '--batches', { min: 1, max: MAX_BATCH }),
+    seconds: positiveNumber(values.seconds, '--seconds', MAX_SECONDS),
+    jsonPath: values.json,
+    plotPath: values.plot,
+    profile: values.profile,
+  };
 }
 
 function ourEngine(network: RepVGGNetwork): Engine {
@@ -499,4 +509,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await runBench(USAGE, main);

@@ -4,17 +4,16 @@
 // anything each (model, precision) is checked against the CPU backend on a random batch. It also exports each
 // deployed model (safetensors + layer list), the check input and our logits for bench/device/torch_bench.py, which
 // times PyTorch on the same weights and prints the comparison table.
-// Usage: node dist/bench/cuda.js --out DIR [--models A0,A1,B0,B1g4,B3] [--batches 1,32,128] [--precisions fp32,fp16]
-//        [--seconds 1] [--train-batches 128 | --no-train-form] [--no-check] [--export-only (no GPU needed: weights,
-//        input, CPU logits)]. DIR/ours.json is rewritten after every model, so a run cut short keeps what it measured.
+// Usage: USAGE below (`node dist/bench/cuda.js --help`). DIR/ours.json is rewritten after every model, so a run cut
+// short keeps what it measured.
 // Not for: correctness tests (test/cuda.test.ts) or the CPU benchmark (bench/cpu.ts).
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 
 import { cudaStatus, requireCudaAddon } from '../lib/backend/cuda.js';
+import { OptionError, archList, integerList, parseBenchArgs, positiveNumber, runBench } from '../lib/bench/args.js';
 import type { CudaAddon, CudaPlanReport, CudaProgram } from '../lib/backend/cuda.js';
 import { RepVGGNetwork, deployedProgram, trainProgram } from '../lib/engine.js';
 import type { StepProgram } from '../lib/engine.js';
@@ -105,27 +104,47 @@ function planSummary(report: CudaPlanReport) {
   };
 }
 
+/** Bounds of the command line: a batch of 1024 224x224 images is 616 MB of input. */
+const MAX_BATCH = 1024;
+const MAX_SECONDS = 600;
+const USAGE = `Usage: node dist/bench/cuda.js --out DIR [--models A0,A1,B0,B1g4,B3] [--batches 1,32,128] [--precisions fp32,fp16]
+         [--seconds 1] [--train-batches 128 | --no-train-form] [--no-check] [--export-only]
+  --out            folder for ours.json and, per model, the deployed weights, check input and our logits
+  --models         official variants (default A0,A1,B0,B1g4,B3)
+  --batches        batch sizes of the deployed network (default 1,32,128; at most ${MAX_BATCH})
+  --precisions     fp32 and/or fp16 (default fp32,fp16)
+  --seconds        seconds of timed forwards per configuration (default 1)
+  --train-batches  batch sizes of the training-time network (default: --batches); --no-train-form skips it
+  --no-check       skip the check against the CPU backend
+  --export-only    write the weights, input and CPU logits only (no GPU needed)`;
+
+function precisionList(text: string): Precision[] {
+  const precisions = text.split(',');
+  if (!precisions.every((p): p is Precision => p === 'fp32' || p === 'fp16')) {
+    throw new OptionError(`Expected comma-separated fp32 and fp16 for --precisions but received '${text}'`);
+  }
+  return precisions;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      out: { type: 'string' },
-      models: { type: 'string', default: 'A0,A1,B0,B1g4,B3' },
-      batches: { type: 'string', default: '1,32,128' },
-      precisions: { type: 'string', default: 'fp32,fp16' },
-      seconds: { type: 'string', default: '1' },
-      'no-train-form': { type: 'boolean', default: false },
-      'train-batches': { type: 'string' },
-      'no-check': { type: 'boolean', default: false },
-      'export-only': { type: 'boolean', default: false },
-    },
+  const values = parseBenchArgs(USAGE, {
+    out: { type: 'string' },
+    models: { type: 'string', default: 'A0,A1,B0,B1g4,B3' },
+    batches: { type: 'string', default: '1,32,128' },
+    precisions: { type: 'string', default: 'fp32,fp16' },
+    seconds: { type: 'string', default: '1' },
+    'no-train-form': { type: 'boolean', default: false },
+    'train-batches': { type: 'string' },
+    'no-check': { type: 'boolean', default: false },
+    'export-only': { type: 'boolean', default: false },
   });
   const outDir = values.out;
-  if (!outDir) throw new Error('--out DIR is required');
-  const models = values.models.split(',').filter(Boolean);
-  const batches = values.batches.split(',').map(Number);
-  const precisions = values.precisions.split(',') as Precision[];
-  const seconds = Number(values.seconds);
-  const trainBatches = values['no-train-form'] ? [] : (values['train-batches'] ?? values.batches).split(',').map(Number);
+  if (!outDir) throw new OptionError('Expected --out DIR (where the results go)');
+  const models = archList(values.models, '--models');
+  const batches = integerList(values.batches, '--batches', { min: 1, max: MAX_BATCH });
+  const precisions = precisionList(values.precisions);
+  const seconds = positiveNumber(values.seconds, '--seconds', MAX_SECONDS);
+  const trainBatches = values['no-train-form'] ? [] : values['train-batches'] === undefined ? batches : integerList(values['train-batches'], '--train-batches', { min: 1, max: MAX_BATCH });
   const exportOnly = values['export-only'];
   const status = cudaStatus();
   if (!status.available && !exportOnly) throw new Error(`CUDA is unavailable: ${status.reason ?? ''}`);
@@ -235,7 +254,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench/cuda: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+await runBench(USAGE, main);

@@ -2,8 +2,7 @@
 // (lib/data/images.ts preprocessBatch on its worker threads, 8 images in flight) against torchvision + PIL
 // (bench/images_torch.py) on the same ~500x375 JPEGs, written here with sharp, in the same run. Checks one
 // image's tensor first.
-// Usage: node dist/bench/images.js [--count 256] [--rounds 3] [--repeat 2] [--concurrency 8] [--workers 2]
-//          [--python /usr/bin/python3]
+// Usage: USAGE below (`node dist/bench/images.js --help`).
 // Not for: training-time augmentation (the loader) or accuracy tests (test/images.test.ts).
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -11,10 +10,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
 import sharp from 'sharp';
 
+import { integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import { IMAGENET_MEAN, IMAGENET_STD, preprocessBatch, preprocessImage } from '../lib/data/images.js';
 import { runProcess } from './process.js';
 
@@ -51,21 +50,28 @@ async function writeJpegs(dir: string, count: number): Promise<string[]> {
 }
 
 
+const USAGE = `Usage: node dist/bench/images.js [--count 256] [--rounds 3] [--repeat 2] [--concurrency 8] [--workers 2] [--python /usr/bin/python3]
+  --count        JPEGs written and decoded (default 256)
+  --rounds       rounds, ours and torchvision's in turns (default 3)
+  --repeat       passes over the images per round (default 2)
+  --concurrency  images in flight in ours (default 8)
+  --workers      torch DataLoader workers (default 2)
+  --python       the Python with torchvision (default /usr/bin/python3)`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      count: { type: 'string', default: '256' },
-      repeat: { type: 'string', default: '2' },
-      rounds: { type: 'string', default: '3' },
-      concurrency: { type: 'string', default: '8' },
-      workers: { type: 'string', default: '2' },
-      python: { type: 'string', default: '/usr/bin/python3' },
-    },
+  const values = parseBenchArgs(USAGE, {
+    count: { type: 'string', default: '256' },
+    repeat: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '3' },
+    concurrency: { type: 'string', default: '8' },
+    workers: { type: 'string', default: '2' },
+    python: { type: 'string', default: '/usr/bin/python3' },
   });
-  const count = Number(values.count);
-  const repeat = Number(values.repeat);
-  const rounds = Number(values.rounds);
-  const concurrency = Number(values.concurrency);
+  const count = integerOption(values.count, '--count', { min: 1, max: 100_000 });
+  const repeat = integerOption(values.repeat, '--repeat', { min: 1, max: 100 });
+  const rounds = integerOption(values.rounds, '--rounds', { min: 1, max: 100 });
+  const concurrency = integerOption(values.concurrency, '--concurrency', { min: 1, max: 256 });
+  const workers = integerOption(values.workers, '--workers', { min: 0, max: 64 });
   const dir = await mkdtemp(join(tmpdir(), 'repvgg-bench-images-'));
   try {
     const files = await writeJpegs(dir, count);
@@ -93,7 +99,7 @@ async function main(): Promise<void> {
     // Ours: the whole set into one (N, 3, 224, 224) tensor; an unmeasured first pass warms up the JIT.
     await preprocessBatch(files.slice(0, 16), { concurrency });
     let oursRate = 0;
-    const torch = { single: 0, workers: 0, workers_count: Number(values.workers) };
+    const torch = { single: 0, workers: 0, workers_count: workers };
     for (let round = 0; round < rounds; round++) {
       for (let r = 0; r < repeat; r++) {
         const start = performance.now();
@@ -103,7 +109,7 @@ async function main(): Promise<void> {
         oursRate = Math.max(oursRate, count / seconds);
       }
       const peer = JSON.parse(
-        await runProcess(values.python, [TORCH_SCRIPT, '--dir', dir, '--repeat', String(repeat), '--workers', values.workers, '--threads', '1']),
+        await runProcess(values.python, [TORCH_SCRIPT, '--dir', dir, '--repeat', String(repeat), '--workers', String(workers), '--threads', '1']),
       ) as { single: number; workers: number };
       torch.single = Math.max(torch.single, peer.single);
       torch.workers = Math.max(torch.workers, peer.workers);
@@ -121,4 +127,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await runBench(USAGE, main);

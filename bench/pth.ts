@@ -2,8 +2,7 @@
 // RepVGG weights with BN statistics, keys and shapes from expectedWeights) and format, bench/pth_torch.py writes the
 // checkpoint with torch.save; then a child process of ours reads it and every tensor's SHA-256 must equal
 // PyTorch's; only then are both timed, each load in a fresh process (seconds, peak RSS), and one markdown table
-// is printed. Usage: node dist/bench/pth.js [--models A0,B3] [--formats zip,legacy] [--repeats 3]
-//          [--python /usr/bin/python3] [--json out.json]
+// is printed. Usage: USAGE below (`node dist/bench/pth.js --help`).
 // Not for: test coverage of the format (test/pth.test.ts) or inference speed (bench/cpu.ts).
 
 import { createHash } from 'node:crypto';
@@ -12,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
+import { OptionError, archList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import { readPth } from '../lib/io/pth.js';
 import { expectedWeights, officialSpec } from '../lib/models/repvgg.js';
 import { median, runProcess } from './process.js';
@@ -138,27 +137,40 @@ function table(rows: Row[]): string {
   return lines.join('\n');
 }
 
+const USAGE = `Usage: node dist/bench/pth.js [--models A0,B3] [--formats zip,legacy] [--repeats 3] [--python /usr/bin/python3] [--json out.json]
+  --models   official variants whose training-time weights are saved and read (default A0,B3)
+  --formats  zip (torch.save's default) and/or legacy (_use_new_zipfile_serialization=False) (default zip,legacy)
+  --repeats  fresh processes timed per reader, model and format (default 3)
+  --python   the Python with torch (default /usr/bin/python3, Debian's python3-torch)
+  --json     also write the rows as JSON to this file`;
+
+function formatList(text: string): string[] {
+  const formats = text.split(',');
+  if (!formats.every((f) => f === 'zip' || f === 'legacy')) throw new OptionError(`Expected comma-separated zip and legacy for --formats but received '${text}'`);
+  return formats;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      models: { type: 'string', default: 'A0,B3' },
-      formats: { type: 'string', default: 'zip,legacy' },
-      repeats: { type: 'string', default: '3' },
-      python: { type: 'string', default: '/usr/bin/python3' },
-      json: { type: 'string' },
-      time: { type: 'string' },
-      digest: { type: 'string' },
-    },
+  const values = parseBenchArgs(USAGE, {
+    models: { type: 'string', default: 'A0,B3' },
+    formats: { type: 'string', default: 'zip,legacy' },
+    repeats: { type: 'string', default: '3' },
+    python: { type: 'string', default: '/usr/bin/python3' },
+    json: { type: 'string' },
+    // The timed child processes: this script run with one of these.
+    time: { type: 'string' },
+    digest: { type: 'string' },
   });
   if (values.time !== undefined) return childTime(values.time);
   if (values.digest !== undefined) return childDigest(values.digest);
-  const repeats = Number(values.repeats);
-  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`Expected a positive integer for --repeats but received '${values.repeats}'`);
+  const repeats = integerOption(values.repeats, '--repeats', { min: 1, max: 100 });
+  const models = archList(values.models, '--models');
+  const formats = formatList(values.formats);
   const dir = await mkdtemp(join(tmpdir(), 'repvgg-pth-bench-'));
   const rows: Row[] = [];
   try {
-    for (const model of values.models.split(',')) {
-      for (const format of values.formats.split(',')) {
+    for (const model of models) {
+      for (const format of formats) {
         const row = await benchOne(values.python, dir, model, format, repeats);
         if (row !== undefined) rows.push(row);
       }
@@ -173,4 +185,4 @@ async function main(): Promise<void> {
   if (values.json !== undefined) await writeFile(values.json, `${JSON.stringify({ repeats, rows }, null, 2)}\n`);
 }
 
-await main();
+await runBench(USAGE, main);

@@ -1,18 +1,18 @@
 // Overload and soak of `createServer` (RepVGG-A0 224, binary FP32 requests on 127.0.0.1, the server's default queue
 // and deadline): measures capacity, then offers twice that rate for --overload-seconds (how fast rejections come
 // back, whether accepted requests meet their deadline), then holds it at capacity for --soak-seconds sampling RSS.
-// Usage: node dist/bench/serve-overload.js [--capacity-seconds 10] [--overload-seconds 60] [--soak-seconds 600] [--json FILE]
+// Usage: USAGE below (`node dist/bench/serve-overload.js --help`).
 // Not for: throughput against a peer (bench/serve.ts) or correctness under bad input (test/serve.test.ts).
 
 import { writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { availableParallelism, cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 
+import { integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import { DEFAULT_COMPUTE_NICE } from '../lib/serve/server.js';
 import { metricValue } from '../test/helpers/metrics.js';
-import { hammer, positiveInts, progress, randomImages, requestFor, startChild, stopChild, type Child, type RequestSpec } from './serve.js';
+import { hammer, progress, randomImages, requestFor, startChild, stopChild, type Child, type RequestSpec } from './serve.js';
 
 const MAX_BATCH = 32;
 /** Connections of the capacity and soak runs: enough to keep full batches queued, within the default queue (256). */
@@ -133,18 +133,24 @@ async function isLive(child: Child): Promise<boolean> {
   }
 }
 
+const USAGE = `Usage: node dist/bench/serve-overload.js [--capacity-seconds 10] [--overload-seconds 60] [--soak-seconds 600] [--json FILE]
+  --capacity-seconds  seconds of closed-loop load that measure capacity (default 10)
+  --overload-seconds  seconds at twice that rate, open loop (default 60)
+  --soak-seconds      seconds at capacity, sampling RSS (default 600)
+  --json              also write every number as JSON to this file
+  (each at most ${MAX_SECONDS} s)`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      'capacity-seconds': { type: 'string', default: '10' },
-      'overload-seconds': { type: 'string', default: '60' },
-      'soak-seconds': { type: 'string', default: '600' },
-      json: { type: 'string' },
-    },
+  const values = parseBenchArgs(USAGE, {
+    'capacity-seconds': { type: 'string', default: '10' },
+    'overload-seconds': { type: 'string', default: '60' },
+    'soak-seconds': { type: 'string', default: '600' },
+    json: { type: 'string' },
   });
-  const capacitySeconds = positiveInts(values['capacity-seconds'], '--capacity-seconds', MAX_SECONDS)[0]!;
-  const overloadSeconds = positiveInts(values['overload-seconds'], '--overload-seconds', MAX_SECONDS)[0]!;
-  const soakSeconds = positiveInts(values['soak-seconds'], '--soak-seconds', MAX_SECONDS)[0]!;
+  const seconds = { min: 1, max: MAX_SECONDS };
+  const capacitySeconds = integerOption(values['capacity-seconds'], '--capacity-seconds', seconds);
+  const overloadSeconds = integerOption(values['overload-seconds'], '--overload-seconds', seconds);
+  const soakSeconds = integerOption(values['soak-seconds'], '--soak-seconds', seconds);
   const request = requestFor('ours', 'fp32', randomImages(1, 2), Buffer.alloc(0));
 
   progress('starting the server (RepVGG-A0, 224x224, max batch 32, default queue 256 and deadline 10 s)');
@@ -224,7 +230,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-  process.exit(1);
-});
+await runBench(USAGE, main);

@@ -3,8 +3,7 @@
 // loaded by autocannon on 127.0.0.1 at several concurrencies with binary FP32 tensors and JPEG images. Each server runs
 // in its own child process (this file with --role) so that the load generator does not share its event loop.
 // --load-nice N lowers the load generator below both servers, so that it takes only what they leave.
-// Usage: node dist/bench/serve.js [--seconds 10] [--warmup 3] [--concurrency 1,8,64] [--max-batch 32] [--compute-nice 10]
-//   [--load-nice 0] [--inputs fp32,jpeg] [--json FILE]
+// Usage: USAGE below (`node dist/bench/serve.js --help`).
 // Not for: raw engine throughput (bench/cpu.ts) or the server's correctness on edge cases (test/serve.test.ts).
 
 import { fork, type ChildProcess } from 'node:child_process';
@@ -13,12 +12,12 @@ import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg, setPriority } from 'node:os';
 import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
 import fastify from 'fastify';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import sharp from 'sharp';
 
+import { OptionError, integerList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import { MAX_NICE } from '../lib/nice.js';
 import { topClasses } from '../lib/cli/classify.js';
 import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
@@ -122,14 +121,6 @@ interface LoadResult {
 
 export function progress(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
-}
-
-export function positiveInts(text: string, name: string, max: number): number[] {
-  const values = text.split(',').map(Number);
-  if (values.length === 0 || values.length > 16 || !values.every((v) => Number.isInteger(v) && v >= 1 && v <= max)) {
-    throw new Error(`Expected up to 16 comma-separated integers from 1 to ${max} for ${name} but received '${text}'`);
-  }
-  return values;
 }
 
 function modelWeights() {
@@ -449,33 +440,42 @@ function markdown(results: LoadResult[]): string {
   return lines.join('\n');
 }
 
+const USAGE = `Usage: node dist/bench/serve.js [--seconds 10] [--warmup 3] [--concurrency 1,8,64] [--max-batch 32] [--compute-nice ${DEFAULT_COMPUTE_NICE}]
+         [--load-nice ${DEFAULT_LOAD_NICE}] [--inputs fp32,jpeg] [--json FILE]
+  --seconds       timed seconds per row (default 10, at most ${MAX_SECONDS})
+  --warmup        seconds of load before each row's timing (default 3; 0 for none)
+  --concurrency   client connections, one row each (default 1,8,64; at most ${MAX_CONCURRENCY})
+  --max-batch     the servers' largest batch (default 32)
+  --compute-nice  nice of our server's compute threads (default ${DEFAULT_COMPUTE_NICE}; 0 to leave them)
+  --load-nice     nice of the load generator (default ${DEFAULT_LOAD_NICE})
+  --inputs        fp32 (binary tensors) and/or jpeg (default fp32,jpeg)
+  --json          also write every number as JSON to this file`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      role: { type: 'string' },
-      seconds: { type: 'string', default: '10' },
-      warmup: { type: 'string', default: '3' },
-      concurrency: { type: 'string', default: '1,8,64' },
-      'max-batch': { type: 'string', default: '32' },
-      'compute-nice': { type: 'string', default: String(DEFAULT_COMPUTE_NICE) },
-      'load-nice': { type: 'string', default: String(DEFAULT_LOAD_NICE) },
-      inputs: { type: 'string', default: 'fp32,jpeg' },
-      json: { type: 'string' },
-    },
+  const values = parseBenchArgs(USAGE, {
+    role: { type: 'string' }, // a server child: ours or onnxruntime (startChild)
+    seconds: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '3' },
+    concurrency: { type: 'string', default: '1,8,64' },
+    'max-batch': { type: 'string', default: '32' },
+    'compute-nice': { type: 'string', default: String(DEFAULT_COMPUTE_NICE) },
+    'load-nice': { type: 'string', default: String(DEFAULT_LOAD_NICE) },
+    inputs: { type: 'string', default: 'fp32,jpeg' },
+    json: { type: 'string' },
   });
-  const maxBatch = positiveInts(values['max-batch'], '--max-batch', 256)[0]!;
-  const computeNice = values['compute-nice'] === '0' ? 0 : positiveInts(values['compute-nice'], '--compute-nice', MAX_NICE)[0]!;
+  const maxBatch = integerOption(values['max-batch'], '--max-batch', { min: 1, max: 256 });
+  const computeNice = integerOption(values['compute-nice'], '--compute-nice', { min: 0, max: MAX_NICE });
   if (values.role !== undefined) {
-    if (values.role !== 'ours' && values.role !== 'onnxruntime') throw new Error(`Expected ours or onnxruntime for --role but received '${values.role}'`);
+    if (values.role !== 'ours' && values.role !== 'onnxruntime') throw new OptionError(`Expected ours or onnxruntime for --role but received '${values.role}'`);
     return runChild(values.role, maxBatch, computeNice);
   }
-  const loadNice = values['load-nice'] === '0' ? 0 : positiveInts(values['load-nice'], '--load-nice', MAX_NICE)[0]!;
-  const seconds = positiveInts(values.seconds, '--seconds', MAX_SECONDS)[0]!;
-  const warmupSeconds = values.warmup === '0' ? 0 : positiveInts(values.warmup, '--warmup', MAX_SECONDS)[0]!;
-  const concurrencies = positiveInts(values.concurrency, '--concurrency', MAX_CONCURRENCY);
+  const loadNice = integerOption(values['load-nice'], '--load-nice', { min: 0, max: MAX_NICE });
+  const seconds = integerOption(values.seconds, '--seconds', { min: 1, max: MAX_SECONDS });
+  const warmupSeconds = integerOption(values.warmup, '--warmup', { min: 0, max: MAX_SECONDS });
+  const concurrencies = integerList(values.concurrency, '--concurrency', { min: 1, max: MAX_CONCURRENCY });
   const inputs = values.inputs.split(',');
   if (!inputs.every((input): input is InputKind => input === 'fp32' || input === 'jpeg')) {
-    throw new Error(`Expected fp32, jpeg or both for --inputs but received '${values.inputs}'`);
+    throw new OptionError(`Expected fp32, jpeg or both for --inputs but received '${values.inputs}'`);
   }
 
   const chw = randomImages(1, 2);
@@ -530,8 +530,5 @@ async function main(): Promise<void> {
 
 // Run as a script (the bench, or a server child forked with --role); bench/serve-overload.ts imports the helpers.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  main().catch((error: unknown) => {
-    process.stderr.write(`${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-    process.exit(1);
-  });
+  await runBench(USAGE, main);
 }

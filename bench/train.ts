@@ -5,9 +5,7 @@
 // machine the pip torch, on the GPU, eager fp32 or --torch-amp for autocast fp16) on the very same batch and
 // network (our spec as JSON; both sides' parameter counts must agree), --rounds times in turn, and prints one
 // markdown table of the medians.
-// Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--rounds 3] [--models mini,A0,B0] [--size N]
-//          [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16|bf16] [--torch-amp] [--python /usr/bin/python3]
-//          [--json out.json]
+// Usage: USAGE below (`node dist/bench/train.js --help`).
 // --precision fp16 (CUDA): ours in mixed precision (fp16 convolutions, dynamic loss scale), to compare with
 // --torch-amp; bf16 likewise (compute capability 8.0+, no loss scale).
 // Models: 'mini' = miniSpec(1, 10) at 28x28 (the default of `repvgg train`), 'A0' and 'B0' = official variants with
@@ -20,8 +18,8 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
+import { OptionError, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import type { TrainBackend } from '../lib/autograd/backend.js';
 import { cudaBackend } from '../lib/autograd/cuda-backend.js';
 import * as F from '../lib/autograd/functions.js';
@@ -151,48 +149,59 @@ async function runTorch(
   }
 }
 
+const USAGE = `Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--rounds 3] [--models mini,A0] [--size N]
+         [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16|bf16] [--torch-amp] [--python /usr/bin/python3] [--no-torch]
+         [--json out.json]
+  --batch      images per step (default 128)
+  --steps      timed steps per round and side (default 20)
+  --warmup     untimed steps first, at least 2: the loss check (default 5)
+  --rounds     rounds, ours and PyTorch's in turns (default 3)
+  --models     mini (28x28x1), A0 and/or B0 (32x32x3) (default mini,A0)
+  --size       input side instead of the model's (at least 16)
+  --threads    PyTorch's CPU threads (default 2)
+  --backend    cpu or cuda (default cpu)
+  --precision  fp32, or with --backend cuda fp16 / bf16 mixed precision (default fp32)
+  --torch-amp  PyTorch under autocast fp16 (CUDA)
+  --python     the Python with torch (default /usr/bin/python3)
+  --no-torch   time ours only
+  --json       also write the rows as JSON to this file`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      batch: { type: 'string', default: '128' },
-      steps: { type: 'string', default: '20' },
-      rounds: { type: 'string', default: '3' },
-      warmup: { type: 'string', default: '5' },
-      models: { type: 'string', default: 'mini,A0' },
-      threads: { type: 'string', default: '2' },
-      size: { type: 'string' },
-      backend: { type: 'string', default: 'cpu' },
-      'torch-amp': { type: 'boolean', default: false },
-      precision: { type: 'string', default: 'fp32' },
-      python: { type: 'string', default: '/usr/bin/python3' },
-      'no-torch': { type: 'boolean', default: false },
-      json: { type: 'string' },
-    },
+  const values = parseBenchArgs(USAGE, {
+    batch: { type: 'string', default: '128' },
+    steps: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '5' },
+    models: { type: 'string', default: 'mini,A0' },
+    threads: { type: 'string', default: '2' },
+    size: { type: 'string' },
+    backend: { type: 'string', default: 'cpu' },
+    'torch-amp': { type: 'boolean', default: false },
+    precision: { type: 'string', default: 'fp32' },
+    python: { type: 'string', default: '/usr/bin/python3' },
+    'no-torch': { type: 'boolean', default: false },
+    json: { type: 'string' },
   });
-  const batch = Number(values.batch);
-  const steps = Number(values.steps);
-  const warmup = Number(values.warmup);
-  const threads = Number(values.threads);
-  const rounds = Number(values.rounds);
-  for (const [name, v] of [['batch', batch], ['steps', steps], ['rounds', rounds], ['threads', threads]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
-  }
-  if (!Number.isInteger(warmup) || warmup < 2) throw new Error('--warmup must be an integer >= 2 (the loss check needs two steps)');
-  if (values.backend !== 'cpu' && values.backend !== 'cuda') throw new Error(`--backend must be cpu or cuda, not ${values.backend}`);
+  const batch = integerOption(values.batch, '--batch', { min: 1, max: 4096 });
+  const steps = integerOption(values.steps, '--steps', { min: 1, max: 100_000 });
+  const warmup = integerOption(values.warmup, '--warmup', { min: 2, max: 100_000 });
+  const threads = integerOption(values.threads, '--threads', { min: 1, max: 1024 });
+  const rounds = integerOption(values.rounds, '--rounds', { min: 1, max: 100 });
+  if (values.backend !== 'cpu' && values.backend !== 'cuda') throw new OptionError(`Expected cpu or cuda for --backend but received '${values.backend}'`);
   const device = values.backend;
   const precision = values.precision;
-  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'bf16') throw new Error(`--precision must be fp32, fp16 or bf16, not ${precision}`);
-  if (precision !== 'fp32' && device !== 'cuda') throw new Error(`--precision ${precision} needs --backend cuda`);
-  const size = values.size === undefined ? undefined : Number(values.size);
-  if (size !== undefined && !(Number.isInteger(size) && size >= 16)) throw new Error('--size must be an integer >= 16');
+  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'bf16') throw new OptionError(`Expected fp32, fp16 or bf16 for --precision but received '${precision}'`);
+  if (precision !== 'fp32' && device !== 'cuda') throw new OptionError(`--precision ${precision} needs --backend cuda`);
+  const size = values.size === undefined ? undefined : integerOption(values.size, '--size', { min: 16, max: 1024 });
+  const modelNames = values.models.split(',');
+  const unknown = modelNames.filter((name) => MODELS[name] === undefined);
+  if (unknown.length > 0) throw new OptionError(`Expected models from ${Object.keys(MODELS).join(', ')} for --models but received '${values.models}'`);
   // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
   retainFreedMemory();
   const rows: string[] = [];
   const json: object[] = [];
-  for (const name of values.models.split(',')) {
-    const make = MODELS[name];
-    if (!make) throw new Error(`unknown model ${name} (known: ${Object.keys(MODELS).join(', ')})`);
-    const model = { ...make(), ...(size !== undefined && { size }) };
+  for (const name of modelNames) {
+    const model = { ...MODELS[name]!(), ...(size !== undefined && { size }) };
     const { images, labels } = randomBatch(model, batch, 7);
     const loadBefore = loadavg()[0] as number;
     // Rounds alternate ours and PyTorch, so that a machine whose speed drifts (a shared host) moves both sides of a
@@ -234,7 +243,4 @@ async function main(): Promise<void> {
   if (values.json) await writeFile(values.json, JSON.stringify(json, null, 2));
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? err.stack ?? err.message : err);
-  process.exit(1);
-});
+await runBench(USAGE, main);

@@ -1,4 +1,4 @@
-// Running the `repvgg` command as a child process in tests: a small process pool (ava starts every test of a file at
+// Running the `repvgg` command (or another of our scripts) as a child process in tests: a small process pool (ava starts every test of a file at
 // once, and dozens of CLI processes on a 2-core machine made the files several times slower than running in turn)
 // and one result type. Not for: assertions (each CLI test file states its own contract checks).
 
@@ -55,13 +55,20 @@ export function withCpuBackend(args: readonly string[]): string[] {
  * with the exit code and output (never rejects on exit != 0).
  */
 export function cli(rawArgs: readonly string[], timeoutMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  const args = withCpuBackend(rawArgs);
+  return runScript(CLI_PATH, withCpuBackend(rawArgs), timeoutMs, env);
+}
+
+/**
+ * Runs `node script ...args` (with this process's environment plus `env`) in the process pool; resolves with the
+ * exit code and output (never rejects on exit != 0).
+ */
+export function runScript(script: string, args: readonly string[], timeoutMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return withProcessSlot(
     () =>
       new Promise((resolve, reject) => {
-        execFile(process.execPath, [CLI_PATH, ...args], { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+        execFile(process.execPath, [script, ...args], { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
           if (error !== null && typeof error.code !== 'number') {
-            reject(new Error(`could not run the CLI (${String(error.code ?? error.signal)}): ${error.message}\n${stderr}`));
+            reject(new Error(`could not run ${script} (${String(error.code ?? error.signal)}): ${error.message}\n${stderr}`));
             return;
           }
           resolve({ code: error === null ? 0 : (error.code as number), signal: null, stdout, stderr });
