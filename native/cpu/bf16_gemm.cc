@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <cstring>
 
 namespace repvgg::cpu {
@@ -18,7 +19,7 @@ constexpr int64_t kRows = 7;  // 7 x 3 sums + 3 B vectors + 1 broadcast: 25 of t
 #define RV_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 
 // Sums of `Rows` rows of A times `Vectors` x 16 columns of packed B, over all of k, stored to c.
-// a: the first row; b: the block's first column in pair row 0; n: B's columns (the pair-row stride is 2 n).
+// a: the first row; b: the column panel's pair row 0; n: the panel's columns (its pair-row stride is 2 n).
 template <int Rows, int Vectors>
 RV_BF16_TARGET inline __attribute__((always_inline)) void block(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t n,
                                                                 int64_t k, float* c, int64_t ldc) {
@@ -71,22 +72,27 @@ bool bf16_pair_gemm_available() {
 bool bf16_pair_gemm_fits(int64_t k, int64_t n) { return k > 0 && k % 2 == 0 && n > 0 && n % 16 == 0; }
 
 void pack_bf16_pairs(const uint16_t* b, int64_t k, int64_t n, uint16_t* packed) {
-  for (int64_t pair = 0; pair < k / 2; pair++)
-    for (int64_t j = 0; j < n; j++) {
-      packed[(pair * n + j) * 2] = b[(pair * 2) * n + j];
-      packed[(pair * n + j) * 2 + 1] = b[(pair * 2 + 1) * n + j];
-    }
+  for (int64_t n0 = 0; n0 < n; n0 += kBf16GemmColumns) {
+    const int64_t width = std::min(kBf16GemmColumns, n - n0);
+    uint16_t* panel = packed + n0 * k;  // the panels before it hold k x n0 values
+    for (int64_t pair = 0; pair < k / 2; pair++)
+      for (int64_t j = 0; j < width; j++) {
+        panel[(pair * width + j) * 2] = b[(pair * 2) * n + n0 + j];
+        panel[(pair * width + j) * 2 + 1] = b[(pair * 2 + 1) * n + n0 + j];
+      }
+  }
 }
 
 void bf16_pair_gemm(const uint16_t* a, int64_t lda, const uint16_t* packed, int64_t k, int64_t n, float* c, int64_t ldc, int64_t m0,
-                    int64_t m1, int64_t n0, int64_t n1) {
-  const uint16_t* b = packed + n0 * 2;
+                    int64_t m1, int64_t n0) {
+  const int64_t width = std::min(kBf16GemmColumns, n - n0);
+  const uint16_t* panel = packed + n0 * k;
   float* c0 = c + n0;
-  switch ((n1 - n0) / 16) {
-    case 3: return rows<3>(a, lda, b, n, k, c0, ldc, m0, m1);
-    case 2: return rows<2>(a, lda, b, n, k, c0, ldc, m0, m1);
-    case 1: return rows<1>(a, lda, b, n, k, c0, ldc, m0, m1);
-    default: return;  // callers pass 16, 32 or 48 columns
+  switch (width / 16) {
+    case 3: return rows<3>(a, lda, panel, width, k, c0, ldc, m0, m1);
+    case 2: return rows<2>(a, lda, panel, width, k, c0, ldc, m0, m1);
+    case 1: return rows<1>(a, lda, panel, width, k, c0, ldc, m0, m1);
+    default: return;  // n is a multiple of 16 (bf16_pair_gemm_fits)
   }
 }
 

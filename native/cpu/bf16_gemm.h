@@ -18,16 +18,19 @@ bool bf16_pair_gemm_available();
 // Whether a product with k rows of B and n columns suits bf16_pair_gemm (n a multiple of 16, k even).
 bool bf16_pair_gemm_fits(int64_t k, int64_t n);
 
-// b: (k, n) bf16 row-major -> packed: (k / 2, n, 2), the pairs vdpbf16ps multiplies. k even.
-void pack_bf16_pairs(const uint16_t* b, int64_t k, int64_t n, uint16_t* packed);
-
-// Columns of B processed together by one call (three AVX-512 registers of float32 sums per row).
+// Columns of B processed together by one call (three AVX-512 registers of float32 sums per row): a column panel.
 constexpr int64_t kBf16GemmColumns = 48;
 
-// c[m0:m1, n0:n1] = a[m0:m1, :] x b[:, n0:n1] in float32 (c overwritten).
+// b: (k, n) bf16 row-major -> packed: column panels of kBf16GemmColumns (the last one as wide as is left), one after
+// the other, each (k / 2, panel width, 2): the pairs vdpbf16ps multiplies, in the order one call reads them, so that
+// a call streams one contiguous block (k x n values in all). k even, n a multiple of 16.
+void pack_bf16_pairs(const uint16_t* b, int64_t k, int64_t n, uint16_t* packed);
+
+// c[m0:m1, n0:n0 + panel width] = a[m0:m1, :] x b[:, those columns] in float32 (c overwritten): the column panel
+// starting at n0, a multiple of kBf16GemmColumns.
 // a: (m, k) bf16 row-major with row stride lda; packed: pack_bf16_pairs of (k, n); c: (m, n) float32, row stride ldc.
-// n1 - n0 <= kBf16GemmColumns and a multiple of 16; k even. Single-threaded: callers split rows and columns.
+// k even. Single-threaded: callers split rows and panels.
 void bf16_pair_gemm(const uint16_t* a, int64_t lda, const uint16_t* packed, int64_t k, int64_t n, float* c, int64_t ldc,
-                    int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+                    int64_t m0, int64_t m1, int64_t n0);
 
 }  // namespace repvgg::cpu

@@ -547,7 +547,7 @@ void WinogradConv::own_matmul(const Part& part, const uint16_t* transformed, flo
     for (int64_t n0 = 0; n0 < out; n0 += kBf16GemmColumns) {
       for (int64_t m0 = 0; m0 < part.tiles; m0 += kChunkRows) {
         bf16_pair_gemm(transformed + position * part.rows * in, in, weights + position * in * out, in, out, products + position * part.rows * out,
-                       out, m0, std::min(m0 + kChunkRows, part.tiles), n0, std::min(n0 + kBf16GemmColumns, out));
+                       out, m0, std::min(m0 + kChunkRows, part.tiles), n0);
       }
     }
   }

@@ -35,7 +35,8 @@ enum class WinogradTile { f2x2 = 2, f4x4 = 4 };
 
 // The transformed weights of a layer, (positions, in, out) plain float32 in memory oneDNN allocated (64-byte
 // aligned, for the matmul): 16/9 or 4x the bytes of its 3x3 kernels. bfloat16 ones that bf16_gemm.cc multiplies
-// are packed in pairs of input channels instead: (positions, in / 2, out, 2). They do not depend on the batch, so
+// are packed in pairs of input channels and column panels instead (pack_bf16_pairs, bf16_gemm.h), the size of
+// (positions, in / 2, out, 2). They do not depend on the batch, so
 // every plan of a network shares them.
 using WinogradWeights = std::shared_ptr<const dnnl::memory>;
 // weight: (out, in, 3, 3) float32; type: the activations' (f32, or bf16 with F(2x2)), transformed in float64 and
