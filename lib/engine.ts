@@ -71,7 +71,8 @@ export interface NetworkOptions {
    * How convAlgorithm 'auto' times the algorithms of a group of convs: 'forward', whole forwards, one group after
    * the other (best at small batches, where the weights a choice streams from memory slow the other layers too), or
    * 'convs', the group's own convs inside forwards that run every group on one algorithm (less noise when a forward
-   * is long). Default: 'convs' when a forward takes 100 ms or more, else 'forward'. `prepare()` reports which ran.
+   * is long). Default: 'convs' when a warm forward takes 100 ms or more, else 'forward'. `prepare()` reports which ran
+   * and the forward's ms (autoTimingForwardMs).
    */
   autoTiming?: AutoTiming;
   /**

@@ -37,6 +37,11 @@ export interface NativePlanReport {
   /** How 'auto' timed the algorithms ('forward': whole forwards, 'convs': each group's convs); absent when it timed none. */
   autoTiming?: 'forward' | 'convs';
   /**
+   * With autoTiming: the ms of a whole forward with every conv direct, timed after one warm-up forward. Without an
+   * autoTiming option it decides: 'convs' from 100 ms on, else 'forward'.
+   */
+  autoTimingForwardMs?: number;
+  /**
    * CPU: 'layers', one plan for the batch whose primitives use all `threads`; or 'images', the batch's images
    * split over `threads` threads, each running single-threaded copies of plans for chunks of `imagesPerPlan` (and
    * of 1) images (see NetworkOptions.batchThreading). convs, layout and autoTiming are then those of the

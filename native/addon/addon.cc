@@ -440,6 +440,7 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("weightBytes", Napi::Number::New(env, static_cast<double>(r.weight_bytes)));
   out.Set("layout", Napi::String::New(env, r.layout));
   if (!r.auto_timing.empty()) out.Set("autoTiming", Napi::String::New(env, r.auto_timing));
+  if (r.auto_timing_forward_ms >= 0) out.Set("autoTimingForwardMs", Napi::Number::New(env, r.auto_timing_forward_ms));
   out.Set("threading", Napi::String::New(env, r.threading));
   out.Set("imagesPerPlan", Napi::Number::New(env, static_cast<double>(r.images_per_plan)));
   out.Set("threads", Napi::Number::New(env, static_cast<double>(r.threads)));

@@ -65,6 +65,7 @@ struct PlanReport {
   int64_t weight_bytes = 0;      // weights in the layouts the primitives chose (Winograd's transformed ones included)
   std::vector<ConvChoice> convs;
   std::string auto_timing;  // how 'auto' timed the algorithms: "forward" or "convs"; empty when nothing was measured
+  double auto_timing_forward_ms = -1;  // the all-direct forward after a warm-up that AutoTiming::by_length decides by; -1 = none
   // "layers": one plan for the batch on all threads; "images": `threads` single-threaded copies of plans for
   // chunks of images_per_plan (and of 1) images. convs, layout and auto_timing are then those of the
   // images_per_plan plan, activation_bytes and workspace_bytes those of all the copies of both chunk sizes,
