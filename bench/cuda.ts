@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { cudaStatus, requireCudaAddon } from '../lib/backend/cuda.js';
-import { OptionError, archList, integerList, parseBenchArgs, positiveNumber, runBench } from '../lib/bench/args.js';
+import { OptionError, archList, choiceList, integerList, parseBenchArgs, positiveNumber, runBench } from '../lib/bench/args.js';
 import type { CudaAddon, CudaPlanReport, CudaProgram } from '../lib/backend/cuda.js';
 import { RepVGGNetwork, deployedProgram, trainProgram } from '../lib/engine.js';
 import type { StepProgram } from '../lib/engine.js';
@@ -118,14 +118,6 @@ const USAGE = `Usage: node dist/bench/cuda.js --out DIR [--models A0,A1,B0,B1g4,
   --no-check       skip the check against the CPU backend
   --export-only    write the weights, input and CPU logits only (no GPU needed)`;
 
-function precisionList(text: string): Precision[] {
-  const precisions = text.split(',');
-  if (!precisions.every((p): p is Precision => p === 'fp32' || p === 'fp16')) {
-    throw new OptionError(`Expected comma-separated fp32 and fp16 for --precisions but received '${text}'`);
-  }
-  return precisions;
-}
-
 async function main(): Promise<void> {
   const values = parseBenchArgs(USAGE, {
     out: { type: 'string' },
@@ -142,7 +134,7 @@ async function main(): Promise<void> {
   if (!outDir) throw new OptionError('Expected --out DIR (where the results go)');
   const models = archList(values.models, '--models');
   const batches = integerList(values.batches, '--batches', { min: 1, max: MAX_BATCH });
-  const precisions = precisionList(values.precisions);
+  const precisions: Precision[] = choiceList(values.precisions, '--precisions', ['fp32', 'fp16']);
   const seconds = positiveNumber(values.seconds, '--seconds', MAX_SECONDS);
   const trainBatches = values['no-train-form'] ? [] : values['train-batches'] === undefined ? batches : integerList(values['train-batches'], '--train-batches', { min: 1, max: MAX_BATCH });
   const exportOnly = values['export-only'];

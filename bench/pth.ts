@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
-import { OptionError, archList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
+import { archList, choiceList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import { readPth } from '../lib/io/pth.js';
 import { expectedWeights, officialSpec } from '../lib/models/repvgg.js';
 import { median, runProcess } from './process.js';
@@ -144,12 +144,6 @@ const USAGE = `Usage: node dist/bench/pth.js [--models A0,B3] [--formats zip,leg
   --python   the Python with torch (default /usr/bin/python3, Debian's python3-torch)
   --json     also write the rows as JSON to this file`;
 
-function formatList(text: string): string[] {
-  const formats = text.split(',');
-  if (!formats.every((f) => f === 'zip' || f === 'legacy')) throw new OptionError(`Expected comma-separated zip and legacy for --formats but received '${text}'`);
-  return formats;
-}
-
 async function main(): Promise<void> {
   const values = parseBenchArgs(USAGE, {
     models: { type: 'string', default: 'A0,B3' },
@@ -165,7 +159,7 @@ async function main(): Promise<void> {
   if (values.digest !== undefined) return childDigest(values.digest);
   const repeats = integerOption(values.repeats, '--repeats', { min: 1, max: 100 });
   const models = archList(values.models, '--models');
-  const formats = formatList(values.formats);
+  const formats = choiceList(values.formats, '--formats', ['zip', 'legacy']);
   const dir = await mkdtemp(join(tmpdir(), 'repvgg-pth-bench-'));
   const rows: Row[] = [];
   try {

@@ -17,7 +17,7 @@ import fastify from 'fastify';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import sharp from 'sharp';
 
-import { OptionError, integerList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
+import { OptionError, choiceList, integerList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import { MAX_NICE } from '../lib/nice.js';
 import { topClasses } from '../lib/cli/classify.js';
 import { imagenetPreprocess, preprocessImage } from '../lib/data/images.js';
@@ -473,10 +473,7 @@ async function main(): Promise<void> {
   const seconds = integerOption(values.seconds, '--seconds', { min: 1, max: MAX_SECONDS });
   const warmupSeconds = integerOption(values.warmup, '--warmup', { min: 0, max: MAX_SECONDS });
   const concurrencies = integerList(values.concurrency, '--concurrency', { min: 1, max: MAX_CONCURRENCY });
-  const inputs = values.inputs.split(',');
-  if (!inputs.every((input): input is InputKind => input === 'fp32' || input === 'jpeg')) {
-    throw new OptionError(`Expected fp32, jpeg or both for --inputs but received '${values.inputs}'`);
-  }
+  const inputs: InputKind[] = choiceList(values.inputs, '--inputs', ['fp32', 'jpeg']);
 
   const chw = randomImages(1, 2);
   const uniform = seededUniform(3);

@@ -19,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
-import { OptionError, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
+import { OptionError, choiceList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
 import type { TrainBackend } from '../lib/autograd/backend.js';
 import { cudaBackend } from '../lib/autograd/cuda-backend.js';
 import * as F from '../lib/autograd/functions.js';
@@ -193,9 +193,7 @@ async function main(): Promise<void> {
   if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'bf16') throw new OptionError(`Expected fp32, fp16 or bf16 for --precision but received '${precision}'`);
   if (precision !== 'fp32' && device !== 'cuda') throw new OptionError(`--precision ${precision} needs --backend cuda`);
   const size = values.size === undefined ? undefined : integerOption(values.size, '--size', { min: 16, max: 1024 });
-  const modelNames = values.models.split(',');
-  const unknown = modelNames.filter((name) => MODELS[name] === undefined);
-  if (unknown.length > 0) throw new OptionError(`Expected models from ${Object.keys(MODELS).join(', ')} for --models but received '${values.models}'`);
+  const modelNames = choiceList(values.models, '--models', Object.keys(MODELS));
   // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
   retainFreedMemory();
   const rows: string[] = [];

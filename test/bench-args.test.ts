@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 
-import { OptionError, archList, integerList, integerOption, parseBenchArgs, positiveNumber } from '../lib/bench/args.js';
+import { OptionError, archList, choiceList, integerList, integerOption, parseBenchArgs, positiveNumber } from '../lib/bench/args.js';
 import { describeResult, runScript } from './helpers/cli-runner.js';
 
 test('integerList takes comma-separated integers in range and refuses anything else, naming the flag and the text', (t) => {
@@ -40,6 +40,16 @@ test('archList returns short official names, takes the script\'s extra names, an
   t.regex(error.message, /from A0, A1, .*D2se for --models but received 'A0,A9'/u);
   t.throws(() => archList('A0,B0', '--arch', { maxCount: 1 }), { instanceOf: OptionError, message: /Expected one name/u });
   t.throws(() => archList('', '--models'), { instanceOf: OptionError });
+});
+
+test('choiceList takes comma-separated names from its choices and names them when it refuses one', (t) => {
+  t.deepEqual(choiceList('fp32', '--inputs', ['fp32', 'jpeg']), ['fp32']);
+  t.deepEqual(choiceList('jpeg,fp32', '--inputs', ['fp32', 'jpeg']), ['jpeg', 'fp32']);
+  for (const text of ['png', 'fp32,', '', 'FP32', 'fp32 ,jpeg']) {
+    t.throws(() => choiceList(text, '--inputs', ['fp32', 'jpeg']), {
+      instanceOf: OptionError, message: `Expected comma-separated names from fp32, jpeg for --inputs but received '${text}'`,
+    });
+  }
 });
 
 test('parseBenchArgs returns the values with their defaults and refuses unknown options, missing values and positionals', (t) => {

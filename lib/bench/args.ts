@@ -76,6 +76,18 @@ export function positiveNumber(text: string, flag: string, max: number): number 
 }
 
 /**
+ * Comma-separated names, each one of `choices` ('fp32,fp16').
+ * @throws OptionError naming the flag, the text received and the choices.
+ */
+export function choiceList<const C extends string>(text: string, flag: string, choices: readonly C[]): C[] {
+  const names = text.split(',');
+  if (!names.every((name): name is C => (choices as readonly string[]).includes(name))) {
+    throw new OptionError(`Expected comma-separated names from ${choices.join(', ')} for ${flag} but received '${text}'`);
+  }
+  return names;
+}
+
+/**
  * Comma-separated official variant names ('A0,B1g4', 'RepVGG-A0'), each returned by its short name, at most
  * `maxCount` of them; `extra` names that the script also takes (bench/train.ts's 'mini').
  * @throws OptionError naming the flag, the text received and the names it takes.
