@@ -107,9 +107,10 @@ void Context::describe(const ConvGeometry& g, Descriptors& d) const {
 
 namespace {
 
-// The fastest successful result, deterministic ones first, tensor-op math only when allowed (16-bit types); -1 when none ran.
+// The fastest successful result, deterministic ones first, tensor-op math only when allowed (16-bit types); -1 when none
+// ran. Its workspace size and math type go to *workspace and *math.
 template <typename Perf>
-int pick(const Perf* perf, int returned, size_t* workspace, bool allow_tensor_ops) {
+int pick(const Perf* perf, int returned, size_t* workspace, int* math, bool allow_tensor_ops) {
   for (const bool need_deterministic : {true, false}) {
     for (int k = 0; k < returned; k++) {
       const Perf& p = perf[k];
@@ -118,6 +119,7 @@ int pick(const Perf* perf, int returned, size_t* workspace, bool allow_tensor_op
       if (tensor_ops && !allow_tensor_ops) continue;
       if (need_deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
       *workspace = p.memory;
+      *math = static_cast<int>(p.mathType);
       return static_cast<int>(p.algo);
     }
   }
@@ -172,19 +174,19 @@ ConvAlgorithms& Context::choose(const ConvGeometry& g, Descriptors& d, const voi
     cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionForwardAlgorithmEx, handle_, d.x.get(), x, d.w.get(), w, d.conv.get(), d.y.get(), out.get(),
              2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.forward = pick(perf, returned, &a.forward_workspace, g.reduced());
+    a.forward = pick(perf, returned, &a.forward_workspace, &a.forward_math, g.reduced());
   }
   {
     cudnnConvolutionBwdDataAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx, handle_, d.w.get(), w, d.y.get(), dy, d.conv.get(), d.x.get(), out.get(),
              2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.backward_data = pick(perf, returned, &a.backward_data_workspace, g.reduced());
+    a.backward_data = pick(perf, returned, &a.backward_data_workspace, &a.backward_data_math, g.reduced());
   }
   {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
     RV_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx, handle_, d.x.get(), x, d.y.get(), dy, d.conv.get(), d.w.get(), out.get(),
              2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, scratch.get(), scratch.bytes());
-    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace, g.reduced());
+    a.backward_filter = pick(perf, returned, &a.backward_filter_workspace, &a.backward_filter_math, g.reduced());
   }
   RV_CUDA(cudaStreamSynchronize(stream_));  // the scratch buffers are freed when this returns
   RV_CHECK(a.forward >= 0 && a.backward_data >= 0 && a.backward_filter >= 0, "ERR_BACKEND",
@@ -234,6 +236,7 @@ void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float*
   const ConvAlgorithms& a = choose(g, d, xc, wc, yc);
   const float one = 1.f, zero = 0.f;
   void* ws = workspace(a.forward_workspace);
+  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), static_cast<cudnnMathType_t>(a.forward_math));
   RV_CUDNN(cudnnConvolutionForward, handle_, &one, d.x.get(), xc, d.w.get(), wc, d.conv.get(),
            static_cast<cudnnConvolutionFwdAlgo_t>(a.forward), ws, a.forward_workspace, &zero, d.y.get(), yc);
   if (g.reduced()) widen(g.type, yc, y, g.y_count(), stream_);
@@ -257,11 +260,13 @@ void Context::conv2d_backward(const ConvGeometry& g, const float* x, const float
   const float one = 1.f, zero = 0.f;
   if (dx != nullptr) {
     void* ws = workspace(a.backward_data_workspace);
+    RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), static_cast<cudnnMathType_t>(a.backward_data_math));
     RV_CUDNN(cudnnConvolutionBackwardData, handle_, &one, d.w.get(), wc, d.y.get(), dyc, d.conv.get(),
              static_cast<cudnnConvolutionBwdDataAlgo_t>(a.backward_data), ws, a.backward_data_workspace, &zero, d.x.get(), dxc);
     if (g.reduced()) widen(g.type, dxc, dx, g.x_count(), stream_);
   }
   void* ws = workspace(a.backward_filter_workspace);
+  RV_CUDNN(cudnnSetConvolutionMathType, d.conv.get(), static_cast<cudnnMathType_t>(a.backward_filter_math));
   RV_CUDNN(cudnnConvolutionBackwardFilter, handle_, &one, d.x.get(), xc, d.y.get(), dyc, d.conv.get(),
            static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.backward_filter), ws, a.backward_filter_workspace, &zero, d.w.get(), dwc);
   if (g.reduced()) widen(g.type, dwc, dw, g.w_count(), stream_);

@@ -38,6 +38,9 @@ struct ConvGeometry {
 struct ConvAlgorithms {
   int forward = -1, backward_data = -1, backward_filter = -1;
   size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
+  // The math type (cudnnMathType_t) each algorithm was found with: the descriptor must carry it when the algorithm
+  // runs (for 16-bit data Find also tries the FMA variants, and running one with tensor-op math set is BAD_PARAM).
+  int forward_math = 0, backward_data_math = 0, backward_filter_math = 0;
 };
 
 class Context {
