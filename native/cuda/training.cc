@@ -6,6 +6,7 @@
 #include "training.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <vector>
 
@@ -41,6 +42,16 @@ Context::Context() {
   int pools = 0;
   if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_) != cudaSuccess) (void)cudaGetLastError();
   memory_pools_ = pools != 0;
+  if (memory_pools_) {
+    // Freed memory stays in the pool across synchronizations (the default threshold 0 hands it back to the driver
+    // at every sync, and a training step syncs for its loss): the next step's allocations then reuse it instead of
+    // mapping fresh memory on the JS thread. The process keeps its peak training memory until it exits, as
+    // PyTorch's caching allocator does.
+    cudaMemPool_t pool = nullptr;
+    RV_CUDA(cudaDeviceGetDefaultMemPool(&pool, device_));
+    uint64_t keep_all = UINT64_MAX;
+    RV_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+  }
   RV_CUDA(cudaDeviceGetAttribute(&compute_major_, cudaDevAttrComputeCapabilityMajor, device_));
   const char* sync = std::getenv("REPVGG_CUDA_SYNC");
   sync_each_op_ = sync != nullptr && std::string(sync) == "1";
