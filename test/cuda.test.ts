@@ -200,15 +200,22 @@ test('cudnnSearchDirs: $REPVGG_CUDNN_PATH first, then the system loader, then ex
     // A python3 on PATH that is a link into its installation (as /opt/python/bin/python3 -> ../../python-3.13/bin/python3.13).
     const opt = join(home, 'opt', 'python-3.13');
     const optWheel = wheelUnder(opt, 'python3.13');
-    for (const dir of [userWheel, venvWheel, pyenvWheel, optWheel, join(opt, 'bin'), join(home, 'bin')]) await mkdir(dir, { recursive: true });
+    // A virtual environment that is not activated but whose bin/ is on PATH (as /opt/torch/.venv/bin on a GPU
+    // machine): its python3 links to the interpreter it was made from, its packages are its own.
+    const pathVenv = join(home, 'torch', '.venv');
+    const pathVenvWheel = wheelUnder(pathVenv, 'python3.12');
+    for (const dir of [userWheel, venvWheel, pyenvWheel, optWheel, pathVenvWheel, join(opt, 'bin'), join(home, 'bin'), join(pathVenv, 'bin')]) {
+      await mkdir(dir, { recursive: true });
+    }
     await writeFile(join(opt, 'bin', 'python3.13'), '');
     await symlink(join(opt, 'bin', 'python3.13'), join(home, 'bin', 'python3'));
+    await symlink(join(opt, 'bin', 'python3.13'), join(pathVenv, 'bin', 'python3'));
     await mkdir(join(home, '.local', 'lib', 'python3.10', 'site-packages'), { recursive: true }); // no cuDNN there
-    const env = { HOME: home, REPVGG_CUDNN_PATH: '/opt/cudnn/lib/libcudnn.so.9', VIRTUAL_ENV: join(home, 'venv'), PATH: `/nonexistent:${join(home, 'bin')}` };
+    const env = { HOME: home, REPVGG_CUDNN_PATH: '/opt/cudnn/lib/libcudnn.so.9', VIRTUAL_ENV: join(home, 'venv'), PATH: `/nonexistent:${join(home, 'bin')}:${join(pathVenv, 'bin')}` };
     const dirs = cudnnSearchDirs({ env });
     t.is(dirs[0], '/opt/cudnn/lib/libcudnn.so.9', 'the explicit path comes first, even if it does not exist');
     t.is(dirs[1], '@system');
-    for (const wheel of [userWheel, venvWheel, pyenvWheel, optWheel]) t.true(dirs.includes(wheel), `${wheel} in\n${dirs.join('\n')}`);
+    for (const wheel of [userWheel, venvWheel, pyenvWheel, optWheel, pathVenvWheel]) t.true(dirs.includes(wheel), `${wheel} in\n${dirs.join('\n')}`);
     t.false(dirs.some((d) => d.includes('python3.10')), 'folders without nvidia/cudnn/lib are not listed');
     t.is(new Set(dirs).size, dirs.length, 'no duplicates');
     t.deepEqual(cudnnSearchDirs({ env: { HOME: home } }).slice(0, 1), ['@system'], 'without the variable, the system loader is first');
@@ -234,12 +241,17 @@ test('cudnnSearchDirs: $REPVGG_CUDNN_PATH first, then the system loader, then ex
     await writeFile(join(tarball96, 'libcudnn.so.9'), 'not a library');
     await writeFile(join(root, 'cudnn-9.6', 'include', 'cudnn_version.h'),
       '#ifndef CUDNN_VERSION_H_\n#define CUDNN_MAJOR 9\n#define CUDNN_MINOR 6\n#define CUDNN_PATCHLEVEL 0\n#endif\n');
-    const search = [explicitDir, '@system', system8, wheel91, tarball96, `${tarball96}/`];
-    const script = `const addon = require(${JSON.stringify(cudaAddonPath())}); addon.init({ cudnnSearchDirs: ${JSON.stringify(search)} });
-      const info = addon.info(); console.log(JSON.stringify({ candidates: info.cudnnCandidates, loaded: info.cudnnLoaded }));`;
-    const { stdout } = await execFileAsync(process.execPath, ['-e', script], { env: { ...process.env, LD_LIBRARY_PATH: '' } });
-    const report = JSON.parse(stdout) as { candidates: string[]; loaded: boolean };
-    t.false(report.loaded);
+    const loaderReport = async (search: string[]) => {
+      const script = `const addon = require(${JSON.stringify(cudaAddonPath())}); addon.init({ cudnnSearchDirs: ${JSON.stringify(search)} });
+        const info = addon.info(); console.log(JSON.stringify({ candidates: info.cudnnCandidates, loaded: info.cudnnLoaded, path: info.cudnnPath }));`;
+      const { stdout } = await execFileAsync(process.execPath, ['-e', script], { env: { ...process.env, LD_LIBRARY_PATH: '' } });
+      return JSON.parse(stdout) as { candidates: string[]; loaded: boolean; path?: string };
+    };
+    // Where the system has a real cuDNN (a GPU machine), it is among the candidates and loads after the fakes fail.
+    const system = await loaderReport(['@system']);
+    const report = await loaderReport([explicitDir, '@system', system8, wheel91, tarball96, `${tarball96}/`]);
+    t.is(report.loaded, system.loaded, 'loads exactly when the system has a cuDNN of its own');
+    if (report.loaded) t.false(report.path?.startsWith(root), `loaded ${report.path}, not one of the fake files`);
     const mine = report.candidates.filter((c) => c.startsWith(root) || c.startsWith('libcudnn.so'));
     const expected = [
       `${join(explicitDir, 'libcudnn.so.8')} (version unknown until loaded, given)`,

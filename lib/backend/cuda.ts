@@ -253,8 +253,9 @@ function subfolders(dir: string): string[] {
 
 /**
  * The lib folders of the Python installations a user may have put cuDNN in without asking Python (no
- * subprocess: this runs on the event loop): each `python3` on PATH (its real file's <prefix>/lib), and every
- * pyenv version (~/.pyenv/versions/X/lib).
+ * subprocess: this runs on the event loop): each `python3` on PATH (<prefix>/lib beside its bin folder, which is
+ * a virtual environment's own site-packages, and its real file's <prefix>/lib), and every pyenv version
+ * (~/.pyenv/versions/X/lib).
  */
 function pythonPrefixes(env: NodeJS.ProcessEnv, home: string | undefined): string[] {
   const prefixes: string[] = [];
@@ -262,6 +263,8 @@ function pythonPrefixes(env: NodeJS.ProcessEnv, home: string | undefined): strin
     if (!dir) continue;
     const python = join(dir, 'python3');
     if (!existsSync(python)) continue;
+    // A venv's bin/python3 links to the interpreter it was made from; its packages are beside bin/, not there.
+    prefixes.push(join(dirname(dir), 'lib'));
     try {
       prefixes.push(join(dirname(dirname(realpathSync(python))), 'lib'));
     } catch {
