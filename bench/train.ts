@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 import { OptionError, choiceList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
+import { profiledBackend, type OpTime, type ProfileMode } from '../lib/bench/train-profile.js';
 import type { TrainBackend } from '../lib/autograd/backend.js';
 import { cudaBackend } from '../lib/autograd/cuda-backend.js';
 import * as F from '../lib/autograd/functions.js';
@@ -123,6 +124,76 @@ async function runOurs<V extends Shaped, G>(
   };
 }
 
+const PROFILE_STEPS = 3;
+
+interface OpProfile {
+  op: string;
+  callsPerStep: number;
+  asyncMsPerStep: number;
+  syncMsPerStep: number;
+  syncsPerStep: number;
+}
+
+interface StepProfile {
+  asyncStepMs: number;
+  syncStepMs: number;
+  idleSyncMs: number;
+  ops: OpProfile[];
+}
+
+/**
+ * Per-op times of our step in both modes of profiledBackend (a fresh network for each, 2 warm-up steps, then
+ * PROFILE_STEPS profiled steps), ops sorted by their time with a sync after each.
+ */
+async function profileOurs<V extends Shaped, G>(
+  makeBackend: () => TrainBackend<V, G>, model: BenchModel, images: HostTensor, labels: Int32Array,
+): Promise<StepProfile> {
+  const measured = new Map<ProfileMode, { stepMs: number; times: Map<string, OpTime>; idleSyncMs: number }>();
+  for (const mode of ['async', 'sync'] as const) {
+    const profiled = profiledBackend(makeBackend(), mode);
+    const backend = profiled.backend;
+    const net = await TrainableRepVGG.onBackend(backend, model.spec, TrainableRepVGG.init(model.spec, 1).stateDict());
+    const opt = new SGD(net.params, SGD_OPTIONS, backend);
+    const lossScale = backend.precision === 'fp16' ? new DynamicLossScale() : undefined;
+    for (let s = 0; s < 2; s++) await sgdStep(net, opt, images, labels, lossScale);
+    await backend.download(net.params.values().next().value!.value);
+    profiled.reset();
+    const started = performance.now();
+    for (let s = 0; s < PROFILE_STEPS; s++) await sgdStep(net, opt, images, labels, lossScale);
+    await backend.download(net.params.values().next().value!.value);
+    const stepMs = (performance.now() - started) / PROFILE_STEPS;
+    measured.set(mode, { stepMs, times: new Map(profiled.times), idleSyncMs: await profiled.idleSyncMs(50) });
+  }
+  const asyncRun = measured.get('async')!;
+  const syncRun = measured.get('sync')!;
+  const names = new Set([...asyncRun.times.keys(), ...syncRun.times.keys()]);
+  const perStep = (t: OpTime | undefined, field: keyof OpTime) => (t?.[field] ?? 0) / PROFILE_STEPS;
+  const ops = [...names].map((op) => ({
+    op, callsPerStep: perStep(asyncRun.times.get(op), 'calls'),
+    asyncMsPerStep: perStep(asyncRun.times.get(op), 'ms'), syncMsPerStep: perStep(syncRun.times.get(op), 'ms'),
+    syncsPerStep: perStep(syncRun.times.get(op), 'syncs'),
+  })).sort((a, b) => b.syncMsPerStep - a.syncMsPerStep);
+  return { asyncStepMs: asyncRun.stepMs, syncStepMs: syncRun.stepMs, idleSyncMs: syncRun.idleSyncMs, ops };
+}
+
+function profileTable(name: string, p: StepProfile): string[] {
+  const calls = p.ops.reduce((sum, o) => sum + o.callsPerStep, 0);
+  const syncs = p.ops.reduce((sum, o) => sum + o.syncsPerStep, 0);
+  const lines = [
+    '',
+    `Profile of our ${name} step (${PROFILE_STEPS} steps per mode): ${p.asyncStepMs.toFixed(1)} ms per step as it runs, ${calls.toFixed(0)} backend calls; ` +
+      `${p.syncStepMs.toFixed(1)} ms with a device sync after each call (an idle sync costs ${(p.idleSyncMs * 1000).toFixed(0)} us, ` +
+      `${(syncs * p.idleSyncMs).toFixed(1)} ms of the synced step). "async" = call until its promise settles (host cost); "synced" adds the wait for the device.`,
+    '',
+    '| backend method | calls per step | async ms per step | synced ms per step | synced minus idle syncs |',
+    '| --- | ---: | ---: | ---: | ---: |',
+  ];
+  for (const o of p.ops) {
+    lines.push(`| ${o.op} | ${o.callsPerStep.toFixed(1)} | ${o.asyncMsPerStep.toFixed(2)} | ${o.syncMsPerStep.toFixed(2)} | ${(o.syncMsPerStep - o.syncsPerStep * p.idleSyncMs).toFixed(2)} |`);
+  }
+  return lines;
+}
+
 async function runTorch(
   python: string, model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number, threads: number,
   device: 'cpu' | 'cuda', amp: boolean,
@@ -151,7 +222,7 @@ async function runTorch(
 
 const USAGE = `Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--warmup 5] [--rounds 3] [--models mini,A0] [--size N]
          [--threads 2] [--backend cpu|cuda] [--precision fp32|fp16|bf16] [--torch-amp] [--python /usr/bin/python3] [--no-torch]
-         [--json out.json]
+         [--json out.json] [--profile]
   --batch      images per step (default 128)
   --steps      timed steps per round and side (default 20)
   --warmup     untimed steps first, at least 2: the loss check (default 5)
@@ -164,7 +235,9 @@ const USAGE = `Usage: node dist/bench/train.js [--batch 128] [--steps 20] [--war
   --torch-amp  PyTorch under autocast fp16 (CUDA)
   --python     the Python with torch (default /usr/bin/python3)
   --no-torch   time ours only
-  --json       also write the rows as JSON to this file`;
+  --json       also write the rows as JSON to this file
+  --profile    after the rounds, time our step op by op (each backend call as it runs, then with a device sync after
+               each) and print a table per model`;
 
 async function main(): Promise<void> {
   const values = parseBenchArgs(USAGE, {
@@ -181,6 +254,7 @@ async function main(): Promise<void> {
     python: { type: 'string', default: '/usr/bin/python3' },
     'no-torch': { type: 'boolean', default: false },
     json: { type: 'string' },
+    profile: { type: 'boolean', default: false },
   });
   const batch = integerOption(values.batch, '--batch', { min: 1, max: 4096 });
   const steps = integerOption(values.steps, '--steps', { min: 1, max: 100_000 });
@@ -197,6 +271,7 @@ async function main(): Promise<void> {
   // As the trainer does: keep freed output buffers for reuse rather than page-faulting fresh ones every step.
   retainFreedMemory();
   const rows: string[] = [];
+  const profiles: string[] = [];
   const json: object[] = [];
   for (const name of modelNames) {
     const model = { ...MODELS[name]!(), ...(size !== undefined && { size }) };
@@ -231,13 +306,22 @@ async function main(): Promise<void> {
         `${torch.length > 0 ? imagesPerSecond(torch) : '-'} | ${torch.length > 0 ? stepMs(torch) : '-'} | ${ratio} | ` +
         `${loadBefore.toFixed(2)} / ${(loadavg()[0] as number).toFixed(2)} |`,
     );
-    json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, rounds, ours, torch });
+    let profile: StepProfile | undefined;
+    if (values.profile) {
+      process.stderr.write(`${name}: profiling our step op by op\n`);
+      profile = device === 'cuda'
+        ? await profileOurs(() => cudaBackend({ precision }), model, images, labels)
+        : await profileOurs(() => cpuBackend, model, images, labels);
+      profiles.push(...profileTable(`${model.spec.arch} ${model.size}x${model.size} batch ${batch}`, profile));
+    }
+    json.push({ model: model.spec.arch, size: model.size, batch, steps, warmup, rounds, ours, torch, ...(profile && { profile }) });
   }
   console.log(`Training throughput on ${device === 'cuda' ? `the GPU (ours ${precision === 'fp32' ? 'fp32' : `mixed precision, ${precision} convolutions`})` : 'the CPU'}, SGD step (forward + backward + update), ${steps} timed steps after ${warmup} check/warm-up steps; PyTorch ${device}${values['torch-amp'] ? ' with AMP (fp16 autocast)' : ' fp32'}; medians of ${rounds} rounds, each ours then PyTorch`);
   console.log('');
   console.log('| model | input | batch | ours img/s | ours median step ms | PyTorch img/s | PyTorch median step ms | ours/PyTorch (rounds min–max) | load avg (start / end) |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
+  for (const line of profiles) console.log(line);
   if (values.json) await writeFile(values.json, JSON.stringify(json, null, 2));
 }
 

@@ -13,8 +13,17 @@ import test from 'ava';
 import { cpuCapabilities } from '../lib/backends.js';
 import { speedChartSvg } from '../lib/bench/chart.js';
 import { MAX_ROUNDS, measureInterleaved, measureThroughput, pairedRatio, quantile } from '../lib/bench/measure.js';
+import { profiledBackend } from '../lib/bench/train-profile.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
 import { ArgumentValueError } from '../lib/errors.js';
+import type { TrainBackend } from '../lib/autograd/backend.js';
+import { cpuBackend } from '../lib/autograd/cpu-backend.js';
+import * as F from '../lib/autograd/functions.js';
+import { Tape } from '../lib/autograd/tape.js';
+import { seededUniform } from '../lib/models/init.js';
+import { blocksOf } from '../lib/models/repvgg.js';
+import { TrainableRepVGG } from '../lib/train/model.js';
+import { miniSpec } from '../lib/train/presets.js';
 import { cpuSecondsBetween, threadCpuTimes, type ThreadCpu } from '../bench/process.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
 
@@ -83,6 +92,37 @@ test('measureInterleaved runs each engine at least minRuns times; measureThrough
     await t.throwsAsync(measureInterleaved(runs, 1, { seconds: 0, rounds, now }), { instanceOf: ArgumentValueError, message: new RegExp(`rounds but received ${rounds}`) });
   }
   await t.throwsAsync(measureInterleaved({}, 1, { seconds: 0 }), { instanceOf: ArgumentValueError, message: /at least one engine/ });
+});
+
+test('profiledBackend counts and times every backend call of a training step, in both modes, without changing its result', async (t) => {
+  const spec = miniSpec(1, 10);
+  const uniform = seededUniform(11);
+  const images = { shape: [4, 1, 28, 28], data: Float32Array.from({ length: 4 * 28 * 28 }, () => 2 * uniform() - 1) };
+  const labels = Int32Array.of(1, 2, 3, 4);
+  type Shaped = { readonly shape: readonly number[] };
+  const stepLoss = async <V extends Shaped, G>(backend: TrainBackend<V, G>): Promise<number> => {
+    const net = await TrainableRepVGG.onBackend(backend, spec, TrainableRepVGG.init(spec, 1).stateDict());
+    const tape = new Tape(backend);
+    const { loss, value } = await F.softmaxCrossEntropy(tape, await net.forward(tape, images), labels, 0.1);
+    await tape.backward(loss);
+    return value;
+  };
+  const plain = await stepLoss(cpuBackend);
+  const convs = 2 * blocksOf(spec).length; // a 3x3 and a 1x1 branch per block
+  for (const mode of ['async', 'sync'] as const) {
+    const profiled = profiledBackend(cpuBackend, mode);
+    t.is(await stepLoss(profiled.backend), plain, `${mode}: the same loss`);
+    const conv = profiled.times.get('conv2d');
+    const backward = profiled.times.get('conv2dBackward');
+    t.is(conv?.calls, convs, `${mode}: conv2d calls`);
+    t.is(backward?.calls, convs, `${mode}: conv2dBackward calls`);
+    t.is(conv?.syncs, mode === 'sync' ? convs : 0, `${mode}: one sync per call in sync mode only`);
+    t.true((conv?.ms ?? 0) > 0);
+    t.is(profiled.times.get('releaseValue')?.syncs ?? 0, 0, 'synchronous methods are never synced');
+    profiled.reset();
+    t.is(profiled.times.size, 0);
+    t.true(await profiled.idleSyncMs(3) >= 0);
+  }
 });
 
 test('benchmarkSpeed measures every combination once, on the backend asked, with the deployed form leaner than the training-time form', async (t) => {
