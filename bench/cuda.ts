@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 
 import { cudaStatus, requireCudaAddon } from '../lib/backend/cuda.js';
 import { OptionError, archList, choiceList, integerList, parseBenchArgs, positiveNumber, runBench } from '../lib/bench/args.js';
+import { unitScaledLayers } from '../lib/bench/speed.js';
 import type { CudaAddon, CudaPlanReport, CudaProgram } from '../lib/backend/cuda.js';
 import { RepVGGNetwork, deployedProgram, trainProgram } from '../lib/engine.js';
 import type { StepProgram } from '../lib/engine.js';
@@ -149,7 +150,8 @@ async function main(): Promise<void> {
   for (const arch of models) {
     const spec = officialSpec(arch, { numClasses: NUM_CLASSES });
     const trainState = randomStateDict(spec, 'train', WEIGHT_SEED);
-    const model = reparameterize(spec, trainState);
+    // Deployed weights in a trained network's range, so fp16 can be checked against fp32 (see unitScaledLayers).
+    const model = await unitScaledLayers(reparameterize(spec, trainState), { shape: [CHECK_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE], data: checkInput });
     const linear = { weight: model.linearWeight, bias: model.linearBias };
     const trainLinear = { weight: trainState.get('linear.weight')!.data, bias: trainState.get('linear.bias')!.data };
 

@@ -14,18 +14,21 @@ import { cpuCapabilities } from '../lib/backends.js';
 import { speedChartSvg } from '../lib/bench/chart.js';
 import { MAX_ROUNDS, measureInterleaved, measureThroughput, pairedRatio, quantile } from '../lib/bench/measure.js';
 import { profiledBackend } from '../lib/bench/train-profile.js';
-import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, type SpeedRow } from '../lib/bench/speed.js';
+import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, randomImages, unitScaledLayers, type SpeedRow } from '../lib/bench/speed.js';
 import { ArgumentValueError } from '../lib/errors.js';
 import type { TrainBackend } from '../lib/autograd/backend.js';
 import { cpuBackend } from '../lib/autograd/cpu-backend.js';
 import * as F from '../lib/autograd/functions.js';
 import { Tape } from '../lib/autograd/tape.js';
-import { seededUniform } from '../lib/models/init.js';
-import { blocksOf } from '../lib/models/repvgg.js';
+import { randomStateDict, seededUniform } from '../lib/models/init.js';
+import { blocksOf, officialSpec } from '../lib/models/repvgg.js';
 import { TrainableRepVGG } from '../lib/train/model.js';
 import { miniSpec } from '../lib/train/presets.js';
+import { reparameterize } from '../lib/reparam/reparam.js';
+import type { DeployedModel } from '../lib/reparam/types.js';
 import { cpuSecondsBetween, threadCpuTimes, type ThreadCpu } from '../bench/process.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
+import { conv2dRef, reluRef, type RefTensor } from './helpers/reference.js';
 
 const TINY = { size: 32, seconds: 0.01 } as const;
 
@@ -92,6 +95,29 @@ test('measureInterleaved runs each engine at least minRuns times; measureThrough
     await t.throwsAsync(measureInterleaved(runs, 1, { seconds: 0, rounds, now }), { instanceOf: ArgumentValueError, message: new RegExp(`rounds but received ${rounds}`) });
   }
   await t.throwsAsync(measureInterleaved({}, 1, { seconds: 0 }), { instanceOf: ArgumentValueError, message: /at least one engine/ });
+});
+
+test('unitScaledLayers: every layer of the scaled random B0 has unit-RMS pre-activations in float64, where the raw one grows past 1000x', async (t) => {
+  const spec = officialSpec('B0', { numClasses: 10 });
+  const raw = reparameterize(spec, randomStateDict(spec, 'train', 1));
+  const images = randomImages(2, 32, 5);
+  const scaled = await unitScaledLayers(raw, images);
+  // Pre-activation RMS of each layer, by the float64 reference (no library op).
+  const layerRms = (model: DeployedModel): number[] => {
+    let act: RefTensor = { data: Float64Array.from(images.data), shape: images.shape };
+    return model.layers.map((l) => {
+      const y = conv2dRef(act, { data: l.weight, shape: [l.outChannels, l.inChannels / l.groups, 3, 3] }, l.bias, { stride: l.stride, pad: 1, groups: l.groups });
+      act = reluRef(y);
+      let squares = 0;
+      for (const v of y.data) squares += v * v;
+      return Math.sqrt(squares / y.data.length);
+    });
+  };
+  const rawRms = layerRms(raw);
+  t.true(rawRms.at(-1)! / rawRms[0]! > 1000, `raw random weights grow: ${rawRms[0]} -> ${rawRms.at(-1)}`);
+  const scaledRms = layerRms(scaled);
+  for (const [i, rms] of scaledRms.entries()) t.true(Math.abs(rms - 1) < 1e-4, `layer ${i}: RMS ${rms}`);
+  t.is(scaled.linearWeight, raw.linearWeight, 'the head is left as it was');
 });
 
 test('profiledBackend counts and times every backend call of a training step, in both modes, without changing its result', async (t) => {

@@ -12,8 +12,10 @@ import { ArgumentValueError, BackendError, describeValue } from '../errors.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../io/onnx.js';
 import { randomStateDict, seededUniform } from '../models/init.js';
 import { officialSpec } from '../models/repvgg.js';
-import { calibrate } from '../quant/calibrate.js';
+import { conv2d } from '../ops/conv.js';
+import { activate, calibrate } from '../quant/calibrate.js';
 import { reparameterize } from '../reparam/reparam.js';
+import type { DeployedModel } from '../reparam/types.js';
 import type { HostTensor } from '../tensor.js';
 import { measureThroughput, type Throughput } from './measure.js';
 
@@ -80,6 +82,31 @@ export function randomImages(batch: number, size: number, seed: number): HostTen
   const data = new Float32Array(batch * 3 * size * size);
   for (let i = 0; i < data.length; i++) data[i] = 4 * uniform() - 2;
   return { shape: [batch, 3, size, size], data };
+}
+
+/**
+ * The deployed model with each layer's weights and bias scaled so that its pre-activation output has unit root
+ * mean square on these images (measured layer by layer on the CPU, each layer fed the scaled layers before it).
+ * Random training-time weights grow by a factor per block (three branches summed), so a deep variant's
+ * activations pass fp16's 65504 (B0 and B1g4 at 224 give infinite logits in fp16, in PyTorch as in ours) where
+ * trained weights do not; benchmarks that check fp16 against fp32 need weights in a trained network's range.
+ * @example const model = await unitScaledLayers(reparameterize(spec, randomStateDict(spec, 'train')), images);
+ */
+export async function unitScaledLayers(model: DeployedModel, images: HostTensor): Promise<DeployedModel> {
+  const layers = [];
+  let x = images; // [N, C, H, W]: the previous scaled layer's activation
+  for (const layer of model.layers) {
+    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
+    const y = await conv2d(x, { shape, data: layer.weight }, { bias: { shape: [layer.outChannels], data: layer.bias }, stride: layer.stride, pad: 1, groups: layer.groups });
+    let squares = 0;
+    for (const v of y.data) squares += v * v;
+    const rms = Math.sqrt(squares / y.data.length);
+    const scale = rms > 0 && Number.isFinite(rms) ? 1 / rms : 1;
+    for (let i = 0; i < y.data.length; i++) y.data[i] = (y.data[i] as number) * scale;
+    layers.push({ ...layer, weight: layer.weight.map((w) => w * scale), bias: layer.bias.map((b) => b * scale) });
+    x = await activate(y, layer);
+  }
+  return { ...model, layers };
 }
 
 function checkOptions(options: SpeedOptions): void {

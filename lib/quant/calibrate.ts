@@ -223,7 +223,7 @@ function subtractPerChannel(x: HostTensor, delta: Float64Array): void {
 }
 
 /** What follows a layer's conv: SE (D2se) then ReLU, with the library's ops (off the event loop, as the engine computes them). */
-async function activate(y: HostTensor, layer: DeployedLayer): Promise<HostTensor> {
+export async function activate(y: HostTensor, layer: DeployedLayer): Promise<HostTensor> {
   const se = layer.se;
   if (!se) return relu(y);
   const c = layer.outChannels;
