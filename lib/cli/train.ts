@@ -286,9 +286,8 @@ async function initialModel(
 }
 
 /**
- * --backend of `repvgg train`: 'cuda' runs every training step on the GPU (and evaluates there); 'cpu' and the
- * default 'auto' train on the CPU, 'auto' evaluating on CUDA where it runs. (Training under 'auto' moves to the
- * GPU once the CUDA training path has passed its first run on a GPU machine; see README "CUDA".)
+ * --backend of `repvgg train`: 'cuda' runs every training step on the GPU (and evaluates there); 'cpu' trains on
+ * the CPU; the default 'auto' trains (and evaluates) on CUDA where it runs, else on the CPU.
  */
 function trainBackendFlag(flags: Flags): BackendName {
   return choiceFlag<BackendName>(flags, 'backend', ['cpu', 'cuda', 'auto'], 'auto');
@@ -306,7 +305,7 @@ function trainPrecisionFlag(flags: Flags, backend: BackendName): TrainPrecision 
   return precision;
 }
 
-/** A copy of the (CPU) model on the GPU, for --backend cuda. */
+/** A copy of the (CPU) model on the GPU, for --backend cuda (or auto where CUDA runs). */
 async function onGpu(model: TrainableRepVGG, precision: TrainPrecision): Promise<TrainableRepVGG<DeviceTensor, DeviceTensor>> {
   const gpu = cudaBackend({ precision }); // a BackendError naming what is missing when CUDA cannot run here
   const mode = precision === 'fp16' ? 'mixed precision: fp16 convolutions, dynamic loss scaling'
@@ -414,7 +413,9 @@ export async function runTrain(flags: Flags): Promise<void> {
   process.on('SIGINT', onSigint);
   try {
     const run = { config, train: data.train, test: data.test, runDir, ...(start && { start }), stopRequested: () => stop };
-    const result = config.backend === 'cuda'
+    // 'auto' is decided here, on this machine (a resumed run may have moved; the CLI probed CUDA before the command).
+    const onGpuBackend = config.backend === 'cuda' || (config.backend === 'auto' && cudaStatus().available);
+    const result = onGpuBackend
       ? await train({ ...run, model: await onGpu(model, config.precision ?? 'fp32') })
       : await train({ ...run, model });
     if (result.interrupted) {
