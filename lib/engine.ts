@@ -58,7 +58,11 @@ export interface NetworkOptions {
    * precision 'int8', whose calibrated layers then run u8 x s8 (the others, the first layer and the head in float32).
    */
   quantization?: ModelQuantization;
-  /** CUDA only: capture each input shape's whole forward as a CUDA graph and replay it. */
+  /**
+   * CUDA only: capture each input shape's whole forward as a CUDA graph and replay it (default true on CUDA; a
+   * forward that cannot be captured runs eagerly and the plan report says why). Without a graph a small batch is
+   * bound by the host enqueueing its layers: on an H200, A0 fp16 at batch 1 ran 480 img/s eager, 4445 as a graph.
+   */
   cudaGraph?: boolean;
   /**
    * 3x3 stride-1 conv algorithm (CPU, float32 and bf16): 'auto' (default) gives the layers of one shape (a stage's
@@ -314,7 +318,7 @@ export class RepVGGNetwork {
       precision, convAlgorithm, ...(autoTiming !== undefined && { autoTiming }), ...(batchThreading !== undefined && { batchThreading }),
       inChannels: spec.inChannels, numBuffers: program.numBuffers, steps: program.steps,
       head: { src: program.headSrc, features: featureChannels(spec), classes: spec.numClasses, weight: linear.weight, bias: linear.bias },
-      ...(this.backend === 'cuda' && { cudaGraph: options.cudaGraph === true }),
+      ...(this.backend === 'cuda' && { cudaGraph: options.cudaGraph !== false }),
     };
     const Program = this.backend === 'cuda' ? requireCudaAddon().Program : loadCpuAddon().Program;
     this.#program = callNativeSync(() => new Program(nativeSpec));
