@@ -432,6 +432,11 @@ test('repvgg quantize, then infer/eval --precision int8 and export-onnx --int8, 
   t.regex(quantized.stdout, /\| stage1\.0 +\| int8 +\| +\d+\.\d \| +\d+\.\d \|/);
   t.regex(quantized.stdout, /logits SQNR \d+\.\d dB/);
   t.regex(quantized.stdout, new RegExp(`quantized RepVGG-A0: 21 of 22 layers int8 \\(${defaultWeightBits()}-bit weights\\), calibrated on 8 images`));
+  // Not a terminal: progress as whole lines, at most one per tenth of the layers, ending with all of them.
+  const progress = quantized.stderr.split('\n').filter((line) => line.startsWith('quantize: calibrated'));
+  t.false(quantized.stderr.includes('\r'), 'no carriage returns in a log');
+  t.true(progress.length >= 2 && progress.length <= 11, progress.join(' | '));
+  t.is(progress.at(-1), 'quantize: calibrated 22/22 layers');
   const loaded = await loadWeights(out);
   t.is(loaded.metadata.quantization_weight_bits, String(defaultWeightBits()), "this CPU's default");
   t.is(loaded.metadata.quantization, 'int8');

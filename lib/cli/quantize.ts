@@ -125,9 +125,21 @@ export async function runQuantize(flags: Flags): Promise<void> {
   const method = choiceFlag(flags, 'method', ['mse', 'max'] as const, 'mse');
   const biasCorrection = flags['no-bias-correction'] !== true;
   const weightBits = Number(choiceFlag(flags, 'weight-bits', ['7', '8'] as const, String(defaultWeightBits()) as '7' | '8')) as WeightBits;
+  // On a terminal the count redraws in place; in logs (CI, pipes) a line at each tenth of the layers.
+  const interactive = process.stderr.isTTY === true;
+  let loggedTenth = -1;
   const result = await calibrate(model, images, {
     keep, method, biasCorrection, weightBits,
-    onProgress: (done, total) => process.stderr.write(`\rquantize: calibrated ${done}/${total} layers${done === total ? '\n' : ''}`),
+    onProgress: (done, total) => {
+      if (interactive) {
+        process.stderr.write(`\rquantize: calibrated ${done}/${total} layers${done === total ? '\n' : ''}`);
+        return;
+      }
+      const tenth = Math.floor((done * 10) / total);
+      if (tenth === loggedTenth) return;
+      loggedTenth = tenth;
+      process.stderr.write(`quantize: calibrated ${done}/${total} layers\n`);
+    },
   });
   const state = deployedStateDict(result.model);
   putQuantization(state, result.quantization);
