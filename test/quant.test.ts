@@ -490,6 +490,8 @@ test('repvgg quantize, then infer/eval --precision int8 and export-onnx --int8, 
   const pthRun = expectOk(t, await cli(['quantize', '--weights', pth, '--calib-dir', folder, '--crop', '32', '--keep', 'stage4.0', '--out', fromPth]));
   t.regex(pthRun.stdout, /\| stage4\.0 +\| fp32 /);
   t.regex(pthRun.stdout, /20 of 22 layers int8 \([78]-bit weights\), calibrated on 4 images/);
+  t.regex(pthRun.stderr, /^quantize: decoded 4\/4 calibration images$/m);
+  t.false(pthRun.stderr.includes('\r'), 'whole progress lines in a log');
   expectOk(t, await cli(['infer', '--weights', fromPth, '--images', folder, '--precision', 'int8', '--backend', 'cpu', '--resize', '36', '--crop', '32']));
 });
 

@@ -8,6 +8,7 @@ import { readNpyFloat32, writeNpy } from '../io/npy.js';
 import { KEY_STYLES, type KeyStyle } from '../io/keys.js';
 import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
 import { canonicalArchName } from '../models/repvgg.js';
+import { countProgress } from '../progress.js';
 import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
 import type { DeployedModel } from '../reparam/types.js';
 import { checkOutputDistinct, choiceFlag, intFlag, optionalFlag, requireFlag, type Flags } from './flags.js';
@@ -80,9 +81,10 @@ export async function runInfer(flags: Flags, positionals: readonly string[] = []
     const input = await readNpyFloat32(requireFlag(flags, 'input'), '--input');
     network.checkInput(input, '--input');
     const started = performance.now();
+    const chunks = countProgress('infer: chunk');
     const logits = await network.predict(input, {
       onProgress: (done, total) => {
-        if (total > 1) process.stderr.write(`\rinfer: chunk ${done}/${total}${done === total ? '\n' : ''}`);
+        if (total > 1) chunks(done, total);
       },
     });
     const seconds = (performance.now() - started) / 1000;

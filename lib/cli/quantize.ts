@@ -9,6 +9,7 @@ import { ArgumentValueError, UsageError } from '../errors.js';
 import { readNpyFloat32 } from '../io/npy.js';
 import { loadWeights, recordedClassNames, recordedNormalization, saveWeights, type LoadedWeights } from '../io/weights.js';
 import { calibrate, calibrationMethod, defaultWeightBits, type CalibrationResult } from '../quant/calibrate.js';
+import { countProgress } from '../progress.js';
 import { putQuantization, type WeightBits } from '../quant/params.js';
 import { deployedModelFromState, deployedStateDict, reparameterize } from '../reparam/reparam.js';
 import type { HostTensor } from '../tensor.js';
@@ -78,14 +79,14 @@ async function calibrationImages(flags: Flags, weights: LoadedWeights, count: nu
   const size = 3 * crop * crop;
   const data = new Float32Array(chosen.length * size);
   let done = 0;
+  const progress = countProgress('quantize: decoded', ' calibration images');
   await Promise.all(chosen.map((file, i) => limit(async () => {
     try {
       data.set((await preprocessBatch([file], { preprocess })).data, i * size); // on the decoding worker threads
     } catch (error) {
       throw new ArgumentValueError(`--calib-dir: cannot use ${file}: ${(error as Error).message}`);
     }
-    done++;
-    process.stderr.write(`\rquantize: decoded ${done}/${chosen.length} calibration images${done === chosen.length ? '\n' : ''}`);
+    progress(++done, chosen.length);
   })));
   return { images: { shape: [chosen.length, 3, crop, crop], data }, source: dir as string };
 }
@@ -125,21 +126,8 @@ export async function runQuantize(flags: Flags): Promise<void> {
   const method = choiceFlag(flags, 'method', ['mse', 'max'] as const, 'mse');
   const biasCorrection = flags['no-bias-correction'] !== true;
   const weightBits = Number(choiceFlag(flags, 'weight-bits', ['7', '8'] as const, String(defaultWeightBits()) as '7' | '8')) as WeightBits;
-  // On a terminal the count redraws in place; in logs (CI, pipes) a line at each tenth of the layers.
-  const interactive = process.stderr.isTTY === true;
-  let loggedTenth = -1;
   const result = await calibrate(model, images, {
-    keep, method, biasCorrection, weightBits,
-    onProgress: (done, total) => {
-      if (interactive) {
-        process.stderr.write(`\rquantize: calibrated ${done}/${total} layers${done === total ? '\n' : ''}`);
-        return;
-      }
-      const tenth = Math.floor((done * 10) / total);
-      if (tenth === loggedTenth) return;
-      loggedTenth = tenth;
-      process.stderr.write(`quantize: calibrated ${done}/${total} layers\n`);
-    },
+    keep, method, biasCorrection, weightBits, onProgress: countProgress('quantize: calibrated', ' layers'),
   });
   const state = deployedStateDict(result.model);
   putQuantization(state, result.quantization);

@@ -1,5 +1,7 @@
 // A one-line progress bar on stderr for training: epoch, step, loss, accuracy, img/s and ETA. On a terminal
-// it redraws in place; in logs (CI, pipes) it prints a line every tenth of an epoch instead.
+// it redraws in place; in logs (CI, pipes) it prints a line every tenth of an epoch instead (lib/progress.ts).
+
+import { ProgressLine } from '../progress.js';
 
 export interface ProgressState {
   epoch: number;
@@ -20,9 +22,7 @@ const formatDuration = (s: number): string => {
 };
 
 export class ProgressBar {
-  readonly #stream = process.stderr;
-  readonly #interactive = process.stderr.isTTY === true;
-  #lastLoggedTenth = -1;
+  readonly #line = new ProgressLine();
 
   update(p: ProgressState): void {
     const width = 24;
@@ -30,21 +30,12 @@ export class ProgressBar {
     const line =
       `epoch ${p.epoch}/${p.epochs} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.step}/${p.steps} ` +
       `loss ${p.loss.toFixed(4)} acc ${(p.accuracy * 100).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s ETA ${formatDuration(p.etaSeconds)}`;
-    if (this.#interactive) {
-      this.#stream.write(`\r${line}\u001b[K`);
-      return;
-    }
-    const tenth = Math.floor((p.step / Math.max(1, p.steps)) * 10);
-    if (tenth !== this.#lastLoggedTenth) {
-      this.#lastLoggedTenth = tenth;
-      this.#stream.write(`${line}\n`);
-    }
+    this.#line.update(line, p.step / Math.max(1, p.steps));
   }
 
   /** Ends the current line (before other output). */
   done(message = ''): void {
-    if (this.#interactive) this.#stream.write('\n');
-    this.#lastLoggedTenth = -1;
-    if (message) this.#stream.write(`${message}\n`);
+    this.#line.done();
+    if (message) process.stderr.write(`${message}\n`);
   }
 }
