@@ -12,8 +12,7 @@ import { ArgumentValueError, BackendError, describeValue } from '../errors.js';
 import { ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, encodeOnnx } from '../io/onnx.js';
 import { randomStateDict, seededUniform } from '../models/init.js';
 import { officialSpec } from '../models/repvgg.js';
-import { conv2d } from '../ops/conv.js';
-import { activate, calibrate } from '../quant/calibrate.js';
+import { activate, calibrate, layerConv } from '../quant/calibrate.js';
 import { reparameterize } from '../reparam/reparam.js';
 import type { DeployedModel } from '../reparam/types.js';
 import type { HostTensor } from '../tensor.js';
@@ -96,8 +95,7 @@ export async function unitScaledLayers(model: DeployedModel, images: HostTensor)
   const layers = [];
   let x = images; // [N, C, H, W]: the previous scaled layer's activation
   for (const layer of model.layers) {
-    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
-    const y = await conv2d(x, { shape, data: layer.weight }, { bias: { shape: [layer.outChannels], data: layer.bias }, stride: layer.stride, pad: 1, groups: layer.groups });
+    const y = await layerConv(x, layer);
     let squares = 0;
     for (const v of y.data) squares += v * v;
     const rms = Math.sqrt(squares / y.data.length);

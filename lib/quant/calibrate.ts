@@ -222,6 +222,15 @@ function subtractPerChannel(x: HostTensor, delta: Float64Array): void {
   for (let i = 0; i < x.data.length; i++) x.data[i] = (x.data[i] as number) - (delta[Math.floor(i / plane) % c] as number);
 }
 
+/**
+ * A deployed layer's 3x3 conv with its bias (the pre-activation), optionally with other weights of the same shape
+ * (the int8 network's dequantized ones): [N, in, H, W] -> [N, out, H / stride, W / stride].
+ */
+export function layerConv(x: HostTensor, layer: DeployedLayer, weight = layer.weight): Promise<HostTensor> {
+  const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
+  return conv2d(x, { shape, data: weight }, { bias: { shape: [layer.outChannels], data: layer.bias }, stride: layer.stride, pad: 1, groups: layer.groups });
+}
+
 /** What follows a layer's conv: SE (D2se) then ReLU, with the library's ops (off the event loop, as the engine computes them). */
 export async function activate(y: HostTensor, layer: DeployedLayer): Promise<HostTensor> {
   const se = layer.se;
@@ -305,12 +314,9 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
   let xFloat: HostTensor = images;
   let xInt8: HostTensor = images;
   for (const [index, layer] of model.layers.entries()) {
-    const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
-    const conv = (x: HostTensor, weight: Float32Array, bias: Float32Array) =>
-      conv2d(x, { shape, data: weight }, { bias: { shape: [layer.outChannels], data: bias }, stride: layer.stride, pad: 1, groups: layer.groups });
-    const yFloat = await conv(xFloat, layer.weight, layer.bias);
+    const yFloat = await layerConv(xFloat, layer);
     if (index === 0 || keep.has(layer.name)) {
-      const yInt8 = index === 0 ? { shape: yFloat.shape, data: yFloat.data.slice() } : await conv(xInt8, layer.weight, layer.bias);
+      const yInt8 = index === 0 ? { shape: yFloat.shape, data: yFloat.data.slice() } : await layerConv(xInt8, layer);
       layers.push(layer);
       xFloat = await activate(yFloat, layer);
       xInt8 = await activate(yInt8, layer);
@@ -325,8 +331,8 @@ export async function calibrate(model: DeployedModel, images: HostTensor, option
       const weight = dequantizedWeights(integerWeights(layer.weight, weightScales, qmax), weightScales);
       const inputScale = mse ? chooseActivationScale(activationHistogram(xInt8.data)) : maxAbsScale(xInt8.data, ACTIVATION_QMAX);
       const quantizedInput = fakeQuantize(xInt8, inputScale);
-      const yInt8 = await conv(quantizedInput.tensor, weight, layer.bias);
-      const yAlone = await conv(fakeQuantize(xFloat, inputScale).tensor, weight, layer.bias);
+      const yInt8 = await layerConv(quantizedInput.tensor, layer, weight);
+      const yAlone = await layerConv(fakeQuantize(xFloat, inputScale).tensor, layer, weight);
       // Empirical bias correction: remove the mean shift quantization put on each output channel.
       const shift = correctBias ? channelMeanDifference(yInt8, yFloat) : new Float64Array(layer.outChannels);
       subtractPerChannel(yInt8, shift);
