@@ -92,13 +92,18 @@ async function sgdStep<V extends Shaped, G>(
   return value;
 }
 
+/** Our network from its seed-1 initialization on `backend`, its optimizer and (fp16) loss scale. */
+async function ourTraining<V extends Shaped, G>(backend: TrainBackend<V, G>, model: BenchModel) {
+  const net = await TrainableRepVGG.onBackend(backend, model.spec, TrainableRepVGG.init(model.spec, 1).stateDict());
+  const opt = new SGD(net.params, SGD_OPTIONS, backend);
+  const lossScale = backend.precision === 'fp16' ? new DynamicLossScale() : undefined;
+  return { net, opt, lossScale };
+}
+
 async function runOurs<V extends Shaped, G>(
   backend: TrainBackend<V, G>, model: BenchModel, images: HostTensor, labels: Int32Array, warmup: number, steps: number,
 ): Promise<RunResult> {
-  const init = TrainableRepVGG.init(model.spec, 1);
-  const net = await TrainableRepVGG.onBackend(backend, model.spec, init.stateDict());
-  const opt = new SGD(net.params, SGD_OPTIONS, backend);
-  const lossScale = backend.precision === 'fp16' ? new DynamicLossScale() : undefined;
+  const { net, opt, lossScale } = await ourTraining(backend, model);
   const losses: number[] = [];
   // Correctness first: the warm-up steps must give finite losses that go down on this one batch.
   for (let s = 0; s < warmup; s++) losses.push(await sgdStep(net, opt, images, labels, lossScale));
@@ -152,9 +157,7 @@ async function profileOurs<V extends Shaped, G>(
   for (const mode of ['async', 'sync'] as const) {
     const profiled = profiledBackend(makeBackend(), mode);
     const backend = profiled.backend;
-    const net = await TrainableRepVGG.onBackend(backend, model.spec, TrainableRepVGG.init(model.spec, 1).stateDict());
-    const opt = new SGD(net.params, SGD_OPTIONS, backend);
-    const lossScale = backend.precision === 'fp16' ? new DynamicLossScale() : undefined;
+    const { net, opt, lossScale } = await ourTraining(backend, model);
     for (let s = 0; s < 2; s++) await sgdStep(net, opt, images, labels, lossScale);
     await backend.download(net.params.values().next().value!.value);
     profiled.reset();
