@@ -36,6 +36,11 @@ export function parseBenchArgs<const T extends Options>(usage: string, options: 
   }
 }
 
+/** The number `text` spells; NaN for blank text (which Number() would read as 0). */
+function numberOf(text: string): number {
+  return text.trim() === '' ? Number.NaN : Number(text);
+}
+
 interface Range {
   min: number;
   max: number;
@@ -46,7 +51,7 @@ interface Range {
  * @throws OptionError naming the flag and the text received.
  */
 export function integerList(text: string, flag: string, range: Range, maxCount = 16): number[] {
-  const values = text.split(',').map((part) => (part.trim() === '' ? Number.NaN : Number(part)));
+  const values = text.split(',').map(numberOf);
   if (values.length > maxCount || !values.every((v) => Number.isInteger(v) && v >= range.min && v <= range.max)) {
     throw new OptionError(`Expected up to ${maxCount} comma-separated integers from ${range.min} to ${range.max} for ${flag} but received '${text}'`);
   }
@@ -58,7 +63,7 @@ export function integerList(text: string, flag: string, range: Range, maxCount =
  * @throws OptionError naming the flag and the text received.
  */
 export function integerOption(text: string, flag: string, range: Range): number {
-  const value = text.trim() === '' ? Number.NaN : Number(text);
+  const value = numberOf(text);
   if (!Number.isInteger(value) || value < range.min || value > range.max) {
     throw new OptionError(`Expected an integer from ${range.min} to ${range.max} for ${flag} but received '${text}'`);
   }
@@ -70,7 +75,7 @@ export function integerOption(text: string, flag: string, range: Range): number 
  * @throws OptionError naming the flag and the text received.
  */
 export function positiveNumber(text: string, flag: string, max: number): number {
-  const value = text.trim() === '' ? Number.NaN : Number(text);
+  const value = numberOf(text);
   if (!(value > 0 && value <= max)) throw new OptionError(`Expected a number above 0 and at most ${max} for ${flag} but received '${text}'`);
   return value;
 }
