@@ -208,7 +208,8 @@ async function main(): Promise<void> {
             entry['plan'] = planSummary(report);
             entry['eager'] = await deviceTiming(eager, input, batch, seconds);
             const graphReport = await graphed.prepare({ batch, height: IMAGE_SIZE, width: IMAGE_SIZE });
-            entry['graph'] = { ...(await deviceTiming(graphed, input, batch, seconds)), error: graphReport.cudaGraphError };
+            // Each program chooses its algorithms by timing them, so the graph's plan is recorded as well.
+            entry['graph'] = { ...(await deviceTiming(graphed, input, batch, seconds)), error: graphReport.cudaGraphError, plan: planSummary(graphReport) };
             entry['endToEnd'] = await endToEndTiming(eager, input, batch, seconds);
             if (trainBatches.includes(batch)) {
               const train = makeProgram(addon, spec, trainProgram(spec, trainState), trainLinear, precision, false);

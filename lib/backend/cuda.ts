@@ -57,7 +57,10 @@ export interface CudaPlanReport extends NativePlanReport {
     layout: string;
     mathType: string;
     fused: boolean;
-    /** When fused: max |fused output - (conv, then bias, then ReLU)| of one check run at prepare time. */
+    /**
+     * When a fused variant agreed: max |fused output - (conv, then bias, then ReLU)| of one check run at prepare time.
+     * The layer may still run unfused when the fastest algorithm unfused beat it (the note gives both times).
+     */
     fusedMaxDiff?: number;
     findMs?: number;
     workspaceBytes: number;

@@ -91,6 +91,10 @@ class Plan {
     float max_diff = 0, max_output = 0;
   };
   FusedCheck check_fused(ConvExec& e);
+  // Enqueues conv step e as the forward runs it: the fused conv+bias+ReLU, or the conv then our bias/ReLU kernel.
+  void run_conv(const ConvExec& e);
+  // Milliseconds one run_conv(e) takes on the device (CUDA events, the mean of a few runs after a warm-up).
+  float time_conv(const ConvExec& e);
   void allocate_find_scratch(DeviceBuffer& scratch);
   void destroy_graph();
   void* buf(int i) const { return p_.buffers_[static_cast<size_t>(i)].get(); }
@@ -349,29 +353,55 @@ void Plan::compile_conv(int index, const ConvStepSpec& c, BufferState& src, Buff
   report_.convs.push_back(choice);
 
   ConvExec* ex = e.get();
-  const void* weight = cw.weight.get();
-  const void* bias_act = cw.bias_act.get();
-  const float* bias_f32 = cw.bias_f32.as<float>();
-  const cudaStream_t stream = p_.stream_;
-  ops_.push_back([this, ex, weight, bias_act, bias_f32, stream] {
-    const float one = 1.f, zero = 0.f;
-    void* ws = ex->workspace ? p_.workspace_.get() : nullptr;
-    if (ex->fused) {
-      // z = y with alpha2 = 0: the residual input of the fused op is unused.
-      RV_CUDNN(cudnnConvolutionBiasActivationForward, p_.handle_, &one, ex->x.get(), buf(ex->src), ex->w.get(), weight, ex->conv.get(),
-               static_cast<cudnnConvolutionFwdAlgo_t>(ex->algo), ws, ex->workspace, &zero, ex->y.get(), buf(ex->dst), ex->bias.get(),
-               bias_act, p_.relu_desc_->get(), ex->y.get(), buf(ex->dst));
-      return;
-    }
-    RV_CUDNN(cudnnConvolutionForward, p_.handle_, &one, ex->x.get(), buf(ex->src), ex->w.get(), weight, ex->conv.get(),
-             static_cast<cudnnConvolutionFwdAlgo_t>(ex->algo), ws, ex->workspace, &zero, ex->y.get(), buf(ex->dst));
-    if (ex->has_bias || ex->relu) {
-      RV_CUDA(bias_activation(buf(ex->dst), ex->out, ex->has_bias ? bias_f32 : nullptr, ex->relu ? Activation::relu : Activation::none,
-                              stream));
-    }
-  });
+  ops_.push_back([this, ex] { run_conv(*ex); });
   convs_.push_back(std::move(e));
   dst = {true, c.out_channels, c.out_channels, oh, ow};
+}
+
+void Plan::run_conv(const ConvExec& e) {
+  const ConvWeights& cw = *p_.conv_weights_[static_cast<size_t>(e.step)];
+  const float one = 1.f, zero = 0.f;
+  void* ws = e.workspace ? p_.workspace_.get() : nullptr;
+  if (e.fused) {
+    // z = y with alpha2 = 0: the residual input of the fused op is unused.
+    RV_CUDNN(cudnnConvolutionBiasActivationForward, p_.handle_, &one, e.x.get(), buf(e.src), e.w.get(), cw.weight.get(), e.conv.get(),
+             static_cast<cudnnConvolutionFwdAlgo_t>(e.algo), ws, e.workspace, &zero, e.y.get(), buf(e.dst), e.bias.get(), cw.bias_act.get(),
+             p_.relu_desc_->get(), e.y.get(), buf(e.dst));
+    return;
+  }
+  RV_CUDNN(cudnnConvolutionForward, p_.handle_, &one, e.x.get(), buf(e.src), e.w.get(), cw.weight.get(), e.conv.get(),
+           static_cast<cudnnConvolutionFwdAlgo_t>(e.algo), ws, e.workspace, &zero, e.y.get(), buf(e.dst));
+  if (e.has_bias || e.relu) {
+    RV_CUDA(bias_activation(buf(e.dst), e.out, e.has_bias ? cw.bias_f32.as<float>() : nullptr, e.relu ? Activation::relu : Activation::none,
+                            p_.stream_));
+  }
+}
+
+float Plan::time_conv(const ConvExec& e) {
+  constexpr int kRuns = 5;
+  run_conv(e);  // warm-up (lazy kernel loading)
+  cudaEvent_t start = nullptr, stop = nullptr;
+  RV_CUDA(cudaEventCreate(&start));
+  if (const cudaError_t err = cudaEventCreate(&stop); err != cudaSuccess) {
+    (void)cudaEventDestroy(start);
+    RV_CUDA(err);
+  }
+  float ms = 0.f;
+  cudaError_t err = cudaEventRecord(start, p_.stream_);
+  try {
+    for (int r = 0; r < kRuns && err == cudaSuccess; r++) run_conv(e);
+  } catch (...) {
+    (void)cudaEventDestroy(start);
+    (void)cudaEventDestroy(stop);
+    throw;
+  }
+  if (err == cudaSuccess) err = cudaEventRecord(stop, p_.stream_);
+  if (err == cudaSuccess) err = cudaEventSynchronize(stop);
+  if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, start, stop);
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+  RV_CUDA(err);
+  return ms / kRuns;
 }
 
 void Plan::choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& find_workspace, ConvChoice& choice) {
@@ -446,39 +476,68 @@ void Plan::choose_algorithm(ConvExec& e, const std::string& key, DeviceBuffer& f
                                          (rejected.empty() ? "" : "; rejected for fp32 (tensor-core math): " + rejected));
   }
 
-  Candidate chosen = candidates.front();
-  e.fused = false;
-  if (want_fused) {
-    // Not every algorithm has a fused conv+bias+ReLU variant: take the fastest one that has, else run the
-    // fastest algorithm unfused (conv, then our bias+ReLU kernel).
-    std::string mismatches;
-    for (const Candidate& cand : candidates) {
-      apply_choice(cand.algo, cand.math, cand.workspace);
+  // Find timed each algorithm once, as a plain convolution. The forward runs it fused with bias and ReLU where
+  // cuDNN allows (one kernel instead of two), and one run is noisy at batch 1 (the first H200 run had every
+  // RepVGG-A1 layer at batch 1 fused on IMPLICIT_GEMM, at half PyTorch's speed). So the fastest few are timed
+  // again, each as the forward will run it (fused where a fused variant exists and agrees with the unfused path),
+  // and the fastest of those wins.
+  constexpr size_t kTimed = 4;
+  struct Option {
+    Candidate candidate;
+    bool fused = false;
+    double fused_max_diff = -1;
+    float ms = 0.f;
+  };
+  std::vector<Option> options;
+  std::string mismatches, failures;
+  for (size_t i = 0; i < candidates.size() && options.size() < kTimed; i++) {
+    Option option{candidates[i]};
+    apply_choice(option.candidate.algo, option.candidate.math, option.candidate.workspace);
+    if (want_fused) {
       const FusedCheck check = check_fused(e);
-      if (check.outcome == FusedCheck::differs) {
-        char text[160];
-        std::snprintf(text, sizeof(text), "%s fused differs from conv, bias, ReLU by %.3g (largest output %.3g)", algo_name(cand.algo),
-                      static_cast<double>(check.max_diff), static_cast<double>(check.max_output));
-        mismatches += std::string(mismatches.empty() ? "" : "; ") + text;
-        continue;
-      }
       if (check.outcome == FusedCheck::agrees) {
-        e.fused = true;
-        choice.fused_max_diff = check.max_diff;
-        if (cand.algo != chosen.algo) {
-          choice.note = std::string("no fused variant of ") + algo_name(chosen.algo) + "; fused " + algo_name(cand.algo) + " instead";
-        }
-        chosen = cand;
-        break;
+        option.fused = true;
+        option.fused_max_diff = check.max_diff;
+      } else if (check.outcome == FusedCheck::differs) {
+        char text[160];
+        std::snprintf(text, sizeof(text), "%s fused differs from conv, bias, ReLU by %.3g (largest output %.3g)",
+                      algo_name(option.candidate.algo), static_cast<double>(check.max_diff), static_cast<double>(check.max_output));
+        mismatches += std::string(mismatches.empty() ? "" : "; ") + text;
       }
     }
-    if (!e.fused) {
-      choice.note = mismatches.empty() ? "cuDNN refused the fused conv+bias+ReLU for every algorithm: conv, then our bias+ReLU kernel"
-                                       : "not fused: " + mismatches + "; conv, then our bias+ReLU kernel";
+    e.fused = option.fused;
+    try {
+      option.ms = time_conv(e);
+    } catch (const NativeError& err) {
+      failures += std::string(failures.empty() ? "" : "; ") + algo_name(option.candidate.algo) + ": " + err.what();
+      continue;
+    }
+    options.push_back(option);
+  }
+  if (options.empty()) {
+    throw NativeError("ERR_BACKEND", "no algorithm cuDNN's Find returned ran for conv step " + std::to_string(e.step) + " (" + key + "): " + failures);
+  }
+  std::sort(options.begin(), options.end(), [](const Option& a, const Option& b) { return a.ms < b.ms; });
+  const Option& best = options.front();
+  Candidate chosen = best.candidate;
+  e.fused = best.fused;
+  choice.fused_max_diff = best.fused ? best.fused_max_diff : -1;
+  if (options.size() > 1) {
+    choice.note = "timed as run:";
+    for (const Option& o : options) {
+      char text[96];
+      std::snprintf(text, sizeof(text), " %s%s %.4f ms%s", algo_name(o.candidate.algo), o.fused ? "+fused" : "", static_cast<double>(o.ms),
+                    &o == &options.back() ? "" : ",");
+      choice.note += text;
     }
   }
+  if (want_fused && !e.fused) {
+    choice.note += std::string(choice.note.empty() ? "" : "; ") +
+                   (mismatches.empty() ? "conv, then our bias+ReLU kernel" : "not fused: " + mismatches + "; conv, then our bias+ReLU kernel");
+  }
+  if (!failures.empty()) choice.note += "; failed to run: " + failures;
   apply_choice(chosen.algo, chosen.math, chosen.workspace);
-  if (!rejected.empty() && choice.note.empty()) choice.note = "TF32 tensor-core algorithms skipped for fp32: " + rejected;
+  if (!rejected.empty()) choice.note += std::string(choice.note.empty() ? "" : "; ") + "TF32 tensor-core algorithms skipped for fp32: " + rejected;
 
   choice.algorithm = algo_name(chosen.algo);
   choice.math = math_name(chosen.math);

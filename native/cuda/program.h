@@ -40,7 +40,7 @@ struct ConvChoice {
   std::string algorithm;  // cuDNN forward algorithm, e.g. "IMPLICIT_PRECOMP_GEMM"
   std::string math;       // "FMA", "TENSOR_OP", ...
   bool fused = false;     // cudnnConvolutionBiasActivationForward (else conv, then our bias/ReLU kernel)
-  double fused_max_diff = -1;  // when fused: max |fused - (conv, bias, ReLU)| measured once at prepare time
+  double fused_max_diff = -1;  // when a fused variant agreed: max |fused - (conv, bias, ReLU)| measured once at prepare time
   double find_ms = -1;    // cudnnFind's time for the chosen algorithm
   int64_t workspace_bytes = 0;
   std::string note;       // why the unfused path or an unexpected math mode was taken
