@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 import { OptionError, choiceList, integerOption, parseBenchArgs, runBench } from '../lib/bench/args.js';
-import { profiledBackend, type OpTime, type ProfileMode } from '../lib/bench/train-profile.js';
+import { garbageCollectionsDuring, profiledBackend, type OpTime, type ProfileMode } from '../lib/bench/train-profile.js';
 import type { TrainBackend } from '../lib/autograd/backend.js';
 import { cudaBackend } from '../lib/autograd/cuda-backend.js';
 import * as F from '../lib/autograd/functions.js';
@@ -141,6 +141,9 @@ interface OpProfile {
 
 interface StepProfile {
   asyncStepMs: number;
+  /** Garbage collections per step, and their pause in ms per step, while the async-mode steps ran. */
+  gcPerStep: number;
+  gcMsPerStep: number;
   syncStepMs: number;
   idleSyncMs: number;
   ops: OpProfile[];
@@ -153,7 +156,7 @@ interface StepProfile {
 async function profileOurs<V extends Shaped, G>(
   makeBackend: () => TrainBackend<V, G>, model: BenchModel, images: HostTensor, labels: Int32Array,
 ): Promise<StepProfile> {
-  const measured = new Map<ProfileMode, { stepMs: number; times: Map<string, OpTime>; idleSyncMs: number }>();
+  const measured = new Map<ProfileMode, { stepMs: number; times: Map<string, OpTime>; idleSyncMs: number; gc: { collections: number; ms: number } }>();
   for (const mode of ['async', 'sync'] as const) {
     const profiled = profiledBackend(makeBackend(), mode);
     const backend = profiled.backend;
@@ -162,10 +165,12 @@ async function profileOurs<V extends Shaped, G>(
     await backend.download(net.params.values().next().value!.value);
     profiled.reset();
     const started = performance.now();
-    for (let s = 0; s < PROFILE_STEPS; s++) await sgdStep(net, opt, images, labels, lossScale);
-    await backend.download(net.params.values().next().value!.value);
+    const gc = await garbageCollectionsDuring(async () => {
+      for (let s = 0; s < PROFILE_STEPS; s++) await sgdStep(net, opt, images, labels, lossScale);
+      await backend.download(net.params.values().next().value!.value);
+    });
     const stepMs = (performance.now() - started) / PROFILE_STEPS;
-    measured.set(mode, { stepMs, times: new Map(profiled.times), idleSyncMs: await profiled.idleSyncMs(50) });
+    measured.set(mode, { stepMs, times: new Map(profiled.times), idleSyncMs: await profiled.idleSyncMs(50), gc });
   }
   const asyncRun = measured.get('async')!;
   const syncRun = measured.get('sync')!;
@@ -176,7 +181,10 @@ async function profileOurs<V extends Shaped, G>(
     asyncMsPerStep: perStep(asyncRun.times.get(op), 'ms'), syncMsPerStep: perStep(syncRun.times.get(op), 'ms'),
     syncsPerStep: perStep(syncRun.times.get(op), 'syncs'),
   })).sort((a, b) => b.syncMsPerStep - a.syncMsPerStep);
-  return { asyncStepMs: asyncRun.stepMs, syncStepMs: syncRun.stepMs, idleSyncMs: syncRun.idleSyncMs, ops };
+  return {
+    asyncStepMs: asyncRun.stepMs, gcPerStep: asyncRun.gc.collections / PROFILE_STEPS, gcMsPerStep: asyncRun.gc.ms / PROFILE_STEPS,
+    syncStepMs: syncRun.stepMs, idleSyncMs: syncRun.idleSyncMs, ops,
+  };
 }
 
 function profileTable(name: string, p: StepProfile): string[] {
@@ -184,7 +192,8 @@ function profileTable(name: string, p: StepProfile): string[] {
   const syncs = p.ops.reduce((sum, o) => sum + o.syncsPerStep, 0);
   const lines = [
     '',
-    `Profile of our ${name} step (${PROFILE_STEPS} steps per mode): ${p.asyncStepMs.toFixed(1)} ms per step as it runs, ${calls.toFixed(0)} backend calls; ` +
+    `Profile of our ${name} step (${PROFILE_STEPS} steps per mode): ${p.asyncStepMs.toFixed(1)} ms per step as it runs, ${calls.toFixed(0)} backend calls, ` +
+      `${p.gcPerStep.toFixed(1)} garbage collections (${p.gcMsPerStep.toFixed(1)} ms); ` +
       `${p.syncStepMs.toFixed(1)} ms with a device sync after each call (an idle sync costs ${(p.idleSyncMs * 1000).toFixed(0)} us, ` +
       `${(syncs * p.idleSyncMs).toFixed(1)} ms of the synced step). "async" = call until its promise settles (host cost); "synced" adds the wait for the device.`,
     '',

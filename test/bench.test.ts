@@ -13,7 +13,7 @@ import test from 'ava';
 import { cpuCapabilities } from '../lib/backends.js';
 import { speedChartSvg } from '../lib/bench/chart.js';
 import { MAX_ROUNDS, measureInterleaved, measureThroughput, pairedRatio, quantile } from '../lib/bench/measure.js';
-import { profiledBackend } from '../lib/bench/train-profile.js';
+import { garbageCollectionsDuring, profiledBackend } from '../lib/bench/train-profile.js';
 import { PAPER_1080TI_IMAGES_PER_SECOND, benchmarkSpeed, randomImages, unitScaledLayers, type SpeedRow } from '../lib/bench/speed.js';
 import { ArgumentValueError } from '../lib/errors.js';
 import type { TrainBackend } from '../lib/autograd/backend.js';
@@ -118,6 +118,19 @@ test('unitScaledLayers: every layer of the scaled random B0 has unit-RMS pre-act
   const scaledRms = layerRms(scaled);
   for (const [i, rms] of scaledRms.entries()) t.true(Math.abs(rms - 1) < 1e-4, `layer ${i}: RMS ${rms}`);
   t.is(scaled.linearWeight, raw.linearWeight, 'the head is left as it was');
+});
+
+test('garbageCollectionsDuring counts the collections an allocating task causes and returns its result', async (t) => {
+  const { result, collections, ms } = await garbageCollectionsDuring(async () => {
+    // ~200 MB of short-lived objects (each escapes into a ring of 1000): far more than V8's young generation
+    // holds, so it must collect.
+    const ring: { value: number; pair: number[] }[] = new Array(1000);
+    for (let i = 0; i < 2_000_000; i++) ring[i % 1000] = { value: i, pair: [i, i + 1] };
+    return ring[999]!.value;
+  });
+  t.is(result, 1_999_999);
+  t.true(collections >= 1, `${collections} collections`);
+  t.true(ms > 0, `${ms} ms`);
 });
 
 test('profiledBackend counts and times every backend call of a training step, in both modes, without changing its result', async (t) => {

@@ -6,6 +6,8 @@
 // What `node dist/bench/train.js --profile` prints.
 // Not for: timing whole steps (bench/train.ts), or inference (the plan report's per-layer profile).
 
+import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+
 import type { TrainBackend } from '../autograd/backend.js';
 
 type Shaped = { readonly shape: readonly number[] };
@@ -83,4 +85,19 @@ export function profiledBackend<V extends Shaped, G>(inner: TrainBackend<V, G>, 
     },
     reset: () => times.clear(),
   };
+}
+
+/** Garbage collections of this isolate while `work` ran: how many, and their summed pause in milliseconds. */
+export async function garbageCollectionsDuring<T>(work: () => Promise<T>): Promise<{ result: T; collections: number; ms: number }> {
+  const entries: PerformanceEntry[] = [];
+  const observer = new PerformanceObserver((list) => entries.push(...list.getEntries()));
+  observer.observe({ entryTypes: ['gc'] });
+  try {
+    const result = await work();
+    await new Promise((resolve) => setImmediate(resolve)); // entries are delivered asynchronously
+    entries.push(...observer.takeRecords());
+    return { result, collections: entries.length, ms: entries.reduce((sum, e) => sum + e.duration, 0) };
+  } finally {
+    observer.disconnect();
+  }
 }
