@@ -8,10 +8,12 @@
 // and the CLI fail with the reason before doing anything; --precision fp16 needs --backend cuda.
 // Not for: inference on CUDA (cuda.test.ts) or CPU training (train.test.ts).
 
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
@@ -34,9 +36,10 @@ import { SGD, addCustomL2 } from '../lib/train/optimizer.js';
 import { cli, describeResult } from './helpers/cli-runner.js';
 import { fixtureStateDict } from './helpers/fixture-weights.js';
 import { makeRng, maxRelativeError, randomArray, randomTrainState } from './helpers/reference.js';
-import { BF16, CUDA_MIXED_STEPS, CUDA_TRAIN_FP16_OP, CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
+import { BF16, CUDA_MIXED_STEPS, CUDA_MIXED_STEPS_ANY, CUDA_TRAIN_FP16_OP, CUDA_TRAIN_OP, CUDA_TRAIN_STEPS, TRAIN_STEPS, checkClose } from './helpers/tolerances.js';
 import { TRAIN_FIXTURES, changeError, checkFixtureSteps, readTrainFixture, trainStep } from './helpers/train-fixture.js';
 
+const execFileAsync = promisify(execFile);
 const status = cudaStatus();
 const gpu = status.available;
 const shortReason = (status.reason ?? '').split(/[(:;]/)[0]?.trim().slice(0, 80) ?? '';
@@ -67,21 +70,22 @@ async function sameGradient(
 }
 
 /**
- * Asserts every tensor's change from `start` on the GPU is within `tolerance` of the CPU's; logs the five worst (the
- * measured errors the tolerances are set from) and returns the worst error.
+ * Asserts every tensor's change from `start` on the GPU is within `bound.each` of the CPU's and, with `bound.median`,
+ * that the median tensor's is within that; logs the five worst and the median first (the measured errors the
+ * tolerances are set from), and returns the worst error.
  */
 async function checkChangesMatch(
-  t: ExecutionContext, gpuModel: TrainableRepVGG<DeviceTensor, DeviceTensor>, cpuModel: TrainableRepVGG, start: StateDict, tolerance: number,
+  t: ExecutionContext, gpuModel: TrainableRepVGG<DeviceTensor, DeviceTensor>, cpuModel: TrainableRepVGG, start: StateDict,
+  bound: { each: number; median?: number },
 ): Promise<number> {
   const cpuState = cpuModel.stateDict();
   const errors: [string, number][] = [];
-  for (const [key, ours] of await gpuModel.hostStateDict()) {
-    const error = changeError(ours.data, cpuState.get(key)!.data, start.get(key)!.data);
-    errors.push([key, error]);
-    t.true(error <= tolerance, `${key}: change differs from the CPU's by ${error.toExponential(2)}`);
-  }
+  for (const [key, ours] of await gpuModel.hostStateDict()) errors.push([key, changeError(ours.data, cpuState.get(key)!.data, start.get(key)!.data)]);
   errors.sort((a, b) => b[1] - a[1]);
-  t.log(`worst tensor changes vs the CPU: ${errors.slice(0, 5).map(([key, e]) => `${key} ${e.toExponential(2)}`).join(', ')}`);
+  const median = errors[Math.floor(errors.length / 2)]?.[1] ?? 0;
+  t.log(`worst tensor changes vs the CPU: ${errors.slice(0, 5).map(([key, e]) => `${key} ${e.toExponential(2)}`).join(', ')}; median of ${errors.length} ${median.toExponential(2)}`);
+  for (const [key, error] of errors) t.true(error <= bound.each, `${key}: change differs from the CPU's by ${error.toExponential(2)}`);
+  if (bound.median !== undefined) t.true(median <= bound.median, `the median tensor's change differs from the CPU's by ${median.toExponential(2)}`);
   return errors[0]?.[1] ?? 0;
 }
 
@@ -202,30 +206,88 @@ const ampere = gpu && Number(status.details['computeCapability']?.split('.')[0])
   await t.throwsAsync(() => cuda.conv2d(x, w, { stride: 1, pad: 1, groups: 1 }), { instanceOf: ArgumentValueError, message: /compute capability 8\.0.*use fp16/ });
 });
 
-gpuTest(needsGpu('batch norm (training mode, forward and backward, running statistics) matches the CPU backend; the statistics bit for bit'), async (t) => {
+gpuTest(needsGpu('batch norm (training mode, forward and backward, running statistics) matches the CPU backend; the running statistics bit for bit'), async (t) => {
   const cuda = cudaBackend();
-  const [xc, xg] = await both(cuda, tensor([4, 6, 5, 7], 50, 2, 0.5));
-  const [gammac, gammag] = await both(cuda, tensor([6], 51, 0.3, 1));
-  const [betac, betag] = await both(cuda, tensor([6], 52, 0.3));
-  const c = await cpuBackend.batchNormTrain(xc, gammac, betac, 1e-5);
-  const g = await cuda.batchNormTrain(xg, gammag, betag, 1e-5);
-  await same(t, 'bn y', cuda, c.y, g.y);
-  await same(t, 'bn mean', cuda, c.mean, g.mean);
-  await same(t, 'bn variance', cuda, c.variance, g.variance);
-  const dy = tensor([4, 6, 5, 7], 53);
-  const gc = await cpuBackend.batchNormBackward(xc, c.y, await cpuBackend.uploadGradient(dy, c.y), gammac, c.mean, c.variance, 1e-5);
-  const gg = await cuda.batchNormBackward(xg, g.y, await cuda.uploadGradient(dy, g.y), gammag, g.mean, g.variance, 1e-5);
-  await sameGradient(t, 'bn dx', cuda, gc.dx, gg.dx, xc, xg);
-  await sameGradient(t, 'bn dgamma', cuda, gc.dgamma, gg.dgamma, gammac, gammag);
-  await sameGradient(t, 'bn dbeta', cuda, gc.dbeta, gg.dbeta, betac, betag);
+  // The second shape's channels are each reduced by 3 blocks whose spans start inside an image plane
+  // (native/cuda/train_kernels.cu: one block per 4096 values, at most ~1024 blocks in all).
+  for (const shape of [[4, 6, 5, 7], [16, 3, 31, 33]]) {
+    const channels = shape[1]!;
+    const label = `bn ${shape.join('x')}`;
+    const [xc, xg] = await both(cuda, tensor(shape, 50 + shape[0]!, 2, 0.5));
+    const [gammac, gammag] = await both(cuda, tensor([channels], 51, 0.3, 1));
+    const [betac, betag] = await both(cuda, tensor([channels], 52, 0.3));
+    const c = await cpuBackend.batchNormTrain(xc, gammac, betac, 1e-5);
+    const g = await cuda.batchNormTrain(xg, gammag, betag, 1e-5);
+    await same(t, `${label} y`, cuda, c.y, g.y);
+    await same(t, `${label} mean`, cuda, c.mean, g.mean);
+    await same(t, `${label} variance`, cuda, c.variance, g.variance);
+    const dy = tensor(shape, 53);
+    const gc = await cpuBackend.batchNormBackward(xc, c.y, await cpuBackend.uploadGradient(dy, c.y), gammac, c.mean, c.variance, 1e-5);
+    const gg = await cuda.batchNormBackward(xg, g.y, await cuda.uploadGradient(dy, g.y), gammag, g.mean, g.variance, 1e-5);
+    await sameGradient(t, `${label} dx`, cuda, gc.dx, gg.dx, xc, xg);
+    await sameGradient(t, `${label} dgamma`, cuda, gc.dgamma, gg.dgamma, gammac, gammag);
+    await sameGradient(t, `${label} dbeta`, cuda, gc.dbeta, gg.dbeta, betac, betag);
+  }
   // The running statistics update is double arithmetic with one rounding per store on both: given the same batch
   // statistics (the CPU's, uploaded), the results are identical.
+  const c = await cpuBackend.batchNormTrain(
+    await cpuBackend.upload(tensor([4, 6, 5, 7], 50, 2, 0.5)), await cpuBackend.upload(tensor([6], 51, 0.3, 1)), await cpuBackend.upload(tensor([6], 52, 0.3)), 1e-5,
+  );
   const [rmc, rmg] = await both(cuda, tensor([6], 54, 0.2));
   const [rvc, rvg] = await both(cuda, tensor([6], 55, 0.2, 1));
   await cpuBackend.updateRunningStats(rmc, rvc, c.mean, c.variance, 4 * 5 * 7, 0.1);
   await cuda.updateRunningStats(rmg, rvg, await cuda.upload(c.mean), await cuda.upload(c.variance), 4 * 5 * 7, 0.1);
   t.deepEqual(Array.from((await cuda.download(rmg)).data), Array.from(rmc.data), 'running mean');
   t.deepEqual(Array.from((await cuda.download(rvg)).data), Array.from(rvc.data), 'running variance');
+});
+
+gpuTest(needsGpu('ops do not wait for the GPU: inputs disposed right after the call, their memory reused at once, still give the values they were called with'), async (t) => {
+  const cuda = cudaBackend();
+  const o = { stride: 1, pad: 1, groups: 1 };
+  const expected: HostTensor[] = [];
+  const results: DeviceTensor[] = [];
+  for (let i = 0; i < 20; i++) {
+    const x = tensor([2, 8, 12, 12], 300 + i);
+    const w = tensor([8, 8, 3, 3], 320 + i, 0.3);
+    const xg = await cuda.upload(x);
+    const wg = await cuda.upload(w);
+    const yg = await cuda.conv2d(xg, wg, o);
+    const zg = await cuda.relu(yg);
+    // Freed (stream-ordered) once the ops above are enqueued; the next uploads may get their memory.
+    cuda.releaseValue(xg);
+    cuda.releaseValue(wg);
+    cuda.releaseValue(yg);
+    results.push(zg);
+    expected.push(await cpuBackend.relu(await cpuBackend.conv2d(await cpuBackend.upload(x), await cpuBackend.upload(w), o)));
+  }
+  for (let i = 0; i < results.length; i++) await same(t, `conv + relu ${i}`, cuda, expected[i]!, results[i]!);
+});
+
+gpuTest(needsGpu('an op that fails when enqueued is reported, naming it, by the next awaited call; the ops after it are skipped, then work resumes'), async (t) => {
+  // REPVGG_CUDA_FAIL_OP makes one op's enqueue throw (the context reads it once, so it runs in a child process).
+  const backendUrl = new URL('../lib/autograd/cuda-backend.js', import.meta.url).href;
+  const script = `
+    const { cudaBackend } = await import(${JSON.stringify(backendUrl)});
+    const cuda = cudaBackend();
+    const a = await cuda.upload({ shape: [4], data: Float32Array.of(-1, 2, -3, 4) });
+    const kept = await cuda.upload({ shape: [4], data: Float32Array.of(7, 7, 7, 7) });
+    const r = await cuda.relu(a);           // fails when enqueued (REPVGG_CUDA_FAIL_OP=relu)
+    await cuda.scaleGradient(kept, 2);      // skipped: kept stays 7
+    const out = {};
+    try { await cuda.download(r); out.first = 'resolved'; } catch (e) { out.first = e.constructor.name + ': ' + e.message; }
+    out.kept = Array.from((await cuda.download(kept)).data);
+    await cuda.scaleGradient(kept, 2);      // runs: the failure was reported
+    out.after = Array.from((await cuda.download(kept)).data);
+    const s = await cuda.add(a, a, false);
+    out.sum = Array.from((await cuda.download(s)).data);
+    console.log(JSON.stringify(out));
+  `;
+  const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, REPVGG_CUDA_FAIL_OP: 'relu' } });
+  const out = JSON.parse(stdout.trim().split('\n').pop()!) as { first: string; kept: number[]; after: number[]; sum: number[] };
+  t.regex(out.first, /^BackendError: .*relu: .*REPVGG_CUDA_FAIL_OP=relu/);
+  t.deepEqual(out.kept, [7, 7, 7, 7], 'the op after the failed one did not run');
+  t.deepEqual(out.after, [14, 14, 14, 14], 'ops run again once the failure was reported');
+  t.deepEqual(out.sum, [-2, 4, -6, 8]);
 });
 
 gpuTest(needsGpu('relu, sigmoid, add(+relu), global average pooling, linear and channel scale forward and backward match the CPU backend'), async (t) => {
@@ -358,13 +420,13 @@ gpuTest(needsGpu('five steps of an SE network (Nesterov, custom L2, EMA, label s
     await cpuEma.update(cpuModel.values());
     await gpuEma.update(gpuModel.values());
   }
-  await checkChangesMatch(t, gpuModel, cpuModel, state, CUDA_TRAIN_STEPS);
+  await checkChangesMatch(t, gpuModel, cpuModel, state, { each: CUDA_TRAIN_STEPS });
   const emaCpu = await cpuEma.hostState();
   const emaGpu = await gpuEma.hostState();
   for (const [key, ours] of emaGpu) checkClose(t, `${key}: EMA`, ours.data, emaCpu.get(key)!.data, CUDA_TRAIN_STEPS);
 });
 
-gpuTest(needsGpu('five mixed-precision steps (fp16 convolutions, loss scale 2^10) of an SE network match the CPU in fp32 within CUDA_MIXED_STEPS'), async (t) => {
+gpuTest(needsGpu('five mixed-precision steps (fp16 convolutions, loss scale 2^10) of an SE network match the CPU in fp32: the median tensor within CUDA_MIXED_STEPS, every one within CUDA_MIXED_STEPS_ANY'), async (t) => {
   const cuda = cudaBackend({ precision: 'fp16' });
   const { state, cpuModel, gpuModel, cpuSgd, gpuSgd } = await cpuAndGpuSeNetworks(cuda, 300, { momentum: 0.9, nesterov: true, weightDecay: 1e-4, customL2: false });
   const lossScale = new DynamicLossScale({ initialScale: 2 ** 10 });
@@ -381,7 +443,7 @@ gpuTest(needsGpu('five mixed-precision steps (fp16 convolutions, loss scale 2^10
     await gpuSgd.step(0.05);
     tape.recycle();
   }
-  await checkChangesMatch(t, gpuModel, cpuModel, state, CUDA_MIXED_STEPS);
+  await checkChangesMatch(t, gpuModel, cpuModel, state, { each: CUDA_MIXED_STEPS_ANY, median: CUDA_MIXED_STEPS });
 });
 
 gpuTest(needsGpu('repvgg train --backend cuda learns; its weights evaluate the same on the CPU and its checkpoint holds every momentum buffer'), async (t) => {

@@ -1,12 +1,12 @@
 // The CUDA training backend: TrainBackend over DeviceTensors (GPU memory, NCHW, float32), every op one call of
 // the CUDA addon's training surface (native/addon/cuda_training.cc: cuDNN convolutions and our kernels) enqueued on
-// one stream in call order, so a training step runs on the GPU with no host round trip except the loss value and
-// whatever the caller downloads. Gradients are DeviceTensors too. Memory is freed by releaseValue/releaseGradient
+// one stream in call order without waiting for it (the host runs ahead of the GPU), so a training step runs on the
+// GPU with no host round trip except the loss value and whatever the caller downloads. Gradients are DeviceTensors too. Memory is freed by releaseValue/releaseGradient
 // (the tape's recycle and the optimizer's zeroGrad), with the GPU buffer's finalizer as safety net.
 // Not for: inference (lib/engine.ts with backend 'cuda').
 
 import { requireCudaAddon, type CudaAddon, type CudaBuffer, type CudaTrainingOps, type TrainPrecision } from '../backend/cuda.js';
-import { callNative } from '../backend/native.js';
+import { callNative, callNativeSync } from '../backend/native.js';
 import { ArgumentValueError, ShapeError, describeValue, formatShape } from '../errors.js';
 import { checkCrossEntropyArguments } from '../ops/loss.js';
 import type { ConvOptions, CustomL2BlockOf, SgdTensorOf, TrainBackend } from './backend.js';
@@ -46,12 +46,18 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
   const addon: CudaAddon = requireCudaAddon();
   const ops = addon.train;
   const alloc = (shape: readonly number[]): DeviceTensor => new DeviceTensor([...shape], new addon.Buffer({ length: Math.max(1, count(shape)) }));
-  // Copies enqueued by the synchronous methods (zeros, copyGradient, scalar) are not awaited; the first failure
-  // among them is thrown by the next awaited call instead of becoming an unhandled rejection.
+  // Copies enqueued by the synchronous methods (zeros, scalar) are not awaited; the first failure among them is
+  // thrown by the next call instead of becoming an unhandled rejection.
   let backgroundError: unknown;
   const run = async <T>(work: () => Promise<T>): Promise<T> => {
     if (backgroundError !== undefined) throw backgroundError;
     return callNative(work);
+  };
+  // Most ops only hand their work to the addon's training thread: argument errors throw here, a failure while
+  // enqueueing rejects the next awaited call (download, loss, allFinite, custom L2).
+  const enqueue = (call: () => void): void => {
+    if (backgroundError !== undefined) throw backgroundError;
+    callNativeSync(call);
   };
   const background = (work: () => Promise<void>): void => {
     callNative(work).catch((err: unknown) => {
@@ -76,13 +82,13 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
   /** y = f(x) element-wise into a new tensor (relu, sigmoid). */
   const activation = async (op: CudaTrainingOps['relu'], x: DeviceTensor): Promise<DeviceTensor> => {
     const y = alloc(x.shape);
-    await run(() => op({ x: x.buffer, y: y.buffer, count: x.length }));
+    enqueue(() => op({ x: x.buffer, y: y.buffer, count: x.length }));
     return y;
   };
   /** dx from the activation's output y and dy (reluBackward, sigmoidBackward). */
   const activationBackward = async (op: CudaTrainingOps['reluBackward'], y: DeviceTensor, dy: DeviceTensor): Promise<DeviceTensor> => {
     const dx = alloc(y.shape);
-    await run(() => op({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
+    enqueue(() => op({ y: y.buffer, dy: dy.buffer, dx: dx.buffer, count: y.length }));
     return dx;
   };
 
@@ -126,17 +132,17 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
     },
     copyGradient(g) {
       const copy = alloc(g.shape);
-      background(() => ops.scale({ x: g.buffer, y: copy.buffer, count: g.length, factor: 1 }));
+      enqueue(() => ops.scale({ x: g.buffer, y: copy.buffer, count: g.length, factor: 1 }));
       return copy;
     },
     async accumulate(acc, g) {
-      await run(() => ops.add({ a: acc.buffer, b: g.buffer, y: acc.buffer, count: acc.length }));
+      enqueue(() => ops.add({ a: acc.buffer, b: g.buffer, y: acc.buffer, count: acc.length }));
     },
     async allFinite(gs) {
       return run(() => ops.allFinite({ tensors: gs.map((g) => g.buffer) }));
     },
     async scaleGradient(g, factor) {
-      await run(() => ops.scale({ x: g.buffer, y: g.buffer, count: g.length, factor }));
+      enqueue(() => ops.scale({ x: g.buffer, y: g.buffer, count: g.length, factor }));
     },
     releaseValue(v) {
       v.buffer.dispose();
@@ -147,13 +153,13 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
 
     async conv2d(x, weight, o) {
       const y = alloc(convOutput(x, weight, o));
-      await run(() => ops.conv2d({ ...convFields(x, weight, o), x: x.buffer, weight: weight.buffer, y: y.buffer }));
+      enqueue(() => ops.conv2d({ ...convFields(x, weight, o), x: x.buffer, weight: weight.buffer, y: y.buffer }));
       return y;
     },
     async conv2dBackward(x, weight, _y, dy, o) {
       const dx = o.needInputGrad ? alloc(x.shape) : undefined;
       const dweight = alloc(weight.shape);
-      await run(() => ops.conv2dBackward({
+      enqueue(() => ops.conv2dBackward({
         ...convFields(x, weight, o), x: x.buffer, weight: weight.buffer, dy: dy.buffer, ...(dx && { dx: dx.buffer }), dweight: dweight.buffer,
       }));
       return { ...(dx && { dx }), dweight };
@@ -163,7 +169,7 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
       const y = alloc(x.shape);
       const mean = alloc([fields.channels]);
       const variance = alloc([fields.channels]);
-      await run(() => ops.batchNormTrain({
+      enqueue(() => ops.batchNormTrain({
         ...fields, x: x.buffer, gamma: gamma.buffer, beta: beta.buffer, y: y.buffer, mean: mean.buffer, var: variance.buffer, eps,
       }));
       return { y, mean, variance };
@@ -173,14 +179,14 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
       const dx = alloc(x.shape);
       const dgamma = alloc(gamma.shape);
       const dbeta = alloc(gamma.shape);
-      await run(() => ops.batchNormBackward({
+      enqueue(() => ops.batchNormBackward({
         ...fields, x: x.buffer, dy: dy.buffer, gamma: gamma.buffer, mean: mean.buffer, var: variance.buffer,
         dx: dx.buffer, dgamma: dgamma.buffer, dbeta: dbeta.buffer, eps,
       }));
       return { dx, dgamma, dbeta };
     },
     async updateRunningStats(runningMean, runningVar, mean, variance, n, momentum) {
-      await run(() => ops.updateRunningStats({
+      enqueue(() => ops.updateRunningStats({
         runningMean: runningMean.buffer, runningVar: runningVar.buffer, mean: mean.buffer, var: variance.buffer, channels: mean.length, count: n, momentum,
       }));
     },
@@ -189,7 +195,7 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
     },
     async add(a, b, relu) {
       const y = alloc(a.shape);
-      await run(() => ops.add({ a: a.buffer, b: b.buffer, y: y.buffer, count: a.length, relu }));
+      enqueue(() => ops.add({ a: a.buffer, b: b.buffer, y: y.buffer, count: a.length, relu }));
       return y;
     },
     relu: (x) => activation(ops.relu, x),
@@ -199,19 +205,19 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
     async globalAvgPool(x) {
       const fields = image(x, 'x');
       const y = alloc([fields.batch, fields.channels]);
-      await run(() => ops.globalAvgPool({ ...fields, x: x.buffer, y: y.buffer }));
+      enqueue(() => ops.globalAvgPool({ ...fields, x: x.buffer, y: y.buffer }));
       return y;
     },
     async globalAvgPoolBackward(x, _y, dy) {
       const dx = alloc(x.shape);
-      await run(() => ops.globalAvgPoolBackward({ ...image(x, 'x'), dy: dy.buffer, dx: dx.buffer }));
+      enqueue(() => ops.globalAvgPoolBackward({ ...image(x, 'x'), dy: dy.buffer, dx: dx.buffer }));
       return dx;
     },
     async linear(x, weight, bias) {
       const [batch, inFeatures] = x.shape as [number, number];
       const outFeatures = weight.shape[0] as number;
       const y = alloc([batch, outFeatures]);
-      await run(() => ops.linear({ batch, inFeatures, outFeatures, x: x.buffer, weight: weight.buffer, bias: bias.buffer, y: y.buffer }));
+      enqueue(() => ops.linear({ batch, inFeatures, outFeatures, x: x.buffer, weight: weight.buffer, bias: bias.buffer, y: y.buffer }));
       return y;
     },
     async linearBackward(x, weight, _y, dy, needInputGrad) {
@@ -220,7 +226,7 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
       const dx = needInputGrad ? alloc(x.shape) : undefined;
       const dweight = alloc(weight.shape);
       const dbias = alloc([outFeatures]);
-      await run(() => ops.linearBackward({
+      enqueue(() => ops.linearBackward({
         batch, inFeatures, outFeatures, x: x.buffer, weight: weight.buffer, dy: dy.buffer, ...(dx && { dx: dx.buffer }),
         dweight: dweight.buffer, dbias: dbias.buffer,
       }));
@@ -229,14 +235,14 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
     async channelScale(x, scale) {
       const { batch, channels, height, width } = image(x, 'x');
       const y = alloc(x.shape);
-      await run(() => ops.channelScale({ batch, channels, spatial: height * width, x: x.buffer, scale: scale.buffer, y: y.buffer }));
+      enqueue(() => ops.channelScale({ batch, channels, spatial: height * width, x: x.buffer, scale: scale.buffer, y: y.buffer }));
       return y;
     },
     async channelScaleBackward(x, scale, _y, dy) {
       const { batch, channels, height, width } = image(x, 'x');
       const dx = alloc(x.shape);
       const dscale = alloc(scale.shape);
-      await run(() => ops.channelScaleBackward({
+      enqueue(() => ops.channelScaleBackward({
         batch, channels, spatial: height * width, x: x.buffer, scale: scale.buffer, dy: dy.buffer, dx: dx.buffer, dscale: dscale.buffer,
       }));
       return { dx, dscale };
@@ -252,7 +258,7 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
       const factor = (await backend.download(dloss)).data[0] as number;
       if (factor === 1) return dlogits;
       const scaled = alloc(dlogits.shape);
-      await run(() => ops.scale({ x: dlogits.buffer, y: scaled.buffer, count: dlogits.length, factor }));
+      enqueue(() => ops.scale({ x: dlogits.buffer, y: scaled.buffer, count: dlogits.length, factor }));
       return scaled;
     },
     scalar(value) {
@@ -262,7 +268,7 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
     },
 
     async sgdStep(tensors: SgdTensorOf<DeviceTensor, DeviceTensor>[], lr, momentum, nesterov) {
-      await run(() => ops.sgdStep({
+      enqueue(() => ops.sgdStep({
         tensors: tensors.map((t) => ({
           weight: t.weight.buffer, grad: t.grad.buffer, ...(t.momentumBuffer && { momentumBuffer: t.momentumBuffer.buffer }), weightDecay: t.weightDecay, first: t.first,
         })),
@@ -270,7 +276,7 @@ export function cudaBackend(options: CudaBackendOptions = {}): TrainBackend<Devi
       }));
     },
     async emaUpdate(shadows, currents, decay) {
-      await run(() => ops.emaUpdate({ shadows: shadows.map((t) => t.buffer), currents: currents.map((t) => t.buffer), decay }));
+      enqueue(() => ops.emaUpdate({ shadows: shadows.map((t) => t.buffer), currents: currents.map((t) => t.buffer), decay }));
     },
     async customL2(blocks: CustomL2BlockOf<DeviceTensor, DeviceTensor>[], weightDecay) {
       return run(() => ops.customL2({

@@ -126,44 +126,47 @@ interface CudaPlaneFields {
 }
 
 /**
- * The CUDA addon's training ops, over CudaBuffers, NCHW, with the CPU addon's names and fields. Each resolves
- * once its work is enqueued on the training stream (in call order), except the two that resolve with a number.
+ * The CUDA addon's training ops, over CudaBuffers, NCHW, with the CPU addon's names and fields. Argument errors
+ * throw at the call; the work is then enqueued on the training stream in call order and the call returns at once,
+ * except allFinite, softmaxCrossEntropy and customL2, which wait for the GPU and resolve with their value. An op
+ * that fails while being enqueued makes the ops after it skip, and the next of those three or of a Buffer's
+ * upload/download reject with its error.
  */
 export interface CudaTrainingOps {
   /**
    * precision 'fp16' or 'bf16' (compute capability 8.0+): the convolution runs on 16-bit copies (tensor cores, float
    * accumulation); operands stay float.
    */
-  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer; precision?: TrainPrecision }): Promise<void>;
+  conv2d(o: CudaConvFields & { x: CudaBuffer; weight: CudaBuffer; y: CudaBuffer; precision?: TrainPrecision }): void;
   conv2dBackward(o: CudaConvFields & {
     x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; precision?: TrainPrecision;
-  }): Promise<void>;
+  }): void;
   /** Resolves with false when any value of any of the tensors is NaN or infinite (waits for the GPU). */
   allFinite(o: { tensors: CudaBuffer[] }): Promise<boolean>;
-  batchNormTrain(o: CudaImageFields & { x: CudaBuffer; gamma: CudaBuffer; beta: CudaBuffer; y: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; eps: number }): Promise<void>;
+  batchNormTrain(o: CudaImageFields & { x: CudaBuffer; gamma: CudaBuffer; beta: CudaBuffer; y: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; eps: number }): void;
   batchNormBackward(o: CudaImageFields & {
     x: CudaBuffer; dy: CudaBuffer; gamma: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; dx?: CudaBuffer; dgamma: CudaBuffer; dbeta: CudaBuffer; eps: number;
-  }): Promise<void>;
-  updateRunningStats(o: { runningMean: CudaBuffer; runningVar: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; channels: number; count: number; momentum: number }): Promise<void>;
-  relu(o: { x: CudaBuffer; y: CudaBuffer; count: number }): Promise<void>;
-  reluBackward(o: { y: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; count: number }): Promise<void>;
-  sigmoid(o: { x: CudaBuffer; y: CudaBuffer; count: number }): Promise<void>;
-  sigmoidBackward(o: { y: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; count: number }): Promise<void>;
-  add(o: { a: CudaBuffer; b: CudaBuffer; y: CudaBuffer; count: number; relu?: boolean }): Promise<void>;
-  scale(o: { x: CudaBuffer; y: CudaBuffer; count: number; factor: number }): Promise<void>;
-  globalAvgPool(o: CudaImageFields & { x: CudaBuffer; y: CudaBuffer }): Promise<void>;
-  globalAvgPoolBackward(o: CudaImageFields & { dy: CudaBuffer; dx: CudaBuffer }): Promise<void>;
-  linear(o: CudaLinearFields & { x: CudaBuffer; weight: CudaBuffer; bias: CudaBuffer; y: CudaBuffer }): Promise<void>;
-  linearBackward(o: CudaLinearFields & { x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; dbias: CudaBuffer }): Promise<void>;
-  channelScale(o: CudaPlaneFields & { x: CudaBuffer; scale: CudaBuffer; y: CudaBuffer }): Promise<void>;
-  channelScaleBackward(o: CudaPlaneFields & { x: CudaBuffer; scale: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; dscale: CudaBuffer }): Promise<void>;
+  }): void;
+  updateRunningStats(o: { runningMean: CudaBuffer; runningVar: CudaBuffer; mean: CudaBuffer; var: CudaBuffer; channels: number; count: number; momentum: number }): void;
+  relu(o: { x: CudaBuffer; y: CudaBuffer; count: number }): void;
+  reluBackward(o: { y: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; count: number }): void;
+  sigmoid(o: { x: CudaBuffer; y: CudaBuffer; count: number }): void;
+  sigmoidBackward(o: { y: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; count: number }): void;
+  add(o: { a: CudaBuffer; b: CudaBuffer; y: CudaBuffer; count: number; relu?: boolean }): void;
+  scale(o: { x: CudaBuffer; y: CudaBuffer; count: number; factor: number }): void;
+  globalAvgPool(o: CudaImageFields & { x: CudaBuffer; y: CudaBuffer }): void;
+  globalAvgPoolBackward(o: CudaImageFields & { dy: CudaBuffer; dx: CudaBuffer }): void;
+  linear(o: CudaLinearFields & { x: CudaBuffer; weight: CudaBuffer; bias: CudaBuffer; y: CudaBuffer }): void;
+  linearBackward(o: CudaLinearFields & { x: CudaBuffer; weight: CudaBuffer; dy: CudaBuffer; dx?: CudaBuffer; dweight: CudaBuffer; dbias: CudaBuffer }): void;
+  channelScale(o: CudaPlaneFields & { x: CudaBuffer; scale: CudaBuffer; y: CudaBuffer }): void;
+  channelScaleBackward(o: CudaPlaneFields & { x: CudaBuffer; scale: CudaBuffer; dy: CudaBuffer; dx: CudaBuffer; dscale: CudaBuffer }): void;
   /** Resolves with the mean loss (waits for the GPU). */
   softmaxCrossEntropy(o: { logits: CudaBuffer; labels: Int32Array; dlogits: CudaBuffer; batch: number; classes: number; labelSmoothing: number }): Promise<number>;
   sgdStep(o: {
     tensors: { weight: CudaBuffer; grad: CudaBuffer; momentumBuffer?: CudaBuffer; weightDecay: number; first: boolean }[];
     lr: number; momentum: number; nesterov: boolean;
-  }): Promise<void>;
-  emaUpdate(o: { shadows: CudaBuffer[]; currents: CudaBuffer[]; decay: number }): Promise<void>;
+  }): void;
+  emaUpdate(o: { shadows: CudaBuffer[]; currents: CudaBuffer[]; decay: number }): void;
   /** Resolves with 0.5 * weightDecay * the sum (waits for the GPU). */
   customL2(o: {
     blocks: { k3: CudaBuffer; k3Grad: CudaBuffer; k1: CudaBuffer; k1Grad: CudaBuffer; t3: CudaBuffer; t1: CudaBuffer; outChannels: number; perOut: number }[];

@@ -2,8 +2,10 @@
 // safety net) and `train`, the training ops over Buffers with the same names and option fields as the CPU addon's
 // (conv2d, conv2dBackward, batchNormTrain, ...; NCHW only). Every op is checked here against its geometry (a
 // device write out of bounds would corrupt memory silently), then runs on one FIFO thread of its own that
-// enqueues the work on the training stream in call order; the Promise settles once it is enqueued (downloads and
-// the two ops that return a number wait for the GPU).
+// enqueues the work on the training stream in call order. Most ops return nothing: the call returns as soon as the
+// work is handed to that thread (a Promise per op cost more host time than the GPU spent on most ops), and a
+// failure while enqueueing is reported by the next call that returns a Promise (Context::record_failure). Copies,
+// allFinite and the two ops that return a number wait for the GPU and return Promises.
 // Not for: inference programs (cuda_addon.cc) or the math (native/cuda/training.cc, train_kernels.cu).
 #include <napi.h>
 
@@ -96,9 +98,10 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
       const int64_t length = get_int(o, "length");
       RV_CHECK(length >= 1 && length <= (int64_t(1) << 34), "ERR_ARG_VALUE",
                "Buffer length must be from 1 to 2^34 float32 values, got " + std::to_string(length));
+      // Not reported to V8 as external memory: that budget is for host memory, and a training step allocates
+      // gigabytes of device memory, which made V8 collect garbage again and again in every forward pass. The
+      // training backend frees explicitly; the finalizer stays the safety net.
       memory_ = std::make_shared<DeviceMemory>(static_cast<size_t>(length));
-      external_ = length * 4;
-      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_);
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }
@@ -135,6 +138,7 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
       return queue_posted(env, TrainThread::post, [memory, host, to_device] {
         Context& c = Context::get();
         std::lock_guard<std::mutex> lock(c.mutex());
+        c.throw_failure();
         c.enter();
         const size_t bytes = memory->count * sizeof(float);
         if (to_device) {
@@ -157,16 +161,11 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    if (memory_) {
-      memory_.reset();
-      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -external_);
-      external_ = 0;
-    }
+    memory_.reset();
     return info.Env().Undefined();
   }
 
   std::shared_ptr<DeviceMemory> memory_;
-  int64_t external_ = 0;
 };
 
 Napi::FunctionReference* BufferWrap::constructor = nullptr;
@@ -203,17 +202,40 @@ class Operands {
 
 int64_t positive(const Napi::Object& o, const char* name) {
   const int64_t v = get_int(o, name);
-  RV_CHECK(v >= 1 && v <= (int64_t(1) << 31), "ERR_ARG_VALUE", std::string(name) + " must be from 1 to 2^31, got " + std::to_string(v));
+  RV_CHECK(v >= 1 && v < (int64_t(1) << 31), "ERR_ARG_VALUE", std::string(name) + " must be from 1 to 2^31 - 1, got " + std::to_string(v));
   return v;
 }
 
-// Runs `enqueue` on the training thread with the context locked and current, then finishes the op; resolves
-// with result(env) (undefined when none). `held` keeps the operands' memory alive until then.
-Napi::Value run_op(Napi::Env env, const char* name, const Napi::Object& options, std::vector<std::shared_ptr<DeviceMemory>> held,
-                   std::function<void(Context&)> enqueue, ResultFn result = nullptr) {
+// Hands `enqueue` to the training thread, which runs it with the context locked and current and then finishes
+// the op, and returns undefined at once. A throw is recorded for the next waiting call to report; while one is
+// recorded, later ops are skipped. `held` keeps the operands' memory alive until the work is enqueued, so a Buffer
+// disposed meanwhile is freed (stream-ordered) after it.
+Napi::Value enqueue_op(Napi::Env env, const char* name, std::vector<std::shared_ptr<DeviceMemory>> held, std::function<void(Context&)> enqueue) {
+  TrainThread::post([name, held = std::move(held), enqueue = std::move(enqueue)] {
+    Context& c = Context::get();
+    std::lock_guard<std::mutex> lock(c.mutex());
+    if (c.has_failure()) return;
+    try {
+      c.inject_failure(name);
+      c.enter();
+      enqueue(c);
+      c.finish(name);
+    } catch (const std::exception& e) {
+      c.record_failure(name, e.what());
+    }
+  });
+  return env.Undefined();
+}
+
+// Like enqueue_op but the call returns a Promise, which rejects with a failure recorded before it (or its own) and
+// resolves with result(env) once `enqueue` (which waits for the GPU) has run.
+Napi::Value waiting_op(Napi::Env env, const char* name, const Napi::Object& options, std::vector<std::shared_ptr<DeviceMemory>> held,
+                       std::function<void(Context&)> enqueue, ResultFn result) {
   return queue_posted(env, TrainThread::post, [name, held = std::move(held), enqueue = std::move(enqueue)] {
     Context& c = Context::get();
     std::lock_guard<std::mutex> lock(c.mutex());
+    c.throw_failure();
+    c.inject_failure(name);
     c.enter();
     enqueue(c);
     c.finish(name);
@@ -231,6 +253,7 @@ cuda::train::ConvGeometry conv_geometry(const Napi::Object& o) {
   RV_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16", "ERR_ARG_VALUE",
            "precision must be 'fp32', 'fp16' or 'bf16', got '" + precision + "'");
   g.type = precision == "fp16" ? cuda::train::ConvType::f16 : precision == "bf16" ? cuda::train::ConvType::bf16 : cuda::train::ConvType::f32;
+  Context::get().require_type(g.type);
   return g;
 }
 
@@ -256,7 +279,7 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
     const float* x = b.get("x", g.batch * g.in_channels * g.height * g.width);
     const float* w = b.get("weight", g.out_channels * (g.in_channels / g.groups) * g.kernel * g.kernel);
     float* y = b.get("y", g.batch * g.out_channels * g.out_height() * g.out_width());
-    return run_op(info.Env(), "conv2d", o, b.held(), [=](Context& c) { c.conv2d_forward(g, x, w, y); });
+    return enqueue_op(info.Env(), "conv2d", b.held(), [=](Context& c) { c.conv2d_forward(g, x, w, y); });
   });
 }
 
@@ -272,7 +295,7 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
     const float* dy = b.get("dy", g.batch * g.out_channels * g.out_height() * g.out_width());
     float* dx = b.optional("dx", x_count);
     float* dw = b.get("dweight", w_count);
-    return run_op(info.Env(), "conv2dBackward", o, b.held(), [=](Context& c) { c.conv2d_backward(g, x, w, dy, dx, dw); });
+    return enqueue_op(info.Env(), "conv2dBackward", b.held(), [=](Context& c) { c.conv2d_backward(g, x, w, dy, dx, dw); });
   });
 }
 
@@ -300,8 +323,10 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
     float* y = b.get("y", p.count());
     float* mean = b.get("mean", p.channels);
     float* var = b.get("var", p.channels);
-    return run_op(info.Env(), "batchNormTrain", o, b.held(), [=](Context& c) {
-      RV_CUDA(cuda::train::batch_norm_stats(x, p.batch, p.channels, p.spatial, mean, var, c.stream()));
+    return enqueue_op(info.Env(), "batchNormTrain", b.held(), [=](Context& c) {
+      cuda::train::Scratch scratch(c);
+      RV_CUDA(cuda::train::batch_norm_stats(x, p.batch, p.channels, p.spatial, mean, var,
+                                            scratch.get(cuda::train::batch_norm_scratch_bytes(p.batch, p.channels, p.spatial)), c.stream()));
       RV_CUDA(cuda::train::batch_norm_apply(x, p.batch, p.channels, p.spatial, mean, var, gamma, beta, eps, y, c.stream()));
     });
   });
@@ -321,8 +346,11 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
     float* dx = b.optional("dx", p.count());
     float* dgamma = b.get("dgamma", p.channels);
     float* dbeta = b.get("dbeta", p.channels);
-    return run_op(info.Env(), "batchNormBackward", o, b.held(), [=](Context& c) {
-      RV_CUDA(cuda::train::batch_norm_backward(x, dy, p.batch, p.channels, p.spatial, mean, var, gamma, eps, dx, dgamma, dbeta, c.stream()));
+    return enqueue_op(info.Env(), "batchNormBackward", b.held(), [=](Context& c) {
+      cuda::train::Scratch scratch(c);
+      RV_CUDA(cuda::train::batch_norm_backward(x, dy, p.batch, p.channels, p.spatial, mean, var, gamma, eps, dx, dgamma, dbeta,
+                                               scratch.get(cuda::train::batch_norm_scratch_bytes(p.batch, p.channels, p.spatial)),
+                                               c.stream()));
     });
   });
 }
@@ -340,7 +368,7 @@ Napi::Value UpdateRunningStats(const Napi::CallbackInfo& info) {
     float* rv = b.get("runningVar", channels);
     const float* mean = b.get("mean", channels);
     const float* var = b.get("var", channels);
-    return run_op(info.Env(), "updateRunningStats", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "updateRunningStats", b.held(), [=](Context& c) {
       RV_CUDA(cuda::train::update_running_stats(rm, rv, mean, var, channels, count, momentum, c.stream()));
     });
   });
@@ -349,25 +377,25 @@ Napi::Value UpdateRunningStats(const Napi::CallbackInfo& info) {
 // Element-wise ops over `count` values: relu/sigmoid({ x, y, count }), their backward({ y, dy, dx, count }),
 // add({ a, b, y, count, relu? }).
 template <cudaError_t (*Fn)(const float*, float*, int64_t, cudaStream_t)>
-Napi::Value Unary(const Napi::CallbackInfo& info) {
+Napi::Value Unary(const Napi::CallbackInfo& info, const char* name) {
   return guarded(info, [&](const Napi::Object& o) {
     const int64_t count = positive(o, "count");
     Operands b(o);
     const float* x = b.get("x", count);
     float* y = b.get("y", count);
-    return run_op(info.Env(), "elementwise op", o, b.held(), [=](Context& c) { RV_CUDA(Fn(x, y, count, c.stream())); });
+    return enqueue_op(info.Env(), name, b.held(), [=](Context& c) { RV_CUDA(Fn(x, y, count, c.stream())); });
   });
 }
 
 template <cudaError_t (*Fn)(const float*, const float*, float*, int64_t, cudaStream_t)>
-Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
+Napi::Value UnaryBackward(const Napi::CallbackInfo& info, const char* name) {
   return guarded(info, [&](const Napi::Object& o) {
     const int64_t count = positive(o, "count");
     Operands b(o);
     const float* y = b.get("y", count);
     const float* dy = b.get("dy", count);
     float* dx = b.get("dx", count);
-    return run_op(info.Env(), "elementwise backward", o, b.held(), [=](Context& c) { RV_CUDA(Fn(y, dy, dx, count, c.stream())); });
+    return enqueue_op(info.Env(), name, b.held(), [=](Context& c) { RV_CUDA(Fn(y, dy, dx, count, c.stream())); });
   });
 }
 
@@ -379,7 +407,7 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
     const float* a = b.get("a", count);
     const float* bb = b.get("b", count);
     float* y = b.get("y", count);
-    return run_op(info.Env(), "add", o, b.held(), [=](Context& c) { RV_CUDA(cuda::train::add(a, bb, y, count, relu, c.stream())); });
+    return enqueue_op(info.Env(), "add", b.held(), [=](Context& c) { RV_CUDA(cuda::train::add(a, bb, y, count, relu, c.stream())); });
   });
 }
 
@@ -391,7 +419,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
     Operands b(o);
     const float* x = b.get("x", count);
     float* y = b.get("y", count);
-    return run_op(info.Env(), "scale", o, b.held(), [=](Context& c) { RV_CUDA(cuda::train::scale(x, y, count, factor, c.stream())); });
+    return enqueue_op(info.Env(), "scale", b.held(), [=](Context& c) { RV_CUDA(cuda::train::scale(x, y, count, factor, c.stream())); });
   });
 }
 
@@ -402,7 +430,7 @@ Napi::Value GlobalAvgPool(const Napi::CallbackInfo& info) {
     Operands b(o);
     const float* x = b.get("x", p.count());
     float* y = b.get("y", p.batch * p.channels);
-    return run_op(info.Env(), "globalAvgPool", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "globalAvgPool", b.held(), [=](Context& c) {
       const cuda::ActShape shape{p.batch, p.channels, 1, p.spatial, cuda::Layout::nchw, false};
       RV_CUDA(cuda::global_mean(x, shape, y, c.stream()));
     });
@@ -415,7 +443,7 @@ Napi::Value GlobalAvgPoolBackward(const Napi::CallbackInfo& info) {
     Operands b(o);
     const float* dy = b.get("dy", p.batch * p.channels);
     float* dx = b.get("dx", p.count());
-    return run_op(info.Env(), "globalAvgPoolBackward", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "globalAvgPoolBackward", b.held(), [=](Context& c) {
       RV_CUDA(cuda::train::global_avg_pool_backward(dy, p.batch, p.channels, p.spatial, dx, c.stream()));
     });
   });
@@ -431,7 +459,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     const float* w = b.get("weight", out * in);
     const float* bias = b.get("bias", out);
     float* y = b.get("y", n * out);
-    return run_op(info.Env(), "linear", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "linear", b.held(), [=](Context& c) {
       RV_CUDA(cuda::linear_forward(x, w, bias, y, n, in, out, cuda::Activation::none, c.stream()));
     });
   });
@@ -447,7 +475,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
     float* dx = b.optional("dx", n * in);
     float* dw = b.get("dweight", out * in);
     float* db = b.get("dbias", out);
-    return run_op(info.Env(), "linearBackward", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "linearBackward", b.held(), [=](Context& c) {
       RV_CUDA(cuda::train::linear_backward(x, w, dy, n, in, out, dx, dw, db, c.stream()));
     });
   });
@@ -461,7 +489,7 @@ Napi::Value ChannelScale(const Napi::CallbackInfo& info) {
     const float* x = b.get("x", p.count());
     const float* scale = b.get("scale", p.batch * p.channels);
     float* y = b.get("y", p.count());
-    return run_op(info.Env(), "channelScale", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "channelScale", b.held(), [=](Context& c) {
       RV_CUDA(cuda::train::channel_scale(x, scale, p.batch, p.channels, p.spatial, y, c.stream()));
     });
   });
@@ -476,7 +504,7 @@ Napi::Value ChannelScaleBackward(const Napi::CallbackInfo& info) {
     const float* dy = b.get("dy", p.count());
     float* dx = b.get("dx", p.count());
     float* dscale = b.get("dscale", p.batch * p.channels);
-    return run_op(info.Env(), "channelScaleBackward", o, b.held(), [=](Context& c) {
+    return enqueue_op(info.Env(), "channelScaleBackward", b.held(), [=](Context& c) {
       RV_CUDA(cuda::train::channel_scale_backward(x, scale, dy, p.batch, p.channels, p.spatial, dx, dscale, c.stream()));
     });
   });
@@ -499,7 +527,7 @@ Napi::Value AllFinite(const Napi::CallbackInfo& info) {
       held.push_back(memory);
     }
     auto finite = std::make_shared<bool>(true);
-    return run_op(info.Env(), "allFinite", o, std::move(held), [=](Context& c) {
+    return waiting_op(info.Env(), "allFinite", o, std::move(held), [=](Context& c) {
       DeviceBuffer flag(sizeof(int));
       RV_CUDA(cudaMemsetAsync(flag.get(), 0, sizeof(int), c.stream()));
       for (const auto& [data, count] : items) c.flag_non_finite(data, count, flag.as<int>());
@@ -532,7 +560,7 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
     const float* logits = b.get("logits", n * k);
     float* dlogits = b.get("dlogits", n * k);
     auto loss = std::make_shared<double>(0);
-    return run_op(info.Env(), "softmaxCrossEntropy", o, b.held(), [=](Context& c) {
+    return waiting_op(info.Env(), "softmaxCrossEntropy", o, b.held(), [=](Context& c) {
       DeviceBuffer device_labels(static_cast<size_t>(n) * sizeof(int32_t)), row_loss(static_cast<size_t>(n) * sizeof(double));
       RV_CUDA(cudaMemcpyAsync(device_labels.get(), labels.data(), device_labels.bytes(), cudaMemcpyHostToDevice, c.stream()));
       RV_CUDA(cuda::train::softmax_cross_entropy(logits, device_labels.as<int32_t>(), n, k, ls, dlogits, row_loss.as<double>(), c.stream()));
@@ -579,7 +607,7 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
       items.push_back(item);
       for (auto& m : b.held()) held.push_back(m);
     }
-    return run_op(info.Env(), "sgdStep", o, std::move(held), [=](Context& c) {
+    return enqueue_op(info.Env(), "sgdStep", std::move(held), [=](Context& c) {
       for (const Item& t : items) {
         RV_CUDA(cuda::train::sgd_step(t.w, t.g, momentum == 0 ? nullptr : t.buf, t.count, lr, momentum, nesterov, t.wd, t.first, c.stream()));
       }
@@ -610,7 +638,7 @@ Napi::Value EmaUpdate(const Napi::CallbackInfo& info) {
       items.emplace_back(b.get("shadow", count), b.get("current", count), count);
       for (auto& m : b.held()) held.push_back(m);
     }
-    return run_op(info.Env(), "emaUpdate", o, std::move(held), [=](Context& c) {
+    return enqueue_op(info.Env(), "emaUpdate", std::move(held), [=](Context& c) {
       for (const auto& [shadow, current, count] : items) RV_CUDA(cuda::train::ema_update(shadow, current, count, decay, c.stream()));
     });
   });
@@ -642,7 +670,7 @@ Napi::Value CustomL2(const Napi::CallbackInfo& info) {
       for (auto& m : b.held()) held.push_back(m);
     }
     auto loss = std::make_shared<double>(0);
-    return run_op(info.Env(), "customL2", o, std::move(held), [=](Context& c) {
+    return waiting_op(info.Env(), "customL2", o, std::move(held), [=](Context& c) {
       DeviceBuffer total(sizeof(double));
       RV_CUDA(cudaMemsetAsync(total.get(), 0, sizeof(double), c.stream()));
       for (const Block& b : blocks) {
@@ -666,10 +694,13 @@ void InitCudaTraining(Napi::Env env, Napi::Object exports) {
   train.Set("batchNormTrain", Napi::Function::New(env, BatchNormTrain));
   train.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));
   train.Set("updateRunningStats", Napi::Function::New(env, UpdateRunningStats));
-  train.Set("relu", Napi::Function::New(env, Unary<cuda::train::relu>));
-  train.Set("reluBackward", Napi::Function::New(env, UnaryBackward<cuda::train::relu_backward>));
-  train.Set("sigmoid", Napi::Function::New(env, Unary<cuda::train::sigmoid>));
-  train.Set("sigmoidBackward", Napi::Function::New(env, UnaryBackward<cuda::train::sigmoid_backward>));
+  train.Set("relu", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Unary<cuda::train::relu>(i, "relu"); }));
+  train.Set("reluBackward",
+            Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return UnaryBackward<cuda::train::relu_backward>(i, "reluBackward"); }));
+  train.Set("sigmoid", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Unary<cuda::train::sigmoid>(i, "sigmoid"); }));
+  train.Set("sigmoidBackward", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+              return UnaryBackward<cuda::train::sigmoid_backward>(i, "sigmoidBackward");
+            }));
   train.Set("add", Napi::Function::New(env, Add));
   train.Set("scale", Napi::Function::New(env, Scale));
   train.Set("allFinite", Napi::Function::New(env, AllFinite));

@@ -1,6 +1,6 @@
-// The kernels declared in train_kernels.h. Per-channel reductions run one block per channel (grid-stride over
-// the channel's n * spatial values, double partial sums, a warp-shuffle block reduction), element-wise kernels use
-// grid-stride loops with 64-bit indices. The optimizer kernels spell every double operation as a round-to-nearest
+// The kernels declared in train_kernels.h. Per-channel reductions use double partial sums and a warp-shuffle block
+// reduction (batch norm's over several blocks per channel, below), element-wise kernels use grid-stride loops with
+// 64-bit indices. The optimizer kernels spell every double operation as a round-to-nearest
 // intrinsic (__dmul_rn, __dadd_rn, ...): nvcc would otherwise contract a * b + c into one fused multiply-add, and
 // the CPU ops round each operation separately.
 #include <cuda_bf16.h>
@@ -46,69 +46,114 @@ __device__ T block_sum(T v, T* scratch) {
   return total;
 }
 
-// Element e (of n * spatial) of channel ch in an (n, c, spatial) tensor.
-__device__ __forceinline__ int64_t at(int64_t e, int64_t ch, int64_t c, int64_t spatial) {
-  return ((e / spatial) * c + ch) * spatial + e % spatial;
+// The batch-norm reductions split each channel's m = n * spatial values over `splits` blocks (a grid of splits x
+// channels, so a layer with few channels still fills the GPU): block (s, ch) sums the span [m * s / splits,
+// m * (s + 1) / splits) of channel ch into partial[ch * splits + s] (double), and a per-channel finish adds the
+// partials in order, so the results do not depend on timing. Index is uint32_t when m fits (a 32-bit division per
+// value instead of a 64-bit one), else int64_t.
+
+// Where the channel's value e (of m) lies in an (n, c, spatial) tensor.
+template <typename Index>
+__device__ __forceinline__ int64_t channel_value(Index e, Index spatial, int64_t c, int64_t ch) {
+  const Index plane = e / spatial;
+  return (static_cast<int64_t>(plane) * c + ch) * static_cast<int64_t>(spatial) + static_cast<int64_t>(e - plane * spatial);
 }
 
-__global__ void bn_stats_kernel(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var) {
+template <typename Index>
+__device__ __forceinline__ Index span_begin(Index m, unsigned s, unsigned splits) {
+  return static_cast<Index>(static_cast<uint64_t>(m) * s / splits);
+}
+
+// partial[ch * splits + s] = the span's sum of x, or with center, of (x - center[ch])^2.
+template <typename Index>
+__global__ void bn_partial_kernel(const float* x, Index m, Index spatial, int64_t c, const float* center, double* partial) {
   __shared__ double scratch[kThreads / 32];
-  const int64_t m = n * spatial;
-  for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
+  const unsigned s = blockIdx.x, splits = gridDim.x;
+  const Index begin = span_begin(m, s, splits), end = span_begin(m, s + 1, splits);
+  for (int64_t ch = blockIdx.y; ch < c; ch += gridDim.y) {
+    const double mu = center != nullptr ? static_cast<double>(center[ch]) : 0.0;
     double sum = 0;
-    for (int64_t e = threadIdx.x; e < m; e += blockDim.x) sum += x[at(e, ch, c, spatial)];
-    const float mu = static_cast<float>(block_sum(sum, scratch) / static_cast<double>(m));
-    double sq = 0;
-    for (int64_t e = threadIdx.x; e < m; e += blockDim.x) {
-      const double d = static_cast<double>(x[at(e, ch, c, spatial)]) - mu;
-      sq += d * d;
+    for (Index e = begin + threadIdx.x; e < end; e += blockDim.x) {
+      const double v = static_cast<double>(x[channel_value(e, spatial, c, ch)]);
+      sum += center != nullptr ? (v - mu) * (v - mu) : v;
     }
-    const double total_sq = block_sum(sq, scratch);
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) partial[ch * splits + s] = sum;
+  }
+}
+
+// out[ch] = (sum of the channel's partials) / m, rounded to float.
+__global__ void bn_finish_mean_kernel(const double* partial, unsigned splits, int64_t c, double m, float* out) {
+  RV_GRID_STRIDE(ch, c) {
+    double total = 0;
+    for (unsigned s = 0; s < splits; s++) total += partial[ch * splits + s];
+    out[ch] = static_cast<float>(total / m);
+  }
+}
+
+// partial[(ch * splits + s) * 2 + {0, 1}] = the span's sums of dy and dy * (x - mean).
+template <typename Index>
+__global__ void bn_backward_partial_kernel(const float* x, const float* dy, Index m, Index spatial, int64_t c, const float* mean,
+                                           double* partial) {
+  __shared__ double scratch[kThreads / 32];
+  const unsigned s = blockIdx.x, splits = gridDim.x;
+  const Index begin = span_begin(m, s, splits), end = span_begin(m, s + 1, splits);
+  for (int64_t ch = blockIdx.y; ch < c; ch += gridDim.y) {
+    const float mu = mean[ch];
+    double sum_dy = 0, sum_dy_xmu = 0;
+    for (Index e = begin + threadIdx.x; e < end; e += blockDim.x) {
+      const int64_t i = channel_value(e, spatial, c, ch);
+      sum_dy += dy[i];
+      sum_dy_xmu += static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - mu);
+    }
+    sum_dy = block_sum(sum_dy, scratch);
+    sum_dy_xmu = block_sum(sum_dy_xmu, scratch);
     if (threadIdx.x == 0) {
-      mean[ch] = mu;
-      var[ch] = static_cast<float>(total_sq / static_cast<double>(m));
+      partial[(ch * splits + s) * 2] = sum_dy;
+      partial[(ch * splits + s) * 2 + 1] = sum_dy_xmu;
     }
   }
 }
 
-__global__ void bn_apply_kernel(const float* x, int64_t n, int64_t c, int64_t spatial, const float* mean, const float* var,
+// Per channel: dgamma, dbeta, and the dx coefficients coef[ch * 3 + {0, 1, 2}] = k, mean_dy, proj.
+__global__ void bn_backward_finish_kernel(const double* partial, unsigned splits, int64_t c, double m, const float* var,
+                                          const float* gamma, float eps, float* dgamma, float* dbeta, double* coef) {
+  RV_GRID_STRIDE(ch, c) {
+    double sum_dy = 0, sum_dy_xmu = 0;
+    for (unsigned s = 0; s < splits; s++) {
+      sum_dy += partial[(ch * splits + s) * 2];
+      sum_dy_xmu += partial[(ch * splits + s) * 2 + 1];
+    }
+    const double invstd = 1.0 / sqrt(static_cast<double>(var[ch]) + static_cast<double>(eps));
+    dgamma[ch] = static_cast<float>(sum_dy_xmu * invstd);
+    dbeta[ch] = static_cast<float>(sum_dy);
+    coef[ch * 3] = static_cast<double>(gamma[ch]) * invstd;
+    coef[ch * 3 + 1] = sum_dy / m;
+    coef[ch * 3 + 2] = sum_dy_xmu * invstd * invstd / m;
+  }
+}
+
+// The element-wise batch-norm kernels run over count = n * c * spatial values: Index is uint32_t when count fits.
+template <typename Index>
+__global__ void bn_apply_kernel(const float* x, Index count, Index c, Index spatial, const float* mean, const float* var,
                                 const float* gamma, const float* beta, float eps, float* y) {
-  RV_GRID_STRIDE(i, n * c * spatial) {
-    const int64_t ch = (i / spatial) % c;
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x) {
+    const Index ch = (i / spatial) % c;
     const float scale = gamma[ch] / sqrtf(var[ch] + eps);
     const float shift = beta[ch] - mean[ch] * scale;
     y[i] = x[i] * scale + shift;
   }
 }
 
-__global__ void bn_backward_kernel(const float* x, const float* dy, int64_t n, int64_t c, int64_t spatial, const float* mean,
-                                   const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta) {
-  __shared__ double scratch[kThreads / 32];
-  const int64_t m = n * spatial;
-  for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
+// dx = k * (dy - mean_dy - (x - mean) * proj), per value, in double.
+template <typename Index>
+__global__ void bn_backward_dx_kernel(const float* x, const float* dy, Index count, Index c, Index spatial, const float* mean,
+                                      const double* coef, float* dx) {
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x) {
+    const Index ch = (i / spatial) % c;
     const float mu = mean[ch];
-    double sum_dy = 0, sum_dy_xmu = 0;
-    for (int64_t e = threadIdx.x; e < m; e += blockDim.x) {
-      const int64_t i = at(e, ch, c, spatial);
-      sum_dy += dy[i];
-      sum_dy_xmu += static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - mu);
-    }
-    sum_dy = block_sum(sum_dy, scratch);
-    sum_dy_xmu = block_sum(sum_dy_xmu, scratch);
-    const double invstd = 1.0 / sqrt(static_cast<double>(var[ch]) + static_cast<double>(eps));
-    const double k = static_cast<double>(gamma[ch]) * invstd;
-    const double mean_dy = sum_dy / static_cast<double>(m);
-    const double proj = sum_dy_xmu * invstd * invstd / static_cast<double>(m);
-    if (threadIdx.x == 0) {
-      dgamma[ch] = static_cast<float>(sum_dy_xmu * invstd);
-      dbeta[ch] = static_cast<float>(sum_dy);
-    }
-    if (dx != nullptr) {
-      for (int64_t e = threadIdx.x; e < m; e += blockDim.x) {
-        const int64_t i = at(e, ch, c, spatial);
-        dx[i] = static_cast<float>(k * (static_cast<double>(dy[i]) - mean_dy - (static_cast<double>(x[i]) - mu) * proj));
-      }
-    }
+    dx[i] = static_cast<float>(coef[ch * 3] *
+                               (static_cast<double>(dy[i]) - coef[ch * 3 + 1] - (static_cast<double>(x[i]) - mu) * coef[ch * 3 + 2]));
   }
 }
 
@@ -289,9 +334,48 @@ __global__ void custom_l2_kernel(const float* k3, float* k3_grad, const float* k
 
 }  // namespace
 
-cudaError_t batch_norm_stats(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var, cudaStream_t stream) {
+namespace {
+
+// How many blocks share one channel's reduction: about 1024 blocks in all (a few per SM on today's largest GPUs),
+// each with at least 4096 values to sum, at most 65535 (a grid dimension's limit).
+unsigned reduction_splits(int64_t m, int64_t c) {
+  const int64_t by_blocks = (1024 + c - 1) / c;
+  const int64_t by_values = std::max<int64_t>(1, m / 4096);
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>({by_blocks, by_values, 65535})));
+}
+
+dim3 reduction_grid(unsigned splits, int64_t c) { return dim3(splits, static_cast<unsigned>(std::min<int64_t>(c, 65535))); }
+
+template <typename Index>
+void launch_partial(const float* x, int64_t m, int64_t spatial, int64_t c, const float* center, double* partial, unsigned splits,
+                    cudaStream_t stream) {
+  bn_partial_kernel<Index><<<reduction_grid(splits, c), kThreads, 0, stream>>>(x, static_cast<Index>(m), static_cast<Index>(spatial), c,
+                                                                               center, partial);
+}
+
+}  // namespace
+
+size_t batch_norm_scratch_bytes(int64_t n, int64_t c, int64_t spatial) {
+  const int64_t splits = reduction_splits(n * spatial, c);
+  return static_cast<size_t>(c) * static_cast<size_t>(2 * splits + 3) * sizeof(double);  // partials, then coefficients
+}
+
+cudaError_t batch_norm_stats(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var, void* scratch,
+                             cudaStream_t stream) {
   if (c <= 0) return cudaSuccess;
-  bn_stats_kernel<<<blocks_for(c), kThreads, 0, stream>>>(x, n, c, spatial, mean, var);
+  const int64_t m = n * spatial;
+  const unsigned splits = reduction_splits(m, c);
+  auto* partial = static_cast<double*>(scratch);
+  const bool narrow = m < (int64_t(1) << 32) - kThreads;  // a thread's last index + blockDim stays below 2^32
+  // Pass 1: the mean; pass 2: the mean squared deviation from it (as rounded to float, as the CPU op).
+  for (const float* center : {static_cast<const float*>(nullptr), static_cast<const float*>(mean)}) {
+    if (narrow) {
+      launch_partial<uint32_t>(x, m, spatial, c, center, partial, splits, stream);
+    } else {
+      launch_partial<int64_t>(x, m, spatial, c, center, partial, splits, stream);
+    }
+    bn_finish_mean_kernel<<<grid_for(c), kThreads, 0, stream>>>(partial, splits, c, static_cast<double>(m), center == nullptr ? mean : var);
+  }
   return cudaGetLastError();
 }
 
@@ -299,15 +383,40 @@ cudaError_t batch_norm_apply(const float* x, int64_t n, int64_t c, int64_t spati
                              const float* gamma, const float* beta, float eps, float* y, cudaStream_t stream) {
   const int64_t count = n * c * spatial;
   if (count <= 0) return cudaSuccess;
-  bn_apply_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, n, c, spatial, mean, var, gamma, beta, eps, y);
+  if (count < (int64_t(1) << 32) - kThreads * int64_t(1 << 20)) {  // the loop's last i + stride stays below 2^32
+    bn_apply_kernel<uint32_t><<<grid_for(count), kThreads, 0, stream>>>(x, static_cast<uint32_t>(count), static_cast<uint32_t>(c),
+                                                                        static_cast<uint32_t>(spatial), mean, var, gamma, beta, eps, y);
+  } else {
+    bn_apply_kernel<int64_t><<<grid_for(count), kThreads, 0, stream>>>(x, count, c, spatial, mean, var, gamma, beta, eps, y);
+  }
   return cudaGetLastError();
 }
 
 cudaError_t batch_norm_backward(const float* x, const float* dy, int64_t n, int64_t c, int64_t spatial, const float* mean,
-                                const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta,
+                                const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta, void* scratch,
                                 cudaStream_t stream) {
   if (c <= 0) return cudaSuccess;
-  bn_backward_kernel<<<blocks_for(c), kThreads, 0, stream>>>(x, dy, n, c, spatial, mean, var, gamma, eps, dx, dgamma, dbeta);
+  const int64_t m = n * spatial;
+  const unsigned splits = reduction_splits(m, c);
+  auto* partial = static_cast<double*>(scratch);
+  if (m < (int64_t(1) << 32) - kThreads) {
+    bn_backward_partial_kernel<uint32_t><<<reduction_grid(splits, c), kThreads, 0, stream>>>(
+        x, dy, static_cast<uint32_t>(m), static_cast<uint32_t>(spatial), c, mean, partial);
+  } else {
+    bn_backward_partial_kernel<int64_t><<<reduction_grid(splits, c), kThreads, 0, stream>>>(x, dy, m, spatial, c, mean, partial);
+  }
+  double* coef = partial + c * 2 * static_cast<int64_t>(splits);
+  bn_backward_finish_kernel<<<grid_for(c), kThreads, 0, stream>>>(partial, splits, c, static_cast<double>(m), var, gamma, eps, dgamma,
+                                                                  dbeta, coef);
+  const int64_t count = n * c * spatial;
+  if (dx != nullptr && count > 0) {
+    if (count < (int64_t(1) << 32) - kThreads * int64_t(1 << 20)) {
+      bn_backward_dx_kernel<uint32_t><<<grid_for(count), kThreads, 0, stream>>>(
+          x, dy, static_cast<uint32_t>(count), static_cast<uint32_t>(c), static_cast<uint32_t>(spatial), mean, coef, dx);
+    } else {
+      bn_backward_dx_kernel<int64_t><<<grid_for(count), kThreads, 0, stream>>>(x, dy, count, c, spatial, mean, coef, dx);
+    }
+  }
   return cudaGetLastError();
 }
 

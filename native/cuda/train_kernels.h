@@ -13,15 +13,19 @@
 
 namespace repvgg::cuda::train {
 
-// x (n, c, spatial): mean (c) and biased variance (c) over n and spatial (two passes, double sums).
-cudaError_t batch_norm_stats(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var, cudaStream_t stream);
+// Device scratch the two batch-norm reductions below need for an (n, c, spatial) tensor (each channel's partial sums).
+size_t batch_norm_scratch_bytes(int64_t n, int64_t c, int64_t spatial);
+// x (n, c, spatial): mean (c) and biased variance (c) over n and spatial (two passes, double sums). scratch:
+// batch_norm_scratch_bytes(n, c, spatial) of device memory, free once the work enqueued here is done.
+cudaError_t batch_norm_stats(const float* x, int64_t n, int64_t c, int64_t spatial, float* mean, float* var, void* scratch,
+                             cudaStream_t stream);
 // y = (x - mean) * gamma / sqrt(var + eps) + beta, per channel (as the CPU op: scale and shift in float).
 cudaError_t batch_norm_apply(const float* x, int64_t n, int64_t c, int64_t spatial, const float* mean, const float* var,
                              const float* gamma, const float* beta, float eps, float* y, cudaStream_t stream);
 // PyTorch's training-mode gradient: dbeta = sum dy, dgamma = sum dy * xhat, dx = k * (dy - dbeta / M - xhat * dgamma / M)
-// with k = gamma / sqrt(var + eps), M = n * spatial.
+// with k = gamma / sqrt(var + eps), M = n * spatial. scratch: as batch_norm_stats's.
 cudaError_t batch_norm_backward(const float* x, const float* dy, int64_t n, int64_t c, int64_t spatial, const float* mean,
-                                const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta,
+                                const float* var, const float* gamma, float eps, float* dx, float* dgamma, float* dbeta, void* scratch,
                                 cudaStream_t stream);
 // running = momentum * batch + (1 - momentum) * running, the variance unbiased (var * count / (count - 1)).
 cudaError_t update_running_stats(float* running_mean, float* running_var, const float* mean, const float* var, int64_t c,

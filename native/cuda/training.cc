@@ -55,6 +55,8 @@ Context::Context() {
   RV_CUDA(cudaDeviceGetAttribute(&compute_major_, cudaDevAttrComputeCapabilityMajor, device_));
   const char* sync = std::getenv("REPVGG_CUDA_SYNC");
   sync_each_op_ = sync != nullptr && std::string(sync) == "1";
+  const char* fail = std::getenv("REPVGG_CUDA_FAIL_OP");
+  fail_op_ = fail != nullptr ? fail : "";
   RV_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   RV_CUDNN(cudnnCreate, &handle_);
   RV_CUDNN(cudnnSetStream, handle_, stream_);
@@ -70,6 +72,21 @@ void Context::finish(const char* op) const {
     (void)cudaGetLastError();
     throw NativeError("ERR_BACKEND", std::string(op) + " failed on the GPU: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
   }
+}
+
+void Context::record_failure(const char* op, const std::string& message) {
+  if (failure_.empty()) failure_ = std::string(op) + ": " + message;
+}
+
+void Context::throw_failure() {
+  if (failure_.empty()) return;
+  const std::string failure = std::move(failure_);
+  failure_.clear();
+  throw NativeError("ERR_BACKEND", "a training op failed when it was enqueued, and the ops called after it were skipped: " + failure);
+}
+
+void Context::inject_failure(const char* op) const {
+  if (!fail_op_.empty() && fail_op_ == op) throw NativeError("ERR_BACKEND", "REPVGG_CUDA_FAIL_OP=" + fail_op_ + " makes this op fail");
 }
 
 void* Context::allocate(size_t bytes) {
@@ -136,25 +153,6 @@ int pick(const Perf* perf, int returned, size_t* workspace, int* math, bool allo
   }
   return -1;
 }
-
-// Stream-ordered scratch of one op (the 16-bit copies of its operands), released after the op's enqueued work.
-class Scratch {
- public:
-  explicit Scratch(Context& context) : context_(context) {}
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() {
-    for (void* p : held_) context_.release(p);
-  }
-  void* get(size_t bytes) {
-    held_.push_back(context_.allocate(bytes));
-    return held_.back();
-  }
-
- private:
-  Context& context_;
-  std::vector<void*> held_;
-};
 
 }  // namespace
 
@@ -232,7 +230,6 @@ void widen(ConvType type, const void* src, float* dst, int64_t count, cudaStream
 }  // namespace
 
 void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
-  require_type(g.type);
   Descriptors d;
   describe(g, d);
   Scratch scratch(*this);
@@ -254,7 +251,6 @@ void Context::conv2d_forward(const ConvGeometry& g, const float* x, const float*
 }
 
 void Context::conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy, float* dx, float* dw) {
-  require_type(g.type);
   Descriptors d;
   describe(g, d);
   Scratch scratch(*this);

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cuda_check.h"
 
@@ -59,11 +60,27 @@ class Context {
   // debugging; otherwise an asynchronous failure surfaces at the next download, named as such).
   void finish(const char* op) const;
 
+  // Ops enqueued without a Promise (most of them) cannot reject one: the first that throws while being enqueued
+  // records its error here, every op after it is skipped (its inputs may be garbage), and the next call that returns
+  // a Promise (a copy, the loss, allFinite, the custom L2) rejects with it and clears it. All three run on the
+  // training thread, so "after" is call order.
+  void record_failure(const char* op, const std::string& message);
+  bool has_failure() const { return !failure_.empty(); }
+  // Throws the recorded failure as NativeError("ERR_BACKEND", ...) and clears it; does nothing when there is none.
+  void throw_failure();
+  // With REPVGG_CUDA_FAIL_OP=<op> in the environment, the enqueue of that op throws (fault injection: how the tests
+  // check that a failure is reported by the next awaited call).
+  void inject_failure(const char* op) const;
+
+  // Throws ERR_ARG_VALUE for bf16 before compute capability 8.0 (no bf16 tensor cores or cuDNN kernels).
+  void require_type(ConvType type) const;
+
   // Stream-ordered device memory (cudaMallocAsync where the device supports memory pools, else cudaMalloc).
   void* allocate(size_t bytes);
   // Frees after every op enqueued so far (cudaFreeAsync on the stream; a plain free waits for the device first).
   void release(void* ptr) noexcept;
 
+  // The convolutions expect require_type(g.type) to have passed (the addon checks it when the op is called).
   void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, float* y);
   // Sets *flag (device int, zeroed by the caller) when any value of the `count` floats at x is NaN or infinite.
   void flag_non_finite(const float* x, int64_t count, int* flag);
@@ -79,18 +96,37 @@ class Context {
   ConvAlgorithms& choose(const ConvGeometry& g, Descriptors& d, const void* x, const void* w, const void* dy);
   void* workspace(size_t bytes);
 
-  // Throws ERR_ARG_VALUE for bf16 before compute capability 8.0 (no bf16 tensor cores or cuDNN kernels).
-  void require_type(ConvType type) const;
-
   std::mutex mutex_;
   int device_ = 0;
   int compute_major_ = 0;
   bool memory_pools_ = false;
   bool sync_each_op_ = false;
+  std::string fail_op_;  // REPVGG_CUDA_FAIL_OP
+  std::string failure_;  // "op: CODE: message" of the first op that failed since the last report; touched by the training thread only
   cudnn_api::cudnnHandle_t handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer workspace_;
   std::map<std::string, ConvAlgorithms> algorithms_;
+};
+
+// Stream-ordered device memory of one op's enqueued work (the 16-bit copies of a convolution's operands, a
+// reduction's partial sums), released after that work when this goes out of scope.
+class Scratch {
+ public:
+  explicit Scratch(Context& context) : context_(context) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    for (void* p : held_) context_.release(p);
+  }
+  void* get(size_t bytes) {
+    held_.push_back(context_.allocate(bytes));
+    return held_.back();
+  }
+
+ private:
+  Context& context_;
+  std::vector<void*> held_;
 };
 
 }  // namespace repvgg::cuda::train

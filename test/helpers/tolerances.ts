@@ -242,11 +242,15 @@ export const CUDA_TRAIN_FP16_OP = 5e-3;
 
 /**
  * A few mixed-precision SGD steps on CUDA against the same steps in float32 on the CPU, compared on each tensor's
- * change as CUDA_TRAIN_STEPS does: every convolution of every step carries CUDA_TRAIN_FP16_OP, and the rounding
- * compounds through the layers forward and back. Measured on an H200 (2026-12-04, five steps at loss scale 2^10):
- * the stem's 3x3 kernel changed 8.4e-2 away from the CPU's (its gradient sums 1536 products of half-rounded inputs
- * and gradients that the scale leaves small). 0.25 leaves room for the other tensors, which that run did not
- * report; the errors this test is for are larger still: a missed unscaling errs by the loss scale (>= 2^8), a
- * wrong half conversion or gradient by O(1). The fp32 steps (CUDA_TRAIN_STEPS) check the same code paths tightly.
+ * change as CUDA_TRAIN_STEPS does. Every convolution of every step carries CUDA_TRAIN_FP16_OP and the rounding
+ * compounds through the layers, forward and back; worse, a unit whose pre-activation sits near a ReLU's zero takes
+ * the other side on one of the two, and a tensor whose gradient passes few such gates (an SE squeeze's bias) then
+ * changes by a different amount altogether. Measured on an H200 (2026-12-04, five steps at loss scale 2^10): the
+ * stem's 3x3 kernel 8.4e-2 off in one run, stage1.1.se.down.bias 1.37 off in another, with the same code paths in
+ * fp32 within 2e-5. So the bound is on the typical tensor: the median of the per-tensor errors must stay within
+ * CUDA_MIXED_STEPS, and no tensor may be off by more than CUDA_MIXED_STEPS_ANY. The errors this test is for are
+ * larger: a missed unscaling errs by the loss scale (2^10) on every tensor, a wrong half conversion or gradient by
+ * O(1) on most.
  */
-export const CUDA_MIXED_STEPS = 0.25;
+export const CUDA_MIXED_STEPS = 0.1;
+export const CUDA_MIXED_STEPS_ANY = 8;
