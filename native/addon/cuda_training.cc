@@ -98,9 +98,9 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
       const int64_t length = get_int(o, "length");
       RV_CHECK(length >= 1 && length <= (int64_t(1) << 34), "ERR_ARG_VALUE",
                "Buffer length must be from 1 to 2^34 float32 values, got " + std::to_string(length));
-      // Not reported to V8 as external memory: that budget is for host memory, and a training step allocates
-      // gigabytes of device memory, which made V8 collect garbage again and again in every forward pass. The
-      // training backend frees explicitly; the finalizer stays the safety net.
+      // Not reported to V8 as external memory: that budget is for host memory (V8 schedules collections as it
+      // grows, in 64 MB steps), and a training step allocates gigabytes of device memory. The training backend
+      // frees explicitly; the finalizer stays the safety net.
       memory_ = std::make_shared<DeviceMemory>(static_cast<size_t>(length));
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
