@@ -444,6 +444,8 @@ gpuTest(needsGpu('plan report (fp32): every deployed layer runs FMA (no TF32) ma
     t.true(report.convs.some((c) => c.fused), 'the fused conv+bias+ReLU is in use');
     t.true(report.convs.some((c) => /^timed as run:/.test(c.note ?? '')), 'candidates were timed as run');
     t.true(report.activationBytes > 0 && report.weightBytes > 0);
+    // Timing grew the workspace to the largest candidate's; what is kept is what the chosen algorithms need.
+    t.is(report.workspaceBytes, Math.max(0, ...report.convs.map((c) => c.workspaceBytes)));
     t.log(report.convs.map((c) => `${c.step}: ${c.implementation}${c.note ? ` (${c.note})` : ''}`).join('\n'));
   });
 });

@@ -69,6 +69,8 @@ class Plan {
   void launch_forward();
   void ensure_graph();
   PlanReport report();
+  // The workspace the algorithms this plan chose need (the largest of its convolutions').
+  size_t workspace_needed() const;
 
  private:
   struct ConvExec {
@@ -666,6 +668,12 @@ void Plan::run(const float* input, float* logits) {
   std::memcpy(logits, p_.pinned_logits_.get(), logit_bytes);
 }
 
+size_t Plan::workspace_needed() const {
+  size_t needed = 0;
+  for (const auto& c : convs_) needed = std::max(needed, c->workspace);
+  return needed;
+}
+
 PlanReport Plan::report() {
   PlanReport r = report_;
   r.activation_bytes = 0;
@@ -868,6 +876,21 @@ void Program::ensure_workspace(size_t bytes) {
   memory_generation_++;
 }
 
+void Program::trim_workspace() {
+  size_t needed = 0;
+  for (const auto& [key, plan] : plans_) needed = std::max(needed, plan->workspace_needed());
+  if (workspace_.bytes() <= needed) return;
+  RV_CUDA(cudaStreamSynchronize(stream_));
+  DeviceBuffer smaller;
+  try {
+    smaller.allocate(needed);  // before the old one is freed: a failure leaves the larger workspace in place
+  } catch (const NativeError&) {
+    return;
+  }
+  workspace_ = std::move(smaller);
+  memory_generation_++;  // graphs captured with the old workspace are captured again
+}
+
 Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
   RV_CHECK(batch >= 1 && height >= 1 && width >= 1, "ERR_SHAPE", "input must have a positive batch and spatial size");
   const auto key = std::make_tuple(batch, height, width);
@@ -878,6 +901,8 @@ Plan& Program::plan_for(int64_t batch, int64_t height, int64_t width) {
       plan_order_.erase(plan_order_.begin());
     }
     it = plans_.emplace(key, std::make_unique<Plan>(*this, batch, height, width)).first;
+    // Timing the candidates grew the workspace to the largest of them: keep what the chosen ones need.
+    trim_workspace();
   } else {
     plan_order_.erase(std::find(plan_order_.begin(), plan_order_.end(), key));
   }

@@ -95,6 +95,8 @@ class Program {
   // Grows the shared activation buffers / workspace; growth invalidates captured graphs (they hold pointers).
   void ensure_buffer(int index, size_t bytes);
   void ensure_workspace(size_t bytes);
+  // Shrinks the workspace to what the live plans' chosen algorithms need (after a plan is compiled).
+  void trim_workspace();
   void enter_device() const;
 
   ProgramSpec spec_;
