@@ -1,8 +1,9 @@
 // The CUDA training backend: TrainBackend over DeviceTensors (GPU memory, NCHW, float32), every op one call of
 // the CUDA addon's training surface (native/addon/cuda_training.cc: cuDNN convolutions and our kernels) enqueued on
 // one stream in call order without waiting for it (the host runs ahead of the GPU), so a training step runs on the
-// GPU with no host round trip except the loss value and whatever the caller downloads. Gradients are DeviceTensors too. Memory is freed by releaseValue/releaseGradient
-// (the tape's recycle and the optimizer's zeroGrad), with the GPU buffer's finalizer as safety net.
+// GPU with no host round trip except the loss value and whatever the caller downloads. Gradients are DeviceTensors
+// too. Memory is freed by releaseValue/releaseGradient (the tape's recycle and the optimizer's zeroGrad), with the
+// GPU buffer's finalizer as safety net.
 // Not for: inference (lib/engine.ts with backend 'cuda').
 
 import { requireCudaAddon, type CudaAddon, type CudaBuffer, type CudaTrainingOps, type TrainPrecision } from '../backend/cuda.js';

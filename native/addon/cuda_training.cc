@@ -206,6 +206,14 @@ int64_t positive(const Napi::Object& o, const char* name) {
   return v;
 }
 
+// On the training thread, with the context locked: enqueues one op's work on the current device and finishes it.
+void enqueue_now(Context& c, const char* name, const std::function<void(Context&)>& enqueue) {
+  c.inject_failure(name);
+  c.enter();
+  enqueue(c);
+  c.finish(name);
+}
+
 // Hands `enqueue` to the training thread, which runs it with the context locked and current and then finishes
 // the op, and returns undefined at once. A throw is recorded for the next waiting call to report; while one is
 // recorded, later ops are skipped. `held` keeps the operands' memory alive until the work is enqueued, so a Buffer
@@ -216,10 +224,7 @@ Napi::Value enqueue_op(Napi::Env env, const char* name, std::vector<std::shared_
     std::lock_guard<std::mutex> lock(c.mutex());
     if (c.has_failure()) return;
     try {
-      c.inject_failure(name);
-      c.enter();
-      enqueue(c);
-      c.finish(name);
+      enqueue_now(c, name, enqueue);
     } catch (const std::exception& e) {
       c.record_failure(name, e.what());
     }
@@ -235,10 +240,7 @@ Napi::Value waiting_op(Napi::Env env, const char* name, const Napi::Object& opti
     Context& c = Context::get();
     std::lock_guard<std::mutex> lock(c.mutex());
     c.throw_failure();
-    c.inject_failure(name);
-    c.enter();
-    enqueue(c);
-    c.finish(name);
+    enqueue_now(c, name, enqueue);
   }, options, std::move(result));
 }
 

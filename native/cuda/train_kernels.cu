@@ -344,6 +344,12 @@ unsigned reduction_splits(int64_t m, int64_t c) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>({by_blocks, by_values, 65535})));
 }
 
+// Whether 32-bit indices serve a batch-norm reduction over m values of a channel (a thread's last index plus
+// blockDim stays below 2^32), and an element-wise loop over count values (the last index plus the grid's stride,
+// at most 2^20 blocks of kThreads, does).
+bool reduction_fits_32(int64_t m) { return m < (int64_t(1) << 32) - kThreads; }
+bool elementwise_fits_32(int64_t count) { return count < (int64_t(1) << 32) - kThreads * int64_t(1 << 20); }
+
 dim3 reduction_grid(unsigned splits, int64_t c) { return dim3(splits, static_cast<unsigned>(std::min<int64_t>(c, 65535))); }
 
 template <typename Index>
@@ -366,10 +372,9 @@ cudaError_t batch_norm_stats(const float* x, int64_t n, int64_t c, int64_t spati
   const int64_t m = n * spatial;
   const unsigned splits = reduction_splits(m, c);
   auto* partial = static_cast<double*>(scratch);
-  const bool narrow = m < (int64_t(1) << 32) - kThreads;  // a thread's last index + blockDim stays below 2^32
   // Pass 1: the mean; pass 2: the mean squared deviation from it (as rounded to float, as the CPU op).
   for (const float* center : {static_cast<const float*>(nullptr), static_cast<const float*>(mean)}) {
-    if (narrow) {
+    if (reduction_fits_32(m)) {
       launch_partial<uint32_t>(x, m, spatial, c, center, partial, splits, stream);
     } else {
       launch_partial<int64_t>(x, m, spatial, c, center, partial, splits, stream);
@@ -383,7 +388,7 @@ cudaError_t batch_norm_apply(const float* x, int64_t n, int64_t c, int64_t spati
                              const float* gamma, const float* beta, float eps, float* y, cudaStream_t stream) {
   const int64_t count = n * c * spatial;
   if (count <= 0) return cudaSuccess;
-  if (count < (int64_t(1) << 32) - kThreads * int64_t(1 << 20)) {  // the loop's last i + stride stays below 2^32
+  if (elementwise_fits_32(count)) {
     bn_apply_kernel<uint32_t><<<grid_for(count), kThreads, 0, stream>>>(x, static_cast<uint32_t>(count), static_cast<uint32_t>(c),
                                                                         static_cast<uint32_t>(spatial), mean, var, gamma, beta, eps, y);
   } else {
@@ -399,7 +404,7 @@ cudaError_t batch_norm_backward(const float* x, const float* dy, int64_t n, int6
   const int64_t m = n * spatial;
   const unsigned splits = reduction_splits(m, c);
   auto* partial = static_cast<double*>(scratch);
-  if (m < (int64_t(1) << 32) - kThreads) {
+  if (reduction_fits_32(m)) {
     bn_backward_partial_kernel<uint32_t><<<reduction_grid(splits, c), kThreads, 0, stream>>>(
         x, dy, static_cast<uint32_t>(m), static_cast<uint32_t>(spatial), c, mean, partial);
   } else {
@@ -410,7 +415,7 @@ cudaError_t batch_norm_backward(const float* x, const float* dy, int64_t n, int6
                                                                   dbeta, coef);
   const int64_t count = n * c * spatial;
   if (dx != nullptr && count > 0) {
-    if (count < (int64_t(1) << 32) - kThreads * int64_t(1 << 20)) {
+    if (elementwise_fits_32(count)) {
       bn_backward_dx_kernel<uint32_t><<<grid_for(count), kThreads, 0, stream>>>(
           x, dy, static_cast<uint32_t>(count), static_cast<uint32_t>(c), static_cast<uint32_t>(spatial), mean, coef, dx);
     } else {
