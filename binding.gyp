@@ -16,6 +16,7 @@
         "native/cpu/program.cc",
         "native/cpu/winograd.cc",
         "native/cpu/gemm_conv.cc",
+        "native/cpu/small_input_conv.cc",
         "native/cpu/bf16_gemm.cc",
         "native/cpu/resample.cc",
         "native/cpu/jpeg.cc"

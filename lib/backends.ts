@@ -40,12 +40,14 @@ export interface CpuCapabilities {
    * saturation, so int8 weights must stay within +-63 (calibrate() then quantizes them to 7 bits; see lib/quant).
    */
   int8Vnni: boolean;
+  /** Whether this CPU multiplies bfloat16 natively (AVX512-BF16): int8 networks then run their classifier in bf16. */
+  nativeBf16: boolean;
 }
 
 /** @throws BackendError when the CPU addon cannot be loaded. */
 export function cpuCapabilities(): CpuCapabilities {
   const info = callNativeSync(() => loadCpuAddon().info());
-  return { isa: info.isa, bf16: info.bf16, int8Vnni: info.int8Vnni };
+  return { isa: info.isa, bf16: info.bf16, int8Vnni: info.int8Vnni, nativeBf16: info.nativeBf16 };
 }
 
 /**

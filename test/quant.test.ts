@@ -201,10 +201,12 @@ for (const [title, spec, keep] of [
     t.is(result.quantization.size, model.layers.length - 1 - keep.length, 'every other layer but the first is int8');
     const network = int8Network(result.model, result.quantization);
     try {
+      const { headPrecision } = await network.prepare(1, 32, 32);
+      t.is(headPrecision, cpuCapabilities().nativeBf16 ? 'bf16' : 'fp32', 'the head in bf16 where the CPU multiplies it natively');
       for (const shape of [[1, 3, 32, 32], [3, 3, 48, 32]] as [number, number, number, number][]) {
         const x = randomImages(shape, rng);
         const ours = await network.predict(x);
-        const reference = modelInt8Ref(result.model, result.quantization, x);
+        const reference = modelInt8Ref(result.model, result.quantization, x, headPrecision);
         checkClose(t, `${title} ${shape.join('x')}`, ours.data, reference.logits, INT8_REFERENCE);
         // Not vacuous: int8 differs from the float network by far more than the tolerance.
         const floatError = maxRelativeError(ours.data, modelDeployRef(model, x).logits);
@@ -214,7 +216,46 @@ for (const [title, spec, keep] of [
       t.is(report.convs.filter((c) => c.algorithm === 'int8').length, result.quantization.size, 'the quantized layers run int8 primitives');
       const profile = await network.profile(1, 32, 32, { runs: 1 });
       t.deepEqual(profile.entries.filter((e) => e.what === 'int8 conv').map((e) => e.layer), [...result.quantization.keys()]);
-      t.true(profile.entries.some((e) => e.layer === 'stage1.0' && e.what === 'quantize'), 'the float first layer output is quantized for stage1.0');
+      // On AVX-512 the first layer runs our kernel, which also writes stage1.0's u8 input unless the layer's SE block
+      // reads its output first; otherwise a quantizing reorder makes stage1.0's input.
+      const ownFirstLayer = /^avx512/.test(cpuCapabilities().isa);
+      const writesU8 = ownFirstLayer && model.layers[0]!.se === undefined;
+      const first = report.convs[0]!.implementation;
+      t.is(first.startsWith('own direct'), ownFirstLayer, `first layer: ${first}`);
+      t.is(first.endsWith('u8 out'), writesU8, `first layer: ${first}`);
+      t.is(profile.entries.some((e) => e.layer === 'stage1.0' && e.what === 'quantize'), !writesU8, 'stage1.0 quantizes its input only where the first layer does not');
+    } finally {
+      network.dispose();
+    }
+  });
+}
+
+// The first layer's own kernel (AVX-512, int8 networks): 1 to 4 input channels (5 go to oneDNN), strides 1 and 2,
+// output channels that are not a multiple of 16 or need two passes of 64, and map sizes whose left and right edges
+// and short rows take every path of the kernel; it writes u8 for an int8 stage1.0 and float32 for a float one.
+const smallStage = { stageChannels: [16, 16, 16, 16], stageDepths: [1, 1, 1, 1] };
+for (const [title, spec, keep] of [
+  ['1 input channel, stride 1, 24 channels', customSpec({ inChannels: 1, numClasses: 4, stemChannels: 24, stemStride: 1, ...smallStage }), []],
+  ['4 input channels, 80 channels', customSpec({ inChannels: 4, numClasses: 4, stemChannels: 80, ...smallStage }), []],
+  ['5 input channels', customSpec({ inChannels: 5, numClasses: 4, stemChannels: 16, ...smallStage }), []],
+  ['3 input channels, stage1.0 kept in float32', plainSpec, ['stage1.0']],
+] as const) {
+  test(`int8 first layer matches the float64 int8 reference: ${title}`, async (t) => {
+    const { model, result, rng } = await calibrated(spec, 300 + title.length, [...keep]);
+    const network = int8Network(result.model, result.quantization);
+    try {
+      const shapes: [number, number, number, number][] = [[1, spec.inChannels, 33, 37], [3, spec.inChannels, 45, 32]];
+      for (const shape of shapes) {
+        const x = randomImages(shape, rng);
+        const { headPrecision, convs } = await network.prepare(shape[0], shape[2], shape[3]);
+        const ownKernel = /^avx512/.test(cpuCapabilities().isa) && spec.inChannels <= 4;
+        t.is(convs[0]!.implementation.startsWith('own direct'), ownKernel, `first layer: ${convs[0]!.implementation}`);
+        t.is(convs[0]!.implementation.endsWith('u8 out'), ownKernel && keep.length === 0, `first layer: ${convs[0]!.implementation}`);
+        const ours = await network.predict(x);
+        checkClose(t, `${title} ${shape.join('x')}`, ours.data, modelInt8Ref(result.model, result.quantization, x, headPrecision).logits, INT8_REFERENCE);
+        const floatError = maxRelativeError(ours.data, modelDeployRef(model, x).logits);
+        t.true(floatError > 10 * INT8_REFERENCE, `int8 really quantizes (${floatError.toExponential(2)} from float32)`);
+      }
     } finally {
       network.dispose();
     }
@@ -237,7 +278,7 @@ test("8-bit weights run exactly as this CPU can: the engine equals the float64 r
   const network = int8Network(result.model, result.quantization);
   try {
     const x = randomImages([3, 3, 32, 32], rng);
-    const reference = modelInt8Ref(fitted.model, fitted.quantization, x);
+    const reference = modelInt8Ref(fitted.model, fitted.quantization, x, (await network.prepare(3, 32, 32)).headPrecision);
     checkClose(t, `int8 on ${cpu.isa}`, (await network.predict(x)).data, reference.logits, INT8_REFERENCE);
     await new Promise((resolve) => setImmediate(resolve)); // process warnings are emitted on the next tick
     t.is(warnings.length, cpu.int8Vnni ? 0 : 1, 'one warning when layers moved to 7 bits, none otherwise');

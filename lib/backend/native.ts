@@ -42,6 +42,12 @@ export interface NativePlanReport {
    */
   autoTimingForwardMs?: number;
   /**
+   * CPU: the classifier's precision. 'bf16' in bf16 networks, and in int8 networks where the CPU multiplies bf16
+   * natively (CpuCapabilities.nativeBf16: at batch 1 the classifier streams its weights, and bf16 halves them, while
+   * its rounding adds less than the int8 layers before it); else 'fp32'.
+   */
+  headPrecision?: 'fp32' | 'bf16';
+  /**
    * CPU: 'layers', one plan for the batch whose primitives use all `threads`; or 'images', the batch's images
    * split over `threads` threads, each running single-threaded copies of plans for chunks of `imagesPerPlan` (and
    * of 1) images (see NetworkOptions.batchThreading). convs, layout and autoTiming are then those of the

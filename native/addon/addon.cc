@@ -441,6 +441,7 @@ Napi::Object report_to_js(Napi::Env env, const cpu::PlanReport& r) {
   out.Set("layout", Napi::String::New(env, r.layout));
   if (!r.auto_timing.empty()) out.Set("autoTiming", Napi::String::New(env, r.auto_timing));
   if (r.auto_timing_forward_ms >= 0) out.Set("autoTimingForwardMs", Napi::Number::New(env, r.auto_timing_forward_ms));
+  out.Set("headPrecision", Napi::String::New(env, r.head_precision));
   out.Set("threading", Napi::String::New(env, r.threading));
   out.Set("imagesPerPlan", Napi::Number::New(env, static_cast<double>(r.images_per_plan)));
   out.Set("threads", Napi::Number::New(env, static_cast<double>(r.threads)));

@@ -23,6 +23,7 @@
 
 #include "dnnl_common.h"
 #include "gemm_conv.h"
+#include "small_input_conv.h"
 #include "winograd.h"
 
 namespace repvgg::cpu {
@@ -53,12 +54,16 @@ std::unordered_map<int, memory> with_own_scratchpad(const dnnl::primitive& prim,
   return args;
 }
 
+// The first layer's kernel, as plan reports name it.
+constexpr const char* kSmallInputImplementation = "own direct:avx512 (few input channels)";
+
 // A primitive bound to activation buffers (by index) and to memories it owns (weights, scratch); or, for a conv that
 // runs our Winograd kernel, that kernel on the buffers bound to DNNL_ARG_SRC and DNNL_ARG_DST.
 struct Exec {
   dnnl::primitive prim;
   std::shared_ptr<WinogradConv> winograd;
   std::shared_ptr<Im2colConv> im2col;            // im2col + GEMM on shared_weights (HWIO) instead of prim
+  std::shared_ptr<SmallInputConv> small_input;   // the first layer's own kernel (small_input_conv.h) instead of prim
   std::shared_ptr<const memory> shared_weights;  // weights from the ReorderedWeightCache, also in fixed_args
   struct BufferArg {
     int arg, buffer;
@@ -202,6 +207,10 @@ class Plan {
  private:
   void compile_conv(int index, const ConvStepSpec& c);
   void compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64_t ow);
+  bool runs_small_input_conv(const ConvStepSpec& c) const;
+  void compile_small_input_conv(int index, const ConvStepSpec& c, int64_t oh, int64_t ow);
+  bool quantize_in_small_input_conv(int index, const ConvStepSpec& c, const md_t& u8_src);
+  bool read_only_by(int buffer, int step) const;
   void require_float(int buffer, const std::string& what) const;
   // Records what a step left in buffer: its layout and (channels, height, width).
   void set_buffer(int buffer, const md_t& md, int64_t channels, int64_t height, int64_t width);
@@ -338,6 +347,7 @@ void Plan::compile_conv(int index, const ConvStepSpec& c) {
   RV_CHECK(oh >= 1 && ow >= 1, "ERR_SHAPE", "input " + std::to_string(h) + "x" + std::to_string(w) + " too small for conv step " + std::to_string(index));
   if (c.int8) return compile_conv_int8(index, c, oh, ow);
   require_float(c.src, "conv step " + std::to_string(index));
+  if (runs_small_input_conv(c)) return compile_small_input_conv(index, c, oh, ow);
   const bool src_known = !buffer_mds_[c.src].is_zero();
   const md_t src_md = src_known ? buffer_mds_[c.src] : md_t({batch_, c.in_channels, h, w}, act_type_, tag::any);
   const dims w_dims = conv_weight_dims(c);
@@ -511,7 +521,9 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
   exec.shared_weights = reordered_weights(reordered_weights_, index, w_dims, c.weight, pd.weights_desc());  // integers: exact in s8
   exec.prim = dnnl::convolution_forward(pd);
   exec.conv_step = index;
-  if (quantize_input) {
+  if (quantize_input && quantize_in_small_input_conv(index, c, pd.src_desc())) {
+    exec.buffer_args.push_back({DNNL_ARG_SRC, c.src, pd.src_desc()});
+  } else if (quantize_input) {
     memory quantized(pd.src_desc(), engine());
     dnnl::primitive_attr scale_attr = user_scratchpad();
     scale_attr.set_output_scales(0, {1.f / c.input_scale});
@@ -532,6 +544,80 @@ void Plan::compile_conv_int8(int index, const ConvStepSpec& c, int64_t oh, int64
   report_.convs.push_back({index, "int8", pd.impl_info_str(), -1, -1, -1, layout_name(pd.dst_desc())});
   execs_.push_back(std::move(exec));
   set_buffer(c.dst, pd.dst_desc(), c.out_channels, oh, ow);
+}
+
+// Whether conv c runs on our first-layer kernel (small_input_conv.h): in an int8 network (where it also quantizes
+// the next layer's input, see quantize_in_small_input_conv) it reads the network input, which has few channels, on
+// an AVX-512 CPU, and no other conv has put the input into a layout of oneDNN's. float32 and bf16 networks keep
+// oneDNN's conv: there ours only tied (A0 and B0 at batch 1 on a 2-core Zen 5, interleaved whole forwards in one
+// process: 0.98-1.04x).
+bool Plan::runs_small_input_conv(const ConvStepSpec& c) const {
+  const md_t plain_input({batch_, c.in_channels, buffer_height_[0], buffer_width_[0]}, dt::f32, tag::nchw);
+  return spec_.precision == Precision::int8 && c.src == 0 && c.dst != 0 && c.groups == 1 && c.in_channels <= SmallInputConv::kMaxInChannels && c.pad < c.kernel &&
+         SmallInputConv::available() && (buffer_mds_[0].is_zero() || buffer_mds_[0] == plain_input);
+}
+
+// The first layer on the plain float32 input, NCHW as the caller gives it (the input "reorder" is then a copy); its
+// output float32 channels-last, until an int8 conv that reads it has it write u8.
+void Plan::compile_small_input_conv(int index, const ConvStepSpec& c, int64_t oh, int64_t ow) {
+  const int64_t h = buffer_height_[0], w = buffer_width_[0];
+  const md_t input_md({batch_, c.in_channels, h, w}, dt::f32, tag::nchw);
+  if (buffer_mds_[0].is_zero()) buffer_mds_[0] = input_md_ = input_md;
+  const md_t dst_md({batch_, c.out_channels, oh, ow}, dt::f32, tag::nhwc);
+  Exec exec;
+  exec.conv_step = index;
+  exec.small_input = std::make_shared<SmallInputConv>(SmallInputConvShape{batch_, c.in_channels, h, w, c.out_channels, c.kernel, c.stride, c.pad},
+                                                      c.weight, c.bias, c.relu, SmallInputOutput::f32, 0.f);
+  exec.buffer_args.push_back({DNNL_ARG_SRC, 0, input_md});
+  exec.buffer_args.push_back({DNNL_ARG_DST, c.dst, dst_md});
+  report_.convs.push_back({index, "direct", kSmallInputImplementation, -1, -1, -1, "NHWC"});
+  execs_.push_back(std::move(exec));
+  if (report_.layout.empty()) report_.layout = "NHWC";
+  set_buffer(c.dst, dst_md, c.out_channels, oh, ow);
+}
+
+// An int8 conv (step `index`) whose float32 input the first layer's kernel has just written, into a buffer nothing
+// else reads: that kernel writes the u8 input (layout u8_src: NHWC) itself, saving a quantizing pass over it (A0:
+// 48 x 112 x 112 values). Returns whether it does; the buffer then holds u8.
+bool Plan::quantize_in_small_input_conv(int index, const ConvStepSpec& c, const md_t& u8_src) {
+  if (execs_.empty() || !execs_.back().small_input || u8_src != md_t(u8_src.dims(), dt::u8, tag::nhwc)) return false;
+  Exec& first = execs_.back();
+  auto dst = std::find_if(first.buffer_args.begin(), first.buffer_args.end(), [](const Exec::BufferArg& a) { return a.arg == DNNL_ARG_DST; });
+  if (dst->buffer != c.src || !read_only_by(c.src, index)) return false;
+  const ConvStepSpec& layer = spec_.steps[first.conv_step].conv;
+  first.small_input = std::make_shared<SmallInputConv>(first.small_input->shape(), layer.weight, layer.bias, layer.relu, SmallInputOutput::u8,
+                                                       c.input_scale);
+  dst->md = u8_src;
+  set_buffer(c.src, u8_src, buffer_channels_[c.src], buffer_height_[c.src], buffer_width_[c.src]);
+  for (ConvChoice& choice : report_.convs)
+    if (choice.step == first.conv_step) choice.implementation = std::string(kSmallInputImplementation) + ", u8 out";
+  return true;
+}
+
+// Whether, after step `step` reads it, nothing reads buffer before something writes it (the head reads head_src).
+bool Plan::read_only_by(int buffer, int step) const {
+  for (size_t i = static_cast<size_t>(step); i < spec_.steps.size(); i++) {
+    const StepSpec& s = spec_.steps[i];
+    const bool later = i > static_cast<size_t>(step);
+    switch (s.kind) {
+      case StepKind::conv:
+        if (later && s.conv.src == buffer) return false;
+        if (s.conv.dst == buffer) return true;
+        break;
+      case StepKind::batchnorm:
+        if (later && s.bn.src == buffer) return false;
+        if (s.bn.dst == buffer) return true;
+        break;
+      case StepKind::add:
+        if (later && (s.add.a == buffer || s.add.b == buffer)) return false;
+        if (s.add.dst == buffer) return true;
+        break;
+      case StepKind::se:
+        if (later && s.se.buf == buffer) return false;
+        break;
+    }
+  }
+  return buffer != spec_.head_src;
 }
 
 void Plan::compile_batchnorm(const BatchNormStepSpec& b) {
@@ -623,8 +709,11 @@ void Plan::compile_head() {
   RV_CHECK(buffer_channels_[spec_.head_src] == c, "ERR_SHAPE", "classifier expects " + std::to_string(c) + " features but its buffer holds " + std::to_string(buffer_channels_[spec_.head_src]));
   // bf16 networks run the classifier in bf16 too (its products accumulate and its logits come out in float32): at
   // batch 1 it streams its weights from memory, and bf16 halves them (A0's 1280 -> 1000: 103 -> 37 us with cold
-  // weights on 2 threads). The pooled features are rounded to bf16 once, as every conv's input is.
-  const dt head_type = act_type_;
+  // weights on 2 threads). The pooled features are rounded to bf16 once, as every conv's input is. int8 networks
+  // do the same where the CPU multiplies bf16 natively: bf16's 8 significant bits lose less than the int8 layers
+  // before them (A0 with random BN statistics, one image: int8's logits 7.6e-3 of their largest off float32's with
+  // a float32 head, 7.3e-3 with a bf16 one), and whole A0 forwards ran 1.03x faster at batch 1 (2-core Zen 5).
+  const dt head_type = spec_.precision == Precision::int8 && has_native_bf16() ? dt::bf16 : act_type_;
   memory pooled(md_t({n, c, 1, 1}, head_type, tag::abcd), engine());
   for (Exec& e : global_mean_execs(x_md, spec_.head_src, pooled)) {
     e.what = "global mean";
@@ -636,6 +725,7 @@ void Plan::compile_head() {
   dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, features_md, md_t({k, c}, head_type, head_type == dt::f32 ? tag::ab : tag::any),
                                       plain_f32({k}), plain_f32({n, k}));
   const dnnl::inner_product_forward::primitive_desc pd(d, user_scratchpad(), engine());
+  report_.head_precision = head_type == dt::bf16 ? "bf16" : "fp32";
   Exec fc;
   fc.prim = dnnl::inner_product_forward(pd);
   // float32 reads the spec's weights in place; bf16 ones are converted once and shared by every plan of the network.
@@ -712,6 +802,9 @@ void Plan::allocate_winograd_scratch() {
 }
 
 void Plan::execute(Exec& exec) {
+  if (exec.small_input) {
+    return exec.small_input->run(static_cast<const float*>(exec.args.at(DNNL_ARG_SRC).get_data_handle()), exec.args.at(DNNL_ARG_DST).get_data_handle());
+  }
   if (exec.im2col) {
     return exec.im2col->run(static_cast<const float*>(exec.args.at(DNNL_ARG_SRC).get_data_handle()),
                             static_cast<float*>(exec.args.at(DNNL_ARG_DST).get_data_handle()), reinterpret_cast<float*>(winograd_input_.get()));

@@ -72,6 +72,7 @@ struct PlanReport {
   // weight_bytes those of one copy (the copies share their weights).
   std::string threading = "layers";
   int64_t images_per_plan = 0, threads = 0;
+  std::string head_precision;  // the classifier's: "fp32" or "bf16" (Plan::compile_head)
 };
 
 // Where a plan's time goes: each primitive timed on its own (the stream waited after each), over several runs.

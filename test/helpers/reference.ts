@@ -359,8 +359,20 @@ function inputOf(spec: RepVGGSpec, x: HostTensor): RefTensor /* [N, C, H, W] */ 
   return { data: toFloat64(x.data), shape: [...x.shape] };
 }
 
-function classify(features: RefTensor, weight: DenseArray, bias: ArrayLike<number>): ModelOutput {
-  const logits = linearRef(globalAvgPoolRef(features), weight, bias);
+/** x rounded to bfloat16 (8 significant bits), to nearest even, as oneDNN converts float32 to bf16. */
+export function roundToBf16(x: number): number {
+  const bits = new Uint32Array(new Float32Array([x]).buffer);
+  const value = bits[0]!;
+  bits[0] = ((value + 0x7fff + ((value >>> 16) & 1)) & 0xffff0000) >>> 0;
+  return new Float32Array(bits.buffer)[0]!;
+}
+
+/** Global average pooling, then the classifier; bf16Head: its features and weights rounded to bf16 first. */
+function classify(features: RefTensor, weight: DenseArray, bias: ArrayLike<number>, bf16Head = false): ModelOutput {
+  const pooled = globalAvgPoolRef(features);
+  const logits = bf16Head
+    ? linearRef({ data: pooled.data.map(roundToBf16), shape: pooled.shape }, { data: Float64Array.from(weight.data, roundToBf16), shape: weight.shape }, bias)
+    : linearRef(pooled, weight, bias);
   return { logits: logits.data, shape: logits.shape as [number, number] };
 }
 
@@ -420,9 +432,12 @@ export function modelTrainRef(spec: RepVGGSpec, state: StateDict, x: HostTensor 
 
 /**
  * The deployed network: per layer y = ReLU(SE?(conv3x3_s(x) + bias)), then global average pool and linear.
- * With quantization, the layers it names compute as int8 does, in float64 (see modelInt8Ref).
+ * With quantization, the layers it names compute as int8 does, in float64 (see modelInt8Ref); bf16Head: the
+ * classifier's features and weights rounded to bf16 (an int8 network's head on CPUs with native bf16).
  */
-export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, W] */, quantization?: ModelQuantization): ModelOutput {
+export function modelDeployRef(
+  model: DeployedModel, x: HostTensor /* [N, C, H, W] */, quantization?: ModelQuantization, bf16Head = false,
+): ModelOutput {
   let act = inputOf(model.spec, x);
   for (const layer of model.layers) {
     const shape = [layer.outChannels, layer.inChannels / layer.groups, 3, 3];
@@ -442,7 +457,7 @@ export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, 
   }
   const { numClasses } = model.spec;
   const linearWeight = { data: model.linearWeight, shape: [numClasses, model.linearWeight.length / numClasses] };
-  return classify(act, linearWeight, model.linearBias);
+  return classify(act, linearWeight, model.linearBias, bf16Head);
 }
 
 /**
@@ -450,8 +465,11 @@ export function modelDeployRef(model: DeployedModel, x: HostTensor /* [N, C, H, 
  * (q = clamp(round(x / inputScale), 0, 255)) and computes with its integer weights dequantized
  * (weightScales[oc] * q), i.e. inputScale * weightScales[oc] * sum(q_x q_w) + bias exactly; every other layer, the
  * SE blocks and the head as modelDeployRef. A layer whose u8 output feeds an int8 layer is rounded by that layer,
- * on its input scale, which is where the native program rounds it too.
+ * on its input scale, which is where the native program rounds it too. headPrecision: the native plan's (its
+ * report's headPrecision), 'bf16' rounding the classifier's features and weights.
  */
-export function modelInt8Ref(model: DeployedModel, quantization: ModelQuantization, x: HostTensor /* [N, C, H, W] */): ModelOutput {
-  return modelDeployRef(model, x, quantization);
+export function modelInt8Ref(
+  model: DeployedModel, quantization: ModelQuantization, x: HostTensor /* [N, C, H, W] */, headPrecision: 'fp32' | 'bf16' = 'fp32',
+): ModelOutput {
+  return modelDeployRef(model, x, quantization, headPrecision === 'bf16');
 }

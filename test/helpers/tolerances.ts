@@ -79,8 +79,11 @@ export const FP16 = 1e-2;
  * scale multiplications and the head (~1e-7, measured 1e-7 to 2e-7), plus one rare event: an activation landing
  * within float32 rounding of a half step rounds to the neighbouring u8 value in one of the two, and that one-step
  * change moves the logits by ~1e-2 of their range. It needs ~10^6 activations to happen once (it did on a 10-layer
- * network with calibrated scales); the small networks and seeds tested here have none. A wrong bias unit, scale
- * axis, rounding or clipping is off by more than 1e-2.
+ * network with calibrated scales); the small networks and seeds tested here have none. Where the CPU multiplies
+ * bf16 natively the head runs in bf16 and the reference rounds its features and weights alike (headPrecision):
+ * the weights round identically, a feature only when it lies within float32 rounding of a bf16 half step (the same
+ * kind of rare event, ~2^-8 of one feature's term; none here). A wrong bias unit, scale axis, rounding or clipping
+ * is off by more than 1e-2.
  */
 export const INT8_REFERENCE = 1e-5;
 
