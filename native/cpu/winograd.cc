@@ -336,7 +336,8 @@ void with_types(const WinogradShape& shape, WinogradTile tile, Fn&& fn) {
 // 36 x (49 x 96) x (96 x 96) 0.36 -> 0.28, 36 x (16 x 192) x (192 x 192) 1.09 -> 0.77; but 16 x (196 x 96) x (96 x 96)
 // 0.42 -> 0.44. Whole layers (profile, both ways in one process): stage 2 0.80 -> 0.72 ms, stage 3 0.99 -> 0.89.
 // Below AVX-512 only: on a Zen 5 (oneDNN's brgemm matmul) an earlier column split, each thread transforming all
-// tiles itself, was slower than the tile split (docs/ARCHITECTURE.md), and this one was not measured there.
+// tiles itself, was slower than the tile split (docs/ARCHITECTURE.md), and so was this one: A0 fp32 at batch 1,
+// interleaved whole forwards in one process, 0.87-0.89x.
 constexpr int64_t kColumnSplitMaxTilesPerPart = 64;
 bool split_by_columns(int64_t tiles, int64_t parts, int64_t out) {
   static const bool below_avx512 = [] {  // the ISA values are bit sets: AVX-512 ones contain avx512_core's bits
