@@ -15,7 +15,7 @@ import type { ExecutionContext } from 'ava';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { cpuCapabilities } from '../lib/backends.js';
-import { INT8_WEIGHT_BITS_WARNING, RepVGGNetwork } from '../lib/engine.js';
+import { INT8_WEIGHT_BITS_WARNING, RepVGGNetwork, type PlanReport } from '../lib/engine.js';
 import { ArgumentValueError, FormatError, WeightsMismatchError } from '../lib/errors.js';
 import { encodeOnnx } from '../lib/io/onnx.js';
 import { readNpy, writeNpy } from '../lib/io/npy.js';
@@ -32,6 +32,7 @@ import {
   defaultWeightBits,
   sqnrDb,
   weightQuantizationError,
+  type CalibrationResult,
 } from '../lib/quant/calibrate.js';
 import {
   integerWeights,
@@ -189,6 +190,23 @@ function int8Network(model: DeployedModel, quantization: ModelQuantization): Rep
   return RepVGGNetwork.fromDeployed(model, { backend: 'cpu', precision: 'int8', quantization });
 }
 
+// On AVX-512 an int8 network's first layer (up to 4 input channels) runs our own kernel (small_input_conv.h).
+const OWN_FIRST_LAYER_KERNEL = /^avx512/.test(cpuCapabilities().isa);
+
+/**
+ * The int8 network's logits for x against the float64 int8 reference (its head rounded as the plan reports), and
+ * not vacuously: int8 differs from the float network by far more than the tolerance.
+ */
+async function checkInt8Reference(
+  t: ExecutionContext, label: string, network: RepVGGNetwork, model: DeployedModel, calibration: CalibrationResult, x: HostTensor,
+  headPrecision: PlanReport['headPrecision'],
+): Promise<void> {
+  const ours = await network.predict(x);
+  checkClose(t, label, ours.data, modelInt8Ref(calibration.model, calibration.quantization, x, headPrecision).logits, INT8_REFERENCE);
+  const floatError = maxRelativeError(ours.data, modelDeployRef(model, x).logits);
+  t.true(floatError > 10 * INT8_REFERENCE, `int8 really quantizes (${floatError.toExponential(2)} from float32)`);
+}
+
 for (const [title, spec, keep] of [
   ['plain', plainSpec, []],
   ['grouped 2 and 4', groupedSpec, []],
@@ -201,27 +219,19 @@ for (const [title, spec, keep] of [
     t.is(result.quantization.size, model.layers.length - 1 - keep.length, 'every other layer but the first is int8');
     const network = int8Network(result.model, result.quantization);
     try {
-      const { headPrecision } = await network.prepare(1, 32, 32);
-      t.is(headPrecision, cpuCapabilities().nativeBf16 ? 'bf16' : 'fp32', 'the head in bf16 where the CPU multiplies it natively');
-      for (const shape of [[1, 3, 32, 32], [3, 3, 48, 32]] as [number, number, number, number][]) {
-        const x = randomImages(shape, rng);
-        const ours = await network.predict(x);
-        const reference = modelInt8Ref(result.model, result.quantization, x, headPrecision);
-        checkClose(t, `${title} ${shape.join('x')}`, ours.data, reference.logits, INT8_REFERENCE);
-        // Not vacuous: int8 differs from the float network by far more than the tolerance.
-        const floatError = maxRelativeError(ours.data, modelDeployRef(model, x).logits);
-        t.true(floatError > 10 * INT8_REFERENCE, `int8 really quantizes (${floatError.toExponential(2)} from float32)`);
-      }
       const report = await network.prepare(1, 32, 32);
+      t.is(report.headPrecision, cpuCapabilities().nativeBf16 ? 'bf16' : 'fp32', 'the head in bf16 where the CPU multiplies it natively');
+      for (const shape of [[1, 3, 32, 32], [3, 3, 48, 32]] as [number, number, number, number][]) {
+        await checkInt8Reference(t, `${title} ${shape.join('x')}`, network, model, result, randomImages(shape, rng), report.headPrecision);
+      }
       t.is(report.convs.filter((c) => c.algorithm === 'int8').length, result.quantization.size, 'the quantized layers run int8 primitives');
       const profile = await network.profile(1, 32, 32, { runs: 1 });
       t.deepEqual(profile.entries.filter((e) => e.what === 'int8 conv').map((e) => e.layer), [...result.quantization.keys()]);
-      // On AVX-512 the first layer runs our kernel, which also writes stage1.0's u8 input unless the layer's SE block
-      // reads its output first; otherwise a quantizing reorder makes stage1.0's input.
-      const ownFirstLayer = /^avx512/.test(cpuCapabilities().isa);
-      const writesU8 = ownFirstLayer && model.layers[0]!.se === undefined;
+      // Our first-layer kernel also writes stage1.0's u8 input unless the layer's SE block reads its output first;
+      // otherwise a quantizing reorder makes stage1.0's input.
+      const writesU8 = OWN_FIRST_LAYER_KERNEL && model.layers[0]!.se === undefined;
       const first = report.convs[0]!.implementation;
-      t.is(first.startsWith('own direct'), ownFirstLayer, `first layer: ${first}`);
+      t.is(first.startsWith('own direct'), OWN_FIRST_LAYER_KERNEL, `first layer: ${first}`);
       t.is(first.endsWith('u8 out'), writesU8, `first layer: ${first}`);
       t.is(profile.entries.some((e) => e.layer === 'stage1.0' && e.what === 'quantize'), !writesU8, 'stage1.0 quantizes its input only where the first layer does not');
     } finally {
@@ -246,15 +256,11 @@ for (const [title, spec, keep] of [
     try {
       const shapes: [number, number, number, number][] = [[1, spec.inChannels, 33, 37], [3, spec.inChannels, 45, 32]];
       for (const shape of shapes) {
-        const x = randomImages(shape, rng);
         const { headPrecision, convs } = await network.prepare(shape[0], shape[2], shape[3]);
-        const ownKernel = /^avx512/.test(cpuCapabilities().isa) && spec.inChannels <= 4;
+        const ownKernel = OWN_FIRST_LAYER_KERNEL && spec.inChannels <= 4;
         t.is(convs[0]!.implementation.startsWith('own direct'), ownKernel, `first layer: ${convs[0]!.implementation}`);
         t.is(convs[0]!.implementation.endsWith('u8 out'), ownKernel && keep.length === 0, `first layer: ${convs[0]!.implementation}`);
-        const ours = await network.predict(x);
-        checkClose(t, `${title} ${shape.join('x')}`, ours.data, modelInt8Ref(result.model, result.quantization, x, headPrecision).logits, INT8_REFERENCE);
-        const floatError = maxRelativeError(ours.data, modelDeployRef(model, x).logits);
-        t.true(floatError > 10 * INT8_REFERENCE, `int8 really quantizes (${floatError.toExponential(2)} from float32)`);
+        await checkInt8Reference(t, `${title} ${shape.join('x')}`, network, model, result, randomImages(shape, rng), headPrecision);
       }
     } finally {
       network.dispose();

@@ -52,7 +52,6 @@ inline void store(const Geometry& g, __m512 y, uint8_t* pixel, int64_t channel) 
 // image: this image's (in, height, width) input; pixel: the first pixel's output.
 template <int Pixels, int Vectors, SmallInputOutput Out, bool Checked>
 void pixel_block(const Geometry& g, const float* image, int64_t oh, int64_t ow0, int64_t chunk, uint8_t* pixel) {
-  const int64_t kernel = g.kernel, in_channels = g.in_channels, stride = g.stride;
   __m512 sums[Pixels][Vectors];
 #pragma GCC unroll 4
   for (int v = 0; v < Vectors; v++) {
@@ -60,21 +59,21 @@ void pixel_block(const Geometry& g, const float* image, int64_t oh, int64_t ow0,
 #pragma GCC unroll 8
     for (int p = 0; p < Pixels; p++) sums[p][v] = bias;
   }
-  const int64_t first_iw = ow0 * stride - g.pad;
-  for (int64_t c = 0; c < in_channels; c++) {
-    for (int64_t kh = 0; kh < kernel; kh++) {
-      const int64_t ih = oh * stride - g.pad + kh;
+  const int64_t first_iw = ow0 * g.stride - g.pad;
+  for (int64_t c = 0; c < g.in_channels; c++) {
+    for (int64_t kh = 0; kh < g.kernel; kh++) {
+      const int64_t ih = oh * g.stride - g.pad + kh;
       if (ih < 0 || ih >= g.height) continue;  // zero padding above or below
       const float* row = image + (c * g.height + ih) * g.width + first_iw;
-      const float* tap_weights = g.weights + ((c * kernel + kh) * kernel) * g.padded_out + chunk;
-      for (int64_t kw = 0; kw < kernel; kw++) {
+      const float* tap_weights = g.weights + ((c * g.kernel + kh) * g.kernel) * g.padded_out + chunk;
+      for (int64_t kw = 0; kw < g.kernel; kw++) {
         if (Checked && (first_iw + kw < 0 || first_iw + kw >= g.width)) continue;  // zero padding left or right
         __m512 w[Vectors];
 #pragma GCC unroll 4
         for (int v = 0; v < Vectors; v++) w[v] = _mm512_loadu_ps(tap_weights + kw * g.padded_out + v * kLanes);
 #pragma GCC unroll 8
         for (int p = 0; p < Pixels; p++) {
-          const __m512 x = _mm512_set1_ps(row[p * stride + kw]);
+          const __m512 x = _mm512_set1_ps(row[p * g.stride + kw]);
 #pragma GCC unroll 4
           for (int v = 0; v < Vectors; v++) sums[p][v] = _mm512_fmadd_ps(x, w[v], sums[p][v]);
         }
