@@ -18,6 +18,7 @@
         "native/cpu/gemm_conv.cc",
         "native/cpu/small_input_conv.cc",
         "native/cpu/bf16_gemm.cc",
+        "native/cpu/f32_gemm.cc",
         "native/cpu/resample.cc",
         "native/cpu/jpeg.cc"
       ],

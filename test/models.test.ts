@@ -939,20 +939,23 @@ const ENGINE_MODULE = JSON.stringify(new URL('../lib/engine.js', import.meta.url
 const REPARAM_MODULE = JSON.stringify(new URL('../lib/reparam/reparam.js', import.meta.url).href);
 const REFERENCE_MODULE = JSON.stringify(new URL('./helpers/reference.js', import.meta.url).href);
 
-test('Winograd splits its work into one part per OpenMP thread, by tiles or by output channels: teams of 1, 3 and 5 match float64 (fp32 F(2x2) and F(4x4), bf16 F(2x2) where the CPU has bf16)', async (t) => {
+test('Winograd splits its work into one part per OpenMP thread, by tiles or by output channels: teams of 1, 3 and 5 match float64 (fp32 F(2x2) and F(4x4), bf16 F(2x2) where the CPU has bf16), on AVX-512 and, limited by DNNL_MAX_CPU_ISA, AVX2', async (t) => {
   // 32 -> 16x16 maps at batch 3: 192 F(2x2) tiles (64 F(4x4)) split unevenly over 3 or 5 parts, and 4x4 maps with fewer tiles
-  // than 5 threads at F(4x4). Channels 40 run bf16 through oneDNN's matmul, the others through bf16_gemm.cc. The batch
-  // runs as one plan on all threads (batchThreading 'layers'). Float32 layers with at most 64 tiles per part and output
-  // channels in whole groups of 16 per part split those channels instead on CPUs below AVX-512 (winograd.cc
-  // split_by_columns): the two
-  // 96-channel layers at 4x4 on 3 threads (12 F(2x2) tiles, 3 F(4x4)) and at F(4x4) on 5 (3 tiles: 3 parts).
+  // than 5 threads at F(4x4). Channels 40 run through oneDNN's matmul, the others (multiples of 16) through our
+  // kernels where the instruction set allows: f32_gemm.cc on AVX-512, bf16_gemm.cc on AVX512-BF16. The batch runs as
+  // one plan on all threads (batchThreading 'layers'). Float32 layers with at most 64 tiles per part and output
+  // channels in whole groups of 16 per part split those channels instead below AVX-512 (winograd.cc
+  // split_by_columns): the two 96-channel layers at 4x4 on 3 threads (12 F(2x2) tiles, 3 F(4x4)) and at F(4x4) on 5
+  // (3 tiles: 3 parts).
   const spec = customSpec({
     numClasses: 10, stemChannels: 32, stemStride: 2, stageChannels: [32, 40, 64, 96], stageDepths: [2, 2, 2, 2], stageStrides: [1, 2, 2, 1],
   });
   const state = randomTrainState(spec, makeRng(150));
   const x = randomInput([3, 3, 32, 32], 151);
-  const ref = modelDeployRef(reparameterize(spec, state), x).logits;
-  const script = `
+  const deployed = reparameterize(spec, state);
+  const ref = modelDeployRef(deployed, x).logits;
+  const fp32Configs = [['fp32', 'winograd2x2'], ['fp32', 'winograd']];
+  const script = (configs: string[][]) => `
     import { RepVGGNetwork } from ${ENGINE_MODULE};
     import { reparameterize } from ${REPARAM_MODULE};
     import { makeRng, randomArray, randomTrainState } from ${REFERENCE_MODULE};
@@ -960,7 +963,7 @@ test('Winograd splits its work into one part per OpenMP thread, by tiles or by o
     const deployed = reparameterize(spec, randomTrainState(spec, makeRng(150)));
     const x = { shape: [3, 3, 32, 32], data: randomArray(3 * 3 * 32 * 32, makeRng(151), 1) };
     const results = [];
-    for (const [precision, convAlgorithm] of ${JSON.stringify([['fp32', 'winograd2x2'], ['fp32', 'winograd'], ...(CPU.bf16 ? [['bf16', 'winograd2x2']] : [])])}) {
+    for (const [precision, convAlgorithm] of ${JSON.stringify(configs)}) {
       const net = RepVGGNetwork.fromDeployed(deployed, { backend: 'cpu', precision, convAlgorithm, batchThreading: 'layers' });
       const report = await net.prepare(3, 32, 32);
       results.push({ precision, convAlgorithm, layout: report.layout, algorithms: report.convs.map((c) => c.algorithm),
@@ -968,22 +971,30 @@ test('Winograd splits its work into one part per OpenMP thread, by tiles or by o
       net.dispose();
     }
     console.log(JSON.stringify(results));`;
-  for (const threads of [1, 3, 5]) {
-    const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
-      encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+  const isaLimits = AVX512 ? [undefined, 'AVX2'] : [undefined];
+  for (const [threads, isaLimit] of [1, 3, 5].flatMap((threads) => isaLimits.map((isaLimit) => [threads, isaLimit] as const))) {
+    const configs = CPU.bf16 && isaLimit === undefined ? [...fp32Configs, ['bf16', 'winograd2x2']] : fp32Configs;
+    const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', script(configs)], {
+      encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads), ...(isaLimit && { DNNL_MAX_CPU_ISA: isaLimit }) },
     });
     const results = JSON.parse(stdout) as {
       precision: string; convAlgorithm: string; layout: string; algorithms: string[]; implementations: string[]; logits: number[];
     }[];
     for (const result of results) {
-      const label = `${threads} threads, ${result.precision} ${result.convAlgorithm}`;
+      const label = `${threads} threads${isaLimit ? ` (${isaLimit})` : ''}, ${result.precision} ${result.convAlgorithm}`;
       t.log(`${label}: layout ${result.layout}, convs ${result.algorithms.join(' ')}`);
       if (result.precision === 'fp32' || result.layout === 'NHWC') t.true(result.algorithms.includes(result.convAlgorithm), `${label} runs Winograd`);
       if (result.precision === 'fp32') {
-        const avx2 = !loadCpuAddon().info().isa.startsWith('avx512');  // AVX-512 keeps the tile split
-        const expected = avx2 && (threads === 3 || (threads === 5 && result.convAlgorithm === 'winograd')) ? 2 : 0;
+        const avx512 = AVX512 && isaLimit === undefined;  // AVX-512 keeps the tile split
+        const expected = !avx512 && (threads === 3 || (threads === 5 && result.convAlgorithm === 'winograd')) ? 2 : 0;
         const byColumns = result.implementations.filter((impl) => impl.endsWith(`${Math.min(threads, 3)} parts by output channels`));
         t.is(byColumns.length, expected, `${label}: layers split by output channels (${result.implementations.join('; ')})`);
+        // Our float32 kernel multiplies exactly the Winograd layers onto multiples of 16 channels, on AVX-512 only.
+        for (const [i, implementation] of result.implementations.entries()) {
+          if (!implementation.startsWith('winograd')) continue;
+          const own = avx512 && deployed.layers[i]!.outChannels % 16 === 0;
+          t.is(implementation.endsWith('own:avx512'), own, `${label}: conv ${i} (${deployed.layers[i]!.outChannels} channels): ${implementation}`);
+        }
       }
       checkClose(t, label, Float32Array.from(result.logits), ref, result.precision === 'bf16' ? BF16 : MODEL_FP32);
     }

@@ -1,7 +1,7 @@
 // Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution on NHWC float32 (see winograd.h): weights transformed once
-// (transform_winograd_weights), then per run an input transform, one batched matmul (oneDNN's, or for bfloat16 on
-// AVX512-BF16 our bf16_gemm.cc, ~1.9x oneDNN 2.6's speed there) and an output transform with bias and ReLU. The two
-// tile sizes differ only in their transform matrices (F2x2, F4x4 below).
+// (transform_winograd_weights), then per run an input transform, one batched matmul (oneDNN's; for float32 on
+// AVX-512 our f32_gemm.cc, for bfloat16 on AVX512-BF16 our bf16_gemm.cc, ~1.9x oneDNN 2.6's speed there) and an
+// output transform with bias and ReLU. The two tile sizes differ only in their transform matrices (F2x2, F4x4 below).
 // The transforms work on 16 channels at a time with GCC vector types (one AVX-512 register, or two AVX2 ones:
 // RV_SIMD_CLONES compiles them per instruction set), and on single channels for a remainder of fewer than 16.
 #include "winograd.h"
@@ -16,6 +16,7 @@
 
 #include "../core/check.h"
 #include "bf16_gemm.h"
+#include "f32_gemm.h"
 #include "dnnl_common.h"
 #include "primitive_cache.h"
 #include "simd.h"
@@ -315,8 +316,10 @@ dnnl::memory transform_weights(const float* weight, int64_t in, int64_t out) {
 
 int64_t alpha_of(WinogradTile tile) { return static_cast<int64_t>(tile) + 2; }
 
-// Whether a layer's bfloat16 products run our bf16_pair_gemm (its weights then packed in pairs) instead of oneDNN's.
-bool own_bf16_matmul(dt type, int64_t in, int64_t out) {
+// Whether a layer's products run our kernels instead of oneDNN's matmul: bfloat16 ones bf16_pair_gemm (the weights
+// then packed in pairs), float32 ones f32_group_gemm (the weights packed in groups of 16 columns).
+bool own_matmul_for(dt type, int64_t in, int64_t out) {
+  if (type == dt::f32) return f32_group_gemm_available() && f32_group_gemm_fits(out);
   return type == dt::bf16 && bf16_pair_gemm_available() && bf16_pair_gemm_fits(in, out);
 }
 
@@ -335,9 +338,13 @@ void with_types(const WinogradShape& shape, WinogradTile tile, Fn&& fn) {
 // threads, on a 2-core Zen 3 (avx2), A0 at batch 1: 16 x (49 x 192) x (192 x 192) 0.50 -> 0.47 ms split by columns,
 // 36 x (49 x 96) x (96 x 96) 0.36 -> 0.28, 36 x (16 x 192) x (192 x 192) 1.09 -> 0.77; but 16 x (196 x 96) x (96 x 96)
 // 0.42 -> 0.44. Whole layers (profile, both ways in one process): stage 2 0.80 -> 0.72 ms, stage 3 0.99 -> 0.89.
-// Below AVX-512 only: on a Zen 5 (oneDNN's brgemm matmul) an earlier column split, each thread transforming all
-// tiles itself, was slower than the tile split (docs/ARCHITECTURE.md), and so was this one: A0 fp32 at batch 1,
-// interleaved whole forwards in one process, 0.87-0.89x.
+// Below AVX-512 only. On a Zen 5 an earlier column split, each thread transforming all tiles itself, was slower than
+// the tile split (docs/ARCHITECTURE.md), and so was this one, twice: with oneDNN's matmul, which fell back from
+// brgemm to a slower gemm on the strided columns (A0 fp32 at batch 1, interleaved whole forwards in one process,
+// 0.87-0.89x), and with our f32_group_gemm, which reads a part's columns contiguously and alone beat its tile split
+// (f32_gemm.h), but in the network each thread then reads half of every tile from the other core's cache: the input
+// transform a stage-3 layer's products need (the previous layer's outputs, written by channels) took 36-42 us instead
+// of 12-20, the output transform 19-22 instead of 6-8, and A0's whole forward 6.33 ms instead of 5.55.
 constexpr int64_t kColumnSplitMaxTilesPerPart = 64;
 bool split_by_columns(int64_t tiles, int64_t parts, int64_t out) {
   static const bool below_avx512 = [] {  // the ISA values are bit sets: AVX-512 ones contain avx512_core's bits
@@ -353,12 +360,20 @@ WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weigh
   RV_CHECK(type == dt::f32 || (type == dt::bf16 && tile == WinogradTile::f2x2), "ERR_ARG_VALUE",
            "Winograd weights are float32, or bfloat16 for F(2x2, 3x3)");
   dnnl::memory f32 = tile == WinogradTile::f4x4 ? transform_weights<F4x4>(weight, in, out) : transform_weights<F2x2>(weight, in, out);
-  if (type == dt::f32) return std::make_shared<const dnnl::memory>(f32);
+  const int64_t positions = alpha_of(tile) * alpha_of(tile);
+  if (type == dt::f32 && !own_matmul_for(type, in, out)) return std::make_shared<const dnnl::memory>(f32);
+  if (type == dt::f32) {
+    dnnl::memory packed(dnnl::memory::desc({positions, out / kLanes, in, kLanes}, dt::f32, tag::abcd), engine());
+    const auto* plain = static_cast<const float*>(f32.get_data_handle());
+    auto* groups = static_cast<float*>(packed.get_data_handle());
+    for (int64_t position = 0; position < positions; position++)
+      pack_f32_groups(plain + position * in * out, in, out, groups + position * in * out);
+    return std::make_shared<const dnnl::memory>(packed);
+  }
   dnnl::memory rounded(dnnl::memory::desc(f32.get_desc().dims(), dt::bf16, tag::abc), engine());
   dnnl::reorder(f32, rounded).execute(stream(), f32, rounded);
   stream().wait();
-  if (!own_bf16_matmul(type, in, out)) return std::make_shared<const dnnl::memory>(rounded);
-  const int64_t positions = alpha_of(tile) * alpha_of(tile);
+  if (!own_matmul_for(type, in, out)) return std::make_shared<const dnnl::memory>(rounded);
   dnnl::memory packed(dnnl::memory::desc({positions, in / 2, out, 2}, dt::bf16, tag::abcd), engine());
   const auto* plain = static_cast<const uint16_t*>(rounded.get_data_handle());
   auto* pairs = static_cast<uint16_t*>(packed.get_data_handle());
@@ -381,8 +396,11 @@ WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, Winogr
   tiles_w_ = (out_w_ + side - 1) / side;
   tiles_ = shape.batch * tiles_h_ * tiles_w_;
   const int64_t in = shape.in_channels, out = shape.out_channels;
-  own_matmul_ = own_bf16_matmul(shape.src_type, in, out);
-  const dnnl::memory::dims weight_dims = own_matmul_ ? dnnl::memory::dims({positions, in / 2, out, 2}) : dnnl::memory::dims({positions, in, out});
+  own_matmul_ = own_matmul_for(shape.src_type, in, out);
+  const bool f32 = shape.src_type == dt::f32;
+  const dnnl::memory::dims weight_dims = !own_matmul_ ? dnnl::memory::dims({positions, in, out})
+                                         : f32        ? dnnl::memory::dims({positions, out / kLanes, in, kLanes})
+                                                      : dnnl::memory::dims({positions, in / 2, out, 2});
   RV_CHECK(weights_->get_desc().dims() == weight_dims && weights_->get_desc().data_type() == shape.src_type, "ERR_SHAPE",
            "Winograd conv weights shape or type");
   RV_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == out, "ERR_SHAPE", "Winograd conv bias size");
@@ -445,7 +463,8 @@ WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, Winogr
 
 std::string WinogradConv::implementation() const {
   const std::string side = std::to_string(static_cast<int>(tile_));
-  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + (own_matmul_ ? std::string("own:avx512_bf16") : matmul_implementation_) +
+  const std::string own = shape_.src_type == dt::f32 ? "own:avx512" : "own:avx512_bf16";
+  return "winograd F(" + side + "x" + side + ",3x3) + matmul " + (own_matmul_ ? own : matmul_implementation_) +
          (by_columns_ ? ", " + std::to_string(parts_.size()) + " parts by output channels" : "");
 }
 
@@ -520,7 +539,7 @@ void WinogradConv::finish_part(Part& part, void* dst, void* transformed_scratch,
   void* transformed = static_cast<uint8_t*>(transformed_scratch) + part.transformed_offset;
   float* products = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(products_scratch) + part.products_offset);
   if (own_matmul_) {
-    own_matmul(part, static_cast<const uint16_t*>(transformed), products, positions);
+    own_matmul(part, transformed, products, positions);
   } else {
     part.transformed.set_data_handle(transformed);
     part.products.set_data_handle(products + part.first_column);
@@ -538,11 +557,31 @@ void WinogradConv::finish_part(Part& part, void* dst, void* transformed_scratch,
   });
 }
 
-// A part's products with bf16_pair_gemm, as (position, 48 columns, 112 rows) blocks in that order, so that
-// consecutive blocks share a position's weights.
-void WinogradConv::own_matmul(const Part& part, const uint16_t* transformed, float* products, int64_t positions) const {
+// A part's products with our kernels. bf16_pair_gemm: (position, 48 columns, 112 rows) blocks in that order, so
+// that consecutive blocks share a position's weights. f32_group_gemm: (position, 112 rows) blocks of all columns,
+// each block's groups read from L1 by its rows, its rows from L2 by its groups; while it multiplies one position,
+// the next position's weights are requested into the cache.
+void WinogradConv::own_matmul(const Part& part, const void* transformed_scratch, float* products, int64_t positions) const {
   const int64_t in = shape_.in_channels, out = shape_.out_channels;
   constexpr int64_t kChunkRows = 112;
+  if (shape_.src_type == dt::f32) {
+    const auto* transformed = static_cast<const float*>(transformed_scratch);
+    const auto* weights = static_cast<const float*>(weights_->get_data_handle());  // (positions, out / 16, in, 16)
+    const int64_t position_bytes = in * out * static_cast<int64_t>(sizeof(float));
+    for (int64_t position = 0; position < positions; position++) {
+      PrefetchRange prefetch;
+      if (position + 1 < positions) {
+        prefetch.next = reinterpret_cast<const char*>(weights + (position + 1) * in * out);
+        prefetch.end = prefetch.next + position_bytes;
+      }
+      for (int64_t m0 = 0; m0 < part.tiles; m0 += kChunkRows) {
+        f32_group_gemm(transformed + position * part.rows * in, in, weights + position * in * out, in, out, products + position * part.rows * out,
+                       out, m0, std::min(m0 + kChunkRows, part.tiles), prefetch);
+      }
+    }
+    return;
+  }
+  const auto* transformed = static_cast<const uint16_t*>(transformed_scratch);
   const auto* weights = static_cast<const uint16_t*>(weights_->get_data_handle());
   for (int64_t position = 0; position < positions; position++) {
     for (int64_t n0 = 0; n0 < out; n0 += kBf16GemmColumns) {

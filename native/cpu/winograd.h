@@ -34,10 +34,10 @@ struct WinogradShape {
 enum class WinogradTile { f2x2 = 2, f4x4 = 4 };
 
 // The transformed weights of a layer, (positions, in, out) plain float32 in memory oneDNN allocated (64-byte
-// aligned, for the matmul): 16/9 or 4x the bytes of its 3x3 kernels. bfloat16 ones that bf16_gemm.cc multiplies
-// are packed in pairs of input channels and column panels instead (pack_bf16_pairs, bf16_gemm.h), the size of
-// (positions, in / 2, out, 2). They do not depend on the batch, so
-// every plan of a network shares them.
+// aligned, for the matmul): 16/9 or 4x the bytes of its 3x3 kernels. Those our kernels multiply are packed instead:
+// float32 for f32_gemm.cc in groups of 16 output channels (pack_f32_groups, f32_gemm.h), (positions, out / 16, in,
+// 16); bfloat16 for bf16_gemm.cc in pairs of input channels and column panels (pack_bf16_pairs, bf16_gemm.h), the
+// size of (positions, in / 2, out, 2). They do not depend on the batch, so every plan of a network shares them.
 using WinogradWeights = std::shared_ptr<const dnnl::memory>;
 // weight: (out, in, 3, 3) float32; type: the activations' (f32, or bf16 with F(2x2)), transformed in float64 and
 // rounded once.
@@ -86,9 +86,9 @@ class WinogradConv {
   // A part's input transform (and the zero padding rows of its matrices), and its matmul and output transform.
   void transform_part_input(const Part& part, const void* src, void* transformed_scratch) const;
   void finish_part(Part& part, void* dst, void* transformed_scratch, float* products_scratch);
-  // The products by bf16_gemm.cc (own_matmul_) instead of a oneDNN matmul: a part's transformed (positions, rows,
-  // in) bf16 -> products (positions, rows, out) float32, tile rows only.
-  void own_matmul(const Part& part, const uint16_t* transformed, float* products, int64_t positions) const;
+  // The products by f32_gemm.cc or bf16_gemm.cc (own_matmul_) instead of a oneDNN matmul: a part's transformed
+  // (positions, rows, in) float32 or bf16 -> products (positions, rows, out) float32, tile rows and the part's columns only.
+  void own_matmul(const Part& part, const void* transformed, float* products, int64_t positions) const;
 
   WinogradShape shape_;
   WinogradTile tile_;
@@ -96,7 +96,7 @@ class WinogradConv {
   bool relu_;
   std::vector<float> bias_;  // out values (zeros when the layer has none)
   WinogradWeights weights_;
-  bool own_matmul_ = false;  // bf16 on AVX512-BF16 with suitable channels: bf16_pair_gemm, weights packed in pairs
+  bool own_matmul_ = false;  // float32 on AVX-512 or bf16 on AVX512-BF16, suitable channels: our kernels, packed weights
   bool by_columns_ = false;  // parts split the output channels (run())
   std::vector<Part> parts_;
   size_t transformed_bytes_ = 0, products_bytes_ = 0;  // all parts' matrices
