@@ -16,7 +16,6 @@ namespace {
 
 constexpr int kRows = 7;          // 7 x 3 sums + 3 weight vectors + 1 broadcast: 25 of the 32 registers
 constexpr int kGroupsPerBlock = 3;
-constexpr int64_t kCacheLine = 64;
 
 #define RV_AVX512_TARGET __attribute__((target("avx512f")))
 
@@ -32,7 +31,7 @@ RV_AVX512_TARGET inline __attribute__((always_inline)) void block(const float* a
   for (int64_t i = 0; i < k; i++) {
     __m512 columns[Groups];
     for (int v = 0; v < Groups; v++) columns[v] = _mm512_loadu_ps(b + (v * k + i) * kF32GemmGroup);
-    if (prefetch) _mm_prefetch(prefetch + i * kCacheLine, _MM_HINT_T0);
+    if (prefetch) _mm_prefetch(prefetch + i * kCacheLineBytes, _MM_HINT_T0);
     for (int r = 0; r < Rows; r++) {
       const __m512 broadcast = _mm512_set1_ps(a[r * lda + i]);
       for (int v = 0; v < Groups; v++) sums[r][v] = _mm512_fmadd_ps(broadcast, columns[v], sums[r][v]);
@@ -40,14 +39,6 @@ RV_AVX512_TARGET inline __attribute__((always_inline)) void block(const float* a
   }
   for (int r = 0; r < Rows; r++)
     for (int v = 0; v < Groups; v++) _mm512_storeu_ps(c + r * ldc + v * kF32GemmGroup, sums[r][v]);
-}
-
-// The next k cache lines of the prefetch range for one block (none once the range is used up).
-const char* take_lines(PrefetchRange& prefetch, int64_t k) {
-  if (prefetch.next == nullptr || prefetch.next >= prefetch.end) return nullptr;
-  const char* lines = prefetch.next;
-  prefetch.next += k * kCacheLine;
-  return lines;
 }
 
 // Rows [m0, m1) for `Groups` groups, in blocks of at most kRows rows whose sizes differ by at most one (25 rows: 7,
@@ -60,7 +51,7 @@ RV_AVX512_TARGET void rows(const float* a, int64_t lda, const float* b, int64_t 
     const int64_t first = m0 + count * block_index / blocks, last = m0 + count * (block_index + 1) / blocks;
     const float* a_block = a + first * lda;
     float* c_block = c + first * ldc;
-    const char* lines = take_lines(prefetch, k);
+    const char* lines = take_prefetch_lines(prefetch, k);
     switch (last - first) {
       case 1: block<1, Groups>(a_block, lda, b, k, c_block, ldc, lines); break;
       case 2: block<2, Groups>(a_block, lda, b, k, c_block, ldc, lines); break;

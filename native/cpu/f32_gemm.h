@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "prefetch.h"
+
 namespace repvgg::cpu {
 
 // Whether this CPU has AVX-512 and oneDNN may use it (DNNL_MAX_CPU_ISA below avx512_core turns ours off too).
@@ -27,15 +29,9 @@ bool f32_group_gemm_fits(int64_t n);
 // b: (k, n) float32 row-major -> packed (n / 16, k, 16): group g's k rows of 16 columns, contiguous. n a multiple of 16.
 void pack_f32_groups(const float* b, int64_t k, int64_t n, float* packed);
 
-// Bytes the caller will read next (the weights of its next matrix product), requested into the cache one line per
-// step of k while the product runs; `next` advances past what was requested.
-struct PrefetchRange {
-  const char* next = nullptr;
-  const char* end = nullptr;
-};
-
 // c[m0:m1, :] = a[m0:m1, :] x b (c overwritten). a: (m, k) row-major with row stride lda; packed: pack_f32_groups of
-// b (k, n); c: row stride ldc. Single-threaded: callers split rows.
+// b (k, n); c: row stride ldc. Requests lines of `prefetch` (prefetch.h), one per step of k. Single-threaded:
+// callers split rows.
 void f32_group_gemm(const float* a, int64_t lda, const float* packed, int64_t k, int64_t n, float* c, int64_t ldc, int64_t m0, int64_t m1,
                     PrefetchRange& prefetch);
 

@@ -559,21 +559,24 @@ void WinogradConv::finish_part(Part& part, void* dst, void* transformed_scratch,
 
 // A part's products with our kernels. bf16_pair_gemm: (position, 48 columns, 112 rows) blocks in that order, so
 // that consecutive blocks share a position's weights. f32_group_gemm: (position, 112 rows) blocks of all columns,
-// each block's groups read from L1 by its rows, its rows from L2 by its groups; while it multiplies one position,
-// the next position's weights are requested into the cache.
+// each block's groups read from L1 by its rows, its rows from L2 by its groups. While they multiply one position,
+// they request the next position's weights into the cache (prefetch.h).
 void WinogradConv::own_matmul(const Part& part, const void* transformed_scratch, float* products, int64_t positions) const {
   const int64_t in = shape_.in_channels, out = shape_.out_channels;
   constexpr int64_t kChunkRows = 112;
-  if (shape_.src_type == dt::f32) {
+  const bool f32 = shape_.src_type == dt::f32;
+  const auto* weight_bytes = static_cast<const char*>(weights_->get_data_handle());
+  const int64_t position_bytes = in * out * (f32 ? 4 : 2);
+  auto next_position_weights = [&](int64_t position) {
+    PrefetchRange range;
+    if (position + 1 < positions) range = {weight_bytes + (position + 1) * position_bytes, weight_bytes + (position + 2) * position_bytes};
+    return range;
+  };
+  if (f32) {
     const auto* transformed = static_cast<const float*>(transformed_scratch);
     const auto* weights = static_cast<const float*>(weights_->get_data_handle());  // (positions, out / 16, in, 16)
-    const int64_t position_bytes = in * out * static_cast<int64_t>(sizeof(float));
     for (int64_t position = 0; position < positions; position++) {
-      PrefetchRange prefetch;
-      if (position + 1 < positions) {
-        prefetch.next = reinterpret_cast<const char*>(weights + (position + 1) * in * out);
-        prefetch.end = prefetch.next + position_bytes;
-      }
+      PrefetchRange prefetch = next_position_weights(position);
       for (int64_t m0 = 0; m0 < part.tiles; m0 += kChunkRows) {
         f32_group_gemm(transformed + position * part.rows * in, in, weights + position * in * out, in, out, products + position * part.rows * out,
                        out, m0, std::min(m0 + kChunkRows, part.tiles), prefetch);
@@ -582,12 +585,13 @@ void WinogradConv::own_matmul(const Part& part, const void* transformed_scratch,
     return;
   }
   const auto* transformed = static_cast<const uint16_t*>(transformed_scratch);
-  const auto* weights = static_cast<const uint16_t*>(weights_->get_data_handle());
+  const auto* weights = static_cast<const uint16_t*>(weights_->get_data_handle());  // (positions, in / 2, out, 2) in panels
   for (int64_t position = 0; position < positions; position++) {
+    PrefetchRange prefetch = next_position_weights(position);
     for (int64_t n0 = 0; n0 < out; n0 += kBf16GemmColumns) {
       for (int64_t m0 = 0; m0 < part.tiles; m0 += kChunkRows) {
         bf16_pair_gemm(transformed + position * part.rows * in, in, weights + position * in * out, in, out, products + position * part.rows * out,
-                       out, m0, std::min(m0 + kChunkRows, part.tiles), n0);
+                       out, m0, std::min(m0 + kChunkRows, part.tiles), n0, prefetch);
       }
     }
   }
