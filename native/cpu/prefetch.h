@@ -17,7 +17,8 @@ struct PrefetchRange {
 constexpr int64_t kCacheLineBytes = 64;
 
 // The start of the next `lines` cache lines of the range for one block of a kernel, which requests line i at step i
-// of its loop; nullptr once the range is used up.
+// of its loop; nullptr once the range is used up. The last block may request up to `lines` lines past the range's
+// end: a prefetch never faults, and the kernels' ranges end inside or at the end of the weights.
 inline const char* take_prefetch_lines(PrefetchRange& prefetch, int64_t lines) {
   if (prefetch.next == nullptr || prefetch.next >= prefetch.end) return nullptr;
   const char* first = prefetch.next;
