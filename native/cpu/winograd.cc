@@ -363,7 +363,7 @@ WinogradWeights transform_winograd_weights(WinogradTile tile, const float* weigh
   const int64_t positions = alpha_of(tile) * alpha_of(tile);
   if (type == dt::f32 && !own_matmul_for(type, in, out)) return std::make_shared<const dnnl::memory>(f32);
   if (type == dt::f32) {
-    dnnl::memory packed(dnnl::memory::desc({positions, out / kLanes, in, kLanes}, dt::f32, tag::abcd), engine());
+    dnnl::memory packed(dnnl::memory::desc({positions, out / kF32GemmGroup, in, kF32GemmGroup}, dt::f32, tag::abcd), engine());
     const auto* plain = static_cast<const float*>(f32.get_data_handle());
     auto* groups = static_cast<float*>(packed.get_data_handle());
     for (int64_t position = 0; position < positions; position++)
@@ -399,7 +399,7 @@ WinogradConv::WinogradConv(const WinogradShape& shape, WinogradTile tile, Winogr
   own_matmul_ = own_matmul_for(shape.src_type, in, out);
   const bool f32 = shape.src_type == dt::f32;
   const dnnl::memory::dims weight_dims = !own_matmul_ ? dnnl::memory::dims({positions, in, out})
-                                         : f32        ? dnnl::memory::dims({positions, out / kLanes, in, kLanes})
+                                         : f32        ? dnnl::memory::dims({positions, out / kF32GemmGroup, in, kF32GemmGroup})
                                                       : dnnl::memory::dims({positions, in / 2, out, 2});
   RV_CHECK(weights_->get_desc().dims() == weight_dims && weights_->get_desc().data_type() == shape.src_type, "ERR_SHAPE",
            "Winograd conv weights shape or type");
