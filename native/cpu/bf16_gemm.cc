@@ -5,10 +5,11 @@
 #include "bf16_gemm.h"
 
 #include <immintrin.h>
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
 #include <cstring>
+
+#include "dnnl_common.h"
 
 namespace repvgg::cpu {
 
@@ -65,10 +66,7 @@ RV_BF16_TARGET void rows(const uint16_t* a, int64_t lda, const uint16_t* b, int6
 }  // namespace
 
 bool bf16_pair_gemm_available() {
-  static const bool available = [] {
-    const auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
-    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bf16) == bf16 && __builtin_cpu_supports("avx512bf16");
-  }();
+  static const bool available = isa_includes(dnnl::cpu_isa::avx512_core_bf16) && __builtin_cpu_supports("avx512bf16");
   return available;
 }
 

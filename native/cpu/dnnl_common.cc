@@ -159,6 +159,11 @@ std::string effective_isa() {
   }
 }
 
+bool isa_includes(dnnl::cpu_isa isa) {
+  const auto want = static_cast<unsigned>(isa);
+  return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & want) == want;
+}
+
 bool has_native_bf16() {
   auto isa = dnnl::get_effective_cpu_isa();
   return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
@@ -185,11 +190,7 @@ bool supports_bf16_convolutions() {
   return supported;
 }
 
-bool has_int8_vnni() {
-  const unsigned isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
-  auto has = [isa](dnnl::cpu_isa want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
-  return has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
-}
+bool has_int8_vnni() { return isa_includes(dnnl::cpu_isa::avx512_core_vnni) || isa_includes(dnnl::cpu_isa::avx2_vnni); }
 
 std::string dnnl_version() {
   const dnnl_version_t* v = ::dnnl_version();

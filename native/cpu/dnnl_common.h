@@ -39,6 +39,10 @@ auto wrap_dnnl(const char* what, Fn&& fn) -> decltype(fn());
 
 // Name of the best instruction set oneDNN dispatches to on this machine (e.g. "avx512_core_bf16").
 std::string effective_isa();
+// True when oneDNN may dispatch to `isa` here: its effective instruction set (the CPU's, or less under
+// DNNL_MAX_CPU_ISA) has all of isa's features (oneDNN's cpu_isa values are bit sets). Our own kernels ask this too,
+// so that DNNL_MAX_CPU_ISA turns them off with oneDNN's.
+bool isa_includes(dnnl::cpu_isa isa);
 // True when the CPU has native bf16 dot-product instructions (AVX512-BF16 or AMX).
 bool has_native_bf16();
 // True when oneDNN has a bfloat16 convolution for this CPU (oneDNN 2.6: AVX-512 or newer; none on AVX2), found by

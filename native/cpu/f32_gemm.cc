@@ -6,9 +6,10 @@
 #include "f32_gemm.h"
 
 #include <immintrin.h>
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+
+#include "dnnl_common.h"
 
 namespace repvgg::cpu {
 
@@ -67,10 +68,7 @@ RV_AVX512_TARGET void rows(const float* a, int64_t lda, const float* b, int64_t 
 }  // namespace
 
 bool f32_group_gemm_available() {
-  static const bool available = [] {
-    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
-    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & avx512) == avx512 && __builtin_cpu_supports("avx512f");
-  }();
+  static const bool available = isa_includes(dnnl::cpu_isa::avx512_core) && __builtin_cpu_supports("avx512f");
   return available;
 }
 

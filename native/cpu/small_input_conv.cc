@@ -3,11 +3,12 @@
 #include "small_input_conv.h"
 
 #include <immintrin.h>
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
 
 #include "../core/check.h"
+#include "../core/ops.h"
+#include "dnnl_common.h"
 
 namespace repvgg::cpu {
 
@@ -149,11 +150,8 @@ int64_t element_bytes(SmallInputOutput output) {
 }  // namespace
 
 bool SmallInputConv::available() {
-  static const bool available = [] {
-    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
-    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & avx512) == avx512 && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  }();
+  static const bool available = isa_includes(dnnl::cpu_isa::avx512_core) && __builtin_cpu_supports("avx512f") &&
+                                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   return available;
 }
 
@@ -163,8 +161,8 @@ SmallInputConv::SmallInputConv(const SmallInputConvShape& shape, const std::vect
   const SmallInputConvShape& s = shape_;
   RV_CHECK(s.in_channels >= 1 && s.in_channels <= kMaxInChannels && s.kernel >= 1 && s.stride >= 1 && s.pad >= 0 && s.pad < s.kernel,
            "ERR_ARG_VALUE", "the small-input conv takes 1 to " + std::to_string(kMaxInChannels) + " input channels and pad below the kernel");
-  out_h_ = (s.height + 2 * s.pad - s.kernel) / s.stride + 1;
-  out_w_ = (s.width + 2 * s.pad - s.kernel) / s.stride + 1;
+  out_h_ = conv_out_size(s.height, s.kernel, s.stride, s.pad);
+  out_w_ = conv_out_size(s.width, s.kernel, s.stride, s.pad);
   RV_CHECK(out_h_ >= 1 && out_w_ >= 1, "ERR_SHAPE", "input " + std::to_string(s.height) + "x" + std::to_string(s.width) + " too small for the conv");
   RV_CHECK(static_cast<int64_t>(weight.size()) == s.out_channels * s.in_channels * s.kernel * s.kernel &&
                (bias.empty() || static_cast<int64_t>(bias.size()) == s.out_channels),

@@ -36,8 +36,6 @@ class SmallInputConv {
   void run(const float* src, void* dst) const;
 
   const SmallInputConvShape& shape() const { return shape_; }
-  int64_t out_height() const { return out_h_; }
-  int64_t out_width() const { return out_w_; }
 
  private:
   SmallInputConvShape shape_;

@@ -347,10 +347,7 @@ void with_types(const WinogradShape& shape, WinogradTile tile, Fn&& fn) {
 // of 12-20, the output transform 19-22 instead of 6-8, and A0's whole forward 6.33 ms instead of 5.55.
 constexpr int64_t kColumnSplitMaxTilesPerPart = 64;
 bool split_by_columns(int64_t tiles, int64_t parts, int64_t out) {
-  static const bool below_avx512 = [] {  // the ISA values are bit sets: AVX-512 ones contain avx512_core's bits
-    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
-    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & avx512) != avx512;
-  }();
+  static const bool below_avx512 = !isa_includes(dnnl::cpu_isa::avx512_core);
   return below_avx512 && parts >= 2 && out % (kLanes * parts) == 0 && tiles <= kColumnSplitMaxTilesPerPart * parts;
 }
 
